@@ -1,0 +1,71 @@
+"""MA-SNN's neuron: reset-to-threshold, then leak (``BICLab/Attention-SNN`` ``MA_SNN/module/LIF.py``).
+
+Per step t, for the whole multi-step input current X[t] (h_0 = 0 at the start of every forward):
+
+1. charge: ``u_t = h_{t-1} + X_t``  (no leak here, input not scaled)
+2. fire:   ``s_t = Θ(u_t − V_th)``  (non-strict: fires when ``u_t >= V_th``)
+3. reset to threshold: ``ĥ_t = s_t·V_th + (1 − s_t)·u_t``  (a spiking neuron is set to V_th, not 0)
+4. leak after the reset: ``h_t = α·ĥ_t + β``
+
+Defaults V_th = 0.3, α = 0.3, β = 0. Backward uses the rectangular surrogate
+``ds/du = 1/(2·lens)`` for ``|u − V_th| < lens`` (lens = 0.25 in the DVS Gesture config, 0.5 for
+CIFAR10-DVS). The reset is not detached from the gradient, as in the official cell.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .registry import register, store_config
+
+
+class RectSpike(torch.autograd.Function):
+    """Heaviside ``x >= 0`` forward, rectangular surrogate ``1/(2·lens)·[|x| < lens]`` backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, lens: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.lens = lens
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        window = (x.abs() < ctx.lens).to(grad.dtype) / (2.0 * ctx.lens)
+        return grad * window, None
+
+
+@register
+class MALIFNode(nn.Module):
+    """MA-SNN's LIF cell as a multi-step layer: input current ``[T, B, ...]`` -> spikes ``[T, B, ...]``.
+
+    Stateless between calls (the official cell is re-initialised at every forward). After a
+    forward, ``self.v_seq`` holds the pre-fire potentials ``u_t`` (detached) for inspection.
+    """
+
+    def __init__(self, v_threshold: float = 0.3, alpha: float = 0.3, beta: float = 0.0,
+                 lens: float = 0.25):
+        super().__init__()
+        store_config(self, locals())
+        self.v_threshold = float(v_threshold)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.lens = float(lens)
+        self.v_seq = None
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        h = torch.zeros_like(x_seq[0])
+        spikes, potentials = [], []
+        for x in x_seq:
+            u = h + x
+            s = RectSpike.apply(u - self.v_threshold, self.lens)
+            h_hat = s * self.v_threshold + (1.0 - s) * u
+            h = self.alpha * h_hat + self.beta
+            spikes.append(s)
+            potentials.append(u.detach())
+        self.v_seq = torch.stack(potentials)
+        return torch.stack(spikes)
+
+    def extra_repr(self) -> str:
+        return (f"v_threshold={self.v_threshold}, alpha={self.alpha}, beta={self.beta}, "
+                f"lens={self.lens}")
