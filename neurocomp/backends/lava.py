@@ -1,0 +1,207 @@
+"""Emit a quantized IR graph as a Lava process network and run it on the CPU simulator.
+
+Layout: Lava tensors are ``(W, H, C)`` (torch's ``(C, H, W)`` reversed) and 1-D vectors stay
+as they are. Conv kernels become ``(C_out, kW, kH, C_in)`` with both spatial axes flipped (Lava
+convolves, torch cross-correlates). A Dense after a flattened ``(W, H, C)`` layer gets its
+columns permuted to torch's flatten order. Sum pooling (MaxPool over spikes) is a depthwise
+Conv of ones into an OR neuron.
+
+Running a dataset: all samples go back to back through one runtime, ``T`` steps each, plus
+``depth`` steps at the end. Every neuron layer is a ``LIFReset`` that zeroes its state when its
+own window starts (``reset_offset = (1 + delay) mod T``), so samples never leak into each other.
+Spikes of every layer are read from sink ring buffers and re-aligned in time (passes.timing).
+The runtime is always stopped: on success, on error, on Ctrl-C and on ``timeout``.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from neurocomp import fixedpoint as fx
+from neurocomp.errors import BadInput, RunTimeout
+from neurocomp.ir import Conv2d, Flatten, Input, Linear, SumPool2d
+from neurocomp.passes.quantize import check_lowerable
+from neurocomp.passes.timing import time_alignment
+from neurocomp.sim.reference import SimResult
+
+
+def lava_shape(shape) -> tuple:
+    return tuple(reversed(tuple(shape))) if len(shape) == 3 else tuple(shape)
+
+
+def to_lava_layout(a: np.ndarray) -> np.ndarray:
+    """Per-neuron array in torch layout (C, H, W) -> Lava layout (W, H, C)."""
+    return np.transpose(a, (2, 1, 0)) if a.ndim == 3 else a
+
+
+def conv_weight_to_lava(w: np.ndarray) -> np.ndarray:
+    """torch (C_out, C_in, kH, kW) cross-correlation -> Lava (C_out, kW, kH, C_in) convolution."""
+    return np.ascontiguousarray(np.transpose(w[:, :, ::-1, ::-1], (0, 3, 2, 1)))
+
+
+def flatten_permutation(shape) -> np.ndarray:
+    """For each position of Lava's flattened (W, H, C) vector, the torch (C, H, W) flat index."""
+    C, H, W = shape
+    return np.arange(C * H * W).reshape(C, H, W).transpose(2, 1, 0).ravel()
+
+
+class _Emitted:
+    """The processes of one emitted network (kept together so they can be run and stopped)."""
+
+    def __init__(self):
+        self.source = None
+        self.layers = []     # (neuron name, lif process, sink process, lava shape, torch shape)
+        self.procs = []
+
+
+def emit(graph, inputs_lava: np.ndarray, total_steps: int, tag: str = "fixed_pt") -> _Emitted:
+    """Build the process network. ``inputs_lava``: source data ``(*lava_input_shape, steps)``."""
+    from lava.proc.conv.process import Conv
+    from lava.proc.dense.process import Dense
+    from lava.proc.io.sink import RingBuffer as Sink
+    from lava.proc.io.source import RingBuffer as Source
+    from lava.proc.lif.process import LIFReset
+    from lava.utils.weightutils import SignMode
+
+    timing = time_alignment(graph)
+    T = timing["timesteps"]
+    net = _Emitted()
+    net.source = Source(data=inputs_lava)
+    port = net.source.s_out
+    shape = tuple(graph.input_node.out_shape)       # torch shape of what `port` carries
+    flat_from = None                                 # torch 3-D shape if `port` is a flattened (W,H,C)
+    fixed = tag == "fixed_pt"
+    pairs = {syn.name: neu for syn, neu in check_lowerable(graph)}
+    for node in graph:
+        if isinstance(node, Input):
+            continue
+        if isinstance(node, Flatten):
+            if len(shape) == 3:
+                port = port.flatten()
+                flat_from = shape
+            shape = tuple(node.out_shape)
+            continue
+        if not node.is_synapse:
+            continue
+        neu = pairs[node.name]
+        rec = next(r for r in graph.meta["passes"][-1]["layers"] if r["layer"] == neu.name) if not fixed else None
+        if isinstance(node, Linear):
+            w = node.qweight if fixed else node.weight.astype(np.float64) * _float_gain(neu) * rec["scale"]
+            if flat_from is not None:
+                w = w[:, flatten_permutation(flat_from)]
+            if fixed:
+                w2, wexp = fx.dense_lava_weights(w.astype(np.int64))
+                syn = Dense(weights=w2, weight_exp=wexp, num_weight_bits=8, sign_mode=SignMode.MIXED,
+                            name=node.name)
+            else:
+                syn = Dense(weights=w, name=node.name)
+        else:
+            if isinstance(node, SumPool2d):
+                C = shape[0]
+                kh, kw = node.kernel
+                q = float(node.qweight) if fixed else float(node.qweight)
+                w = np.full((C, kw, kh, 1), q)
+                groups, stride, padding, dilation = C, node.stride, node.padding, (1, 1)
+            else:
+                wt = node.qweight if fixed else node.weight.astype(np.float64) * _float_gain(neu) * rec["scale"]
+                w = conv_weight_to_lava(np.asarray(wt))
+                groups, stride, padding, dilation = node.groups, node.stride, node.padding, node.dilation
+            syn = Conv(weight=w.astype(np.int64) if fixed else w, input_shape=lava_shape(shape),
+                       padding=tuple(reversed(padding)), stride=tuple(reversed(stride)),
+                       dilation=tuple(reversed(dilation)), groups=groups, name=node.name)
+        port.connect(syn.s_in)
+        out_shape = lava_shape(neu.out_shape)
+        p = neu.fixed
+        delay = timing["layer_delay"][neu.name]
+        if fixed:
+            lif = LIFReset(shape=out_shape, du=p.du, dv=p.dv, vth=p.vth,
+                           bias_mant=to_lava_layout(np.asarray(p.bias_mant)).astype(np.int64),
+                           bias_exp=to_lava_layout(np.asarray(p.bias_exp)).astype(np.int64),
+                           reset_interval=T, reset_offset=(1 + delay) % T, name=neu.name)
+        else:
+            bias = fx.effective_bias(np.asarray(p.bias_mant, np.float64), np.asarray(p.bias_exp, np.int64)) / 64.0
+            lif = LIFReset(shape=out_shape, du=1.0, dv=p.dv / fx.DECAY_UNITY, vth=p.vth + 1.0 / 64,
+                           bias_mant=to_lava_layout(bias), bias_exp=0,
+                           reset_interval=T, reset_offset=(1 + delay) % T, name=neu.name)
+        syn.a_out.reshape(out_shape).connect(lif.a_in) if syn.a_out.shape != out_shape else syn.a_out.connect(lif.a_in)
+        sink = Sink(shape=out_shape, buffer=total_steps)
+        lif.s_out.connect(sink.a_in)
+        net.layers.append((neu.name, lif, sink, out_shape, tuple(neu.out_shape)))
+        net.procs += [syn, lif, sink]
+        port, shape, flat_from = lif.s_out, tuple(neu.out_shape), None
+    return net
+
+
+def _float_gain(neu) -> float:
+    return 1.0 / neu.tau if (getattr(neu, "tau", None) is not None and neu.decay_input) else 1.0
+
+
+def run_lava(graph, x_seq, tag: str = "fixed_pt", timeout: float | None = None, progress: bool = False,
+             chunk_samples: int = 16) -> SimResult:
+    """Run samples ``x_seq`` ``[T, B, *input_shape]`` (binary) through Lava; time-aligned spikes."""
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    if tag not in ("fixed_pt", "floating_pt"):
+        raise BadInput(f"unknown Lava tag {tag!r}", where="tag", hint="use fixed_pt or floating_pt")
+    x = torch.as_tensor(x_seq).cpu().numpy()
+    timing = time_alignment(graph)
+    T, depth = timing["timesteps"], timing["depth"]
+    if x.shape[0] != T or tuple(x.shape[2:]) != tuple(graph.input_node.out_shape):
+        raise BadInput(f"inputs have shape {x.shape}, expected [{T}, B, *{tuple(graph.input_node.out_shape)}]",
+                       where="inputs")
+    if not np.all((x == 0) | (x == 1)):
+        raise BadInput("Lava inputs must be binary spikes (0/1)", where="inputs")
+    B = x.shape[1]
+    total = B * T + depth
+    # source data: (*lava_shape, B*T [+ depth zero steps])
+    frames = x.reshape((T * 0 + T, B) + x.shape[2:]).transpose((1, 0) + tuple(range(2, x.ndim)))  # [B, T, ...]
+    frames = frames.reshape((B * T,) + x.shape[2:])
+    frames = np.concatenate([frames, np.zeros((depth,) + x.shape[2:], frames.dtype)], axis=0)
+    if frames.ndim == 4:   # (steps, C, H, W) -> (W, H, C, steps)
+        data = np.transpose(frames, (3, 2, 1, 0))
+    else:                  # (steps, N) -> (N, steps)
+        data = np.transpose(frames, (1, 0))
+    data = data.astype(np.int64 if tag == "fixed_pt" else np.float64)
+    net = emit(graph, data, total, tag)
+    cfg = Loihi2SimCfg(select_tag=tag)
+    start = time.monotonic()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=B, desc=f"Lava {tag}", unit="sample")
+    anchor = net.layers[-1][1]
+    try:
+        done = 0
+        while done < total:
+            step = min(chunk_samples * T, total - done)
+            anchor.run(condition=RunSteps(num_steps=step), run_cfg=cfg)
+            done += step
+            if bar is not None:
+                bar.update(min(B, done // T) - bar.n)
+            if timeout is not None and time.monotonic() - start > timeout:
+                raise RunTimeout(f"Lava run exceeded {timeout:g} s after {done}/{total} steps", where="lava",
+                                 hint="raise --timeout or simulate fewer samples")
+        raw = {name: np.asarray(sink.data.get()) for name, _, sink, _, _ in net.layers}
+    finally:
+        if bar is not None:
+            bar.close()
+        try:
+            anchor.stop()
+        except Exception:  # noqa: BLE001 - stopping a runtime that failed to start may raise
+            pass
+    spikes = {}
+    for name, _, _, lshape, tshape in net.layers:
+        d = timing["layer_delay"][name]
+        arr = raw[name]                                  # (*lava_shape, total)
+        idx = (np.arange(B)[:, None] * T + np.arange(T)[None, :] + d)   # [B, T] 0-based step index
+        sel = arr[..., idx]                              # (*lava_shape, B, T)
+        nd = len(lshape)
+        sel = np.moveaxis(sel, (nd + 1, nd), (0, 1))     # (T, B, *lava_shape)
+        if nd == 3:
+            sel = np.transpose(sel, (0, 1, 4, 3, 2))     # -> (T, B, C, H, W)
+        spikes[name] = torch.as_tensor(sel != 0)
+    out = spikes[net.layers[-1][0]]
+    return SimResult(spikes=spikes, output=out, stats={"wall_s": time.monotonic() - start, "steps": total})

@@ -1,0 +1,70 @@
+"""Loihi fixed-point arithmetic, in exactly one place.
+
+These functions mirror Lava's bit-accurate models (``PyLifModelBitAcc``/``PyLifResetModelBitAcc``,
+``PyDenseModelBitAcc``, ``PyConvModelFixed``; lava-nc 0.10). They use only Python operators, so
+the same code runs on numpy int64 arrays (custom Lava process models) and on torch int64 tensors
+(the batched reference simulator).
+"""
+from __future__ import annotations
+
+DECAY_SHIFT = 12
+DECAY_UNITY = 1 << DECAY_SHIFT      # 4096
+ACT_SHIFT = 6                       # a_in is added as a * 2**6
+VTH_SHIFT = 6                       # vth is compared as vth * 2**6
+STATE_BITS = 24
+MAX_STATE = 1 << (STATE_BITS - 1)   # 2**23
+WEIGHT_BITS = 8
+WEIGHT_MAX = (1 << (WEIGHT_BITS - 1)) - 1    # 127
+WEIGHT_MIN = -(1 << (WEIGHT_BITS - 1))       # -128
+DECAY_MAX = DECAY_UNITY - 1                  # 12-bit du, dv
+VTH_MAX = (1 << 17) - 1                      # 17-bit threshold mantissa
+BIAS_MANT_MAX = (1 << 12) - 1                # 13-bit signed mantissa
+BIAS_MANT_MIN = -(1 << 12)
+BIAS_EXP_MAX = 7                             # 3-bit exponent
+
+
+def trunc_decay(x, keep):
+    """``sign(x) * (|x| * keep >> 12)``: Loihi's decay, truncating toward zero."""
+    y = x * keep
+    q = abs(y) >> DECAY_SHIFT
+    return q - 2 * q * (y < 0)
+
+
+def wrap_state(x):
+    """Wrap a current into 24-bit two's complement the way Lava does (u > 2**23 or u <= -2**23)."""
+    return x - 2 * MAX_STATE * (x > MAX_STATE) + 2 * MAX_STATE * (x <= -MAX_STATE)
+
+
+def clip_voltage(x, xp_clip):
+    """Saturate a voltage to +-(2**23 - 1); ``xp_clip`` is ``numpy.clip`` or ``torch.clamp``."""
+    return xp_clip(x, -(MAX_STATE - 1), MAX_STATE - 1)
+
+
+def effective_bias(bias_mant, bias_exp):
+    """``bias_mant * 2**bias_exp`` (exponents are non-negative in neurocomp's output)."""
+    return bias_mant * (1 << bias_exp) if isinstance(bias_exp, int) else bias_mant * (2 ** bias_exp)
+
+
+def lif_step(u, v, a, du, dv, bias, vth, xp_clip):
+    """One step of Loihi's CUBA LIF. ``a`` is the synaptic input (weight units), ``bias`` the
+    effective bias (voltage units), ``vth`` the 17-bit mantissa. Returns ``(u, v, s)`` with
+    ``s`` boolean and ``v`` already reset where it spiked."""
+    u = wrap_state(trunc_decay(u, DECAY_UNITY - (du + 1)) + a * (1 << ACT_SHIFT))
+    v = clip_voltage(trunc_decay(v, DECAY_UNITY - dv) + u + bias, xp_clip)
+    s = v > (vth << VTH_SHIFT)
+    v = v * (~s)
+    return u, v, s
+
+
+def wrap_synaptic(x):
+    """Conv output wrap to 24 bits (``PyConvModelFixed.clamp_precision``)."""
+    return ((x + MAX_STATE) % (2 * MAX_STATE)) - MAX_STATE
+
+
+def dense_lava_weights(w8):
+    """Integer weights in [-128, 127] as Lava Dense expects them to stay exact: ``(2*w8, weight_exp=-1)``.
+
+    Lava's bit-accurate Dense drops the lowest bit of mixed-sign weights; doubled weights are even,
+    so nothing is lost, and the -1 exponent halves the (even) sum exactly.
+    """
+    return 2 * w8, -1

@@ -1,0 +1,1 @@
+"""Frontends: torch/SpikingJelly modules and checkpoints -> IR, NIR graphs -> IR."""

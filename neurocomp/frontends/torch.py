@@ -1,0 +1,184 @@
+"""torch / SpikingJelly module -> float IR graph.
+
+The walk visits ``nn.Sequential`` containers depth-first (nesting allowed) and turns each leaf
+into IR nodes named after its module path (``"features.3"``), the name it keeps to the report.
+Every unsupported module is collected and reported at once, each with its path and a hint.
+
+MaxPool over spikes becomes ``SumPool2d -> Threshold(0)`` (an OR, exact for binary spikes);
+MaxPool over anything else is refused. Dropout and Identity vanish (inference no-ops).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch.nn as tnn
+
+from neurocomp.errors import UnsupportedLayer, UnsupportedLayers, BadCheckpoint
+from neurocomp.frontends.modules import type_name
+from neurocomp.ir import (Graph, Input, Linear, Conv2d, SumPool2d, AvgPool2d, BatchNorm, Flatten, LIF,
+                          Threshold)
+
+try:  # SpikingJelly wraps stateless layers in containers in some models
+    from spikingjelly.activation_based.layer import SeqToANNContainer, MultiStepContainer
+    _CONTAINERS = (tnn.Sequential, SeqToANNContainer, MultiStepContainer)
+except ImportError:  # pragma: no cover
+    _CONTAINERS = (tnn.Sequential,)
+
+
+def _np(t):
+    return None if t is None else t.detach().cpu().double().numpy().astype(np.float32)
+
+
+def _pair(v):
+    return tuple(int(x) for x in v) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+def _pool_out(size, k, s, p, d=1):
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def iter_leaves(module, prefix=""):
+    """Yield ``(path, module)`` for the leaves of nested sequential containers, in forward order."""
+    if isinstance(module, _CONTAINERS):
+        for name, child in module.named_children():
+            yield from iter_leaves(child, f"{prefix}.{name}" if prefix else name)
+    else:
+        yield prefix or "module", module
+
+
+class _Builder:
+    def __init__(self, input_shape):
+        self.nodes = [Input(name="input", in_shape=tuple(input_shape), out_shape=tuple(input_shape))]
+        self.problems: list[UnsupportedLayer] = []
+
+    @property
+    def shape(self):
+        return tuple(self.nodes[-1].out_shape)
+
+    @property
+    def carries_spikes(self) -> bool:
+        """Whether the current tensor is binary spikes (the output of a neuron or a spike input)."""
+        last = self.nodes[-1]
+        if last.is_neuron:
+            return True
+        return isinstance(last, Input) and last.meta.get("binary", False)
+
+    def refuse(self, path, module, message, hint):
+        self.problems.append(UnsupportedLayer(f"{type(module).__name__}: {message}", where=f"layer '{path}'",
+                                              hint=hint))
+
+    def add(self, node):
+        self.nodes.append(node)
+
+
+def _add_leaf(b: _Builder, path: str, m) -> None:
+    kind = type_name(m)
+    shape = b.shape
+    if kind is None:
+        b.refuse(path, m, "not a supported layer",
+                 "use SpikingJelly activation_based layers (Conv2d, Linear, BatchNorm, MaxPool2d, AvgPool2d, "
+                 "Flatten, Dropout, LIFNode, IFNode) or neurocomp.nn modules")
+        return
+    short = kind.split(".")[-1]
+    if short in ("Dropout", "Identity"):
+        return
+    if kind.startswith("neurocomp.nn."):
+        from neurocomp.frontends.attention import add_attention  # attention lowering lives there
+        add_attention(b, path, m)
+        return
+    if short == "Conv2d":
+        if len(shape) != 3:
+            b.refuse(path, m, f"expects a (C, H, W) input but gets shape {shape}", "check the layer order")
+            return
+        if isinstance(m.padding, str) or m.padding_mode != "zeros":
+            b.refuse(path, m, f"padding {m.padding!r} / padding_mode {m.padding_mode!r}",
+                     "use integer zero padding")
+            return
+        k, s, p, d = _pair(m.kernel_size), _pair(m.stride), _pair(m.padding), _pair(m.dilation)
+        if shape[0] != m.in_channels:
+            b.refuse(path, m, f"expects {m.in_channels} input channels but gets {shape[0]}", "check the model")
+            return
+        out = (m.out_channels, _pool_out(shape[1], k[0], s[0], p[0], d[0]), _pool_out(shape[2], k[1], s[1], p[1], d[1]))
+        b.add(Conv2d(name=path, in_shape=shape, out_shape=out, weight=_np(m.weight), bias=_np(m.bias), stride=s,
+                     padding=p, dilation=d, groups=int(m.groups), meta={"module": type(m).__name__}))
+    elif short == "Linear":
+        if len(shape) != 1 or shape[0] != m.in_features:
+            b.refuse(path, m, f"expects ({m.in_features},) input but gets {shape}", "add a Flatten before it")
+            return
+        b.add(Linear(name=path, in_shape=shape, out_shape=(m.out_features,), weight=_np(m.weight),
+                     bias=_np(m.bias), meta={"module": type(m).__name__}))
+    elif short in ("BatchNorm2d", "BatchNorm1d"):
+        if shape[0] != m.num_features or (short == "BatchNorm1d" and len(shape) != 1):
+            b.refuse(path, m, f"expects {m.num_features} features but gets shape {shape}", "check the model")
+            return
+        if not m.track_running_stats or m.running_mean is None:
+            b.refuse(path, m, "has no running statistics", "train with track_running_stats=True")
+            return
+        b.add(BatchNorm(name=path, in_shape=shape, out_shape=shape, mean=_np(m.running_mean),
+                        var=_np(m.running_var), weight=_np(m.weight) if m.affine else None,
+                        bias=_np(m.bias) if m.affine else None, eps=float(m.eps)))
+    elif short in ("MaxPool2d", "AvgPool2d"):
+        if len(shape) != 3:
+            b.refuse(path, m, f"expects a (C, H, W) input but gets {shape}", "check the layer order")
+            return
+        k = _pair(m.kernel_size)
+        s = _pair(m.stride if m.stride is not None else m.kernel_size)
+        p = _pair(m.padding)
+        if m.ceil_mode:
+            b.refuse(path, m, "ceil_mode=True", "use ceil_mode=False")
+            return
+        out = (shape[0], _pool_out(shape[1], k[0], s[0], p[0]), _pool_out(shape[2], k[1], s[1], p[1]))
+        if short == "MaxPool2d":
+            if _pair(m.dilation) != (1, 1):
+                b.refuse(path, m, "dilation != 1", "use an undilated pool")
+                return
+            if not b.carries_spikes:
+                b.refuse(path, m, "max pooling of a non-spike tensor (e.g. membrane current) cannot run on "
+                         "Loihi-style cores", "place MaxPool2d after the spiking neuron, or use AvgPool2d")
+                return
+            # Max over binary spikes == (sum over the window > 0), exactly.
+            b.add(SumPool2d(name=path, in_shape=shape, out_shape=out, kernel=k, stride=s, padding=p,
+                            meta={"lowered_from": "MaxPool2d"}))
+            b.add(Threshold(name=f"{path}_or", in_shape=out, out_shape=out, threshold=0.0,
+                            meta={"lowered_from": "MaxPool2d"}))
+        else:
+            if m.divisor_override is not None or (any(p) and not m.count_include_pad):
+                b.refuse(path, m, "divisor_override / count_include_pad=False", "use the default AvgPool2d")
+                return
+            b.add(AvgPool2d(name=path, in_shape=shape, out_shape=out, kernel=k, stride=s, padding=p))
+    elif short == "Flatten":
+        ndim = len(shape) + 1  # with the batch axis
+        start = m.start_dim % ndim
+        end = m.end_dim % ndim
+        if start != 1 or end != ndim - 1:
+            b.refuse(path, m, f"flattens dims {m.start_dim}..{m.end_dim}", "use Flatten(start_dim=1)")
+            return
+        b.add(Flatten(name=path, in_shape=shape, out_shape=(int(np.prod(shape)),)))
+    elif short in ("LIFNode", "IFNode"):
+        tau = float(m.tau) if short == "LIFNode" else None
+        if tau is not None and tau <= 1.0:
+            b.refuse(path, m, f"tau={tau} (must be > 1)", "use tau > 1")
+            return
+        b.add(LIF(name=path, in_shape=shape, out_shape=shape, tau=tau,
+                  decay_input=bool(getattr(m, "decay_input", True)), v_threshold=float(m.v_threshold),
+                  v_reset=None if m.v_reset is None else float(m.v_reset)))
+    else:  # pragma: no cover - table and branches agree
+        b.refuse(path, m, "no lowering", "report this")
+
+
+def module_to_graph(model, input_shape, timesteps: int, encoding: str = "bernoulli", meta=None) -> Graph:
+    """Lower a torch/SpikingJelly model to the float IR graph."""
+    if timesteps is None or int(timesteps) < 1:
+        raise BadCheckpoint(f"timesteps={timesteps}", where="timesteps", hint="give T >= 1")
+    b = _Builder(input_shape)
+    b.nodes[0] = b.nodes[0].replace(meta={"binary": encoding in ("bernoulli", "events", "spikes")})
+    for path, m in iter_leaves(model):
+        _add_leaf(b, path, m)
+    if b.problems:
+        raise b.problems[0] if len(b.problems) == 1 else UnsupportedLayers(b.problems)
+    if not b.nodes[-1].is_neuron:
+        raise UnsupportedLayer(f"the model ends in '{b.nodes[-1].name}' ({b.nodes[-1].kind}), not in a spiking layer",
+                               where="output", hint="end the model with a LIF/IF layer whose spike counts are the "
+                                                    "class scores")
+    g_meta = {"timesteps": int(timesteps), "encoding": encoding, "input_shape": list(input_shape)}
+    g_meta.update(meta or {})
+    return Graph.chain(b.nodes, g_meta)

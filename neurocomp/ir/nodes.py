@@ -1,0 +1,148 @@
+"""IR node types: small frozen dataclasses.
+
+Every node has a unique ``name`` (the one name a layer keeps from frontend to report) and
+known ``in_shape``/``out_shape`` (batch- and time-free, torch layout: ``(C, H, W)`` or ``(N,)``).
+
+Float semantics follow the source framework exactly (the reference simulator's float mode
+reproduces the torch model spike for spike). Fixed-point parameters are attached by the
+``quantize`` pass: synapses get ``qweight`` (int8 values), neurons get ``fixed``
+(:class:`LoihiNeuron`, in Lava's units).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+Shape = tuple
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    name: str
+    in_shape: Shape
+    out_shape: Shape
+    # Free-form, JSON-serialisable facts (e.g. the source module path, neurocomp.* NIR metadata).
+    meta: dict = field(default_factory=dict)
+
+    kind = "node"          # overridden per class; used in tables and serialisation
+    is_synapse = False     # a Dense/Conv-like op that Lava runs with a one-step delay
+    is_neuron = False      # a stateful or thresholding op emitting spikes
+
+    def replace(self, **changes) -> "Node":
+        return dataclasses.replace(self, **changes)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Named array-valued fields (for serialisation and hashing)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, np.ndarray):
+                out[f.name] = v
+        return out
+
+    def params(self) -> int:
+        return int(sum(a.size for k, a in self.arrays().items() if k in ("weight", "bias")))
+
+
+@dataclass(frozen=True, eq=False)
+class Input(Node):
+    kind = "input"
+
+
+@dataclass(frozen=True, eq=False)
+class Linear(Node):
+    weight: np.ndarray = None           # (out, in)
+    bias: Optional[np.ndarray] = None   # (out,)
+    qweight: Optional[np.ndarray] = None  # int, same shape as weight, after quantize
+    kind = "linear"
+    is_synapse = True
+
+
+@dataclass(frozen=True, eq=False)
+class Conv2d(Node):
+    weight: np.ndarray = None           # (C_out, C_in/groups, kH, kW), torch cross-correlation
+    bias: Optional[np.ndarray] = None
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+    dilation: tuple = (1, 1)
+    groups: int = 1
+    qweight: Optional[np.ndarray] = None
+    kind = "conv2d"
+    is_synapse = True
+
+
+@dataclass(frozen=True, eq=False)
+class SumPool2d(Node):
+    """Sum over windows, per channel. Lowered to a depthwise convolution of ones."""
+    kernel: tuple = (2, 2)
+    stride: tuple = (2, 2)
+    padding: tuple = (0, 0)
+    qweight: Optional[np.ndarray] = None  # int scalar weight of the window, after quantize
+    kind = "sumpool2d"
+    is_synapse = True
+
+
+@dataclass(frozen=True, eq=False)
+class AvgPool2d(Node):
+    """torch AvgPool2d (count_include_pad=True). Folded into the next synapse by a pass."""
+    kernel: tuple = (2, 2)
+    stride: tuple = (2, 2)
+    padding: tuple = (0, 0)
+    kind = "avgpool2d"
+
+
+@dataclass(frozen=True, eq=False)
+class BatchNorm(Node):
+    """Eval-mode batch norm over axis 0 of the per-sample shape (channels or features)."""
+    mean: np.ndarray = None
+    var: np.ndarray = None
+    weight: Optional[np.ndarray] = None
+    bias: Optional[np.ndarray] = None
+    eps: float = 1e-5
+    kind = "batchnorm"
+
+
+@dataclass(frozen=True, eq=False)
+class Flatten(Node):
+    kind = "flatten"
+
+
+@dataclass(frozen=True, eq=False)
+class LoihiNeuron:
+    """A Loihi CUBA compartment in Lava's integer units (see neurocomp.fixedpoint)."""
+    du: int
+    dv: int
+    vth: int
+    bias_mant: np.ndarray   # int, per neuron
+    bias_exp: np.ndarray    # int, per neuron
+
+
+@dataclass(frozen=True, eq=False)
+class LIF(Node):
+    """SpikingJelly-style LIF/IF neuron, hard or soft reset, fires on v >= v_threshold.
+
+    tau=None means IF (no leak). v_reset=None means soft reset (subtract threshold).
+    """
+    tau: Optional[float] = 2.0
+    decay_input: bool = True
+    v_threshold: float = 1.0
+    v_reset: Optional[float] = 0.0
+    fixed: Optional[LoihiNeuron] = None
+    kind = "lif"
+    is_neuron = True
+
+
+@dataclass(frozen=True, eq=False)
+class Threshold(Node):
+    """z = 1 iff x > threshold (NIR Threshold). Used for MaxPool over spikes: SumPool2d -> Threshold(0)."""
+    threshold: float = 0.0
+    fixed: Optional[LoihiNeuron] = None
+    kind = "threshold"
+    is_neuron = True
+
+
+NODE_TYPES = {cls.kind: cls for cls in (Input, Linear, Conv2d, SumPool2d, AvgPool2d, BatchNorm,
+                                        Flatten, LIF, Threshold)}

@@ -1,0 +1,50 @@
+"""The graph as a readable table (``neurocomp inspect``, ``print(graph)``)."""
+from __future__ import annotations
+
+from neurocomp.ir.graph import Graph
+from neurocomp.ir.nodes import Conv2d, LIF, Linear, SumPool2d, AvgPool2d, Threshold, BatchNorm
+
+
+def _fmt_shape(s) -> str:
+    return "x".join(str(int(v)) for v in s)
+
+
+def describe(node) -> str:
+    """Short description of a node's parameters (float and, when present, fixed point)."""
+    if isinstance(node, Conv2d):
+        d = (f"{node.weight.shape[2]}x{node.weight.shape[3]} s{tuple(node.stride)} p{tuple(node.padding)}"
+             + (f" g{node.groups}" if node.groups != 1 else "") + (" +bias" if node.bias is not None else ""))
+    elif isinstance(node, Linear):
+        d = f"{node.weight.shape[1]}->{node.weight.shape[0]}" + (" +bias" if node.bias is not None else "")
+    elif isinstance(node, (SumPool2d, AvgPool2d)):
+        d = f"k{tuple(node.kernel)} s{tuple(node.stride)}"
+    elif isinstance(node, BatchNorm):
+        d = f"eps={node.eps:g}"
+    elif isinstance(node, LIF):
+        kind = "IF" if node.tau is None else f"tau={node.tau:g}"
+        reset = "soft" if node.v_reset is None else f"reset={node.v_reset:g}"
+        d = f"{kind} th={node.v_threshold:g} {reset}" + ("" if node.decay_input or node.tau is None else " no-decay-input")
+    elif isinstance(node, Threshold):
+        d = f"x>{node.threshold:g}"
+    else:
+        d = ""
+    q = getattr(node, "qweight", None)
+    if q is not None:
+        d += f" | w int[{int(q.min())},{int(q.max())}]"
+    fx = getattr(node, "fixed", None)
+    if fx is not None:
+        d += f" | du={fx.du} dv={fx.dv} vth={fx.vth}"
+    return d
+
+
+def table(graph: Graph) -> str:
+    rows = [("layer", "kind", "in", "out", "params", "details")]
+    for n in graph:
+        rows.append((n.name, n.kind, _fmt_shape(n.in_shape), _fmt_shape(n.out_shape), str(n.params()), describe(n)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for i, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1])
+        if i == 0:
+            lines.append("-" * (sum(widths) + 2 * len(widths) + 7))
+    return "\n".join(lines)

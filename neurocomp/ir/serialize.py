@@ -1,0 +1,115 @@
+"""Graph <-> folder of JSON + ``.npy`` files (the artifact's IR format).
+
+``graph.json`` holds the structure: ``{"format": "neurocomp.ir", "version": 1, "meta": {...},
+"nodes": [{"kind", "name", "inputs", "in_shape", "out_shape", "meta", "fields": {...},
+"fixed": {...}}]}``. Every array field is a file ``arrays/<layer>.<field>.npy`` referenced as
+``{"array": "<file>"}``. ``.npy`` files are byte-deterministic, so compiling twice gives
+identical artifacts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from neurocomp.errors import BadArtifact
+from neurocomp.ir.graph import Graph
+from neurocomp.ir.nodes import NODE_TYPES, LoihiNeuron
+
+FORMAT = "neurocomp.ir"
+VERSION = 1
+
+
+def _jsonable(v):
+    if isinstance(v, tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    return v
+
+
+def save_graph(graph: Graph, folder: str) -> None:
+    os.makedirs(os.path.join(folder, "arrays"), exist_ok=True)
+    nodes = []
+
+    def put(layer, field, arr):
+        fname = f"{layer}.{field}.npy"
+        with open(os.path.join(folder, "arrays", fname), "wb") as fh:
+            np.save(fh, np.ascontiguousarray(arr), allow_pickle=False)
+        return {"array": fname}
+
+    for n in graph:
+        fields = {}
+        fixed = None
+        for f in dataclasses.fields(n):
+            if f.name in ("name", "in_shape", "out_shape", "meta"):
+                continue
+            v = getattr(n, f.name)
+            if isinstance(v, np.ndarray):
+                fields[f.name] = put(n.name, f.name, v)
+            elif isinstance(v, LoihiNeuron):
+                fixed = {"du": int(v.du), "dv": int(v.dv), "vth": int(v.vth),
+                         "bias_mant": put(n.name, "bias_mant", v.bias_mant),
+                         "bias_exp": put(n.name, "bias_exp", v.bias_exp)}
+            else:
+                fields[f.name] = _jsonable(v)
+        nodes.append({"kind": n.kind, "name": n.name, "inputs": list(graph.inputs[n.name]),
+                      "in_shape": [int(s) for s in n.in_shape], "out_shape": [int(s) for s in n.out_shape],
+                      "meta": n.meta, "fields": fields, "fixed": fixed})
+    doc = {"format": FORMAT, "version": VERSION, "meta": graph.meta, "nodes": nodes}
+    with open(os.path.join(folder, "graph.json"), "w") as fh:
+        json.dump(doc, fh, indent=1, sort_keys=True, default=_jsonable)
+
+
+def load_graph(folder: str) -> Graph:
+    path = os.path.join(folder, "graph.json")
+    try:
+        with open(path) as fh:
+            doc = json.load(fh)
+    except FileNotFoundError:
+        raise BadArtifact("graph.json is missing", where=folder, hint="recompile with `neurocomp compile`")
+    except json.JSONDecodeError as e:
+        raise BadArtifact(f"graph.json is not valid JSON ({e.msg} at line {e.lineno})", where=path,
+                          hint="the artifact is damaged: recompile it")
+    if doc.get("format") != FORMAT or doc.get("version") != VERSION:
+        raise BadArtifact(f"unknown IR format {doc.get('format')!r} v{doc.get('version')!r}", where=path,
+                          hint=f"this neurocomp reads {FORMAT} v{VERSION}; recompile")
+
+    def get(ref, where):
+        if isinstance(ref, dict) and "array" in ref:
+            name = os.path.basename(ref["array"])
+            try:
+                return np.load(os.path.join(folder, "arrays", name), allow_pickle=False)
+            except (OSError, ValueError) as e:
+                raise BadArtifact(f"cannot read array {name}: {e}", where=where, hint="recompile the artifact")
+        return ref
+
+    nodes, inputs = [], {}
+    try:
+        for d in doc["nodes"]:
+            cls = NODE_TYPES.get(d["kind"])
+            if cls is None:
+                raise BadArtifact(f"unknown node kind {d['kind']!r}", where=f"{path} layer {d.get('name')}")
+            where = f"{path} layer {d['name']}"
+            kw = {}
+            for k, v in d["fields"].items():
+                v = get(v, where)
+                if isinstance(v, list):
+                    v = tuple(v)
+                kw[k] = v
+            if d.get("fixed"):
+                fx = d["fixed"]
+                kw["fixed"] = LoihiNeuron(du=fx["du"], dv=fx["dv"], vth=fx["vth"],
+                                          bias_mant=get(fx["bias_mant"], where), bias_exp=get(fx["bias_exp"], where))
+            nodes.append(cls(name=d["name"], in_shape=tuple(d["in_shape"]), out_shape=tuple(d["out_shape"]),
+                             meta=d.get("meta", {}), **kw))
+            inputs[d["name"]] = tuple(d["inputs"])
+    except (KeyError, TypeError) as e:
+        raise BadArtifact(f"graph.json lacks or mistypes field {e}", where=path, hint="recompile the artifact")
+    g = Graph(tuple(nodes), inputs, doc.get("meta", {}))
+    g.validate()
+    return g

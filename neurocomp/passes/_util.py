@@ -1,0 +1,9 @@
+"""Small helpers shared by passes."""
+from __future__ import annotations
+
+
+def with_record(graph, pass_name, record, nodes=None):
+    """A new graph (``nodes`` or the same ones) whose ``meta['passes']`` ends with ``record``."""
+    meta = dict(graph.meta)
+    meta["passes"] = list(meta.get("passes", [])) + [{"pass": pass_name, **record}]
+    return graph.with_nodes(graph.nodes if nodes is None else nodes, meta)

@@ -1,0 +1,191 @@
+"""Quantize a lowered float graph to Loihi fixed point (Lava's units), layer by layer.
+
+Each neuron layer has one synapse in front of it. In Lava units (see ``neurocomp.fixedpoint``)
+the neuron's voltage is ``v = 64 * s * H`` where H is the float membrane potential and ``s`` the
+layer's weight scale: integer weights ``round(s * w_eff)`` (``w_eff = w / tau`` when the input
+is decayed), bias ``64 * s * b_eff`` as mantissa/exponent, voltage decay ``dv = 4096 / tau``,
+no current memory (``du = 4095``).
+
+Threshold ties. SpikingJelly fires on ``H >= theta``, Lava on ``v > 64 * vth``. For integer v,
+``v > 64 * vth`` is ``v >= 64 * vth + 1``, so choosing ``s = (vth + 1/64) / theta`` makes the float
+threshold land exactly on Lava's firing boundary: the "≥" is mapped exactly, not shifted.
+
+Scale. ``s`` is the largest that keeps every weight within ``weight_bits`` (so the weights use
+the full range), refined among the top quarter of thresholds to the one with the smallest
+weight-rounding error. Hard resets to ``v_reset != 0`` are shifted to 0 (``theta' = theta -
+v_reset``). What is clipped or may overflow is recorded per layer in ``graph.meta['passes']``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from neurocomp import fixedpoint as fx
+from neurocomp.errors import QuantizationError, UnsupportedLayer
+from neurocomp.ir import Conv2d, Flatten, Input, LIF, Linear, LoihiNeuron, SumPool2d, Threshold
+from neurocomp.passes._util import with_record
+
+
+def check_lowerable(graph) -> list:
+    """Pairs ``(synapse, neuron)`` in order; raises if the chain is not Input ([Flatten] syn neuron)*."""
+    pairs, pending = [], None
+    nodes = list(graph.nodes)
+    for i, n in enumerate(nodes):
+        prev = nodes[i - 1] if i else None
+        if isinstance(n, Input):
+            continue
+        if isinstance(n, Flatten):
+            if pending is not None:
+                raise UnsupportedLayer("Flatten between a synapse and its neuron", where=f"layer '{n.name}'",
+                                       hint="flatten spikes, not currents")
+            continue
+        if n.is_synapse:
+            if pending is not None:
+                raise UnsupportedLayer(f"two synaptic layers in a row ('{pending.name}' then '{n.name}') without a "
+                                       "neuron between them", where=f"layer '{n.name}'",
+                                       hint="put a spiking neuron after every conv/linear layer")
+            pending = n
+            continue
+        if n.is_neuron:
+            if pending is None:
+                raise UnsupportedLayer(f"neuron layer without a synapse in front (after '{prev.name}')",
+                                       where=f"layer '{n.name}'", hint="each neuron needs a conv/linear input")
+            if isinstance(n, Threshold) and not isinstance(pending, SumPool2d):
+                raise UnsupportedLayer("a Threshold is supported only after a SumPool2d (MaxPool over spikes)",
+                                       where=f"layer '{n.name}'", hint="use a LIF/IF neuron")
+            if isinstance(pending, SumPool2d) and not isinstance(n, Threshold):
+                raise UnsupportedLayer("sum pooling into a LIF is not lowered yet", where=f"layer '{pending.name}'",
+                                       hint="use MaxPool2d or AvgPool2d between spiking layers")
+            pairs.append((pending, n))
+            pending = None
+            continue
+        raise UnsupportedLayer(f"'{n.kind}' cannot be lowered to Loihi cores at this stage",
+                               where=f"layer '{n.name}'",
+                               hint="run fold_batchnorm and fold_avgpool first (neurocomp.compile does)")
+    if pending is not None:
+        raise UnsupportedLayer("the graph ends with a synapse, not a neuron", where=f"layer '{pending.name}'",
+                               hint="end the model with a spiking layer")
+    return pairs
+
+
+def _bias_mant_exp(bias_v: np.ndarray):
+    """Smallest exponent whose 13-bit mantissa holds the bias; returns (mant, exp, clipped count)."""
+    mant = np.zeros(bias_v.shape, dtype=np.int64)
+    exp = np.zeros(bias_v.shape, dtype=np.int64)
+    clipped = 0
+    for idx, b in np.ndenumerate(bias_v):
+        for e in range(fx.BIAS_EXP_MAX + 1):
+            m = int(round(b / (1 << e)))
+            if fx.BIAS_MANT_MIN <= m <= fx.BIAS_MANT_MAX:
+                break
+        else:
+            m = int(np.clip(m, fx.BIAS_MANT_MIN, fx.BIAS_MANT_MAX))
+            clipped += 1
+        mant[idx], exp[idx] = m, e
+    return mant, exp, clipped
+
+
+def _choose_vth(w_eff: np.ndarray, theta: float, wmax: int) -> int:
+    m = float(np.max(np.abs(w_eff))) if w_eff.size else 0.0
+    if m == 0.0:
+        return max(0, min(fx.VTH_MAX, int(math.floor(wmax * theta))))
+    s_max = (wmax + 0.5 - 1e-9) / m
+    vth_max = int(math.floor(s_max * theta - 1.0 / 64))
+    vth_max = min(vth_max, fx.VTH_MAX)
+    if vth_max <= 0:
+        return 0
+    lo = max(0, int(math.ceil(0.75 * vth_max)))
+    candidates = np.unique(np.linspace(lo, vth_max, num=min(64, vth_max - lo + 1)).round().astype(int))
+    w64 = w_eff.astype(np.float64).ravel()
+    best, best_err = vth_max, None
+    for vth in candidates[::-1]:
+        s = (vth + 1.0 / 64) / theta
+        err = float(np.sum((w64 * s - np.round(w64 * s)) ** 2)) / s ** 2
+        if best_err is None or err < best_err - 1e-15:
+            best, best_err = int(vth), err
+    return best
+
+
+def _max_input(q: np.ndarray, syn) -> int:
+    """Largest |synaptic input| one step can deliver to a neuron (all inputs spiking)."""
+    if isinstance(syn, Linear):
+        return int(np.max(np.sum(np.abs(q), axis=1))) if q.size else 0
+    if isinstance(syn, Conv2d):
+        return int(np.max(np.sum(np.abs(q).reshape(q.shape[0], -1), axis=1))) if q.size else 0
+    return int(abs(int(q)) * syn.kernel[0] * syn.kernel[1])
+
+
+def _quantize_lif(syn, neu: LIF, weight_bits: int):
+    if neu.v_reset is None:
+        raise UnsupportedLayer("soft reset (v_reset=None) has no Loihi CUBA equivalent in Lava's LIF",
+                               where=f"layer '{neu.name}'", hint="train with a hard reset (v_reset=0.0)")
+    theta = float(neu.v_threshold) - float(neu.v_reset)
+    if not theta > 0:
+        raise QuantizationError(f"threshold {neu.v_threshold} is not above the reset value {neu.v_reset}",
+                                where=f"layer '{neu.name}'", hint="v_threshold must exceed v_reset")
+    gain = 1.0 / neu.tau if (neu.tau is not None and neu.decay_input) else 1.0
+    wmax = (1 << (weight_bits - 1)) - 1
+    w_eff = syn.weight.astype(np.float64) * gain
+    vth = _choose_vth(w_eff, theta, wmax)
+    s = (vth + 1.0 / 64) / theta
+    raw = np.round(w_eff * s)
+    q = np.clip(raw, -wmax - 1, wmax).astype(np.int64)
+    n_clipped = int(np.sum(raw != q))
+    out_shape = neu.out_shape
+    b = syn.bias.astype(np.float64) * gain if syn.bias is not None else np.zeros(syn.weight.shape[0])
+    bias_v = 64.0 * s * b
+    if isinstance(syn, Conv2d):  # per output channel -> per neuron (C, H, W)
+        bias_v = np.broadcast_to(bias_v[:, None, None], out_shape)
+    mant, exp, b_clipped = _bias_mant_exp(np.asarray(bias_v))
+    if neu.tau is None:
+        dv, decay_error = 0, 0.0
+    else:
+        dv = int(round(fx.DECAY_UNITY / neu.tau))
+        dv = min(max(dv, 0), fx.DECAY_MAX)
+        decay_error = abs(dv / fx.DECAY_UNITY - 1.0 / neu.tau)
+    fixed = LoihiNeuron(du=fx.DECAY_MAX, dv=dv, vth=int(vth), bias_mant=mant, bias_exp=exp)
+    max_in = _max_input(q, syn)
+    record = {"layer": neu.name, "synapse": syn.name, "scale": s, "vth": int(vth), "theta": theta,
+              "weight_bits": weight_bits, "weights_clipped": n_clipped, "weights_total": int(q.size),
+              "bias_clipped": b_clipped, "dv": dv, "decay_error": decay_error,
+              "max_input": max_in, "current_may_wrap": bool(max_in * (1 << fx.ACT_SHIFT) >= fx.MAX_STATE),
+              "threshold_rule": ">= mapped exactly (v > 64*vth with theta*64*s = 64*vth + 1)"}
+    return q, fixed, record
+
+
+def _quantize_or(syn: SumPool2d, neu: Threshold):
+    theta = float(neu.threshold)
+    if not (0 <= theta < 64):
+        raise QuantizationError(f"pooling threshold {theta} outside [0, 64)", where=f"layer '{neu.name}'")
+    vth = int(math.floor(theta))   # counts are integers: count > theta  <=>  count > floor(theta)
+    shape = neu.out_shape
+    fixed = LoihiNeuron(du=fx.DECAY_MAX, dv=fx.DECAY_MAX, vth=vth, bias_mant=np.zeros(shape, np.int64),
+                        bias_exp=np.zeros(shape, np.int64))
+    record = {"layer": neu.name, "synapse": syn.name, "scale": 1.0, "vth": vth, "theta": theta,
+              "weight_bits": None, "weights_clipped": 0, "weights_total": 1, "bias_clipped": 0, "dv": fx.DECAY_MAX,
+              "decay_error": 0.0, "max_input": int(syn.kernel[0] * syn.kernel[1]), "current_may_wrap": False,
+              "threshold_rule": "OR of the window: fires iff the spike count > floor(theta)"}
+    return np.array(1, dtype=np.int64), fixed, record
+
+
+def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
+    """Attach ``qweight`` to synapses and ``fixed`` to neurons; record what was clipped."""
+    if not 2 <= weight_bits <= fx.WEIGHT_BITS:
+        raise QuantizationError(f"weight_bits={weight_bits}", where="weight_bits", hint="use 2..8")
+    pairs = check_lowerable(graph)
+    replaced, records = {}, []
+    for syn, neu in pairs:
+        if isinstance(neu, Threshold):
+            q, fixed, rec = _quantize_or(syn, neu)
+        else:
+            q, fixed, rec = _quantize_lif(syn, neu, weight_bits)
+        replaced[syn.name] = syn.replace(qweight=q)
+        replaced[neu.name] = neu.replace(fixed=fixed)
+        records.append(rec)
+    nodes = [replaced.get(n.name, n) for n in graph]
+    summary = {"layers": records, "weight_bits": weight_bits,
+               "weights_clipped": sum(r["weights_clipped"] for r in records),
+               "bias_clipped": sum(r["bias_clipped"] for r in records),
+               "layers_that_may_wrap": [r["layer"] for r in records if r["current_may_wrap"]]}
+    return with_record(graph, "quantize", summary, nodes)

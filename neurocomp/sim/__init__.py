@@ -1,0 +1,4 @@
+"""The reference simulator: one walk over the IR with float or Loihi fixed-point arithmetic."""
+from neurocomp.sim.reference import run_float, run_fixed, predict, SimResult
+
+__all__ = ["run_float", "run_fixed", "predict", "SimResult"]

@@ -1,0 +1,250 @@
+"""Batched reference interpreter over the IR, with two arithmetics.
+
+- ``run_float``: the source framework's float32 arithmetic, op for op (SpikingJelly's LIF update
+  ``v + (x - v) / tau`` etc., eval-mode BatchNorm, torch pooling), so on the unfolded graph it
+  reproduces the torch model's spikes exactly. On a folded graph it is the "folded float model".
+- ``run_fixed``: Loihi fixed point from ``neurocomp.fixedpoint`` on a quantized graph; it
+  reproduces Lava's ``fixed_pt`` models bit for bit.
+
+Tensors are time-major ``[T, B, *shape]``. Results are *time-aligned*: ``spikes[name][t]`` is the
+layer's output for input frame ``t`` (Lava shows it ``delay`` steps later; see passes.timing).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from neurocomp import fixedpoint as fx
+from neurocomp.errors import BadInput
+from neurocomp.ir import (AvgPool2d, BatchNorm, Conv2d, Flatten, Input, LIF, Linear, SumPool2d, Threshold)
+
+
+@dataclass
+class SimResult:
+    spikes: dict                       # neuron name -> [T, B, *shape] (float 0/1 or bool)
+    output: torch.Tensor               # output layer spikes [T, B, classes]
+    stats: dict = field(default_factory=dict)   # fixed point: per layer clip / wrap counts
+
+    def predictions(self) -> torch.Tensor:
+        return predict(self.output)
+
+
+def predict(output: torch.Tensor) -> torch.Tensor:
+    """Class = argmax of spike counts over time (ties -> lowest index, as torch.argmax)."""
+    return output.float().sum(0).argmax(-1)
+
+
+# ---- float arithmetic (SpikingJelly's expressions, same operation order) -------------------
+@torch.jit.script
+def _lif_decay_input_reset0(x_seq: torch.Tensor, v: torch.Tensor, v_threshold: float, tau: float):
+    spikes = torch.zeros_like(x_seq)
+    for t in range(x_seq.shape[0]):
+        v = v + (x_seq[t] - v) / tau
+        spike = (v >= v_threshold).to(x_seq)
+        v = 0. * spike + (1. - spike) * v
+        spikes[t] = spike
+    return spikes
+
+
+@torch.jit.script
+def _lif_decay_input(x_seq: torch.Tensor, v: torch.Tensor, v_threshold: float, v_reset: float, tau: float):
+    spikes = torch.zeros_like(x_seq)
+    for t in range(x_seq.shape[0]):
+        v = v + (x_seq[t] - (v - v_reset)) / tau
+        spike = (v >= v_threshold).to(x_seq)
+        v = v_reset * spike + (1. - spike) * v
+        spikes[t] = spike
+    return spikes
+
+
+@torch.jit.script
+def _lif_no_decay_input_reset0(x_seq: torch.Tensor, v: torch.Tensor, v_threshold: float, tau: float):
+    spikes = torch.zeros_like(x_seq)
+    for t in range(x_seq.shape[0]):
+        v = v * (1. - 1. / tau) + x_seq[t]
+        spike = (v >= v_threshold).to(x_seq)
+        v = 0. * spike + (1. - spike) * v
+        spikes[t] = spike
+    return spikes
+
+
+@torch.jit.script
+def _lif_no_decay_input(x_seq: torch.Tensor, v: torch.Tensor, v_threshold: float, v_reset: float, tau: float):
+    spikes = torch.zeros_like(x_seq)
+    for t in range(x_seq.shape[0]):
+        v = v - (v - v_reset) / tau + x_seq[t]
+        spike = (v >= v_threshold).to(x_seq)
+        v = v_reset * spike + (1. - spike) * v
+        spikes[t] = spike
+    return spikes
+
+
+@torch.jit.script
+def _if_hard(x_seq: torch.Tensor, v: torch.Tensor, v_threshold: float, v_reset: float):
+    spikes = torch.zeros_like(x_seq)
+    for t in range(x_seq.shape[0]):
+        v = v + x_seq[t]
+        spike = (v >= v_threshold).to(x_seq)
+        v = v_reset * spike + (1. - spike) * v
+        spikes[t] = spike
+    return spikes
+
+
+@torch.jit.script
+def _if_soft(x_seq: torch.Tensor, v: torch.Tensor, v_threshold: float):
+    spikes = torch.zeros_like(x_seq)
+    for t in range(x_seq.shape[0]):
+        v = v + x_seq[t]
+        spike = (v >= v_threshold).to(x_seq)
+        v = v - spike * v_threshold
+        spikes[t] = spike
+    return spikes
+
+
+@torch.jit.script
+def _lif_soft(x_seq: torch.Tensor, v: torch.Tensor, v_threshold: float, tau: float, decay_input: bool):
+    spikes = torch.zeros_like(x_seq)
+    for t in range(x_seq.shape[0]):
+        if decay_input:
+            v = v + (x_seq[t] - v) / tau
+        else:
+            v = v * (1. - 1. / tau) + x_seq[t]
+        spike = (v >= v_threshold).to(x_seq)
+        v = v - spike * v_threshold
+        spikes[t] = spike
+    return spikes
+
+
+def _float_lif(node: LIF, x_seq: torch.Tensor) -> torch.Tensor:
+    th = float(node.v_threshold)
+    v0 = torch.full_like(x_seq[0], 0.0 if node.v_reset is None else float(node.v_reset))
+    if node.tau is None:
+        if node.v_reset is None:
+            return _if_soft(x_seq, v0, th)
+        return _if_hard(x_seq, v0, th, float(node.v_reset))
+    tau = float(node.tau)
+    if node.v_reset is None:
+        return _lif_soft(x_seq, v0, th, tau, bool(node.decay_input))
+    vr = float(node.v_reset)
+    if node.decay_input:
+        return _lif_decay_input_reset0(x_seq, v0, th, tau) if vr == 0.0 else _lif_decay_input(x_seq, v0, th, vr, tau)
+    return _lif_no_decay_input_reset0(x_seq, v0, th, tau) if vr == 0.0 else _lif_no_decay_input(x_seq, v0, th, vr, tau)
+
+
+def _t(a, dtype=torch.float32):
+    return None if a is None else torch.as_tensor(a, dtype=dtype)
+
+
+def _stateless_float(node, x: torch.Tensor) -> torch.Tensor:
+    """Apply a per-step node to ``x`` of shape [T*B, *shape]."""
+    if isinstance(node, Conv2d):
+        return F.conv2d(x, _t(node.weight), _t(node.bias), tuple(node.stride), tuple(node.padding),
+                        tuple(node.dilation), int(node.groups))
+    if isinstance(node, Linear):
+        return F.linear(x, _t(node.weight), _t(node.bias))
+    if isinstance(node, BatchNorm):
+        return F.batch_norm(x, _t(node.mean), _t(node.var), _t(node.weight), _t(node.bias), False, 0.0, node.eps)
+    if isinstance(node, AvgPool2d):
+        return F.avg_pool2d(x, tuple(node.kernel), tuple(node.stride), tuple(node.padding))
+    if isinstance(node, SumPool2d):
+        return F.avg_pool2d(x, tuple(node.kernel), tuple(node.stride), tuple(node.padding), divisor_override=1)
+    if isinstance(node, Threshold):
+        return (x > node.threshold).to(x.dtype)
+    if isinstance(node, Flatten):
+        return x.flatten(1)
+    raise NotImplementedError(node.kind)
+
+
+def _check_input(graph, x_seq) -> torch.Tensor:
+    x_seq = torch.as_tensor(x_seq)
+    shape = tuple(graph.input_node.out_shape)
+    if x_seq.dim() != len(shape) + 2 or tuple(x_seq.shape[2:]) != shape:
+        raise BadInput(f"inputs have shape {tuple(x_seq.shape)}, expected [T, B, {', '.join(map(str, shape))}]",
+                       where="inputs", hint="time-major [T, batch, *input_shape]")
+    return x_seq
+
+
+def run_float(graph, x_seq, record=None) -> SimResult:
+    """Float reference over any float graph. ``record`` limits which neuron outputs are kept."""
+    x = _check_input(graph, x_seq).to(torch.float32)
+    T, B = x.shape[:2]
+    spikes = {}
+    with torch.no_grad():
+        for node in graph:
+            if isinstance(node, Input):
+                continue
+            if isinstance(node, LIF):
+                x = _float_lif(node, x)
+            else:
+                y = _stateless_float(node, x.flatten(0, 1))
+                x = y.reshape((T, B) + tuple(y.shape[1:]))
+            if node.is_neuron and (record is None or node.name in record):
+                spikes[node.name] = x
+    return SimResult(spikes=spikes, output=x)
+
+
+# ---- fixed point ------------------------------------------------------------------------------
+def _synapse_fixed(node, s: torch.Tensor) -> torch.Tensor:
+    """Integer synaptic input from binary spikes ``s`` [T*B, *shape] (computed in float64: exact)."""
+    x = s.to(torch.float64)
+    if isinstance(node, Conv2d):
+        y = F.conv2d(x, torch.as_tensor(node.qweight, dtype=torch.float64), None, tuple(node.stride),
+                     tuple(node.padding), tuple(node.dilation), int(node.groups))
+        return fx.wrap_synaptic(torch.round(y).to(torch.int64))
+    if isinstance(node, Linear):
+        y = F.linear(x, torch.as_tensor(node.qweight, dtype=torch.float64))
+        return torch.round(y).to(torch.int64)
+    if isinstance(node, SumPool2d):
+        y = F.avg_pool2d(x, tuple(node.kernel), tuple(node.stride), tuple(node.padding), divisor_override=1)
+        return fx.wrap_synaptic(torch.round(y).to(torch.int64) * int(node.qweight))
+    raise NotImplementedError(node.kind)
+
+
+def _neuron_fixed(node, a_seq: torch.Tensor, stats: dict):
+    p = node.fixed
+    bias = torch.as_tensor(fx.effective_bias(p.bias_mant.astype("int64"), p.bias_exp.astype("int64")),
+                           dtype=torch.int64)
+    u = torch.zeros_like(a_seq[0])
+    v = torch.zeros_like(a_seq[0])
+    out = torch.zeros(a_seq.shape, dtype=torch.bool)
+    clipped = 0
+    wrapped = 0
+    for t in range(a_seq.shape[0]):
+        u_raw = fx.trunc_decay(u, fx.DECAY_UNITY - (p.du + 1)) + a_seq[t] * (1 << fx.ACT_SHIFT)
+        wrapped += int(((u_raw > fx.MAX_STATE) | (u_raw <= -fx.MAX_STATE)).sum())
+        v_raw = fx.trunc_decay(v, fx.DECAY_UNITY - p.dv) + fx.wrap_state(u_raw) + bias
+        clipped += int(((v_raw > fx.MAX_STATE - 1) | (v_raw < -(fx.MAX_STATE - 1))).sum())
+        u, v, s = fx.lif_step(u, v, a_seq[t], p.du, p.dv, bias, int(p.vth), torch.clamp)
+        out[t] = s
+    stats[node.name] = {"voltage_saturations": clipped, "current_wraps": wrapped}
+    return out
+
+
+def run_fixed(graph, x_seq, record=None) -> SimResult:
+    """Fixed-point reference over a quantized graph; inputs must be binary spikes."""
+    x = _check_input(graph, x_seq)
+    if not bool(((x == 0) | (x == 1)).all()):
+        raise BadInput("fixed-point inputs must be binary spikes (0/1)", where="inputs",
+                       hint="encode inputs as spikes (bernoulli/events encodings)")
+    T, B = x.shape[:2]
+    s = x.to(torch.bool)
+    spikes, stats = {}, {}
+    a = None
+    with torch.no_grad():
+        for node in graph:
+            if isinstance(node, Input):
+                continue
+            if isinstance(node, Flatten):
+                s = s.flatten(2)
+            elif node.is_synapse:
+                y = _synapse_fixed(node, s.flatten(0, 1))
+                a = y.reshape((T, B) + tuple(y.shape[1:]))
+            elif node.is_neuron:
+                s = _neuron_fixed(node, a, stats)
+                if record is None or node.name in record:
+                    spikes[node.name] = s
+            else:
+                raise NotImplementedError(f"layer '{node.name}' ({node.kind}) in a fixed-point graph")
+    return SimResult(spikes=spikes, output=s, stats=stats)
