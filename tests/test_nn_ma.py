@@ -1,0 +1,141 @@
+"""MA-SNN: MALIFNode dynamics, TA/CA/SA/TCSA math, parameter formulas, ReLU, non-causality."""
+import pytest
+import torch
+
+from neurocomp.nn import CA, CSA, MALIFNode, REGISTRY, SA, TA, TCA, TCSA, TSA
+
+
+def test_malif_hand_computed_sequence():
+    """V_th 0.3, α 0.3: reset to V_th then leak, so 0.09 is carried out of a spiking step."""
+    x = torch.tensor([0.5, 0.22, 0.0, 0.3, 0.1]).view(5, 1)
+    s = MALIFNode()(x).view(-1)
+    # u1=0.5 fire, h1=0.09; u2=0.31 fire (0.22 alone would not), h2=0.09; u3=0.09, h3=0.027;
+    # u4=0.327 fire, h4=0.09; u5=0.19 no
+    assert s.tolist() == [1.0, 1.0, 0.0, 1.0, 0.0]
+
+
+def test_malif_fires_on_equality():
+    x = torch.tensor([0.25, 0.25]).view(2, 1)
+    n = MALIFNode(v_threshold=0.25, alpha=0.5)
+    assert n(x).view(-1).tolist() == [1.0, 1.0]  # u = 0.25 >= 0.25; then 0.125 + 0.25 >= 0.25
+
+
+def reference_malif(x, vth=0.3, alpha=0.3, beta=0.0):
+    h, out = torch.zeros_like(x[0]), []
+    for xt in x:
+        u = h + xt
+        s = (u >= vth).float()
+        h = alpha * torch.where(s > 0, torch.full_like(u, vth), u) + beta
+        out.append(s)
+    return torch.stack(out)
+
+
+def test_malif_multistep_equals_stepwise_and_is_causal():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(12, 3, 4, 5, generator=g) * 0.3
+    n = MALIFNode(v_threshold=0.3, alpha=0.3)
+    full = n(x)
+    torch.testing.assert_close(full, reference_malif(x))
+    for k in (1, 5, 11):
+        torch.testing.assert_close(n(x[:k]), full[:k])
+
+
+def test_malif_rectangular_surrogate():
+    x = torch.tensor([0.1, 0.29, 0.6, 0.3], requires_grad=True)
+    MALIFNode(lens=0.25)(x.view(1, 4)).sum().backward()
+    # |u - 0.3| < 0.25 -> 1 / (2 * 0.25) = 2
+    assert x.grad.tolist() == [2.0, 2.0, 0.0, 2.0]
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("T,C,rt,rc", [(8, 16, 2, 4), (10, 32, 5, 8), (20, 64, 4, 16)])
+def test_parameter_count_formulas(T, C, rt, rc):
+    t, c = 2 * T * (T // rt), 2 * C * (C // rc)
+    kw = dict(t_ratio=rt, c_ratio=rc)
+    assert n_params(TCSA(T, C, **kw)) == t + c + 18
+    assert n_params(TCA(T, C, **kw)) == t + c
+    assert n_params(TSA(T, C, **kw)) == t + 18
+    assert n_params(CSA(T, C, **kw)) == c + 18
+    assert n_params(TA(T, C, **kw)) == t
+    assert n_params(CA(T, C, **kw)) == c
+    assert n_params(SA(T, C, **kw)) == 18
+
+
+def test_official_state_dict_names():
+    sd = TCSA(8, 16, t_ratio=2, c_ratio=4).state_dict()
+    assert sd["ta.sharedMLP.0.weight"].shape == (4, 8, 1, 1, 1)
+    assert sd["ta.sharedMLP.2.weight"].shape == (8, 4, 1, 1, 1)
+    assert sd["ca.sharedMLP.0.weight"].shape == (4, 16, 1, 1, 1)
+    assert sd["ca.sharedMLP.2.weight"].shape == (16, 4, 1, 1, 1)
+    assert sd["sa.conv.weight"].shape == (1, 2, 3, 3)
+    assert len(sd) == 5
+
+
+def reference_tcsa(x, m):
+    """TCSA from the notes, in [T, B, C, H, W], using the module's weights as plain matrices."""
+    W1 = m.ta.sharedMLP[0].weight.detach().flatten(1)
+    W2 = m.ta.sharedMLP[2].weight.detach().flatten(1)
+    V1 = m.ca.sharedMLP[0].weight.detach().flatten(1)
+    V2 = m.ca.sharedMLP[2].weight.detach().flatten(1)
+    K = m.sa.conv.weight.detach()
+    f = lambda z, A, B: torch.relu(z @ A.T) @ B.T                         # noqa: E731
+    a = x.mean(dim=(2, 3, 4)).T                                           # [B, T]
+    mx = x.amax(dim=(2, 3, 4)).T
+    ta = torch.sigmoid(f(a, W1, W2) + f(mx, W1, W2))                      # [B, T]
+    x1 = x * ta.T[:, :, None, None, None]
+    a = x1.mean(dim=(0, 3, 4))                                            # [B, C]
+    mx = x1.amax(dim=(0, 3, 4))
+    ca = torch.sigmoid(f(a, V1, V2) + f(mx, V1, V2))
+    x2 = x1 * ca[None, :, :, None, None]
+    pooled = torch.stack([x2.mean(dim=(0, 2)), x2.amax(dim=(0, 2))], dim=1)  # [B, 2, H, W]
+    sa = torch.sigmoid(torch.nn.functional.conv2d(pooled, K, padding=1))[:, 0]
+    return torch.relu(x2 * sa[None, :, None])
+
+
+def test_tcsa_matches_reference_math():
+    torch.manual_seed(0)
+    m = TCSA(6, 8, t_ratio=2, c_ratio=2)
+    x = torch.randn(6, 3, 8, 5, 4)
+    y = m(x)
+    assert y.shape == x.shape
+    torch.testing.assert_close(y, reference_tcsa(x, m), atol=1e-5, rtol=1e-5)
+
+
+def test_trailing_relu_zeroes_negative_current():
+    torch.manual_seed(0)
+    x = torch.randn(6, 2, 8, 4, 4)
+    for cls in (TCSA, TCA, TSA, CSA, TA, CA, SA):
+        y = cls(6, 8, t_ratio=2, c_ratio=2)(x)
+        assert torch.all(y[x < 0] == 0) and torch.all(y[x > 0] > 0), cls.__name__
+
+
+def test_ta_fc_variant_on_linear_output():
+    m = TA(8, 10, t_ratio=4, fc=True)
+    x = torch.randn(8, 3, 10)
+    y = m(x)
+    assert y.shape == (8, 3, 10)
+    assert m.state_dict()["ta.sharedMLP.0.weight"].shape == (2, 8, 1)
+    assert n_params(m) == 2 * 8 * 2
+
+
+def test_non_causal_change_at_t_plus_1_changes_map_at_t():
+    torch.manual_seed(0)
+    x = torch.rand(6, 2, 8, 4, 4)
+    x2 = x.clone()
+    x2[4] += torch.rand_like(x2[4])
+    for cls in (TCSA, TA, CA, SA):
+        m = cls(6, 8, t_ratio=2, c_ratio=2)
+        assert not torch.allclose(m.attention(x)[3], m.attention(x2)[3]), cls.__name__
+
+
+def test_registry_rebuild_from_config():
+    m = TCSA(8, 16, t_ratio=2, c_ratio=4)
+    m2 = REGISTRY["TCSA"](**m.config)
+    m2.load_state_dict(m.state_dict())
+    x = torch.randn(8, 2, 16, 4, 4)
+    torch.testing.assert_close(m(x), m2(x))
+    n = REGISTRY["MALIFNode"](**MALIFNode(v_threshold=0.5, lens=0.5).config)
+    assert (n.v_threshold, n.lens) == (0.5, 0.5)
