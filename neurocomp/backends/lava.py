@@ -14,6 +14,9 @@ The runtime is always stopped: on success, on error, on Ctrl-C and on ``timeout`
 """
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -56,11 +59,12 @@ class _Emitted:
         self.procs = []
 
 
-def emit(graph, inputs_lava: np.ndarray, total_steps: int, tag: str = "fixed_pt") -> _Emitted:
-    """Build the process network. ``inputs_lava``: source data ``(*lava_input_shape, steps)``."""
+def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag: str = "fixed_pt") -> _Emitted:
+    """Build the process network. ``inputs_lava``: source data ``(*lava_input_shape, steps)``;
+    every neuron layer's spikes are recorded into ``record_dir/<layer>.npy``."""
     from lava.proc.conv.process import Conv
     from lava.proc.dense.process import Dense
-    from lava.proc.io.sink import RingBuffer as Sink
+    from neurocomp.backends.lava_recorder import SpikeRecorder, create_file
     from lava.proc.io.source import RingBuffer as Source
     from lava.proc.lif.process import LIFReset
     from lava.utils.weightutils import SignMode
@@ -126,9 +130,11 @@ def emit(graph, inputs_lava: np.ndarray, total_steps: int, tag: str = "fixed_pt"
                            bias_mant=to_lava_layout(bias), bias_exp=0,
                            reset_interval=T, reset_offset=(1 + delay) % T, name=neu.name)
         syn.a_out.reshape(out_shape).connect(lif.a_in) if syn.a_out.shape != out_shape else syn.a_out.connect(lif.a_in)
-        sink = Sink(shape=out_shape, buffer=total_steps)
+        path = os.path.join(record_dir, f"{len(net.layers)}.npy")
+        create_file(path, out_shape, total_steps)
+        sink = SpikeRecorder(shape=out_shape, path=path, steps=total_steps)
         lif.s_out.connect(sink.a_in)
-        net.layers.append((neu.name, lif, sink, out_shape, tuple(neu.out_shape)))
+        net.layers.append((neu.name, lif, path, out_shape, tuple(neu.out_shape)))
         net.procs += [syn, lif, sink]
         port, shape, flat_from = lif.s_out, tuple(neu.out_shape), None
     return net
@@ -165,7 +171,8 @@ def run_lava(graph, x_seq, tag: str = "fixed_pt", timeout: float | None = None, 
     else:                  # (steps, N) -> (N, steps)
         data = np.transpose(frames, (1, 0))
     data = data.astype(np.int64 if tag == "fixed_pt" else np.float64)
-    net = emit(graph, data, total, tag)
+    record_dir = tempfile.mkdtemp(prefix="neurocomp-lava-")
+    net = emit(graph, data, total, record_dir, tag)
     cfg = Loihi2SimCfg(select_tag=tag)
     start = time.monotonic()
     bar = None
@@ -184,7 +191,6 @@ def run_lava(graph, x_seq, tag: str = "fixed_pt", timeout: float | None = None, 
             if timeout is not None and time.monotonic() - start > timeout:
                 raise RunTimeout(f"Lava run exceeded {timeout:g} s after {done}/{total} steps", where="lava",
                                  hint="raise --timeout or simulate fewer samples")
-        raw = {name: np.asarray(sink.data.get()) for name, _, sink, _, _ in net.layers}
     finally:
         if bar is not None:
             bar.close()
@@ -192,6 +198,10 @@ def run_lava(graph, x_seq, tag: str = "fixed_pt", timeout: float | None = None, 
             anchor.stop()
         except Exception:  # noqa: BLE001 - stopping a runtime that failed to start may raise
             pass
+    try:
+        raw = {name: np.moveaxis(np.load(path), 0, -1) for name, _, path, _, _ in net.layers}
+    finally:
+        shutil.rmtree(record_dir, ignore_errors=True)
     spikes = {}
     for name, _, _, lshape, tshape in net.layers:
         d = timing["layer_delay"][name]

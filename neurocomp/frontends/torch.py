@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 import torch.nn as tnn
 
+
 from neurocomp.errors import UnsupportedLayer, UnsupportedLayers, BadCheckpoint
 from neurocomp.frontends.modules import type_name
-from neurocomp.ir import (Graph, Input, Linear, Conv2d, SumPool2d, AvgPool2d, BatchNorm, Flatten, LIF,
+from neurocomp.ir import (DEFAULT_DT, Graph, Input, Linear, Conv2d, SumPool2d, AvgPool2d, BatchNorm, Flatten, LIF,
                           Threshold)
 
 try:  # SpikingJelly wraps stateless layers in containers in some models
@@ -179,6 +180,6 @@ def module_to_graph(model, input_shape, timesteps: int, encoding: str = "bernoul
         raise UnsupportedLayer(f"the model ends in '{b.nodes[-1].name}' ({b.nodes[-1].kind}), not in a spiking layer",
                                where="output", hint="end the model with a LIF/IF layer whose spike counts are the "
                                                     "class scores")
-    g_meta = {"timesteps": int(timesteps), "encoding": encoding, "input_shape": list(input_shape)}
+    g_meta = {"timesteps": int(timesteps), "encoding": encoding, "input_shape": list(input_shape), "dt": DEFAULT_DT}
     g_meta.update(meta or {})
     return Graph.chain(b.nodes, g_meta)

@@ -4,5 +4,8 @@ from neurocomp.ir.nodes import (Node, Input, Linear, Conv2d, SumPool2d, AvgPool2
 from neurocomp.ir.graph import Graph
 from neurocomp.ir.printing import table
 
+# Seconds per time step when a graph must state one (NIR is continuous-time); SpikingJelly has none.
+DEFAULT_DT = 1e-3
+
 __all__ = ["Node", "Input", "Linear", "Conv2d", "SumPool2d", "AvgPool2d", "BatchNorm", "Flatten", "LIF",
-           "Threshold", "LoihiNeuron", "NODE_TYPES", "Graph", "table"]
+           "Threshold", "LoihiNeuron", "NODE_TYPES", "Graph", "table", "DEFAULT_DT"]

@@ -1,0 +1,37 @@
+# Two commands on a fresh machine:  `make demo`  and  `make test`.
+PYTHON_VERSION ?= 3.10.13
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_MODEL ?= models/digits_plain/model.pt
+DEMO_OUT ?= out/demo
+DEMO_SAMPLES ?= 360
+
+.PHONY: env demo test bench clean
+
+$(STAMP): pyproject.toml
+	@if [ ! -x $(PY) ]; then \
+	  if command -v pyenv >/dev/null 2>&1 && pyenv prefix $(PYTHON_VERSION) >/dev/null 2>&1; then \
+	    "$$(pyenv prefix $(PYTHON_VERSION))/bin/python" -m venv $(VENV); \
+	  elif command -v python3.10 >/dev/null 2>&1; then python3.10 -m venv $(VENV); \
+	  else echo "error: Python 3.10 is required (lava-nc 0.10 supports only 3.10); install it or pyenv $(PYTHON_VERSION)" >&2; exit 1; fi; \
+	fi
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	@touch $(STAMP)
+
+env: $(STAMP)
+
+demo: $(STAMP)
+	@mkdir -p out
+	$(PY) -m neurocomp compile $(DEMO_MODEL) --target lava -o $(DEMO_OUT) --overwrite -q
+	$(PY) -m neurocomp simulate $(DEMO_OUT) --backend lava --samples $(DEMO_SAMPLES) --json $(DEMO_OUT)/simulate.json
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf out .pytest_cache

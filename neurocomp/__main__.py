@@ -1,0 +1,5 @@
+import sys
+
+from neurocomp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,216 @@
+"""The public API: ``compile``, ``simulate`` (the CLI is a thin layer over these)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+
+import numpy as np
+import torch
+
+from neurocomp import __version__
+from neurocomp.artifact import Artifact, FORMAT, VERSION, write_atomically, write_json_atomically
+from neurocomp.errors import BadGraph, BadInput, BadCheckpoint
+from neurocomp.frontends.checkpoint import load_checkpoint
+from neurocomp.frontends.nir import read_nir
+from neurocomp.frontends.torch import module_to_graph
+from neurocomp.backends.nir import write_nir
+from neurocomp.ir.serialize import save_graph
+from neurocomp.passes import fold_avgpool, fold_batchnorm, quantize, time_alignment
+from neurocomp.sim import predict, run_fixed, run_float
+
+TARGETS = ("lava",)
+
+
+def _sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _versions() -> dict:
+    from importlib.metadata import version, PackageNotFoundError
+    out = {"neurocomp": __version__}
+    for pkg in ("torch", "numpy", "lava-nc", "lava-dl", "nir", "spikingjelly"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def lower(float_graph, weight_bits: int = 8):
+    """The pass pipeline from the float IR to the quantized, Lava-ready IR."""
+    return quantize(fold_avgpool(fold_batchnorm(float_graph)), weight_bits=weight_bits)
+
+
+def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, weight_bits: int = 8,
+            overwrite: bool = False) -> str:
+    """Compile a checkpoint into an artifact folder ``out``; returns its path."""
+    if target not in TARGETS:
+        raise BadInput(f"unknown target {target!r}", where="--target", hint=f"use one of {', '.join(TARGETS)}")
+    loaded = load_checkpoint(model_path, trust_pickle=trust_pickle)
+    if loaded.timesteps < 1:
+        raise BadCheckpoint("a pickled module carries no input shape / T / encoding", where=model_path,
+                            hint="save it with neurocomp.save_checkpoint")
+    meta = {"dataset": loaded.dataset} if loaded.dataset else {}
+    traced = module_to_graph(loaded.model, loaded.input_shape, loaded.timesteps, loaded.encoding, meta)
+
+    def fill(tmp):
+        nir_path = os.path.join(tmp, "model.nir")
+        write_nir(traced, nir_path)
+        float_graph = read_nir(nir_path, meta={"dataset": loaded.dataset} if loaded.dataset else None)
+        if float_graph.digest() != traced.digest():
+            raise BadGraph("the NIR round trip changed the graph", where=nir_path,
+                           hint="this is a neurocomp bug; please report it with the model")
+        fixed_graph = lower(float_graph, weight_bits)
+        save_graph(float_graph, os.path.join(tmp, "float"))
+        save_graph(fixed_graph, os.path.join(tmp, "fixed"))
+        shutil.copyfile(model_path, os.path.join(tmp, "model.pt"))
+        manifest = {
+            "format": FORMAT, "version": VERSION, "versions": _versions(), "target": target,
+            "timesteps": loaded.timesteps, "dt": float_graph.meta.get("dt"), "encoding": loaded.encoding,
+            "input_shape": list(loaded.input_shape), "dataset": loaded.dataset,
+            "input_checkpoint": {"name": os.path.basename(model_path), "sha256": _sha256(model_path)},
+            "alignment": time_alignment(fixed_graph),
+            "graphs": {"float": float_graph.digest(), "fixed": fixed_graph.digest()},
+            "passes": fixed_graph.meta.get("passes", []),
+            "weight_bits": weight_bits,
+        }
+        write_json_atomically(os.path.join(tmp, "manifest.json"), manifest)
+
+    return write_atomically(out, fill, overwrite=overwrite)
+
+
+def run_torch_model(model, x_seq: torch.Tensor) -> torch.Tensor:
+    """Run a (multi-step) SpikingJelly model on ``[T, B, ...]`` and reset its state."""
+    from spikingjelly.activation_based import functional
+    functional.set_step_mode(model, "m")
+    functional.reset_net(model)
+    with torch.no_grad():
+        out = model(x_seq)
+    functional.reset_net(model)
+    return out
+
+
+def _batches(n, size):
+    for i in range(0, n, size):
+        yield slice(i, min(n, i + size))
+
+
+def compare_layers(ref: dict, other: dict) -> tuple[list, np.ndarray, str | None]:
+    """Per-layer mismatch counts, a per-sample exact flag, and the first diverging layer."""
+    per_layer, exact = [], None
+    first = None
+    for name, a in ref.items():
+        b = other[name]
+        diff = (a.bool() != b.bool())
+        per_sample = diff.flatten(2).any(-1).any(0).numpy() if diff.dim() > 2 else diff.any(0).numpy()
+        exact = ~per_sample if exact is None else exact & ~per_sample
+        mism = int(diff.sum())
+        per_layer.append({"name": name, "spikes_compared": int(a.numel()), "mismatches": mism,
+                          "samples_differing": int(per_sample.sum())})
+        if mism and first is None:
+            first = name
+    return per_layer, exact, first
+
+
+def simulate(artifact_path, backend: str = "lava", samples: int | None = None, inputs=None, json_path=None,
+             progress: bool = True, timeout: float | None = None, batch: int = 256) -> dict:
+    """Run a compiled artifact and cross-check every stage; returns the result dictionary."""
+    if backend not in ("lava", "reference"):
+        raise BadInput(f"unknown backend {backend!r}", where="--backend", hint="use lava or reference")
+    art = Artifact(artifact_path)
+    man = art.manifest
+    T, shape = man["timesteps"], tuple(man["input_shape"])
+    labels = None
+    if inputs is not None:
+        arr = np.load(inputs, allow_pickle=False) if isinstance(inputs, str) else np.asarray(inputs)
+        if arr.ndim != len(shape) + 2 or arr.shape[1] != T or tuple(arr.shape[2:]) != shape:
+            raise BadInput(f"inputs have shape {arr.shape}, expected [N, {T}, {', '.join(map(str, shape))}]",
+                           where=str(inputs) if isinstance(inputs, str) else "inputs",
+                           hint="save an array shaped [N, T, *input_shape]")
+        if samples is not None:
+            arr = arr[:samples]
+        x = torch.as_tensor(np.ascontiguousarray(np.swapaxes(arr, 0, 1)), dtype=torch.float32)
+        source = str(inputs) if isinstance(inputs, str) else "array"
+    else:
+        if not man.get("dataset"):
+            raise BadInput("the model names no dataset", where="--samples", hint="pass --inputs FILE.npy")
+        from neurocomp.data.registry import load_inputs
+        xs, labels = load_inputs(man["dataset"], "test", T, man["encoding"], n=samples)
+        x = torch.as_tensor(xs)
+        labels = torch.as_tensor(labels)
+        source = f"{man['dataset']} test split"
+    if samples is not None and samples < 1:
+        raise BadInput(f"--samples {samples}", where="--samples", hint="give at least 1")
+    N = x.shape[1]
+    loaded = load_checkpoint(art.checkpoint)
+    fgraph, qgraph = art.float_graph, art.fixed_graph
+    torch_pred, float_pred, fixed_pred, float_match = [], [], [], 0
+    fixed_spikes = {}
+    for sl in _batches(N, batch):
+        xb = x[:, sl]
+        out_t = run_torch_model(loaded.model, xb)
+        rf = run_float(fgraph, xb, record=())
+        float_match += int((rf.output != out_t).flatten(2).any(-1).any(0).logical_not().sum())
+        rq = run_fixed(qgraph, xb)
+        torch_pred.append(predict(out_t))
+        float_pred.append(rf.predictions())
+        fixed_pred.append(rq.predictions())
+        for k, v in rq.spikes.items():
+            fixed_spikes.setdefault(k, []).append(v)
+    fixed_spikes = {k: torch.cat(v, dim=1) for k, v in fixed_spikes.items()}
+    torch_pred, float_pred, fixed_pred = torch.cat(torch_pred), torch.cat(float_pred), torch.cat(fixed_pred)
+
+    def acc(pred):
+        return None if labels is None else float((pred == labels).float().mean())
+
+    result = {
+        "artifact": os.path.abspath(artifact_path), "backend": backend, "samples": int(N), "inputs": source,
+        "timesteps": T,
+        "accuracy": {"float_torch": acc(torch_pred), "fixed_reference": acc(fixed_pred)},
+        "float_reference_equals_torch_fraction": float_match / N,
+        "same_class": {"fixed_reference_vs_float": float((fixed_pred == torch_pred).float().mean())},
+    }
+    if backend == "lava":
+        from neurocomp.backends.lava import run_lava
+        rl = run_lava(qgraph, x, progress=progress, timeout=timeout)
+        lava_pred = rl.predictions()
+        per_layer, exact, first = compare_layers(fixed_spikes, rl.spikes)
+        result["accuracy"]["lava"] = acc(lava_pred)
+        result["same_class"]["lava_vs_float"] = float((lava_pred == torch_pred).float().mean())
+        result["same_class"]["lava_vs_fixed_reference"] = float((lava_pred == fixed_pred).float().mean())
+        result["exact_match_fraction"] = float(exact.mean())
+        result["per_layer"] = per_layer
+        result["first_diverging_layer"] = first
+        result["lava_wall_s"] = rl.stats["wall_s"]
+    else:
+        result["exact_match_fraction"] = None
+        result["per_layer"] = [{"name": k, "spikes_compared": int(v.numel()), "mismatches": None,
+                                "spike_count": int(v.sum())} for k, v in fixed_spikes.items()]
+        result["first_diverging_layer"] = None
+    if json_path:
+        write_json_atomically(json_path, result)
+    return result
+
+
+def format_result(r: dict) -> str:
+    """A short table of a simulate() result for the terminal."""
+    def pct(v):
+        return "   n/a" if v is None else f"{100 * v:6.2f} %"
+    lines = [f"{r['samples']} samples from {r['inputs']}, T={r['timesteps']}, backend={r['backend']}",
+             f"  accuracy  float (torch model)   {pct(r['accuracy']['float_torch'])}",
+             f"  accuracy  fixed-point reference {pct(r['accuracy']['fixed_reference'])}"]
+    if "lava" in r["accuracy"]:
+        lines.append(f"  accuracy  Lava fixed_pt          {pct(r['accuracy']['lava'])}")
+        lines.append(f"  same class  Lava vs float model   {pct(r['same_class']['lava_vs_float'])}")
+        lines.append(f"  exact match Lava vs reference     {pct(r['exact_match_fraction'])} of samples "
+                     f"(every layer, every step)")
+        if r["first_diverging_layer"]:
+            lines.append(f"  first diverging layer: {r['first_diverging_layer']}")
+    lines.append(f"  float reference == torch spikes   {pct(r['float_reference_equals_torch_fraction'])} of samples")
+    return "\n".join(lines)

@@ -1,0 +1,98 @@
+"""The compiled artifact: a versioned folder, written under a temporary name and renamed when whole.
+
+```
+OUT/
+  manifest.json      format, versions, target, T, dt, encoding, input shape, dataset, time alignment,
+                     sha256 of the input checkpoint, graph digests, pass records (quantization report)
+  model.pt           the input checkpoint (so `simulate` can run the original torch model)
+  model.nir          the NIR graph of the float model (neurocomp.* metadata, see backends/nir.py)
+  float/graph.json   the float IR as imported from NIR (+ arrays/*.npy)
+  fixed/graph.json   the lowered, quantized IR that Lava runs (+ arrays/*.npy)
+```
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+from neurocomp.errors import BadArtifact, NeurocompError
+from neurocomp.ir.serialize import load_graph
+
+FORMAT = "neurocomp.artifact"
+VERSION = 1
+
+
+class Artifact:
+    def __init__(self, path):
+        self.path = path
+        mpath = os.path.join(path, "manifest.json")
+        if not os.path.isdir(path):
+            raise BadArtifact("not a folder", where=path, hint="pass the folder written by `neurocomp compile`")
+        try:
+            with open(mpath) as fh:
+                self.manifest = json.load(fh)
+        except FileNotFoundError:
+            raise BadArtifact("manifest.json is missing", where=path, hint="recompile with `neurocomp compile`")
+        except json.JSONDecodeError as e:
+            raise BadArtifact(f"manifest.json is not valid JSON ({e.msg})", where=mpath, hint="recompile")
+        if self.manifest.get("format") != FORMAT or self.manifest.get("version") != VERSION:
+            raise BadArtifact(f"unknown artifact format {self.manifest.get('format')!r} "
+                              f"v{self.manifest.get('version')!r}", where=mpath, hint="recompile")
+        self._float = self._fixed = None
+
+    @property
+    def float_graph(self):
+        if self._float is None:
+            self._float = load_graph(os.path.join(self.path, "float"))
+        return self._float
+
+    @property
+    def fixed_graph(self):
+        if self._fixed is None:
+            self._fixed = load_graph(os.path.join(self.path, "fixed"))
+        return self._fixed
+
+    @property
+    def checkpoint(self):
+        return os.path.join(self.path, "model.pt")
+
+
+def write_atomically(out: str, fill, overwrite: bool = False) -> str:
+    """Create folder ``out`` by calling ``fill(tmpdir)`` then renaming; nothing partial is left."""
+    out = os.path.abspath(out)
+    parent = os.path.dirname(out)
+    if os.path.exists(out) and not overwrite:
+        raise NeurocompError("output folder already exists", where=out, hint="choose another -o or pass --overwrite")
+    if not os.path.isdir(parent):
+        raise NeurocompError("parent folder does not exist", where=parent, hint="create it first")
+    if not os.access(parent, os.W_OK):
+        raise NeurocompError("parent folder is not writable", where=parent, hint="choose a writable -o")
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=parent)
+    try:
+        fill(tmp)
+        if os.path.exists(out):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=parent)
+            os.rename(out, os.path.join(old, "x"))
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def write_json_atomically(path: str, obj) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

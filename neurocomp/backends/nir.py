@@ -1,0 +1,110 @@
+"""IR -> NIR graph (``nir`` 1.0.8 node types), the one place where neurocomp's NIR convention lives.
+
+Every node is a standard NIR node that a foreign consumer can run; what NIR cannot say exactly is
+carried in node metadata under the ``neurocomp.`` prefix, so that re-importing with
+``neurocomp.frontends.nir`` gives back the same IR:
+
+| IR node | NIR node | ``neurocomp.*`` metadata |
+|---|---|---|
+| Conv2d / Linear | Conv2d / Affine (Linear when bias-free) | ``has_bias`` |
+| BatchNorm (C,H,W) | 1x1 Conv2d with a diagonal kernel: the folded scale, and the shift as bias | ``op=batchnorm``, mean, var, weight, bias, eps |
+| BatchNorm (N,) | Affine with a diagonal weight | same |
+| LIF (SpikingJelly) | LIF with ``tau = tau_steps * dt``, ``r`` (1, or tau for undecayed input), ``v_leak = v_reset`` | ``tau_steps``, ``decay_input``, ``reset`` (hard/soft), ``threshold_rule`` (``>=``) |
+| IF | IF(r=1) | ``reset``, ``threshold_rule`` |
+| SumPool2d, AvgPool2d, Flatten, Threshold | the same NIR node | ``lowered_from`` where a MaxPool became SumPool -> Threshold |
+
+Graph metadata: ``neurocomp.dt`` (seconds per step), ``neurocomp.timesteps``, ``neurocomp.encoding``.
+NIR fires on ``v > threshold``; SpikingJelly on ``v >= threshold``: the ``threshold_rule`` key
+says which one the numbers mean.
+"""
+from __future__ import annotations
+
+import json
+
+import nir
+import numpy as np
+
+from neurocomp.ir import (AvgPool2d, BatchNorm, Conv2d, Flatten, Input, LIF, Linear, SumPool2d, Threshold)
+
+from neurocomp.ir import DEFAULT_DT
+PREFIX = "neurocomp."
+
+
+def _bn_affine(node: BatchNorm):
+    k = (node.weight if node.weight is not None else 1.0) / np.sqrt(node.var.astype(np.float64) + node.eps)
+    shift = (node.bias if node.bias is not None else 0.0) - node.mean * k
+    return k.astype(np.float32), np.asarray(shift, dtype=np.float32)
+
+
+def _full(shape, value):
+    return np.full(tuple(shape), float(value), dtype=np.float32)
+
+
+def node_to_nir(node, dt: float = DEFAULT_DT):
+    md = {PREFIX + "kind": node.kind}
+    if node.meta:
+        md[PREFIX + "meta"] = json.dumps(node.meta, sort_keys=True)
+    shape = tuple(node.in_shape)
+    if isinstance(node, Input):
+        return nir.Input(input_type={"input": np.array(shape)}, metadata=md)
+    if isinstance(node, Conv2d):
+        md[PREFIX + "has_bias"] = node.bias is not None
+        bias = node.bias if node.bias is not None else np.zeros(node.weight.shape[0], np.float32)
+        return nir.Conv2d(input_shape=tuple(shape[1:]), weight=node.weight, stride=tuple(node.stride),
+                          padding=tuple(node.padding), dilation=tuple(node.dilation), groups=int(node.groups),
+                          bias=bias, metadata=md)
+    if isinstance(node, Linear):
+        if node.bias is None:
+            return nir.Linear(weight=node.weight, metadata=md)
+        return nir.Affine(weight=node.weight, bias=node.bias, metadata=md)
+    if isinstance(node, BatchNorm):
+        md.update({PREFIX + "op": "batchnorm", PREFIX + "mean": node.mean, PREFIX + "var": node.var,
+                   PREFIX + "eps": float(node.eps)})
+        if node.weight is not None:
+            md[PREFIX + "weight"] = node.weight
+        if node.bias is not None:
+            md[PREFIX + "bias"] = node.bias
+        k, shift = _bn_affine(node)
+        if len(shape) == 3:
+            # a 1x1 conv with a diagonal kernel (NIR's type inference ignores groups)
+            return nir.Conv2d(input_shape=tuple(shape[1:]), weight=np.diag(k)[:, :, None, None], stride=1,
+                              padding=0, dilation=1, groups=1, bias=shift, metadata=md)
+        return nir.Affine(weight=np.diag(k), bias=shift, metadata=md)
+    if isinstance(node, SumPool2d):
+        return nir.SumPool2d(kernel_size=np.array(node.kernel), stride=np.array(node.stride),
+                             padding=np.array(node.padding), metadata=md)
+    if isinstance(node, AvgPool2d):
+        return nir.AvgPool2d(kernel_size=np.array(node.kernel), stride=np.array(node.stride),
+                             padding=np.array(node.padding), metadata=md)
+    if isinstance(node, Threshold):
+        return nir.Threshold(threshold=_full(shape, node.threshold), metadata=md)
+    if isinstance(node, Flatten):
+        return nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1, metadata=md)
+    if isinstance(node, LIF):
+        md[PREFIX + "threshold_rule"] = ">="
+        md[PREFIX + "reset"] = "soft" if node.v_reset is None else "hard"
+        v_reset = 0.0 if node.v_reset is None else float(node.v_reset)
+        if node.tau is None:
+            return nir.IF(r=_full(shape, 1.0), v_threshold=_full(shape, node.v_threshold),
+                          v_reset=_full(shape, v_reset), metadata=md)
+        md[PREFIX + "tau_steps"] = float(node.tau)
+        md[PREFIX + "decay_input"] = bool(node.decay_input)
+        r = 1.0 if node.decay_input else float(node.tau)
+        return nir.LIF(tau=_full(shape, node.tau * dt), r=_full(shape, r), v_leak=_full(shape, v_reset),
+                       v_threshold=_full(shape, node.v_threshold), v_reset=_full(shape, v_reset), metadata=md)
+    raise NotImplementedError(f"no NIR form for '{node.kind}' (layer '{node.name}')")
+
+
+def graph_to_nir(graph, dt: float = DEFAULT_DT) -> nir.NIRGraph:
+    nodes = {n.name: node_to_nir(n, dt) for n in graph}
+    out_shape = np.array(graph.output_node.out_shape)
+    nodes["output"] = nir.Output(output_type={"output": out_shape})
+    edges = [(src, n.name) for n in graph for src in graph.inputs[n.name]]
+    edges.append((graph.output_node.name, "output"))
+    meta = {PREFIX + "dt": float(dt), PREFIX + "timesteps": int(graph.meta.get("timesteps", 0)),
+            PREFIX + "encoding": str(graph.meta.get("encoding", "")), PREFIX + "threshold_rule": ">="}
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+
+
+def write_nir(graph, path: str, dt: float = DEFAULT_DT) -> None:
+    nir.write(path, graph_to_nir(graph, dt))

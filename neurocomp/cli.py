@@ -1,0 +1,118 @@
+"""The ``neurocomp`` command line: parses arguments and calls the API; no logic lives here.
+
+Every neurocomp error is printed as one line (``error: <where>: <what> (hint: ...)``) with a
+non-zero exit status; ``--debug`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _cmd_compile(a):
+    from neurocomp.api import compile as compile_
+    out = a.output or os.path.splitext(os.path.basename(a.model))[0] + ".neurocomp"
+    path = compile_(a.model, out, target=a.target, trust_pickle=a.trust_pickle, weight_bits=a.weight_bits,
+                    overwrite=a.overwrite)
+    if not a.quiet:
+        from neurocomp.artifact import Artifact
+        from neurocomp.ir import table
+        art = Artifact(path)
+        print(table(art.fixed_graph))
+        al = art.manifest["alignment"]
+        print(f"\nwrote {path}  (T={al['timesteps']}, Lava latency {al['depth']} steps, "
+              f"{al['steps_single_sample']} steps per sample alone)")
+    return 0
+
+
+def _cmd_simulate(a):
+    from neurocomp.api import format_result, simulate
+    r = simulate(a.artifact, backend=a.backend, samples=a.samples, inputs=a.inputs, json_path=a.json,
+                 progress=not a.quiet, timeout=a.timeout)
+    print(format_result(r))
+    return 0
+
+
+def _cmd_report(a):
+    from neurocomp.report import write_report
+    paths = write_report(a.artifact, samples=a.samples, lava_samples=a.lava_samples, progress=not a.quiet)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _cmd_inspect(a):
+    from neurocomp.inspect import inspect_path
+    print(inspect_path(a.path, trust_pickle=a.trust_pickle))
+    return 0
+
+
+def _cmd_train(a):
+    from neurocomp.train import main as train_main
+    return train_main([a.recipe] + a.rest) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="neurocomp", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compile", help="compile a checkpoint into an artifact folder")
+    c.add_argument("model", help="model.pt written by neurocomp.save_checkpoint")
+    c.add_argument("--target", default="lava", help="hardware target (default: lava)")
+    c.add_argument("-o", "--output", help="artifact folder to create (default: <model>.neurocomp)")
+    c.add_argument("--weight-bits", type=int, default=8, help="signed weight bits, 2..8 (default 8)")
+    c.add_argument("--trust-pickle", action="store_true",
+                   help="allow a fully pickled module (unpickling can run code: only for files you trust)")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    c.add_argument("-q", "--quiet", action="store_true")
+    c.set_defaults(func=_cmd_compile)
+
+    s = sub.add_parser("simulate", help="run an artifact and cross-check float / reference / Lava")
+    s.add_argument("artifact")
+    s.add_argument("--backend", default="lava", choices=["lava", "reference"])
+    s.add_argument("--samples", type=int, help="first N samples of the model's test split (default: all)")
+    s.add_argument("--inputs", help=".npy of inputs shaped [N, T, *input_shape]")
+    s.add_argument("--json", help="write the result as JSON here")
+    s.add_argument("--timeout", type=float, help="stop the Lava run after this many seconds")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_simulate)
+
+    r = sub.add_parser("report", help="write report.md, report.json and plots into the artifact")
+    r.add_argument("artifact")
+    r.add_argument("--samples", type=int, help="samples for full-split figures (reference simulator)")
+    r.add_argument("--lava-samples", type=int, default=50, help="samples for the Lava exactness check")
+    r.add_argument("-q", "--quiet", action="store_true")
+    r.set_defaults(func=_cmd_report)
+
+    i = sub.add_parser("inspect", help="print a model, NIR file or artifact as a table")
+    i.add_argument("path")
+    i.add_argument("--trust-pickle", action="store_true")
+    i.set_defaults(func=_cmd_inspect)
+
+    t = sub.add_parser("train", help="train a zoo recipe (models/<name>/recipe.json)")
+    t.add_argument("recipe")
+    t.add_argument("rest", nargs=argparse.REMAINDER)
+    t.set_defaults(func=_cmd_train)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from neurocomp.errors import NeurocompError
+    try:
+        return args.func(args)
+    except NeurocompError as e:
+        if args.debug:
+            raise
+        print(f"error: {e.one_line()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Named datasets a checkpoint can refer to, as time-major test inputs ``[T, N, *shape]``."""
+from __future__ import annotations
+
+import numpy as np
+
+from neurocomp.errors import BadInput
+
+DATASETS = ("digits", "events")
+
+
+def load_inputs(dataset: str, split: str, timesteps: int, encoding: str, n: int | None = None, seed: int = 0):
+    """Return ``(x [T, N, *shape] float32, y [N] int64)`` for the first ``n`` samples of a split."""
+    if dataset == "digits":
+        from neurocomp.data import digits
+        x, y = digits.load_split(split, seed=seed)
+        if n is not None:
+            x, y = x[:n], y[:n]
+        return digits.encode(x, timesteps, encoding, seed=seed + (0 if split == "test" else 1)), y
+    if dataset == "events":
+        from neurocomp.data import events
+        x, y = events.load_split(split, seed=seed, timesteps=timesteps)
+        if n is not None:
+            x, y = x[:, :n], y[:n]
+        return x, y
+    raise BadInput(f"unknown dataset {dataset!r}", where="dataset",
+                   hint=f"known: {', '.join(DATASETS)}; or pass --inputs FILE.npy")
