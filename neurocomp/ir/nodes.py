@@ -144,5 +144,38 @@ class Threshold(Node):
     is_neuron = True
 
 
+@dataclass(frozen=True, eq=False)
+class CubaLIF(Node):
+    """Discrete-time current-based neuron: NIR IF/LIF/CubaLIF/LI/CubaLI after discretisation with dt
+    (see ``neurocomp.frontends.nir_foreign``). Per step, with ``x`` the synaptic input plus
+    ``rec_weight @ s(t-1)`` when the layer is recurrent::
+
+        i = alpha * i + w_in * x + i_bias
+        v = beta * v + r * i + v_bias
+        s = v > v_threshold                 (strict, as NIR; never when spiking=False)
+        reset 'zero': v = v_reset where s;  'subtract': v = v - v_threshold where s
+
+    ``w_in``, ``r``, ``i_bias``, ``v_bias`` are per-neuron arrays (None: 1, 1, 0, 0). A non-spiking
+    layer (LI readout) outputs ``v``. After ``quantize``: ``fixed`` (du, dv, vth, voltage bias),
+    ``rec_qweight`` and ``qi_bias`` (current bias in Lava u units, i.e. 64 x weight units).
+    """
+    alpha: float = 0.0
+    beta: float = 1.0
+    w_in: Optional[np.ndarray] = None
+    r: Optional[np.ndarray] = None
+    i_bias: Optional[np.ndarray] = None
+    v_bias: Optional[np.ndarray] = None
+    v_threshold: float = 1.0
+    v_reset: float = 0.0
+    reset: str = "zero"
+    spiking: bool = True
+    rec_weight: Optional[np.ndarray] = None
+    rec_qweight: Optional[np.ndarray] = None
+    qi_bias: Optional[np.ndarray] = None
+    fixed: Optional[LoihiNeuron] = None
+    kind = "cuba_lif"
+    is_neuron = True
+
+
 NODE_TYPES = {cls.kind: cls for cls in (Input, Linear, Conv2d, SumPool2d, AvgPool2d, BatchNorm,
-                                        Flatten, LIF, Threshold)}
+                                        Flatten, LIF, Threshold, CubaLIF)}
