@@ -42,16 +42,30 @@ def _versions() -> dict:
     return out
 
 
-def lower(float_graph, weight_bits: int = 8):
-    """The pass pipeline from the float IR to the quantized, Lava-ready IR."""
-    return quantize(fold_avgpool(fold_batchnorm(float_graph)), weight_bits=weight_bits)
+def lower(float_graph, weight_bits: int = 8, target=None):
+    """The pass pipeline from the float IR to the quantized, Lava-ready IR; with a ``target``
+    (a :class:`neurocomp.targets.Target` or its name) the layers are also mapped onto its cores."""
+    g = quantize(fold_avgpool(fold_batchnorm(float_graph)), weight_bits=weight_bits)
+    if target is not None:
+        from neurocomp.passes.map_cores import map_cores
+        g = map_cores(g, target)
+    return g
+
+
+def resolve_target(target: str):
+    """``lava`` -> the default chip (targets/loihi2.json); a chip name or target file -> that chip."""
+    from neurocomp.targets import load_target
+    hw = load_target(target)
+    if hw.backend not in TARGETS:
+        raise BadInput(f"target {target!r} needs backend {hw.backend!r}", where="--target",
+                       hint=f"use one of {', '.join(TARGETS)} or a chip in targets/")
+    return hw
 
 
 def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, weight_bits: int = 8,
             overwrite: bool = False) -> str:
     """Compile a checkpoint into an artifact folder ``out``; returns its path."""
-    if target not in TARGETS:
-        raise BadInput(f"unknown target {target!r}", where="--target", hint=f"use one of {', '.join(TARGETS)}")
+    hw = resolve_target(target)
     loaded = load_checkpoint(model_path, trust_pickle=trust_pickle)
     if loaded.timesteps < 1:
         raise BadCheckpoint("a pickled module carries no input shape / T / encoding", where=model_path,
@@ -66,7 +80,7 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
         if float_graph.digest() != traced.digest():
             raise BadGraph("the NIR round trip changed the graph", where=nir_path,
                            hint="this is a neurocomp bug; please report it with the model")
-        fixed_graph = lower(float_graph, weight_bits)
+        fixed_graph = lower(float_graph, weight_bits, target=hw)
         save_graph(float_graph, os.path.join(tmp, "float"))
         save_graph(fixed_graph, os.path.join(tmp, "fixed"))
         shutil.copyfile(model_path, os.path.join(tmp, "model.pt"))
@@ -79,6 +93,7 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
             "graphs": {"float": float_graph.digest(), "fixed": fixed_graph.digest()},
             "passes": fixed_graph.meta.get("passes", []),
             "weight_bits": weight_bits,
+            "hardware_target": hw.name, "mapping": fixed_graph.meta.get("mapping"),
         }
         write_json_atomically(os.path.join(tmp, "manifest.json"), manifest)
 

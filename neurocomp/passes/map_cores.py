@@ -1,0 +1,134 @@
+"""Core mapping: place every neuron layer (with the synapses in front of it) onto cores.
+
+A *layer* here is a (synapse, neuron) pair of the lowered graph (``quantize.check_lowerable``);
+its neurons live on cores and its incoming synapses are stored on the same cores. The input layer
+is not mapped (spikes come from the host / a RingBuffer).
+
+Per layer, with ``n`` neurons, ``f`` = the largest number of synapses one neuron receives and
+``n_in`` = the size of the layer's input:
+
+- neurons per core   <= ``core.neurons``
+- synaptic memory    <= ``core.synaptic_memory``: a slice of ``m`` neurons needs ``m * f * bits_per_synapse``
+  bits (every connection is stored; convolutional weight sharing is not modelled: conservative)
+- input axons        <= ``core.fan_in`` (if published): a slice of ``m`` neurons sees at most
+  ``min(n_in, m * f)`` distinct inputs (an upper bound)
+- destination cores  <= ``core.fan_out`` (if published): every core of a layer may send to every core
+  of the next layer
+
+A layer over a limit is split into ``k`` equal contiguous slices of its neurons (torch flat order
+C, H, W), the smallest ``k`` that satisfies every limit. A layer that cannot be split to fit (one
+neuron alone breaks a limit) raises ``DoesNotFit`` naming the layer, the limit and the numbers.
+Cores are numbered in layer order; chips = ceil(cores / cores per chip). The result is stored in
+``graph.meta['mapping']`` and summarised in ``graph.meta['passes']``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from neurocomp.errors import DoesNotFit
+from neurocomp.ir import Conv2d, Linear, SumPool2d
+from neurocomp.passes._util import with_record
+from neurocomp.passes.quantize import check_lowerable
+
+
+def connections_per_neuron(syn) -> np.ndarray:
+    """Number of synapses each output neuron of ``syn`` receives, torch layout ``out_shape``."""
+    if isinstance(syn, Linear):
+        return np.full(syn.weight.shape[0], syn.weight.shape[1], dtype=np.int64)
+    if isinstance(syn, Conv2d):
+        x = torch.ones((1,) + tuple(syn.in_shape), dtype=torch.float64)
+        w = torch.ones(tuple(syn.weight.shape), dtype=torch.float64)
+        y = F.conv2d(x, w, None, tuple(syn.stride), tuple(syn.padding), tuple(syn.dilation), int(syn.groups))
+        return y[0].round().to(torch.int64).numpy()
+    if isinstance(syn, SumPool2d):
+        x = torch.ones((1,) + tuple(syn.in_shape), dtype=torch.float64)
+        y = F.avg_pool2d(x, tuple(syn.kernel), tuple(syn.stride), tuple(syn.padding), divisor_override=1)
+        return y[0].round().to(torch.int64).numpy()
+    raise NotImplementedError(f"synapse kind {syn.kind}")
+
+
+def _limit_name(target_name, field):
+    return f"{field} (target {target_name})"
+
+
+def map_cores(graph, target, max_chips: int | None = None):
+    """Return ``graph`` with ``meta['mapping']``; ``target`` is a :class:`neurocomp.targets.Target`
+    or a name/path for :func:`neurocomp.targets.load_target`."""
+    from neurocomp.targets import Target, load_target
+    if not isinstance(target, Target):
+        target = load_target(target)
+    lim = target.limits()
+    N, M, bps = lim["neurons_per_core"], lim["synaptic_memory_bits"], lim["bits_per_synapse"]
+    fan_in, fan_out, per_chip = lim["fan_in"], lim["fan_out"], lim["cores_per_chip"]
+    tname = target.name
+    layers = []
+    next_core = 0
+    for syn, neu in check_lowerable(graph):
+        conn = connections_per_neuron(syn)
+        n = int(np.prod(neu.out_shape))
+        n_in = int(np.prod(syn.in_shape))
+        f = int(conn.max()) if conn.size else 0
+        where = f"layer '{neu.name}'"
+        # one neuron alone must fit
+        if f * bps > M:
+            raise DoesNotFit(f"one neuron receives {f} synapses = {f * bps} bits of synaptic memory "
+                             f"({bps} bits each) but a core holds {M} bits "
+                             f"({_limit_name(tname, 'core.synaptic_memory')})", where=where,
+                             hint="reduce the layer's fan-in (fewer input channels, a smaller kernel) "
+                                  "or use fewer weight bits")
+        if fan_in is not None and f > fan_in:
+            raise DoesNotFit(f"one neuron receives {f} inputs (from '{syn.name}', input {n_in} neurons) but a "
+                             f"core accepts at most {fan_in} input axons ({_limit_name(tname, 'core.fan_in')})",
+                             where=where, hint="reduce the layer's fan-in (fewer input channels, a smaller "
+                                               "kernel, or pool before it)")
+        caps = {"core.neurons": N, "core.synaptic_memory": M // (f * bps) if f else N}
+        if fan_in is not None and n_in > fan_in:
+            caps["core.fan_in"] = fan_in // f
+        binding = min(caps, key=lambda k: caps[k])
+        cap = max(1, caps[binding])
+        k = math.ceil(n / cap)
+        if k == 1:
+            binding = None
+        bounds = np.linspace(0, n, k + 1).round().astype(int)
+        slices = []
+        for i in range(k):
+            core = next_core + i
+            m = int(bounds[i + 1] - bounds[i])
+            slices.append({"core": core, "chip": core // per_chip, "start": int(bounds[i]), "stop": int(bounds[i + 1]),
+                           "neurons": m, "synaptic_memory_bits": int(conn.ravel()[bounds[i]:bounds[i + 1]].sum()) * bps,
+                           "fan_in_bound": min(n_in, m * f)})
+        next_core += k
+        layers.append({"layer": neu.name, "synapse": syn.name, "kind": syn.kind, "neurons": n, "inputs": n_in,
+                       "synapses": int(conn.sum()), "max_fan_in_per_neuron": f, "cores": k,
+                       "neurons_per_core_max": max(s["neurons"] for s in slices),
+                       "split_by": binding, "slices": slices})
+    if fan_out is not None:
+        for a, b in zip(layers, layers[1:]):
+            if b["cores"] > fan_out:
+                raise DoesNotFit(f"each of its {a['cores']} core(s) must send spikes to all {b['cores']} cores of "
+                                 f"layer '{b['layer']}' but a core reaches at most {fan_out} cores "
+                                 f"({_limit_name(tname, 'core.fan_out')})", where=f"layer '{a['layer']}'",
+                                 hint=f"make layer '{b['layer']}' smaller")
+    cores = next_core
+    chips = math.ceil(cores / per_chip) if cores else 0
+    if max_chips is not None and chips > max_chips:
+        worst = max(layers, key=lambda l: l["cores"])
+        raise DoesNotFit(f"the network needs {cores} cores = {chips} chips of {per_chip} cores "
+                         f"({_limit_name(tname, 'chip_limits.cores')}) but at most {max_chips} chip(s) are allowed; "
+                         f"largest layer '{worst['layer']}' uses {worst['cores']} cores",
+                         where=f"layer '{worst['layer']}'", hint="shrink the network or allow more chips")
+    mapping = {"target": tname, "target_file": target.path, "limits": lim, "layers": layers,
+               "cores": cores, "chips": chips,
+               "notes": ["the input layer is not mapped (spikes come from the host)",
+                         "synaptic memory counts every connection (no convolutional weight sharing)",
+                         "fan-in per core is an upper bound min(inputs, neurons x max fan-in per neuron)"]}
+    meta = dict(graph.meta)
+    meta["mapping"] = mapping
+    g = graph.with_nodes(graph.nodes, meta)
+    summary = {"target": tname, "cores": cores, "chips": chips,
+               "cores_per_layer": {l["layer"]: l["cores"] for l in layers}}
+    return with_record(g, "map_cores", summary)
