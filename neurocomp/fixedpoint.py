@@ -68,3 +68,17 @@ def dense_lava_weights(w8):
     so nothing is lost, and the -1 exponent halves the (even) sum exactly.
     """
     return 2 * w8, -1
+
+
+def cuba_step(u, v, a, du, dv, v_bias, i_bias, vth, subtract, spiking, xp_clip):
+    """One step of neurocomp's CUBA neuron (``CubaLIF``; Lava process ``neurocomp.backends.lava_cuba``).
+
+    As :func:`lif_step` plus a per-neuron current bias ``i_bias`` (u units), ``dv`` up to 4096
+    (4096: no voltage memory), reset by subtraction of ``vth * 2**6`` when ``subtract``, and no
+    spikes at all when not ``spiking`` (a readout whose ``v`` is read)."""
+    u = wrap_state(trunc_decay(u, DECAY_UNITY - (du + 1)) + a * (1 << ACT_SHIFT) + i_bias)
+    v = clip_voltage(trunc_decay(v, DECAY_UNITY - dv) + u + v_bias, xp_clip)
+    theta = vth << VTH_SHIFT
+    s = (v > theta) if spiking else (v != v)
+    v = v - s * theta if subtract else v * (~s)
+    return u, v, s
