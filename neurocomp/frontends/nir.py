@@ -25,6 +25,8 @@ def _scalar(a, where, field):
     arr = np.asarray(a, dtype=np.float64).ravel()
     if arr.size == 0:
         raise BadGraph(f"field '{field}' is empty", where=where)
+    if not np.all(np.isfinite(arr)):
+        raise BadGraph(f"field '{field}' holds NaN or inf", where=where, hint="fix the exported parameters")
     if not np.all(arr == arr[0]):
         raise UnsupportedLayer(f"field '{field}' differs between neurons", where=where,
                                hint="neurocomp supports one value per layer for this field")
@@ -53,12 +55,35 @@ def _pool_out(size, k, s, p):
     return (size + 2 * p - k) // s + 1
 
 
+MAX_NEURONS = 10_000_000   # per layer; larger shapes are refused before anything is allocated
+
+
+def _check_out(shape, where):
+    shape = tuple(int(s) for s in shape)
+    if not shape or any(s <= 0 for s in shape) or int(np.prod(shape, dtype=np.float64)) > MAX_NEURONS:
+        raise BadGraph(f"gives an invalid output shape {shape}", where=where,
+                       hint=f"every dimension must be positive and a layer at most {MAX_NEURONS} neurons; "
+                            "check kernel, stride and padding against the input shape")
+    return shape
+
+
+def _check_bias(bias, n, where):
+    if bias is not None and tuple(bias.shape) != (n,):
+        raise BadGraph(f"bias has shape {tuple(bias.shape)}, expected ({n},)", where=where,
+                       hint="the file is inconsistent; re-export it")
+
+
 def _convert(name, node, in_shape, md):
     """One NIR node -> list of IR nodes (usually one)."""
     where = f"NIR node '{name}'"
     meta = _meta_of(md)
+    if in_shape is None:
+        raise BadGraph("no input shape reaches this node", where=where, hint="the Input node needs input_type")
     if isinstance(node, nir.Conv2d):
         w = np.asarray(node.weight, dtype=np.float32)
+        if w.ndim != 4:
+            raise BadGraph(f"Conv2d weight has shape {w.shape}", where=where,
+                           hint="a 4-D (C_out, C_in/groups, kH, kW) weight is needed")
         if md.get(PREFIX + "op") == "batchnorm":
             return [BatchNorm(name=name, in_shape=in_shape, out_shape=in_shape, mean=np.asarray(md[PREFIX + "mean"]),
                               var=np.asarray(md[PREFIX + "var"]),
@@ -72,12 +97,18 @@ def _convert(name, node, in_shape, md):
         stride, pad, dil = _pair(node.stride), _pair(node.padding), _pair(node.dilation)
         C, H, W = in_shape
         k = w.shape[2:]
-        out = (w.shape[0], (H + 2 * pad[0] - dil[0] * (k[0] - 1) - 1) // stride[0] + 1,
-               (W + 2 * pad[1] - dil[1] * (k[1] - 1) - 1) // stride[1] + 1)
+        groups = int(np.asarray(node.groups).ravel()[0])
+        if groups < 1 or min(stride) < 1 or min(dil) < 1 or min(pad) < 0 or w.shape[1] * groups != C:
+            raise BadGraph(f"Conv2d weight {w.shape} (groups={groups}, stride={stride}, dilation={dil}, "
+                           f"padding={pad}) does not fit its {C}-channel input", where=where,
+                           hint="the file is inconsistent; re-export it")
+        out = _check_out((w.shape[0], (H + 2 * pad[0] - dil[0] * (k[0] - 1) - 1) // stride[0] + 1,
+                          (W + 2 * pad[1] - dil[1] * (k[1] - 1) - 1) // stride[1] + 1), where)
         has_bias = md.get(PREFIX + "has_bias", True)
         bias = np.asarray(node.bias, dtype=np.float32) if node.bias is not None else None
         if not has_bias or (bias is not None and PREFIX + "has_bias" not in md and not np.any(bias)):
             bias = None if not has_bias else bias
+        _check_bias(bias, w.shape[0], where)
         return [Conv2d(name=name, in_shape=in_shape, out_shape=out, weight=w, bias=bias, stride=stride,
                        padding=pad, dilation=dil, groups=int(node.groups), meta=meta)]
     if isinstance(node, (nir.Affine, nir.Linear)):
@@ -94,11 +125,18 @@ def _convert(name, node, in_shape, md):
             raise BadGraph(f"weight expects {w.shape[1]} inputs but the incoming tensor has shape {in_shape}",
                            where=where)
         bias = np.asarray(node.bias, dtype=np.float32) if isinstance(node, nir.Affine) else None
+        _check_bias(bias, w.shape[0], where)
+        _check_out((w.shape[0],), where)
         return [Linear(name=name, in_shape=in_shape, out_shape=(w.shape[0],), weight=w, bias=bias, meta=meta)]
     if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
         k, s, p = _pair(node.kernel_size), _pair(node.stride), _pair(node.padding)
+        if len(in_shape) != 3:
+            raise BadGraph(f"pooling input has shape {in_shape}", where=where, hint="a (C, H, W) input is needed")
+        if min(k) < 1 or min(s) < 1 or min(p) < 0:
+            raise BadGraph(f"pooling kernel {k}, stride {s}, padding {p}", where=where,
+                           hint="kernel and stride must be positive, padding non-negative")
         C, H, W = in_shape
-        out = (C, _pool_out(H, k[0], s[0], p[0]), _pool_out(W, k[1], s[1], p[1]))
+        out = _check_out((C, _pool_out(H, k[0], s[0], p[0]), _pool_out(W, k[1], s[1], p[1])), where)
         cls = SumPool2d if isinstance(node, nir.SumPool2d) else AvgPool2d
         return [cls(name=name, in_shape=in_shape, out_shape=out, kernel=k, stride=s, padding=p, meta=meta)]
     if isinstance(node, nir.Threshold):
@@ -118,7 +156,11 @@ def _convert(name, node, in_shape, md):
         if isinstance(node, nir.IF):
             return [LIF(name=name, in_shape=in_shape, out_shape=in_shape, tau=None, v_threshold=th,
                         v_reset=v_reset, meta=meta)]
-        return [LIF(name=name, in_shape=in_shape, out_shape=in_shape, tau=float(md[PREFIX + "tau_steps"]),
+        tau = float(md[PREFIX + "tau_steps"])
+        if not (np.isfinite(tau) and tau > 1.0):
+            raise BadGraph(f"time constant tau_steps={tau} (must be a finite number > 1)", where=where,
+                           hint="use tau > 1 time step")
+        return [LIF(name=name, in_shape=in_shape, out_shape=in_shape, tau=tau,
                     decay_input=bool(md[PREFIX + "decay_input"]), v_threshold=th, v_reset=v_reset, meta=meta)]
     return None
 
@@ -166,6 +208,10 @@ def nir_to_graph(graph: nir.NIRGraph, meta=None) -> Graph:
         md = _md(node)
         if isinstance(node, nir.Input):
             shape = _shape_of(node, "input_type")
+            if shape is None:
+                raise BadGraph("the Input node has no input_type", where=f"NIR node '{name}'",
+                               hint="re-export the graph with an input shape")
+            _check_out(shape, f"NIR node '{name}'")
             ir_nodes.append(Input(name=name, in_shape=shape, out_shape=shape, meta=_meta_of(md)))
             continue
         if isinstance(node, nir.Output):
@@ -197,5 +243,84 @@ def nir_to_graph(graph: nir.NIRGraph, meta=None) -> Graph:
     return Graph.chain(ir_nodes, g_meta)
 
 
+# Limits checked on the HDF5 file *before* anything is read into memory (a small gzip-compressed
+# file can declare datasets of many GiB).
+MAX_NIR_BYTES = 1 << 30          # all datasets together, uncompressed
+MAX_NIR_OBJECTS = 100_000        # groups + datasets
+MAX_NIR_DEPTH = 16
+MAX_NIR_NDIM = 8
+
+
+def check_hdf5(path: str) -> None:
+    """Walk an HDF5 file's structure (no data read) and refuse what is not a sane NIR file."""
+    import os
+    import h5py
+    if not os.path.isfile(path):
+        raise BadGraph("file not found", where=path, hint="check the path")
+    try:
+        if not h5py.is_hdf5(path):
+            raise BadGraph("is not an HDF5 file (NIR files are HDF5)", where=path,
+                           hint="pass a file written by nir.write / neurocomp")
+        with h5py.File(path, "r") as f:
+            if "node" not in f or not isinstance(f["node"], h5py.Group):
+                raise BadGraph("has no 'node' group, so it is not a NIR graph", where=path,
+                               hint="pass a file written by nir.write")
+            total, count = 0, 0
+            stack = [(f["node"], 1)]
+            while stack:
+                group, depth = stack.pop()
+                if depth > MAX_NIR_DEPTH:
+                    raise BadGraph(f"groups nest deeper than {MAX_NIR_DEPTH}", where=f"{path}:{group.name}",
+                                   hint="the file is not a NIR graph neurocomp can read")
+                for key in group:
+                    item = group.get(key, getlink=False)
+                    count += 1
+                    if count > MAX_NIR_OBJECTS:
+                        raise BadGraph(f"more than {MAX_NIR_OBJECTS} objects", where=path,
+                                       hint="the file is not a NIR graph neurocomp can read")
+                    if isinstance(item, h5py.Group):
+                        stack.append((item, depth + 1))
+                    elif isinstance(item, h5py.Dataset):
+                        shape = item.shape or ()
+                        if len(shape) > MAX_NIR_NDIM:
+                            raise BadGraph(f"dataset has {len(shape)} dimensions", where=f"{path}:{item.name}",
+                                           hint=f"at most {MAX_NIR_NDIM} are supported")
+                        n = 1
+                        for d in shape:
+                            n *= int(d)
+                        total += n * max(1, int(item.dtype.itemsize))
+                        if total > MAX_NIR_BYTES:
+                            raise BadGraph(f"datasets declare more than {MAX_NIR_BYTES >> 20} MiB "
+                                           f"(at {tuple(shape)} {item.dtype})", where=f"{path}:{item.name}",
+                                           hint="the file is damaged or not a model neurocomp can compile")
+                    elif item is None:
+                        raise BadGraph(f"dangling or external link '{key}'", where=f"{path}:{group.name}",
+                                       hint="the file is damaged")
+    except BadGraph:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
+        raise BadGraph(f"cannot be read as HDF5 ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})",
+                       where=path, hint="the file is truncated or damaged; re-export it")
+
+
 def read_nir(path: str, meta=None) -> Graph:
-    return nir_to_graph(nir.read(path), meta)
+    """Read a NIR file defensively: structure and sizes are checked before any data is loaded,
+    and every failure is a one-line :class:`BadGraph` naming the file."""
+    check_hdf5(path)
+    try:
+        graph = nir.read(path)
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError, AssertionError,
+            RuntimeError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise BadGraph(f"is not a valid NIR graph ({type(e).__name__}: {first})", where=path,
+                       hint="re-export it with nir.write (nir 1.0.8)")
+    try:
+        return nir_to_graph(graph, meta)
+    except (UnsupportedLayer, UnsupportedLayers, BadGraph) as e:
+        e.where = f"{path}: {e.where}" if e.where else path
+        e.args = (e.one_line(),)
+        raise
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise BadGraph(f"holds an inconsistent node ({type(e).__name__}: {first})", where=path,
+                       hint="re-export it; neurocomp needs every node's fields with matching shapes")
