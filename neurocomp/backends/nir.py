@@ -37,7 +37,7 @@ def _bn_affine(node: BatchNorm):
 
 
 def _full(shape, value):
-    return np.full(tuple(shape), float(value), dtype=np.float32)
+    return np.full(tuple(shape), float(value), dtype=np.float64)   # float64: thresholds round-trip exactly
 
 
 def node_to_nir(node, dt: float = DEFAULT_DT):
