@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from neurocomp import fixedpoint as fx
 from neurocomp.errors import BadInput
-from neurocomp.ir import (AvgPool2d, BatchNorm, Conv2d, Flatten, Input, LIF, Linear, SumPool2d, Threshold)
+from neurocomp.ir import (AvgPool2d, BatchNorm, Conv2d, CubaLIF, Flatten, Input, LIF, Linear, SumPool2d, Threshold)
+from neurocomp.sim.cuba import run_fixed_cuba, run_float_cuba
 
 
 @dataclass
@@ -177,6 +178,8 @@ def run_float(graph, x_seq, record=None) -> SimResult:
                 continue
             if isinstance(node, LIF):
                 x = _float_lif(node, x)
+            elif isinstance(node, CubaLIF):
+                x = run_float_cuba(node, x)
             else:
                 y = _stateless_float(node, x.flatten(0, 1))
                 x = y.reshape((T, B) + tuple(y.shape[1:]))
@@ -242,7 +245,7 @@ def run_fixed(graph, x_seq, record=None) -> SimResult:
                 y = _synapse_fixed(node, s.flatten(0, 1))
                 a = y.reshape((T, B) + tuple(y.shape[1:]))
             elif node.is_neuron:
-                s = _neuron_fixed(node, a, stats)
+                s = run_fixed_cuba(node, a, stats) if isinstance(node, CubaLIF) else _neuron_fixed(node, a, stats)
                 if record is None or node.name in record:
                     spikes[node.name] = s
             else:
