@@ -24,7 +24,7 @@ import torch
 
 from neurocomp import fixedpoint as fx
 from neurocomp.errors import BadInput, RunTimeout
-from neurocomp.ir import Conv2d, Flatten, Input, Linear, SumPool2d
+from neurocomp.ir import Conv2d, CubaLIF, Flatten, Input, Linear, SumPool2d
 from neurocomp.passes.quantize import check_lowerable
 from neurocomp.passes.timing import time_alignment
 from neurocomp.sim.reference import SimResult
@@ -119,7 +119,11 @@ def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag:
         out_shape = lava_shape(neu.out_shape)
         p = neu.fixed
         delay = timing["layer_delay"][neu.name]
-        if fixed:
+        if isinstance(neu, CubaLIF):
+            from neurocomp.backends.lava_cuba import emit_cuba
+            lif, extra = emit_cuba(neu, out_shape, T, delay, fixed)
+            net.procs += extra
+        elif fixed:
             lif = LIFReset(shape=out_shape, du=p.du, dv=p.dv, vth=p.vth,
                            bias_mant=to_lava_layout(np.asarray(p.bias_mant)).astype(np.int64),
                            bias_exp=to_lava_layout(np.asarray(p.bias_exp)).astype(np.int64),

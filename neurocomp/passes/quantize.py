@@ -23,7 +23,7 @@ import numpy as np
 
 from neurocomp import fixedpoint as fx
 from neurocomp.errors import QuantizationError, UnsupportedLayer
-from neurocomp.ir import Conv2d, Flatten, Input, LIF, Linear, LoihiNeuron, SumPool2d, Threshold
+from neurocomp.ir import Conv2d, CubaLIF, Flatten, Input, LIF, Linear, LoihiNeuron, SumPool2d, Threshold
 from neurocomp.passes._util import with_record
 
 
@@ -54,7 +54,7 @@ def check_lowerable(graph) -> list:
             if isinstance(n, Threshold) and not isinstance(pending, SumPool2d):
                 raise UnsupportedLayer("a Threshold is supported only after a SumPool2d (MaxPool over spikes)",
                                        where=f"layer '{n.name}'", hint="use a LIF/IF neuron")
-            if isinstance(pending, SumPool2d) and not isinstance(n, Threshold):
+            if isinstance(pending, SumPool2d) and not isinstance(n, (Threshold, CubaLIF)):
                 raise UnsupportedLayer("sum pooling into a LIF is not lowered yet", where=f"layer '{pending.name}'",
                                        hint="use MaxPool2d or AvgPool2d between spiking layers")
             pairs.append((pending, n))
@@ -124,6 +124,9 @@ def _quantize_lif(syn, neu: LIF, weight_bits: int):
     if not theta > 0:
         raise QuantizationError(f"threshold {neu.v_threshold} is not above the reset value {neu.v_reset}",
                                 where=f"layer '{neu.name}'", hint="v_threshold must exceed v_reset")
+    if not np.isfinite(theta):
+        raise QuantizationError(f"threshold {neu.v_threshold} is not finite", where=f"layer '{neu.name}'",
+                                hint="give v_threshold a finite value")
     gain = 1.0 / neu.tau if (neu.tau is not None and neu.decay_input) else 1.0
     wmax = (1 << (weight_bits - 1)) - 1
     w_eff = syn.weight.astype(np.float64) * gain
@@ -132,6 +135,14 @@ def _quantize_lif(syn, neu: LIF, weight_bits: int):
     raw = np.round(w_eff * s)
     q = np.clip(raw, -wmax - 1, wmax).astype(np.int64)
     n_clipped = int(np.sum(raw != q))
+    if n_clipped and vth == 0:
+        raise QuantizationError(f"threshold {theta:g} is too small for weights up to {np.max(np.abs(w_eff)):g}: "
+                                f"{n_clipped} weights would clip at {weight_bits} bits", where=f"layer '{neu.name}'",
+                                hint=f"v_threshold - v_reset must be at least max|w|/{wmax} (rescale threshold and weights)")
+    if q.size and not np.any(q) and np.any(w_eff):
+        raise QuantizationError(f"threshold {theta:g} is too large: every weight rounds to 0 (the layer could never "
+                                "fire from its inputs)", where=f"layer '{neu.name}'",
+                                hint=f"v_threshold - v_reset must be below ~{fx.VTH_MAX} x max|w| (rescale)")
     out_shape = neu.out_shape
     b = syn.bias.astype(np.float64) * gain if syn.bias is not None else np.zeros(syn.weight.shape[0])
     bias_v = 64.0 * s * b
@@ -178,6 +189,13 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
     for syn, neu in pairs:
         if isinstance(neu, Threshold):
             q, fixed, rec = _quantize_or(syn, neu)
+        elif isinstance(neu, CubaLIF):
+            from neurocomp.passes.quantize_cuba import quantize_cuba
+            q, rq, qi, fixed, rec = quantize_cuba(syn, neu, weight_bits)
+            replaced[syn.name] = syn.replace(qweight=q)
+            replaced[neu.name] = neu.replace(fixed=fixed, rec_qweight=rq, qi_bias=qi)
+            records.append(rec)
+            continue
         else:
             q, fixed, rec = _quantize_lif(syn, neu, weight_bits)
         replaced[syn.name] = syn.replace(qweight=q)

@@ -1,0 +1,110 @@
+"""Quantize a (synapse, CubaLIF) pair to Loihi fixed point (Lava units).
+
+Per-neuron gains fold into the weights: with ``g = w_in * r`` and ``i' = r * i`` the layer is
+``i' = alpha*i' + g*(W x + b + W_rec s) + r*i_bias``, ``v = beta*v + i' + v_bias``. In Lava units
+``v_fx = 64 * s * v`` and ``u_fx = 64 * s * i'`` with integer weights ``round(s * g * W)``. NIR
+fires on ``v > theta``, Lava on ``v_fx > 64 * vth``: ``s = vth / theta`` maps the strict comparison
+exactly. ``vth`` is the largest that keeps every (feed-forward and recurrent) weight within
+``weight_bits``. Decays: ``du = round(4096 (1 - alpha)) - 1`` (4095: no current memory),
+``dv = round(4096 (1 - beta))`` (0..4096). Synapse bias and current bias go to a per-neuron
+current bias (``qi_bias``, u units); ``v_bias`` to the voltage bias (mantissa/exponent).
+A non-spiking readout gets ``s = wmax / max|g W|`` and no threshold.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from neurocomp import fixedpoint as fx
+from neurocomp.errors import QuantizationError, UnsupportedLayer
+from neurocomp.ir import Conv2d, Linear, LoihiNeuron, SumPool2d
+
+
+def _gain(neu) -> np.ndarray:
+    g = np.ones(neu.out_shape, np.float64)
+    if neu.w_in is not None:
+        g = g * np.asarray(neu.w_in, np.float64)
+    if neu.r is not None:
+        g = g * np.asarray(neu.r, np.float64)
+    return g
+
+
+def _per_channel(g, where):
+    """(C, H, W) per-neuron gain -> (C,) when uniform over space (conv weights are shared)."""
+    gc = g.reshape(g.shape[0], -1)
+    if not np.all(gc == gc[:, :1]):
+        raise UnsupportedLayer("per-neuron w_in/r that differ within a channel", where=where,
+                               hint="a convolution shares weights across space")
+    return gc[:, 0]
+
+
+def quantize_cuba(syn, neu, weight_bits: int):
+    from neurocomp.passes.quantize import _bias_mant_exp   # shared helper
+    where = f"layer '{neu.name}'"
+    g = _gain(neu)
+    wmax = (1 << (weight_bits - 1)) - 1
+    if isinstance(syn, Linear):
+        w_eff = syn.weight.astype(np.float64) * g.reshape(-1)[:, None]
+        b_eff = None if syn.bias is None else syn.bias.astype(np.float64) * g.reshape(-1)
+    elif isinstance(syn, Conv2d):
+        gc = _per_channel(g, where)
+        w_eff = syn.weight.astype(np.float64) * gc[:, None, None, None]
+        b_eff = None if syn.bias is None else np.broadcast_to(
+            (syn.bias.astype(np.float64) * gc)[:, None, None], neu.out_shape) * 1.0
+    elif isinstance(syn, SumPool2d):
+        gc = _per_channel(g, where)
+        if not np.all(gc == gc[0]):
+            raise UnsupportedLayer("sum pooling into neurons with different gains per channel", where=where)
+        w_eff, b_eff = np.array(gc[0]), None
+    else:
+        raise UnsupportedLayer(f"'{syn.kind}' in front of a CUBA layer", where=where)
+    rec_eff = None
+    if neu.rec_weight is not None:
+        rec_eff = np.asarray(neu.rec_weight, np.float64) * g.reshape(-1)[:, None]
+    i_bias = np.zeros(neu.out_shape, np.float64)
+    if neu.i_bias is not None:
+        i_bias = i_bias + np.asarray(neu.i_bias, np.float64) * (np.asarray(neu.r, np.float64) if neu.r is not None else 1.0)
+    if b_eff is not None:
+        i_bias = i_bias + np.asarray(b_eff).reshape(neu.out_shape)
+    m = float(np.max(np.abs(w_eff))) if np.size(w_eff) else 0.0
+    if rec_eff is not None and rec_eff.size:
+        m = max(m, float(np.max(np.abs(rec_eff))))
+    if neu.spiking:
+        if neu.reset == "zero" and neu.v_reset != 0.0:
+            raise UnsupportedLayer(f"reset to v_reset={neu.v_reset:g} (not 0)", where=where,
+                                   hint="Loihi resets to 0; re-export with v_reset = 0")
+        theta = float(neu.v_threshold)
+        if not theta > 0:
+            raise QuantizationError(f"threshold {theta:g} is not positive", where=where,
+                                    hint="Loihi thresholds are positive")
+        vth = fx.VTH_MAX if m == 0.0 else int(math.floor(wmax * theta / m))
+        vth = max(1, min(vth, fx.VTH_MAX))
+        s = vth / theta
+    else:
+        s = (wmax / m) if m > 0 else 1.0
+        vth = 0
+    raw = np.round(w_eff * s)
+    q = np.clip(raw, -wmax - 1, wmax).astype(np.int64)
+    n_clipped = int(np.sum(raw != q))
+    rq = None
+    if rec_eff is not None:
+        rraw = np.round(rec_eff * s)
+        rq = np.clip(rraw, -wmax - 1, wmax).astype(np.int64)
+        n_clipped += int(np.sum(rraw != rq))
+    qi = np.round(64.0 * s * i_bias).astype(np.int64)
+    vb = np.zeros(neu.out_shape) if neu.v_bias is None else 64.0 * s * np.asarray(neu.v_bias, np.float64)
+    mant, exp, b_clipped = _bias_mant_exp(np.asarray(vb, np.float64).reshape(neu.out_shape))
+    du = int(min(max(round(fx.DECAY_UNITY * (1.0 - neu.alpha)) - 1, 0), fx.DECAY_MAX))
+    dv = int(min(max(round(fx.DECAY_UNITY * (1.0 - neu.beta)), 0), fx.DECAY_UNITY))
+    fixed = LoihiNeuron(du=du, dv=dv, vth=int(vth), bias_mant=mant, bias_exp=exp)
+    record = {"layer": neu.name, "synapse": syn.name, "scale": s, "vth": int(vth),
+              "theta": float(neu.v_threshold), "weight_bits": weight_bits, "weights_clipped": n_clipped,
+              "weights_total": int(np.size(q) + (0 if rq is None else rq.size)), "bias_clipped": b_clipped,
+              "du": du, "dv": dv, "decay_error": abs((fx.DECAY_UNITY - du - 1) / fx.DECAY_UNITY - neu.alpha)
+              + abs((fx.DECAY_UNITY - dv) / fx.DECAY_UNITY - neu.beta),
+              "current_bias_max": int(np.max(np.abs(qi))) if qi.size else 0,
+              "max_input": int(np.max(np.abs(q))) if q.size else 0, "current_may_wrap": False,
+              "reset": neu.reset, "spiking": bool(neu.spiking), "recurrent": rq is not None,
+              "threshold_rule": "> mapped exactly (v_fx > 64*vth with 64*s*theta = 64*vth)"}
+    return q, rq, qi, fixed, record
