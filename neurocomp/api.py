@@ -63,8 +63,13 @@ def resolve_target(target: str):
 
 
 def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, weight_bits: int = 8,
-            overwrite: bool = False) -> str:
-    """Compile a checkpoint into an artifact folder ``out``; returns its path."""
+            overwrite: bool = False, dt=None, reset: str = "zero", timesteps: int = 100) -> str:
+    """Compile a checkpoint (or a ``.nir`` file: ``dt``, ``reset``, ``timesteps`` apply) into an
+    artifact folder ``out``; returns its path."""
+    if str(model_path).lower().endswith(".nir"):
+        from neurocomp.interop import compile_nir
+        return compile_nir(model_path, out, target=target, dt=dt, reset=reset, timesteps=timesteps,
+                           weight_bits=weight_bits, overwrite=overwrite)
     hw = resolve_target(target)
     loaded = load_checkpoint(model_path, trust_pickle=trust_pickle)
     if loaded.timesteps < 1:
@@ -163,14 +168,15 @@ def simulate(artifact_path, backend: str = "lava", samples: int | None = None, i
     if samples is not None and samples < 1:
         raise BadInput(f"--samples {samples}", where="--samples", hint="give at least 1")
     N = x.shape[1]
-    loaded = load_checkpoint(art.checkpoint)
+    # a model compiled from NIR has no torch model: the float reference is the float stage
+    loaded = load_checkpoint(art.checkpoint) if os.path.exists(art.checkpoint) else None
     fgraph, qgraph = art.float_graph, art.fixed_graph
     torch_pred, float_pred, fixed_pred, float_match = [], [], [], 0
     fixed_spikes = {}
     for sl in _batches(N, batch):
         xb = x[:, sl]
-        out_t = run_torch_model(loaded.model, xb)
         rf = run_float(fgraph, xb, record=())
+        out_t = run_torch_model(loaded.model, xb) if loaded is not None else rf.output
         float_match += int((rf.output != out_t).flatten(2).any(-1).any(0).logical_not().sum())
         rq = run_fixed(qgraph, xb)
         torch_pred.append(predict(out_t))

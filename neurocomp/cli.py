@@ -13,7 +13,8 @@ import sys
 def _cmd_compile(a):
     from neurocomp.api import compile as compile_
     out = a.output or os.path.splitext(os.path.basename(a.model))[0] + ".neurocomp"
-    path = compile_(a.model, out, target=a.target, trust_pickle=a.trust_pickle, weight_bits=a.weight_bits,
+    nir_kw = {"dt": a.dt, "reset": a.reset, "timesteps": a.timesteps} if a.model.lower().endswith(".nir") else {}
+    path = compile_(a.model, out, target=a.target, trust_pickle=a.trust_pickle, weight_bits=a.weight_bits, **nir_kw,
                     overwrite=a.overwrite)
     if not a.quiet:
         from neurocomp.artifact import Artifact
@@ -59,13 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compile", help="compile a checkpoint into an artifact folder")
-    c.add_argument("model", help="model.pt written by neurocomp.save_checkpoint")
+    c.add_argument("model", help="model.pt written by neurocomp.save_checkpoint, or a NIR graph FILE.nir")
     c.add_argument("--target", default="lava", help="hardware target (default: lava)")
     c.add_argument("-o", "--output", help="artifact folder to create (default: <model>.neurocomp)")
     c.add_argument("--weight-bits", type=int, default=8, help="signed weight bits, 2..8 (default 8)")
     c.add_argument("--trust-pickle", action="store_true",
                    help="allow a fully pickled module (unpickling can run code: only for files you trust)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    c.add_argument("--dt", type=float, help="NIR input: seconds per step (default: the graph's metadata)")
+    c.add_argument("--reset", choices=["zero", "subtract"], default="zero",
+                   help="NIR input: reset mode, which NIR does not store (default: zero)")
+    c.add_argument("--timesteps", type=int, default=100, help="NIR input: steps per sample (default 100)")
     c.add_argument("-q", "--quiet", action="store_true")
     c.set_defaults(func=_cmd_compile)
 
