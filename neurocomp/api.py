@@ -62,6 +62,23 @@ def resolve_target(target: str):
     return hw
 
 
+class _about:
+    """Context manager: a neurocomp error raised inside names ``path`` too (``<file>: layer '3': ...``)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, e, tb):
+        from neurocomp.errors import NeurocompError
+        if isinstance(e, NeurocompError) and self.path not in (e.where or ""):
+            e.where = f"{self.path}: {e.where}" if e.where else self.path
+            e.args = (e.one_line(),)
+        return False
+
+
 def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, weight_bits: int = 8,
             overwrite: bool = False, dt=None, reset: str = "zero", timesteps: int = 100) -> str:
     """Compile a checkpoint (or a ``.nir`` file: ``dt``, ``reset``, ``timesteps`` apply) into an
@@ -76,7 +93,8 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
         raise BadCheckpoint("a pickled module carries no input shape / T / encoding", where=model_path,
                             hint="save it with neurocomp.save_checkpoint")
     meta = {"dataset": loaded.dataset} if loaded.dataset else {}
-    traced = module_to_graph(loaded.model, loaded.input_shape, loaded.timesteps, loaded.encoding, meta)
+    with _about(model_path):
+        traced = module_to_graph(loaded.model, loaded.input_shape, loaded.timesteps, loaded.encoding, meta)
 
     def fill(tmp):
         nir_path = os.path.join(tmp, "model.nir")
@@ -85,7 +103,8 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
         if float_graph.digest() != traced.digest():
             raise BadGraph("the NIR round trip changed the graph", where=nir_path,
                            hint="this is a neurocomp bug; please report it with the model")
-        fixed_graph = lower(float_graph, weight_bits, target=hw)
+        with _about(model_path):
+            fixed_graph = lower(float_graph, weight_bits, target=hw)
         save_graph(float_graph, os.path.join(tmp, "float"))
         save_graph(fixed_graph, os.path.join(tmp, "fixed"))
         shutil.copyfile(model_path, os.path.join(tmp, "model.pt"))
@@ -143,18 +162,38 @@ def simulate(artifact_path, backend: str = "lava", samples: int | None = None, i
     """Run a compiled artifact and cross-check every stage; returns the result dictionary."""
     if backend not in ("lava", "reference"):
         raise BadInput(f"unknown backend {backend!r}", where="--backend", hint="use lava or reference")
+    if samples is not None and samples < 1:
+        raise BadInput(f"--samples {samples}", where="--samples", hint="give at least 1")
     art = Artifact(artifact_path)
     man = art.manifest
     T, shape = man["timesteps"], tuple(man["input_shape"])
     labels = None
     if inputs is not None:
-        arr = np.load(inputs, allow_pickle=False) if isinstance(inputs, str) else np.asarray(inputs)
+        if isinstance(inputs, str):
+            try:
+                arr = np.load(inputs, allow_pickle=False)
+            except FileNotFoundError:
+                raise BadInput("file not found", where=inputs, hint="check the --inputs path")
+            except (OSError, ValueError, EOFError) as e:
+                first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+                raise BadInput(f"cannot be read as a numeric .npy array ({first})", where=inputs,
+                               hint="save a numeric array with numpy.save (no pickled objects)")
+            if not isinstance(arr, np.ndarray):
+                raise BadInput("holds several arrays (.npz), not one", where=inputs, hint="save one array with numpy.save")
+        else:
+            arr = np.asarray(inputs)
         if arr.ndim != len(shape) + 2 or arr.shape[1] != T or tuple(arr.shape[2:]) != shape:
             raise BadInput(f"inputs have shape {arr.shape}, expected [N, {T}, {', '.join(map(str, shape))}]",
                            where=str(inputs) if isinstance(inputs, str) else "inputs",
                            hint="save an array shaped [N, T, *input_shape]")
         if samples is not None:
             arr = arr[:samples]
+        where_in = str(inputs) if isinstance(inputs, str) else "inputs"
+        if arr.shape[0] < 1:
+            raise BadInput("holds no samples", where=where_in, hint="give at least one sample")
+        if arr.dtype.kind not in "biuf" or not np.isin(arr, (0, 1)).all():
+            raise BadInput(f"inputs must be binary spikes (0/1), found dtype {arr.dtype} with other values",
+                           where=where_in, hint="encode inputs as spikes (0/1) shaped [N, T, *input_shape]")
         x = torch.as_tensor(np.ascontiguousarray(np.swapaxes(arr, 0, 1)), dtype=torch.float32)
         source = str(inputs) if isinstance(inputs, str) else "array"
     else:

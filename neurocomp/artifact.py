@@ -40,18 +40,44 @@ class Artifact:
         if self.manifest.get("format") != FORMAT or self.manifest.get("version") != VERSION:
             raise BadArtifact(f"unknown artifact format {self.manifest.get('format')!r} "
                               f"v{self.manifest.get('version')!r}", where=mpath, hint="recompile")
+        self._check_manifest(mpath)
         self._float = self._fixed = None
+
+    def _check_manifest(self, mpath):
+        m = self.manifest
+        for key in ("timesteps", "input_shape", "encoding", "graphs"):
+            if key not in m:
+                raise BadArtifact(f"manifest.json lacks '{key}'", where=f"{mpath}: {key}",
+                                  hint="the artifact is damaged: recompile it")
+        T = m["timesteps"]
+        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+            raise BadArtifact(f"timesteps={T!r} is not a positive integer", where=f"{mpath}: timesteps",
+                              hint="the artifact is damaged: recompile it")
+        shp = m["input_shape"]
+        if not isinstance(shp, list) or not shp or not all(isinstance(v, int) and v > 0 for v in shp):
+            raise BadArtifact(f"input_shape={shp!r} is not a list of positive integers", where=f"{mpath}: input_shape",
+                              hint="the artifact is damaged: recompile it")
+
+    def _verified(self, which):
+        """Load ``float``/``fixed`` and check it against the digest the manifest recorded."""
+        folder = os.path.join(self.path, which)
+        g = load_graph(folder)
+        want = (self.manifest.get("graphs") or {}).get(which)
+        if want is not None and g.digest() != want:
+            raise BadArtifact(f"the {which} graph does not match the digest in manifest.json (files were changed "
+                              "or damaged)", where=folder, hint="recompile the artifact with `neurocomp compile`")
+        return g
 
     @property
     def float_graph(self):
         if self._float is None:
-            self._float = load_graph(os.path.join(self.path, "float"))
+            self._float = self._verified("float")
         return self._float
 
     @property
     def fixed_graph(self):
         if self._fixed is None:
-            self._fixed = load_graph(os.path.join(self.path, "fixed"))
+            self._fixed = self._verified("fixed")
         return self._fixed
 
     @property

@@ -84,8 +84,11 @@ def build(spec: dict, where="architecture"):
             raise BadCheckpoint(f"unknown layer type {t!r}", where=where,
                                 hint=f"supported: {', '.join(sorted(MODULES))}")
         return MODULES[t][2](args, step_mode=spec.get("step_mode") or "m")
-    except TypeError as e:
-        raise BadCheckpoint(f"bad arguments for {t}: {e}", where=where, hint="re-save with save_checkpoint")
+    except (TypeError, ValueError, AssertionError) as e:
+        shown = ", ".join(f"{k}={v!r}" for k, v in args.items() if not isinstance(v, dict))[:200]
+        why = str(e).strip().splitlines()[0][:160] if str(e).strip() else "rejected by the layer's constructor"
+        raise BadCheckpoint(f"bad arguments for {t} ({shown}): {why}", where=where,
+                            hint="fix the values (e.g. tau must be > 1) or re-save with save_checkpoint")
 
 
 def save_checkpoint(model, path, input_shape, timesteps, encoding="bernoulli", dataset=None, extra=None) -> str:
@@ -164,7 +167,8 @@ def load_checkpoint(path, trust_pickle: bool = False) -> LoadedModel:
     try:
         doc = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
-            AttributeError, TypeError) as e:
+            AttributeError, TypeError, IndexError, KeyError, OSError, MemoryError) as e:
+        # weights_only never runs code, so any failure here only means "not a safe checkpoint"
         if not trust_pickle:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise BadCheckpoint(f"not a safe neurocomp checkpoint ({first[:160]})", where=path,

@@ -156,9 +156,15 @@ def _add_leaf(b: _Builder, path: str, m) -> None:
         b.add(Flatten(name=path, in_shape=shape, out_shape=(int(np.prod(shape)),)))
     elif short in ("LIFNode", "IFNode"):
         tau = float(m.tau) if short == "LIFNode" else None
-        if tau is not None and tau <= 1.0:
+        if tau is not None and not tau > 1.0:
             b.refuse(path, m, f"tau={tau} (must be > 1)", "use tau > 1")
             return
+        for field_name in ("tau", "v_threshold", "v_reset"):
+            value = getattr(m, field_name, None)
+            if value is not None and not np.isfinite(float(value)):
+                # refused, but the node is still added so that later layers are checked against a neuron
+                b.refuse(path, m, f"{field_name}={float(value)} is not a finite number",
+                         f"give {field_name} a finite value")
         b.add(LIF(name=path, in_shape=shape, out_shape=shape, tau=tau,
                   decay_input=bool(getattr(m, "decay_input", True)), v_threshold=float(m.v_threshold),
                   v_reset=None if m.v_reset is None else float(m.v_reset)))

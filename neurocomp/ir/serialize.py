@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from neurocomp.errors import BadArtifact
+from neurocomp.errors import BadArtifact, BadGraph
 from neurocomp.ir.graph import Graph
 from neurocomp.ir.nodes import NODE_TYPES, LoihiNeuron
 
@@ -39,7 +39,7 @@ def save_graph(graph: Graph, folder: str) -> None:
     def put(layer, field, arr):
         fname = f"{layer}.{field}.npy"
         with open(os.path.join(folder, "arrays", fname), "wb") as fh:
-            np.save(fh, np.ascontiguousarray(arr), allow_pickle=False)
+            np.save(fh, np.asarray(arr, order="C"), allow_pickle=False)  # keeps 0-d arrays 0-d
         return {"array": fname}
 
     for n in graph:
@@ -93,7 +93,8 @@ def load_graph(folder: str) -> Graph:
         for d in doc["nodes"]:
             cls = NODE_TYPES.get(d["kind"])
             if cls is None:
-                raise BadArtifact(f"unknown node kind {d['kind']!r}", where=f"{path} layer {d.get('name')}")
+                raise BadArtifact(f"unknown node kind {d['kind']!r}", where=f"{path} layer {d.get('name')}",
+                                  hint="the artifact comes from another neurocomp version or is damaged: recompile it")
             where = f"{path} layer {d['name']}"
             kw = {}
             for k, v in d["fields"].items():
@@ -111,5 +112,10 @@ def load_graph(folder: str) -> Graph:
     except (KeyError, TypeError) as e:
         raise BadArtifact(f"graph.json lacks or mistypes field {e}", where=path, hint="recompile the artifact")
     g = Graph(tuple(nodes), inputs, doc.get("meta", {}))
-    g.validate()
+    try:
+        g.validate()
+    except BadGraph as e:   # name the file that holds the inconsistent graph
+        e.where = f"{path}: {e.where}" if e.where else path
+        e.args = (e.one_line(),)
+        raise
     return g

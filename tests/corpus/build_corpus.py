@@ -241,13 +241,13 @@ def build(out: str) -> list[Case]:
         g = f["node"]["nodes"]["0"]
         del g["weight"]
         g.create_dataset("weight", data=np.zeros((2, 5, 3, 3), np.float32))
-    nir_case("conv_channels_mismatch.nir", edit=conv_weight_shape, needles=("conv_channels_mismatch.nir", "'0'"))
+    nir_case("conv_channels_mismatch.nir", edit=conv_weight_shape, needles=("conv_channels_mismatch.nir", "0.input"))
 
     def linear_weight_shape(f):
         g = f["node"]["nodes"]["4"]
         del g["weight"]
         g.create_dataset("weight", data=np.zeros((3, 7), np.float32))
-    nir_case("linear_shape_mismatch.nir", edit=linear_weight_shape, needles=("linear_shape_mismatch.nir", "'4'"))
+    nir_case("linear_shape_mismatch.nir", edit=linear_weight_shape, needles=("linear_shape_mismatch.nir", "4.input"))
 
     def nan_threshold(f):
         g = f["node"]["nodes"]["1"]
@@ -359,6 +359,8 @@ def build(out: str) -> list[Case]:
     cases.append(Case("art_not_a_folder", "simulate", p, ("art_not_a_folder",)))
 
     # --- --inputs arrays for the good artifact
+    good_inputs = os.path.join(out, "good_inputs.npy")
+    np.save(good_inputs, (np.random.default_rng(1).random((3, T) + SHAPE) < 0.4).astype(np.float32))
     def inputs_case(name, arr=None, data=None, needles=None):
         p = os.path.join(out, name)
         if arr is not None:
@@ -367,12 +369,12 @@ def build(out: str) -> list[Case]:
             write(p, data)
         cases.append(Case(name, "inputs", p, needles or (name,)))
 
-    inputs_case("inputs_wrong_shape.npy", np.zeros((3, T, 2, 4, 4), np.float32), ("inputs_wrong_shape.npy", "shape"))
-    inputs_case("inputs_wrong_T.npy", np.zeros((3, T + 1) + SHAPE, np.float32), ("inputs_wrong_T.npy", "shape"))
-    inputs_case("inputs_not_binary.npy", np.full((2, T) + SHAPE, 0.5, np.float32), ("inputs", "binary"))
-    inputs_case("inputs_nan.npy", np.full((2, T) + SHAPE, np.nan, np.float32), ("inputs",))
-    inputs_case("inputs_empty.npy", np.zeros((0, T) + SHAPE, np.float32), ("inputs_empty.npy",))
-    inputs_case("inputs_object.npy", np.array([{"a": 1}, None], dtype=object), ("inputs_object.npy",))
+    inputs_case("inputs_wrong_shape.npy", np.zeros((3, T, 2, 4, 4), np.float32), needles=("inputs_wrong_shape.npy", "shape"))
+    inputs_case("inputs_wrong_T.npy", np.zeros((3, T + 1) + SHAPE, np.float32), needles=("inputs_wrong_T.npy", "shape"))
+    inputs_case("inputs_not_binary.npy", np.full((2, T) + SHAPE, 0.5, np.float32), needles=("inputs_not_binary.npy", "binary"))
+    inputs_case("inputs_nan.npy", np.full((2, T) + SHAPE, np.nan, np.float32), needles=("inputs_nan.npy", "binary"))
+    inputs_case("inputs_empty.npy", np.zeros((0, T) + SHAPE, np.float32), needles=("inputs_empty.npy",))
+    inputs_case("inputs_object.npy", np.array([{"a": 1}, None], dtype=object), needles=("inputs_object.npy",))
     inputs_case("inputs_truncated.npy", data=open(_npy_bytes(np.zeros((4, T) + SHAPE, np.float32), out), "rb").read()[:150],
                 needles=("inputs_truncated.npy",))
     cases.append(Case("inputs_missing.npy", "inputs", os.path.join(out, "inputs_missing.npy"),
