@@ -1,0 +1,372 @@
+"""``neurocomp report OUT``: report.md, report.json and PNG plots for a compiled artifact.
+
+The report is a list of *sections* (``SECTIONS``), each a function ``section(ctx) -> Section | None``
+that returns ``None`` when it does not apply to the model: a model without attention gets every
+other section; attention layers (issue 4) add a section driven by ``graph.meta['attention']``
+(or register their own with :func:`register_section`).
+
+Full-split figures come from the reference simulator (torch model, folded float model, fixed-point
+reference); Lava runs only the first ``lava_samples`` samples, as the exactness check.
+Files are written to a temporary folder inside OUT and moved into place when complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from neurocomp.report import plots as P
+
+PLOTS_DIR = "report_plots"
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    md: list                       # markdown lines
+    data: dict                     # goes into report.json under sections[key]
+    plots: list = field(default_factory=list)   # file names inside PLOTS_DIR
+
+
+@dataclass
+class Context:
+    artifact: object
+    target: object
+    mapping: dict
+    crosscheck: dict
+    sweep: dict | None
+    energy: dict | None
+    counts: dict | None
+    plot_dir: str
+    data_source: str
+    timings: dict
+
+
+def _pct(v):
+    return "n/a" if v is None else f"{100 * v:.2f} %"
+
+
+def _table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        out.append("| " + " | ".join(str(c) for c in r) + " |")
+    return out
+
+
+# ---- sections ---------------------------------------------------------------------------------
+def sec_accuracy(ctx: Context):
+    cc = ctx.crosscheck
+    full = {s: (v or {}).get("accuracy") for s, v in cc["stages"].items() if s != "lava" and v}
+    sub = cc.get("accuracy_on_lava_sample") or {}
+    n_l = (cc.get("lava") or {}).get("samples")
+    if all(v is None for v in full.values()):
+        return Section("accuracy", "Accuracy per stage", ["No labels: accuracy is not available "
+                                                          "(the model names no dataset)."], {"available": False})
+    rows = []
+    for s in ("torch", "float", "fixed", "lava"):
+        st = cc["stages"].get(s)
+        if not st:
+            continue
+        rows.append((s, st["label"], _pct(full.get(s)) if s != "lava" else "not run (Lava is too slow)",
+                     _pct(sub.get(s)) if sub else "n/a"))
+    md = _table(["stage", "what runs", f"full split (N={cc['samples']})", f"Lava sample (N={n_l or 0})"], rows)
+    plot = P.accuracy_per_stage(ctx.plot_dir, full, sub, cc["samples"], n_l)
+    md += ["", f"![accuracy per stage]({PLOTS_DIR}/{os.path.basename(plot)})"]
+    return Section("accuracy", "Accuracy per stage", md, {"full_split": full, "lava_sample": sub,
+                                                          "samples": cc["samples"], "lava_samples": n_l},
+                   [os.path.basename(plot)])
+
+
+def sec_crosscheck(ctx: Context):
+    cc = ctx.crosscheck
+    md = ["Agreement is the fraction of (sample, neuron) entries with the same spike, per layer and time "
+          "step (time-aligned: step t is the output for input frame t). The first divergence is the "
+          "earliest step at which any layer differs, and the first layer in graph order at that step.", ""]
+    rows = []
+    for name, p in cc["pairs"].items():
+        fd = p["first_diverging"]
+        rows.append((name, p["samples"], _pct(p["exact_fraction"]), _pct(p["same_class_fraction"]),
+                     f"{fd['layer']} @ t={fd['step']}" if fd else "none (identical)",
+                     ", ".join(f"{l}: {m}" for l, m in p["mismatches"].items())))
+    md += _table(["stages", "samples", "identical samples (all layers, all steps)", "same class",
+                  "first diverging layer @ step", "mismatching entries per layer"], rows)
+    if cc.get("torch_layers_missing"):
+        md += ["", f"Layers without a matching torch module (not compared torch->float): "
+                   f"{', '.join(cc['torch_layers_missing'])}."]
+    plot = P.agreement_heatmap(ctx.plot_dir, cc["pairs"], cc["layers"])
+    md += ["", f"![agreement heatmap]({PLOTS_DIR}/{os.path.basename(plot)})"]
+    return Section("crosscheck", "Cross-check of all stages", md, {"pairs": cc["pairs"]}, [os.path.basename(plot)])
+
+
+def sec_activity(ctx: Context):
+    cc = ctx.crosscheck
+    act = cc["activity_fixed"]
+    N = cc["samples"]
+    layers = cc["layers"]
+    rates = {s: (v or {}).get("spike_rates", {}) for s, v in cc["stages"].items() if v}
+    synops = {l: act["layers"][l]["synaptic_ops"] / N for l in layers}
+    rows = []
+    for l in layers:
+        a = act["layers"][l]
+        rows.append((l, a["synapse"], a["neurons"], *(f"{rates[s][l]:.4f}" if l in rates.get(s, {}) else "n/a"
+                                                        for s in ("torch", "float", "fixed", "lava")),
+                     f"{a['spikes'] / N:,.1f}", f"{synops[l]:,.1f}", f"{a['neuron_updates_active'] / N:,.1f}"))
+    md = ["Rates are spikes per neuron per time step. Spikes, synaptic operations (one per input spike and "
+          "outgoing synapse) and active neuron updates (neuron-steps with at least one synaptic event) are per "
+          f"inference, averaged over {N} samples of the fixed-point reference. Input spikes per inference: "
+          f"{act['input_spikes'] / N:,.1f}.", ""]
+    md += _table(["layer", "synapse", "neurons", "rate torch", "rate float", "rate fixed", "rate Lava",
+                  "spikes / inf.", "synaptic ops / inf.", "active updates / inf."], rows)
+    plot = P.activity(ctx.plot_dir, layers, rates, synops)
+    md += ["", f"![activity]({PLOTS_DIR}/{os.path.basename(plot)})"]
+    return Section("activity", "Spike rates and synaptic operations per layer", md,
+                   {"rates": rates, "rates_unit": cc["rates_unit"], "per_inference": {
+                       l: {k: v / N for k, v in act["layers"][l].items() if isinstance(v, (int, float))
+                           and k != "neurons"} for l in layers},
+                    "input_spikes_per_inference": act["input_spikes"] / N}, [os.path.basename(plot)])
+
+
+def sec_sweep(ctx: Context):
+    sw = ctx.sweep
+    if not sw:
+        return None
+    rows = [(r["weight_bits"], _pct(r["accuracy"]), f"{r['correct']}/{r['samples']}", r["weights_clipped"],
+             r["bias_clipped"]) for r in sw["rows"]]
+    md = [f"Weights re-quantized to 2..8 signed bits from the artifact's float graph (`api.lower`, "
+          f"the compile pipeline), scored with the fixed-point reference over {sw['samples']} samples."]
+    own = next((r for r in sw["rows"] if r["weight_bits"] == sw["artifact_weight_bits"]), None)
+    fixed_acc = (ctx.crosscheck["stages"]["fixed"] or {}).get("accuracy")
+    if own is not None:
+        md.append(f"At the artifact's own {own['weight_bits']} bits the sweep gives {_pct(own['accuracy'])}; "
+                  f"the artifact's fixed-point accuracy is {_pct(fixed_acc)}; identical quantization: "
+                  f"{own.get('same_quantization_as_artifact')}.")
+    md += [""] + _table(["weight bits", "accuracy", "correct", "weights clipped", "biases clipped"], rows)
+    torch_acc = (ctx.crosscheck["stages"]["torch"] or {}).get("accuracy")
+    plot = P.bit_sweep(ctx.plot_dir, [r["weight_bits"] for r in sw["rows"]], [r["accuracy"] for r in sw["rows"]],
+                       torch_acc, sw["artifact_weight_bits"], sw["samples"])
+    md += ["", f"![bit sweep]({PLOTS_DIR}/{os.path.basename(plot)})"]
+    return Section("bit_sweep", "Accuracy vs weight bit width", md, sw, [os.path.basename(plot)])
+
+
+def sec_clipping(ctx: Context):
+    q = next((p for p in ctx.artifact.manifest.get("passes", []) if p.get("pass") == "quantize"), None)
+    stats = ctx.crosscheck["fixed_stats"]
+    layers = ctx.crosscheck["layers"]
+    recs = {r["layer"]: r for r in (q or {}).get("layers", [])}
+    series = {"weights clipped": {l: recs.get(l, {}).get("weights_clipped", 0) for l in layers},
+              "biases clipped": {l: recs.get(l, {}).get("bias_clipped", 0) for l in layers},
+              "voltage saturations": {l: stats.get(l, {}).get("voltage_saturations", 0) for l in layers},
+              "current wraps": {l: stats.get(l, {}).get("current_wraps", 0) for l in layers}}
+    rows = [(l, f"{series['weights clipped'][l]}/{recs.get(l, {}).get('weights_total', 'n/a')}",
+             series["biases clipped"][l], recs.get(l, {}).get("current_may_wrap", "n/a"),
+             series["voltage saturations"][l], series["current wraps"][l]) for l in layers]
+    N = ctx.crosscheck["samples"]
+    md = [f"Weights and biases clipped by `quantize` (compile time); voltage saturations and 24-bit current "
+          f"wraps counted in neuron-steps by the fixed-point reference over {N} samples.", ""]
+    md += _table(["layer", "weights clipped/total", "biases clipped", "current may wrap (bound)",
+                  "voltage saturations", "current wraps"], rows)
+    plot = P.clipping(ctx.plot_dir, layers, series)
+    md += ["", f"![clipping]({PLOTS_DIR}/{os.path.basename(plot)})"]
+    return Section("clipping", "Saturation and clipping", md, {"per_layer": series, "samples": N},
+                   [os.path.basename(plot)])
+
+
+def sec_mapping(ctx: Context):
+    m = ctx.mapping
+    lim = m["limits"]
+    rows = [(l["layer"], l["synapse"], l["neurons"], l["synapses"], l["max_fan_in_per_neuron"], l["cores"],
+             l["neurons_per_core_max"], l["split_by"] or "-") for l in m["layers"]]
+    md = [f"Target **{m['target']}** (`{os.path.basename(m['target_file'])}`): {lim['neurons_per_core']} neurons, "
+          f"{lim['synaptic_memory_bits']:,} bits of synaptic memory ({lim['bits_per_synapse']} bits per synapse), "
+          f"fan-in {lim['fan_in'] or 'unpublished'}, fan-out {lim['fan_out'] or 'unpublished'} per core; "
+          f"{lim['cores_per_chip']} cores per chip. **{m['cores']} cores on {m['chips']} chip(s).**", ""]
+    md += _table(["layer", "synapse", "neurons", "synapses", "max fan-in", "cores", "neurons on fullest core",
+                  "split by"], rows)
+    md += [""] + [f"- {n}" for n in m.get("notes", [])]
+    plot = P.cores(ctx.plot_dir, m)
+    md += ["", f"![cores]({PLOTS_DIR}/{os.path.basename(plot)})"]
+    return Section("mapping", "Cores per layer", md, m, [os.path.basename(plot)])
+
+
+def sec_energy(ctx: Context):
+    e = ctx.energy
+    if not e:
+        return None
+    rows = [(t["term"], f"{t['count']:,.1f}", t["pJ_each"], f"{t['pJ'] * 1e-3:,.2f}",
+             f"{t['figure']} [{t['source']}]" + (" (estimate)" if t["estimate"] else "")) for t in e["terms"]]
+    md = [f"Per inference (T={ctx.crosscheck['timesteps']} steps), counts from the fixed-point reference over "
+          f"{ctx.crosscheck['samples']} samples, energy figures from `{os.path.basename(ctx.target.path)}`. "
+          f"Each routed spike is assumed to cross {ctx.counts['hops_per_spike']:g} tile hop. "
+          f"Scope: {e['scope']}.", ""]
+    md += _table(["term", "count / inference", "pJ each", "nJ", "figure [source]"], rows)
+    md += ["", f"**Total: {e['total_pJ'] * 1e-3:,.1f} nJ = {e['total_uJ']:.4f} uJ per inference"
+               + (" (estimate: some figures are estimates or proxies)**" if e["estimate"] else "**"), "",
+           "Sources:"]
+    used = sorted({t["source"] for t in e["terms"]})
+    md += [f"- [{k}] {ctx.target.source_text(k)}" for k in used]
+    if ctx.target.doc.get("unpublished"):
+        md.append(f"- not published for {ctx.target.name}: {', '.join(ctx.target.doc['unpublished'])}")
+    plot = P.energy(ctx.plot_dir, e)
+    md += ["", f"![energy]({PLOTS_DIR}/{os.path.basename(plot)})"]
+    return Section("energy", "Energy per inference", md, {**e, "counts": ctx.counts}, [os.path.basename(plot)])
+
+
+def sec_attention(ctx: Context):
+    """Attention layers (TCJA / MA / PFA), driven by the lowering's ``graph.meta['attention']`` records."""
+    att = ctx.artifact.fixed_graph.meta.get("attention")
+    if not att:
+        return None
+    records = att if isinstance(att, list) else [dict(layer=k, **(v if isinstance(v, dict) else {"value": v}))
+                                                for k, v in att.items()]
+    keys = sorted({k for r in records for k in r})
+    md = _table(keys, [[r.get(k, "") for k in keys] for r in records])
+    return Section("attention", "Attention layers", md, {"records": records})
+
+
+SECTIONS = [sec_accuracy, sec_crosscheck, sec_activity, sec_sweep, sec_clipping, sec_mapping, sec_energy,
+            sec_attention]
+
+
+def register_section(fn, after: str | None = None):
+    """Add a section function (e.g. for a new layer family); ``after`` names an existing function."""
+    names = [f.__name__ for f in SECTIONS]
+    SECTIONS.insert(names.index(after) + 1 if after in names else len(SECTIONS), fn)
+
+
+# ---- driver -----------------------------------------------------------------------------------
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return o
+
+
+def _mapping_and_target(art):
+    from neurocomp.passes.map_cores import map_cores
+    from neurocomp.targets import load_target
+    man = art.manifest
+    target = load_target(man.get("hardware_target") or man.get("target") or "lava")
+    mapping = man.get("mapping") or art.fixed_graph.meta.get("mapping")
+    if not mapping or mapping.get("target") != target.name:
+        mapping = map_cores(art.fixed_graph, target).meta["mapping"]
+    return target, mapping
+
+
+def build_report(artifact_path, samples: int | None = None, lava_samples: int = 50, progress: bool = True,
+                 inputs=None, labels=None, bits=range(2, 9), timeout: float | None = None) -> dict:
+    """Compute every figure; returns ``{"sections": [Section], "meta": {...}, "plot_dir": tmpdir}``."""
+    from neurocomp.artifact import Artifact
+    from neurocomp.errors import BadInput
+    from neurocomp.report.crosscheck import crosscheck
+    from neurocomp.report.metrics import energy_per_inference, per_inference_counts
+    from neurocomp.report.sweep import bit_sweep
+
+    art = Artifact(artifact_path)
+    man = art.manifest
+    T = man["timesteps"]
+    if samples is not None and samples < 1:
+        raise BadInput(f"--samples {samples}", where="--samples", hint="give at least 1")
+    if inputs is not None:
+        x = torch.as_tensor(np.asarray(inputs), dtype=torch.float32)
+        source = "given inputs"
+    elif man.get("dataset"):
+        from neurocomp.data.registry import load_inputs
+        xs, labels = load_inputs(man["dataset"], "test", T, man["encoding"], n=samples)
+        x = torch.as_tensor(xs)
+        source = f"{man['dataset']} test split" + ("" if samples is None else f" (first {samples} samples)")
+    else:
+        raise BadInput("the model names no dataset", where=artifact_path,
+                       hint="call build_report(..., inputs=[T, N, ...] array)")
+    target, mapping = _mapping_and_target(art)
+    timings = {}
+    t0 = time.monotonic()
+    cc = crosscheck(art, x, labels, lava_samples=lava_samples, progress=progress, timeout=timeout)
+    timings["crosscheck_s"] = time.monotonic() - t0
+    sw = None
+    if labels is not None and bits:
+        t0 = time.monotonic()
+        sw = bit_sweep(art, x, labels, bits=bits, progress=progress)
+        timings["bit_sweep_s"] = time.monotonic() - t0
+    counts = per_inference_counts(cc["activity_fixed"], cc["samples"])
+    energy = energy_per_inference(counts, target)
+    plot_dir = tempfile.mkdtemp(prefix=".report-plots-", dir=art.path)
+    try:
+        ctx = Context(art, target, mapping, cc, sw, energy, counts, plot_dir, source, timings)
+        sections = [s for s in (fn(ctx) for fn in SECTIONS) if s is not None]
+    except BaseException:
+        shutil.rmtree(plot_dir, ignore_errors=True)
+        raise
+    meta = {"artifact": os.path.abspath(art.path), "model": man.get("input_checkpoint", {}).get("name"),
+            "hardware_target": target.name, "timesteps": T, "data": source, "samples": cc["samples"],
+            "lava_samples": (cc.get("lava") or {}).get("samples", 0), "torch_device": cc["torch_device"],
+            "timings_s": timings, "versions": man.get("versions"),
+            "method": "full-split figures: reference simulator (torch model, folded float model, fixed-point "
+                      "reference); exactness: Lava fixed_pt on the first lava_samples samples"}
+    return {"sections": sections, "meta": meta, "plot_dir": plot_dir}
+
+
+def _markdown(rep) -> str:
+    m = rep["meta"]
+    lines = [f"# neurocomp report: {m['model']}", "",
+             f"- artifact: `{m['artifact']}`", f"- hardware target: {m['hardware_target']}",
+             f"- data: {m['data']}, T = {m['timesteps']} steps",
+             f"- **full-split figures use the reference simulator** (torch model on {m['torch_device']}, folded "
+             f"float model, fixed-point reference) over {m['samples']} samples; **Lava** (fixed_pt, CPU) runs only "
+             f"the first {m['lava_samples']} samples, as the exactness check",
+             f"- computed in " + ", ".join(f"{k} {v:.1f}" for k, v in m["timings_s"].items()), ""]
+    for s in rep["sections"]:
+        lines += [f"## {s.title}", ""] + list(s.md) + [""]
+    return "\n".join(lines)
+
+
+def write_report(artifact, samples: int | None = None, lava_samples: int = 50, progress: bool = True,
+                 **kw) -> list[str]:
+    """Write report.md, report.json and report_plots/*.png into the artifact folder; returns the paths."""
+    rep = build_report(artifact, samples=samples, lava_samples=lava_samples, progress=progress, **kw)
+    out = os.path.abspath(artifact)
+    tmp = rep["plot_dir"]
+    try:
+        doc = {"meta": rep["meta"], "sections": {s.key: {"title": s.title, "plots": [f"{PLOTS_DIR}/{p}" for p in s.plots],
+                                                         "data": s.data} for s in rep["sections"]}}
+        json_tmp = os.path.join(tmp, "report.json")
+        with open(json_tmp, "w") as fh:
+            json.dump(_jsonable(doc), fh, indent=1, sort_keys=True)
+        md_tmp = os.path.join(tmp, "report.md")
+        with open(md_tmp, "w") as fh:
+            fh.write(_markdown(rep))
+        # move into place: the plots folder as a whole, then the two documents
+        final_plots = os.path.join(out, PLOTS_DIR)
+        new_plots = tempfile.mkdtemp(prefix=".report-new-", dir=out)
+        for f in os.listdir(tmp):
+            if f.endswith(".png"):
+                os.rename(os.path.join(tmp, f), os.path.join(new_plots, f))
+        if os.path.exists(final_plots):
+            old = tempfile.mkdtemp(prefix=".report-old-", dir=out)
+            os.rename(final_plots, os.path.join(old, "x"))
+            os.rename(new_plots, final_plots)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(new_plots, final_plots)
+        os.replace(json_tmp, os.path.join(out, "report.json"))
+        os.replace(md_tmp, os.path.join(out, "report.md"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for f in os.listdir(out):
+            if f.startswith(".report-new-"):
+                shutil.rmtree(os.path.join(out, f), ignore_errors=True)
+    plots = sorted(os.path.join(out, PLOTS_DIR, p) for s in rep["sections"] for p in s.plots)
+    return [os.path.join(out, "report.md"), os.path.join(out, "report.json")] + plots

@@ -1,0 +1,227 @@
+"""Cross-check every stage on the same inputs, layer by layer and step by step.
+
+Stages, in pipeline order:
+
+- ``torch``: the original checkpoint's torch module (on CUDA when available: the GPU reference);
+  per-layer spikes are read with forward hooks on the modules whose names the IR layers keep
+  (``3_or``, a max pool lowered to sum-pool + threshold, is read from module ``3``).
+- ``float``: the folded float model: ``run_float`` on the lowered graph (BN folded, pooling lowered).
+- ``fixed``: the fixed-point reference ``run_fixed`` (bit-exact with Lava's ``fixed_pt`` models).
+- ``lava``: the Lava CPU simulator (``fixed_pt``), usually on a smaller sample.
+
+All spikes are time-aligned (``spikes[layer][t]`` is the output for input frame ``t``). For every pair
+of adjacent stages the check gives, per layer and step, the fraction of (sample, neuron) entries that
+agree, each layer's first differing step, the first diverging layer and step, and the fraction of
+samples identical in every layer and step.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from neurocomp.report.metrics import add_activity, layer_activity
+
+STAGES = ("torch", "float", "fixed", "lava")
+PAIRS = (("torch", "float"), ("float", "fixed"), ("fixed", "lava"))
+STAGE_LABELS = {
+    "torch": "original torch model",
+    "float": "folded float model (reference simulator, float)",
+    "fixed": "fixed-point reference simulator",
+    "lava": "Lava fixed_pt (CPU simulator)",
+}
+
+
+def torch_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_torch_layers(model, x: torch.Tensor, layer_names, device: str | None = None):
+    """Run the torch model on ``x`` [T, B, ...]; returns ``(spikes {layer: bool [T,B,*]}, output)``."""
+    from spikingjelly.activation_based import functional
+    device = device or torch_device()
+    T, B = x.shape[:2]
+    modules = dict(model.named_modules())
+    got, hooks = {}, []
+
+    def hook_for(layer):
+        def hook(_m, _inp, out):
+            o = out.detach()
+            if o.shape[0] == T * B and (o.dim() < 2 or o.shape[1] != B):
+                o = o.reshape((T, B) + tuple(o.shape[1:]))
+            got[layer] = (o != 0).cpu()
+        return hook
+
+    for name in layer_names:
+        mod = modules.get(name)
+        if mod is None and name.endswith("_or"):
+            mod = modules.get(name[:-3])
+        if mod is not None and mod is not model:
+            hooks.append(mod.register_forward_hook(hook_for(name)))
+    model = model.to(device)
+    functional.set_step_mode(model, "m")
+    functional.reset_net(model)
+    try:
+        with torch.no_grad():
+            out = model(x.to(device)).cpu()
+    finally:
+        for h in hooks:
+            h.remove()
+        functional.reset_net(model)
+        model.to("cpu")
+    return got, out
+
+
+class _PairAcc:
+    """Accumulates the agreement of two stages over batches."""
+
+    def __init__(self, layers, T):
+        self.layers = list(layers)
+        self.T = T
+        self.equal = {l: np.zeros(T, dtype=np.int64) for l in self.layers}
+        self.total = {l: np.zeros(T, dtype=np.int64) for l in self.layers}
+        self.first_step = {l: None for l in self.layers}
+        self.samples_differing = {l: 0 for l in self.layers}
+        self.exact = 0
+        self.same_class = 0
+        self.samples = 0
+
+    def add(self, sa: dict, sb: dict, pa, pb):
+        B = pa.shape[0]
+        any_diff = torch.zeros(B, dtype=torch.bool)
+        for l in self.layers:
+            a, b = sa[l].bool(), sb[l].bool()
+            eq = (a == b).reshape(self.T, B, -1)
+            self.equal[l] += eq.sum((1, 2)).numpy()
+            self.total[l] += eq.shape[1] * eq.shape[2]
+            diff_tb = ~eq.all(-1)                    # [T, B]
+            steps = torch.nonzero(diff_tb.any(1)).flatten()
+            if len(steps):
+                t0 = int(steps[0])
+                self.first_step[l] = t0 if self.first_step[l] is None else min(self.first_step[l], t0)
+            per_sample = diff_tb.any(0)
+            self.samples_differing[l] += int(per_sample.sum())
+            any_diff |= per_sample
+        self.exact += int((~any_diff).sum())
+        self.same_class += int((pa == pb).sum())
+        self.samples += B
+
+    def result(self) -> dict:
+        agreement = {l: (self.equal[l] / np.maximum(self.total[l], 1)).tolist() for l in self.layers}
+        first = None
+        for t in range(self.T):      # earliest step, then the first layer in graph order at that step
+            hit = [l for l in self.layers if self.first_step[l] == t]
+            if hit:
+                first = {"layer": hit[0], "step": t}
+                break
+        return {"samples": self.samples, "layers": self.layers, "agreement": agreement,
+                "mismatches": {l: int(self.total[l].sum() - self.equal[l].sum()) for l in self.layers},
+                "first_diverging_step": self.first_step, "samples_differing": self.samples_differing,
+                "first_diverging": first,
+                "exact_fraction": self.exact / max(self.samples, 1),
+                "same_class_fraction": self.same_class / max(self.samples, 1)}
+
+
+class _StageAcc:
+    def __init__(self, layers, T):
+        self.counts = {l: np.zeros(T, dtype=np.int64) for l in layers}
+        self.correct = 0
+        self.samples = 0
+
+    def add(self, spikes, pred, labels):
+        for l, c in self.counts.items():
+            if l in spikes:
+                c += spikes[l].reshape(spikes[l].shape[0], -1).sum(1).numpy().astype(np.int64)
+        if labels is not None:
+            self.correct += int((pred == labels).sum())
+        self.samples += int(pred.shape[0])
+
+
+def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, batch: int = 128,
+               progress: bool = True, device: str | None = None, timeout: float | None = None) -> dict:
+    """Run every stage on ``x`` [T, N, ...] (Lava on the first ``lava_samples``) and compare them."""
+    from neurocomp.frontends.checkpoint import load_checkpoint
+    from neurocomp.sim import predict, run_fixed, run_float
+
+    graph = artifact.fixed_graph
+    T, N = int(x.shape[0]), int(x.shape[1])
+    layers = [n.name for n in graph.neurons()]
+    sizes = {n.name: int(np.prod(n.out_shape)) for n in graph.neurons()}
+    labels = None if labels is None else torch.as_tensor(labels)
+    device = device or torch_device()
+    model = load_checkpoint(artifact.checkpoint).model
+    stage = {s: _StageAcc(layers, T) for s in STAGES}
+    pairs = {}
+    torch_layers = None
+    activity, stats = None, {}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=N, desc="reference stages (torch, float, fixed)", unit="sample")
+    for i in range(0, N, batch):
+        xb = x[:, i:i + batch]
+        yb = None if labels is None else labels[i:i + batch]
+        st, out_t = run_torch_layers(model, xb, layers, device)
+        if torch_layers is None:
+            torch_layers = [l for l in layers if l in st]
+            pairs[("torch", "float")] = _PairAcc(torch_layers, T)
+            pairs[("float", "fixed")] = _PairAcc(layers, T)
+        rf = run_float(graph, xb)
+        rq = run_fixed(graph, xb)
+        p_t, p_f, p_q = predict(out_t), rf.predictions(), rq.predictions()
+        stage["torch"].add(st, p_t, yb)
+        stage["float"].add(rf.spikes, p_f, yb)
+        stage["fixed"].add(rq.spikes, p_q, yb)
+        pairs[("torch", "float")].add(st, rf.spikes, p_t, p_f)
+        pairs[("float", "fixed")].add(rf.spikes, rq.spikes, p_f, p_q)
+        activity = add_activity(activity, layer_activity(graph, xb, rq.spikes))
+        for l, s in rq.stats.items():
+            acc = stats.setdefault(l, {"voltage_saturations": 0, "current_wraps": 0})
+            for k in acc:
+                acc[k] += int(s.get(k, 0))
+        if bar is not None:
+            bar.update(xb.shape[1])
+    if bar is not None:
+        bar.close()
+
+    lava = None
+    n_lava = min(int(lava_samples or 0), N)
+    subset_acc = {}
+    if n_lava:
+        from neurocomp.backends.lava import run_lava
+        xl = x[:, :n_lava]
+        yl = None if labels is None else labels[:n_lava]
+        rl = run_lava(graph, xl, progress=progress, timeout=timeout)
+        rq = run_fixed(graph, xl)
+        rf = run_float(graph, xl)
+        st, out_t = run_torch_layers(model, xl, layers, device)
+        stage["lava"].add(rl.spikes, rl.predictions(), yl)
+        pa = _PairAcc(layers, T)
+        pa.add(rq.spikes, rl.spikes, rq.predictions(), rl.predictions())
+        pairs[("fixed", "lava")] = pa
+        lava = {"samples": n_lava, "wall_s": rl.stats.get("wall_s")}
+        if yl is not None:
+            for name, pred in (("torch", predict(out_t)), ("float", rf.predictions()),
+                               ("fixed", rq.predictions()), ("lava", rl.predictions())):
+                subset_acc[name] = float((pred == yl).float().mean())
+
+    def stage_result(s):
+        acc = stage[s]
+        if acc.samples == 0:
+            return None
+        present = [l for l in layers if s != "torch" or l in (torch_layers or [])]
+        return {"label": STAGE_LABELS[s] + (f" on {device}" if s == "torch" else ""),
+                "samples": acc.samples,
+                "accuracy": None if labels is None else acc.correct / acc.samples,
+                "spike_counts": {l: int(acc.counts[l].sum()) for l in present},
+                "spike_counts_per_step": {l: acc.counts[l].tolist() for l in present},
+                "spike_rates": {l: float(acc.counts[l].sum()) / (sizes[l] * T * acc.samples) for l in present}}
+
+    return {
+        "timesteps": T, "samples": N, "layers": layers, "neurons": sizes, "torch_device": device,
+        "stages": {s: stage_result(s) for s in STAGES},
+        "pairs": {f"{a}->{b}": p.result() for (a, b), p in pairs.items()},
+        "lava": lava, "accuracy_on_lava_sample": subset_acc or None,
+        "activity_fixed": activity, "fixed_stats": stats,
+        "torch_layers_missing": [l for l in layers if l not in (torch_layers or [])],
+        "rates_unit": "spikes per neuron per time step",
+    }

@@ -1,0 +1,109 @@
+"""Activity counts (synaptic operations, neuron updates, spikes) and the energy estimate.
+
+Counting rules (one inference = one sample of ``T`` steps, samples back to back):
+
+- **synaptic operation**: one (input spike, outgoing synapse) event; every stored connection counts,
+  zero weights included (the mapper stores every connection too).
+- **neuron update**: every neuron of every mapped layer is updated once per step. An update is
+  *active* when the neuron received at least one synaptic event in that step, *inactive* otherwise.
+- **routed spike**: a spike sent to another layer's core: input spikes plus the spikes of every
+  neuron layer except the output layer (whose spikes go to the host). Each is assumed to cross
+  ``hops_per_spike`` tile hops (1 by default; the real count depends on placement).
+
+``E = synops*E_syn + active*E_active + inactive*E_inactive + routed*(E_spike + hops*E_hop)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from neurocomp.ir import Conv2d, Flatten, Input, Linear, SumPool2d
+
+ENERGY_TERMS = (("synaptic_ops", "synaptic_op"), ("neuron_updates_active", "neuron_update_active"),
+                ("neuron_updates_inactive", "neuron_update_inactive"), ("routed_spikes", "spike"),
+                ("spike_hops", "hop"))
+
+
+def synaptic_events(syn, s: torch.Tensor) -> torch.Tensor:
+    """Per target neuron, the number of synaptic events caused by binary spikes ``s`` [N, *in]."""
+    x = s.to(torch.float64)
+    if isinstance(syn, Linear):
+        return x.sum(1, keepdim=True).expand(-1, syn.weight.shape[0])
+    if isinstance(syn, Conv2d):
+        w = torch.ones(tuple(syn.weight.shape), dtype=torch.float64)
+        return F.conv2d(x, w, None, tuple(syn.stride), tuple(syn.padding), tuple(syn.dilation), int(syn.groups))
+    if isinstance(syn, SumPool2d):
+        return F.avg_pool2d(x, tuple(syn.kernel), tuple(syn.stride), tuple(syn.padding), divisor_override=1)
+    raise NotImplementedError(syn.kind)
+
+
+def layer_activity(graph, x, spikes: dict) -> dict:
+    """Counts summed over a batch. ``x``: input spikes [T, B, *in]; ``spikes``: neuron name -> [T, B, *].
+
+    Returns ``{"input_spikes": int, "layers": {neuron: {synapse, neurons, synaptic_ops, neuron_updates,
+    neuron_updates_active, spikes}}}``."""
+    T, B = x.shape[:2]
+    s = torch.as_tensor(x).to(torch.bool)
+    out = {"input_spikes": int(s.sum()), "layers": {}}
+    ev, syn = None, None
+    for node in graph:
+        if isinstance(node, Input):
+            continue
+        if isinstance(node, Flatten):
+            s = s.flatten(2)
+        elif node.is_synapse:
+            syn = node
+            ev = synaptic_events(node, s.flatten(0, 1))
+        elif node.is_neuron:
+            n = int(np.prod(node.out_shape))
+            sp = spikes[node.name]
+            out["layers"][node.name] = {
+                "synapse": syn.name, "neurons": n,
+                "synaptic_ops": int(ev.sum().round()),
+                "neuron_updates": n * T * B,
+                "neuron_updates_active": int((ev > 0).sum()),
+                "spikes": int(sp.sum()),
+            }
+            s = sp.to(torch.bool)
+    return out
+
+
+def add_activity(total: dict | None, part: dict) -> dict:
+    if total is None:
+        return {"input_spikes": part["input_spikes"], "layers": {k: dict(v) for k, v in part["layers"].items()}}
+    total["input_spikes"] += part["input_spikes"]
+    for k, v in part["layers"].items():
+        for f in ("synaptic_ops", "neuron_updates", "neuron_updates_active", "spikes"):
+            total["layers"][k][f] += v[f]
+    return total
+
+
+def per_inference_counts(activity: dict, samples: int, hops_per_spike: float = 1.0) -> dict:
+    """Average counts per inference from summed ``activity`` over ``samples`` samples."""
+    layers = list(activity["layers"].values())
+    names = list(activity["layers"])
+    syn = sum(l["synaptic_ops"] for l in layers)
+    upd = sum(l["neuron_updates"] for l in layers)
+    act = sum(l["neuron_updates_active"] for l in layers)
+    routed = activity["input_spikes"] + sum(activity["layers"][k]["spikes"] for k in names[:-1])
+    return {"synaptic_ops": syn / samples, "neuron_updates_active": act / samples,
+            "neuron_updates_inactive": (upd - act) / samples, "routed_spikes": routed / samples,
+            "spike_hops": hops_per_spike * routed / samples, "hops_per_spike": hops_per_spike}
+
+
+def energy_per_inference(counts: dict, target) -> dict:
+    """Energy terms (pJ) from per-inference ``counts`` and the target's energy figures, with sources."""
+    terms, total, estimate = [], 0.0, False
+    for count_key, fig_key in ENERGY_TERMS:
+        fig = target.figure("energy", fig_key)
+        e = counts[count_key] * fig["value"]
+        total += e
+        estimate |= bool(fig["estimate"])
+        terms.append({"term": count_key, "count": counts[count_key], "pJ_each": fig["value"], "pJ": e,
+                      "figure": f"energy.{fig_key}", "source": fig["source"],
+                      "source_text": target.source_text(fig["source"]), "estimate": bool(fig["estimate"]),
+                      "note": fig.get("note", "")})
+    return {"target": target.name, "terms": terms, "total_pJ": total, "total_uJ": total * 1e-6,
+            "estimate": estimate, "scope": "dynamic energy of the neuromorphic cores per inference; static power, "
+                                            "host I/O and x86 cores not included"}
