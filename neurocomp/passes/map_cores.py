@@ -71,6 +71,10 @@ def map_cores(graph, target, max_chips: int | None = None):
         conn = connections_per_neuron(syn)
         n = int(np.prod(neu.out_shape))
         n_in = int(np.prod(syn.in_shape))
+        rec = getattr(neu, "rec_weight", None)
+        if rec is not None:     # recurrent layer: every neuron also receives the layer's own spikes
+            conn = conn.reshape(-1) + int(np.asarray(rec).shape[1])
+            n_in += int(np.asarray(rec).shape[1])
         f = int(conn.max()) if conn.size else 0
         where = f"layer '{neu.name}'"
         # one neuron alone must fit

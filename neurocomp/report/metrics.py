@@ -58,6 +58,14 @@ def layer_activity(graph, x, spikes: dict) -> dict:
         elif node.is_neuron:
             n = int(np.prod(node.out_shape))
             sp = spikes[node.name]
+            if not getattr(node, "spiking", True):     # a non-spiking readout outputs voltages, no spikes
+                sp = torch.zeros(sp.shape, dtype=torch.bool)
+            rec = getattr(node, "rec_weight", None)
+            if rec is not None:                         # recurrent synapses see the layer's spikes of step t-1
+                prev = sp.to(torch.bool).reshape(T, B, -1)[:-1]
+                rec_ev = prev.sum(-1, keepdim=True).to(torch.float64).expand(-1, -1, n).reshape((T - 1) * B, n)
+                ev = ev.reshape(T * B, -1).clone()
+                ev[B:] += rec_ev
             out["layers"][node.name] = {
                 "synapse": syn.name, "neurons": n,
                 "synaptic_ops": int(ev.sum().round()),

@@ -24,7 +24,7 @@ def same_quantization(a, b) -> bool:
     return True
 
 
-def bit_sweep(artifact, x, labels, bits=range(2, 9), batch: int = 256, progress: bool = True) -> dict:
+def bit_sweep(artifact, x, labels, bits=range(2, 9), batch: int = 1024, progress: bool = True) -> dict:
     from neurocomp.api import lower
     from neurocomp.sim import run_fixed
 
