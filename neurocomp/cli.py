@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    import warnings
+    warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"   # one line each
     from neurocomp.errors import NeurocompError
     try:
         return args.func(args)
