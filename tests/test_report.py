@@ -1,0 +1,122 @@
+"""Report: activity/energy arithmetic by hand, first-divergence logic, the sweep's own-bits point,
+and the three outputs for the default model."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from neurocomp.ir import Conv2d, Graph, Input, LIF, Linear
+from neurocomp.report.crosscheck import _PairAcc
+from neurocomp.report.metrics import energy_per_inference, layer_activity, per_inference_counts
+from neurocomp.targets import load_target
+
+MODEL = "models/digits_plain/model.pt"
+
+
+def test_energy_on_a_hand_counted_case():
+    # Input(3) -> Linear(3->2) -> LIF, T=2, one sample. Input spikes: t0 = [1,0,1], t1 = [0,0,0].
+    g = Graph.chain([Input("in", (3,), (3,)), Linear("fc", (3,), (2,), weight=np.ones((2, 3), np.float32)),
+                     LIF("out", (2,), (2,))], {"timesteps": 2})
+    x = torch.tensor([[[1., 0., 1.]], [[0., 0., 0.]]])
+    spikes = {"out": torch.tensor([[[True, False]], [[False, True]]])}
+    act = layer_activity(g, x, spikes)
+    lay = act["layers"]["out"]
+    # 2 input spikes x 2 outgoing synapses = 4 ops; 2 neurons x 2 steps = 4 updates, 2 active (t0)
+    assert (lay["synaptic_ops"], lay["neuron_updates"], lay["neuron_updates_active"], lay["spikes"]) == (4, 4, 2, 2)
+    c = per_inference_counts(act, samples=1)
+    # routed: the 2 input spikes; the output layer's spikes go to the host
+    assert c == {"synaptic_ops": 4, "neuron_updates_active": 2, "neuron_updates_inactive": 2,
+                 "routed_spikes": 2, "spike_hops": 2, "hops_per_spike": 1.0}
+    e = energy_per_inference(c, load_target("loihi1"))
+    # Davies et al. 2018 Table 2: 23.6 pJ/syn op, 81/52 pJ active/inactive update, 1.7 pJ spike, 3.0 pJ hop
+    assert e["total_pJ"] == pytest.approx(4 * 23.6 + 2 * 81 + 2 * 52 + 2 * 1.7 + 2 * 3.0)   # 369.8
+    assert e["total_pJ"] == pytest.approx(369.8)
+    assert e["estimate"] is False and all(t["source"] == "davies2018" for t in e["terms"])
+    assert load_target("loihi2").figure("energy", "synaptic_op")["estimate"] is True
+
+
+def test_conv_synaptic_ops_by_hand():
+    conv = Conv2d("c", (1, 3, 3), (2, 3, 3), weight=np.ones((2, 1, 3, 3), np.float32), padding=(1, 1))
+    g = Graph.chain([Input("in", (1, 3, 3), (1, 3, 3)), conv, LIF("n", (2, 3, 3), (2, 3, 3))], {"timesteps": 1})
+    for pos, ops in (((1, 1), 18), ((0, 0), 8), ((0, 1), 12)):   # centre: 9 targets x 2 ch; corner 4; edge 6
+        x = torch.zeros(1, 1, 1, 3, 3)
+        x[0, 0, 0, pos[0], pos[1]] = 1
+        a = layer_activity(g, x, {"n": torch.zeros(1, 1, 2, 3, 3, dtype=torch.bool)})["layers"]["n"]
+        assert a["synaptic_ops"] == ops and a["neuron_updates_active"] == ops
+
+
+def test_first_divergence_is_earliest_step_then_first_layer():
+    T, B = 4, 2
+    a = {l: torch.zeros(T, B, 3, dtype=torch.bool) for l in ("l1", "l2", "l3")}
+    b = {l: v.clone() for l, v in a.items()}
+    b["l3"][1, 0, 2] = True      # step 1, sample 0
+    b["l1"][2, 1, 0] = True      # step 2, sample 1
+    acc = _PairAcc(["l1", "l2", "l3"], T)
+    acc.add(a, b, torch.tensor([0, 1]), torch.tensor([0, 2]))
+    r = acc.result()
+    assert r["first_diverging"] == {"layer": "l3", "step": 1}
+    assert r["first_diverging_step"] == {"l1": 2, "l2": None, "l3": 1}
+    assert r["mismatches"] == {"l1": 1, "l2": 0, "l3": 1}
+    assert r["exact_fraction"] == 0.0 and r["same_class_fraction"] == 0.5
+    assert r["agreement"]["l3"][1] == pytest.approx(5 / 6) and r["agreement"]["l2"] == [1.0] * 4
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    from neurocomp.api import compile as compile_
+    return compile_(MODEL, str(tmp_path_factory.mktemp("rep") / "art"))
+
+
+def test_sweep_own_bits_equals_compiled_fixed_point_accuracy(artifact):
+    from neurocomp.api import simulate
+    from neurocomp.artifact import Artifact
+    from neurocomp.data.registry import load_inputs
+    from neurocomp.report.sweep import bit_sweep
+    art = Artifact(artifact)
+    n = 120
+    x, y = load_inputs("digits", "test", 8, "bernoulli", n=n)
+    sw = bit_sweep(art, torch.as_tensor(x), y, bits=[4, 8], progress=False)
+    row8 = sw["rows"][-1]
+    ref = simulate(artifact, backend="reference", samples=n, progress=False)
+    assert row8["weight_bits"] == 8 and row8["samples"] == n
+    # simulate() averages in float32: compare the counts of correct samples
+    assert row8["correct"] == round(ref["accuracy"]["fixed_reference"] * n)
+    assert row8["accuracy"] == pytest.approx(ref["accuracy"]["fixed_reference"], abs=1e-6)
+    assert row8["same_quantization_as_artifact"] is True
+    assert "same_quantization_as_artifact" not in sw["rows"][0]
+
+
+def test_report_writes_the_three_outputs(artifact):
+    from neurocomp.cli import main
+    assert main(["report", artifact, "--samples", "40", "--lava-samples", "4", "-q"]) == 0
+    md = open(os.path.join(artifact, "report.md")).read()
+    doc = json.load(open(os.path.join(artifact, "report.json")))
+    plots = os.listdir(os.path.join(artifact, "report_plots"))
+    assert {"accuracy_per_stage.png", "agreement_heatmap.png", "activity.png", "bit_sweep.png", "clipping.png",
+            "cores.png", "energy.png"} <= set(plots)
+    for p in plots:
+        with open(os.path.join(artifact, "report_plots", p), "rb") as fh:
+            assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    secs = doc["sections"]
+    assert {"accuracy", "crosscheck", "activity", "bit_sweep", "clipping", "mapping", "energy"} <= set(secs)
+    assert "attention" not in secs                      # plain model: no attention section
+    assert not [f for f in os.listdir(artifact) if f.startswith(".report")]    # no temporary leftovers
+    # Lava is bit-exact with the fixed-point reference on its sample
+    lava = secs["crosscheck"]["data"]["pairs"]["fixed->lava"]
+    assert lava["samples"] == 4 and lava["exact_fraction"] == 1.0 and lava["first_diverging"] is None
+    assert doc["meta"]["samples"] == 40 and doc["meta"]["lava_samples"] == 4
+    assert [r["weight_bits"] for r in secs["bit_sweep"]["data"]["rows"]] == list(range(2, 9))
+    # the energy total is the sum of count x figure over the target file's figures
+    with open("targets/loihi2.json") as fh:
+        tfile = json.load(fh)
+    e = secs["energy"]["data"]
+    names = {"synaptic_ops": "synaptic_op", "neuron_updates_active": "neuron_update_active",
+             "neuron_updates_inactive": "neuron_update_inactive", "routed_spikes": "spike", "spike_hops": "hop"}
+    assert e["total_pJ"] == pytest.approx(sum(e["counts"][k] * tfile["energy"][v]["value"] for k, v in names.items()))
+    # the activity counts agree with the neurons x steps arithmetic
+    c = e["counts"]
+    assert c["neuron_updates_active"] + c["neuron_updates_inactive"] == pytest.approx((1024 + 256 + 512 + 128 + 10) * 8)
+    assert secs["mapping"]["data"]["cores"] == 5
+    assert "reference simulator" in md and "Lava" in md and "davies2018" in md
