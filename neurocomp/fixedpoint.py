@@ -82,3 +82,33 @@ def cuba_step(u, v, a, du, dv, v_bias, i_bias, vth, subtract, spiking, xp_clip):
     s = (v > theta) if spiking else (v != v)
     v = v - s * theta if subtract else v * (~s)
     return u, v, s
+
+
+def trunc_shift(x, shift: int):
+    """``sign(x) * (|x| >> shift)``: a right shift truncating toward zero."""
+    q = abs(x) >> shift
+    return q - 2 * q * (x < 0)
+
+
+def gain_lif_step(v, a, bias, gain_t, gain_shift, dv, vth, v_reset, rectify, gain_on_bias, xp_clip):
+    """One step of neurocomp's gain-scheduled LIF (attention as membrane-potential scaling).
+
+    The input current ``x = a * 2**6`` (plus the bias when the gain covers it) is rectified if
+    asked, multiplied by the step's gain mantissa and shifted right by ``gain_shift`` (truncating
+    toward zero); the voltage then integrates like Loihi's LIF with no current memory
+    (``du = 4095``). After a spike the voltage is set to ``v_reset`` (0, or MA-SNN's threshold).
+    ``gain_t`` may be None (gain 1). Returns ``(v, s)``.
+    """
+    x = a * (1 << ACT_SHIFT)
+    if gain_on_bias:
+        x = x + bias
+    if rectify:
+        x = x * (x > 0)
+    if gain_t is not None:
+        x = trunc_shift(x * gain_t, gain_shift)
+    if not gain_on_bias:
+        x = x + bias
+    v = clip_voltage(trunc_decay(v, DECAY_UNITY - dv) + x, xp_clip)
+    s = v > (vth << VTH_SHIFT)
+    v = v * (~s) + v_reset * s
+    return v, s

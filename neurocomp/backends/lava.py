@@ -123,6 +123,8 @@ def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag:
             from neurocomp.backends.lava_cuba import emit_cuba
             lif, extra = emit_cuba(neu, out_shape, T, delay, fixed)
             net.procs += extra
+        elif p.gain_scheduled:
+            lif = _emit_gain_lif(neu, out_shape, T, delay, fixed)
         elif fixed:
             lif = LIFReset(shape=out_shape, du=p.du, dv=p.dv, vth=p.vth,
                            bias_mant=to_lava_layout(np.asarray(p.bias_mant)).astype(np.int64),
@@ -142,6 +144,26 @@ def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag:
         net.procs += [syn, lif, sink]
         port, shape, flat_from = lif.s_out, tuple(neu.out_shape), None
     return net
+
+
+def _emit_gain_lif(neu, out_shape, T, delay, fixed):
+    """A GainLIF process for a neuron carrying folded attention (or MA-SNN's reset-to-threshold)."""
+    from neurocomp.backends.lava_gainlif import GainLIF
+    p = neu.fixed
+    bias = to_lava_layout(fx.effective_bias(np.asarray(p.bias_mant, np.int64), np.asarray(p.bias_exp, np.int64)))
+    if p.gain_mant is None:
+        gain = np.ones((T,) + tuple(out_shape), np.int64)
+        shift = 0
+    else:
+        gain = np.stack([to_lava_layout(np.asarray(g)) for g in p.gain_mant]).astype(np.int64)
+        shift = int(p.gain_shift)
+    if fixed:
+        return GainLIF(shape=out_shape, gain=gain, gain_shift=shift, bias=bias, dv=p.dv, vth=p.vth,
+                       v_reset=p.v_reset, rectify=p.rectify, gain_on_bias=p.gain_on_bias, window=T,
+                       window_offset=delay, name=neu.name)
+    return GainLIF(shape=out_shape, gain=gain.astype(np.float64), gain_shift=shift, bias=bias / 64.0,
+                   dv=p.dv / fx.DECAY_UNITY, vth=p.vth + 1.0 / 64, v_reset=p.v_reset / 64.0, rectify=p.rectify,
+                   gain_on_bias=p.gain_on_bias, window=T, window_offset=delay, name=neu.name)
 
 
 def _float_gain(neu) -> float:

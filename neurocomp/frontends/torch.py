@@ -47,7 +47,8 @@ def iter_leaves(module, prefix=""):
 
 
 class _Builder:
-    def __init__(self, input_shape):
+    def __init__(self, input_shape, timesteps=None):
+        self.timesteps = timesteps
         self.nodes = [Input(name="input", in_shape=tuple(input_shape), out_shape=tuple(input_shape))]
         self.problems: list[UnsupportedLayer] = []
 
@@ -132,6 +133,12 @@ def _add_leaf(b: _Builder, path: str, m) -> None:
             if _pair(m.dilation) != (1, 1):
                 b.refuse(path, m, "dilation != 1", "use an undilated pool")
                 return
+            moved = _take_spatially_constant_scale(b)
+            if moved is not None:
+                # max(a * s) = a * max(s) for a >= 0 constant over the window: pool first, scale after
+                _add_leaf(b, path, m)
+                b.add(moved.replace(in_shape=b.shape, out_shape=b.shape))
+                return
             if not b.carries_spikes:
                 b.refuse(path, m, "max pooling of a non-spike tensor (e.g. membrane current) cannot run on "
                          "Loihi-style cores", "place MaxPool2d after the spiking neuron, or use AvgPool2d")
@@ -172,11 +179,25 @@ def _add_leaf(b: _Builder, path: str, m) -> None:
         b.refuse(path, m, "no lowering", "report this")
 
 
+def _take_spatially_constant_scale(b: _Builder):
+    """Pop a trailing static attention Scale on spikes that commutes with max pooling, if any."""
+    from neurocomp.ir import Scale
+    last = b.nodes[-1]
+    if not isinstance(last, Scale) or len(b.nodes) < 2 or not b.nodes[-2].is_neuron:
+        return None
+    sc = last.scale
+    spatial = sc.shape[-2:] if sc.ndim >= 4 else (1, 1)
+    if tuple(spatial) != (1, 1) or np.any(sc < 0):
+        return None
+    b.nodes.pop()
+    return last
+
+
 def module_to_graph(model, input_shape, timesteps: int, encoding: str = "bernoulli", meta=None) -> Graph:
     """Lower a torch/SpikingJelly model to the float IR graph."""
     if timesteps is None or int(timesteps) < 1:
         raise BadCheckpoint(f"timesteps={timesteps}", where="timesteps", hint="give T >= 1")
-    b = _Builder(input_shape)
+    b = _Builder(input_shape, int(timesteps))
     b.nodes[0] = b.nodes[0].replace(meta={"binary": encoding in ("bernoulli", "events", "spikes")})
     for path, m in iter_leaves(model):
         _add_leaf(b, path, m)

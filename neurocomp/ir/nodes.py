@@ -118,6 +118,17 @@ class LoihiNeuron:
     vth: int
     bias_mant: np.ndarray   # int, per neuron
     bias_exp: np.ndarray    # int, per neuron
+    # Gain-scheduled neurons (attention folded into membrane-potential scaling), see
+    # neurocomp.fixedpoint.gain_lif_step; absent on stock Lava LIF neurons.
+    gain_mant: Optional[np.ndarray] = None   # int [T, *shape]: input gain mantissa per step and neuron
+    gain_shift: int = 0                      # gain = gain_mant / 2**gain_shift
+    gain_on_bias: bool = False               # the gain scales synaptic input + bias (current maps)
+    rectify: bool = False                    # ReLU on the input current before the gain
+    v_reset: int = 0                         # voltage after a spike (MA-SNN: the threshold)
+
+    @property
+    def gain_scheduled(self) -> bool:
+        return self.gain_mant is not None or self.v_reset != 0 or self.rectify
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,9 +141,40 @@ class LIF(Node):
     decay_input: bool = True
     v_threshold: float = 1.0
     v_reset: Optional[float] = 0.0
+    # Static attention folded into membrane-potential scaling (set by passes.fold_attention):
+    # the input current x_t becomes gain[t] * x_t (rectified first when rectify_input).
+    input_gain: Optional[np.ndarray] = None   # float [T, *shape]
+    gain_on_bias: bool = False                # the gain scales the bias too (map on input current)
+    rectify_input: bool = False
     fixed: Optional[LoihiNeuron] = None
     kind = "lif"
     is_neuron = True
+
+
+@dataclass(frozen=True, eq=False)
+class MALIF(Node):
+    """MA-SNN's neuron: ``u = h + x``; fire ``u >= v_threshold``; reset to the threshold; ``h = alpha*u' + beta``."""
+    v_threshold: float = 0.3
+    alpha: float = 0.3
+    beta: float = 0.0
+    input_gain: Optional[np.ndarray] = None
+    gain_on_bias: bool = True
+    rectify_input: bool = False
+    fixed: Optional[LoihiNeuron] = None
+    kind = "malif"
+    is_neuron = True
+
+
+@dataclass(frozen=True, eq=False)
+class Scale(Node):
+    """A static, time-indexed elementwise map: ``y[t] = x[t] * scale[t]`` (then ReLU if ``rectify``).
+
+    ``scale`` has shape ``[T, *b]`` where ``b`` broadcasts against the tensor shape. It is how a
+    calibrated attention module enters the IR (``meta['attention']`` names the module type).
+    """
+    scale: np.ndarray = None
+    rectify: bool = False
+    kind = "scale"
 
 
 @dataclass(frozen=True, eq=False)
@@ -178,4 +220,4 @@ class CubaLIF(Node):
 
 
 NODE_TYPES = {cls.kind: cls for cls in (Input, Linear, Conv2d, SumPool2d, AvgPool2d, BatchNorm,
-                                        Flatten, LIF, Threshold, CubaLIF)}
+                                        Flatten, LIF, Threshold, CubaLIF, MALIF, Scale)}

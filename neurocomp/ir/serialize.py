@@ -52,9 +52,13 @@ def save_graph(graph: Graph, folder: str) -> None:
             if isinstance(v, np.ndarray):
                 fields[f.name] = put(n.name, f.name, v)
             elif isinstance(v, LoihiNeuron):
-                fixed = {"du": int(v.du), "dv": int(v.dv), "vth": int(v.vth),
-                         "bias_mant": put(n.name, "bias_mant", v.bias_mant),
-                         "bias_exp": put(n.name, "bias_exp", v.bias_exp)}
+                fixed = {}
+                for g in dataclasses.fields(v):
+                    w = getattr(v, g.name)
+                    if isinstance(w, np.ndarray):
+                        fixed[g.name] = put(n.name, "fixed_" + g.name, w)
+                    elif w is not None:
+                        fixed[g.name] = _jsonable(w)
             else:
                 fields[f.name] = _jsonable(v)
         nodes.append({"kind": n.kind, "name": n.name, "inputs": list(graph.inputs[n.name]),
@@ -103,9 +107,7 @@ def load_graph(folder: str) -> Graph:
                     v = tuple(v)
                 kw[k] = v
             if d.get("fixed"):
-                fx = d["fixed"]
-                kw["fixed"] = LoihiNeuron(du=fx["du"], dv=fx["dv"], vth=fx["vth"],
-                                          bias_mant=get(fx["bias_mant"], where), bias_exp=get(fx["bias_exp"], where))
+                kw["fixed"] = LoihiNeuron(**{k: get(v, where) for k, v in d["fixed"].items()})
             nodes.append(cls(name=d["name"], in_shape=tuple(d["in_shape"]), out_shape=tuple(d["out_shape"]),
                              meta=d.get("meta", {}), **kw))
             inputs[d["name"]] = tuple(d["inputs"])

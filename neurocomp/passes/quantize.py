@@ -23,7 +23,7 @@ import numpy as np
 
 from neurocomp import fixedpoint as fx
 from neurocomp.errors import QuantizationError, UnsupportedLayer
-from neurocomp.ir import Conv2d, CubaLIF, Flatten, Input, LIF, Linear, LoihiNeuron, SumPool2d, Threshold
+from neurocomp.ir import Conv2d, CubaLIF, Flatten, Input, LIF, Linear, LoihiNeuron, MALIF, SumPool2d, Threshold
 from neurocomp.passes._util import with_record
 
 
@@ -116,18 +116,40 @@ def _max_input(q: np.ndarray, syn) -> int:
     return int(abs(int(q)) * syn.kernel[0] * syn.kernel[1])
 
 
-def _quantize_lif(syn, neu: LIF, weight_bits: int):
-    if neu.v_reset is None:
+def _quantize_gain(neu):
+    """Input gain table -> (mantissa [T, *shape] int, shift): gain = mantissa / 2**shift, mantissa <= 4095."""
+    g = getattr(neu, "input_gain", None)
+    if g is None:
+        return None, 0
+    gmax = float(np.max(g))
+    if not gmax > 0 or np.any(g < 0):
+        raise QuantizationError("attention gains must be non-negative and not all zero", where=f"layer '{neu.name}'")
+    shift = int(min(16, max(0, math.floor(math.log2(fx.DECAY_MAX / gmax)))))
+    return np.round(np.asarray(g, np.float64) * (1 << shift)).astype(np.int64), shift
+
+
+def _quantize_lif(syn, neu, weight_bits: int):
+    if isinstance(neu, MALIF):
+        if neu.beta != 0:
+            raise UnsupportedLayer(f"MA-SNN cell with beta={neu.beta}", where=f"layer '{neu.name}'",
+                                   hint="train with beta=0")
+        if not 0 < neu.alpha <= 1:
+            raise QuantizationError(f"alpha={neu.alpha}", where=f"layer '{neu.name}'", hint="0 < alpha <= 1")
+        neu_reset = 0.0
+    elif neu.v_reset is None:
         raise UnsupportedLayer("soft reset (v_reset=None) has no Loihi CUBA equivalent in Lava's LIF",
                                where=f"layer '{neu.name}'", hint="train with a hard reset (v_reset=0.0)")
-    theta = float(neu.v_threshold) - float(neu.v_reset)
+    else:
+        neu_reset = float(neu.v_reset)
+    theta = float(neu.v_threshold) - neu_reset
     if not theta > 0:
-        raise QuantizationError(f"threshold {neu.v_threshold} is not above the reset value {neu.v_reset}",
+        raise QuantizationError(f"threshold {neu.v_threshold} is not above the reset value {neu_reset}",
                                 where=f"layer '{neu.name}'", hint="v_threshold must exceed v_reset")
     if not np.isfinite(theta):
         raise QuantizationError(f"threshold {neu.v_threshold} is not finite", where=f"layer '{neu.name}'",
                                 hint="give v_threshold a finite value")
-    gain = 1.0 / neu.tau if (neu.tau is not None and neu.decay_input) else 1.0
+    is_ma = isinstance(neu, MALIF)
+    gain = 1.0 / neu.tau if (not is_ma and neu.tau is not None and neu.decay_input) else 1.0
     wmax = (1 << (weight_bits - 1)) - 1
     w_eff = syn.weight.astype(np.float64) * gain
     vth = _choose_vth(w_eff, theta, wmax)
@@ -149,19 +171,31 @@ def _quantize_lif(syn, neu: LIF, weight_bits: int):
     if isinstance(syn, Conv2d):  # per output channel -> per neuron (C, H, W)
         bias_v = np.broadcast_to(bias_v[:, None, None], out_shape)
     mant, exp, b_clipped = _bias_mant_exp(np.asarray(bias_v))
-    if neu.tau is None:
+    if is_ma:   # h = alpha * u': the voltage keeps alpha per step
+        dv = min(max(int(round(fx.DECAY_UNITY * (1.0 - neu.alpha))), 0), fx.DECAY_MAX)
+        decay_error = abs((fx.DECAY_UNITY - dv) / fx.DECAY_UNITY - neu.alpha)
+    elif neu.tau is None:
         dv, decay_error = 0, 0.0
     else:
         dv = int(round(fx.DECAY_UNITY / neu.tau))
         dv = min(max(dv, 0), fx.DECAY_MAX)
         decay_error = abs(dv / fx.DECAY_UNITY - 1.0 / neu.tau)
-    fixed = LoihiNeuron(du=fx.DECAY_MAX, dv=dv, vth=int(vth), bias_mant=mant, bias_exp=exp)
+    gain_mant, gain_shift = _quantize_gain(neu)
+    fixed = LoihiNeuron(du=fx.DECAY_MAX, dv=dv, vth=int(vth), bias_mant=mant, bias_exp=exp,
+                        gain_mant=gain_mant, gain_shift=gain_shift,
+                        gain_on_bias=bool(getattr(neu, "gain_on_bias", False)) and gain_mant is not None,
+                        rectify=bool(getattr(neu, "rectify_input", False)),
+                        # MA-SNN resets to its threshold: 64*s*V_th = 64*vth + 1 exactly
+                        v_reset=(64 * int(vth) + 1) if is_ma else 0)
     max_in = _max_input(q, syn)
     record = {"layer": neu.name, "synapse": syn.name, "scale": s, "vth": int(vth), "theta": theta,
               "weight_bits": weight_bits, "weights_clipped": n_clipped, "weights_total": int(q.size),
               "bias_clipped": b_clipped, "dv": dv, "decay_error": decay_error,
               "max_input": max_in, "current_may_wrap": bool(max_in * (1 << fx.ACT_SHIFT) >= fx.MAX_STATE),
-              "threshold_rule": ">= mapped exactly (v > 64*vth with theta*64*s = 64*vth + 1)"}
+              "threshold_rule": ">= mapped exactly (v > 64*vth with theta*64*s = 64*vth + 1)",
+              "gain_shift": gain_shift if gain_mant is not None else None,
+              "gain_error": (float(np.max(np.abs(gain_mant / (1 << gain_shift) - neu.input_gain)))
+                             if gain_mant is not None else None)}
     return q, fixed, record
 
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from neurocomp import fixedpoint as fx
 from neurocomp.errors import BadInput
-from neurocomp.ir import (AvgPool2d, BatchNorm, Conv2d, CubaLIF, Flatten, Input, LIF, Linear, SumPool2d, Threshold)
+from neurocomp.ir import (MALIF, Scale, AvgPool2d, BatchNorm, Conv2d, CubaLIF, Flatten, Input, LIF, Linear, SumPool2d, Threshold)
 from neurocomp.sim.cuba import run_fixed_cuba, run_float_cuba
 
 
@@ -134,6 +134,35 @@ def _float_lif(node: LIF, x_seq: torch.Tensor) -> torch.Tensor:
     return _lif_no_decay_input_reset0(x_seq, v0, th, tau) if vr == 0.0 else _lif_no_decay_input(x_seq, v0, th, vr, tau)
 
 
+@torch.jit.script
+def _malif(x_seq: torch.Tensor, v_threshold: float, alpha: float, beta: float):
+    """MA-SNN's cell, op for op as neurocomp.nn.MALIFNode (eval): reset to threshold, then leak."""
+    spikes = torch.zeros_like(x_seq)
+    h = torch.zeros_like(x_seq[0])
+    for t in range(x_seq.shape[0]):
+        u = h + x_seq[t]
+        spike = (u - v_threshold >= 0).to(x_seq)
+        h_hat = spike * v_threshold + (1.0 - spike) * u
+        h = alpha * h_hat + beta
+        spikes[t] = spike
+    return spikes
+
+
+def _apply_gain(node, x_seq: torch.Tensor, deferred_bias):
+    """Folded attention: ``x * gain[t]`` (ReLU'd if asked), the bias added after when not gained."""
+    if node.input_gain is not None:
+        x_seq = x_seq * torch.as_tensor(node.input_gain, dtype=torch.float32).unsqueeze(1)
+    if node.rectify_input:
+        x_seq = torch.relu(x_seq)
+    if deferred_bias is not None:
+        x_seq = x_seq + deferred_bias
+    return x_seq
+
+
+def _defers_bias(neuron) -> bool:
+    return getattr(neuron, "input_gain", None) is not None and not getattr(neuron, "gain_on_bias", True)
+
+
 def _t(a, dtype=torch.float32):
     return None if a is None else torch.as_tensor(a, dtype=dtype)
 
@@ -158,6 +187,12 @@ def _stateless_float(node, x: torch.Tensor) -> torch.Tensor:
     raise NotImplementedError(node.kind)
 
 
+def _scale_float(node: Scale, x_seq: torch.Tensor) -> torch.Tensor:
+    """``x[t] * scale[t]`` broadcast over the batch, as neurocomp.nn.StaticMap computes it."""
+    y = x_seq * torch.as_tensor(node.scale, dtype=torch.float32).unsqueeze(1)
+    return torch.relu(y) if node.rectify else y
+
+
 def _check_input(graph, x_seq) -> torch.Tensor:
     x_seq = torch.as_tensor(x_seq)
     shape = tuple(graph.input_node.out_shape)
@@ -172,14 +207,27 @@ def run_float(graph, x_seq, record=None) -> SimResult:
     x = _check_input(graph, x_seq).to(torch.float32)
     T, B = x.shape[:2]
     spikes = {}
+    nodes = list(graph.nodes)
+    deferred = None   # a synapse bias that a gain-scheduled neuron adds after its gain
     with torch.no_grad():
-        for node in graph:
+        for i, node in enumerate(nodes):
             if isinstance(node, Input):
                 continue
-            if isinstance(node, LIF):
-                x = _float_lif(node, x)
+            if isinstance(node, (LIF, MALIF)):
+                if node.input_gain is not None or node.rectify_input:
+                    x = _apply_gain(node, x, deferred)
+                    deferred = None
+                x = _float_lif(node, x) if isinstance(node, LIF) else _malif(
+                    x, float(node.v_threshold), float(node.alpha), float(node.beta))
             elif isinstance(node, CubaLIF):
                 x = run_float_cuba(node, x)
+            elif isinstance(node, Scale):
+                x = _scale_float(node, x)
+            elif node.is_synapse and i + 1 < len(nodes) and _defers_bias(nodes[i + 1]) and node.bias is not None:
+                bias = torch.as_tensor(node.bias, dtype=torch.float32)
+                y = _stateless_float(node.replace(bias=None), x.flatten(0, 1))
+                deferred = bias.reshape((-1,) + (1,) * (y.dim() - 2))
+                x = y.reshape((T, B) + tuple(y.shape[1:]))
             else:
                 y = _stateless_float(node, x.flatten(0, 1))
                 x = y.reshape((T, B) + tuple(y.shape[1:]))
@@ -205,10 +253,26 @@ def _synapse_fixed(node, s: torch.Tensor) -> torch.Tensor:
     raise NotImplementedError(node.kind)
 
 
+def _gain_neuron_fixed(node, a_seq: torch.Tensor, bias: torch.Tensor, stats: dict):
+    p = node.fixed
+    v = torch.zeros_like(a_seq[0])
+    out = torch.zeros(a_seq.shape, dtype=torch.bool)
+    gains = None if p.gain_mant is None else torch.as_tensor(p.gain_mant.astype("int64"))
+    for t in range(a_seq.shape[0]):
+        v, s = fx.gain_lif_step(v, a_seq[t], bias, None if gains is None else gains[t], int(p.gain_shift),
+                                int(p.dv), int(p.vth), int(p.v_reset), bool(p.rectify), bool(p.gain_on_bias),
+                                torch.clamp)
+        out[t] = s
+    stats[node.name] = {"voltage_saturations": None, "current_wraps": 0}
+    return out
+
+
 def _neuron_fixed(node, a_seq: torch.Tensor, stats: dict):
     p = node.fixed
     bias = torch.as_tensor(fx.effective_bias(p.bias_mant.astype("int64"), p.bias_exp.astype("int64")),
                            dtype=torch.int64)
+    if p.gain_scheduled:
+        return _gain_neuron_fixed(node, a_seq, bias, stats)
     u = torch.zeros_like(a_seq[0])
     v = torch.zeros_like(a_seq[0])
     out = torch.zeros(a_seq.shape, dtype=torch.bool)

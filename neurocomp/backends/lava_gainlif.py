@@ -1,0 +1,103 @@
+"""GainLIF: neurocomp's gain-scheduled LIF as a Lava process (attention as membrane-potential scaling).
+
+Per step, the input current is rectified if asked, multiplied by a gain from a table indexed by the
+step within the sample window and by the neuron (mantissa / 2**shift), and integrated like Loihi's
+LIF without current memory; after a spike the voltage is set to ``v_reset`` (MA-SNN: its
+threshold). The ``fixed_pt`` model calls ``neurocomp.fixedpoint.gain_lif_step``, the same function
+the reference simulator uses, so the two cannot drift. The gain table is a Var (``gain``) that a
+host or an attention process may rewrite between samples. The state resets at the start of each
+sample window, as ``LIFReset`` does.
+"""
+from __future__ import annotations
+
+import numpy as np
+from lava.magma.core.decorator import implements, requires, tag
+from lava.magma.core.model.py.model import PyLoihiProcessModel
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort
+from lava.magma.core.model.py.type import LavaPyType
+from lava.magma.core.process.ports.ports import InPort, OutPort
+from lava.magma.core.process.process import AbstractProcess
+from lava.magma.core.process.variable import Var
+from lava.magma.core.resources import CPU
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+
+from neurocomp import fixedpoint as fx
+
+
+class GainLIF(AbstractProcess):
+    def __init__(self, *, shape, gain, gain_shift: int, bias, dv, vth, v_reset=0, rectify=False,
+                 gain_on_bias=False, window: int, window_offset: int, name=None):
+        """``gain``: ``(window, *shape)`` table; ``window_offset``: the layer's delay (the step of
+        the first sample frame is ``1 + window_offset``)."""
+        super().__init__(shape=shape, gain_shift=gain_shift, rectify=rectify, gain_on_bias=gain_on_bias,
+                         window=window, window_offset=window_offset, name=name)
+        self.a_in = InPort(shape=shape)
+        self.s_out = OutPort(shape=shape)
+        self.v = Var(shape=shape, init=0)
+        self.bias = Var(shape=shape, init=bias)
+        self.gain = Var(shape=(window,) + tuple(shape), init=gain)
+        self.dv = Var(shape=(1,), init=dv)
+        self.vth = Var(shape=(1,), init=vth)
+        self.v_reset = Var(shape=(1,), init=v_reset)
+
+
+class _GainLIFModel(PyLoihiProcessModel):
+    def local_step(self) -> int:
+        p = self.proc_params
+        return (self.time_step - 1 - p["window_offset"]) % p["window"]
+
+
+@implements(proc=GainLIF, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyGainLIFFixed(_GainLIFModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    v: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    bias: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    gain: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=16)
+    dv: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=12)
+    vth: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=17)
+    v_reset: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+
+    def run_spk(self):
+        a = self.a_in.recv().astype(np.int64)
+        t = self.local_step()
+        v = self.v.astype(np.int64) * (t != 0)          # a new sample window starts from rest
+        p = self.proc_params
+        v, s = fx.gain_lif_step(v, a, self.bias.astype(np.int64), self.gain[t].astype(np.int64),
+                                int(p["gain_shift"]), int(self.dv[0]), int(self.vth[0]), int(self.v_reset[0]),
+                                bool(p["rectify"]), bool(p["gain_on_bias"]), np.clip)
+        self.v[:] = v
+        self.s_out.send(s.astype(np.int32))
+
+
+@implements(proc=GainLIF, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyGainLIFFloat(_GainLIFModel):
+    """Float version of the same dynamics in Lava's float units (strict threshold)."""
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    v: np.ndarray = LavaPyType(np.ndarray, float)
+    bias: np.ndarray = LavaPyType(np.ndarray, float)
+    gain: np.ndarray = LavaPyType(np.ndarray, float)
+    dv: np.ndarray = LavaPyType(np.ndarray, float)
+    vth: np.ndarray = LavaPyType(np.ndarray, float)
+    v_reset: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def run_spk(self):
+        a = self.a_in.recv()
+        t = self.local_step()
+        p = self.proc_params
+        v = self.v * (t != 0)
+        x = a + (self.bias if p["gain_on_bias"] else 0.0)
+        if p["rectify"]:
+            x = np.maximum(x, 0.0)
+        x = x * self.gain[t] / (1 << int(p["gain_shift"]))
+        if not p["gain_on_bias"]:
+            x = x + self.bias
+        v = v * (1.0 - self.dv[0]) + x
+        s = v > self.vth[0]
+        self.v[:] = np.where(s, self.v_reset[0], v)
+        self.s_out.send(s.astype(float))

@@ -1,0 +1,151 @@
+"""Fold static attention maps (IR ``Scale`` nodes) into weights and gain-scheduled neurons.
+
+Rules (each exact for the static map it realises, or with its error recorded):
+
+- **Map on input current** (MA-SNN: ``Scale`` right before a neuron): the whole map
+  ``M[t, c, h, w]`` becomes the neuron's input gain table (membrane-potential scaling of the
+  increment, bias included, with MA's ReLU as input rectification). Exact.
+- **Map on spikes** (TCJA, PFA: ``Scale`` before the next synapse): ``M[t, ...] ~ g[t] * B[...]``
+  (best rank-1 factorisation, error ``sqrt(sum_{i>=2} s_i^2) / ||M||``, 0 when the map factorises).
+  ``B`` folds into the next synapse's input weights (per input feature for a Linear, exact; per
+  input channel for a convolution, exact when ``B`` is constant over space, else the spatial
+  residual is recorded), through average pooling where it commutes (per channel). ``g[t]`` becomes
+  the consuming neuron's input gain on its synaptic input (the bias is not scaled).
+- ``mode="portable"`` keeps only what stock Lava LIF/Dense/Conv run: spike maps fold ``mean_t g``
+  into the weights; current maps fold their per-channel time/space mean into the producing
+  synapse's output channel; what is dropped is recorded as a relative error.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from neurocomp.errors import UnsupportedLayer
+from neurocomp.ir import AvgPool2d, Conv2d, Flatten, LIF, Linear, MALIF, Scale
+from neurocomp.passes._util import with_record
+
+
+def rank1(M: np.ndarray):
+    """Best rank-1 ``g[t] * B[...]`` of ``M[t, ...]`` with ``mean(g) = 1``; returns (g, B, rel_error)."""
+    T = M.shape[0]
+    A = M.reshape(T, -1).astype(np.float64)
+    U, S, Vt = np.linalg.svd(A, full_matrices=False)
+    g, B = U[:, 0] * S[0], Vt[0]
+    if g.sum() < 0:
+        g, B = -g, -B
+    c = g.mean() if g.mean() != 0 else 1.0
+    g, B = g / c, B * c
+    total = float(np.sqrt((S ** 2).sum()))
+    err = float(np.sqrt((S[1:] ** 2).sum()) / total) if total > 0 else 0.0
+    return g, B.reshape(M.shape[1:]), err
+
+
+def _full(scale: np.ndarray, shape) -> np.ndarray:
+    """Broadcast a ``[T, *b]`` map to ``[T, *shape]``."""
+    return np.broadcast_to(scale.reshape(scale.shape + (1,) * (1 + len(shape) - scale.ndim)),
+                           (scale.shape[0],) + tuple(shape)).astype(np.float64)
+
+
+def _combine_gain(neuron, gain: np.ndarray, on_bias: bool, rectify: bool):
+    if neuron.input_gain is not None:
+        if bool(neuron.gain_on_bias) != on_bias:
+            raise UnsupportedLayer("two attention maps of different kinds meet at one neuron",
+                                   where=f"layer '{neuron.name}'", hint="one map per neuron is supported")
+        gain = gain * neuron.input_gain
+    return neuron.replace(input_gain=gain.astype(np.float32), gain_on_bias=on_bias,
+                          rectify_input=bool(neuron.rectify_input or rectify))
+
+
+def _fold_into_synapse_inputs(syn, B: np.ndarray, through_pool: bool, through_flatten_shape):
+    """Scale the synapse's input weights by B; returns (new synapse, spatial residual error)."""
+    w = syn.weight.astype(np.float64)
+    if isinstance(syn, Linear):
+        if through_flatten_shape is not None and not through_pool:
+            b = np.broadcast_to(B.reshape(B.shape + (1,) * (len(through_flatten_shape) - B.ndim)),
+                                through_flatten_shape).reshape(-1)
+            return syn.replace(weight=(w * b[None, :]).astype(np.float32)), 0.0
+        if through_flatten_shape is None:
+            b = np.broadcast_to(B, syn.in_shape).reshape(-1)
+            return syn.replace(weight=(w * b[None, :]).astype(np.float32)), 0.0
+    per_c = B.reshape(B.shape[0], -1).mean(axis=1) if B.ndim >= 1 else np.array([float(B)])
+    full = B.reshape(B.shape[0], -1) if B.ndim >= 1 else per_c[:, None]
+    resid = float(np.linalg.norm(full - per_c[:, None]) / max(np.linalg.norm(full), 1e-30))
+    if isinstance(syn, Conv2d):
+        if syn.groups != 1:
+            raise UnsupportedLayer("attention before a grouped convolution", where=f"layer '{syn.name}'")
+        return syn.replace(weight=(w * per_c[None, :, None, None]).astype(np.float32)), resid
+    # Linear after pooling + flatten: per channel, repeated over the flattened positions
+    C = per_c.shape[0]
+    b = np.repeat(per_c, syn.weight.shape[1] // C)
+    return syn.replace(weight=(w * b[None, :]).astype(np.float32)), resid
+
+
+def fold_attention(graph, mode: str = "static"):
+    if mode not in ("static", "portable"):
+        raise UnsupportedLayer(f"attention mode {mode!r}", where="--attention", hint="use static or portable")
+    nodes = list(graph.nodes)
+    records = []
+    i = 0
+    while i < len(nodes):
+        node = nodes[i]
+        if not isinstance(node, Scale):
+            i += 1
+            continue
+        nxt = nodes[i + 1] if i + 1 < len(nodes) else None
+        M = node.scale.astype(np.float64)
+        rec = {"layer": node.name, "module": node.meta.get("attention", ""), "mode": mode}
+        if isinstance(nxt, (LIF, MALIF)):                       # map on input current
+            full = _full(M, nxt.in_shape)
+            if mode == "static":
+                nodes[i + 1] = _combine_gain(nxt, full, on_bias=True, rectify=node.rectify)
+                rec.update(acts_on="input current", rule="gain table on the neuron input (bias included)",
+                           consumer=nxt.name, error=0.0)
+            else:
+                prev = nodes[i - 1]
+                syn_idx = i - 1 if prev.is_synapse else (i - 2 if isinstance(prev, AvgPool2d) else None)
+                if syn_idx is None or not nodes[syn_idx].is_synapse:
+                    raise UnsupportedLayer("no synapse to fold the map into", where=f"layer '{node.name}'")
+                syn = nodes[syn_idx]
+                per_c = full.reshape(full.shape[0], full.shape[1], -1).mean(axis=(0, 2)) if full.ndim > 2 \
+                    else full.mean(axis=0)
+                approx = np.broadcast_to(per_c.reshape((1, -1) + (1,) * (full.ndim - 2)), full.shape)
+                shape_w = (-1,) + (1,) * (syn.weight.ndim - 1)
+                nodes[syn_idx] = syn.replace(weight=(syn.weight * per_c.reshape(shape_w)).astype(np.float32),
+                                             bias=None if syn.bias is None else (syn.bias * per_c).astype(np.float32))
+                err = float(np.linalg.norm(full - approx) / max(np.linalg.norm(full), 1e-30))
+                rec.update(acts_on="input current", rule="per-channel mean folded into the producing synapse"
+                           + ("; ReLU dropped" if node.rectify else ""), consumer=nxt.name, error=err)
+            del nodes[i]
+            records.append(rec)
+            continue
+        # map on spikes: find the consuming synapse and its neuron
+        j, through_pool, flat_shape = i + 1, False, None
+        while j < len(nodes) and isinstance(nodes[j], (AvgPool2d, Flatten)):
+            if isinstance(nodes[j], AvgPool2d):
+                through_pool = True
+            else:
+                flat_shape = tuple(nodes[j].in_shape)
+            j += 1
+        if j >= len(nodes) or not nodes[j].is_synapse or j + 1 >= len(nodes) or \
+                not isinstance(nodes[j + 1], (LIF, MALIF)):
+            raise UnsupportedLayer("an attention map on spikes must feed a conv/linear layer and its neuron",
+                                   where=f"layer '{node.name}'", hint="place attention before a synaptic layer")
+        g, B, err = rank1(M)
+        if mode == "portable":
+            B, g = B * g.mean(), None
+        syn, resid = _fold_into_synapse_inputs(nodes[j], B, through_pool, flat_shape)
+        nodes[j] = syn
+        if g is not None:
+            nodes[j + 1] = _combine_gain(nodes[j + 1], _full(g, nodes[j + 1].in_shape), on_bias=False,
+                                         rectify=False)
+        if mode == "portable":
+            full_err = float(np.linalg.norm(M - np.broadcast_to(M.mean(axis=0, keepdims=True), M.shape))
+                             / max(np.linalg.norm(M), 1e-30))
+            rec.update(acts_on="spikes", rule="time-mean folded into the next synapse", consumer=nodes[j + 1].name,
+                       error=float(np.hypot(full_err, resid)))
+        else:
+            rec.update(acts_on="spikes", rule="rank-1: g[t] gain on the consuming neuron, B folded into "
+                                              f"'{syn.name}' input weights", consumer=nodes[j + 1].name,
+                       rank1_error=err, spatial_error=resid, error=float(np.hypot(err, resid)))
+        del nodes[i]
+        records.append(rec)
+    return with_record(graph, "fold_attention", {"mode": mode, "maps": records}, nodes)
