@@ -1,0 +1,390 @@
+"""neurocomp benchmarks (``make bench``): writes bench/results.json and bench/results.md.
+
+Each measurement runs in its own Python process (so its memory peak is its own):
+
+- compile wall time per zoo model (``models/*/model.pt``), failures reported with their error;
+- Lava wall time per time step on the default model's test split: neurocomp's emitted network
+  (``neurocomp.backends.lava.run_lava``, as ``neurocomp simulate`` runs it: every layer recorded)
+  versus the same quantized network loaded through lava-dl's ``netx.hdf5.Network`` (built here
+  from the artifact's fixed graph, or through ``neurocomp.backends.netx`` when that exists), same
+  inputs, same chunking, output layer recorded;
+- throughput in samples/s of the batched fixed-point reference simulator versus Lava, same
+  network, same inputs (the whole test split);
+- peak resident memory of each measurement (its process and its largest child).
+
+Usage: ``python bench/run.py [--samples N] [--models a,b]`` (defaults: the whole test split, all
+zoo models). Must finish in < 15 minutes on 2 cores.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+DEFAULT_MODEL = os.path.join(ROOT, "models", "digits_plain", "model.pt")
+CHUNK_SAMPLES = 16
+
+
+# ----------------------------------------------------------------------------------------------
+# phases (each runs in a child process: `run.py --phase NAME ...`, prints one JSON line)
+# ----------------------------------------------------------------------------------------------
+def _peak():
+    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"peak_rss_mib": round(self_kb / 1024, 1), "peak_child_rss_mib": round(child_kb / 1024, 1)}
+
+
+def phase_compile(model):
+    t0 = time.perf_counter()
+    from neurocomp.api import compile as nc_compile
+    from neurocomp.errors import NeurocompError
+    t_import = time.perf_counter() - t0
+    out = tempfile.mkdtemp(prefix="nc-bench-")
+    t1 = time.perf_counter()
+    try:
+        nc_compile(model, os.path.join(out, "art"))
+        ok, err = True, None
+    except NeurocompError as e:
+        ok, err = False, e.one_line()
+    wall = time.perf_counter() - t1
+    import shutil
+    shutil.rmtree(out, ignore_errors=True)
+    return {"model": os.path.relpath(model, ROOT), "ok": ok, "error": err, "compile_s": round(wall, 3),
+            "import_s": round(t_import, 3), **_peak()}
+
+
+def _default_setup(samples):
+    """Compile the default model and load its test split: (fixed graph, x [T, N, ...], labels)."""
+    import torch
+    from neurocomp.api import compile as nc_compile
+    from neurocomp.artifact import Artifact
+    from neurocomp.data.registry import load_inputs
+    out = os.path.join(tempfile.mkdtemp(prefix="nc-bench-"), "art")
+    nc_compile(DEFAULT_MODEL, out)
+    art = Artifact(out)
+    man = art.manifest
+    x, y = load_inputs(man["dataset"], "test", man["timesteps"], man["encoding"], n=samples)
+    return art, torch.as_tensor(x), y
+
+
+def phase_lava_neurocomp(samples):
+    from neurocomp.backends.lava import run_lava
+    from neurocomp.sim import run_fixed
+    art, x, y = _default_setup(samples)
+    g = art.fixed_graph
+    t0 = time.perf_counter()
+    r = run_lava(g, x, chunk_samples=CHUNK_SAMPLES)
+    wall = time.perf_counter() - t0
+    ref = run_fixed(g, x)
+    exact = all(bool((ref.spikes[k] == r.spikes[k]).all()) for k in ref.spikes)
+    steps = r.stats["steps"]
+    n = int(x.shape[1])
+    return {"samples": n, "steps": steps, "wall_s": round(wall, 3), "run_s": round(r.stats["wall_s"], 3),
+            "ms_per_step": round(1e3 * wall / steps, 3), "samples_per_s": round(n / wall, 3),
+            "exact_vs_reference": exact, "layers_recorded": len(r.spikes),
+            "accuracy": float((r.predictions().numpy() == y).mean()), **_peak()}
+
+
+def _netx_hdf5(graph, path):
+    """Write the quantized chain as a lava-dl netx HDF5 network (CUBA neurons, conv/dense layers)."""
+    import h5py
+    import numpy as np
+    from neurocomp import fixedpoint as fx
+    from neurocomp.ir import Conv2d, Flatten, Input, Linear, SumPool2d
+    from neurocomp.passes.quantize import check_lowerable
+
+    pairs = {syn.name: neu for syn, neu in check_lowerable(graph)}
+    with h5py.File(path, "w") as f:
+        layers = f.create_group("layer")
+        i = 0
+
+        def neuron(g, neu, shape, channel_wise):
+            p = neu.fixed
+            n = g.create_group("neuron")
+            n.create_dataset("type", data=b"CUBA")
+            n.create_dataset("iDecay", data=int(p.du) + 1)
+            n.create_dataset("vDecay", data=int(p.dv))
+            n.create_dataset("vThMant", data=int(p.vth))
+            n.create_dataset("refDelay", data=1)
+            n.create_dataset("gradedSpike", data=False)
+            bias = fx.effective_bias(np.asarray(p.bias_mant, np.int64), np.asarray(p.bias_exp, np.int64))
+            bias = np.clip(np.round(bias / 64.0), fx.BIAS_MANT_MIN, fx.BIAS_MANT_MAX).astype(np.int64)
+            if bias.ndim == 3:   # (C, H, W), constant over space -> per channel
+                bias = bias[:, 0, 0]
+            if np.any(bias):
+                g.create_dataset("bias", data=bias)
+
+        for node in graph:
+            if isinstance(node, Input):
+                g = layers.create_group(str(i)); i += 1
+                g.create_dataset("type", data=b"input")
+                g.create_dataset("shape", data=np.array(node.out_shape))
+            elif isinstance(node, Flatten):
+                g = layers.create_group(str(i)); i += 1
+                g.create_dataset("type", data=b"flatten")
+                g.create_dataset("shape", data=np.array(node.out_shape))
+            elif node.is_synapse:
+                neu = pairs[node.name]
+                g = layers.create_group(str(i)); i += 1
+                if isinstance(node, Linear):
+                    g.create_dataset("type", data=b"dense")
+                    g.create_dataset("shape", data=np.array(neu.out_shape))
+                    g.create_dataset("weight", data=np.asarray(node.qweight, np.float64))
+                else:
+                    g.create_dataset("type", data=b"conv")
+                    g.create_dataset("shape", data=np.array(neu.out_shape))
+                    if isinstance(node, SumPool2d):
+                        C = node.in_shape[0]
+                        w = np.full((C, 1) + tuple(node.kernel), float(node.qweight))
+                        stride, pad, dil, groups = node.stride, node.padding, (1, 1), C
+                    else:
+                        w = np.asarray(node.qweight, np.float64)
+                        stride, pad, dil, groups = node.stride, node.padding, node.dilation, node.groups
+                    g.create_dataset("weight", data=w)
+                    g.create_dataset("stride", data=np.array(stride))
+                    g.create_dataset("padding", data=np.array(pad))
+                    g.create_dataset("dilation", data=np.array(dil))
+                    g.create_dataset("groups", data=int(groups))
+                neuron(g, neu, neu.out_shape, isinstance(node, Conv2d))
+    return path
+
+
+def phase_lava_netx(samples):
+    import numpy as np
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.io.source import RingBuffer as Source
+    from neurocomp.backends.lava_recorder import SpikeRecorder, create_file
+    from neurocomp.passes.timing import time_alignment
+
+    art, x, y = _default_setup(samples)
+    g = art.fixed_graph
+    timing = time_alignment(g)
+    T, depth = timing["timesteps"], timing["depth"]
+    xs = x.numpy()
+    B = xs.shape[1]
+    total = B * T + depth
+    frames = np.swapaxes(xs, 0, 1).reshape((B * T,) + xs.shape[2:])
+    frames = np.concatenate([frames, np.zeros((depth,) + xs.shape[2:], frames.dtype)], axis=0)
+    data = np.transpose(frames, (3, 2, 1, 0)) if frames.ndim == 4 else frames.T
+    tmp = tempfile.mkdtemp(prefix="nc-bench-netx-")
+    source_kind = "bench/run.py:_netx_hdf5"
+    try:
+        from neurocomp.backends import netx as nc_netx   # another engineer's `--target netx` writer
+        path = os.path.join(tmp, "net.h5")
+        writer = getattr(nc_netx, "write_netx", None) or getattr(nc_netx, "write_hdf5", None)
+        if writer is None:
+            raise ImportError("no writer function")
+        writer(g, path)
+        source_kind = "neurocomp.backends.netx"
+    except ImportError:
+        path = _netx_hdf5(g, os.path.join(tmp, "net.h5"))
+    from lava.lib.dl import netx
+    # netx gives layer k the reset phase reset_offset + k (1-based time); our source adds no delay but
+    # every synapse does, so layer k sees its first frame at step k + 1: offset 1 aligns them
+    net = netx.hdf5.Network(net_config=path, reset_interval=T, reset_offset=1)
+    src = Source(data=data.astype(np.int64))
+    src.s_out.connect(net.inp)
+    out_shape = net.out.shape
+    rec_path = os.path.join(tmp, "out.npy")
+    create_file(rec_path, out_shape, total)
+    sink = SpikeRecorder(shape=out_shape, path=rec_path, steps=total)
+    net.out.connect(sink.a_in)
+    cfg = Loihi2SimCfg(select_tag="fixed_pt")
+    t0 = time.perf_counter()
+    try:
+        done = 0
+        while done < total:
+            step = min(CHUNK_SAMPLES * T, total - done)
+            net.run(condition=RunSteps(num_steps=step), run_cfg=cfg)
+            done += step
+    finally:
+        net.stop()
+    wall = time.perf_counter() - t0
+    out = np.load(rec_path)                                  # (total, classes)
+    idx = (np.arange(B)[:, None] * T + np.arange(T)[None, :] + depth)
+    counts = out[idx].sum(1)                                 # [B, classes]
+    from neurocomp.sim import run_fixed
+    ref = run_fixed(g, x).output.numpy().sum(0)
+    return {"samples": B, "steps": total, "wall_s": round(wall, 3), "ms_per_step": round(1e3 * wall / total, 3),
+            "samples_per_s": round(B / wall, 3), "hdf5_from": source_kind,
+            "same_output_counts_as_reference": float((counts == ref).all(1).mean()),
+            "accuracy": float((counts.argmax(1) == y).mean()), **_peak()}
+
+
+def phase_reference(samples):
+    import torch
+    from neurocomp.sim import run_fixed
+    art, x, y = _default_setup(samples)
+    g = art.fixed_graph
+    run_fixed(g, x[:, :8])                                   # warm-up (jit, allocator)
+    best = None
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for i in range(0, x.shape[1], 256):
+            r = run_fixed(g, x[:, i:i + 256])
+        wall = time.perf_counter() - t0
+        best = wall if best is None else min(best, wall)
+    n = int(x.shape[1])
+    return {"samples": n, "wall_s": round(best, 4), "samples_per_s": round(n / best, 1),
+            "torch_threads": torch.get_num_threads(), **_peak()}
+
+
+PHASES = {"compile": phase_compile, "lava_neurocomp": phase_lava_neurocomp, "lava_netx": phase_lava_netx,
+          "reference": phase_reference}
+
+
+# ----------------------------------------------------------------------------------------------
+# orchestration
+# ----------------------------------------------------------------------------------------------
+def _child(phase, arg, timeout=600):
+    cmd = [sys.executable, os.path.abspath(__file__), "--phase", phase, "--arg", str(arg)]
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"timed out after {timeout} s"}
+    wall = time.perf_counter() - t0
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if p.returncode != 0 or not lines:
+        tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return {"ok": False, "error": f"exit {p.returncode}: {tail[:300]}", "process_s": round(wall, 2)}
+    res = json.loads(lines[-1])
+    res.setdefault("ok", True)
+    res["process_s"] = round(wall, 2)
+    return res
+
+
+def machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for ln in open("/proc/cpuinfo"):
+            if ln.startswith("model name"):
+                cpu = ln.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    try:
+        for ln in open("/proc/meminfo"):
+            if ln.startswith("MemTotal"):
+                mem = round(int(ln.split()[1]) / 1024 ** 2, 1)
+    except OSError:
+        pass
+    from importlib.metadata import version
+    vers = {}
+    for pkg in ("torch", "lava-nc", "lava-dl", "numpy"):
+        try:
+            vers[pkg] = version(pkg)
+        except Exception:  # noqa: BLE001
+            vers[pkg] = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "os": platform.platform(),
+            "python": platform.python_version(), **vers}
+
+
+def to_markdown(res) -> str:
+    m = res["machine"]
+    out = [f"# neurocomp benchmark ({res['date']})", "",
+           f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}; Python {m['python']}, "
+           f"torch {m['torch']}, lava-nc {m['lava-nc']}, lava-dl {m['lava-dl']}.  ",
+           f"Command: `{res['command']}` ({res['total_s']:.0f} s in all).", "",
+           "## Compile wall time per zoo model", "",
+           "| model | result | compile (s) | peak RSS (MiB) |", "|---|---|---:|---:|"]
+    for c in res["compile"]:
+        status = "ok" if c.get("ok") else f"fails: {c.get('error', '')[:160]}"
+        out.append(f"| {c.get('model')} | {status} | {c.get('compile_s', '-')} | {c.get('peak_rss_mib', '-')} |")
+    d = res["default"]
+    nc, nx, ref = d["lava_neurocomp"], d["lava_netx"], d["reference"]
+
+    def g(r, k):
+        return r.get(k, "-") if r.get("ok") else "-"
+    out += ["", f"## Default model ({d['model']}), {d.get('samples', '?')} test samples, T={d.get('timesteps', '?')}", "",
+            "| run | wall (s) | steps | ms / step | samples/s | peak RSS (MiB) | peak child RSS (MiB) | note |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
+            f"| Lava, neurocomp network (all layers recorded) | {g(nc, 'wall_s')} | {g(nc, 'steps')} | "
+            f"{g(nc, 'ms_per_step')} | {g(nc, 'samples_per_s')} | {g(nc, 'peak_rss_mib')} | "
+            f"{g(nc, 'peak_child_rss_mib')} | exact vs reference: {g(nc, 'exact_vs_reference')} |",
+            f"| Lava, lava-dl netx network (output recorded) | {g(nx, 'wall_s')} | {g(nx, 'steps')} | "
+            f"{g(nx, 'ms_per_step')} | {g(nx, 'samples_per_s')} | {g(nx, 'peak_rss_mib')} | "
+            f"{g(nx, 'peak_child_rss_mib')} | output counts = reference: {g(nx, 'same_output_counts_as_reference')}"
+            f"{'' if nx.get('ok') else ' ' + str(nx.get('error'))[:200]} |",
+            f"| fixed-point reference simulator | {g(ref, 'wall_s')} | - | - | {g(ref, 'samples_per_s')} | "
+            f"{g(ref, 'peak_rss_mib')} | - | batched, {g(ref, 'torch_threads')} torch threads |", "",
+            "| ratio | value | target |", "|---|---:|---|"]
+    r = res["ratios"]
+    out.append(f"| reference throughput / Lava throughput | {r.get('reference_over_lava', '-')} x | >= 100 x |")
+    out.append(f"| netx ms per step / neurocomp ms per step | {r.get('netx_over_neurocomp_per_step', '-')} | >= 1 "
+               "(neurocomp no slower) |")
+    out.append("")
+    return "\n".join(out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--phase", choices=sorted(PHASES))
+    ap.add_argument("--arg")
+    ap.add_argument("--samples", type=int, default=None, help="test samples (default: the whole split)")
+    ap.add_argument("--models", help="comma-separated zoo model names (default: all)")
+    ap.add_argument("--out", default=HERE)
+    a = ap.parse_args(argv)
+    if a.phase:
+        arg = a.arg
+        if a.phase != "compile":
+            arg = None if arg in (None, "None") else int(arg)
+        print(json.dumps(PHASES[a.phase](arg)))
+        return 0
+    t0 = time.perf_counter()
+    models = sorted(glob.glob(os.path.join(ROOT, "models", "*", "model.pt")))
+    if a.models:
+        keep = set(a.models.split(","))
+        models = [m for m in models if os.path.basename(os.path.dirname(m)) in keep]
+    res = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),
+           "command": "make bench  (python bench/run.py" + (f" --samples {a.samples}" if a.samples else "") + ")",
+           "compile": []}
+    for m in models:
+        print(f"compile {os.path.relpath(m, ROOT)} ...", flush=True)
+        r = _child("compile", m)
+        r.setdefault("model", os.path.relpath(m, ROOT))
+        res["compile"].append(r)
+        print(f"  {'ok' if r.get('ok') else 'FAILS'} {r.get('compile_s', '')} s {r.get('error') or ''}", flush=True)
+    default = {"model": os.path.relpath(DEFAULT_MODEL, ROOT)}
+    for ph in ("reference", "lava_neurocomp", "lava_netx"):
+        print(f"{ph} ...", flush=True)
+        default[ph] = _child(ph, a.samples, timeout=420)
+        print(f"  {json.dumps(default[ph])}", flush=True)
+    nc, nx, ref = default["lava_neurocomp"], default["lava_netx"], default["reference"]
+    default["samples"] = ref.get("samples") or nc.get("samples")
+    try:
+        import torch
+        default["timesteps"] = torch.load(DEFAULT_MODEL, weights_only=True)["timesteps"]
+    except Exception:  # noqa: BLE001
+        pass
+    res["default"] = default
+    ratios = {}
+    if nc.get("ok") and ref.get("ok"):
+        ratios["reference_over_lava"] = round(ref["samples_per_s"] / nc["samples_per_s"], 1)
+    if nc.get("ok") and nx.get("ok"):
+        ratios["netx_over_neurocomp_per_step"] = round(nx["ms_per_step"] / nc["ms_per_step"], 3)
+    res["ratios"] = ratios
+    res["total_s"] = round(time.perf_counter() - t0, 1)
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "results.json"), "w") as fh:
+        json.dump(res, fh, indent=1, sort_keys=True)
+    md = to_markdown(res)
+    with open(os.path.join(a.out, "results.md"), "w") as fh:
+        fh.write(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
