@@ -331,4 +331,6 @@ def test_neurocomp_nir_export_reads_with_type_check_and_in_nirtorch(tmp_path):
     y = torch.stack(outs)
     ref = run_float(art.float_graph, x).output
     assert y.shape == ref.shape
-    assert float((y == ref).float().mean()) > 0.9
+    agree = float((y == ref).float().mean())
+    print("nirtorch vs float reference agreement", agree)
+    assert agree > 0.99   # measured 0.994: neurocomp writes v + (x - v)/tau, this module v + dt/tau_s*(...) (float32 rounding)
