@@ -42,10 +42,16 @@ def _versions() -> dict:
     return out
 
 
-def lower(float_graph, weight_bits: int = 8, target=None):
+ATTENTION_MODES = ("static", "portable")
+
+
+def lower(float_graph, weight_bits: int = 8, target=None, attention: str = "static"):
     """The pass pipeline from the float IR to the quantized, Lava-ready IR; with a ``target``
-    (a :class:`neurocomp.targets.Target` or its name) the layers are also mapped onto its cores."""
-    g = quantize(fold_avgpool(fold_batchnorm(float_graph)), weight_bits=weight_bits)
+    (a :class:`neurocomp.targets.Target` or its name) the layers are also mapped onto its cores.
+    ``attention`` says how static attention maps are folded (see passes.fold_attention)."""
+    from neurocomp.passes.fold_attention import fold_attention
+    folded = fold_avgpool(fold_attention(fold_batchnorm(float_graph), mode=attention))
+    g = quantize(folded, weight_bits=weight_bits)
     if target is not None:
         from neurocomp.passes.map_cores import map_cores
         g = map_cores(g, target)
@@ -79,10 +85,47 @@ class _about:
         return False
 
 
+def calibration_inputs(loaded, calib=None, samples: int = 512):
+    """Calibration data: ``None`` -> the first ``samples`` of the model's training split;
+    ``"DATASET[:START:END]"`` -> that slice of that dataset's training split; ``FILE.npy`` ->
+    inputs shaped ``[N, T, *input_shape]`` (labels unknown). Returns ``(x [T, N, ...], y or None, source)``."""
+    from neurocomp.data.registry import load_inputs
+    T, shape = loaded.timesteps, tuple(loaded.input_shape)
+    if calib is not None and str(calib).endswith(".npy"):
+        try:
+            arr = np.load(calib, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise BadInput(f"cannot read ({e})", where=str(calib), hint="an .npy array [N, T, *input_shape]")
+        if arr.ndim != len(shape) + 2 or arr.shape[1] != T or tuple(arr.shape[2:]) != shape:
+            raise BadInput(f"calibration inputs have shape {arr.shape}", where=str(calib),
+                           hint=f"expected [N, {T}, {', '.join(map(str, shape))}]")
+        return torch.as_tensor(np.swapaxes(arr, 0, 1).astype(np.float32)), None, str(calib)
+    dataset, start, end = loaded.dataset, 0, samples
+    if calib is not None:
+        parts = str(calib).split(":")
+        dataset = parts[0]
+        try:
+            if len(parts) == 3:
+                start, end = int(parts[1]), int(parts[2])
+        except ValueError:
+            raise BadInput(f"--calib {calib!r}", where="--calib", hint="DATASET:START:END or FILE.npy")
+    if not dataset:
+        raise BadInput("the model names no dataset to calibrate attention on", where="--calib",
+                       hint="pass --calib DATASET:START:END or --calib FILE.npy")
+    x, y = load_inputs(dataset, "train", T, loaded.encoding, n=end)
+    return torch.as_tensor(x[:, start:end]), y[start:end], f"{dataset} train[{start}:{end}]"
+
+
 def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, weight_bits: int = 8,
-            overwrite: bool = False, dt=None, reset: str = "zero", timesteps: int = 100) -> str:
+            overwrite: bool = False, dt=None, reset: str = "zero", timesteps: int = 100,
+            attention: str = "static", calib=None, calib_samples: int = 512) -> str:
     """Compile a checkpoint (or a ``.nir`` file: ``dt``, ``reset``, ``timesteps`` apply) into an
-    artifact folder ``out``; returns its path."""
+    artifact folder ``out``; returns its path. Attention modules are calibrated on ``calib`` and
+    folded as ``attention`` says (``static`` or ``portable``)."""
+    if attention not in ATTENTION_MODES:
+        hint = ("dynamic attention (exact per-sample maps behind a T-step delay) is not implemented in this "
+                "version; use static or portable") if attention == "dynamic" else f"use {' or '.join(ATTENTION_MODES)}"
+        raise BadInput(f"attention mode {attention!r} is not available", where="--attention", hint=hint)
     if str(model_path).lower().endswith(".nir"):
         from neurocomp.interop import compile_nir
         return compile_nir(model_path, out, target=target, dt=dt, reset=reset, timesteps=timesteps,
@@ -93,8 +136,17 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
         raise BadCheckpoint("a pickled module carries no input shape / T / encoding", where=model_path,
                             hint="save it with neurocomp.save_checkpoint")
     meta = {"dataset": loaded.dataset} if loaded.dataset else {}
+    from neurocomp.frontends.attention import attention_modules, calibrate, make_static
+    attention_info, static_model = None, None
+    if attention_modules(loaded.model):
+        xc, yc, source = calibration_inputs(loaded, calib, calib_samples)
+        stats = calibrate(loaded.model, xc, yc)
+        static_model = make_static(loaded.model, stats)
+        attention_info = {"mode": attention, "calibration": {"source": source, "samples": int(xc.shape[1])},
+                          "maps": {p: {k: v for k, v in st.items() if k != "static_map"} for p, st in stats.items()}}
     with _about(model_path):
-        traced = module_to_graph(loaded.model, loaded.input_shape, loaded.timesteps, loaded.encoding, meta)
+        traced = module_to_graph(static_model if static_model is not None else loaded.model, loaded.input_shape,
+                                 loaded.timesteps, loaded.encoding, meta)
 
     def fill(tmp):
         nir_path = os.path.join(tmp, "model.nir")
@@ -104,10 +156,15 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
             raise BadGraph("the NIR round trip changed the graph", where=nir_path,
                            hint="this is a neurocomp bug; please report it with the model")
         with _about(model_path):
-            fixed_graph = lower(float_graph, weight_bits, target=hw)
+            fixed_graph = lower(float_graph, weight_bits, target=hw, attention=attention)
         save_graph(float_graph, os.path.join(tmp, "float"))
         save_graph(fixed_graph, os.path.join(tmp, "fixed"))
         shutil.copyfile(model_path, os.path.join(tmp, "model.pt"))
+        if static_model is not None:
+            from neurocomp.frontends.checkpoint import save_checkpoint
+            save_checkpoint(static_model, os.path.join(tmp, "static_model.pt"), input_shape=loaded.input_shape,
+                            timesteps=loaded.timesteps, encoding=loaded.encoding, dataset=loaded.dataset,
+                            extra={"note": "attention replaced by calibrated static maps"})
         manifest = {
             "format": FORMAT, "version": VERSION, "versions": _versions(), "target": target,
             "timesteps": loaded.timesteps, "dt": float_graph.meta.get("dt"), "encoding": loaded.encoding,
@@ -118,6 +175,7 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
             "passes": fixed_graph.meta.get("passes", []),
             "weight_bits": weight_bits,
             "hardware_target": hw.name, "mapping": fixed_graph.meta.get("mapping"),
+            "attention": attention_info,
         }
         write_json_atomically(os.path.join(tmp, "manifest.json"), manifest)
 
@@ -209,14 +267,20 @@ def simulate(artifact_path, backend: str = "lava", samples: int | None = None, i
     N = x.shape[1]
     # a model compiled from NIR has no torch model: the float reference is the float stage
     loaded = load_checkpoint(art.checkpoint) if os.path.exists(art.checkpoint) else None
+    # with attention, the float IR is the static (calibrated) model; the original stays the float stage
+    static_path = os.path.join(art.path, "static_model.pt")
+    static = load_checkpoint(static_path) if os.path.exists(static_path) else None
     fgraph, qgraph = art.float_graph, art.fixed_graph
-    torch_pred, float_pred, fixed_pred, float_match = [], [], [], 0
+    torch_pred, float_pred, fixed_pred, float_match, static_pred = [], [], [], 0, []
     fixed_spikes = {}
     for sl in _batches(N, batch):
         xb = x[:, sl]
         rf = run_float(fgraph, xb, record=())
         out_t = run_torch_model(loaded.model, xb) if loaded is not None else rf.output
-        float_match += int((rf.output != out_t).flatten(2).any(-1).any(0).logical_not().sum())
+        out_ir = run_torch_model(static.model, xb) if static is not None else out_t
+        float_match += int((rf.output != out_ir).flatten(2).any(-1).any(0).logical_not().sum())
+        if static is not None:
+            static_pred.append(predict(out_ir))
         rq = run_fixed(qgraph, xb)
         torch_pred.append(predict(out_t))
         float_pred.append(rf.predictions())
@@ -236,6 +300,9 @@ def simulate(artifact_path, backend: str = "lava", samples: int | None = None, i
         "float_reference_equals_torch_fraction": float_match / N,
         "same_class": {"fixed_reference_vs_float": float((fixed_pred == torch_pred).float().mean())},
     }
+    if static is not None:
+        result["accuracy"]["float_static_attention"] = acc(torch.cat(static_pred))
+        result["attention"] = man.get("attention")
     if backend == "lava":
         from neurocomp.backends.lava import run_lava
         rl = run_lava(qgraph, x, progress=progress, timeout=timeout)
@@ -265,6 +332,9 @@ def format_result(r: dict) -> str:
     lines = [f"{r['samples']} samples from {r['inputs']}, T={r['timesteps']}, backend={r['backend']}",
              f"  accuracy  float (torch model)   {pct(r['accuracy']['float_torch'])}",
              f"  accuracy  fixed-point reference {pct(r['accuracy']['fixed_reference'])}"]
+    if "float_static_attention" in r["accuracy"]:
+        lines.insert(2, f"  accuracy  float, static attention {pct(r['accuracy']['float_static_attention'])}"
+                        f"  (mode {r['attention']['mode']}, calibrated on {r['attention']['calibration']['source']})")
     if "lava" in r["accuracy"]:
         lines.append(f"  accuracy  Lava fixed_pt          {pct(r['accuracy']['lava'])}")
         lines.append(f"  same class  Lava vs float model   {pct(r['same_class']['lava_vs_float'])}")
@@ -272,5 +342,6 @@ def format_result(r: dict) -> str:
                      f"(every layer, every step)")
         if r["first_diverging_layer"]:
             lines.append(f"  first diverging layer: {r['first_diverging_layer']}")
-    lines.append(f"  float reference == torch spikes   {pct(r['float_reference_equals_torch_fraction'])} of samples")
+    lines.append(f"  float reference == torch spikes   {pct(r['float_reference_equals_torch_fraction'])} of samples"
+                 + ("  (the static-attention torch model)" if "float_static_attention" in r["accuracy"] else ""))
     return "\n".join(lines)

@@ -13,7 +13,8 @@ import sys
 def _cmd_compile(a):
     from neurocomp.api import compile as compile_
     out = a.output or os.path.splitext(os.path.basename(a.model))[0] + ".neurocomp"
-    nir_kw = {"dt": a.dt, "reset": a.reset, "timesteps": a.timesteps} if a.model.lower().endswith(".nir") else {}
+    nir_kw = {"dt": a.dt, "reset": a.reset, "timesteps": a.timesteps} if a.model.lower().endswith(".nir") else \
+        {"attention": a.attention, "calib": a.calib, "calib_samples": a.calib_samples}
     path = compile_(a.model, out, target=a.target, trust_pickle=a.trust_pickle, weight_bits=a.weight_bits, **nir_kw,
                     overwrite=a.overwrite)
     if not a.quiet:
@@ -24,6 +25,17 @@ def _cmd_compile(a):
         al = art.manifest["alignment"]
         print(f"\nwrote {path}  (T={al['timesteps']}, Lava latency {al['depth']} steps, "
               f"{al['steps_single_sample']} steps per sample alone)")
+        att = art.manifest.get("attention")
+        if att:
+            folds = {r["layer"]: r for p in art.manifest["passes"] if p["pass"] == "fold_attention" for r in p["maps"]}
+            print(f"attention ({att['mode']}, calibrated on {att['calibration']['source']}):")
+            for name, st in att["maps"].items():
+                fr = folds.get(name, {})
+                cls = "n/a" if st["class_explained"] is None else f"{100 * st['class_explained']:.0f}%"
+                print(f"  {name:>6} {st['module']:<5} on {st['acts_on']:<13} varies {100 * st['variation']:5.1f}% "
+                      f"(class explains {cls}); folded: {fr.get('rule', '?')}, error {fr.get('error', 0):.3g}")
+                if st.get("warning"):
+                    print(f"         warning: {st['warning']}")
     return 0
 
 
@@ -67,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--trust-pickle", action="store_true",
                    help="allow a fully pickled module (unpickling can run code: only for files you trust)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    c.add_argument("--attention", default="static", choices=["static", "portable", "dynamic"],
+                   help="how attention maps are lowered (default static: calibrated maps folded into weights "
+                        "and gain-scheduled neurons; portable: stock Lava LIF only)")
+    c.add_argument("--calib", help="calibration data for attention: DATASET:START:END or FILE.npy "
+                                   "(default: the first --calib-samples of the model's training split)")
+    c.add_argument("--calib-samples", type=int, default=512)
     c.add_argument("--dt", type=float, help="NIR input: seconds per step (default: the graph's metadata)")
     c.add_argument("--reset", choices=["zero", "subtract"], default="zero",
                    help="NIR input: reset mode, which NIR does not store (default: zero)")
@@ -106,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from neurocomp._quiet import import_spikingjelly
+    import_spikingjelly()
     import warnings
     warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"   # one line each
     from neurocomp.errors import NeurocompError

@@ -12,6 +12,8 @@ carried in node metadata under the ``neurocomp.`` prefix, so that re-importing w
 | LIF (SpikingJelly) | LIF with ``tau = tau_steps * dt``, ``r`` (1, or tau for undecayed input), ``v_leak = v_reset`` | ``tau_steps``, ``decay_input``, ``reset`` (hard/soft), ``threshold_rule`` (``>=``) |
 | IF | IF(r=1) | ``reset``, ``threshold_rule`` |
 | SumPool2d, AvgPool2d, Flatten, Threshold | the same NIR node | ``lowered_from`` where a MaxPool became SumPool -> Threshold |
+| Scale (static attention map) | Scale with the map's mean over time | ``op=attention``, ``scale_map`` (the full calibrated ``[T, ...]`` map), ``rectify``, ``meta`` (module type) |
+| MALIF (MA-SNN cell) | LIF with the same per-step leak, ``v_reset = v_threshold`` | ``reset=to_threshold``, ``alpha``, ``beta``, ``threshold_rule`` |
 
 Graph metadata: ``neurocomp.dt`` (seconds per step), ``neurocomp.timesteps``, ``neurocomp.encoding``.
 NIR fires on ``v > threshold``; SpikingJelly on ``v >= threshold``: the ``threshold_rule`` key
@@ -24,7 +26,7 @@ import json
 import nir
 import numpy as np
 
-from neurocomp.ir import (AvgPool2d, BatchNorm, Conv2d, Flatten, Input, LIF, Linear, SumPool2d, Threshold)
+from neurocomp.ir import (MALIF, Scale, AvgPool2d, BatchNorm, Conv2d, Flatten, Input, LIF, Linear, SumPool2d, Threshold)
 
 from neurocomp.ir import DEFAULT_DT
 PREFIX = "neurocomp."
@@ -80,6 +82,23 @@ def node_to_nir(node, dt: float = DEFAULT_DT):
         return nir.Threshold(threshold=_full(shape, node.threshold), metadata=md)
     if isinstance(node, Flatten):
         return nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1, metadata=md)
+    if isinstance(node, Scale):
+        # A foreign consumer runs the time-invariant gains (the map's mean over time); neurocomp
+        # reads back the full calibrated map [T, ...] from the metadata.
+        md.update({PREFIX + "op": "attention", PREFIX + "scale_map": np.asarray(node.scale),
+                   PREFIX + "rectify": bool(node.rectify)})
+        mean_t = np.broadcast_to(np.asarray(node.scale).mean(axis=0).reshape(
+            np.asarray(node.scale).shape[1:] + (1,) * (len(shape) - (node.scale.ndim - 1))), shape)
+        return nir.Scale(scale=np.ascontiguousarray(mean_t, dtype=np.float64), metadata=md)
+    if isinstance(node, MALIF):
+        # MA-SNN's cell (reset to threshold, then leak alpha) has no NIR node: the closest standard
+        # one is a LIF with the same per-step leak; the exact cell is described in the metadata.
+        md.update({PREFIX + "threshold_rule": ">=", PREFIX + "reset": "to_threshold",
+                   PREFIX + "alpha": float(node.alpha), PREFIX + "beta": float(node.beta)})
+        tau = dt / max(1e-12, 1.0 - float(node.alpha))
+        return nir.LIF(tau=_full(shape, tau), r=_full(shape, tau / dt), v_leak=_full(shape, 0.0),
+                       v_threshold=_full(shape, node.v_threshold), v_reset=_full(shape, node.v_threshold),
+                       metadata=md)
     if isinstance(node, LIF):
         md[PREFIX + "threshold_rule"] = ">="
         md[PREFIX + "reset"] = "soft" if node.v_reset is None else "hard"

@@ -54,8 +54,11 @@ def calibrate(model, x_seq: torch.Tensor, labels=None, batch: int = 128) -> dict
                 maps[path].append(_broadcast_map(module.attention(inputs[0]), inputs[0]).detach().cpu())
         handles.append(mod.register_forward_hook(hook))
     try:
-        for i in range(0, x_seq.shape[1], batch):
-            run_torch_model(model, x_seq[:, i:i + batch])
+        import warnings
+        with warnings.catch_warnings():   # torch warns about 'same' padding with even kernels (TCJA)
+            warnings.simplefilter("ignore")
+            for i in range(0, x_seq.shape[1], batch):
+                run_torch_model(model, x_seq[:, i:i + batch])
     finally:
         for h in handles:
             h.remove()

@@ -7,7 +7,11 @@ their ``config`` and the ``neurocomp.nn.REGISTRY``.
 from __future__ import annotations
 
 import torch.nn as tnn
-from spikingjelly.activation_based import layer, neuron, surrogate
+
+from neurocomp._quiet import import_spikingjelly
+
+import_spikingjelly()
+from spikingjelly.activation_based import layer, neuron, surrogate  # noqa: E402
 
 
 def _pair(v):

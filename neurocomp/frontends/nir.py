@@ -12,7 +12,7 @@ import nir
 import numpy as np
 
 from neurocomp.errors import BadGraph, UnsupportedLayer, UnsupportedLayers
-from neurocomp.ir import (AvgPool2d, BatchNorm, Conv2d, Flatten, Graph, Input, LIF, Linear, SumPool2d, Threshold)
+from neurocomp.ir import (MALIF, Scale, AvgPool2d, BatchNorm, Conv2d, Flatten, Graph, Input, LIF, Linear, SumPool2d, Threshold)
 
 PREFIX = "neurocomp."
 
@@ -149,6 +149,14 @@ def _convert(name, node, in_shape, md):
             raise UnsupportedLayer(f"Flatten of dims {node.start_dim}..{node.end_dim}", where=where,
                                    hint="only full flattening is supported")
         return [Flatten(name=name, in_shape=in_shape, out_shape=(int(np.prod(in_shape)),), meta=meta)]
+    if isinstance(node, nir.Scale) and md.get(PREFIX + "op") == "attention":
+        return [Scale(name=name, in_shape=in_shape, out_shape=in_shape,
+                      scale=np.asarray(md[PREFIX + "scale_map"], dtype=np.float32),
+                      rectify=bool(md.get(PREFIX + "rectify", False)), meta=meta)]
+    if isinstance(node, nir.LIF) and md.get(PREFIX + "reset") == "to_threshold":
+        return [MALIF(name=name, in_shape=in_shape, out_shape=in_shape,
+                      v_threshold=_scalar(node.v_threshold, where, "v_threshold"),
+                      alpha=float(md[PREFIX + "alpha"]), beta=float(md[PREFIX + "beta"]), meta=meta)]
     if isinstance(node, (nir.LIF, nir.IF)) and (PREFIX + "threshold_rule") in md:
         reset = md.get(PREFIX + "reset", "hard")
         v_reset = None if reset == "soft" else _scalar(node.v_reset, where, "v_reset")
