@@ -202,7 +202,7 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
         if yl is not None:
             for name, pred in (("torch", predict(out_t)), ("float", rf.predictions()),
                                ("fixed", rq.predictions()), ("lava", rl.predictions())):
-                subset_acc[name] = float((pred == yl).float().mean())
+                subset_acc[name] = int((pred == yl).sum()) / n_lava
 
     def stage_result(s):
         acc = stage[s]
