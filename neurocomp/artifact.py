@@ -95,18 +95,38 @@ def write_atomically(out: str, fill, overwrite: bool = False) -> str:
         raise NeurocompError("parent folder does not exist", where=parent, hint="create it first")
     if not os.access(parent, os.W_OK):
         raise NeurocompError("parent folder is not writable", where=parent, hint="choose a writable -o")
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=parent)
+    if os.path.exists(out) and not (os.path.isdir(out) and (not os.listdir(out) or
+                                                            os.path.exists(os.path.join(out, "manifest.json")))):
+        raise NeurocompError("exists and is not a neurocomp artifact; --overwrite replaces artifacts only", where=out,
+                             hint="choose another -o or remove it yourself")
+    try:
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=parent)
+    except OSError as e:
+        raise NeurocompError(f"cannot create a folder here ({e.strerror})", where=parent,
+                             hint="choose a writable -o") from e
     try:
         fill(tmp)
         if os.path.exists(out):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=parent)
-            os.rename(out, os.path.join(old, "x"))
-            os.rename(tmp, out)
+            try:
+                os.rename(out, os.path.join(old, "x"))
+            except OSError:
+                os.rmdir(old)
+                raise
+            try:
+                os.rename(tmp, out)
+            except OSError:
+                os.rename(os.path.join(old, "x"), out)     # put the previous artifact back
+                os.rmdir(old)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise NeurocompError(f"cannot write the artifact ({e.strerror or e})", where=out,
+                                 hint="check permissions and free space of the output folder") from e
         raise
     return out
 
