@@ -25,6 +25,10 @@ def _cmd_compile(a):
         al = art.manifest["alignment"]
         print(f"\nwrote {path}  (T={al['timesteps']}, Lava latency {al['depth']} steps, "
               f"{al['steps_single_sample']} steps per sample alone)")
+        mp = art.manifest.get("mapping")
+        if mp:
+            per_layer = ", ".join(f"{l['layer']}: {l['cores']}" for l in mp["layers"])
+            print(f"mapped on {mp['target']}: {mp['cores']} cores on {mp['chips']} chip(s) (cores per layer: {per_layer})")
         att = art.manifest.get("attention")
         if att:
             folds = {r["layer"]: r for p in art.manifest["passes"] if p["pass"] == "fold_attention" for r in p["maps"]}
@@ -73,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compile", help="compile a checkpoint into an artifact folder")
     c.add_argument("model", help="model.pt written by neurocomp.save_checkpoint, or a NIR graph FILE.nir")
-    c.add_argument("--target", default="lava", help="hardware target (default: lava)")
+    c.add_argument("--target", default="lava", help="hardware target: lava (= loihi2), loihi1, loihi2 or a targets/*.json file (default: lava)")
     c.add_argument("-o", "--output", help="artifact folder to create (default: <model>.neurocomp)")
     c.add_argument("--weight-bits", type=int, default=8, help="signed weight bits, 2..8 (default 8)")
     c.add_argument("--trust-pickle", action="store_true",
