@@ -148,4 +148,13 @@ def fold_attention(graph, mode: str = "static"):
                        rank1_error=err, spatial_error=resid, error=float(np.hypot(err, resid)))
         del nodes[i]
         records.append(rec)
+    if mode == "portable":   # MA-SNN's reset-to-threshold cell has no stock Lava equivalent
+        for k, n in enumerate(nodes):
+            if isinstance(n, MALIF):
+                nodes[k] = LIF(name=n.name, in_shape=n.in_shape, out_shape=n.out_shape,
+                               tau=1.0 / (1.0 - n.alpha), decay_input=False, v_threshold=n.v_threshold,
+                               v_reset=0.0, meta={**n.meta, "portable": "MA cell: reset to 0 instead of to threshold"})
+                records.append({"layer": n.name, "module": "MALIFNode", "mode": mode, "acts_on": "neuron",
+                                "rule": "stock LIF with the same leak; reset to 0 instead of to the threshold "
+                                        "(drops the alpha*V_th carried after a spike)", "error": None})
     return with_record(graph, "fold_attention", {"mode": mode, "maps": records}, nodes)
