@@ -1,0 +1,42 @@
+"""Every zoo attention model, every attention mode: fixed-point reference == Lava on 50 test samples."""
+import glob
+import os
+
+import pytest
+import torch
+
+from neurocomp.api import calibration_inputs, lower, run_torch_model
+from neurocomp.backends.lava import run_lava
+from neurocomp.data.registry import load_inputs
+from neurocomp.frontends.attention import attention_modules, calibrate, make_static
+from neurocomp.frontends.checkpoint import load_checkpoint
+from neurocomp.frontends.torch import module_to_graph
+from neurocomp.sim import run_fixed, run_float
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ZOO = sorted(p for p in glob.glob(os.path.join(ROOT, "models", "*", "model.pt"))
+             if not os.path.basename(os.path.dirname(p)).endswith("plain"))
+
+
+@pytest.fixture(scope="module", params=ZOO, ids=lambda p: os.path.basename(os.path.dirname(p)))
+def zoo_model(request):
+    loaded = load_checkpoint(request.param)
+    assert attention_modules(loaded.model), "zoo models other than *_plain carry attention"
+    xc, yc, _ = calibration_inputs(loaded, samples=128)
+    static = make_static(loaded.model, calibrate(loaded.model, xc, yc))
+    x, _ = load_inputs(loaded.dataset, "test", loaded.timesteps, loaded.encoding, n=50)
+    x = torch.as_tensor(x)
+    g = module_to_graph(static, loaded.input_shape, loaded.timesteps, loaded.encoding)
+    assert torch.equal(run_float(g, x).output, run_torch_model(static, x))   # static torch == IR float
+    return g, x
+
+
+@pytest.mark.parametrize("mode", ["static", "portable"])
+def test_zoo_reference_equals_lava(zoo_model, mode):
+    g, x = zoo_model
+    q = lower(g, attention=mode)
+    ref, lava = run_fixed(q, x), run_lava(q, x)
+    assert set(ref.spikes) == set(lava.spikes)
+    for name in ref.spikes:
+        assert torch.equal(ref.spikes[name], lava.spikes[name]), name
+    assert int(ref.output.sum()) > 0
