@@ -70,7 +70,7 @@ def sec_accuracy(ctx: Context):
         return Section("accuracy", "Accuracy per stage", ["No labels: accuracy is not available "
                                                           "(the model names no dataset)."], {"available": False})
     rows = []
-    for s in ("torch", "float", "fixed", "lava"):
+    for s in ("torch", "static", "float", "fixed", "lava"):
         st = cc["stages"].get(s)
         if not st:
             continue
@@ -97,9 +97,8 @@ def sec_crosscheck(ctx: Context):
                      ", ".join(f"{l}: {m}" for l, m in p["mismatches"].items())))
     md += _table(["stages", "samples", "identical samples (all layers, all steps)", "same class",
                   "first diverging layer @ step", "mismatching entries per layer"], rows)
-    if cc.get("torch_layers_missing"):
-        md += ["", f"Layers without a matching torch module (not compared torch->float): "
-                   f"{', '.join(cc['torch_layers_missing'])}."]
+    for s, missing in (cc.get("torch_layers_missing") or {}).items():
+        md += ["", f"Layers without a matching module in the {s} model (not compared): {', '.join(missing)}."]
     plot = P.agreement_heatmap(ctx.plot_dir, cc["pairs"], cc["layers"])
     md += ["", f"![agreement heatmap]({PLOTS_DIR}/{os.path.basename(plot)})"]
     return Section("crosscheck", "Cross-check of all stages", md, {"pairs": cc["pairs"]}, [os.path.basename(plot)])
@@ -112,17 +111,18 @@ def sec_activity(ctx: Context):
     layers = cc["layers"]
     rates = {s: (v or {}).get("spike_rates", {}) for s, v in cc["stages"].items() if v}
     synops = {l: act["layers"][l]["synaptic_ops"] / N for l in layers}
+    rate_stages = [s for s in ("torch", "static", "float", "fixed", "lava") if s in rates]
     rows = []
     for l in layers:
         a = act["layers"][l]
         rows.append((l, a["synapse"], a["neurons"], *(f"{rates[s][l]:.4f}" if l in rates.get(s, {}) else "n/a"
-                                                        for s in ("torch", "float", "fixed", "lava")),
+                                                        for s in rate_stages),
                      f"{a['spikes'] / N:,.1f}", f"{synops[l]:,.1f}", f"{a['neuron_updates_active'] / N:,.1f}"))
     md = ["Rates are spikes per neuron per time step. Spikes, synaptic operations (one per input spike and "
           "outgoing synapse) and active neuron updates (neuron-steps with at least one synaptic event) are per "
           f"inference, averaged over {N} samples of the fixed-point reference. Input spikes per inference: "
           f"{act['input_spikes'] / N:,.1f}.", ""]
-    md += _table(["layer", "synapse", "neurons", "rate torch", "rate float", "rate fixed", "rate Lava",
+    md += _table(["layer", "synapse", "neurons", *(f"rate {s}" for s in rate_stages),
                   "spikes / inf.", "synaptic ops / inf.", "active updates / inf."], rows)
     plot = P.activity(ctx.plot_dir, layers, rates, synops)
     md += ["", f"![activity]({PLOTS_DIR}/{os.path.basename(plot)})"]
@@ -219,15 +219,23 @@ def sec_energy(ctx: Context):
 
 
 def sec_attention(ctx: Context):
-    """Attention layers (TCJA / MA / PFA), driven by the lowering's ``graph.meta['attention']`` records."""
-    att = ctx.artifact.fixed_graph.meta.get("attention")
+    """Attention layers (TCJA / MA / PFA): the manifest's ``attention`` record (mode, calibration, one
+    entry per attention module) and the ``fold_attention`` pass record, when the model has attention."""
+    att = ctx.artifact.manifest.get("attention") or ctx.artifact.fixed_graph.meta.get("attention")
     if not att:
         return None
-    records = att if isinstance(att, list) else [dict(layer=k, **(v if isinstance(v, dict) else {"value": v}))
-                                                for k, v in att.items()]
-    keys = sorted({k for r in records for k in r})
-    md = _table(keys, [[r.get(k, "") for k in keys] for r in records])
-    return Section("attention", "Attention layers", md, {"records": records})
+    maps = att.get("maps", {}) if isinstance(att, dict) else {}
+    records = [{"layer": k, **{kk: vv for kk, vv in v.items() if not isinstance(vv, (list, dict)) and kk != "layer"},
+                "map_shape": "x".join(str(d) for d in v.get("map_shape", []))}
+               for k, v in maps.items() if isinstance(v, dict)]
+    md = [f"Attention mode **{att.get('mode')}**, calibrated on {(att.get('calibration') or {}).get('source')} "
+          f"({(att.get('calibration') or {}).get('samples')} samples). The `static` stage is the torch model "
+          f"with these calibrated maps (what the IR is traced from); `torch` keeps the original attention.", ""]
+    if records:
+        keys = ["layer"] + sorted({k for r in records for k in r} - {"layer"})
+        fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)   # noqa: E731
+        md += _table(keys, [[fmt(r.get(k, "")) for k in keys] for r in records])
+    return Section("attention", "Attention layers", md, {"attention": att})
 
 
 SECTIONS = [sec_accuracy, sec_crosscheck, sec_activity, sec_sweep, sec_clipping, sec_mapping, sec_energy,

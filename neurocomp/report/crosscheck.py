@@ -21,10 +21,10 @@ import torch
 
 from neurocomp.report.metrics import add_activity, layer_activity
 
-STAGES = ("torch", "float", "fixed", "lava")
-PAIRS = (("torch", "float"), ("float", "fixed"), ("fixed", "lava"))
+STAGES = ("torch", "static", "float", "fixed", "lava")
 STAGE_LABELS = {
     "torch": "original torch model",
+    "static": "torch model with calibrated static attention maps (what the IR was traced from)",
     "float": "folded float model (reference simulator, float)",
     "fixed": "fixed-point reference simulator",
     "lava": "Lava fixed_pt (CPU simulator)",
@@ -148,10 +148,17 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
     sizes = {n.name: int(np.prod(n.out_shape)) for n in graph.neurons()}
     labels = None if labels is None else torch.as_tensor(labels)
     device = device or torch_device()
-    model = load_checkpoint(artifact.checkpoint).model
+    import os
+    models = {}
+    if os.path.exists(artifact.checkpoint):          # an artifact compiled from NIR has no torch model
+        models["torch"] = load_checkpoint(artifact.checkpoint).model
+    static_path = os.path.join(artifact.path, "static_model.pt")
+    if os.path.exists(static_path):                  # attention folded as calibrated static maps
+        models["static"] = load_checkpoint(static_path).model
     stage = {s: _StageAcc(layers, T) for s in STAGES}
     pairs = {}
-    torch_layers = None
+    torch_layers = {}
+    chain = list(models) + ["float", "fixed"]
     activity, stats = None, {}
     bar = None
     if progress:
@@ -160,24 +167,27 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
     for i in range(0, N, batch):
         xb = x[:, i:i + batch]
         yb = None if labels is None else labels[i:i + batch]
-        st, out_t = run_torch_layers(model, xb, layers, device)
-        if torch_layers is None:
-            torch_layers = [l for l in layers if l in st]
-            pairs[("torch", "float")] = _PairAcc(torch_layers, T)
-            pairs[("float", "fixed")] = _PairAcc(layers, T)
+        runs = {}
+        for name, model in models.items():
+            st, out_t = run_torch_layers(model, xb, layers, device)
+            torch_layers.setdefault(name, [l for l in layers if l in st])
+            runs[name] = (st, predict(out_t))
         rf = run_float(graph, xb)
         rq = run_fixed(graph, xb)
-        p_t, p_f, p_q = predict(out_t), rf.predictions(), rq.predictions()
-        stage["torch"].add(st, p_t, yb)
-        stage["float"].add(rf.spikes, p_f, yb)
-        stage["fixed"].add(rq.spikes, p_q, yb)
-        pairs[("torch", "float")].add(st, rf.spikes, p_t, p_f)
-        pairs[("float", "fixed")].add(rf.spikes, rq.spikes, p_f, p_q)
+        runs["float"] = (rf.spikes, rf.predictions())
+        runs["fixed"] = (rq.spikes, rq.predictions())
+        for name, (sp, pred) in runs.items():
+            stage[name].add(sp, pred, yb)
+        for a, b in zip(chain, chain[1:]):
+            if (a, b) not in pairs:
+                common = [l for l in layers if l in torch_layers.get(a, layers) and l in torch_layers.get(b, layers)]
+                pairs[(a, b)] = _PairAcc(common, T)
+            pairs[(a, b)].add(runs[a][0], runs[b][0], runs[a][1], runs[b][1])
         activity = add_activity(activity, layer_activity(graph, xb, rq.spikes))
         for l, s in rq.stats.items():
             acc = stats.setdefault(l, {"voltage_saturations": 0, "current_wraps": 0})
             for k in acc:
-                acc[k] += int(s.get(k, 0))
+                acc[k] += int(s.get(k) or 0)
         if bar is not None:
             bar.update(xb.shape[1])
     if bar is not None:
@@ -193,23 +203,23 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
         rl = run_lava(graph, xl, progress=progress, timeout=timeout)
         rq = run_fixed(graph, xl)
         rf = run_float(graph, xl)
-        st, out_t = run_torch_layers(model, xl, layers, device)
         stage["lava"].add(rl.spikes, rl.predictions(), yl)
         pa = _PairAcc(layers, T)
         pa.add(rq.spikes, rl.spikes, rq.predictions(), rl.predictions())
         pairs[("fixed", "lava")] = pa
         lava = {"samples": n_lava, "wall_s": rl.stats.get("wall_s")}
         if yl is not None:
-            for name, pred in (("torch", predict(out_t)), ("float", rf.predictions()),
-                               ("fixed", rq.predictions()), ("lava", rl.predictions())):
+            preds = {name: predict(run_torch_layers(m, xl, (), device)[1]) for name, m in models.items()}
+            preds.update(float=rf.predictions(), fixed=rq.predictions(), lava=rl.predictions())
+            for name, pred in preds.items():
                 subset_acc[name] = int((pred == yl).sum()) / n_lava
 
     def stage_result(s):
         acc = stage[s]
         if acc.samples == 0:
             return None
-        present = [l for l in layers if s != "torch" or l in (torch_layers or [])]
-        return {"label": STAGE_LABELS[s] + (f" on {device}" if s == "torch" else ""),
+        present = [l for l in layers if l in torch_layers.get(s, layers)]
+        return {"label": STAGE_LABELS[s] + (f" on {device}" if s in models else ""),
                 "samples": acc.samples,
                 "accuracy": None if labels is None else acc.correct / acc.samples,
                 "spike_counts": {l: int(acc.counts[l].sum()) for l in present},
@@ -222,6 +232,8 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
         "pairs": {f"{a}->{b}": p.result() for (a, b), p in pairs.items()},
         "lava": lava, "accuracy_on_lava_sample": subset_acc or None,
         "activity_fixed": activity, "fixed_stats": stats,
-        "torch_layers_missing": [l for l in layers if l not in (torch_layers or [])],
+        "torch_layers_missing": {s: [l for l in layers if l not in ls] for s, ls in torch_layers.items()
+                                 if len(ls) < len(layers)},
+        "attention": getattr(artifact, "manifest", {}).get("attention"),
         "rates_unit": "spikes per neuron per time step",
     }

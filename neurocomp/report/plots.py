@@ -28,7 +28,7 @@ def accuracy_per_stage(folder, full: dict, subset: dict | None, n_full: int, n_s
     groups = [(f"full split, reference simulator (N={n_full})", full)]
     if subset:
         groups.append((f"Lava exactness sample (N={n_subset})", subset))
-    stages = [s for s in ("torch", "float", "fixed", "lava") if any(g.get(s) is not None for _, g in groups)]
+    stages = [s for s in ("torch", "static", "float", "fixed", "lava") if any(g.get(s) is not None for _, g in groups)]
     width = 0.8 / len(groups)
     for gi, (label, accs) in enumerate(groups):
         xs = [i + gi * width for i, s in enumerate(stages) if accs.get(s) is not None]

@@ -31,6 +31,8 @@ def bit_sweep(artifact, x, labels, bits=range(2, 9), batch: int = 1024, progress
     labels = torch.as_tensor(labels)
     N = x.shape[1]
     own_bits = artifact.manifest.get("weight_bits", 8)
+    att = artifact.manifest.get("attention")
+    kw = {"attention": att["mode"]} if att and att.get("mode") else {}   # fold attention as compile did
     rows = []
     it = list(bits)
     bar = None
@@ -38,7 +40,7 @@ def bit_sweep(artifact, x, labels, bits=range(2, 9), batch: int = 1024, progress
         from tqdm import tqdm
         bar = tqdm(total=len(it) * N, desc="bit-width sweep (fixed-point reference)", unit="sample")
     for b in it:
-        g = lower(artifact.float_graph, weight_bits=b)
+        g = lower(artifact.float_graph, weight_bits=b, **kw)
         correct = 0
         for i in range(0, N, batch):
             r = run_fixed(g, x[:, i:i + batch])
