@@ -24,7 +24,7 @@ import torch
 
 from neurocomp import fixedpoint as fx
 from neurocomp.errors import BadInput, RunTimeout
-from neurocomp.ir import Conv2d, CubaLIF, Flatten, Input, Linear, SumPool2d
+from neurocomp.ir import Conv2d, Dense as DenseNode, CubaLIF, Flatten, Input, Linear, SumPool2d
 from neurocomp.passes.quantize import check_lowerable
 from neurocomp.passes.timing import time_alignment
 from neurocomp.sim.reference import SimResult
@@ -90,11 +90,18 @@ def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag:
         if not node.is_synapse:
             continue
         neu = pairs[node.name]
-        rec = next(r for r in graph.meta["passes"][-1]["layers"] if r["layer"] == neu.name) if not fixed else None
-        if isinstance(node, Linear):
+        rec = None if fixed else next(r for p in graph.meta["passes"] if p["pass"] == "quantize"
+                                      for r in p["layers"] if r["layer"] == neu.name)
+        if isinstance(node, (Linear, DenseNode)):
             w = node.qweight if fixed else node.weight.astype(np.float64) * _float_gain(neu) * rec["scale"]
             if flat_from is not None:
                 w = w[:, flatten_permutation(flat_from)]
+            if isinstance(node, DenseNode):
+                if len(shape) == 3:      # (W, H, C) spikes in, flattened in Lava's order
+                    port = port.flatten()
+                    w = w[:, flatten_permutation(shape)]
+                if len(neu.out_shape) == 3:   # rows in Lava's (W, H, C) order
+                    w = w[flatten_permutation(tuple(neu.out_shape)), :]
             if fixed:
                 w2, wexp = fx.dense_lava_weights(w.astype(np.int64))
                 syn = Dense(weights=w2, weight_exp=wexp, num_weight_bits=8, sign_mode=SignMode.MIXED,

@@ -62,6 +62,18 @@ class Linear(Node):
 
 
 @dataclass(frozen=True, eq=False)
+class Dense(Node):
+    """A linear map between tensors of any shape: ``y = W @ x.flatten() + b`` reshaped to
+    ``out_shape`` (torch flatten order). An unrolled convolution: used where per-input-position
+    factors (a spatial attention map) must be folded into a convolution's weights exactly."""
+    weight: np.ndarray = None           # (prod(out_shape), prod(in_shape))
+    bias: Optional[np.ndarray] = None   # (prod(out_shape),)
+    qweight: Optional[np.ndarray] = None
+    kind = "dense"
+    is_synapse = True
+
+
+@dataclass(frozen=True, eq=False)
 class Conv2d(Node):
     weight: np.ndarray = None           # (C_out, C_in/groups, kH, kW), torch cross-correlation
     bias: Optional[np.ndarray] = None
@@ -220,4 +232,4 @@ class CubaLIF(Node):
 
 
 NODE_TYPES = {cls.kind: cls for cls in (Input, Linear, Conv2d, SumPool2d, AvgPool2d, BatchNorm,
-                                        Flatten, LIF, Threshold, CubaLIF, MALIF, Scale)}
+                                        Flatten, LIF, Threshold, CubaLIF, MALIF, Scale, Dense)}

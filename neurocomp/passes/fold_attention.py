@@ -9,7 +9,9 @@ Rules (each exact for the static map it realises, or with its error recorded):
   (best rank-1 factorisation, error ``sqrt(sum_{i>=2} s_i^2) / ||M||``, 0 when the map factorises).
   ``B`` folds into the next synapse's input weights (per input feature for a Linear, exact; per
   input channel for a convolution, exact when ``B`` is constant over space, else the spatial
-  residual is recorded), through average pooling where it commutes (per channel). ``g[t]`` becomes
+  residual is recorded, unless the map sits right before the convolution: then the convolution is
+  unrolled into a Dense whose columns carry the per-position factors, exactly), through average
+  pooling where it commutes (per channel). ``g[t]`` becomes
   the consuming neuron's input gain on its synaptic input (the bias is not scaled).
 - ``mode="portable"`` keeps only what stock Lava LIF/Dense/Conv run: spike maps fold ``mean_t g``
   into the weights; current maps fold their per-channel time/space mean into the producing
@@ -20,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from neurocomp.errors import UnsupportedLayer
-from neurocomp.ir import AvgPool2d, Conv2d, Flatten, LIF, Linear, MALIF, Scale
+from neurocomp.ir import AvgPool2d, Conv2d, Dense, Flatten, LIF, Linear, MALIF, Scale
 from neurocomp.passes._util import with_record
 
 
@@ -55,8 +57,36 @@ def _combine_gain(neuron, gain: np.ndarray, on_bias: bool, rectify: bool):
                           rectify_input=bool(neuron.rectify_input or rectify))
 
 
+def conv_to_dense(conv: Conv2d) -> Dense:
+    """The convolution as an explicit matrix (torch flatten order on both sides)."""
+    if conv.groups != 1:
+        raise UnsupportedLayer("cannot unroll a grouped convolution", where=f"layer '{conv.name}'")
+    Ci, H, W = conv.in_shape
+    Co, Ho, Wo = conv.out_shape
+    kh, kw = conv.weight.shape[2:]
+    (sh, sw), (ph, pw), (dh, dw) = conv.stride, conv.padding, conv.dilation
+    mat = np.zeros((Co, Ho, Wo, Ci, H, W), dtype=np.float64)
+    wt = conv.weight.astype(np.float64)
+    for oy in range(Ho):
+        for ox in range(Wo):
+            for a in range(kh):
+                for b in range(kw):
+                    iy, ix = oy * sh - ph + a * dh, ox * sw - pw + b * dw
+                    if 0 <= iy < H and 0 <= ix < W:
+                        mat[:, oy, ox, :, iy, ix] += wt[:, :, a, b]
+    bias = None if conv.bias is None else np.repeat(conv.bias.astype(np.float64), Ho * Wo).astype(np.float32)
+    return Dense(name=conv.name, in_shape=conv.in_shape, out_shape=conv.out_shape,
+                 weight=mat.reshape(Co * Ho * Wo, Ci * H * W).astype(np.float32), bias=bias,
+                 meta={**conv.meta, "unrolled_from": "conv2d"})
+
+
 def _fold_into_synapse_inputs(syn, B: np.ndarray, through_pool: bool, through_flatten_shape):
     """Scale the synapse's input weights by B; returns (new synapse, spatial residual error)."""
+    if isinstance(syn, Conv2d) and not through_pool and B.ndim == 3 and B.shape[1:] != (1, 1):
+        # a per-position factor cannot share conv weights: unroll the conv (exact)
+        dense = conv_to_dense(syn)
+        b = np.broadcast_to(B, syn.in_shape).reshape(-1)
+        return dense.replace(weight=(dense.weight.astype(np.float64) * b[None, :]).astype(np.float32)), 0.0
     w = syn.weight.astype(np.float64)
     if isinstance(syn, Linear):
         if through_flatten_shape is not None and not through_pool:

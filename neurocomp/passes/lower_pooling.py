@@ -3,7 +3,8 @@
 Average pooling is linear, so it composes exactly (in real arithmetic) with a neighbouring
 convolution or linear layer:
 
-- ``AvgPool(k) -> [Flatten] -> Linear``: ``W' = W @ P`` with P the pooling matrix (any geometry).
+- ``AvgPool(k) -> [Flatten] -> Linear`` or ``-> Dense``: ``W' = W @ P`` with P the pooling matrix
+  (any geometry).
 - ``AvgPool(k, stride k) -> Conv(K, stride s, pad p)``: one conv of kernel ``K*k``, stride ``s*k``,
   padding ``p*k`` whose taps repeat ``W/k^2`` over each pooling window. Exact when the pooled
   input's edges are not cut (H, W divisible by k) or the conv has no padding.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from neurocomp.errors import UnsupportedLayer
-from neurocomp.ir import AvgPool2d, Conv2d, Flatten, Linear
+from neurocomp.ir import AvgPool2d, Conv2d, Dense, Flatten, Linear
 from neurocomp.passes._util import with_record
 
 
@@ -91,6 +92,12 @@ def fold_avgpool(graph):
         if isinstance(prev, Conv2d):
             nodes[i - 1:i + 1] = [_conv_then_pool(prev, node)]
             records.append({"pool": node.name, "into": prev.name, "rule": "conv->pool composed"})
+            continue
+        if isinstance(nxt, Dense):
+            w = nxt.weight.astype(np.float64) @ pooling_matrix(node)
+            nodes[i:i + 2] = [nxt.replace(in_shape=node.in_shape, weight=w.astype(np.float32),
+                                          meta={**nxt.meta, "folded_avgpool": node.name})]
+            records.append({"pool": node.name, "into": nxt.name, "rule": "pool->dense matrix"})
             continue
         if isinstance(nxt, Conv2d):
             nodes[i:i + 2] = [_pool_then_conv(node, nxt)]

@@ -23,7 +23,7 @@ import numpy as np
 
 from neurocomp import fixedpoint as fx
 from neurocomp.errors import QuantizationError, UnsupportedLayer
-from neurocomp.ir import Conv2d, CubaLIF, Flatten, Input, LIF, Linear, LoihiNeuron, MALIF, SumPool2d, Threshold
+from neurocomp.ir import Conv2d, CubaLIF, Dense, Flatten, Input, LIF, Linear, LoihiNeuron, MALIF, SumPool2d, Threshold
 from neurocomp.passes._util import with_record
 
 
@@ -109,7 +109,7 @@ def _choose_vth(w_eff: np.ndarray, theta: float, wmax: int) -> int:
 
 def _max_input(q: np.ndarray, syn) -> int:
     """Largest |synaptic input| one step can deliver to a neuron (all inputs spiking)."""
-    if isinstance(syn, Linear):
+    if isinstance(syn, (Linear, Dense)):
         return int(np.max(np.sum(np.abs(q), axis=1))) if q.size else 0
     if isinstance(syn, Conv2d):
         return int(np.max(np.sum(np.abs(q).reshape(q.shape[0], -1), axis=1))) if q.size else 0
@@ -170,6 +170,8 @@ def _quantize_lif(syn, neu, weight_bits: int):
     bias_v = 64.0 * s * b
     if isinstance(syn, Conv2d):  # per output channel -> per neuron (C, H, W)
         bias_v = np.broadcast_to(bias_v[:, None, None], out_shape)
+    elif isinstance(syn, Dense):
+        bias_v = bias_v.reshape(out_shape)
     mant, exp, b_clipped = _bias_mant_exp(np.asarray(bias_v))
     if is_ma:   # h = alpha * u': the voltage keeps alpha per step
         dv = min(max(int(round(fx.DECAY_UNITY * (1.0 - neu.alpha))), 0), fx.DECAY_MAX)

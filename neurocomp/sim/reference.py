@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from neurocomp import fixedpoint as fx
 from neurocomp.errors import BadInput
-from neurocomp.ir import (MALIF, Scale, AvgPool2d, BatchNorm, Conv2d, CubaLIF, Flatten, Input, LIF, Linear, SumPool2d, Threshold)
+from neurocomp.ir import (Dense, MALIF, Scale, AvgPool2d, BatchNorm, Conv2d, CubaLIF, Flatten, Input, LIF, Linear, SumPool2d, Threshold)
 from neurocomp.sim.cuba import run_fixed_cuba, run_float_cuba
 
 
@@ -174,6 +174,8 @@ def _stateless_float(node, x: torch.Tensor) -> torch.Tensor:
                         tuple(node.dilation), int(node.groups))
     if isinstance(node, Linear):
         return F.linear(x, _t(node.weight), _t(node.bias))
+    if isinstance(node, Dense):
+        return F.linear(x.flatten(1), _t(node.weight), _t(node.bias)).reshape((-1,) + tuple(node.out_shape))
     if isinstance(node, BatchNorm):
         return F.batch_norm(x, _t(node.mean), _t(node.var), _t(node.weight), _t(node.bias), False, 0.0, node.eps)
     if isinstance(node, AvgPool2d):
@@ -226,7 +228,8 @@ def run_float(graph, x_seq, record=None) -> SimResult:
             elif node.is_synapse and i + 1 < len(nodes) and _defers_bias(nodes[i + 1]) and node.bias is not None:
                 bias = torch.as_tensor(node.bias, dtype=torch.float32)
                 y = _stateless_float(node.replace(bias=None), x.flatten(0, 1))
-                deferred = bias.reshape((-1,) + (1,) * (y.dim() - 2))
+                deferred = (bias.reshape(tuple(node.out_shape)) if isinstance(node, Dense)
+                            else bias.reshape((-1,) + (1,) * (y.dim() - 2)))
                 x = y.reshape((T, B) + tuple(y.shape[1:]))
             else:
                 y = _stateless_float(node, x.flatten(0, 1))
@@ -247,6 +250,9 @@ def _synapse_fixed(node, s: torch.Tensor) -> torch.Tensor:
     if isinstance(node, Linear):
         y = F.linear(x, torch.as_tensor(node.qweight, dtype=torch.float64))
         return torch.round(y).to(torch.int64)
+    if isinstance(node, Dense):
+        y = F.linear(x.flatten(1), torch.as_tensor(node.qweight, dtype=torch.float64))
+        return torch.round(y).to(torch.int64).reshape((-1,) + tuple(node.out_shape))
     if isinstance(node, SumPool2d):
         y = F.avg_pool2d(x, tuple(node.kernel), tuple(node.stride), tuple(node.padding), divisor_override=1)
         return fx.wrap_synaptic(torch.round(y).to(torch.int64) * int(node.qweight))
