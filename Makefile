@@ -3,9 +3,7 @@ PYTHON_VERSION ?= 3.10.13
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEMO_MODEL ?= models/digits_plain/model.pt
 DEMO_OUT ?= out/demo
-DEMO_SAMPLES ?= 360
 
 .PHONY: env demo test bench clean
 
@@ -23,9 +21,7 @@ $(STAMP): pyproject.toml
 env: $(STAMP)
 
 demo: $(STAMP)
-	@mkdir -p out
-	$(PY) -m neurocomp compile $(DEMO_MODEL) --target lava -o $(DEMO_OUT) --overwrite -q
-	$(PY) -m neurocomp simulate $(DEMO_OUT) --backend lava --samples $(DEMO_SAMPLES) --json $(DEMO_OUT)/simulate.json
+	$(PY) -m neurocomp.demo --out $(DEMO_OUT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -30,6 +30,27 @@ from neurocomp.passes.timing import time_alignment
 from neurocomp.sim.reference import SimResult
 
 
+def ensure_lava_runtime() -> None:
+    """Import Lava's multiprocessing layer, which calls ``set_start_method('fork')`` at import and
+    fails if the host program already fixed the start method (tests, notebooks, libraries)."""
+    import importlib
+    import multiprocessing as mp
+    name = "lava.magma.runtime.message_infrastructure.multiprocessing"
+    try:
+        importlib.import_module(name)
+        return
+    except RuntimeError:
+        if mp.get_start_method(allow_none=True) not in (None, "fork"):
+            raise BadInput(f"multiprocessing start method is {mp.get_start_method()!r}; Lava needs 'fork'",
+                           where="lava", hint="do not set another start method before running Lava")
+    original = mp.set_start_method
+    mp.set_start_method = lambda *args, **kwargs: None     # already 'fork': skip Lava's second call
+    try:
+        importlib.import_module(name)
+    finally:
+        mp.set_start_method = original
+
+
 def lava_shape(shape) -> tuple:
     return tuple(reversed(tuple(shape))) if len(shape) == 3 else tuple(shape)
 
@@ -62,6 +83,7 @@ class _Emitted:
 def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag: str = "fixed_pt") -> _Emitted:
     """Build the process network. ``inputs_lava``: source data ``(*lava_input_shape, steps)``;
     every neuron layer's spikes are recorded into ``record_dir/<layer>.npy``."""
+    ensure_lava_runtime()
     from lava.proc.conv.process import Conv
     from lava.proc.dense.process import Dense
     from neurocomp.backends.lava_recorder import SpikeRecorder, create_file
