@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from neurocomp.errors import DoesNotFit
-from neurocomp.ir import Conv2d, Linear, SumPool2d
+from neurocomp.ir import Conv2d, Dense, Linear, SumPool2d
 from neurocomp.passes._util import with_record
 from neurocomp.passes.quantize import check_lowerable
 
@@ -39,6 +39,8 @@ def connections_per_neuron(syn) -> np.ndarray:
     """Number of synapses each output neuron of ``syn`` receives, torch layout ``out_shape``."""
     if isinstance(syn, Linear):
         return np.full(syn.weight.shape[0], syn.weight.shape[1], dtype=np.int64)
+    if isinstance(syn, Dense):   # an unrolled conv: count the non-zero taps
+        return (syn.weight != 0).sum(axis=1).reshape(tuple(syn.out_shape)).astype(np.int64)
     if isinstance(syn, Conv2d):
         x = torch.ones((1,) + tuple(syn.in_shape), dtype=torch.float64)
         w = torch.ones(tuple(syn.weight.shape), dtype=torch.float64)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from neurocomp.ir import Conv2d, Flatten, Input, Linear, SumPool2d
+from neurocomp.ir import Conv2d, Dense, Flatten, Input, Linear, SumPool2d
 
 ENERGY_TERMS = (("synaptic_ops", "synaptic_op"), ("neuron_updates_active", "neuron_update_active"),
                 ("neuron_updates_inactive", "neuron_update_inactive"), ("routed_spikes", "spike"),
@@ -35,6 +35,9 @@ def synaptic_events(syn, s: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, w, None, tuple(syn.stride), tuple(syn.padding), tuple(syn.dilation), int(syn.groups))
     if isinstance(syn, SumPool2d):
         return F.avg_pool2d(x, tuple(syn.kernel), tuple(syn.stride), tuple(syn.padding), divisor_override=1)
+    if isinstance(syn, Dense):   # an unrolled conv: events along the non-zero taps
+        taps = torch.as_tensor(syn.weight != 0, dtype=torch.float64)
+        return (x.flatten(1) @ taps.T).reshape((-1,) + tuple(syn.out_shape))
     raise NotImplementedError(syn.kind)
 
 
