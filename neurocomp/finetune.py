@@ -1,0 +1,490 @@
+"""Fine-tuning a compiled artifact to win back what static folding and 8-bit quantization lost.
+
+``neurocomp finetune ARTIFACT -o NEW_ARTIFACT`` (API: :func:`finetune`):
+
+1. **The network that runs on the chip, as a torch model.** The artifact's float IR goes through
+   the same folding passes as ``neurocomp compile`` (BatchNorm, static attention, average pooling;
+   everything but ``quantize``) and the folded graph is rebuilt as a SpikingJelly ``Sequential``
+   (:func:`graph_to_module`): one Conv2d/Linear per neuron layer with BatchNorm and pooling
+   already folded in (MA-SNN's Conv→AvgPool becomes one stride-2 conv, PFA's AvgPool→Conv one
+   stride-2 conv of a k·K kernel), MaxPool over spikes, LIF / MALIF neurons, and the gain tables as
+   ``StaticMap`` modules: a gain on the input current (MA-SNN: ``[T, C, H, W]``, with MA's ReLU)
+   sits right before its neuron, a per-step gain on spikes (TCJA, PFA: ``g[t]`` of the rank-1
+   fold, whose other factor ``B`` is already in the next layer's weights) right before the
+   consuming synapse. This model compiles back to the same folded graph: BN is **folded** (not
+   frozen) and the rank-1 spike maps are exact by construction, so no folding error is left.
+2. **Quantization-aware training** on the model's training split, with straight-through
+   estimators that reproduce ``neurocomp.passes.quantize`` layer by layer: the scale
+   ``s = (vth + 1/64) / theta`` with ``vth`` chosen by the quantizer's own rule
+   (``_choose_vth``, recomputed from the current weights at every step), weights
+   ``round(s * w_eff)`` clipped to ``weight_bits`` (``w_eff = w / tau`` for decay-input LIFs),
+   biases as the 13-bit mantissa / 3-bit exponent the quantizer stores, gains as the quantizer's
+   ``mantissa / 2**shift``. The forward pass uses the dequantized values, the backward pass the
+   identity. ``--weights`` (default) trains weights, biases and gains; ``--no-weights`` only the
+   gain tables (static attention models). Spike gains are kept at mean 1 over time (the rank-1
+   fold's normalisation), gains are kept non-negative.
+3. The fine-tuned model is saved as a neurocomp checkpoint and compiled with
+   :func:`neurocomp.api.compile` into ``NEW_ARTIFACT``; its manifest records ``finetune``
+   (accuracies before and after on the full test split with the reference simulator, epochs,
+   learning rate, what was trained, per-epoch metrics) and keeps the source's ``attention`` block.
+
+Not emulated: Loihi's truncations of the voltage decay and of the gain product (sub-LSB of a
+voltage that counts in units of ``1/(64 s)``), 24-bit wrap (recorded by the quantizer).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neurocomp import fixedpoint as fx
+from neurocomp.errors import BadInput, UnsupportedLayer
+
+
+# ---- the folded graph as a torch model ----------------------------------------------------------
+
+def folded_graph(float_graph, attention: str = "static"):
+    """The float IR after every pass of :func:`neurocomp.api.lower` except ``quantize``."""
+    from neurocomp.passes import fold_avgpool, fold_batchnorm
+    from neurocomp.passes.fold_attention import fold_attention
+    return fold_avgpool(fold_attention(fold_batchnorm(float_graph), mode=attention))
+
+
+def _lif(node, surrogate_alpha: float = 2.0):
+    from spikingjelly.activation_based import neuron, surrogate
+    kw = dict(v_threshold=float(node.v_threshold), v_reset=None if node.v_reset is None else float(node.v_reset),
+              surrogate_function=surrogate.ATan(alpha=surrogate_alpha), detach_reset=True,
+              step_mode="m", backend="torch")
+    if node.tau is None:
+        return neuron.IFNode(**kw)
+    return neuron.LIFNode(tau=float(node.tau), decay_input=bool(node.decay_input), **kw)
+
+
+def graph_to_module(graph, lens: float = 0.25):
+    """Rebuild a folded float IR graph as a SpikingJelly ``nn.Sequential``.
+
+    Returns ``(model, layers)``; ``layers`` lists, per neuron layer, the indices (in ``model``) of
+    its synapse, its neuron and its gain ``StaticMap`` (or None), the gain kind and the quantizer's
+    inputs (``theta``, ``gain`` = 1/tau for decay-input LIFs). Surrogates: ATan(2) for LIF (the
+    zoo's), MA's rectangle with ``lens`` for MALIF (the IR does not store surrogates)."""
+    from spikingjelly.activation_based import layer
+    from neurocomp.ir import Conv2d, Dense, Flatten, Input, LIF, Linear, MALIF, SumPool2d, Threshold
+    from neurocomp.nn import MALIFNode, StaticMap
+    T = int(graph.meta["timesteps"])
+    nodes = list(graph.nodes)
+    mods, layers, syn_at = [], [], None
+    flat = False          # the torch tensor is already 1-D (after a Dense rebuilt as Flatten + Linear)
+    i = 0
+    while i < len(nodes):
+        n = nodes[i]
+        where = f"layer '{n.name}'"
+        if isinstance(n, Input):
+            pass
+        elif isinstance(n, Conv2d):
+            if flat:
+                raise UnsupportedLayer("a convolution after an unrolled (Dense) layer cannot be rebuilt", where=where)
+            m = layer.Conv2d(n.in_shape[0], n.weight.shape[0], tuple(n.weight.shape[2:]), stride=tuple(n.stride),
+                             padding=tuple(n.padding), dilation=tuple(n.dilation), groups=int(n.groups),
+                             bias=n.bias is not None, step_mode="m")
+            _set(m, n)
+            syn_at, syn_node = len(mods), n
+            mods.append(m)
+        elif isinstance(n, (Linear, Dense)):
+            if isinstance(n, Dense) and len(n.in_shape) > 1 and not flat:
+                mods.append(layer.Flatten(step_mode="m"))     # a Dense (unrolled conv) = Flatten + Linear
+            flat = flat or isinstance(n, Dense)
+            m = layer.Linear(n.weight.shape[1], n.weight.shape[0], bias=n.bias is not None, step_mode="m")
+            _set(m, n)
+            syn_at, syn_node = len(mods), n
+            mods.append(m)
+        elif isinstance(n, Flatten):
+            if not flat:
+                mods.append(layer.Flatten(step_mode="m"))
+            flat = True
+        elif isinstance(n, SumPool2d):
+            if flat:
+                raise UnsupportedLayer("pooling after an unrolled (Dense) layer cannot be rebuilt", where=where)
+            nxt = nodes[i + 1] if i + 1 < len(nodes) else None
+            if not (isinstance(nxt, Threshold) and float(nxt.threshold) == 0.0):
+                raise UnsupportedLayer("sum pooling that is not a MaxPool over spikes cannot be fine-tuned",
+                                       where=where)
+            mods.append(layer.MaxPool2d(tuple(n.kernel), tuple(n.stride), tuple(n.padding), step_mode="m"))
+            i += 2
+            continue
+        elif isinstance(n, (LIF, MALIF)):
+            if syn_at is None:
+                raise UnsupportedLayer("neuron without a synapse in front", where=where)
+            gain_at, gain_kind, theta, w_gain = None, None, None, 1.0
+            G = getattr(n, "input_gain", None)
+            if G is not None:
+                G = np.asarray(G, np.float32)
+                if n.gain_on_bias:             # current map: StaticMap right before the neuron
+                    gain_at, gain_kind = len(mods), "current"
+                    sm = StaticMap(shape=list(G.shape), rectify=bool(n.rectify_input), source="finetune:current")
+                    sm.map.copy_(torch.as_tensor(G))
+                    mods.append(sm)
+                else:                          # per-step spike gain g[t]: StaticMap before the synapse
+                    rows = G.reshape(G.shape[0], -1)
+                    if not np.all(rows == rows[:, :1]) or n.rectify_input:
+                        raise UnsupportedLayer("a spike gain that varies across neurons cannot be rebuilt",
+                                               where=where)
+                    g = rows[:, 0]
+                    nd = 1 if flat else len(syn_node.in_shape)
+                    sm = StaticMap(shape=[T] + [1] * nd, source="finetune:spikes")
+                    sm.map.copy_(torch.as_tensor(g.reshape([T] + [1] * nd)))
+                    mods.insert(syn_at, sm)
+                    gain_at, gain_kind = syn_at, "spikes"
+                    syn_at += 1
+            if isinstance(n, MALIF):
+                if n.beta != 0:
+                    raise UnsupportedLayer(f"MA-SNN cell with beta={n.beta}", where=where)
+                mods.append(MALIFNode(v_threshold=float(n.v_threshold), alpha=float(n.alpha), beta=float(n.beta),
+                                      lens=lens))
+                theta = float(n.v_threshold)
+            else:
+                if n.v_reset is None:
+                    raise UnsupportedLayer("soft reset has no Loihi equivalent", where=where)
+                mods.append(_lif(n))
+                theta = float(n.v_threshold) - float(n.v_reset)
+                if n.tau is not None and n.decay_input:
+                    w_gain = 1.0 / float(n.tau)
+            layers.append({"name": n.name, "synapse": syn_at, "sparse": isinstance(syn_node, Dense), "neuron": len(mods) - 1, "gain": gain_at,
+                           "gain_kind": gain_kind, "theta": theta, "w_gain": w_gain})
+            syn_at = None
+        else:
+            raise UnsupportedLayer(f"'{n.kind}' cannot be fine-tuned", where=where,
+                                   hint="finetune supports Conv2d/Linear, MaxPool over spikes, LIF/IF and MA-SNN cells")
+        i += 1
+    return nn.Sequential(*mods), layers
+
+
+def _set(m, n):
+    with torch.no_grad():
+        m.weight.copy_(torch.as_tensor(np.asarray(n.weight, np.float32)))
+        if n.bias is not None:
+            m.bias.copy_(torch.as_tensor(np.asarray(n.bias, np.float32)))
+
+
+# ---- straight-through fake quantization, the quantizer's rules ----------------------------------
+
+def layer_scale(weight: torch.Tensor, theta: float, w_gain: float, weight_bits: int) -> float:
+    """The quantizer's scale ``s = (vth + 1/64) / theta`` for these weights (``_choose_vth``)."""
+    from neurocomp.passes.quantize import _choose_vth
+    w_eff = weight.detach().cpu().numpy().astype(np.float32).astype(np.float64) * w_gain
+    vth = _choose_vth(w_eff, theta, (1 << (weight_bits - 1)) - 1)
+    return (vth + 1.0 / 64) / theta
+
+
+def quantize_weight(weight: torch.Tensor, s: float, w_gain: float, weight_bits: int) -> torch.Tensor:
+    """Integer weights ``clip(round(s * w_eff))`` as the quantizer computes them (int64)."""
+    wmax = (1 << (weight_bits - 1)) - 1
+    w_eff = weight.detach().double() * w_gain
+    return torch.clamp(torch.round(w_eff * s), -wmax - 1, wmax).to(torch.int64)
+
+
+def quantize_bias(bias: torch.Tensor, s: float, w_gain: float) -> torch.Tensor:
+    """``64 s b_eff`` as the quantizer's 13-bit mantissa times ``2**exp`` (the effective voltage bias)."""
+    bv = 64.0 * s * (bias.detach().double() * w_gain)
+    out = torch.empty_like(bv)
+    done = torch.zeros_like(bv, dtype=torch.bool)
+    for e in range(fx.BIAS_EXP_MAX + 1):
+        m = torch.round(bv / (1 << e))
+        ok = (m >= fx.BIAS_MANT_MIN) & (m <= fx.BIAS_MANT_MAX) & ~done
+        out[ok] = m[ok] * (1 << e)
+        done |= ok
+    if not bool(done.all()):
+        m = torch.clamp(torch.round(bv / (1 << fx.BIAS_EXP_MAX)), fx.BIAS_MANT_MIN, fx.BIAS_MANT_MAX)
+        out[~done] = m[~done] * (1 << fx.BIAS_EXP_MAX)
+    return out
+
+
+def quantize_gain(g: torch.Tensor) -> torch.Tensor:
+    """The gain table as the quantizer stores it: ``round(g * 2**shift) / 2**shift``."""
+    g64 = g.detach().double()
+    gmax = float(g64.max())
+    if not gmax > 0:
+        return torch.zeros_like(g64)
+    shift = int(min(16, max(0, math.floor(math.log2(fx.DECAY_MAX / gmax)))))
+    return torch.round(g64 * (1 << shift)) / (1 << shift)
+
+
+def _ste(x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    return x + (value.to(x.dtype) - x).detach()
+
+
+class QSynapse(nn.Module):
+    """A Conv2d/Linear whose forward uses the fixed-point weights and bias (dequantized), STE backward."""
+
+    def __init__(self, syn, theta: float, w_gain: float, weight_bits: int, sparse: bool = False):
+        super().__init__()
+        self.syn, self.theta, self.w_gain, self.weight_bits = syn, theta, w_gain, weight_bits
+        self.enabled = True
+        # an unrolled conv keeps its zeros (its connectivity); the scale of a large layer is
+        # recomputed every few steps only (always in eval mode and at the last step of an epoch)
+        self.register_buffer("mask", (syn.weight.detach() != 0).to(syn.weight.dtype) if sparse else None)
+        self.every = max(1, syn.weight.numel() // 200_000)
+        self._calls, self._s, self._stale = 0, None, True
+
+    def scale(self, w) -> float:
+        if self.training:
+            if self._s is None or self._calls % self.every == 0:
+                self._s = layer_scale(w, self.theta, self.w_gain, self.weight_bits)
+            self._calls += 1
+            self._stale = True
+        elif self._s is None or self._stale:
+            self._s = layer_scale(w, self.theta, self.w_gain, self.weight_bits)
+            self._stale = False
+        return self._s
+
+    def fake_weights(self):
+        w, b = self.syn.weight, self.syn.bias
+        if self.mask is not None:
+            w = w * self.mask
+        if not self.enabled:
+            return w, b
+        s = self.scale(w)
+        q = quantize_weight(w, s, self.w_gain, self.weight_bits)
+        wq = _ste(w, q.double() / (s * self.w_gain))
+        bq = None if b is None else _ste(b, quantize_bias(b, s, self.w_gain) / (64.0 * s * self.w_gain))
+        return wq, bq
+
+    def forward(self, x_seq):
+        w, b = self.fake_weights()
+        x = x_seq.flatten(0, 1)
+        if isinstance(self.syn, nn.Conv2d):
+            y = F.conv2d(x, w, b, self.syn.stride, self.syn.padding, self.syn.dilation, self.syn.groups)
+        else:
+            y = F.linear(x, w, b)
+        return y.reshape(x_seq.shape[:2] + y.shape[1:])
+
+
+class QGain(nn.Module):
+    """A StaticMap with a trainable table ``g``; forward uses the quantizer's gain mantissas (STE).
+
+    ``kind="spikes"``: the per-step gain of a rank-1 spike map, used as ``g / mean_t(g)`` (the fold's
+    normalisation, so the next weights are not rescaled at compile time)."""
+
+    def __init__(self, sm, kind: str, quantized: bool = True):
+        super().__init__()
+        self.sm, self.kind, self.quantized = sm, kind, quantized
+        self.g = nn.Parameter(sm.map.detach().clone())
+
+    def table(self):
+        g = self.g
+        if self.kind == "spikes":
+            g = g / g.mean()
+        return _ste(g, quantize_gain(g)) if self.quantized else g
+
+    def forward(self, x_seq):
+        y = x_seq * self.table().unsqueeze(1)
+        return torch.relu(y) if self.sm.rectify else y
+
+    @torch.no_grad()
+    def write_back(self):
+        g = self.g / self.g.mean() if self.kind == "spikes" else self.g
+        self.sm.map.copy_(g.detach())
+
+
+def qat_model(model, layers, weight_bits: int = 8, quantized: bool = True):
+    """A training view of ``model``: synapses and gains wrapped (sharing the parameters)."""
+    mods = list(model)
+    qsyn, qgain = [], []
+    for L in layers:
+        q = QSynapse(mods[L["synapse"]], L["theta"], L["w_gain"], weight_bits, sparse=L.get("sparse", False))
+        q.enabled = quantized
+        mods[L["synapse"]] = q
+        qsyn.append(q)
+        if L["gain"] is not None:
+            qg = QGain(mods[L["gain"]], L["gain_kind"], quantized)
+            mods[L["gain"]] = qg
+            qgain.append(qg)
+    return nn.Sequential(*mods), qsyn, qgain
+
+
+# ---- data, training loop ------------------------------------------------------------------------
+
+def _data(dataset: str, T: int, encoding: str, seed: int):
+    from neurocomp.train import DEFAULTS, Data
+    if dataset not in ("digits", "events"):
+        raise BadInput(f"the model's dataset is {dataset!r}", where="finetune",
+                       hint="finetune trains on a named dataset's training split (digits, events)")
+    recipe = dict(DEFAULTS, name="finetune", dataset=dataset, timesteps=T, encoding=encoding, seed=seed)
+    return Data(recipe)
+
+
+def _forward(model, xb):
+    from spikingjelly.activation_based import functional
+    functional.reset_net(model)
+    out = model(xb)
+    return out
+
+
+def train_qat(qat, params_w, params_g, data, epochs: int, lr: float, gain_lr: float, loss: str = "smse",
+              batch_size: int = 32, seed: int = 0, limit: int | None = None, progress: bool = True,
+              qgains=(), name: str = "finetune", eval_test: bool = True) -> list:
+    """Adam + cosine annealing over ``epochs``; returns per-epoch metrics (train loss/accuracy of the
+    emulated fixed-point model, its test accuracy)."""
+    from tqdm import tqdm
+    from neurocomp.train import evaluate, loss_fn, seed_everything
+    seed_everything(seed)
+    groups = [g for g in ({"params": params_w, "lr": lr}, {"params": params_g, "lr": gain_lr}) if g["params"]]
+    opt = torch.optim.Adam(groups)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
+    gen = torch.Generator().manual_seed(seed)
+    y_train = data.y_train if limit is None else data.y_train[:limit]
+    n, metrics = len(y_train), []
+    for epoch in range(epochs):
+        t0 = time.time()
+        x_train = data.train_inputs(epoch)[:, :n]
+        qat.train()
+        order = torch.randperm(n, generator=gen).numpy()
+        total, correct = 0.0, 0
+        bar = tqdm(range(0, n, batch_size), desc=f"{name} epoch {epoch + 1}/{epochs}", disable=not progress,
+                   leave=False, file=sys.stderr)
+        for i in bar:
+            idx = order[i:i + batch_size]
+            xb, yb = torch.as_tensor(x_train[:, idx]), torch.as_tensor(y_train[idx])
+            out = _forward(qat, xb)
+            lo = loss_fn(out, yb, loss, data.num_classes)
+            opt.zero_grad()
+            lo.backward()
+            opt.step()
+            with torch.no_grad():
+                for qg in qgains:
+                    qg.g.clamp_(min=0.0)
+            total += lo.item() * len(idx)
+            correct += int((out.sum(0).argmax(1) == yb).sum())
+            bar.set_postfix(loss=f"{lo.item():.4f}")
+        row = {"epoch": epoch + 1, "train_loss": total / n, "train_acc": correct / n,
+               "lr": opt.param_groups[0]["lr"]}
+        sched.step()
+        if eval_test:
+            row["test_acc_emulated_fixed"] = evaluate(qat, data.x_test, data.y_test)
+        row["seconds"] = round(time.time() - t0, 2)
+        metrics.append(row)
+        if progress:
+            print(json.dumps(row), file=sys.stderr)
+    from spikingjelly.activation_based import functional
+    functional.reset_net(qat)
+    qat.eval()
+    return metrics
+
+
+# ---- the command --------------------------------------------------------------------------------
+
+def _accuracies(artifact, progress: bool = False) -> dict:
+    from neurocomp.api import simulate
+    r = simulate(artifact, backend="reference", progress=progress)
+    return {"samples": r["samples"], "inputs": r["inputs"], **{k: v for k, v in r["accuracy"].items()}}
+
+
+def finetune(artifact, out, epochs: int = 10, lr: float = 5e-4, gain_lr: float | None = None,
+             weights: bool = True, gains: bool = True, loss: str = "smse", batch_size: int = 32, seed: int = 0,
+             limit: int | None = None, overwrite: bool = False, progress: bool = True,
+             measure: bool = True) -> dict:
+    """Fine-tune the compiled ``artifact`` and compile the result into ``out``; returns the
+    manifest's ``finetune`` record (``measure=False`` skips the before/after reference runs)."""
+    from neurocomp.api import compile as compile_
+    from neurocomp.artifact import Artifact, write_atomically, write_json_atomically
+    from neurocomp.frontends.checkpoint import save_checkpoint
+    from neurocomp.train import seed_everything
+    if epochs < 0:
+        raise BadInput(f"--epochs {epochs}", where="--epochs", hint="give 0 or more")
+    if not lr > 0:
+        raise BadInput(f"--lr {lr}", where="--lr", hint="a positive learning rate")
+    src = Artifact(artifact)
+    man = src.manifest
+    T, shape, enc, dataset = man["timesteps"], man["input_shape"], man["encoding"], man.get("dataset")
+    if not dataset:
+        raise BadInput("the artifact names no dataset to train on", where=str(artifact),
+                       hint="compile a checkpoint that records its dataset")
+    att = man.get("attention")
+    mode = (att or {}).get("mode", "static")
+    weight_bits = int(man.get("weight_bits", 8))
+    seed_everything(seed)
+    model, layers = graph_to_module(folded_graph(src.float_graph, attention=mode))
+    has_gains = any(L["gain"] is not None for L in layers)
+    gains = gains and has_gains
+    if not (weights or gains):
+        raise BadInput("nothing to train: the model has no attention gain tables and --no-weights was given",
+                       where="--no-weights", hint="train the weights (--weights)")
+    qat, qsyn, qgain = qat_model(model, layers, weight_bits)
+    params_w = [p for q in qsyn for p in q.syn.parameters()] if weights else []
+    params_g = [q.g for q in qgain] if gains else []
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params_w:
+        p.requires_grad_(True)
+    for q in qgain:
+        q.g.requires_grad_(gains)
+    before = _accuracies(artifact) if measure else None
+    data = _data(dataset, T, enc, seed)
+    name = os.path.basename(os.path.normpath(str(artifact)))
+    metrics = train_qat(qat, params_w, params_g, data, epochs, lr, gain_lr if gain_lr is not None else lr, loss,
+                        batch_size, seed, limit, progress, qgains=qgain, name=name)
+    for q in qgain:
+        q.write_back()
+    trained = (["weights", "biases"] if weights else []) + (["gain tables"] if gains else [])
+    rec = {"source": os.path.abspath(str(artifact)), "epochs": epochs, "lr": lr,
+           "gain_lr": gain_lr if gain_lr is not None else lr, "loss": loss, "batch_size": batch_size,
+           "seed": seed, "train_samples": len(data.y_train) if limit is None else min(limit, len(data.y_train)),
+           "trained": trained, "bn": "folded into the conv/linear weights before training",
+           "quantization": f"straight-through {weight_bits}-bit fake quantization with neurocomp's per-layer "
+                           "scale rule (weights, bias mantissa/exponent, gain mantissa/shift)",
+           "metrics": metrics, "before": before}
+    parent = os.path.dirname(os.path.abspath(str(out)))
+    if not os.path.isdir(parent):
+        raise BadInput("parent folder does not exist", where=parent, hint="create it first")
+    work = tempfile.mkdtemp(prefix=".finetune-", dir=parent)
+    try:
+        ckpt = os.path.join(work, "model.pt")
+        save_checkpoint(model.eval(), ckpt, input_shape=shape, timesteps=T, encoding=enc, dataset=dataset,
+                        extra={"note": "fine-tuned by neurocomp finetune: BN, pooling and attention folded; "
+                                       "gain tables as StaticMap", "source_artifact": rec["source"]})
+        compiled = compile_(ckpt, os.path.join(work, "artifact"), target=man.get("target", "lava"),
+                            weight_bits=weight_bits, attention=mode)
+        if measure:
+            rec["after"] = _accuracies(compiled)
+        m2 = Artifact(compiled).manifest
+        m2["finetune"] = rec
+        if att is not None:
+            m2["attention"] = {**att, "note": "calibrated in the source artifact, then fine-tuned (finetune)"}
+        write_json_atomically(os.path.join(compiled, "manifest.json"), m2)
+        if os.path.exists(src.checkpoint):
+            shutil.copyfile(src.checkpoint, os.path.join(compiled, "source_model.pt"))
+
+        def fill(tmp):
+            for entry in os.listdir(compiled):
+                shutil.move(os.path.join(compiled, entry), os.path.join(tmp, entry))
+
+        write_atomically(str(out), fill, overwrite=overwrite)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rec
+
+
+def format_record(rec: dict) -> str:
+    """A short before/after table of a finetune record."""
+    def pct(v):
+        return "   n/a " if v is None else f"{100 * v:6.2f} %"
+    lines = [f"trained: {', '.join(rec['trained'])}; {rec['epochs']} epochs, lr {rec['lr']}, "
+             f"{rec['train_samples']} training samples"]
+    b, a = rec.get("before"), rec.get("after")
+    if b and a:
+        lines.append(f"on {a['samples']} samples from {a['inputs']} (reference simulator):")
+        lines.append(f"  original float model          {pct(b.get('float_torch'))}")
+        if b.get("float_static_attention") is not None:
+            lines.append(f"  static-attention float model  {pct(b.get('float_static_attention'))}")
+        lines.append(f"  fixed point before            {pct(b.get('fixed_reference'))}")
+        lines.append(f"  fine-tuned float model        {pct(a.get('float_torch'))}")
+        lines.append(f"  fixed point after             {pct(a.get('fixed_reference'))}")
+    return "\n".join(lines)
