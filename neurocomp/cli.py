@@ -70,6 +70,16 @@ def _cmd_train(a):
     return train_main([a.recipe] + a.rest) or 0
 
 
+def _cmd_finetune(a):
+    from neurocomp.finetune import finetune, format_record
+    rec = finetune(a.artifact, a.output, epochs=a.epochs, lr=a.lr, gain_lr=a.gain_lr, weights=a.weights,
+                   gains=a.gains, loss=a.loss, batch_size=a.batch_size, seed=a.seed, limit=a.train_samples,
+                   overwrite=a.overwrite, progress=not a.quiet)
+    print(format_record(rec))
+    print(f"wrote {a.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="neurocomp", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -122,6 +132,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("recipe")
     t.add_argument("rest", nargs=argparse.REMAINDER)
     t.set_defaults(func=_cmd_train)
+
+    f = sub.add_parser("finetune", help="fine-tune an artifact's weights and gain tables against 8-bit fixed point")
+    f.add_argument("artifact", help="artifact folder written by `neurocomp compile`")
+    f.add_argument("-o", "--output", required=True, help="artifact folder to create with the fine-tuned model")
+    f.add_argument("--epochs", type=int, default=10, help="epochs over the training split (default 10)")
+    f.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate, cosine-annealed (default 5e-4)")
+    f.add_argument("--gain-lr", type=float, help="learning rate of the gain tables (default: --lr)")
+    f.add_argument("--weights", action=argparse.BooleanOptionalAction, default=True,
+                   help="train weights and biases too (default); --no-weights trains only the gain tables")
+    f.add_argument("--gains", action=argparse.BooleanOptionalAction, default=True,
+                   help="train the static attention gain tables (default, when the model has any)")
+    f.add_argument("--loss", choices=["smse", "tet"], default="smse")
+    f.add_argument("--batch-size", type=int, default=32)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--train-samples", type=int, help="use only the first N training samples")
+    f.add_argument("--overwrite", action="store_true", help="replace an existing output artifact")
+    f.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    f.set_defaults(func=_cmd_finetune)
     return p
 
 
