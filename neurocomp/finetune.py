@@ -450,8 +450,14 @@ def finetune(artifact, out, epochs: int = 10, lr: float = 5e-4, gain_lr: float |
         save_checkpoint(model.eval(), ckpt, input_shape=shape, timesteps=T, encoding=enc, dataset=dataset,
                         extra={"note": "fine-tuned by neurocomp finetune: BN, pooling and attention folded; "
                                        "gain tables as StaticMap", "source_artifact": rec["source"]})
-        compiled = compile_(ckpt, os.path.join(work, "artifact"), target=man.get("target", "lava"),
-                            weight_bits=weight_bits, attention=mode)
+        try:
+            compiled = compile_(ckpt, os.path.join(work, "artifact"), target=man.get("target", "lava"),
+                                weight_bits=weight_bits, attention=mode)
+        except BaseException:   # keep the training: the checkpoint can be compiled by hand
+            shutil.copyfile(ckpt, os.path.abspath(str(out)).rstrip(os.sep) + ".finetuned.pt")
+            print(f"finetune: compiling failed; the fine-tuned checkpoint is kept at {out}.finetuned.pt",
+                  file=sys.stderr)
+            raise
         if measure:
             rec["after"] = _accuracies(compiled)
         m2 = Artifact(compiled).manifest
