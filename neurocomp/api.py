@@ -42,7 +42,7 @@ def _versions() -> dict:
     return out
 
 
-ATTENTION_MODES = ("static", "portable")
+ATTENTION_MODES = ("static", "portable", "dynamic")
 
 
 def lower(float_graph, weight_bits: int = 8, target=None, attention: str = "static"):
@@ -123,9 +123,8 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
     artifact folder ``out``; returns its path. Attention modules are calibrated on ``calib`` and
     folded as ``attention`` says (``static`` or ``portable``)."""
     if attention not in ATTENTION_MODES:
-        hint = ("dynamic attention (exact per-sample maps behind a T-step delay) is not implemented in this "
-                "version; use static or portable") if attention == "dynamic" else f"use {' or '.join(ATTENTION_MODES)}"
-        raise BadInput(f"attention mode {attention!r} is not available", where="--attention", hint=hint)
+        raise BadInput(f"attention mode {attention!r} is not available", where="--attention",
+                       hint=f"use {' or '.join(ATTENTION_MODES)}")
     if str(model_path).lower().endswith(".nir"):
         from neurocomp.interop import compile_nir
         return compile_nir(model_path, out, target=target, dt=dt, reset=reset, timesteps=timesteps,
@@ -141,12 +140,16 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
     if attention_modules(loaded.model):
         xc, yc, source = calibration_inputs(loaded, calib, calib_samples)
         stats = calibrate(loaded.model, xc, yc)
-        static_model = make_static(loaded.model, stats)
+        static_model = make_static(loaded.model, stats) if attention != "dynamic" else None
         attention_info = {"mode": attention, "calibration": {"source": source, "samples": int(xc.shape[1])},
                           "maps": {p: {k: v for k, v in st.items() if k != "static_map"} for p, st in stats.items()}}
+        if attention == "dynamic":
+            attention_info["latency_steps_added"] = loaded.timesteps * len(stats)
     with _about(model_path):
         traced = module_to_graph(static_model if static_model is not None else loaded.model, loaded.input_shape,
-                                 loaded.timesteps, loaded.encoding, meta)
+                                 loaded.timesteps, loaded.encoding, meta,
+                                 attention_mode=attention if attention_info else None,
+                                 calibration=stats if attention_info else None)
 
     def fill(tmp):
         nir_path = os.path.join(tmp, "model.nir")
@@ -176,10 +179,20 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
             "weight_bits": weight_bits,
             "hardware_target": hw.name, "mapping": fixed_graph.meta.get("mapping"),
             "attention": attention_info,
+            "attention_process_cost": _attention_cost(fixed_graph),
         }
         write_json_atomically(os.path.join(tmp, "manifest.json"), manifest)
 
     return write_atomically(out, fill, overwrite=overwrite)
+
+
+def _attention_cost(graph):
+    """Per dynamic attention module: operations and bits per inference of its attention process."""
+    from neurocomp.dynamic_attention import ma_cost, ma_params
+    T = int(graph.meta["timesteps"])
+    out = {n.name: ma_cost(n.out_shape, T, ma_params(n.state(), n.parts), n.parts)
+           for n in graph if n.kind == "ma_attention"}
+    return out or None
 
 
 def run_torch_model(model, x_seq: torch.Tensor) -> torch.Tensor:

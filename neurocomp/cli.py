@@ -36,8 +36,10 @@ def _cmd_compile(a):
             for name, st in att["maps"].items():
                 fr = folds.get(name, {})
                 cls = "n/a" if st["class_explained"] is None else f"{100 * st['class_explained']:.0f}%"
+                how = (f"folded: {fr.get('rule', '?')}, error {fr.get('error', 0):.3g}" if att["mode"] != "dynamic"
+                       else "kept dynamic: attention process, +T steps")
                 print(f"  {name:>6} {st['module']:<5} on {st['acts_on']:<13} varies {100 * st['variation']:5.1f}% "
-                      f"(class explains {cls}); folded: {fr.get('rule', '?')}, error {fr.get('error', 0):.3g}")
+                      f"(class explains {cls}); {how}")
                 if st.get("warning"):
                     print(f"         warning: {st['warning']}")
     return 0

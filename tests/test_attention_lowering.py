@@ -173,3 +173,56 @@ def test_calibration_statistics_see_class_gates():
         assert st["variation"] > 0.5
     finally:
         att.ATTENTION.discard("Gate")
+
+
+# ---- dynamic mode (MA-SNN) ---------------------------------------------------------------------
+def test_sigmoid_table_within_its_quantization_step():
+    from neurocomp.dynamic_attention import sigmoid_lut
+    z = np.linspace(-15.9, 15.9, 20001)
+    err = np.abs(sigmoid_lut(z) / 4096.0 - 1.0 / (1.0 + np.exp(-z)))
+    # half an input step (1/64) times the largest slope (1/4), plus half an output step (1/8192)
+    assert err.max() <= 0.25 / 64 + 0.5 / 4096 + 1e-12
+    assert sigmoid_lut(np.array([-100.0]))[0] == 0 and sigmoid_lut(np.array([100.0]))[0] == 4095
+
+
+def test_dynamic_gains_follow_the_module():
+    from neurocomp.dynamic_attention import ma_gains, ma_params
+    from neurocomp.nn import TCSA
+    torch.manual_seed(0)
+    m = TCSA(6, 8, t_ratio=2, c_ratio=2).eval()
+    x = torch.randn(6, 4, 8, 3, 3)
+    with torch.no_grad():
+        ref = m.attention(x).numpy()
+    g = ma_gains(x.transpose(0, 1).numpy(), ma_params({k: v.numpy() for k, v in m.state_dict().items()}, "TCS"),
+                 "TCS") / 4096.0
+    assert np.abs(g.transpose(1, 0, 2, 3, 4) - ref).max() < 0.01
+    x2 = x.clone()
+    x2[5] += 3.0                                   # a change at the last step moves the gains at step 0
+    g2 = ma_gains(x2.transpose(0, 1).numpy(), ma_params({k: v.numpy() for k, v in m.state_dict().items()}, "TCS"),
+                  "TCS")
+    assert not np.array_equal(g2[:, 0], (g * 4096).astype(np.int64)[:, 0])
+
+
+def test_dynamic_mode_exact_on_lava_with_t_step_latency():
+    from neurocomp.passes.timing import time_alignment
+    T = 5
+    model = _tiny("ma", T)
+    x = spike_input(T, 8, (2, 8, 8), p=0.3, seed=6)
+    g = module_to_graph(model, (2, 8, 8), T, attention_mode="dynamic")
+    assert sum(n.kind == "ma_attention" for n in g) == 3
+    assert torch.equal(run_float(g, x).output, run_torch_model(model, x))     # the original, dynamic model
+    q = lower(g, attention="dynamic")
+    assert time_alignment(q)["depth"] == 3 + 3 * T                            # 3 synapses + T per module
+    ref, lava = run_fixed(q, x), run_lava(q, x)
+    for name in ref.spikes:
+        assert torch.equal(ref.spikes[name], lava.spikes[name]), name
+    assert sum(int(s.sum()) for s in ref.spikes.values()) > 0
+    path = "/tmp/_nc_dyn.nir"
+    write_nir(g, path)
+    assert read_nir(path).digest() == g.digest()
+
+
+def test_dynamic_mode_refuses_spike_maps():
+    from neurocomp.errors import UnsupportedLayers
+    with pytest.raises(UnsupportedLayers, match="graded-spike payloads"):
+        module_to_graph(_tiny("tcja", 5), (2, 8, 8), 5, attention_mode="dynamic")

@@ -31,6 +31,23 @@ def zoo_model(request):
     return g, x
 
 
+MA_ZOO = [p for p in ZOO if os.path.basename(os.path.dirname(p)).endswith("_ma")]
+
+
+@pytest.mark.parametrize("path", MA_ZOO, ids=lambda p: os.path.basename(os.path.dirname(p)))
+def test_zoo_dynamic_attention_equals_lava(path):
+    """MA-SNN kept dynamic: IR float == original torch model, reference == Lava (T-step delay)."""
+    loaded = load_checkpoint(path)
+    x, _ = load_inputs(loaded.dataset, "test", loaded.timesteps, loaded.encoding, n=50)
+    x = torch.as_tensor(x)
+    g = module_to_graph(loaded.model, loaded.input_shape, loaded.timesteps, loaded.encoding, attention_mode="dynamic")
+    assert torch.equal(run_float(g, x).output, run_torch_model(loaded.model, x))
+    q = lower(g, attention="dynamic")
+    ref, lava = run_fixed(q, x), run_lava(q, x)
+    for name in ref.spikes:
+        assert torch.equal(ref.spikes[name], lava.spikes[name]), name
+
+
 @pytest.mark.parametrize("mode", ["static", "portable"])
 def test_zoo_reference_equals_lava(zoo_model, mode):
     g, x = zoo_model

@@ -100,6 +100,8 @@ def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag:
     flat_from = None                                 # torch 3-D shape if `port` is a flattened (W,H,C)
     fixed = tag == "fixed_pt"
     pairs = {syn.name: neu for syn, neu in check_lowerable(graph)}
+    nodes = list(graph.nodes)
+    attention_of = {nodes[k + 1].name: n for k, n in enumerate(nodes) if n.kind == "ma_attention"}
     for node in graph:
         if isinstance(node, Input):
             continue
@@ -152,6 +154,11 @@ def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag:
             from neurocomp.backends.lava_cuba import emit_cuba
             lif, extra = emit_cuba(neu, out_shape, T, delay, fixed)
             net.procs += extra
+        elif p.dynamic_gain:
+            if not fixed:
+                raise BadInput("dynamic attention runs only under fixed_pt", where="tag", hint="use fixed_pt")
+            lif, a_targets, extra = _emit_dynamic(neu, attention_of[neu.name], out_shape, T, delay)
+            net.procs += extra
         elif p.gain_scheduled:
             lif = _emit_gain_lif(neu, out_shape, T, delay, fixed)
         elif fixed:
@@ -164,7 +171,8 @@ def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag:
             lif = LIFReset(shape=out_shape, du=1.0, dv=p.dv / fx.DECAY_UNITY, vth=p.vth + 1.0 / 64,
                            bias_mant=to_lava_layout(bias), bias_exp=0,
                            reset_interval=T, reset_offset=(1 + delay) % T, name=neu.name)
-        syn.a_out.reshape(out_shape).connect(lif.a_in) if syn.a_out.shape != out_shape else syn.a_out.connect(lif.a_in)
+        a_port = syn.a_out.reshape(out_shape) if syn.a_out.shape != out_shape else syn.a_out
+        a_port.connect(a_targets if p is not None and p.dynamic_gain else lif.a_in)
         path = os.path.join(record_dir, f"{len(net.layers)}.npy")
         create_file(path, out_shape, total_steps)
         sink = SpikeRecorder(shape=out_shape, path=path, steps=total_steps)
@@ -173,6 +181,30 @@ def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag:
         net.procs += [syn, lif, sink]
         port, shape, flat_from = lif.s_out, tuple(neu.out_shape), None
     return net
+
+
+def _emit_dynamic(neu, att, out_shape, T, delay):
+    """Delay line + attention process + gain-fed LIF for a layer whose MA attention stays dynamic."""
+    from neurocomp.backends.lava_dynamic import DelayLine, GainLIFDynamic, MAAttentionProcess
+    from neurocomp.dynamic_attention import ma_params
+    p = neu.fixed
+    bias = to_lava_layout(fx.effective_bias(np.asarray(p.bias_mant, np.int64), np.asarray(p.bias_exp, np.int64)))
+    line = DelayLine(shape=out_shape, delay=T)
+    # the attention process computes in torch layout; give it views in that layout
+    proc = MAAttentionProcess(shape=out_shape, params=_lava_layout_params(ma_params(att.state(), att.parts), out_shape),
+                              parts=att.parts, bias=bias, x_scale=float(att.x_scale), window=T,
+                              window_offset=delay - T)
+    lif = GainLIFDynamic(shape=out_shape, gain_shift=int(p.gain_shift), bias=bias, dv=p.dv, vth=p.vth,
+                         v_reset=p.v_reset, rectify=p.rectify, gain_on_bias=p.gain_on_bias, window=T,
+                         window_offset=delay, name=neu.name)
+    line.a_out.connect(lif.a_in)
+    proc.g_out.connect(lif.g_in)
+    return lif, [line.a_in, proc.a_in], [line, proc]
+
+
+def _lava_layout_params(params: dict, out_shape) -> dict:
+    """MA maps are computed on (C, H, W); Lava neurons are (W, H, C): mark the layout for the process."""
+    return dict(params, lava_layout=len(out_shape) == 3)
 
 
 def _emit_gain_lif(neu, out_shape, T, delay, fixed):

@@ -26,7 +26,7 @@ import json
 import nir
 import numpy as np
 
-from neurocomp.ir import (MALIF, Scale, AvgPool2d, BatchNorm, Conv2d, Flatten, Input, LIF, Linear, SumPool2d, Threshold)
+from neurocomp.ir import (MAAttention, MALIF, Scale, AvgPool2d, BatchNorm, Conv2d, Flatten, Input, LIF, Linear, SumPool2d, Threshold)
 
 from neurocomp.ir import DEFAULT_DT
 PREFIX = "neurocomp."
@@ -89,6 +89,22 @@ def node_to_nir(node, dt: float = DEFAULT_DT):
                    PREFIX + "rectify": bool(node.rectify)})
         mean_t = np.broadcast_to(np.asarray(node.scale).mean(axis=0).reshape(
             np.asarray(node.scale).shape[1:] + (1,) * (len(shape) - (node.scale.ndim - 1))), shape)
+        return nir.Scale(scale=np.ascontiguousarray(mean_t, dtype=np.float64), metadata=md)
+    if isinstance(node, MAAttention):
+        # dynamic MA attention: foreign consumers get the calibrated time-mean map as a Scale;
+        # neurocomp reads the module back from the metadata (weights under neurocomp.state.*)
+        md.update({PREFIX + "op": "dynamic_attention", PREFIX + "parts": node.parts,
+                   PREFIX + "module": node.meta.get("module", ""),
+                   PREFIX + "config": json.dumps(node.meta.get("config", {}), sort_keys=True)})
+        for f in MAAttention.STATE_NAMES:
+            if getattr(node, f) is not None:
+                md[PREFIX + "state." + f] = np.asarray(getattr(node, f))
+        if node.static_map is not None:
+            md[PREFIX + "static_map"] = np.asarray(node.static_map)
+            sm = np.asarray(node.static_map, np.float64).mean(axis=0)
+            mean_t = np.broadcast_to(sm.reshape(sm.shape + (1,) * (len(shape) - sm.ndim)), shape)
+        else:
+            mean_t = np.ones(shape)
         return nir.Scale(scale=np.ascontiguousarray(mean_t, dtype=np.float64), metadata=md)
     if isinstance(node, MALIF):
         # MA-SNN's cell (reset to threshold, then leak alpha) has no NIR node: the closest standard

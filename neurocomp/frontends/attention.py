@@ -115,7 +115,7 @@ def make_static(model, stats: dict):
 
 def add_attention(builder, path, module) -> None:
     """Lower a neurocomp.nn module met by the torch frontend."""
-    from neurocomp.ir import MALIF, Scale
+    from neurocomp.ir import MAAttention, MALIF, Scale
     name = type(module).__name__
     shape = builder.shape
     if name == "MALIFNode":
@@ -131,6 +131,18 @@ def add_attention(builder, path, module) -> None:
             return
         builder.add(Scale(name=path, in_shape=shape, out_shape=shape, scale=m, rectify=bool(module.rectify),
                           meta={"attention": module.config.get("source", "")}))
+        return
+    if name in ATTENTION and getattr(builder, "attention_mode", None) == "dynamic":
+        if name in RECTIFIED and name != "PFA":
+            state = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in module.state_dict().items()}
+            fields = {f: state.get(n) for f, n in MAAttention.STATE_NAMES.items()}
+            calib = (getattr(builder, "calibration", None) or {}).get(path)
+            builder.add(MAAttention(name=path, in_shape=shape, out_shape=shape, parts=type(module).PARTS,
+                                    static_map=None if calib is None else calib["static_map"],
+                                    meta={"module": name, "config": dict(module.config)}, **fields))
+            return
+        builder.refuse(path, module, "dynamic mode is implemented for MA-SNN's maps on input current only",
+                       "TCJA/PFA act on spikes and need graded-spike payloads: use --attention static")
         return
     if name in ATTENTION:
         builder.refuse(path, module, "computes its map from the whole time window (non-causal)",

@@ -12,7 +12,7 @@ import nir
 import numpy as np
 
 from neurocomp.errors import BadGraph, UnsupportedLayer, UnsupportedLayers
-from neurocomp.ir import (MALIF, Scale, AvgPool2d, BatchNorm, Conv2d, Flatten, Graph, Input, LIF, Linear, SumPool2d, Threshold)
+from neurocomp.ir import (MAAttention, MALIF, Scale, AvgPool2d, BatchNorm, Conv2d, Flatten, Graph, Input, LIF, Linear, SumPool2d, Threshold)
 
 PREFIX = "neurocomp."
 
@@ -149,6 +149,17 @@ def _convert(name, node, in_shape, md):
             raise UnsupportedLayer(f"Flatten of dims {node.start_dim}..{node.end_dim}", where=where,
                                    hint="only full flattening is supported")
         return [Flatten(name=name, in_shape=in_shape, out_shape=(int(np.prod(in_shape)),), meta=meta)]
+    if isinstance(node, nir.Scale) and md.get(PREFIX + "op") == "dynamic_attention":
+        def text(v):
+            return v.decode() if isinstance(v, bytes) else str(v)
+        fields = {f: np.asarray(md[PREFIX + "state." + f], dtype=np.float32)
+                  for f in MAAttention.STATE_NAMES if PREFIX + "state." + f in md}
+        sm = md.get(PREFIX + "static_map")
+        node_meta = dict(meta)
+        node_meta.update({"module": text(md[PREFIX + "module"]), "config": json.loads(text(md[PREFIX + "config"]))})
+        return [MAAttention(name=name, in_shape=in_shape, out_shape=in_shape, parts=text(md[PREFIX + "parts"]),
+                            static_map=None if sm is None else np.asarray(sm, dtype=np.float32), meta=node_meta,
+                            **fields)]
     if isinstance(node, nir.Scale) and md.get(PREFIX + "op") == "attention":
         return [Scale(name=name, in_shape=in_shape, out_shape=in_shape,
                       scale=np.asarray(md[PREFIX + "scale_map"], dtype=np.float32),

@@ -193,11 +193,13 @@ def _take_spatially_constant_scale(b: _Builder):
     return last
 
 
-def module_to_graph(model, input_shape, timesteps: int, encoding: str = "bernoulli", meta=None) -> Graph:
+def module_to_graph(model, input_shape, timesteps: int, encoding: str = "bernoulli", meta=None,
+                    attention_mode=None, calibration=None) -> Graph:
     """Lower a torch/SpikingJelly model to the float IR graph."""
     if timesteps is None or int(timesteps) < 1:
         raise BadCheckpoint(f"timesteps={timesteps}", where="timesteps", hint="give T >= 1")
     b = _Builder(input_shape, int(timesteps))
+    b.attention_mode, b.calibration = attention_mode, calibration
     b.nodes[0] = b.nodes[0].replace(meta={"binary": encoding in ("bernoulli", "events", "spikes")})
     for path, m in iter_leaves(model):
         _add_leaf(b, path, m)

@@ -137,10 +137,11 @@ class LoihiNeuron:
     gain_on_bias: bool = False               # the gain scales synaptic input + bias (current maps)
     rectify: bool = False                    # ReLU on the input current before the gain
     v_reset: int = 0                         # voltage after a spike (MA-SNN: the threshold)
+    dynamic_gain: bool = False               # gains come per sample from an attention process
 
     @property
     def gain_scheduled(self) -> bool:
-        return self.gain_mant is not None or self.v_reset != 0 or self.rectify
+        return self.gain_mant is not None or self.v_reset != 0 or self.rectify or self.dynamic_gain
 
 
 @dataclass(frozen=True, eq=False)
@@ -175,6 +176,32 @@ class MALIF(Node):
     fixed: Optional[LoihiNeuron] = None
     kind = "malif"
     is_neuron = True
+
+
+@dataclass(frozen=True, eq=False)
+class MAAttention(Node):
+    """MA-SNN's attention kept dynamic (``--attention dynamic``): the module's exact per-sample maps.
+
+    Float semantics: the neurocomp.nn module itself (``meta['module']``, ``meta['config']``) with
+    these weights. Fixed point: ``neurocomp.dynamic_attention.ma_gains`` on the layer's integer
+    current divided by ``x_scale`` (64 * s, set by quantize), as a per-sample gain table of the
+    consuming neuron (rectified, bias included). In Lava it costs T steps of latency.
+    """
+    parts: str = "TCS"
+    ta_w1: Optional[np.ndarray] = None
+    ta_w2: Optional[np.ndarray] = None
+    ca_w1: Optional[np.ndarray] = None
+    ca_w2: Optional[np.ndarray] = None
+    sa_w: Optional[np.ndarray] = None
+    static_map: Optional[np.ndarray] = None   # calibrated mean map [T, ...] (for NIR consumers, reports)
+    x_scale: Optional[float] = None
+    kind = "ma_attention"
+
+    STATE_NAMES = {"ta_w1": "ta.sharedMLP.0.weight", "ta_w2": "ta.sharedMLP.2.weight",
+                   "ca_w1": "ca.sharedMLP.0.weight", "ca_w2": "ca.sharedMLP.2.weight", "sa_w": "sa.conv.weight"}
+
+    def state(self) -> dict:
+        return {name: getattr(self, f) for f, name in self.STATE_NAMES.items() if getattr(self, f) is not None}
 
 
 @dataclass(frozen=True, eq=False)
@@ -232,4 +259,4 @@ class CubaLIF(Node):
 
 
 NODE_TYPES = {cls.kind: cls for cls in (Input, Linear, Conv2d, SumPool2d, AvgPool2d, BatchNorm,
-                                        Flatten, LIF, Threshold, CubaLIF, MALIF, Scale, Dense)}
+                                        Flatten, LIF, Threshold, CubaLIF, MALIF, Scale, Dense, MAAttention)}

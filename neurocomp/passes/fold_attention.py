@@ -110,8 +110,8 @@ def _fold_into_synapse_inputs(syn, B: np.ndarray, through_pool: bool, through_fl
 
 
 def fold_attention(graph, mode: str = "static"):
-    if mode not in ("static", "portable"):
-        raise UnsupportedLayer(f"attention mode {mode!r}", where="--attention", hint="use static or portable")
+    if mode not in ("static", "portable", "dynamic"):
+        raise UnsupportedLayer(f"attention mode {mode!r}", where="--attention", hint="use static, portable or dynamic")
     nodes = list(graph.nodes)
     records = []
     i = 0

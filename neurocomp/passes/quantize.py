@@ -17,13 +17,14 @@ v_reset``). What is clipped or may overflow is recorded per layer in ``graph.met
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
 from neurocomp import fixedpoint as fx
 from neurocomp.errors import QuantizationError, UnsupportedLayer
-from neurocomp.ir import Conv2d, CubaLIF, Dense, Flatten, Input, LIF, Linear, LoihiNeuron, MALIF, SumPool2d, Threshold
+from neurocomp.ir import Conv2d, CubaLIF, Dense, MAAttention, Flatten, Input, LIF, Linear, LoihiNeuron, MALIF, SumPool2d, Threshold
 from neurocomp.passes._util import with_record
 
 
@@ -34,6 +35,11 @@ def check_lowerable(graph) -> list:
     for i, n in enumerate(nodes):
         prev = nodes[i - 1] if i else None
         if isinstance(n, Input):
+            continue
+        if isinstance(n, MAAttention):
+            if pending is None or not (i + 1 < len(nodes) and isinstance(nodes[i + 1], (LIF, MALIF))):
+                raise UnsupportedLayer("dynamic attention must sit between a synapse and its neuron",
+                                       where=f"layer '{n.name}'", hint="MA-SNN attention acts on input current")
             continue
         if isinstance(n, Flatten):
             if pending is not None:
@@ -238,6 +244,14 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
         replaced[neu.name] = neu.replace(fixed=fixed)
         records.append(rec)
     nodes = [replaced.get(n.name, n) for n in graph]
+    for k, n in enumerate(nodes):   # dynamic attention: per-sample gains from the attention process
+        if isinstance(n, MAAttention):
+            neu = nodes[k + 1]
+            rec = next(r for r in records if r["layer"] == neu.name)
+            nodes[k] = n.replace(x_scale=float((1 << fx.ACT_SHIFT) * rec["scale"]))
+            nodes[k + 1] = neu.replace(fixed=dataclasses.replace(neu.fixed, dynamic_gain=True, gain_shift=12,
+                                                                 rectify=True, gain_on_bias=True))
+            rec["attention"] = "dynamic: per-sample gains, 12-bit, sigmoid by lookup table"
     summary = {"layers": records, "weight_bits": weight_bits,
                "weights_clipped": sum(r["weights_clipped"] for r in records),
                "bias_clipped": sum(r["bias_clipped"] for r in records),

@@ -2,7 +2,8 @@
 
 Every synapse (Dense/Conv) in Lava sends at step t what it computed at t-1, so a neuron behind
 ``d`` synapses sees input frame ``t`` at step ``t + d``. Neurons and the RingBuffer source add no
-delay. A sample therefore needs ``T + depth`` steps alone, and ``T`` steps per sample when
+delay; dynamic attention delays its layer by ``T`` (the attention process needs the whole window
+before the first gain). A sample therefore needs ``T + depth`` steps alone, and ``T`` steps per sample when
 samples run back to back (each layer resets at its own phase: ``(1 + d) mod T``).
 """
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 
 def time_alignment(graph) -> dict:
     delays, d = {}, 0
+    T = int(graph.meta["timesteps"])
     for node in graph:
         if node.is_synapse:
             d += 1
+        if node.kind == "ma_attention":   # dynamic attention: the current waits one window
+            d += T
         if node.is_neuron:
             delays[node.name] = d
-    T = int(graph.meta["timesteps"])
     return {
         "timesteps": T,
         "layer_delay": delays,                 # steps between input frame t and layer output t

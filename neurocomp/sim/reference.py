@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from neurocomp import fixedpoint as fx
 from neurocomp.errors import BadInput
-from neurocomp.ir import (Dense, MALIF, Scale, AvgPool2d, BatchNorm, Conv2d, CubaLIF, Flatten, Input, LIF, Linear, SumPool2d, Threshold)
+from neurocomp.ir import (Dense, MAAttention, MALIF, Scale, AvgPool2d, BatchNorm, Conv2d, CubaLIF, Flatten, Input, LIF, Linear, SumPool2d, Threshold)
 from neurocomp.sim.cuba import run_fixed_cuba, run_float_cuba
 
 
@@ -189,6 +189,17 @@ def _stateless_float(node, x: torch.Tensor) -> torch.Tensor:
     raise NotImplementedError(node.kind)
 
 
+def _ma_module(node: MAAttention):
+    """The neurocomp.nn module an MAAttention node stands for, with its weights (cached per node)."""
+    mod = getattr(node, "_module_cache", None)
+    if mod is None:
+        from neurocomp.nn import REGISTRY
+        mod = REGISTRY[node.meta["module"]](**node.meta["config"]).eval()
+        mod.load_state_dict({k: torch.as_tensor(v) for k, v in node.state().items()})
+        object.__setattr__(node, "_module_cache", mod)
+    return mod
+
+
 def _scale_float(node: Scale, x_seq: torch.Tensor) -> torch.Tensor:
     """``x[t] * scale[t]`` broadcast over the batch, as neurocomp.nn.StaticMap computes it."""
     y = x_seq * torch.as_tensor(node.scale, dtype=torch.float32).unsqueeze(1)
@@ -225,6 +236,8 @@ def run_float(graph, x_seq, record=None) -> SimResult:
                 x = run_float_cuba(node, x)
             elif isinstance(node, Scale):
                 x = _scale_float(node, x)
+            elif isinstance(node, MAAttention):
+                x = _ma_module(node)(x)
             elif node.is_synapse and i + 1 < len(nodes) and _defers_bias(nodes[i + 1]) and node.bias is not None:
                 bias = torch.as_tensor(node.bias, dtype=torch.float32)
                 y = _stateless_float(node.replace(bias=None), x.flatten(0, 1))
@@ -259,11 +272,21 @@ def _synapse_fixed(node, s: torch.Tensor) -> torch.Tensor:
     raise NotImplementedError(node.kind)
 
 
-def _gain_neuron_fixed(node, a_seq: torch.Tensor, bias: torch.Tensor, stats: dict):
+def dynamic_gains(att: MAAttention, a_seq: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Per-sample gain mantissas ``[T, B, *shape]`` the attention process computes from a window."""
+    from neurocomp.dynamic_attention import ma_gains, ma_params
+    x = (a_seq * (1 << fx.ACT_SHIFT) + bias).numpy().astype("float64") / float(att.x_scale)
+    g = ma_gains(x.swapaxes(0, 1), ma_params(att.state(), att.parts), att.parts)
+    return torch.as_tensor(g.swapaxes(0, 1))
+
+
+def _gain_neuron_fixed(node, a_seq: torch.Tensor, bias: torch.Tensor, stats: dict, dyn_att=None):
     p = node.fixed
     v = torch.zeros_like(a_seq[0])
     out = torch.zeros(a_seq.shape, dtype=torch.bool)
     gains = None if p.gain_mant is None else torch.as_tensor(p.gain_mant.astype("int64"))
+    if dyn_att is not None:
+        gains = dynamic_gains(dyn_att, a_seq, bias)
     for t in range(a_seq.shape[0]):
         v, s = fx.gain_lif_step(v, a_seq[t], bias, None if gains is None else gains[t], int(p.gain_shift),
                                 int(p.dv), int(p.vth), int(p.v_reset), bool(p.rectify), bool(p.gain_on_bias),
@@ -273,12 +296,12 @@ def _gain_neuron_fixed(node, a_seq: torch.Tensor, bias: torch.Tensor, stats: dic
     return out
 
 
-def _neuron_fixed(node, a_seq: torch.Tensor, stats: dict):
+def _neuron_fixed(node, a_seq: torch.Tensor, stats: dict, dyn_att=None):
     p = node.fixed
     bias = torch.as_tensor(fx.effective_bias(p.bias_mant.astype("int64"), p.bias_exp.astype("int64")),
                            dtype=torch.int64)
     if p.gain_scheduled:
-        return _gain_neuron_fixed(node, a_seq, bias, stats)
+        return _gain_neuron_fixed(node, a_seq, bias, stats, dyn_att)
     u = torch.zeros_like(a_seq[0])
     v = torch.zeros_like(a_seq[0])
     out = torch.zeros(a_seq.shape, dtype=torch.bool)
@@ -305,9 +328,13 @@ def run_fixed(graph, x_seq, record=None) -> SimResult:
     s = x.to(torch.bool)
     spikes, stats = {}, {}
     a = None
+    dyn_att = None
     with torch.no_grad():
         for node in graph:
             if isinstance(node, Input):
+                continue
+            if isinstance(node, MAAttention):
+                dyn_att = node
                 continue
             if isinstance(node, Flatten):
                 s = s.flatten(2)
@@ -315,7 +342,9 @@ def run_fixed(graph, x_seq, record=None) -> SimResult:
                 y = _synapse_fixed(node, s.flatten(0, 1))
                 a = y.reshape((T, B) + tuple(y.shape[1:]))
             elif node.is_neuron:
-                s = run_fixed_cuba(node, a, stats) if isinstance(node, CubaLIF) else _neuron_fixed(node, a, stats)
+                s = run_fixed_cuba(node, a, stats) if isinstance(node, CubaLIF) else \
+                    _neuron_fixed(node, a, stats, dyn_att)
+                dyn_att = None
                 if record is None or node.name in record:
                     spikes[node.name] = s
             else:

@@ -1,0 +1,137 @@
+"""Lava processes of dynamic attention: a delay line, the attention process, a gain-fed LIF.
+
+Wiring for a layer with MA-SNN attention kept dynamic::
+
+    synapse.a_out ─┬─► DelayLine(T) ─► GainLIFDynamic.a_in
+                   └─► MAAttentionProcess.a_in ── g_out ─► GainLIFDynamic.g_in
+
+The attention process buffers one window of the layer's integer current, computes the per-sample
+gain table at the window's last step (``neurocomp.dynamic_attention.ma_gains``, the function the
+reference simulator calls) and, during the next window, sends row ``t`` at the step when the
+delayed current of step ``t`` reaches the neuron. On Loihi 2 this process would run on the chip's
+embedded x86 cores and the delay would be synaptic/axonal delays.
+"""
+from __future__ import annotations
+
+import numpy as np
+from lava.magma.core.decorator import implements, requires, tag
+from lava.magma.core.model.py.model import PyLoihiProcessModel
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort
+from lava.magma.core.model.py.type import LavaPyType
+from lava.magma.core.process.ports.ports import InPort, OutPort
+from lava.magma.core.process.process import AbstractProcess
+from lava.magma.core.process.variable import Var
+from lava.magma.core.resources import CPU
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+
+from neurocomp import fixedpoint as fx
+from neurocomp.dynamic_attention import ma_gains
+
+
+class DelayLine(AbstractProcess):
+    """Sends at step s what it received at step s - delay (zeros before)."""
+
+    def __init__(self, *, shape, delay: int):
+        super().__init__(shape=shape, delay=delay)
+        self.a_in = InPort(shape=shape)
+        self.a_out = OutPort(shape=shape)
+
+
+@implements(proc=DelayLine, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyDelayLineFixed(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self._ring = np.zeros((proc_params["delay"],) + tuple(proc_params["shape"]), np.int64)
+
+    def run_spk(self):
+        slot = (self.time_step - 1) % self._ring.shape[0]
+        self.a_out.send(self._ring[slot].astype(np.int32))
+        self._ring[slot] = self.a_in.recv()
+
+
+class MAAttentionProcess(AbstractProcess):
+    """Computes MA-SNN's gains from one window of a layer's current; streams them one window later."""
+
+    def __init__(self, *, shape, params: dict, parts: str, bias, x_scale: float, window: int, window_offset: int):
+        super().__init__(shape=shape, params=params, parts=parts, x_scale=x_scale, window=window,
+                         window_offset=window_offset)
+        self.a_in = InPort(shape=shape)
+        self.g_out = OutPort(shape=shape)
+        self.bias = Var(shape=shape, init=bias)
+
+
+@implements(proc=MAAttentionProcess, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyMAAttentionFixed(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    g_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=13)
+    bias: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        T = proc_params["window"]
+        shape = tuple(proc_params["shape"])
+        self._window = np.zeros((T,) + shape, np.int64)
+        self._gains = np.zeros((T,) + shape, np.int64)     # the table of the window being delivered
+
+    def run_spk(self):
+        p = self.proc_params
+        T = p["window"]
+        t = (self.time_step - 1 - p["window_offset"]) % T
+        self.g_out.send(self._gains[t].astype(np.int32))
+        self._window[t] = self.a_in.recv()
+        if t == T - 1:
+            x = (self._window * (1 << fx.ACT_SHIFT) + self.bias.astype(np.int64)) / float(p["x_scale"])
+            if p["params"].get("lava_layout"):     # (T, W, H, C) -> (T, C, H, W) and back
+                self._gains = ma_gains(x.transpose(0, 3, 2, 1)[None], p["params"], p["parts"])[0].transpose(0, 3, 2, 1)
+            else:
+                self._gains = ma_gains(x[None], p["params"], p["parts"])[0]
+
+
+class GainLIFDynamic(AbstractProcess):
+    """GainLIF whose gain for the current step arrives on ``g_in`` (see lava_gainlif.GainLIF)."""
+
+    def __init__(self, *, shape, gain_shift: int, bias, dv, vth, v_reset=0, rectify=True, gain_on_bias=True,
+                 window: int, window_offset: int, name=None):
+        super().__init__(shape=shape, gain_shift=gain_shift, rectify=rectify, gain_on_bias=gain_on_bias,
+                         window=window, window_offset=window_offset, name=name)
+        self.a_in = InPort(shape=shape)
+        self.g_in = InPort(shape=shape)
+        self.s_out = OutPort(shape=shape)
+        self.v = Var(shape=shape, init=0)
+        self.bias = Var(shape=shape, init=bias)
+        self.dv = Var(shape=(1,), init=dv)
+        self.vth = Var(shape=(1,), init=vth)
+        self.v_reset = Var(shape=(1,), init=v_reset)
+
+
+@implements(proc=GainLIFDynamic, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyGainLIFDynamicFixed(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    g_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=13)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    v: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    bias: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    dv: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=12)
+    vth: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=17)
+    v_reset: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+
+    def run_spk(self):
+        p = self.proc_params
+        a = self.a_in.recv().astype(np.int64)
+        g = self.g_in.recv().astype(np.int64)
+        t = (self.time_step - 1 - p["window_offset"]) % p["window"]
+        v = self.v.astype(np.int64) * (t != 0)
+        v, s = fx.gain_lif_step(v, a, self.bias.astype(np.int64), g, int(p["gain_shift"]), int(self.dv[0]),
+                                int(self.vth[0]), int(self.v_reset[0]), bool(p["rectify"]), bool(p["gain_on_bias"]),
+                                np.clip)
+        self.v[:] = v
+        self.s_out.send(s.astype(np.int32))
