@@ -25,7 +25,7 @@ def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--lava-samples", type=int, default=50)
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "attention_modes"))
-    p.add_argument("--modes", default="static,portable")
+    p.add_argument("--modes", default="static,portable,dynamic")
     a = p.parse_args(argv)
     from neurocomp._quiet import import_spikingjelly
     import_spikingjelly()
@@ -36,6 +36,8 @@ def main(argv=None):
         for model in models:
             name = os.path.basename(os.path.dirname(model))
             for mode in a.modes.split(","):
+                if mode == "dynamic" and not name.endswith("_ma"):
+                    continue          # dynamic mode covers MA-SNN's current maps only
                 t0 = time.time()
                 art = compile_(model, os.path.join(tmp, f"{name}-{mode}"), attention=mode)
                 ref = simulate(art, backend="reference", progress=False)
