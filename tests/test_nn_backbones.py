@@ -62,3 +62,34 @@ def test_checkpoint_round_trip(tmp_path):
         functional.reset_net(loaded)
         torch.testing.assert_close(loaded(x), a)
         assert param_count(loaded) == param_count(model)
+
+
+def _run(model, x):
+    functional.reset_net(model)
+    with torch.no_grad():
+        out = model(x)
+    functional.reset_net(model)
+    return out
+
+
+def test_plain_multistep_equals_stepwise_but_attention_models_are_not_causal():
+    """The plain SNN is causal: all T steps at once equals one step at a time, and a change at
+    the last step leaves earlier outputs alone. An attention layer's output at earlier steps
+    changes when only the last step's input changes."""
+    torch.manual_seed(0)
+    x = (torch.rand(8, 4, 1, 8, 8) < 0.5).float()
+    x2 = x.clone()
+    x2[7] = 1 - x2[7]
+    plain = build("plain").eval()
+    full = _run(plain, x)
+    torch.testing.assert_close(_run(plain, x2)[:7], full[:7])
+    functional.set_step_mode(plain, "s")
+    functional.reset_net(plain)
+    with torch.no_grad():
+        stepwise = torch.stack([plain(x[t]) for t in range(8)])
+    torch.testing.assert_close(stepwise, full)
+    upto_attention = {"tcja": 4, "ma": 4, "pfa": 1}   # Conv-BN-LIF-TCJA, Conv-BN-AvgPool-TCSA, PFA
+    for name, k in upto_attention.items():
+        torch.manual_seed(0)
+        head = build(name, T=8).eval()[:k]
+        assert not torch.allclose(_run(head, x)[:7], _run(head, x2)[:7]), name
