@@ -255,8 +255,9 @@ def write_card(result: dict, recipe_path=None) -> Path:
         f"- **Parameters**: {result['params']}",
         f"- **Loss / optimiser**: {r['loss'].upper()}, Adam lr {r['lr']}, cosine annealing, "
         f"{r['epochs']} epochs, batch {r['batch_size']}, seed {r['seed']}",
-        f"- **Float test accuracy (measured)**: {100 * result['test_acc']:.2f} % "
-        f"(train accuracy in the last epoch {100 * m.get('train_acc', float('nan')):.2f} %)",
+        f"- **Float test accuracy (measured)**: {100 * result['test_acc']:.2f} % after the last "
+        f"epoch, no model selection on the test split (train accuracy in the last epoch "
+        f"{100 * m.get('train_acc', float('nan')):.2f} %)",
     ]
     if "summed_lr_acc" in result:
         lines.append(f"- **Time-summed logistic-regression baseline**: "
@@ -265,7 +266,8 @@ def write_card(result: dict, recipe_path=None) -> Path:
         "- **Output**: spikes of the last LIF layer, one neuron per class; prediction = argmax of "
         "the spike count over T (ties -> lowest index)",
         "", "Reproduce (writes model.pt, metrics.json and this card):", "",
-        "```", f"python -m neurocomp.train {cmd_recipe}", "```", "",
+        "```", f"python -m neurocomp.train {cmd_recipe}    # or: neurocomp train {cmd_recipe}",
+        "```", "",
         f"Trained on `{result.get('device', 'cpu')}`; per-epoch metrics in `metrics.json`.", "",
     ]
     path = out_dir / "card.md"
