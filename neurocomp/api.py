@@ -188,19 +188,23 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
 
 def _attention_cost(graph):
     """Per dynamic attention module: operations and bits per inference of its attention process."""
-    from neurocomp.dynamic_attention import ma_cost, ma_params
+    from neurocomp.dynamic_attention import ma_cost, ma_params, spike_cost
     T = int(graph.meta["timesteps"])
     out = {n.name: ma_cost(n.out_shape, T, ma_params(n.state(), n.parts), n.parts)
            for n in graph if n.kind == "ma_attention"}
+    out.update({n.name: spike_cost(n.meta["module"], n.state(), n.out_shape, T, tuple(n.pool))
+                for n in graph if n.kind == "spike_attention"})
     return out or None
 
 
 def run_torch_model(model, x_seq: torch.Tensor) -> torch.Tensor:
     """Run a (multi-step) SpikingJelly model on ``[T, B, ...]`` and reset its state."""
     from spikingjelly.activation_based import functional
+    import warnings
     functional.set_step_mode(model, "m")
     functional.reset_net(model)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")      # torch warns about TCJA's 'same' padding with even kernels
         out = model(x_seq)
     functional.reset_net(model)
     return out

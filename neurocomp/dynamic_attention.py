@@ -129,3 +129,117 @@ def ma_cost(shape, T: int, params: dict, parts: str) -> dict:
         ops["mul"] += T * n
     return {"operations": ops, "total_operations": int(sum(ops.values())),
             "bits_in": 24 * T * n, "bits_out": GAIN_SHIFT * T * n}
+
+
+# ---- maps on spikes: TCJA and PFA, applied as graded-spike payloads ------------------------------
+PAYLOAD_BITS = 8
+PAYLOAD_SHIFT = PAYLOAD_BITS          # the consuming neuron divides its input by 2**8 again
+
+
+def _same_pad(k: int):
+    left = (k - 1) // 2
+    return left, k - 1 - left
+
+
+def _conv1d_same(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """torch Conv1d(padding='same', bias=False): ``x`` [B, Cin, L], ``w`` [Cout, Cin, K] -> [B, Cout, L]."""
+    B, Cin, L = x.shape
+    K = w.shape[2]
+    left, right = _same_pad(K)
+    xp = np.zeros((B, Cin, L + K - 1))
+    xp[:, :, left:left + L] = x
+    out = np.zeros((B, w.shape[0], L))
+    for m in range(K):
+        out += np.einsum("bil,oi->bol", xp[:, :, m:m + L], w[:, :, m])
+    return out
+
+
+def to_payload(a12: np.ndarray) -> np.ndarray:
+    """12-bit map mantissas -> 8-bit spike payloads (a spike carries ``payload / 2**8``)."""
+    return np.asarray(a12, np.int64) >> (GAIN_SHIFT - PAYLOAD_BITS)
+
+
+def tcja_payload(spikes: np.ndarray, state: dict, module: str) -> np.ndarray:
+    """TCJA / TLA / CLA map ``[B, T, C]`` as 8-bit payloads, from binary spikes ``[B, T, C, H, W]``."""
+    z = np.asarray(spikes, np.float64).mean(axis=(3, 4))                     # [B, T, C]
+    p = _conv1d_same(z, np.asarray(state["conv.weight"], np.float64)) if module in ("TCJA", "CLA") else None
+    q = None
+    if module in ("TCJA", "TLA"):
+        q = _conv1d_same(z.transpose(0, 2, 1), np.asarray(state["conv_c.weight"], np.float64)).transpose(0, 2, 1)
+    arg = p * q if module == "TCJA" else (q if module == "TLA" else p)
+    return to_payload(sigmoid_lut(arg))
+
+
+def pfa_payload(x: np.ndarray, state: dict) -> np.ndarray:
+    """PFA map ``[B, T, C, H, W]`` as 8-bit payloads, from its input ``x`` (pooled spikes)."""
+    x = np.asarray(x, np.float64)
+    B, T, C, H, W = x.shape
+    one = float(1 << GAIN_SHIFT)
+    wts = np.asarray(state["TS_conv.weight"], np.float64)                    # [R, T, k, k]
+    R, _, k, _ = wts.shape
+    u = x.mean(axis=2)                                                        # [B, T, H, W]
+    pad = k // 2
+    up = np.zeros((B, T, H + 2 * pad, W + 2 * pad))
+    up[:, :, pad:pad + H, pad:pad + W] = u
+    conv = np.zeros((B, R, H, W)) + np.asarray(state["TS_conv.bias"], np.float64)[None, :, None, None]
+    for a in range(k):
+        for b in range(k):
+            conv += np.einsum("bthw,rt->brhw", up[:, :, a:a + H, b:b + W], wts[:, :, a, b])
+    s = sigmoid_lut(conv) / one                                               # [B, R, H, W]
+    z = x.mean(axis=(3, 4))                                                   # [B, T, C]
+    tau = sigmoid_lut(z @ np.asarray(state["TC_FC.weight"], np.float64).T
+                      + np.asarray(state["TC_FC.bias"], np.float64)) / one      # [B, T, R]
+    kappa = sigmoid_lut(z.transpose(0, 2, 1) @ np.asarray(state["SC_FC.weight"], np.float64).T
+                        + np.asarray(state["SC_FC.bias"], np.float64)) / one    # [B, C, R]
+    lam = np.asarray(state["weight"], np.float64)
+    w = np.exp(lam - lam.max())
+    w = w / w.sum()
+    a = np.einsum("r,brhw,btr,bcr->btchw", w, s, tau, kappa)
+    return np.clip(np.round(a * (1 << PAYLOAD_BITS)), 0, (1 << PAYLOAD_BITS) - 1).astype(np.int64)
+
+
+def spike_payload(module: str, state: dict, source: np.ndarray, pool=None) -> np.ndarray:
+    """Payloads for the spikes a TCJA/PFA module scales, from the map's source ``[B, T, ...]``.
+
+    TCJA: the source is the LIF's (pre-pool) spikes; the payload is per (t, c). PFA: the source is
+    the module's input; with ``pool=(k, k)`` the source is the pre-pool spikes, averaged here, and the
+    payload is repeated over each pooling window (the scale then sits before the pool).
+    """
+    if module in ("TCJA", "TLA", "CLA"):
+        return tcja_payload(source, state, module)[:, :, :, None, None]
+    x = np.asarray(source, np.float64)
+    if pool is not None and tuple(pool) != (1, 1):
+        kh, kw = pool
+        B, T, C, H, W = x.shape
+        x = x[:, :, :, :H // kh * kh, :W // kw * kw].reshape(B, T, C, H // kh, kh, W // kw, kw).mean(axis=(4, 6))
+        pay = pfa_payload(x, state)
+        pay = np.repeat(np.repeat(pay, kh, axis=3), kw, axis=4)
+        out = np.zeros((B, T, C, H, W), np.int64)
+        out[:, :, :, :pay.shape[3], :pay.shape[4]] = pay
+        return out
+    return pfa_payload(x, state)
+
+
+def spike_cost(module: str, state: dict, shape, T: int, pool=(1, 1)) -> dict:
+    """Operations and bits per inference of a TCJA/PFA attention gate (as :func:`spike_payload` runs)."""
+    n = int(np.prod(shape))
+    C = shape[0]
+    hw = n // C
+    ops = {"pool": T * n, "mac": 0, "lut": 0, "mul": T * n}      # squeeze + payload multiplies
+    if module in ("TCJA", "TLA", "CLA"):
+        for key in ("conv.weight", "conv_c.weight"):
+            if key in state:
+                ops["mac"] += int(np.asarray(state[key]).size) * (C if key == "conv.weight" else T)
+        ops["lut"] += T * C
+        if module == "TCJA":
+            ops["mul"] += T * C
+    else:
+        R = int(np.asarray(state["TS_conv.weight"]).shape[0])
+        k2 = int(np.prod(np.asarray(state["TS_conv.weight"]).shape[2:]))
+        hwp = hw // (pool[0] * pool[1])
+        ops["pool"] += T * n                                          # mean over C, then over (h, w)
+        ops["mac"] += R * T * k2 * hwp + R * C * T + R * T * C
+        ops["lut"] += R * (hwp + T + C)
+        ops["mul"] += 3 * R * T * C * hwp
+    return {"operations": ops, "total_operations": int(sum(ops.values())),
+            "bits_in": T * n, "bits_out": PAYLOAD_BITS * T * n}

@@ -60,3 +60,7 @@ class BadInput(NeurocompError):
 
 class RunTimeout(NeurocompError):
     """A simulation that exceeded its time limit (its runtime was stopped)."""
+
+
+class LavaRunError(NeurocompError):
+    """A Lava run that failed inside the runtime (its runtime was stopped, its workers ended)."""

@@ -222,7 +222,41 @@ def test_dynamic_mode_exact_on_lava_with_t_step_latency():
     assert read_nir(path).digest() == g.digest()
 
 
-def test_dynamic_mode_refuses_spike_maps():
-    from neurocomp.errors import UnsupportedLayers
-    with pytest.raises(UnsupportedLayers, match="graded-spike payloads"):
-        module_to_graph(_tiny("tcja", 5), (2, 8, 8), 5, attention_mode="dynamic")
+@pytest.mark.parametrize("kind", ["tcja", "pfa"])
+def test_dynamic_spike_maps_exact_on_lava(kind):
+    """TCJA/PFA kept dynamic: graded payloads one window late; IR float == torch, reference == Lava."""
+    from neurocomp.passes.timing import time_alignment
+    T = 5
+    model = _tiny(kind, T)
+    x = spike_input(T, 8, (2, 8, 8), p=0.3, seed=7)
+    g = module_to_graph(model, (2, 8, 8), T, attention_mode="dynamic")
+    n_att = sum(n.kind == "spike_attention" for n in g)
+    assert n_att == (2 if kind == "tcja" else 3)
+    assert torch.equal(run_float(g, x).output, run_torch_model(model, x))
+    q = lower(g, attention="dynamic")
+    syn = sum(n.is_synapse for n in q)
+    assert time_alignment(q)["depth"] == syn + n_att * T
+    ref, lava = run_fixed(q, x), run_lava(q, x)
+    for name in ref.spikes:
+        assert torch.equal(ref.spikes[name], lava.spikes[name]), name
+    assert sum(int(s.sum()) for s in ref.spikes.values()) > 0
+    path = f"/tmp/_nc_dyn_{kind}.nir"
+    write_nir(g, path)
+    assert read_nir(path).digest() == g.digest()
+
+
+def test_spike_payloads_follow_the_modules():
+    from neurocomp.dynamic_attention import spike_payload
+    from neurocomp.nn import PFA, TCJA
+    torch.manual_seed(1)
+    m = TCJA(2, 2, 6, 8).eval()
+    x = (torch.rand(6, 3, 8, 4, 4) < 0.3).float()
+    with torch.no_grad():
+        ref = m.attention(x).numpy()
+    pay = spike_payload("TCJA", {k: v.numpy() for k, v in m.state_dict().items()}, x.transpose(0, 1).numpy())
+    assert np.abs(pay[:, :, :, 0, 0].transpose(1, 0, 2) / 256.0 - ref).max() <= 1.0 / 256 + 0.25 / 64
+    p = PFA(4, 4, 6, 8, 3, 2).eval()
+    with torch.no_grad():
+        ref = p.attention(x).numpy()
+    pay = spike_payload("PFA", {k: v.numpy() for k, v in p.state_dict().items()}, x.transpose(0, 1).numpy())
+    assert np.abs(pay.transpose(1, 0, 2, 3, 4) / 256.0 - ref).max() <= 1.0 / 256 + 0.25 / 64

@@ -31,12 +31,9 @@ def zoo_model(request):
     return g, x
 
 
-MA_ZOO = [p for p in ZOO if os.path.basename(os.path.dirname(p)).endswith("_ma")]
-
-
-@pytest.mark.parametrize("path", MA_ZOO, ids=lambda p: os.path.basename(os.path.dirname(p)))
+@pytest.mark.parametrize("path", ZOO, ids=lambda p: os.path.basename(os.path.dirname(p)))
 def test_zoo_dynamic_attention_equals_lava(path):
-    """MA-SNN kept dynamic: IR float == original torch model, reference == Lava (T-step delay)."""
+    """Attention kept dynamic: IR float == original torch model, reference == Lava (T-step delay)."""
     loaded = load_checkpoint(path)
     x, _ = load_inputs(loaded.dataset, "test", loaded.timesteps, loaded.encoding, n=50)
     x = torch.as_tensor(x)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from neurocomp import fixedpoint as fx
-from neurocomp.errors import BadInput, RunTimeout
+from neurocomp.errors import BadInput, LavaRunError, RunTimeout
 from neurocomp.ir import Conv2d, Dense as DenseNode, CubaLIF, Flatten, Input, Linear, SumPool2d
 from neurocomp.passes.quantize import check_lowerable
 from neurocomp.passes.timing import time_alignment
@@ -49,6 +49,64 @@ def ensure_lava_runtime() -> None:
         importlib.import_module(name)
     finally:
         mp.set_start_method = original
+
+
+def stop_runtime(proc, grace: float = 5.0) -> bool:
+    """Stop ``proc``'s Lava runtime and make sure none of its worker processes survives.
+
+    Lava's ``stop()`` waits, without a time limit, for every worker to answer; a worker that died
+    (an exception in a process model, a Ctrl-C that reached the whole process group) never does.
+    So ``stop()`` runs in a helper thread for at most ``grace`` seconds; then the workers are
+    terminated (killed if need be) and the shared memory released. Returns True on a clean stop.
+    """
+    import threading
+    runtime = getattr(proc, "runtime", None)
+    if runtime is None:
+        return True
+    stopped = threading.Event()
+
+    def _stop():
+        try:
+            proc.stop()
+        except Exception:  # noqa: BLE001 - a runtime that failed to start may raise on stop
+            pass
+        finally:
+            stopped.set()
+
+    threading.Thread(target=_stop, name="neurocomp-lava-stop", daemon=True).start()
+    if stopped.wait(grace):
+        return True
+    kill_runtime(runtime)
+    return False
+
+
+def kill_runtime(runtime) -> None:
+    """Terminate (then kill) every worker process of a Lava runtime and release its shared memory."""
+    import multiprocessing as mp
+    infra = getattr(runtime, "_messaging_infrastructure", None)
+    actors = list(getattr(infra, "actors", None) or [])
+
+    def alive(a):
+        try:
+            return a.is_alive()
+        except ValueError:          # already joined and closed
+            return False
+
+    for a in actors:
+        if alive(a):
+            a.terminate()
+    end = time.monotonic() + 5.0
+    for a in actors:
+        if alive(a):
+            mp.Process.join(a, max(0.0, end - time.monotonic()))
+        if alive(a):
+            a.kill()
+            mp.Process.join(a, 2.0)
+    for closer in (lambda: infra.smm.shutdown(), lambda: runtime._watchdog_manager.stop()):
+        try:
+            closer()
+        except Exception:  # noqa: BLE001 - best effort: the workers are gone already
+            pass
 
 
 def lava_shape(shape) -> tuple:
@@ -102,8 +160,25 @@ def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag:
     pairs = {syn.name: neu for syn, neu in check_lowerable(graph)}
     nodes = list(graph.nodes)
     attention_of = {nodes[k + 1].name: n for k, n in enumerate(nodes) if n.kind == "ma_attention"}
+    out_ports = {}            # neuron name -> its spike OutPort (dynamic attention may read them)
+    graded = False            # the next synapse receives graded payloads
+    port_delay = 0            # delay of what `port` carries
     for node in graph:
         if isinstance(node, Input):
+            continue
+        if node.kind == "spike_attention":
+            from neurocomp.backends.lava_dynamic import SpikeAttentionGate
+            if not fixed:
+                raise BadInput("dynamic attention runs only under fixed_pt", where="tag", hint="use fixed_pt")
+            src_port = port if node.source is None else out_ports[node.source]
+            src_delay = port_delay if node.source is None else timing["layer_delay"][node.source]
+            gate = SpikeAttentionGate(fwd_shape=lava_shape(shape), src_shape=tuple(src_port.shape),
+                                      module=node.meta["module"], state=node.state(), pool=tuple(node.pool),
+                                      window=T, fwd_offset=port_delay, src_offset=src_delay)
+            port.connect(gate.s_fwd)
+            src_port.connect(gate.s_src)
+            net.procs.append(gate)
+            port, graded = gate.s_out, True
             continue
         if isinstance(node, Flatten):
             if len(shape) == 3:
@@ -129,7 +204,7 @@ def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag:
             if fixed:
                 w2, wexp = fx.dense_lava_weights(w.astype(np.int64))
                 syn = Dense(weights=w2, weight_exp=wexp, num_weight_bits=8, sign_mode=SignMode.MIXED,
-                            name=node.name)
+                            num_message_bits=8 if graded else 0, name=node.name)
             else:
                 syn = Dense(weights=w, name=node.name)
         else:
@@ -145,7 +220,8 @@ def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag:
                 groups, stride, padding, dilation = node.groups, node.stride, node.padding, node.dilation
             syn = Conv(weight=w.astype(np.int64) if fixed else w, input_shape=lava_shape(shape),
                        padding=tuple(reversed(padding)), stride=tuple(reversed(stride)),
-                       dilation=tuple(reversed(dilation)), groups=groups, name=node.name)
+                       dilation=tuple(reversed(dilation)), groups=groups, name=node.name,
+                       num_message_bits=8 if graded else 0)
         port.connect(syn.s_in)
         out_shape = lava_shape(neu.out_shape)
         p = neu.fixed
@@ -180,6 +256,8 @@ def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag:
         net.layers.append((neu.name, lif, path, out_shape, tuple(neu.out_shape)))
         net.procs += [syn, lif, sink]
         port, shape, flat_from = lif.s_out, tuple(neu.out_shape), None
+        out_ports[neu.name] = lif.s_out
+        graded, port_delay = False, delay
     return net
 
 
@@ -267,24 +345,30 @@ def run_lava(graph, x_seq, tag: str = "fixed_pt", timeout: float | None = None, 
         from tqdm import tqdm
         bar = tqdm(total=B, desc=f"Lava {tag}", unit="sample")
     anchor = net.layers[-1][1]
+    failed = True
     try:
         done = 0
         while done < total:
             step = min(chunk_samples * T, total - done)
-            anchor.run(condition=RunSteps(num_steps=step), run_cfg=cfg)
+            try:
+                anchor.run(condition=RunSteps(num_steps=step), run_cfg=cfg)
+            except RuntimeError as e:   # a process model raised inside Lava (its traceback was printed)
+                first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+                raise LavaRunError(f"the Lava run failed after {done}/{total} steps ({first})", where="lava",
+                                   hint="rerun with --debug for the traceback; the runtime was stopped") from e
             done += step
             if bar is not None:
                 bar.update(min(B, done // T) - bar.n)
             if timeout is not None and time.monotonic() - start > timeout:
                 raise RunTimeout(f"Lava run exceeded {timeout:g} s after {done}/{total} steps", where="lava",
                                  hint="raise --timeout or simulate fewer samples")
+        failed = False
     finally:
         if bar is not None:
             bar.close()
-        try:
-            anchor.stop()
-        except Exception:  # noqa: BLE001 - stopping a runtime that failed to start may raise
-            pass
+        stop_runtime(anchor, grace=5.0 if failed else 60.0)
+        if failed:
+            shutil.rmtree(record_dir, ignore_errors=True)
     try:
         raw = {name: np.moveaxis(np.load(path), 0, -1) for name, _, path, _, _ in net.layers}
     finally:

@@ -135,3 +135,60 @@ class PyGainLIFDynamicFixed(PyLoihiProcessModel):
                                 np.clip)
         self.v[:] = v
         self.s_out.send(s.astype(np.int32))
+
+
+class SpikeAttentionGate(AbstractProcess):
+    """TCJA / PFA kept dynamic: delays spikes by one window and sends them as graded payloads.
+
+    ``s_fwd`` receives the spikes to scale, ``s_src`` those the map is computed from (the same port's
+    data for PFA; the pre-pool LIF spikes for TCJA). At the last step of a source window the gate
+    computes the 8-bit payload table (``neurocomp.dynamic_attention.spike_payload``, as the reference
+    simulator does); one window later it sends each buffered spike multiplied by its payload.
+    """
+
+    def __init__(self, *, fwd_shape, src_shape, module: str, state: dict, pool, window: int, fwd_offset: int,
+                 src_offset: int):
+        super().__init__(fwd_shape=fwd_shape, src_shape=src_shape, module=module, state=state, pool=tuple(pool),
+                         window=window, fwd_offset=fwd_offset, src_offset=src_offset)
+        self.s_fwd = InPort(shape=fwd_shape)
+        self.s_src = InPort(shape=src_shape)
+        self.s_out = OutPort(shape=fwd_shape)
+
+
+def _to_torch_layout(a: np.ndarray) -> np.ndarray:
+    """(T, W, H, C) -> (T, C, H, W); 1-D frames stay."""
+    return a.transpose(0, 3, 2, 1) if a.ndim == 4 else a
+
+
+@implements(proc=SpikeAttentionGate, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PySpikeAttentionGateFixed(PyLoihiProcessModel):
+    s_fwd: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_src: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        T = proc_params["window"]
+        self._ring = np.zeros((T,) + tuple(proc_params["fwd_shape"]), np.int64)
+        self._src = np.zeros((T,) + tuple(proc_params["src_shape"]), np.int64)
+        self._payload = np.zeros((2, T) + tuple(proc_params["fwd_shape"]), np.int64)
+
+    def run_spk(self):
+        from neurocomp.dynamic_attention import spike_payload
+        p = self.proc_params
+        T = p["window"]
+        f = self.time_step - 1 - p["fwd_offset"]
+        t_f, k_f = f % T, f // T
+        self.s_out.send((self._ring[t_f] * self._payload[(k_f - 1) % 2, t_f]).astype(np.int32))
+        self._ring[t_f] = self.s_fwd.recv() != 0
+        g = self.time_step - 1 - p["src_offset"]
+        t_s, k_s = g % T, g // T
+        self._src[t_s] = self.s_src.recv() != 0
+        if t_s == T - 1:
+            src = _to_torch_layout(self._src.astype(np.float64))
+            pay = spike_payload(p["module"], p["state"], src[None], pool=p["pool"])[0]     # torch layout
+            fwd_torch = _to_torch_layout(self._ring).shape[1:]
+            pay = np.broadcast_to(pay, (T,) + tuple(fwd_torch))
+            self._payload[k_s % 2] = pay.transpose(0, 3, 2, 1) if pay.ndim == 4 else pay

@@ -26,7 +26,7 @@ import json
 import nir
 import numpy as np
 
-from neurocomp.ir import (MAAttention, MALIF, Scale, AvgPool2d, BatchNorm, Conv2d, Flatten, Input, LIF, Linear, SumPool2d, Threshold)
+from neurocomp.ir import (MAAttention, MALIF, Scale, SpikeAttention, AvgPool2d, BatchNorm, Conv2d, Flatten, Input, LIF, Linear, SumPool2d, Threshold)
 
 from neurocomp.ir import DEFAULT_DT
 PREFIX = "neurocomp."
@@ -99,6 +99,20 @@ def node_to_nir(node, dt: float = DEFAULT_DT):
         for f in MAAttention.STATE_NAMES:
             if getattr(node, f) is not None:
                 md[PREFIX + "state." + f] = np.asarray(getattr(node, f))
+        if node.static_map is not None:
+            md[PREFIX + "static_map"] = np.asarray(node.static_map)
+            sm = np.asarray(node.static_map, np.float64).mean(axis=0)
+            mean_t = np.broadcast_to(sm.reshape(sm.shape + (1,) * (len(shape) - sm.ndim)), shape)
+        else:
+            mean_t = np.ones(shape)
+        return nir.Scale(scale=np.ascontiguousarray(mean_t, dtype=np.float64), metadata=md)
+    if isinstance(node, SpikeAttention):
+        # dynamic TCJA/PFA: foreign consumers get the calibrated time-mean map as a Scale
+        md.update({PREFIX + "op": "dynamic_spike_attention", PREFIX + "module": node.meta.get("module", ""),
+                   PREFIX + "config": json.dumps(node.meta.get("config", {}), sort_keys=True),
+                   PREFIX + "state_flat": np.asarray(node.state_flat),
+                   PREFIX + "state_spec": json.dumps([[k, list(v)] for k, v in node.state_spec]),
+                   PREFIX + "source": node.source or "", PREFIX + "pool": np.asarray(node.pool)})
         if node.static_map is not None:
             md[PREFIX + "static_map"] = np.asarray(node.static_map)
             sm = np.asarray(node.static_map, np.float64).mean(axis=0)

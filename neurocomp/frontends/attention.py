@@ -115,7 +115,7 @@ def make_static(model, stats: dict):
 
 def add_attention(builder, path, module) -> None:
     """Lower a neurocomp.nn module met by the torch frontend."""
-    from neurocomp.ir import MAAttention, MALIF, Scale
+    from neurocomp.ir import MAAttention, MALIF, Scale, SpikeAttention
     name = type(module).__name__
     shape = builder.shape
     if name == "MALIFNode":
@@ -141,8 +141,18 @@ def add_attention(builder, path, module) -> None:
                                     static_map=None if calib is None else calib["static_map"],
                                     meta={"module": name, "config": dict(module.config)}, **fields))
             return
-        builder.refuse(path, module, "dynamic mode is implemented for MA-SNN's maps on input current only",
-                       "TCJA/PFA act on spikes and need graded-spike payloads: use --attention static")
+        prev = builder.nodes[-1]
+        if not (prev.is_neuron or prev.kind in ("input", "avgpool2d")):
+            builder.refuse(path, module, "dynamic TCJA/PFA must act on spikes (after a neuron or its pooling)",
+                           "place the module after the LIF / pooling layer")
+            return
+        state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+        flat, spec = SpikeAttention.pack(state)
+        source = prev.name if name in ("TCJA", "TLA", "CLA") else None
+        calib = (getattr(builder, "calibration", None) or {}).get(path)
+        builder.add(SpikeAttention(name=path, in_shape=shape, out_shape=shape, state_flat=flat, state_spec=spec,
+                                   source=source, static_map=None if calib is None else calib["static_map"],
+                                   meta={"module": name, "config": dict(module.config)}))
         return
     if name in ATTENTION:
         builder.refuse(path, module, "computes its map from the whole time window (non-causal)",

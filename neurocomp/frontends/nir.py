@@ -12,7 +12,7 @@ import nir
 import numpy as np
 
 from neurocomp.errors import BadGraph, UnsupportedLayer, UnsupportedLayers
-from neurocomp.ir import (MAAttention, MALIF, Scale, AvgPool2d, BatchNorm, Conv2d, Flatten, Graph, Input, LIF, Linear, SumPool2d, Threshold)
+from neurocomp.ir import (MAAttention, MALIF, Scale, SpikeAttention, AvgPool2d, BatchNorm, Conv2d, Flatten, Graph, Input, LIF, Linear, SumPool2d, Threshold)
 
 PREFIX = "neurocomp."
 
@@ -149,6 +149,18 @@ def _convert(name, node, in_shape, md):
             raise UnsupportedLayer(f"Flatten of dims {node.start_dim}..{node.end_dim}", where=where,
                                    hint="only full flattening is supported")
         return [Flatten(name=name, in_shape=in_shape, out_shape=(int(np.prod(in_shape)),), meta=meta)]
+    if isinstance(node, nir.Scale) and md.get(PREFIX + "op") == "dynamic_spike_attention":
+        def txt(v):
+            return v.decode() if isinstance(v, bytes) else str(v)
+        sm = md.get(PREFIX + "static_map")
+        node_meta = dict(meta)
+        node_meta.update({"module": txt(md[PREFIX + "module"]), "config": json.loads(txt(md[PREFIX + "config"]))})
+        spec = tuple((k, tuple(v)) for k, v in json.loads(txt(md[PREFIX + "state_spec"])))
+        return [SpikeAttention(name=name, in_shape=in_shape, out_shape=in_shape,
+                               state_flat=np.asarray(md[PREFIX + "state_flat"], dtype=np.float32), state_spec=spec,
+                               source=txt(md[PREFIX + "source"]) or None,
+                               pool=tuple(int(v) for v in np.asarray(md[PREFIX + "pool"]).ravel()),
+                               static_map=None if sm is None else np.asarray(sm, dtype=np.float32), meta=node_meta)]
     if isinstance(node, nir.Scale) and md.get(PREFIX + "op") == "dynamic_attention":
         def text(v):
             return v.decode() if isinstance(v, bytes) else str(v)

@@ -181,8 +181,12 @@ def _add_leaf(b: _Builder, path: str, m) -> None:
 
 def _take_spatially_constant_scale(b: _Builder):
     """Pop a trailing static attention Scale on spikes that commutes with max pooling, if any."""
-    from neurocomp.ir import Scale
+    from neurocomp.ir import Scale, SpikeAttention
     last = b.nodes[-1]
+    if isinstance(last, SpikeAttention) and last.source is not None and len(b.nodes) >= 2 \
+            and b.nodes[-2].is_neuron:   # TCJA kept dynamic: its map is per (t, c), >= 0
+        b.nodes.pop()
+        return last
     if not isinstance(last, Scale) or len(b.nodes) < 2 or not b.nodes[-2].is_neuron:
         return None
     sc = last.scale

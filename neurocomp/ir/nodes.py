@@ -205,6 +205,40 @@ class MAAttention(Node):
 
 
 @dataclass(frozen=True, eq=False)
+class SpikeAttention(Node):
+    """TCJA or PFA kept dynamic: its exact per-sample map scales the spikes it receives.
+
+    Float semantics: ``y = x * A`` with ``A = module.attention(source)`` (the neurocomp.nn module in
+    ``meta['module']``/``meta['config']`` with these weights); ``source`` names the layer whose
+    spikes feed the map (None: this node's input; with ``pool`` the input is pre-pool spikes and
+    the map is computed on their average pool and repeated over each window). Fixed point / Lava:
+    the spikes become 8-bit graded payloads (``neurocomp.dynamic_attention.spike_payload``), sent
+    one window late by an attention gate process; the consuming neuron divides its input by 2**8.
+    """
+    state_flat: np.ndarray = None       # the module's parameters, concatenated
+    state_spec: tuple = ()              # ((name, shape), ...) to split state_flat
+    source: Optional[str] = None
+    pool: tuple = (1, 1)
+    static_map: Optional[np.ndarray] = None   # calibrated mean map [T, ...] (for NIR consumers, reports)
+    kind = "spike_attention"
+
+    def state(self) -> dict:
+        out, i = {}, 0
+        for name, shape in self.state_spec:
+            n = int(np.prod(shape)) if len(shape) else 1
+            out[name] = np.asarray(self.state_flat[i:i + n]).reshape(tuple(shape))
+            i += n
+        return out
+
+    @staticmethod
+    def pack(state: dict):
+        spec = tuple((k, tuple(int(d) for d in np.shape(v))) for k, v in state.items())
+        flat = np.concatenate([np.asarray(v, np.float32).ravel() for v in state.values()]) if state else \
+            np.zeros(0, np.float32)
+        return flat, spec
+
+
+@dataclass(frozen=True, eq=False)
 class Scale(Node):
     """A static, time-indexed elementwise map: ``y[t] = x[t] * scale[t]`` (then ReLU if ``rectify``).
 
@@ -259,4 +293,4 @@ class CubaLIF(Node):
 
 
 NODE_TYPES = {cls.kind: cls for cls in (Input, Linear, Conv2d, SumPool2d, AvgPool2d, BatchNorm,
-                                        Flatten, LIF, Threshold, CubaLIF, MALIF, Scale, Dense, MAAttention)}
+                                        Flatten, LIF, Threshold, CubaLIF, MALIF, Scale, Dense, MAAttention, SpikeAttention)}

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from neurocomp.errors import UnsupportedLayer
-from neurocomp.ir import AvgPool2d, Conv2d, Dense, Flatten, LIF, Linear, MALIF, Scale
+from neurocomp.ir import AvgPool2d, Conv2d, Dense, Flatten, LIF, Linear, MALIF, Scale, SpikeAttention
 from neurocomp.passes._util import with_record
 
 
@@ -114,6 +114,15 @@ def fold_attention(graph, mode: str = "static"):
         raise UnsupportedLayer(f"attention mode {mode!r}", where="--attention", hint="use static, portable or dynamic")
     nodes = list(graph.nodes)
     records = []
+    for k, node in enumerate(nodes):   # dynamic PFA after an average pool: scale the pre-pool spikes
+        if isinstance(node, SpikeAttention) and node.source is None and k > 0 and isinstance(nodes[k - 1], AvgPool2d):
+            pool = nodes[k - 1]
+            if tuple(pool.stride) == tuple(pool.kernel) and tuple(pool.padding) == (0, 0):
+                nodes[k - 1:k + 1] = [node.replace(in_shape=pool.in_shape, out_shape=pool.in_shape,
+                                                   pool=tuple(pool.kernel)), pool]
+                records.append({"layer": node.name, "module": node.meta.get("module"), "mode": mode,
+                                "acts_on": "spikes", "rule": "dynamic: graded-spike payloads on the pre-pool spikes "
+                                "(the map repeated over each pooling window)", "error": 0.0})
     i = 0
     while i < len(nodes):
         node = nodes[i]

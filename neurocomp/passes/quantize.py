@@ -24,7 +24,7 @@ import numpy as np
 
 from neurocomp import fixedpoint as fx
 from neurocomp.errors import QuantizationError, UnsupportedLayer
-from neurocomp.ir import Conv2d, CubaLIF, Dense, MAAttention, Flatten, Input, LIF, Linear, LoihiNeuron, MALIF, SumPool2d, Threshold
+from neurocomp.ir import Conv2d, CubaLIF, Dense, MAAttention, SpikeAttention, Flatten, Input, LIF, Linear, LoihiNeuron, MALIF, SumPool2d, Threshold
 from neurocomp.passes._util import with_record
 
 
@@ -35,6 +35,10 @@ def check_lowerable(graph) -> list:
     for i, n in enumerate(nodes):
         prev = nodes[i - 1] if i else None
         if isinstance(n, Input):
+            continue
+        if isinstance(n, SpikeAttention):
+            if pending is not None:
+                raise UnsupportedLayer("attention on spikes between a synapse and its neuron", where=f"layer '{n.name}'")
             continue
         if isinstance(n, MAAttention):
             if pending is None or not (i + 1 < len(nodes) and isinstance(nodes[i + 1], (LIF, MALIF))):
@@ -252,6 +256,19 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
             nodes[k + 1] = neu.replace(fixed=dataclasses.replace(neu.fixed, dynamic_gain=True, gain_shift=12,
                                                                  rectify=True, gain_on_bias=True))
             rec["attention"] = "dynamic: per-sample gains, 12-bit, sigmoid by lookup table"
+        if isinstance(n, SpikeAttention):   # graded payloads: the consumer divides its input by 2**8
+            j = next(m for m in range(k + 1, len(nodes)) if nodes[m].is_synapse)
+            neu = nodes[j + 1]
+            if neu.fixed.gain_scheduled:
+                raise UnsupportedLayer("a neuron fed by dynamic spike attention cannot carry other gains",
+                                       where=f"layer '{neu.name}'")
+            T = int(graph.meta["timesteps"])
+            nodes[j + 1] = neu.replace(fixed=dataclasses.replace(
+                neu.fixed, gain_mant=np.ones((T,) + tuple(neu.out_shape), np.int64), gain_shift=8))
+            rec = next(r for r in records if r["layer"] == neu.name)
+            rec["attention"] = "dynamic: 8-bit graded spike payloads from the attention gate"
+            rec["max_input"] *= 255
+            rec["current_may_wrap"] = bool(rec["max_input"] * (1 << fx.ACT_SHIFT) >= fx.MAX_STATE)
     summary = {"layers": records, "weight_bits": weight_bits,
                "weights_clipped": sum(r["weights_clipped"] for r in records),
                "bias_clipped": sum(r["bias_clipped"] for r in records),

@@ -15,7 +15,7 @@ def time_alignment(graph) -> dict:
     for node in graph:
         if node.is_synapse:
             d += 1
-        if node.kind == "ma_attention":   # dynamic attention: the current waits one window
+        if node.kind in ("ma_attention", "spike_attention"):   # dynamic attention waits one window
             d += T
         if node.is_neuron:
             delays[node.name] = d

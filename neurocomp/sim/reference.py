@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from neurocomp import fixedpoint as fx
 from neurocomp.errors import BadInput
-from neurocomp.ir import (Dense, MAAttention, MALIF, Scale, AvgPool2d, BatchNorm, Conv2d, CubaLIF, Flatten, Input, LIF, Linear, SumPool2d, Threshold)
+from neurocomp.ir import (Dense, MAAttention, MALIF, Scale, SpikeAttention, AvgPool2d, BatchNorm, Conv2d, CubaLIF, Flatten, Input, LIF, Linear, SumPool2d, Threshold)
 from neurocomp.sim.cuba import run_fixed_cuba, run_float_cuba
 
 
@@ -189,7 +189,7 @@ def _stateless_float(node, x: torch.Tensor) -> torch.Tensor:
     raise NotImplementedError(node.kind)
 
 
-def _ma_module(node: MAAttention):
+def _ma_module(node):
     """The neurocomp.nn module an MAAttention node stands for, with its weights (cached per node)."""
     mod = getattr(node, "_module_cache", None)
     if mod is None:
@@ -198,6 +198,28 @@ def _ma_module(node: MAAttention):
         mod.load_state_dict({k: torch.as_tensor(v) for k, v in node.state().items()})
         object.__setattr__(node, "_module_cache", mod)
     return mod
+
+
+def _spike_attention_float(node: SpikeAttention, x_seq: torch.Tensor, outputs: dict) -> torch.Tensor:
+    """``x * A(source)`` with the module's own float map (TCJA: per (t, c); PFA: per (t, c, h, w))."""
+    import warnings
+    mod = _ma_module(node)
+    src = x_seq if node.source is None else outputs[node.source]
+    warnings.filterwarnings("ignore", message="Using padding='same'")
+    pool = tuple(node.pool)
+    if pool != (1, 1):
+        T, B = src.shape[:2]
+        y = F.avg_pool2d(src.flatten(0, 1), pool, pool)
+        pooled = y.reshape((T, B) + tuple(y.shape[1:]))
+        a = mod.attention(pooled)
+        a = a.repeat_interleave(pool[0], dim=3).repeat_interleave(pool[1], dim=4)
+        out = torch.zeros_like(x_seq)
+        out[..., :a.shape[3], :a.shape[4]] = x_seq[..., :a.shape[3], :a.shape[4]] * a
+        return out
+    a = mod.attention(src)
+    while a.dim() < x_seq.dim():
+        a = a.unsqueeze(-1)
+    return x_seq * a
 
 
 def _scale_float(node: Scale, x_seq: torch.Tensor) -> torch.Tensor:
@@ -220,6 +242,7 @@ def run_float(graph, x_seq, record=None) -> SimResult:
     x = _check_input(graph, x_seq).to(torch.float32)
     T, B = x.shape[:2]
     spikes = {}
+    outputs = {}      # every neuron's output (attention maps may read an earlier layer)
     nodes = list(graph.nodes)
     deferred = None   # a synapse bias that a gain-scheduled neuron adds after its gain
     with torch.no_grad():
@@ -238,6 +261,8 @@ def run_float(graph, x_seq, record=None) -> SimResult:
                 x = _scale_float(node, x)
             elif isinstance(node, MAAttention):
                 x = _ma_module(node)(x)
+            elif isinstance(node, SpikeAttention):
+                x = _spike_attention_float(node, x, outputs)
             elif node.is_synapse and i + 1 < len(nodes) and _defers_bias(nodes[i + 1]) and node.bias is not None:
                 bias = torch.as_tensor(node.bias, dtype=torch.float32)
                 y = _stateless_float(node.replace(bias=None), x.flatten(0, 1))
@@ -247,8 +272,10 @@ def run_float(graph, x_seq, record=None) -> SimResult:
             else:
                 y = _stateless_float(node, x.flatten(0, 1))
                 x = y.reshape((T, B) + tuple(y.shape[1:]))
-            if node.is_neuron and (record is None or node.name in record):
-                spikes[node.name] = x
+            if node.is_neuron:
+                outputs[node.name] = x
+                if record is None or node.name in record:
+                    spikes[node.name] = x
     return SimResult(spikes=spikes, output=x)
 
 
@@ -326,7 +353,7 @@ def run_fixed(graph, x_seq, record=None) -> SimResult:
                        hint="encode inputs as spikes (bernoulli/events encodings)")
     T, B = x.shape[:2]
     s = x.to(torch.bool)
-    spikes, stats = {}, {}
+    spikes, stats, outputs = {}, {}, {}
     a = None
     dyn_att = None
     with torch.no_grad():
@@ -335,6 +362,13 @@ def run_fixed(graph, x_seq, record=None) -> SimResult:
                 continue
             if isinstance(node, MAAttention):
                 dyn_att = node
+                continue
+            if isinstance(node, SpikeAttention):
+                from neurocomp.dynamic_attention import spike_payload
+                src = s if node.source is None else outputs[node.source]
+                pay = spike_payload(node.meta["module"], node.state(), src.numpy().swapaxes(0, 1).astype("float64"),
+                                    pool=tuple(node.pool))
+                s = s.to(torch.int64) * torch.as_tensor(pay.swapaxes(0, 1))
                 continue
             if isinstance(node, Flatten):
                 s = s.flatten(2)
@@ -345,6 +379,7 @@ def run_fixed(graph, x_seq, record=None) -> SimResult:
                 s = run_fixed_cuba(node, a, stats) if isinstance(node, CubaLIF) else \
                     _neuron_fixed(node, a, stats, dyn_att)
                 dyn_att = None
+                outputs[node.name] = s
                 if record is None or node.name in record:
                     spikes[node.name] = s
             else:
