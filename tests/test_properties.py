@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from spikingjelly.activation_based import functional, layer, neuron
 
 from neurocomp.api import lower
@@ -67,7 +67,8 @@ def net_specs(draw):
         blocks.append({"type": "flatten"})
     for _ in range(draw(st.integers(0, 1))):
         m = draw(st.integers(4, 12))
-        blocks.append({"type": "linear", "in": n, "out": m, "bias": draw(st.booleans()), "bn": draw(st.booleans()),
+        # (no BatchNorm1d after Linear: SpikingJelly's multi-step BatchNorm1d wants [T, N, C, L])
+        blocks.append({"type": "linear", "in": n, "out": m, "bias": draw(st.booleans()), "bn": False,
                        "neuron": draw(neuron_spec)})
         n = m
     blocks.append({"type": "linear", "in": n, "out": draw(st.integers(2, 5)), "bias": True, "bn": False,
@@ -145,7 +146,7 @@ def torch_spikes(model, x):
 
 
 # ---- properties ----------------------------------------------------------------------------------
-@settings(max_examples=30, **SETTINGS)
+@settings(max_examples=50, **SETTINGS)
 @given(spec=net_specs(), inp=inputs)
 def test_float_reference_equals_torch_every_layer(spec, inp):
     T, B, p, seed = inp
@@ -154,13 +155,14 @@ def test_float_reference_equals_torch_every_layer(spec, inp):
     y, layers = torch_spikes(model, x)
     r = run_float(module_to_graph(model, spec["shape"], T), x)
     assert layers, "no spiking layer was hooked"
+    assume(sum(int(s.sum()) for s in layers.values()) > 0)      # a silent network proves nothing
     for name, s in layers.items():
         assert name in r.spikes, name
         assert torch.equal(r.spikes[name], s), f"layer {name} differs"
     assert torch.equal(r.output, y)
 
 
-@settings(max_examples=5, **SETTINGS)
+@settings(max_examples=10, **SETTINGS)
 @given(spec=net_specs(), inp=inputs)
 def test_fixed_reference_equals_lava_every_layer(spec, inp):
     from neurocomp.backends.lava import run_lava
@@ -169,6 +171,7 @@ def test_fixed_reference_equals_lava_every_layer(spec, inp):
     x = spikes(spec["shape"], T, min(B, 3), p, seed)
     q = lower(module_to_graph(model, spec["shape"], T))
     ref = run_fixed(q, x)
+    assume(sum(int(s.sum()) for s in ref.spikes.values()) > 0)  # a silent network proves nothing
     lava = run_lava(q, x)
     assert set(ref.spikes) == set(lava.spikes)
     for name in ref.spikes:
