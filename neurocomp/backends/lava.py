@@ -138,9 +138,11 @@ class _Emitted:
         self.procs = []
 
 
-def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag: str = "fixed_pt") -> _Emitted:
+def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag: str = "fixed_pt",
+         record=None) -> _Emitted:
     """Build the process network. ``inputs_lava``: source data ``(*lava_input_shape, steps)``;
-    every neuron layer's spikes are recorded into ``record_dir/<layer>.npy``."""
+    every neuron layer's spikes (or only those named in ``record``) are recorded into
+    ``record_dir/<layer>.npy``."""
     ensure_lava_runtime()
     from lava.proc.conv.process import Conv
     from lava.proc.dense.process import Dense
@@ -249,12 +251,16 @@ def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag:
                            reset_interval=T, reset_offset=(1 + delay) % T, name=neu.name)
         a_port = syn.a_out.reshape(out_shape) if syn.a_out.shape != out_shape else syn.a_out
         a_port.connect(a_targets if p is not None and p.dynamic_gain else lif.a_in)
-        path = os.path.join(record_dir, f"{len(net.layers)}.npy")
-        create_file(path, out_shape, total_steps)
-        sink = SpikeRecorder(shape=out_shape, path=path, steps=total_steps)
-        lif.s_out.connect(sink.a_in)
+        if record is None or neu.name in record:
+            path = os.path.join(record_dir, f"{len(net.layers)}.npy")
+            create_file(path, out_shape, total_steps)
+            sink = SpikeRecorder(shape=out_shape, path=path, steps=total_steps)
+            lif.s_out.connect(sink.a_in)
+            net.procs += [syn, lif, sink]
+        else:
+            path = None
+            net.procs += [syn, lif]
         net.layers.append((neu.name, lif, path, out_shape, tuple(neu.out_shape)))
-        net.procs += [syn, lif, sink]
         port, shape, flat_from = lif.s_out, tuple(neu.out_shape), None
         out_ports[neu.name] = lif.s_out
         graded, port_delay = False, delay
@@ -310,8 +316,9 @@ def _float_gain(neu) -> float:
 
 
 def run_lava(graph, x_seq, tag: str = "fixed_pt", timeout: float | None = None, progress: bool = False,
-             chunk_samples: int = 16) -> SimResult:
-    """Run samples ``x_seq`` ``[T, B, *input_shape]`` (binary) through Lava; time-aligned spikes."""
+             chunk_samples: int = 16, record=None) -> SimResult:
+    """Run samples ``x_seq`` ``[T, B, *input_shape]`` (binary) through Lava; time-aligned spikes of
+    every neuron layer, or of the layers named in ``record`` (the output layer is always recorded)."""
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
 
@@ -337,7 +344,9 @@ def run_lava(graph, x_seq, tag: str = "fixed_pt", timeout: float | None = None, 
         data = np.transpose(frames, (1, 0))
     data = data.astype(np.int64 if tag == "fixed_pt" else np.float64)
     record_dir = tempfile.mkdtemp(prefix="neurocomp-lava-")
-    net = emit(graph, data, total, record_dir, tag)
+    if record is not None:
+        record = set(record) | {graph.output_node.name}
+    net = emit(graph, data, total, record_dir, tag, record=record)
     cfg = Loihi2SimCfg(select_tag=tag)
     start = time.monotonic()
     bar = None
@@ -370,11 +379,13 @@ def run_lava(graph, x_seq, tag: str = "fixed_pt", timeout: float | None = None, 
         if failed:
             shutil.rmtree(record_dir, ignore_errors=True)
     try:
-        raw = {name: np.moveaxis(np.load(path), 0, -1) for name, _, path, _, _ in net.layers}
+        raw = {name: np.moveaxis(np.load(path), 0, -1) for name, _, path, _, _ in net.layers if path is not None}
     finally:
         shutil.rmtree(record_dir, ignore_errors=True)
     spikes = {}
-    for name, _, _, lshape, tshape in net.layers:
+    for name, _, path, lshape, tshape in net.layers:
+        if path is None:
+            continue
         d = timing["layer_delay"][name]
         arr = raw[name]                                  # (*lava_shape, total)
         idx = (np.arange(B)[:, None] * T + np.arange(T)[None, :] + d)   # [B, T] 0-based step index
