@@ -312,7 +312,7 @@ def simulate(artifact_path, backend: str = "lava", samples: int | None = None, i
 
     result = {
         "artifact": os.path.abspath(artifact_path), "backend": backend, "samples": int(N), "inputs": source,
-        "timesteps": T,
+        "timesteps": T, "latency_steps": int(man["alignment"]["depth"]),
         "accuracy": {"float_torch": acc(torch_pred), "fixed_reference": acc(fixed_pred)},
         "float_reference_equals_torch_fraction": float_match / N,
         "same_class": {"fixed_reference_vs_float": float((fixed_pred == torch_pred).float().mean())},
