@@ -54,20 +54,46 @@ def main(argv=None):
                              "latency_steps": man["alignment"]["depth"],
                              "max_fold_error": max([r.get("error") or 0.0 for r in folds] or [0.0]),
                              "warnings": [s["warning"] for s in man["attention"]["maps"].values() if s.get("warning")],
+                             "attention_ops_per_inference": sum(c["total_operations"] for c in
+                                                                (man.get("attention_process_cost") or {}).values()),
                              "wall_s": time.time() - t0})
                 print(json.dumps(rows[-1]), flush=True)
     with open(a.out + ".json", "w") as fh:
         json.dump(rows, fh, indent=1)
     pct = lambda v: "n/a" if v is None else f"{100 * v:.2f}"  # noqa: E731
-    lines = ["| model | mode | float | static float | fixed (ref.) | Lava (first N) | Lava = ref. | latency (steps) | max fold error |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['model']} | {r['mode']} | {pct(r['float'])} | {pct(r['static_float'])} | {pct(r['fixed'])} "
-                     f"| {pct(r['lava'])} (N={r['lava_samples']}) | {pct(r['lava_exact'])} % | {r['latency_steps']} "
-                     f"| {r['max_fold_error']:.3g} |")
+    def table(rs):
+        out = ["| model | mode | float (original) | static float | fixed-point reference | Lava (first N) "
+               "| Lava = ref. | latency (steps) | attention-process ops / inference | max fold error |",
+               "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rs:
+            out.append(f"| {r['model']} | {r['mode']} | {pct(r['float'])} | "
+                       f"{pct(r['static_float']) if r['mode'] != 'dynamic' else '–'} | {pct(r['fixed'])} "
+                       f"| {pct(r['lava'])} (N={r['lava_samples']}) | {pct(r['lava_exact'])} % | {r['latency_steps']} "
+                       f"| {r['attention_ops_per_inference'] or '–'} | {r['max_fold_error']:.3g} |")
+        return out
+    lines = table(rows)
+    note = ("Accuracies in %: float = the trained model; static float = attention replaced by calibrated static "
+            "maps (torch); fixed-point reference on the whole test split; Lava on the first N test samples; "
+            "measured by `python bench/attention_modes.py`.")
     with open(a.out + ".md", "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+        fh.write(note + "\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
+    # each model card gets its own rows between markers
+    begin, end = "<!-- attention-modes:begin -->", "<!-- attention-modes:end -->"
+    for name in sorted({r["model"] for r in rows}):
+        card = os.path.join(ROOT, "models", name, "card.md")
+        if not os.path.exists(card):
+            continue
+        text = open(card).read()
+        block = (f"{begin}\n## Compiled for Lava: attention modes (measured)\n\n{note}\n\n"
+                 + "\n".join(table([r for r in rows if r["model"] == name]))
+                 + "\n\nStatic mode after fine-tuning: see `docs/finetune.md`.\n" + end)
+        if begin in text:
+            text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+        else:
+            text = text.rstrip() + "\n\n" + block + "\n"
+        with open(card, "w") as fh:
+            fh.write(text)
 
 
 if __name__ == "__main__":

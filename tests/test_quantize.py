@@ -93,3 +93,27 @@ def test_lif_step_matches_lava_reference_trace():
     assert us[:7] == [0, 2560, 4479, 5918, 4437, 3326, 5053]
     assert vs[:3] == [12, 2583, 0]
     assert ss == [0, 0, 1, 1, 1, 1, 1, 1, 0, 1, 0, 0]
+
+
+def test_batchnorm_fold_matches_conv_then_bn():
+    from neurocomp.ir import BatchNorm, Conv2d
+    from neurocomp.passes import fold_batchnorm
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(3, 2, 3, 3)).astype(np.float32)
+    b = rng.normal(size=3).astype(np.float32)
+    bn = dict(mean=rng.normal(size=3).astype(np.float32), var=rng.uniform(0.5, 2, 3).astype(np.float32),
+              weight=rng.uniform(0.5, 1.5, 3).astype(np.float32), bias=rng.normal(size=3).astype(np.float32), eps=1e-3)
+    g = Graph.chain([Input(name="input", in_shape=(2, 5, 5), out_shape=(2, 5, 5)),
+                     Conv2d(name="c", in_shape=(2, 5, 5), out_shape=(3, 5, 5), weight=w, bias=b, padding=(1, 1)),
+                     BatchNorm(name="bn", in_shape=(3, 5, 5), out_shape=(3, 5, 5), **bn),
+                     LIF(name="n", in_shape=(3, 5, 5), out_shape=(3, 5, 5))], {"timesteps": 2})
+    folded = fold_batchnorm(g)
+    assert [n.kind for n in folded] == ["input", "conv2d", "lif"]
+    x = torch.as_tensor(rng.random((1, 4, 2, 5, 5)), dtype=torch.float32)
+    conv = torch.nn.functional.conv2d(x[0], torch.as_tensor(w), torch.as_tensor(b), padding=1)
+    k = bn["weight"] / np.sqrt(bn["var"] + bn["eps"])
+    expect = (conv - torch.as_tensor(bn["mean"])[:, None, None]) * torch.as_tensor(k)[:, None, None] \
+        + torch.as_tensor(bn["bias"])[:, None, None]
+    c = folded["c"]
+    got = torch.nn.functional.conv2d(x[0], torch.as_tensor(c.weight), torch.as_tensor(c.bias), padding=1)
+    assert torch.allclose(got, expect, atol=1e-5)
