@@ -75,7 +75,12 @@ def make_sample(rng: np.random.Generator, label: int, timesteps: int = TIMESTEPS
     speed = 1 if label in (0, 2) else 2
     shape = SHAPES[rng.integers(len(SHAPES))]
     vertical = bool(rng.integers(2))      # drawn along x, transposed at the end when vertical
-    sweep = int(rng.choice([s for s in SWEEPS if s // speed + 2 <= timesteps]))
+    # the same sweeps for both speeds (those the slow object fits in T), else the summed frames
+    # would tell the speed apart
+    sweeps = [s for s in SWEEPS if s + 2 <= timesteps]
+    if not sweeps:
+        raise ValueError(f"timesteps must be at least {min(SWEEPS) + 2}")
+    sweep = int(rng.choice(sweeps))
     steps = sweep // speed
     t0 = int(rng.integers(0, timesteps - 1 - steps))         # vanishes at t0 + steps + 1 <= T - 1
     sh, sw = shape.shape
