@@ -23,15 +23,27 @@ BIAS_MANT_MIN = -(1 << 12)
 BIAS_EXP_MAX = 7                             # 3-bit exponent
 
 
+def _is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
 def trunc_decay(x, keep):
     """``sign(x) * (|x| * keep >> 12)``: Loihi's decay, truncating toward zero."""
+    if keep == 0:
+        return x * 0
+    if keep == DECAY_UNITY:
+        return x
     y = x * keep
+    if _is_torch(y):   # the same truncating division, in one kernel
+        return y.div(DECAY_UNITY, rounding_mode="trunc")
     q = abs(y) >> DECAY_SHIFT
     return q - 2 * q * (y < 0)
 
 
 def wrap_state(x):
     """Wrap a current into 24-bit two's complement the way Lava does (u > 2**23 or u <= -2**23)."""
+    if _is_torch(x) and x.numel() and int(x.abs().max()) < MAX_STATE:
+        return x
     return x - 2 * MAX_STATE * (x > MAX_STATE) + 2 * MAX_STATE * (x <= -MAX_STATE)
 
 
@@ -45,12 +57,18 @@ def effective_bias(bias_mant, bias_exp):
     return bias_mant * (1 << bias_exp) if isinstance(bias_exp, int) else bias_mant * (2 ** bias_exp)
 
 
-def lif_step(u, v, a, du, dv, bias, vth, xp_clip):
+def lif_step(u, v, a, du, dv, bias, vth, xp_clip, counts=None):
     """One step of Loihi's CUBA LIF. ``a`` is the synaptic input (weight units), ``bias`` the
     effective bias (voltage units), ``vth`` the 17-bit mantissa. Returns ``(u, v, s)`` with
-    ``s`` boolean and ``v`` already reset where it spiked."""
-    u = wrap_state(trunc_decay(u, DECAY_UNITY - (du + 1)) + a * (1 << ACT_SHIFT))
-    v = clip_voltage(trunc_decay(v, DECAY_UNITY - dv) + u + bias, xp_clip)
+    ``s`` boolean and ``v`` already reset where it spiked. With a ``counts`` dict, the number of
+    current wraps and voltage saturations of this step are added to it."""
+    u_raw = trunc_decay(u, DECAY_UNITY - (du + 1)) + a * (1 << ACT_SHIFT)
+    u = wrap_state(u_raw)
+    v_raw = trunc_decay(v, DECAY_UNITY - dv) + u + bias
+    v = clip_voltage(v_raw, xp_clip)
+    if counts is not None:
+        counts["current_wraps"] = counts.get("current_wraps", 0) + int((u != u_raw).sum())
+        counts["voltage_saturations"] = counts.get("voltage_saturations", 0) + int((v != v_raw).sum())
     s = v > (vth << VTH_SHIFT)
     v = v * (~s)
     return u, v, s
@@ -58,6 +76,8 @@ def lif_step(u, v, a, du, dv, bias, vth, xp_clip):
 
 def wrap_synaptic(x):
     """Conv output wrap to 24 bits (``PyConvModelFixed.clamp_precision``)."""
+    if _is_torch(x) and x.numel() and int(x.abs().max()) < MAX_STATE:
+        return x
     return ((x + MAX_STATE) % (2 * MAX_STATE)) - MAX_STATE
 
 

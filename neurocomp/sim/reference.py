@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -280,18 +281,27 @@ def run_float(graph, x_seq, record=None) -> SimResult:
 
 
 # ---- fixed point ------------------------------------------------------------------------------
+def _exact_float(node, s: torch.Tensor):
+    """float32 when every possible sum is an integer below 2**24 (exact), else float64."""
+    q = np.abs(np.asarray(node.qweight, dtype=np.float64))
+    fan = q.reshape(q.shape[0], -1).sum(1).max() if q.ndim > 1 else float(q) * np.prod(getattr(node, "kernel", (1,)))
+    in_max = 1.0 if s.dtype == torch.bool else float(s.abs().max()) if s.numel() else 0.0
+    return torch.float32 if fan * in_max < (1 << 24) else torch.float64
+
+
 def _synapse_fixed(node, s: torch.Tensor) -> torch.Tensor:
-    """Integer synaptic input from binary spikes ``s`` [T*B, *shape] (computed in float64: exact)."""
-    x = s.to(torch.float64)
+    """Integer synaptic input from spikes ``s`` [T*B, *shape] (in float32 or float64, whichever is exact)."""
+    dt = _exact_float(node, s)
+    x = s.to(dt)
     if isinstance(node, Conv2d):
-        y = F.conv2d(x, torch.as_tensor(node.qweight, dtype=torch.float64), None, tuple(node.stride),
+        y = F.conv2d(x, torch.as_tensor(node.qweight, dtype=dt), None, tuple(node.stride),
                      tuple(node.padding), tuple(node.dilation), int(node.groups))
         return fx.wrap_synaptic(torch.round(y).to(torch.int64))
     if isinstance(node, Linear):
-        y = F.linear(x, torch.as_tensor(node.qweight, dtype=torch.float64))
+        y = F.linear(x, torch.as_tensor(node.qweight, dtype=dt))
         return torch.round(y).to(torch.int64)
     if isinstance(node, Dense):
-        y = F.linear(x.flatten(1), torch.as_tensor(node.qweight, dtype=torch.float64))
+        y = F.linear(x.flatten(1), torch.as_tensor(node.qweight, dtype=dt))
         return torch.round(y).to(torch.int64).reshape((-1,) + tuple(node.out_shape))
     if isinstance(node, SumPool2d):
         y = F.avg_pool2d(x, tuple(node.kernel), tuple(node.stride), tuple(node.padding), divisor_override=1)
@@ -332,16 +342,11 @@ def _neuron_fixed(node, a_seq: torch.Tensor, stats: dict, dyn_att=None):
     u = torch.zeros_like(a_seq[0])
     v = torch.zeros_like(a_seq[0])
     out = torch.zeros(a_seq.shape, dtype=torch.bool)
-    clipped = 0
-    wrapped = 0
+    counts = {"voltage_saturations": 0, "current_wraps": 0}
     for t in range(a_seq.shape[0]):
-        u_raw = fx.trunc_decay(u, fx.DECAY_UNITY - (p.du + 1)) + a_seq[t] * (1 << fx.ACT_SHIFT)
-        wrapped += int(((u_raw > fx.MAX_STATE) | (u_raw <= -fx.MAX_STATE)).sum())
-        v_raw = fx.trunc_decay(v, fx.DECAY_UNITY - p.dv) + fx.wrap_state(u_raw) + bias
-        clipped += int(((v_raw > fx.MAX_STATE - 1) | (v_raw < -(fx.MAX_STATE - 1))).sum())
-        u, v, s = fx.lif_step(u, v, a_seq[t], p.du, p.dv, bias, int(p.vth), torch.clamp)
+        u, v, s = fx.lif_step(u, v, a_seq[t], p.du, p.dv, bias, int(p.vth), torch.clamp, counts)
         out[t] = s
-    stats[node.name] = {"voltage_saturations": clipped, "current_wraps": wrapped}
+    stats[node.name] = counts
     return out
 
 
