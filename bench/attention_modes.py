@@ -26,18 +26,21 @@ def main(argv=None):
     p.add_argument("--lava-samples", type=int, default=50)
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "attention_modes"))
     p.add_argument("--modes", default="static,portable,dynamic")
+    p.add_argument("--models", default=None, help="comma-separated zoo names (default: every attention model)")
+    p.add_argument("--merge", action="store_true", help="keep rows of <out>.json not measured in this run")
     a = p.parse_args(argv)
     from neurocomp._quiet import import_spikingjelly
     import_spikingjelly()
     from neurocomp.api import compile as compile_, simulate
     rows = []
     models = sorted(m for m in glob.glob(os.path.join(ROOT, "models", "*", "model.pt")) if "plain" not in m)
+    if a.models:
+        wanted = set(a.models.split(","))
+        models = [m for m in models if os.path.basename(os.path.dirname(m)) in wanted]
     with tempfile.TemporaryDirectory() as tmp:
         for model in models:
             name = os.path.basename(os.path.dirname(model))
             for mode in a.modes.split(","):
-                if mode == "dynamic" and not name.endswith("_ma"):
-                    continue          # dynamic mode covers MA-SNN's current maps only
                 t0 = time.time()
                 art = compile_(model, os.path.join(tmp, f"{name}-{mode}"), attention=mode)
                 ref = simulate(art, backend="reference", progress=False)
@@ -58,6 +61,11 @@ def main(argv=None):
                                                                 (man.get("attention_process_cost") or {}).values()),
                              "wall_s": time.time() - t0})
                 print(json.dumps(rows[-1]), flush=True)
+    if a.merge and os.path.exists(a.out + ".json"):
+        done = {(r["model"], r["mode"]) for r in rows}
+        order = {"static": 0, "portable": 1, "dynamic": 2}
+        rows = sorted([r for r in json.load(open(a.out + ".json")) if (r["model"], r["mode"]) not in done] + rows,
+                      key=lambda r: (r["model"], order.get(r["mode"], 9)))
     with open(a.out + ".json", "w") as fh:
         json.dump(rows, fh, indent=1)
     pct = lambda v: "n/a" if v is None else f"{100 * v:.2f}"  # noqa: E731
