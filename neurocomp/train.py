@@ -22,7 +22,8 @@ The surrogate (``atan`` or ``triangle``) is a backbone kwarg (``surrogate_name``
 
 Outputs, in ``--out`` (default: the recipe's folder): ``model.pt`` (neurocomp checkpoint, via
 :func:`neurocomp.frontends.checkpoint.save_checkpoint`), ``metrics.json`` (per-epoch train loss,
-train and test accuracy, lr, seconds; rewritten after every epoch) and ``card.md``.
+train and test accuracy, lr, seconds; rewritten after every epoch) and ``card.md`` (sections that
+other tools keep between ``<!-- name:begin -->`` and ``<!-- name:end -->`` survive a retrain).
 Seeds fix torch, numpy and the data order; CUDA is used when available, else CPU.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ import argparse
 import json
 import os
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -41,6 +43,7 @@ import torch.nn.functional as F
 
 from neurocomp.nn import build, param_count
 
+_SECTION = re.compile(r"<!-- ([\w.-]+):begin -->.*?<!-- \1:end -->", re.S)
 DEFAULTS = {
     "dataset_kwargs": {}, "encoding": "bernoulli", "resample_encoding": True, "loss": "smse",
     "tet_lambda": 1e-3, "lr": 1e-3, "weight_decay": 0.0, "epochs": 30, "batch_size": 32,
@@ -271,7 +274,11 @@ def write_card(result: dict, recipe_path=None) -> Path:
         f"Trained on `{result.get('device', 'cpu')}`; per-epoch metrics in `metrics.json`.", "",
     ]
     path = out_dir / "card.md"
-    path.write_text("\n".join(lines))
+    text = "\n".join(lines)
+    if path.is_file():  # keep sections other tools maintain between <!-- x:begin --> / <!-- x:end -->
+        kept = [m.group(0) for m in _SECTION.finditer(path.read_text())]
+        text += "".join("\n" + k + "\n" for k in kept)
+    path.write_text(text)
     return path
 
 

@@ -60,3 +60,12 @@ def test_main_writes_checkpoint_metrics_and_card(tmp_path):
     assert len(metrics["epochs"]) == 1 and 0 <= metrics["epochs"][0]["test_acc"] <= 1
     card = (tmp_path / "card.md").read_text()
     assert "logistic-regression" in card and "python -m neurocomp.train" in card
+
+
+def test_card_rewrite_keeps_marked_sections(tmp_path):
+    res = {"recipe": tr.load_recipe(tiny_recipe()), "out_dir": tmp_path, "params": 7,
+           "test_acc": 0.5, "metrics": [{"train_acc": 0.6}]}
+    (tmp_path / "card.md").write_text("old text\n<!-- bench:begin -->\n| table |\n<!-- bench:end -->\n")
+    card = tr.write_card(res).read_text()
+    assert "old text" not in card and "50.00 %" in card
+    assert card.count("<!-- bench:begin -->\n| table |\n<!-- bench:end -->") == 1
