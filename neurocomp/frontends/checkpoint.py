@@ -112,6 +112,7 @@ def save_checkpoint(model, path, input_shape, timesteps, encoding="bernoulli", d
     os.close(fd)
     try:
         torch.save(doc, tmp)
+        os.chmod(tmp, 0o644)          # mkstemp creates 0600; a checkpoint is an ordinary file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
