@@ -104,9 +104,14 @@ def activity(folder, layers, rates: dict, synops_per_inf: dict):
 def bit_sweep(folder, bits, accs, float_acc=None, artifact_bits=None, samples=None):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(bits, [100 * a for a in accs], marker="o", label="fixed-point reference")
-    for b, a in zip(bits, accs):
+    ok = [(b, a) for b, a in zip(bits, accs) if a is not None]
+    ax.plot([b for b, _ in ok], [100 * a for _, a in ok], marker="o", label="fixed-point reference")
+    for b, a in ok:
         ax.annotate(f"{100 * a:.1f}", (b, 100 * a), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+    for b, a in zip(bits, accs):
+        if a is None:   # the network cannot be represented at this width (see report.md)
+            ax.annotate("n/r", (b, 0), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8,
+                        color="tab:red")
     if float_acc is not None:
         ax.axhline(100 * float_acc, color="gray", linestyle="--", label=f"torch float model ({100 * float_acc:.1f} %)")
     if artifact_bits is not None:

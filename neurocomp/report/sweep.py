@@ -39,8 +39,16 @@ def bit_sweep(artifact, x, labels, bits=range(2, 9), batch: int = 1024, progress
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(it) * N, desc="bit-width sweep (fixed-point reference)", unit="sample")
+    from neurocomp.errors import NeurocompError
     for b in it:
-        g = lower(artifact.float_graph, weight_bits=b, **kw)
+        try:
+            g = lower(artifact.float_graph, weight_bits=b, **kw)
+        except NeurocompError as e:     # e.g. at 2 bits a threshold may not fit the weight grid at all
+            rows.append({"weight_bits": b, "accuracy": None, "correct": None, "samples": N, "weights_clipped": None,
+                         "bias_clipped": None, "not_representable": e.one_line()})
+            if bar is not None:
+                bar.update(N)
+            continue
         correct = 0
         for i in range(0, N, batch):
             r = run_fixed(g, x[:, i:i + batch])
