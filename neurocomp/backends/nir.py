@@ -42,6 +42,17 @@ def _full(shape, value):
     return np.full(tuple(shape), float(value), dtype=np.float64)   # float64: thresholds round-trip exactly
 
 
+def _time_mean_scale(static_map, shape, md) -> nir.Scale:
+    """A dynamic attention module for foreign consumers: its calibrated map's mean over time (ones
+    without a calibration); the full map travels in the metadata."""
+    if static_map is None:
+        return nir.Scale(scale=np.ones(shape, dtype=np.float64), metadata=md)
+    md[PREFIX + "static_map"] = np.asarray(static_map)
+    sm = np.asarray(static_map, np.float64).mean(axis=0)
+    mean_t = np.broadcast_to(sm.reshape(sm.shape + (1,) * (len(shape) - sm.ndim)), shape)
+    return nir.Scale(scale=np.ascontiguousarray(mean_t, dtype=np.float64), metadata=md)
+
+
 def node_to_nir(node, dt: float = DEFAULT_DT):
     md = {PREFIX + "kind": node.kind}
     if node.meta:
@@ -99,13 +110,7 @@ def node_to_nir(node, dt: float = DEFAULT_DT):
         for f in MAAttention.STATE_NAMES:
             if getattr(node, f) is not None:
                 md[PREFIX + "state." + f] = np.asarray(getattr(node, f))
-        if node.static_map is not None:
-            md[PREFIX + "static_map"] = np.asarray(node.static_map)
-            sm = np.asarray(node.static_map, np.float64).mean(axis=0)
-            mean_t = np.broadcast_to(sm.reshape(sm.shape + (1,) * (len(shape) - sm.ndim)), shape)
-        else:
-            mean_t = np.ones(shape)
-        return nir.Scale(scale=np.ascontiguousarray(mean_t, dtype=np.float64), metadata=md)
+        return _time_mean_scale(node.static_map, shape, md)
     if isinstance(node, SpikeAttention):
         # dynamic TCJA/PFA: foreign consumers get the calibrated time-mean map as a Scale
         md.update({PREFIX + "op": "dynamic_spike_attention", PREFIX + "module": node.meta.get("module", ""),
@@ -113,13 +118,7 @@ def node_to_nir(node, dt: float = DEFAULT_DT):
                    PREFIX + "state_flat": np.asarray(node.state_flat),
                    PREFIX + "state_spec": json.dumps([[k, list(v)] for k, v in node.state_spec]),
                    PREFIX + "source": node.source or "", PREFIX + "pool": np.asarray(node.pool)})
-        if node.static_map is not None:
-            md[PREFIX + "static_map"] = np.asarray(node.static_map)
-            sm = np.asarray(node.static_map, np.float64).mean(axis=0)
-            mean_t = np.broadcast_to(sm.reshape(sm.shape + (1,) * (len(shape) - sm.ndim)), shape)
-        else:
-            mean_t = np.ones(shape)
-        return nir.Scale(scale=np.ascontiguousarray(mean_t, dtype=np.float64), metadata=md)
+        return _time_mean_scale(node.static_map, shape, md)
     if isinstance(node, MALIF):
         # MA-SNN's cell (reset to threshold, then leak alpha) has no NIR node: the closest standard
         # one is a LIF with the same per-step leak; the exact cell is described in the metadata.

@@ -73,6 +73,14 @@ def _check_bias(bias, n, where):
                        hint="the file is inconsistent; re-export it")
 
 
+def _batchnorm(name, in_shape, md, meta) -> BatchNorm:
+    """A BatchNorm written by neurocomp (as a 1x1 conv or diagonal affine), from its metadata."""
+    def opt(key):
+        return np.asarray(md[PREFIX + key]) if PREFIX + key in md else None
+    return BatchNorm(name=name, in_shape=in_shape, out_shape=in_shape, mean=opt("mean"), var=opt("var"),
+                     weight=opt("weight"), bias=opt("bias"), eps=float(md[PREFIX + "eps"]), meta=meta)
+
+
 def _convert(name, node, in_shape, md):
     """One NIR node -> list of IR nodes (usually one)."""
     where = f"NIR node '{name}'"
@@ -85,11 +93,7 @@ def _convert(name, node, in_shape, md):
             raise BadGraph(f"Conv2d weight has shape {w.shape}", where=where,
                            hint="a 4-D (C_out, C_in/groups, kH, kW) weight is needed")
         if md.get(PREFIX + "op") == "batchnorm":
-            return [BatchNorm(name=name, in_shape=in_shape, out_shape=in_shape, mean=np.asarray(md[PREFIX + "mean"]),
-                              var=np.asarray(md[PREFIX + "var"]),
-                              weight=np.asarray(md[PREFIX + "weight"]) if PREFIX + "weight" in md else None,
-                              bias=np.asarray(md[PREFIX + "bias"]) if PREFIX + "bias" in md else None,
-                              eps=float(md[PREFIX + "eps"]), meta=meta)]
+            return [_batchnorm(name, in_shape, md, meta)]
         if len(in_shape) != 3:
             raise BadGraph(f"Conv2d input has shape {in_shape}", where=where, hint="a (C, H, W) input is needed")
         if isinstance(node.padding, str):
@@ -113,11 +117,7 @@ def _convert(name, node, in_shape, md):
                        padding=pad, dilation=dil, groups=int(node.groups), meta=meta)]
     if isinstance(node, (nir.Affine, nir.Linear)):
         if md.get(PREFIX + "op") == "batchnorm":
-            return [BatchNorm(name=name, in_shape=in_shape, out_shape=in_shape, mean=np.asarray(md[PREFIX + "mean"]),
-                              var=np.asarray(md[PREFIX + "var"]),
-                              weight=np.asarray(md[PREFIX + "weight"]) if PREFIX + "weight" in md else None,
-                              bias=np.asarray(md[PREFIX + "bias"]) if PREFIX + "bias" in md else None,
-                              eps=float(md[PREFIX + "eps"]), meta=meta)]
+            return [_batchnorm(name, in_shape, md, meta)]
         w = np.asarray(node.weight, dtype=np.float32)
         if w.ndim != 2:
             raise BadGraph(f"weight has shape {w.shape}", where=where, hint="a 2-D (out, in) weight is needed")
