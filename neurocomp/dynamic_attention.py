@@ -55,16 +55,11 @@ def _conv3x3(p: np.ndarray, k: np.ndarray) -> np.ndarray:
 def ma_params(state: dict, parts: str) -> dict:
     """Flatten the module's weights (official state-dict names) into 2-D matrices / the SA kernel."""
     p = {}
-    if "T" in parts:
-        p["ta_w1"] = np.asarray(state["ta.sharedMLP.0.weight"], np.float64).reshape(
-            np.asarray(state["ta.sharedMLP.0.weight"]).shape[0], -1)
-        p["ta_w2"] = np.asarray(state["ta.sharedMLP.2.weight"], np.float64).reshape(
-            np.asarray(state["ta.sharedMLP.2.weight"]).shape[0], -1)
-    if "C" in parts:
-        p["ca_w1"] = np.asarray(state["ca.sharedMLP.0.weight"], np.float64).reshape(
-            np.asarray(state["ca.sharedMLP.0.weight"]).shape[0], -1)
-        p["ca_w2"] = np.asarray(state["ca.sharedMLP.2.weight"], np.float64).reshape(
-            np.asarray(state["ca.sharedMLP.2.weight"]).shape[0], -1)
+    for part, prefix in (("T", "ta"), ("C", "ca")):
+        if part in parts:
+            for i, key in ((1, "0"), (2, "2")):
+                w = np.asarray(state[f"{prefix}.sharedMLP.{key}.weight"], np.float64)
+                p[f"{prefix}_w{i}"] = w.reshape(w.shape[0], -1)
     if "S" in parts:
         p["sa_w"] = np.asarray(state["sa.conv.weight"], np.float64)
     return p

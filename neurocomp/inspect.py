@@ -12,7 +12,7 @@ import numpy as np
 
 from neurocomp.errors import BadInput, NeurocompError
 from neurocomp.ir import table
-from neurocomp.ir.printing import _fmt_shape, describe
+from neurocomp.ir.printing import _fmt_shape, describe, format_rows
 
 
 def _quant_by_layer(graph) -> dict:
@@ -47,12 +47,7 @@ def lowered_table(graph) -> str:
         d = describe(n).split(" | ")[0]
         rows.append((n.name, n.kind, _fmt_shape(n.in_shape), _fmt_shape(n.out_shape), str(n.params()), quant,
                      cores, d))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    lines = []
-    for i, r in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1])
-        if i == 0:
-            lines.append("-" * (sum(widths) + 2 * len(widths) + 7))
+    lines = format_rows(rows)
     mp = graph.meta.get("mapping")
     if mp:
         lines.append(f"\nmapped on {mp['target']}: {mp['cores']} cores, {mp['chips']} chip(s)")

@@ -37,14 +37,19 @@ def describe(node) -> str:
     return d
 
 
-def table(graph: Graph) -> str:
-    rows = [("layer", "kind", "in", "out", "params", "details")]
-    for n in graph:
-        rows.append((n.name, n.kind, _fmt_shape(n.in_shape), _fmt_shape(n.out_shape), str(n.params()), describe(n)))
+def format_rows(rows) -> list:
+    """Align rows of strings in columns (the first row is the header); the last column is free text."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for i, r in enumerate(rows):
         lines.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1])
         if i == 0:
             lines.append("-" * (sum(widths) + 2 * len(widths) + 7))
-    return "\n".join(lines)
+    return lines
+
+
+def table(graph: Graph) -> str:
+    rows = [("layer", "kind", "in", "out", "params", "details")]
+    for n in graph:
+        rows.append((n.name, n.kind, _fmt_shape(n.in_shape), _fmt_shape(n.out_shape), str(n.params()), describe(n)))
+    return "\n".join(format_rows(rows))
