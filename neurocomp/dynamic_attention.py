@@ -103,19 +103,13 @@ def ma_cost(shape, T: int, params: dict, parts: str) -> dict:
     """
     n = int(np.prod(shape))                 # neurons per step
     ops = {"pool": 0, "mac": 0, "lut": 0, "mul": 0}
-    if "T" in parts:
-        h = params["ta_w1"].shape[0]
-        ops["pool"] += 2 * T * n
-        ops["mac"] += 2 * 2 * h * T
-        ops["lut"] += T
-        ops["mul"] += 2 * T * n
-    if "C" in parts:
-        C = shape[0]
-        h = params["ca_w1"].shape[0]
-        ops["pool"] += 2 * T * n
-        ops["mac"] += 2 * 2 * h * C
-        ops["lut"] += C
-        ops["mul"] += 2 * T * n
+    for part, key, width in (("T", "ta_w1", T), ("C", "ca_w1", shape[0])):   # avg and max through one MLP
+        if part in parts:
+            h = params[key].shape[0]
+            ops["pool"] += 2 * T * n
+            ops["mac"] += 2 * 2 * h * width
+            ops["lut"] += width
+            ops["mul"] += 2 * T * n
     if "S" in parts:
         hw = int(np.prod(shape[1:]))
         ops["pool"] += 2 * T * n

@@ -24,6 +24,7 @@ import numpy as np
 from neurocomp.errors import UnsupportedLayer
 from neurocomp.ir import AvgPool2d, Conv2d, Dense, Flatten, LIF, Linear, MALIF, Scale, SpikeAttention
 from neurocomp.passes._util import with_record
+from neurocomp.passes.lower_pooling import _square_pool
 
 
 def rank1(M: np.ndarray):
@@ -117,7 +118,7 @@ def fold_attention(graph, mode: str = "static"):
     for k, node in enumerate(nodes):   # dynamic PFA after an average pool: scale the pre-pool spikes
         if isinstance(node, SpikeAttention) and node.source is None and k > 0 and isinstance(nodes[k - 1], AvgPool2d):
             pool = nodes[k - 1]
-            if tuple(pool.stride) == tuple(pool.kernel) and tuple(pool.padding) == (0, 0):
+            if _square_pool(pool):
                 nodes[k - 1:k + 1] = [node.replace(in_shape=pool.in_shape, out_shape=pool.in_shape,
                                                    pool=tuple(pool.kernel)), pool]
                 records.append({"layer": node.name, "module": node.meta.get("module"), "mode": mode,
