@@ -76,7 +76,8 @@ def _cmd_finetune(a):
     from neurocomp.finetune import finetune, format_record
     rec = finetune(a.artifact, a.output, epochs=a.epochs, lr=a.lr, gain_lr=a.gain_lr, weights=a.weights,
                    gains=a.gains, loss=a.loss, batch_size=a.batch_size, seed=a.seed, limit=a.train_samples,
-                   overwrite=a.overwrite, progress=not a.quiet)
+                   overwrite=a.overwrite, progress=not a.quiet, val_fraction=a.val_fraction, select=a.select,
+                   distill=a.distill)
     print(format_record(rec))
     print(f"wrote {a.output}")
     return 0
@@ -138,8 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("finetune", help="fine-tune an artifact's weights and gain tables against 8-bit fixed point")
     f.add_argument("artifact", help="artifact folder written by `neurocomp compile`")
     f.add_argument("-o", "--output", required=True, help="artifact folder to create with the fine-tuned model")
-    f.add_argument("--epochs", type=int, default=10, help="epochs over the training split (default 10)")
-    f.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate, cosine-annealed (default 5e-4)")
+    from neurocomp._finetune_defaults import DEFAULT_DISTILL, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_VAL_FRACTION
+    f.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
+                   help=f"epochs over the training split (default {DEFAULT_EPOCHS})")
+    f.add_argument("--lr", type=float, default=DEFAULT_LR,
+                   help=f"Adam learning rate, cosine-annealed (default {DEFAULT_LR:g})")
+    f.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
+                   help=f"fraction of the training split held out for validation, stratified per class "
+                        f"(default {DEFAULT_VAL_FRACTION:g}; 0: train on all of it)")
+    f.add_argument("--select", choices=["best", "last"],
+                   help="keep the epoch with the best emulated fixed-point validation accuracy (best, the default "
+                        "with a validation split) or the last epoch")
+    f.add_argument("--distill", type=float, default=DEFAULT_DISTILL,
+                   help="weight in [0, 1] of the distillation term: MSE between the output firing rates and those "
+                        f"of the original float model with its per-sample attention (default {DEFAULT_DISTILL:g})")
     f.add_argument("--gain-lr", type=float, help="learning rate of the gain tables (default: --lr)")
     f.add_argument("--weights", action=argparse.BooleanOptionalAction, default=True,
                    help="train weights and biases too (default); --no-weights trains only the gain tables")

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neurocomp import fixedpoint as fx
+from neurocomp._finetune_defaults import DEFAULT_DISTILL, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_VAL_FRACTION
 from neurocomp.errors import BadInput, UnsupportedLayer
 
 
@@ -328,23 +329,144 @@ def _forward(model, xb):
     return out
 
 
+def split_train_val(y, val_fraction: float, seed: int):
+    """Indices ``(train, val)`` of a stratified split of the training labels ``y``: per class, a
+    seeded permutation, the first ``round(val_fraction * n_class)`` samples go to validation. The
+    two sets are disjoint and cover ``range(len(y))``; ``val_fraction=0`` gives an empty ``val``."""
+    y = np.asarray(y)
+    n = len(y)
+    if not 0.0 <= val_fraction < 1.0:
+        raise BadInput(f"--val-fraction {val_fraction}", where="--val-fraction", hint="give a fraction in [0, 1)")
+    if val_fraction == 0.0:
+        return np.arange(n), np.zeros(0, np.int64)
+    rng = np.random.default_rng([int(seed), 0x5A1])      # its own stream: the split does not move with the model seed's other uses
+    val = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        val.extend(idx[:int(round(val_fraction * len(idx)))].tolist())
+    val = np.sort(np.asarray(val, np.int64))
+    train = np.setdiff1d(np.arange(n), val)
+    if len(val) == 0 or len(train) == 0:
+        raise BadInput(f"--val-fraction {val_fraction} of {n} training samples leaves an empty "
+                       f"{'validation' if len(val) == 0 else 'training'} set", where="--val-fraction",
+                       hint="use more training samples or another fraction")
+    return train, val
+
+
+def load_teacher(path):
+    """The original (float, per-sample attention) torch model of a checkpoint, multi-step, eval mode."""
+    from spikingjelly.activation_based import functional
+    from neurocomp.frontends.checkpoint import load_checkpoint
+    model = load_checkpoint(path).model.eval()
+    functional.set_step_mode(model, "m")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+@torch.no_grad()
+def teacher_rates(teacher, x: np.ndarray, batch_size: int = 128) -> torch.Tensor:
+    """Output firing rates ``[N, K]`` (spike count / T) of ``teacher`` on time-major inputs ``x``."""
+    import warnings
+    from spikingjelly.activation_based import functional
+    out = []
+    for i in range(0, x.shape[1], batch_size):
+        functional.reset_net(teacher)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")      # torch warns about TCJA's 'same' padding with even kernels
+            out.append(teacher(torch.as_tensor(x[:, i:i + batch_size])).mean(0))
+    functional.reset_net(teacher)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def evaluate_split(model, x: np.ndarray, y: np.ndarray, num_classes: int, batch_size: int = 128) -> dict:
+    """Accuracy (argmax of spike counts, ties to the lowest class as :func:`neurocomp.train.evaluate`)
+    and SMSE loss of ``model`` on time-major inputs ``x``."""
+    from spikingjelly.activation_based import functional
+    model.eval()
+    correct, loss = 0, 0.0
+    for i in range(0, len(y), batch_size):
+        functional.reset_net(model)
+        out = model(torch.as_tensor(x[:, i:i + batch_size]))
+        yb = torch.as_tensor(y[i:i + batch_size])
+        correct += int((out.sum(0).argmax(1) == yb).sum())
+        loss += float(F.mse_loss(out.mean(0), F.one_hot(yb, num_classes).to(out.dtype), reduction="sum"))
+    functional.reset_net(model)
+    return {"acc": correct / len(y), "loss": loss / (len(y) * num_classes)}
+
+
+def _snapshot(qat) -> dict:
+    return {k: v.detach().clone() for k, v in qat.state_dict().items()}
+
+
+def _restore(qat, state) -> None:
+    qat.load_state_dict(state)
+    for m in qat.modules():
+        if isinstance(m, QSynapse):
+            m._s, m._stale = None, True
+
+
 def train_qat(qat, params_w, params_g, data, epochs: int, lr: float, gain_lr: float, loss: str = "smse",
               batch_size: int = 32, seed: int = 0, limit: int | None = None, progress: bool = True,
-              qgains=(), name: str = "finetune", eval_test: bool = True) -> list:
+              qgains=(), name: str = "finetune", eval_test: bool = True, train_idx=None, val_idx=None,
+              teacher=None, distill: float = 0.0, select: str = "last", info: dict | None = None) -> list:
     """Adam + cosine annealing over ``epochs``; returns per-epoch metrics (train loss/accuracy of the
-    emulated fixed-point model, its test accuracy)."""
+    emulated fixed-point model, its validation and test accuracy).
+
+    ``train_idx``/``val_idx``: indices into the training split (default: the first ``limit``
+    samples, no validation). ``teacher`` with ``distill = a > 0``: the loss is
+    ``(1 - a) * task + a * MSE(student rates, teacher rates)`` on the output firing rates.
+    ``select="best"``: after training, the weights of the epoch (0 = before training) with the
+    best emulated fixed-point validation accuracy (ties: lower validation SMSE, then the later epoch)
+    are restored; ``info`` receives ``selected_epoch`` and the validation record."""
     from tqdm import tqdm
-    from neurocomp.train import evaluate, loss_fn, seed_everything
+    from neurocomp.train import loss_fn, seed_everything
+    if select not in ("best", "last"):
+        raise BadInput(f"--select {select}", where="--select", hint="best or last")
+    if train_idx is None:
+        train_idx = np.arange(len(data.y_train) if limit is None else min(limit, len(data.y_train)))
+    train_idx = np.asarray(train_idx, np.int64)
+    val_idx = np.zeros(0, np.int64) if val_idx is None else np.asarray(val_idx, np.int64)
+    if select == "best" and len(val_idx) == 0:
+        raise BadInput("--select best needs a validation split", where="--select",
+                       hint="give --val-fraction > 0, or --select last")
+    if distill and teacher is None:
+        raise BadInput("distillation needs the teacher model", where="--distill", hint="give a teacher or --distill 0")
     seed_everything(seed)
     groups = [g for g in ({"params": params_w, "lr": lr}, {"params": params_g, "lr": gain_lr}) if g["params"]]
     opt = torch.optim.Adam(groups)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
     gen = torch.Generator().manual_seed(seed)
-    y_train = data.y_train if limit is None else data.y_train[:limit]
-    n, metrics = len(y_train), []
+    y_all = data.y_train
+    y_train = y_all[train_idx]
+    n, metrics = len(train_idx), []
+    x_val, y_val = data.x_train[:, val_idx], y_all[val_idx]     # the fixed (epoch-0) encoding
+    best = None
+
+    def consider(epoch, v):
+        nonlocal best
+        key = (v["acc"], -v["loss"], epoch)
+        if best is None or key > best[0]:
+            best = (key, epoch, dict(v), _snapshot(qat))
+
+    if len(val_idx):
+        v0 = evaluate_split(qat, x_val, y_val, data.num_classes)
+        if info is not None:
+            info["val_before"] = {"acc_emulated_fixed": v0["acc"], "smse": v0["loss"]}
+        if select == "best":
+            consider(0, v0)
+    t_cache = (None, None)
     for epoch in range(epochs):
         t0 = time.time()
-        x_train = data.train_inputs(epoch)[:, :n]
+        x_epoch = data.train_inputs(epoch)
+        x_train = x_epoch[:, train_idx]
+        t_rate = None
+        if distill:
+            if t_cache[0] is not x_epoch:          # events: once; digits: its Bernoulli spikes change per epoch
+                t_cache = (x_epoch, teacher_rates(teacher, x_train))
+            t_rate = t_cache[1]
         qat.train()
         order = torch.randperm(n, generator=gen).numpy()
         total, correct = 0.0, 0
@@ -355,6 +477,8 @@ def train_qat(qat, params_w, params_g, data, epochs: int, lr: float, gain_lr: fl
             xb, yb = torch.as_tensor(x_train[:, idx]), torch.as_tensor(y_train[idx])
             out = _forward(qat, xb)
             lo = loss_fn(out, yb, loss, data.num_classes)
+            if distill:
+                lo = (1.0 - distill) * lo + distill * F.mse_loss(out.mean(0), t_rate[idx])
             opt.zero_grad()
             lo.backward()
             opt.step()
@@ -367,12 +491,28 @@ def train_qat(qat, params_w, params_g, data, epochs: int, lr: float, gain_lr: fl
         row = {"epoch": epoch + 1, "train_loss": total / n, "train_acc": correct / n,
                "lr": opt.param_groups[0]["lr"]}
         sched.step()
-        if eval_test:
-            row["test_acc_emulated_fixed"] = evaluate(qat, data.x_test, data.y_test)
+        if len(val_idx):
+            v = evaluate_split(qat, x_val, y_val, data.num_classes)
+            row["val_acc_emulated_fixed"], row["val_smse"] = v["acc"], v["loss"]
+            if select == "best":
+                consider(epoch + 1, v)
+        if eval_test:      # reported only: never used to choose anything
+            row["test_acc_emulated_fixed"] = evaluate_split(qat, data.x_test, data.y_test, data.num_classes)["acc"]
         row["seconds"] = round(time.time() - t0, 2)
         metrics.append(row)
         if progress:
             print(json.dumps(row), file=sys.stderr)
+    if select == "best":
+        _restore(qat, best[3])
+        selected = best[1]
+        sel_val = {"acc_emulated_fixed": best[2]["acc"], "smse": best[2]["loss"]}
+    else:
+        selected = epochs
+        sel_val = ({"acc_emulated_fixed": metrics[-1]["val_acc_emulated_fixed"], "smse": metrics[-1]["val_smse"]}
+                   if len(val_idx) and metrics else None)
+    if info is not None:
+        info["selected_epoch"] = selected
+        info["val_selected"] = sel_val
     from spikingjelly.activation_based import functional
     functional.reset_net(qat)
     qat.eval()
@@ -387,12 +527,18 @@ def _accuracies(artifact, progress: bool = False) -> dict:
     return {"samples": r["samples"], "inputs": r["inputs"], **{k: v for k, v in r["accuracy"].items()}}
 
 
-def finetune(artifact, out, epochs: int = 10, lr: float = 5e-4, gain_lr: float | None = None,
+def finetune(artifact, out, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR, gain_lr: float | None = None,
              weights: bool = True, gains: bool = True, loss: str = "smse", batch_size: int = 32, seed: int = 0,
              limit: int | None = None, overwrite: bool = False, progress: bool = True,
-             measure: bool = True) -> dict:
+             measure: bool = True, val_fraction: float = DEFAULT_VAL_FRACTION, select: str | None = None,
+             distill: float = DEFAULT_DISTILL) -> dict:
     """Fine-tune the compiled ``artifact`` and compile the result into ``out``; returns the
-    manifest's ``finetune`` record (``measure=False`` skips the before/after reference runs)."""
+    manifest's ``finetune`` record (``measure=False`` skips the before/after reference runs).
+
+    ``val_fraction`` of the training split (stratified, seeded) is held out; ``select="best"``
+    (the default when there is a validation split) keeps the epoch with the best emulated
+    fixed-point validation accuracy. ``distill``: weight of the distillation term (MSE between the
+    output firing rates and those of the original model, run in torch with its per-sample attention)."""
     from neurocomp.api import compile as compile_
     from neurocomp.artifact import Artifact, write_atomically, write_json_atomically
     from neurocomp.frontends.checkpoint import save_checkpoint
@@ -401,6 +547,17 @@ def finetune(artifact, out, epochs: int = 10, lr: float = 5e-4, gain_lr: float |
         raise BadInput(f"--epochs {epochs}", where="--epochs", hint="give 0 or more")
     if not lr > 0:
         raise BadInput(f"--lr {lr}", where="--lr", hint="a positive learning rate")
+    if not 0.0 <= distill <= 1.0:
+        raise BadInput(f"--distill {distill}", where="--distill", hint="a weight in [0, 1] (0: no distillation)")
+    if not 0.0 <= val_fraction < 1.0:
+        raise BadInput(f"--val-fraction {val_fraction}", where="--val-fraction", hint="give a fraction in [0, 1)")
+    if select is None:
+        select = "best" if val_fraction > 0 else "last"
+    if select not in ("best", "last"):
+        raise BadInput(f"--select {select}", where="--select", hint="best or last")
+    if select == "best" and val_fraction == 0:
+        raise BadInput("--select best needs a validation split", where="--select",
+                       hint="give --val-fraction > 0, or --select last")
     src = Artifact(artifact)
     man = src.manifest
     T, shape, enc, dataset = man["timesteps"], man["input_shape"], man["encoding"], man.get("dataset")
@@ -410,6 +567,16 @@ def finetune(artifact, out, epochs: int = 10, lr: float = 5e-4, gain_lr: float |
     att = man.get("attention")
     mode = (att or {}).get("mode", "static")
     weight_bits = int(man.get("weight_bits", 8))
+    teacher, teacher_path = None, None
+    if distill > 0:
+        for cand in (os.path.join(src.path, "source_model.pt"), src.checkpoint):   # a fine-tuned artifact's model.pt is not the original
+            if os.path.exists(cand):
+                teacher_path = cand
+                break
+        if teacher_path is None:
+            raise BadInput("--distill needs the original torch model, and the artifact has none "
+                           "(compiled from NIR?)", where=str(artifact), hint="give --distill 0")
+        teacher = load_teacher(teacher_path)
     seed_everything(seed)
     model, layers = graph_to_module(folded_graph(src.float_graph, attention=mode))
     has_gains = any(L["gain"] is not None for L in layers)
@@ -429,14 +596,34 @@ def finetune(artifact, out, epochs: int = 10, lr: float = 5e-4, gain_lr: float |
     before = _accuracies(artifact) if measure else None
     data = _data(dataset, T, enc, seed)
     name = os.path.basename(os.path.normpath(str(artifact)))
+    pool = len(data.y_train) if limit is None else min(limit, len(data.y_train))
+    if limit is not None and limit < 1:
+        raise BadInput(f"--train-samples {limit}", where="--train-samples", hint="give at least 1")
+    train_idx, val_idx = split_train_val(data.y_train[:pool], val_fraction, seed)
+    info = {}
+    t_start = time.time()
     metrics = train_qat(qat, params_w, params_g, data, epochs, lr, gain_lr if gain_lr is not None else lr, loss,
-                        batch_size, seed, limit, progress, qgains=qgain, name=name)
+                        batch_size, seed, None, progress, qgains=qgain, name=name, train_idx=train_idx,
+                        val_idx=val_idx, teacher=teacher, distill=distill, select=select, info=info)
+    train_seconds = round(time.time() - t_start, 1)
     for q in qgain:
         q.write_back()
     trained = (["weights", "biases"] if weights else []) + (["gain tables"] if gains else [])
     rec = {"source": os.path.abspath(str(artifact)), "epochs": epochs, "lr": lr,
            "gain_lr": gain_lr if gain_lr is not None else lr, "loss": loss, "batch_size": batch_size,
-           "seed": seed, "train_samples": len(data.y_train) if limit is None else min(limit, len(data.y_train)),
+           "seed": seed, "train_samples": int(len(train_idx)), "val_samples": int(len(val_idx)),
+           "val_fraction": val_fraction,
+           "val_split": "stratified per class, seeded by --seed, held out of the training split; never trained on",
+           "select": select, "selected_epoch": info["selected_epoch"],
+           "selection": ("the epoch (0 = before training) with the best emulated fixed-point validation accuracy"
+                         if select == "best" else "the last epoch"),
+           "val_before": info.get("val_before"), "val_selected": info.get("val_selected"),
+           "distill": distill,
+           "teacher": None if teacher is None else {
+               "checkpoint": os.path.basename(teacher_path),
+               "what": "the original float model with its per-sample attention, run in torch",
+               "loss": "(1 - distill) * task loss + distill * MSE(student output rates, teacher output rates)"},
+           "train_seconds": train_seconds,
            "trained": trained, "bn": "folded into the conv/linear weights before training",
            "quantization": f"straight-through {weight_bits}-bit fake quantization with neurocomp's per-layer "
                            "scale rule (weights, bias mantissa/exponent, gain mantissa/shift)",
@@ -483,7 +670,13 @@ def format_record(rec: dict) -> str:
     def pct(v):
         return "   n/a " if v is None else f"{100 * v:6.2f} %"
     lines = [f"trained: {', '.join(rec['trained'])}; {rec['epochs']} epochs, lr {rec['lr']}, "
-             f"{rec['train_samples']} training samples"]
+             f"{rec['train_samples']} training samples"
+             + (f", distill {rec['distill']}" if rec.get("distill") else "")]
+    if rec.get("val_samples"):
+        v = rec.get("val_selected") or {}
+        acc = v.get("acc_emulated_fixed")
+        lines.append(f"kept epoch {rec['selected_epoch']} ({rec['select']}; validation {rec['val_samples']} held-out "
+                     f"training samples: {'n/a' if acc is None else f'{100 * acc:.2f} %'} emulated fixed point)")
     b, a = rec.get("before"), rec.get("after")
     if b and a:
         lines.append(f"on {a['samples']} samples from {a['inputs']} (reference simulator):")

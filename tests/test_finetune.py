@@ -12,8 +12,9 @@ import torch
 from neurocomp.api import compile as compile_
 from neurocomp.artifact import Artifact
 from neurocomp.errors import BadInput
-from neurocomp.finetune import (QGain, QSynapse, finetune, folded_graph, graph_to_module, qat_model,
-                                quantize_bias, quantize_gain, quantize_weight, layer_scale, train_qat, _data)
+from neurocomp.finetune import (QGain, QSynapse, evaluate_split, finetune, folded_graph, graph_to_module,
+                                load_teacher, qat_model, quantize_bias, quantize_gain, quantize_weight, layer_scale,
+                                split_train_val, teacher_rates, train_qat, _data)
 from neurocomp.frontends.checkpoint import save_checkpoint
 from neurocomp.train import loss_fn, seed_everything
 
@@ -127,7 +128,8 @@ def test_plain_finetune_manifest_and_emulation(plain_art, tmp_path):
 def test_ma_gain_tables_train_and_fold_exactly(ma_art, tmp_path):
     src = Artifact(ma_art)
     out = str(tmp_path / "ma_ft")
-    finetune(ma_art, out, epochs=1, lr=5e-3, limit=64, weights=False, progress=False, measure=False)
+    finetune(ma_art, out, epochs=1, lr=5e-3, limit=64, weights=False, progress=False, measure=False,
+             val_fraction=0.0)      # keep the last epoch: this test checks that the gains moved
     art = _check_emulation(out)
     assert art.manifest["finetune"]["trained"] == ["gain tables"]
     assert art.manifest["attention"]["maps"] == src.manifest["attention"]["maps"]
@@ -151,3 +153,149 @@ def test_tcja_spike_gains_keep_mean_one(tcja_art, tmp_path):
     from neurocomp.frontends.checkpoint import load_checkpoint
     maps = [m.map for m in load_checkpoint(art.checkpoint).model if type(m).__name__ == "StaticMap"]
     assert maps and all(abs(float(m.mean()) - 1.0) < 1e-5 for m in maps)
+
+
+# ---- validation split, model selection, distillation, CLI ----------------------------------------
+
+def test_val_split_is_stratified_disjoint_and_seeded():
+    y = np.repeat(np.arange(4), [50, 30, 20, 100])
+    tr, va = split_train_val(y, 0.1, seed=0)
+    assert len(np.intersect1d(tr, va)) == 0 and np.array_equal(np.sort(np.concatenate([tr, va])), np.arange(200))
+    assert [int((y[va] == c).sum()) for c in range(4)] == [5, 3, 2, 10]         # per class
+    tr2, va2 = split_train_val(y, 0.1, seed=0)
+    assert np.array_equal(va, va2)                                              # same seed, same split
+    assert not np.array_equal(va, split_train_val(y, 0.1, seed=1)[1])           # another seed, another split
+    assert len(split_train_val(y, 0.0, seed=0)[1]) == 0
+    with pytest.raises(BadInput):
+        split_train_val(y[:3], 0.1, seed=0)                                     # rounds to an empty validation set
+    with pytest.raises(BadInput):
+        split_train_val(y, 1.0, seed=0)
+
+
+def _qat_of(path):
+    art = Artifact(path)
+    model, layers = graph_to_module(folded_graph(art.float_graph))
+    qat, qsyn, qgain = qat_model(model, layers)
+    return qat, [p for q in qsyn for p in q.syn.parameters()], qgain
+
+
+class _Poisoned:
+    """Data whose training inputs are NaN at the validation indices: training on any of them makes
+    the loss and the weights NaN."""
+
+    def __init__(self, data, val_idx):
+        self.d, self.val_idx = data, val_idx
+        self.y_train, self.x_test, self.y_test = data.y_train, data.x_test, data.y_test
+        self.x_train, self.num_classes = data.x_train, data.num_classes
+
+    def train_inputs(self, epoch):
+        x = np.array(self.d.train_inputs(epoch), copy=True)
+        x[:, self.val_idx] = np.nan
+        return x
+
+
+def test_training_never_sees_the_validation_samples(plain_art):
+    qat, params, _ = _qat_of(plain_art)
+    data = _data("digits", T, "bernoulli", 0)
+    tr, va = split_train_val(data.y_train[:160], 0.2, seed=0)
+    info = {}
+    m = train_qat(qat, params, [], _Poisoned(data, va), epochs=2, lr=1e-2, gain_lr=1e-2, progress=False,
+                  eval_test=False, train_idx=tr, val_idx=va, select="last", info=info)
+    assert all(np.isfinite(r["train_loss"]) for r in m)
+    assert all(bool(torch.isfinite(p).all()) for p in params)
+    assert 0.0 <= m[-1]["val_acc_emulated_fixed"] <= 1.0 and info["selected_epoch"] == 2
+    # the poison works: training on all 160 samples makes the weights NaN (the quantizer then fails)
+    qat2, params2, _ = _qat_of(plain_art)
+    with pytest.raises(ValueError, match="NaN"):
+        train_qat(qat2, params2, [], _Poisoned(data, va), epochs=1, lr=1e-2, gain_lr=1e-2, progress=False,
+                  eval_test=False, train_idx=np.arange(160), select="last")
+
+
+def test_select_best_restores_the_chosen_epoch(plain_art):
+    qat, params, _ = _qat_of(plain_art)
+    data = _data("digits", T, "bernoulli", 0)
+    tr, va = split_train_val(data.y_train[:192], 0.25, seed=0)
+    info = {}
+    m = train_qat(qat, params, [], data, epochs=3, lr=3e-2, gain_lr=3e-2, progress=False, eval_test=False,
+                  train_idx=tr, val_idx=va, select="best", info=info)
+    accs = [info["val_before"]["acc_emulated_fixed"]] + [r["val_acc_emulated_fixed"] for r in m]
+    sel = info["selected_epoch"]
+    assert 0 <= sel <= 3 and accs[sel] == max(accs) == info["val_selected"]["acc_emulated_fixed"]
+    # the model left behind is that epoch's: same validation accuracy and loss, recomputed
+    again = evaluate_split(qat, data.x_train[:, va], data.y_train[va], 10)
+    assert again["acc"] == info["val_selected"]["acc_emulated_fixed"]
+    assert again["loss"] == pytest.approx(info["val_selected"]["smse"], rel=1e-6)
+    with pytest.raises(BadInput):
+        train_qat(qat, params, [], data, epochs=1, lr=1e-3, gain_lr=1e-3, progress=False, select="best", limit=32)
+
+
+def test_teacher_rates_are_the_original_models_and_distillation_changes_training(tcja_art):
+    from neurocomp.api import run_torch_model
+    from neurocomp.frontends.checkpoint import load_checkpoint
+    data = _data("digits", T, "bernoulli", 0)
+    teacher = load_teacher(Artifact(tcja_art).checkpoint)
+    x = data.x_train[:, :40]
+    ref = run_torch_model(load_checkpoint(Artifact(tcja_art).checkpoint).model, torch.as_tensor(x)).mean(0)
+    rates = teacher_rates(teacher, x, batch_size=16)
+    assert rates.shape == (40, 10) and torch.equal(rates, ref)
+    finals = []
+    for distill in (0.0, 0.9):
+        art = Artifact(tcja_art)
+        seed_everything(0)
+        model, layers = graph_to_module(folded_graph(art.float_graph, "static"))
+        qat, qsyn, qgain = qat_model(model, layers)
+        params = [p for q in qsyn for p in q.syn.parameters()]
+        m = train_qat(qat, params, [q.g for q in qgain], data, epochs=1, lr=5e-3, gain_lr=5e-3, progress=False,
+                      eval_test=False, train_idx=np.arange(64), teacher=teacher, distill=distill, qgains=qgain)
+        finals.append((m[0]["train_loss"], torch.cat([p.detach().flatten() for p in params])))
+    assert finals[0][0] != finals[1][0]                      # another loss ...
+    assert not torch.equal(finals[0][1], finals[1][1])       # ... another model
+    with pytest.raises(BadInput):
+        train_qat(qat, params, [], data, epochs=1, lr=1e-3, gain_lr=1e-3, progress=False, distill=0.5, limit=32)
+
+
+def test_finetune_records_selection_and_distillation(tcja_art, tmp_path):
+    out = str(tmp_path / "tcja_sel")
+    rec = finetune(tcja_art, out, epochs=2, lr=5e-3, limit=120, progress=False, measure=False, distill=0.5)
+    art = _check_emulation(out)                                # selection keeps the exact emulation
+    ft = art.manifest["finetune"]
+    assert ft == json.loads(json.dumps(rec))
+    tr, va = split_train_val(_data("digits", T, "bernoulli", 0).y_train[:120], 0.1, 0)
+    assert (ft["val_samples"], ft["train_samples"]) == (len(va), len(tr)) and len(va) + len(tr) == 120
+    assert ft["select"] == "best"
+    assert 0 <= ft["selected_epoch"] <= 2 and ft["distill"] == 0.5
+    assert ft["teacher"]["checkpoint"] == "model.pt"
+    accs = [ft["val_before"]["acc_emulated_fixed"]] + [r["val_acc_emulated_fixed"] for r in ft["metrics"]]
+    assert ft["val_selected"]["acc_emulated_fixed"] == max(accs) == accs[ft["selected_epoch"]]
+    # fine-tuning the fine-tuned artifact distils from the original model, not from the folded one
+    rec2 = finetune(out, str(tmp_path / "tcja_sel2"), epochs=1, lr=1e-3, limit=64, progress=False, measure=False,
+                    distill=0.5, val_fraction=0.0)
+    assert rec2["teacher"]["checkpoint"] == "source_model.pt" and rec2["select"] == "last"
+    assert rec2["selected_epoch"] == 1 and rec2["val_selected"] is None
+
+
+def test_cli_flags_and_one_line_errors(tcja_art, tmp_path, capsys, monkeypatch):
+    from neurocomp import cli
+    a = cli.build_parser().parse_args(["finetune", "X", "-o", "Y", "--val-fraction", "0.2", "--distill", "0.3",
+                                       "--select", "last"])
+    assert (a.val_fraction, a.distill, a.select) == (0.2, 0.3, "last")
+    d = cli.build_parser().parse_args(["finetune", "X", "-o", "Y"])
+    from neurocomp._finetune_defaults import DEFAULT_DISTILL, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_VAL_FRACTION
+    assert (d.val_fraction, d.distill, d.select, d.epochs, d.lr) == (DEFAULT_VAL_FRACTION, DEFAULT_DISTILL, None,
+                                                                     DEFAULT_EPOCHS, DEFAULT_LR)
+    for flags, word in ((["--distill", "1.5"], "--distill"), (["--distill", "-0.1"], "--distill"),
+                        (["--val-fraction", "1"], "--val-fraction"), (["--val-fraction", "-0.2"], "--val-fraction"),
+                        (["--val-fraction", "0", "--select", "best"], "--select")):
+        rc = cli.main(["finetune", tcja_art, "-o", str(tmp_path / "never"), "-q", *flags])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and err.startswith("error:") and word in err and "\n" not in err, (flags, err)
+        assert not os.path.exists(tmp_path / "never")
+    # a full (tiny) run through the CLI: the flags reach the manifest
+    out = str(tmp_path / "cli_ft")
+    rc = cli.main(["finetune", tcja_art, "-o", out, "-q", "--epochs", "1", "--train-samples", "80",
+                   "--val-fraction", "0.25", "--distill", "0.25", "--lr", "1e-3"])
+    assert rc == 0
+    assert "kept epoch" in capsys.readouterr().out
+    ft = Artifact(out).manifest["finetune"]
+    tr, va = split_train_val(_data("digits", T, "bernoulli", 0).y_train[:80], 0.25, 0)
+    assert (ft["val_samples"], ft["train_samples"], ft["distill"], ft["select"]) == (len(va), len(tr), 0.25, "best")
