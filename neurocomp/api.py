@@ -188,9 +188,9 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
 
 def _attention_cost(graph):
     """Per dynamic attention module: operations and bits per inference of its attention process."""
-    from neurocomp.dynamic_attention import ma_cost, ma_params, spike_cost
+    from neurocomp.dynamic_attention import ma_cost, spike_cost
     T = int(graph.meta["timesteps"])
-    out = {n.name: ma_cost(n.out_shape, T, ma_params(n.state(), n.parts), n.parts)
+    out = {n.name: ma_cost(n.out_shape, T, n.state(), n.parts)
            for n in graph if n.kind == "ma_attention"}
     out.update({n.name: spike_cost(n.meta["module"], n.state(), n.out_shape, T, tuple(n.pool))
                 for n in graph if n.kind == "spike_attention"})

@@ -186,21 +186,56 @@ def test_sigmoid_table_within_its_quantization_step():
 
 
 def test_dynamic_gains_follow_the_module():
-    from neurocomp.dynamic_attention import ma_gains, ma_params
+    """Integer MA program (8-bit weights, integer pooling/MLP/conv, table sigmoid) vs the float module."""
+    from neurocomp.dynamic_attention import ma_gains, ma_program
     from neurocomp.nn import TCSA
     torch.manual_seed(0)
     m = TCSA(6, 8, t_ratio=2, c_ratio=2).eval()
+    state = {k: v.numpy() for k, v in m.state_dict().items()}
     x = torch.randn(6, 4, 8, 3, 3)
     with torch.no_grad():
         ref = m.attention(x).numpy()
-    g = ma_gains(x.transpose(0, 1).numpy(), ma_params({k: v.numpy() for k, v in m.state_dict().items()}, "TCS"),
-                 "TCS") / 4096.0
-    assert np.abs(g.transpose(1, 0, 2, 3, 4) - ref).max() < 0.01
-    x2 = x.clone()
-    x2[5] += 3.0                                   # a change at the last step moves the gains at step 0
-    g2 = ma_gains(x2.transpose(0, 1).numpy(), ma_params({k: v.numpy() for k, v in m.state_dict().items()}, "TCS"),
-                  "TCS")
-    assert not np.array_equal(g2[:, 0], (g * 4096).astype(np.int64)[:, 0])
+    for x_scale in (64 * 3.0, 64 * 250.0):             # the layer's scale: currents of ~8 and ~15 bits
+        xi = np.round(x.transpose(0, 1).numpy() * x_scale).astype(np.int64)
+        g = ma_gains(xi, ma_program(state, "TCS", x_scale))
+        assert g.dtype == np.int64
+        assert np.abs(g.transpose(1, 0, 2, 3, 4) / 4096.0 - ref).max() < 0.01
+    x2 = xi.copy()
+    x2[:, 5] += int(3 * x_scale)                   # a change at the last step moves the gains at step 0
+    g2 = ma_gains(x2, ma_program(state, "TCS", x_scale))
+    assert not np.array_equal(g2[:, 0], g[:, 0])
+    with pytest.raises(TypeError):
+        ma_gains(xi.astype(np.float64), ma_program(state, "TCS", x_scale))
+
+
+def test_requantizer_rounds_accumulators_like_the_real_factor():
+    from neurocomp.dynamic_attention import LUT_RANGE, LUT_SIZE, LUT_STEP, SIGMOID_LUT, requantizer, sigmoid_of_acc
+    rng = np.random.default_rng(3)
+    for factor in (1e-9, 3.7e-5, 0.013, 0.5, 1.0, 7.25, 40000.0):
+        bound = 2.0 ** 40
+        rq = requantizer(factor, bound)
+        assert rq["mult"] < 2 ** 17 and rq["shift"] >= 0 and rq["pre"] >= 0
+        acc = rng.integers(-int(min(bound, 2000 / factor)), int(min(bound, 2000 / factor)) + 1, 5000)
+        got = sigmoid_of_acc(acc, rq)
+        ideal = np.clip(np.floor(acc * factor + 0.5).astype(np.int64) + LUT_RANGE * LUT_STEP, 0, LUT_SIZE - 1)
+        # the integer index is the real-factor index, up to one table step where rounding ties shift
+        assert np.all(np.abs(SIGMOID_LUT[ideal] - got) <= np.abs(np.diff(SIGMOID_LUT)).max())
+        assert np.mean(SIGMOID_LUT[ideal] == got) > 0.99, factor
+    with pytest.raises(ValueError):
+        requantizer(0.0, 1.0)
+
+
+def test_attention_weights_are_small_integers():
+    from neurocomp.dynamic_attention import WEIGHT_BITS, quantize_weights
+    rng = np.random.default_rng(0)
+    for scale in (1e-4, 0.3, 50.0):
+        w = rng.normal(0, scale, (7, 5))
+        q, e = quantize_weights(w)
+        assert q.dtype == np.int64 and np.abs(q).max() <= 2 ** (WEIGHT_BITS - 1) - 1
+        assert np.abs(q).max() >= 2 ** (WEIGHT_BITS - 2)            # the range is used, not wasted
+        assert np.abs(q / 2.0 ** e - w).max() <= 0.5 / 2.0 ** e + 1e-15
+    q, e = quantize_weights(np.zeros((2, 2)))
+    assert not q.any()
 
 
 def test_dynamic_mode_exact_on_lava_with_t_step_latency():
@@ -246,17 +281,28 @@ def test_dynamic_spike_maps_exact_on_lava(kind):
 
 
 def test_spike_payloads_follow_the_modules():
-    from neurocomp.dynamic_attention import spike_payload
+    """Integer TCJA/PFA programs (8-bit weights, spike counts, table sigmoid) vs the float modules."""
+    from neurocomp.dynamic_attention import spike_payload, spike_program
     from neurocomp.nn import PFA, TCJA
     torch.manual_seed(1)
     m = TCJA(2, 2, 6, 8).eval()
     x = (torch.rand(6, 3, 8, 4, 4) < 0.3).float()
+    src = x.transpose(0, 1).numpy().astype(np.int64)
     with torch.no_grad():
         ref = m.attention(x).numpy()
-    pay = spike_payload("TCJA", {k: v.numpy() for k, v in m.state_dict().items()}, x.transpose(0, 1).numpy())
-    assert np.abs(pay[:, :, :, 0, 0].transpose(1, 0, 2) / 256.0 - ref).max() <= 1.0 / 256 + 0.25 / 64
+    pay = spike_payload(spike_program("TCJA", {k: v.numpy() for k, v in m.state_dict().items()}, (8, 4, 4)), src)
+    assert pay.dtype == np.int64 and pay.max() <= 255 and pay.min() >= 0
+    assert np.abs(pay[:, :, :, 0, 0].transpose(1, 0, 2) / 256.0 - ref).max() <= 1.0 / 256 + 0.25 / 64 + 0.01
     p = PFA(4, 4, 6, 8, 3, 2).eval()
+    state = {k: v.numpy() for k, v in p.state_dict().items()}
     with torch.no_grad():
         ref = p.attention(x).numpy()
-    pay = spike_payload("PFA", {k: v.numpy() for k, v in p.state_dict().items()}, x.transpose(0, 1).numpy())
-    assert np.abs(pay.transpose(1, 0, 2, 3, 4) / 256.0 - ref).max() <= 1.0 / 256 + 0.25 / 64
+    pay = spike_payload(spike_program("PFA", state, (8, 4, 4)), src)
+    assert np.abs(pay.transpose(1, 0, 2, 3, 4) / 256.0 - ref).max() <= 1.0 / 256 + 0.25 / 64 + 0.01
+    # with a 2x2 pool before the module: the map of the pooled spikes, repeated over each window
+    x8 = (torch.rand(6, 3, 8, 8, 8) < 0.3).float()
+    with torch.no_grad():
+        ref = p.attention(torch.nn.functional.avg_pool2d(x8.flatten(0, 1), 2).unflatten(0, (6, 3))).numpy()
+    pay = spike_payload(spike_program("PFA", state, (8, 8, 8), (2, 2)), x8.transpose(0, 1).numpy().astype(np.int64))
+    assert np.array_equal(pay[:, :, :, ::2, ::2], pay[:, :, :, 1::2, 1::2])
+    assert np.abs(pay[:, :, :, ::2, ::2].transpose(1, 0, 2, 3, 4) / 256.0 - ref).max() <= 1.0 / 256 + 0.25 / 64 + 0.01

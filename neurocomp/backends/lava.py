@@ -174,8 +174,11 @@ def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag:
                 raise BadInput("dynamic attention runs only under fixed_pt", where="tag", hint="use fixed_pt")
             src_port = port if node.source is None else out_ports[node.source]
             src_delay = port_delay if node.source is None else timing["layer_delay"][node.source]
+            from neurocomp.dynamic_attention import spike_program
+            src_torch = tuple(shape) if node.source is None else tuple(graph[node.source].out_shape)
             gate = SpikeAttentionGate(fwd_shape=lava_shape(shape), src_shape=tuple(src_port.shape),
-                                      module=node.meta["module"], state=node.state(), pool=tuple(node.pool),
+                                      program=spike_program(node.meta["module"], node.state(), src_torch,
+                                                            tuple(node.pool)),
                                       window=T, fwd_offset=port_delay, src_offset=src_delay)
             port.connect(gate.s_fwd)
             src_port.connect(gate.s_src)
@@ -270,25 +273,19 @@ def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag:
 def _emit_dynamic(neu, att, out_shape, T, delay):
     """Delay line + attention process + gain-fed LIF for a layer whose MA attention stays dynamic."""
     from neurocomp.backends.lava_dynamic import DelayLine, GainLIFDynamic, MAAttentionProcess
-    from neurocomp.dynamic_attention import ma_params
+    from neurocomp.dynamic_attention import ma_program
     p = neu.fixed
     bias = to_lava_layout(fx.effective_bias(np.asarray(p.bias_mant, np.int64), np.asarray(p.bias_exp, np.int64)))
     line = DelayLine(shape=out_shape, delay=T)
     # the attention process computes in torch layout; give it views in that layout
-    proc = MAAttentionProcess(shape=out_shape, params=_lava_layout_params(ma_params(att.state(), att.parts), out_shape),
-                              parts=att.parts, bias=bias, x_scale=float(att.x_scale), window=T,
-                              window_offset=delay - T)
+    proc = MAAttentionProcess(shape=out_shape, program=ma_program(att.state(), att.parts, float(att.x_scale)),
+                              lava_layout=len(out_shape) == 3, bias=bias, window=T, window_offset=delay - T)
     lif = GainLIFDynamic(shape=out_shape, gain_shift=int(p.gain_shift), bias=bias, dv=p.dv, vth=p.vth,
                          v_reset=p.v_reset, rectify=p.rectify, gain_on_bias=p.gain_on_bias, window=T,
                          window_offset=delay, name=neu.name)
     line.a_out.connect(lif.a_in)
     proc.g_out.connect(lif.g_in)
     return lif, [line.a_in, proc.a_in], [line, proc]
-
-
-def _lava_layout_params(params: dict, out_shape) -> dict:
-    """MA maps are computed on (C, H, W); Lava neurons are (W, H, C): mark the layout for the process."""
-    return dict(params, lava_layout=len(out_shape) == 3)
 
 
 def _emit_gain_lif(neu, out_shape, T, delay, fixed):

@@ -6,8 +6,8 @@ Wiring for a layer with MA-SNN attention kept dynamic::
                    └─► MAAttentionProcess.a_in ── g_out ─► GainLIFDynamic.g_in
 
 The attention process buffers one window of the layer's integer current, computes the per-sample
-gain table at the window's last step (``neurocomp.dynamic_attention.ma_gains``, the function the
-reference simulator calls) and, during the next window, sends row ``t`` at the step when the
+gain table at the window's last step in integer arithmetic (``neurocomp.dynamic_attention.ma_gains``
+on the program ``ma_program`` built at emit time, the functions the reference simulator calls) and, during the next window, sends row ``t`` at the step when the
 delayed current of step ``t`` reaches the neuron. On Loihi 2 this process would run on the chip's
 embedded x86 cores and the delay would be synaptic/axonal delays.
 """
@@ -57,8 +57,8 @@ class PyDelayLineFixed(PyLoihiProcessModel):
 class MAAttentionProcess(AbstractProcess):
     """Computes MA-SNN's gains from one window of a layer's current; streams them one window later."""
 
-    def __init__(self, *, shape, params: dict, parts: str, bias, x_scale: float, window: int, window_offset: int):
-        super().__init__(shape=shape, params=params, parts=parts, x_scale=x_scale, window=window,
+    def __init__(self, *, shape, program: dict, lava_layout: bool, bias, window: int, window_offset: int):
+        super().__init__(shape=shape, program=program, lava_layout=lava_layout, window=window,
                          window_offset=window_offset)
         self.a_in = InPort(shape=shape)
         self.g_out = OutPort(shape=shape)
@@ -87,11 +87,11 @@ class PyMAAttentionFixed(PyLoihiProcessModel):
         self.g_out.send(self._gains[t].astype(np.int32))
         self._window[t] = self.a_in.recv()
         if t == T - 1:
-            x = (self._window * (1 << fx.ACT_SHIFT) + self.bias.astype(np.int64)) / float(p["x_scale"])
-            if p["params"].get("lava_layout"):     # (T, W, H, C) -> (T, C, H, W) and back
-                self._gains = ma_gains(x.transpose(0, 3, 2, 1)[None], p["params"], p["parts"])[0].transpose(0, 3, 2, 1)
+            x = self._window * (1 << fx.ACT_SHIFT) + self.bias.astype(np.int64)
+            if p["lava_layout"]:     # maps are computed on (T, C, H, W); Lava neurons are (T, W, H, C)
+                self._gains = ma_gains(x.transpose(0, 3, 2, 1)[None], p["program"])[0].transpose(0, 3, 2, 1)
             else:
-                self._gains = ma_gains(x[None], p["params"], p["parts"])[0]
+                self._gains = ma_gains(x[None], p["program"])[0]
 
 
 class GainLIFDynamic(AbstractProcess):
@@ -142,14 +142,13 @@ class SpikeAttentionGate(AbstractProcess):
 
     ``s_fwd`` receives the spikes to scale, ``s_src`` those the map is computed from (the same port's
     data for PFA; the pre-pool LIF spikes for TCJA). At the last step of a source window the gate
-    computes the 8-bit payload table (``neurocomp.dynamic_attention.spike_payload``, as the reference
-    simulator does); one window later it sends each buffered spike multiplied by its payload.
+    computes the 8-bit payload table in integer arithmetic (``neurocomp.dynamic_attention.spike_payload``
+    on the module's ``spike_program``, as the reference simulator does); one window later it sends each buffered spike multiplied by its payload.
     """
 
-    def __init__(self, *, fwd_shape, src_shape, module: str, state: dict, pool, window: int, fwd_offset: int,
-                 src_offset: int):
-        super().__init__(fwd_shape=fwd_shape, src_shape=src_shape, module=module, state=state, pool=tuple(pool),
-                         window=window, fwd_offset=fwd_offset, src_offset=src_offset)
+    def __init__(self, *, fwd_shape, src_shape, program: dict, window: int, fwd_offset: int, src_offset: int):
+        super().__init__(fwd_shape=fwd_shape, src_shape=src_shape, program=program, window=window,
+                         fwd_offset=fwd_offset, src_offset=src_offset)
         self.s_fwd = InPort(shape=fwd_shape)
         self.s_src = InPort(shape=src_shape)
         self.s_out = OutPort(shape=fwd_shape)
@@ -187,8 +186,8 @@ class PySpikeAttentionGateFixed(PyLoihiProcessModel):
         t_s, k_s = g % T, g // T
         self._src[t_s] = self.s_src.recv() != 0
         if t_s == T - 1:
-            src = _to_torch_layout(self._src.astype(np.float64))
-            pay = spike_payload(p["module"], p["state"], src[None], pool=p["pool"])[0]     # torch layout
+            src = _to_torch_layout(self._src)
+            pay = spike_payload(p["program"], src[None])[0]     # torch layout
             fwd_torch = _to_torch_layout(self._ring).shape[1:]
             pay = np.broadcast_to(pay, (T,) + tuple(fwd_torch))
             self._payload[k_s % 2] = pay.transpose(0, 3, 2, 1) if pay.ndim == 4 else pay
