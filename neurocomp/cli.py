@@ -55,7 +55,8 @@ def _cmd_simulate(a):
 
 def _cmd_report(a):
     from neurocomp.report import write_report
-    paths = write_report(a.artifact, samples=a.samples, lava_samples=a.lava_samples, progress=not a.quiet)
+    paths = write_report(a.artifact, samples=a.samples, lava_samples=a.lava_samples, progress=not a.quiet,
+                         attention_modes=a.attention_modes, finetuned=a.finetuned)
     for p in paths:
         print(p)
     return 0
@@ -123,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("artifact")
     r.add_argument("--samples", type=int, help="samples for full-split figures (reference simulator)")
     r.add_argument("--lava-samples", type=int, default=50, help="samples for the Lava exactness check")
+    r.add_argument("--finetuned", metavar="ARTIFACT",
+                   help="a `neurocomp finetune` result of this artifact: fills 'static after fine-tuning'")
+    r.add_argument("--no-attention-modes", dest="attention_modes", action="store_false",
+                   help="attention models: skip recompiling and measuring the static and dynamic modes")
     r.add_argument("-q", "--quiet", action="store_true")
     r.set_defaults(func=_cmd_report)
 

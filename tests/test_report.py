@@ -120,3 +120,28 @@ def test_report_writes_the_three_outputs(artifact):
     assert c["neuron_updates_active"] + c["neuron_updates_inactive"] == pytest.approx((1024 + 256 + 512 + 128 + 10) * 8)
     assert secs["mapping"]["data"]["cores"] == 5
     assert "reference simulator" in md and "Lava" in md and "davies2018" in md
+
+
+def test_report_measures_attention_modes_side_by_side(tmp_path):
+    """An attention model's report recompiles the source in static and dynamic mode and fills one row
+    with every stage; --finetuned fills 'static after fine-tuning' from a fine-tuned artifact."""
+    from neurocomp.api import compile as compile_, simulate
+    from neurocomp.cli import main
+    from neurocomp.finetune import finetune
+    art = compile_("models/digits_tcja/model.pt", str(tmp_path / "static"), attention="static")
+    ft = str(tmp_path / "ft")
+    finetune(art, ft, epochs=1, limit=64, progress=False)
+    assert main(["report", art, "--samples", "30", "--lava-samples", "4", "--finetuned", ft, "-q"]) == 0
+    doc = json.load(open(os.path.join(art, "report.json")))
+    m = doc["sections"]["attention"]["data"]["modes"]
+    st, dy = m["modes"]["static"], m["modes"]["dynamic"]
+    own = simulate(art, backend="reference", samples=30, progress=False)["accuracy"]
+    assert st["fixed"] == pytest.approx(own["fixed_reference"])        # same calibration, same artifact
+    assert st["static_float"] == pytest.approx(own["float_static_attention"])
+    assert dy["lava_exact"] == 1.0 and dy["lava_samples"] == 4 and dy["attention_ops"] > 0
+    assert dy["latency_steps"] == st["latency_steps"] + 8 * 2           # T = 8, two TCJA modules
+    assert m["static_finetuned"]["fixed"] == pytest.approx(
+        simulate(ft, backend="reference", samples=30, progress=False)["accuracy"]["fixed_reference"])
+    md = open(os.path.join(art, "report.md")).read()
+    assert "Attention modes, measured side by side" in md and "static after fine-tuning" in md
+    assert not [f for f in os.listdir(art) if f.startswith(".")]          # nothing left behind

@@ -47,6 +47,7 @@ class Context:
     plot_dir: str
     data_source: str
     timings: dict
+    modes: dict | None = None       # attention modes measured side by side (report/modes.py)
 
 
 def _pct(v):
@@ -236,7 +237,10 @@ def sec_attention(ctx: Context):
         keys = ["layer"] + sorted({k for r in records for k in r} - {"layer"})
         fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)   # noqa: E731
         md += _table(keys, [[fmt(r.get(k, "")) for k in keys] for r in records])
-    return Section("attention", "Attention layers", md, {"attention": att})
+    if ctx.modes:
+        from neurocomp.report.modes import modes_table
+        md += ["", "### Attention modes, measured side by side", ""] + modes_table(ctx.modes)
+    return Section("attention", "Attention layers", md, {"attention": att, "modes": ctx.modes})
 
 
 SECTIONS = [sec_accuracy, sec_crosscheck, sec_activity, sec_sweep, sec_clipping, sec_mapping, sec_energy,
@@ -276,7 +280,8 @@ def _mapping_and_target(art):
 
 
 def build_report(artifact_path, samples: int | None = None, lava_samples: int = 50, progress: bool = True,
-                 inputs=None, labels=None, bits=range(2, 9), timeout: float | None = None) -> dict:
+                 inputs=None, labels=None, bits=range(2, 9), timeout: float | None = None,
+                 attention_modes: bool = True, finetuned: str | None = None) -> dict:
     """Compute every figure; returns ``{"sections": [Section], "meta": {...}, "plot_dir": tmpdir}``."""
     from neurocomp.artifact import Artifact
     from neurocomp.errors import BadInput
@@ -310,11 +315,17 @@ def build_report(artifact_path, samples: int | None = None, lava_samples: int = 
         t0 = time.monotonic()
         sw = bit_sweep(art, x, labels, bits=bits, progress=progress)
         timings["bit_sweep_s"] = time.monotonic() - t0
+    modes = None
+    if attention_modes and inputs is None and man.get("attention"):
+        from neurocomp.report.modes import measure_modes
+        t0 = time.monotonic()
+        modes = measure_modes(art, samples, lava_samples, finetuned=finetuned, progress=False)
+        timings["attention_modes_s"] = time.monotonic() - t0
     counts = per_inference_counts(cc["activity_fixed"], cc["samples"])
     energy = energy_per_inference(counts, target)
     plot_dir = tempfile.mkdtemp(prefix=".report-plots-", dir=art.path)
     try:
-        ctx = Context(art, target, mapping, cc, sw, energy, counts, plot_dir, source, timings)
+        ctx = Context(art, target, mapping, cc, sw, energy, counts, plot_dir, source, timings, modes)
         sections = [s for s in (fn(ctx) for fn in SECTIONS) if s is not None]
     except BaseException:
         shutil.rmtree(plot_dir, ignore_errors=True)
