@@ -184,8 +184,8 @@ class MAAttention(Node):
 
     Float semantics: the neurocomp.nn module itself (``meta['module']``, ``meta['config']``) with
     these weights. Fixed point: ``neurocomp.dynamic_attention.ma_gains`` on the layer's integer
-    current divided by ``x_scale`` (64 * s, set by quantize), as a per-sample gain table of the
-    consuming neuron (rectified, bias included). In Lava it costs T steps of latency.
+    current, with the integer program ``ma_program(state, parts, x_scale)`` (``x_scale`` = 64 * s, set
+    by quantize), as a per-sample gain table of the consuming neuron (rectified, bias included). In Lava it costs T steps of latency.
     """
     parts: str = "TCS"
     ta_w1: Optional[np.ndarray] = None
@@ -212,7 +212,8 @@ class SpikeAttention(Node):
     ``meta['module']``/``meta['config']`` with these weights); ``source`` names the layer whose
     spikes feed the map (None: this node's input; with ``pool`` the input is pre-pool spikes and
     the map is computed on their average pool and repeated over each window). Fixed point / Lava:
-    the spikes become 8-bit graded payloads (``neurocomp.dynamic_attention.spike_payload``), sent
+    the spikes become 8-bit graded payloads computed in integers (``neurocomp.dynamic_attention``:
+    ``spike_payload`` on the module's ``spike_program``), sent
     one window late by an attention gate process; the consuming neuron divides its input by 2**8.
     """
     state_flat: np.ndarray = None       # the module's parameters, concatenated
