@@ -28,7 +28,12 @@ def main(argv=None):
     p.add_argument("--modes", default="static,portable,dynamic")
     p.add_argument("--models", default=None, help="comma-separated zoo names (default: every attention model)")
     p.add_argument("--merge", action="store_true", help="keep rows of <out>.json not measured in this run")
+    p.add_argument("--tables-only", action="store_true",
+                   help="measure nothing: rewrite <out>.md and the cards from <out>.json and the fine-tuning results")
     a = p.parse_args(argv)
+    if a.tables_only:
+        write_tables(json.load(open(a.out + ".json")), a.out)
+        return
     from neurocomp._quiet import import_spikingjelly
     import_spikingjelly()
     from neurocomp.api import compile as compile_, simulate
@@ -66,8 +71,59 @@ def main(argv=None):
         order = {"static": 0, "portable": 1, "dynamic": 2}
         rows = sorted([r for r in json.load(open(a.out + ".json")) if (r["model"], r["mode"]) not in done] + rows,
                       key=lambda r: (r["model"], order.get(r["mode"], 9)))
-    with open(a.out + ".json", "w") as fh:
-        json.dump(rows, fh, indent=1)
+    _write(a.out + ".json", json.dumps(rows, indent=1))
+    write_tables(rows, a.out)
+
+
+def _write(path: str, text: str):
+    """Write a whole file or nothing (temporary file, then rename)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+FINETUNE_RESULTS = os.path.join(ROOT, "models", "finetune_results.json")
+
+
+def finetune_result(name: str):
+    """The zoo's fine-tuning result for a model (``neurocomp finetune``, docs/finetune.md), or None."""
+    if not os.path.exists(FINETUNE_RESULTS):
+        return None
+    doc = json.load(open(FINETUNE_RESULTS))
+    entries = doc.get("models", doc) if isinstance(doc, dict) else {e.get("model"): e for e in doc}
+    return entries.get(name)
+
+
+def _after(ft):
+    for key in ("fixed_after", "after_fixed", "fixed_reference_after"):
+        if isinstance(ft.get(key), (int, float)):
+            return ft[key]
+    after = ft.get("after")
+    return after.get("fixed_reference") if isinstance(after, dict) else after
+
+
+def summary_table(rows, name):
+    """One row per model with every stage the issue asks for (original float ... attention ops)."""
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.2f}"  # noqa: E731
+    by = {r["mode"]: r for r in rows if r["model"] == name}
+    st, dy = by.get("static"), by.get("dynamic")
+    if not (st and dy):
+        return [], None
+    ft = finetune_result(name)
+    after = _after(ft) if ft else None
+    exact = min(r["lava_exact"] for r in by.values())
+    out = ["| original float | static float | static fixed | static after fine-tuning | dynamic fixed "
+           "| Lava dynamic (first N) | Lava = ref. (every mode) | latency static / dynamic (steps) "
+           "| attention-process ops / inference |", "|---|---|---|---|---|---|---|---|---|",
+           f"| {pct(st['float'])} | {pct(st['static_float'])} | {pct(st['fixed'])} | "
+           f"{pct(after) if after is not None else 'not run'} | {pct(dy['fixed'])} | {pct(dy['lava'])} "
+           f"(N={dy['lava_samples']}) | {pct(exact)} % | {st['latency_steps']} / {dy['latency_steps']} "
+           f"| {dy['attention_ops_per_inference']:,} |"]
+    return out, (None if after is None else 100 * (after - st["float"]))
+
+
+def write_tables(rows, out_path):
     pct = lambda v: "n/a" if v is None else f"{100 * v:.2f}"  # noqa: E731
     def table(rs):
         out = ["| model | mode | float (original) | static float | fixed-point reference | Lava (first N) "
@@ -83,8 +139,7 @@ def main(argv=None):
     note = ("Accuracies in %: float = the trained model; static float = attention replaced by calibrated static "
             "maps (torch); fixed-point reference on the whole test split; Lava on the first N test samples; "
             "measured by `python bench/attention_modes.py`.")
-    with open(a.out + ".md", "w") as fh:
-        fh.write(note + "\n\n" + "\n".join(lines) + "\n")
+    _write(out_path + ".md", note + "\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
     # each model card gets its own rows between markers
     begin, end = "<!-- attention-modes:begin -->", "<!-- attention-modes:end -->"
@@ -93,15 +148,25 @@ def main(argv=None):
         if not os.path.exists(card):
             continue
         text = open(card).read()
-        block = (f"{begin}\n## Compiled for Lava: attention modes (measured)\n\n{note}\n\n"
-                 + "\n".join(table([r for r in rows if r["model"] == name]))
-                 + "\n\nStatic mode after fine-tuning: see `docs/finetune.md`.\n" + end)
+        summary, gap = summary_table(rows, name)
+        ft_note = "Static after fine-tuning: `neurocomp finetune` (recipe and command in `docs/finetune.md`, " \
+                  "results in `models/finetune_results.json`), fixed-point reference on the whole test split."
+        if gap is not None:
+            module = next((m for m in ("tcja", "pfa", "ma") if m in name.split("_")), "")
+            if module == "ma":
+                ft_note += (f" **Measured gap of static MA-SNN after fine-tuning: {gap:+.2f} points** against the "
+                            "original float model; the exact form is `--attention dynamic`.")
+            else:
+                ft_note += (f" After fine-tuning − original float: {gap:+.2f} points "
+                            f"({'within' if gap >= -1.0 else 'NOT within'} the 1-point goal).")
+        block = (f"{begin}\n## Compiled for Lava: attention modes (measured)\n\n"
+                 + ("\n".join(summary) + "\n\n" + ft_note + "\n\nPer mode:\n\n" if summary else "")
+                 + f"{note}\n\n" + "\n".join(table([r for r in rows if r["model"] == name])) + "\n" + end)
         if begin in text:
             text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
         else:
             text = text.rstrip() + "\n\n" + block + "\n"
-        with open(card, "w") as fh:
-            fh.write(text)
+        _write(card, text)
 
 
 if __name__ == "__main__":
