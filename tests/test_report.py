@@ -145,3 +145,20 @@ def test_report_measures_attention_modes_side_by_side(tmp_path):
     md = open(os.path.join(art, "report.md")).read()
     assert "Attention modes, measured side by side" in md and "static after fine-tuning" in md
     assert not [f for f in os.listdir(art) if f.startswith(".")]          # nothing left behind
+
+
+def test_report_shows_attention_process_cost_beside_the_cores(tmp_path):
+    from neurocomp.api import compile as compile_
+    from neurocomp.cli import main
+    art = compile_("models/digits_tcja/model.pt", str(tmp_path / "dyn"), attention="dynamic")
+    assert main(["report", art, "--samples", "20", "--lava-samples", "2", "--no-attention-modes", "-q"]) == 0
+    doc = json.load(open(os.path.join(art, "report.json")))
+    att = doc["sections"]["energy"]["data"]["attention_processes"]
+    man = json.load(open(os.path.join(art, "manifest.json")))
+    assert att == man["attention_process_cost"] and len(att) == 2            # two TCJA modules
+    for c in att.values():
+        assert c["total_operations"] == sum(c["operations"].values()) > 0
+        assert c["bits_out"] == 8 * c["bits_in"]                              # 8-bit payload per input spike
+    assert "modes" not in doc["sections"]["attention"]["data"] or not doc["sections"]["attention"]["data"]["modes"]
+    md = open(os.path.join(art, "report.md")).read()
+    assert "Attention processes (dynamic attention)" in md

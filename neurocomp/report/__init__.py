@@ -217,7 +217,22 @@ def sec_energy(ctx: Context):
         md.append(f"- not published for {ctx.target.name}: {', '.join(ctx.target.doc['unpublished'])}")
     plot = P.energy(ctx.plot_dir, e)
     md += ["", f"![energy]({PLOTS_DIR}/{os.path.basename(plot)})"]
-    return Section("energy", "Energy per inference", md, {**e, "counts": ctx.counts}, [os.path.basename(plot)])
+    att = ctx.artifact.manifest.get("attention_process_cost")
+    if att:
+        md += ["", "### Attention processes (dynamic attention), per inference, beside the neuron cores", "",
+               f"The attention processes would run on the embedded x86 cores (integer arithmetic, "
+               f"`neurocomp/dynamic_attention.py`); their energy is not in the total above (no published "
+               f"figure per x86 operation). For scale, the neuron cores spend "
+               f"{ctx.counts['synaptic_ops']:,.0f} synaptic operations and "
+               f"{ctx.counts['neuron_updates_active'] + ctx.counts['neuron_updates_inactive']:,.0f} neuron "
+               f"updates per inference.", ""]
+        md += _table(["module", "pooling", "multiply-accumulates", "table lookups", "multiplies", "total operations",
+                      "bits in", "bits out"],
+                     [(name, *(f"{c['operations'][k]:,}" for k in ("pool", "mac", "lut", "mul")),
+                       f"{c['total_operations']:,}", f"{c['bits_in']:,}", f"{c['bits_out']:,}")
+                      for name, c in att.items()])
+    return Section("energy", "Energy per inference", md, {**e, "counts": ctx.counts, "attention_processes": att},
+                   [os.path.basename(plot)])
 
 
 def sec_attention(ctx: Context):
