@@ -78,7 +78,7 @@ def _cmd_finetune(a):
     rec = finetune(a.artifact, a.output, epochs=a.epochs, lr=a.lr, gain_lr=a.gain_lr, weights=a.weights,
                    gains=a.gains, loss=a.loss, batch_size=a.batch_size, seed=a.seed, limit=a.train_samples,
                    overwrite=a.overwrite, progress=not a.quiet, val_fraction=a.val_fraction, select=a.select,
-                   distill=a.distill)
+                   distill=a.distill, ema=a.ema)
     print(format_record(rec))
     print(f"wrote {a.output}")
     return 0
@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("finetune", help="fine-tune an artifact's weights and gain tables against 8-bit fixed point")
     f.add_argument("artifact", help="artifact folder written by `neurocomp compile`")
     f.add_argument("-o", "--output", required=True, help="artifact folder to create with the fine-tuned model")
-    from neurocomp._finetune_defaults import DEFAULT_DISTILL, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_VAL_FRACTION
+    from neurocomp._finetune_defaults import (DEFAULT_DISTILL, DEFAULT_EMA, DEFAULT_EPOCHS, DEFAULT_LR,
+                                              DEFAULT_VAL_FRACTION)
     f.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
                    help=f"epochs over the training split (default {DEFAULT_EPOCHS})")
     f.add_argument("--lr", type=float, default=DEFAULT_LR,
@@ -158,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--distill", type=float, default=DEFAULT_DISTILL,
                    help="weight in [0, 1] of the distillation term: MSE between the output firing rates and those "
                         f"of the original float model with its per-sample attention (default {DEFAULT_DISTILL:g})")
+    f.add_argument("--ema", type=float, default=DEFAULT_EMA,
+                   help="decay per step of an exponential moving average of the trained parameters, used for "
+                        f"validation and the result (default {DEFAULT_EMA:g}: off)")
     f.add_argument("--gain-lr", type=float, help="learning rate of the gain tables (default: --lr)")
     f.add_argument("--weights", action=argparse.BooleanOptionalAction, default=True,
                    help="train weights and biases too (default); --no-weights trains only the gain tables")

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neurocomp import fixedpoint as fx
-from neurocomp._finetune_defaults import DEFAULT_DISTILL, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_VAL_FRACTION
+from neurocomp._finetune_defaults import DEFAULT_DISTILL, DEFAULT_EMA, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_VAL_FRACTION
 from neurocomp.errors import BadInput, UnsupportedLayer
 
 
@@ -401,17 +401,33 @@ def _snapshot(qat) -> dict:
     return {k: v.detach().clone() for k, v in qat.state_dict().items()}
 
 
-def _restore(qat, state) -> None:
-    qat.load_state_dict(state)
+def _invalidate(qat) -> None:
+    """Weights changed outside the optimizer: recompute every layer's scale on next use."""
     for m in qat.modules():
         if isinstance(m, QSynapse):
             m._s, m._stale = None, True
 
 
+def _restore(qat, state) -> None:
+    qat.load_state_dict(state)
+    _invalidate(qat)
+
+
+@torch.no_grad()
+def _swap(qat, params, shadow) -> None:
+    """Exchange the values of ``params`` and their EMA ``shadow`` in place."""
+    for p, e in zip(params, shadow):
+        tmp = p.detach().clone()
+        p.copy_(e)
+        e.copy_(tmp)
+    _invalidate(qat)
+
+
 def train_qat(qat, params_w, params_g, data, epochs: int, lr: float, gain_lr: float, loss: str = "smse",
               batch_size: int = 32, seed: int = 0, limit: int | None = None, progress: bool = True,
               qgains=(), name: str = "finetune", eval_test: bool = True, train_idx=None, val_idx=None,
-              teacher=None, distill: float = 0.0, select: str = "last", info: dict | None = None) -> list:
+              teacher=None, distill: float = 0.0, select: str = "last", info: dict | None = None,
+              ema: float = 0.0) -> list:
     """Adam + cosine annealing over ``epochs``; returns per-epoch metrics (train loss/accuracy of the
     emulated fixed-point model, its validation and test accuracy).
 
@@ -420,7 +436,9 @@ def train_qat(qat, params_w, params_g, data, epochs: int, lr: float, gain_lr: fl
     ``(1 - a) * task + a * MSE(student rates, teacher rates)`` on the output firing rates.
     ``select="best"``: after training, the weights of the epoch (0 = before training) with the
     best emulated fixed-point validation accuracy (ties: lower validation SMSE, then the later epoch)
-    are restored; ``info`` receives ``selected_epoch`` and the validation record."""
+    are restored; ``info`` receives ``selected_epoch`` and the validation record.
+    ``ema = d > 0``: an exponential moving average of the trained parameters (decay ``d`` per step)
+    is kept; validation, test and the returned model use the averaged parameters."""
     from tqdm import tqdm
     from neurocomp.train import loss_fn, seed_everything
     if select not in ("best", "last"):
@@ -432,6 +450,8 @@ def train_qat(qat, params_w, params_g, data, epochs: int, lr: float, gain_lr: fl
     if select == "best" and len(val_idx) == 0:
         raise BadInput("--select best needs a validation split", where="--select",
                        hint="give --val-fraction > 0, or --select last")
+    if not 0.0 <= ema < 1.0:
+        raise BadInput(f"--ema {ema}", where="--ema", hint="a decay in [0, 1) (0: no averaging)")
     if distill and teacher is None:
         raise BadInput("distillation needs the teacher model", where="--distill", hint="give a teacher or --distill 0")
     seed_everything(seed)
@@ -444,6 +464,8 @@ def train_qat(qat, params_w, params_g, data, epochs: int, lr: float, gain_lr: fl
     n, metrics = len(train_idx), []
     x_val, y_val = data.x_train[:, val_idx], y_all[val_idx]     # the fixed (epoch-0) encoding
     best = None
+    trained = [p for p in list(params_w) + list(params_g)]
+    shadow = [p.detach().clone() for p in trained] if ema else None
 
     def consider(epoch, v):
         nonlocal best
@@ -485,12 +507,17 @@ def train_qat(qat, params_w, params_g, data, epochs: int, lr: float, gain_lr: fl
             with torch.no_grad():
                 for qg in qgains:
                     qg.g.clamp_(min=0.0)
+                if shadow is not None:
+                    for p, e in zip(trained, shadow):
+                        e.lerp_(p.detach(), 1.0 - ema)
             total += lo.item() * len(idx)
             correct += int((out.sum(0).argmax(1) == yb).sum())
             bar.set_postfix(loss=f"{lo.item():.4f}")
         row = {"epoch": epoch + 1, "train_loss": total / n, "train_acc": correct / n,
                "lr": opt.param_groups[0]["lr"]}
         sched.step()
+        if shadow is not None:
+            _swap(qat, trained, shadow)          # evaluate (and snapshot) the averaged model
         if len(val_idx):
             v = evaluate_split(qat, x_val, y_val, data.num_classes)
             row["val_acc_emulated_fixed"], row["val_smse"] = v["acc"], v["loss"]
@@ -498,10 +525,14 @@ def train_qat(qat, params_w, params_g, data, epochs: int, lr: float, gain_lr: fl
                 consider(epoch + 1, v)
         if eval_test:      # reported only: never used to choose anything
             row["test_acc_emulated_fixed"] = evaluate_split(qat, data.x_test, data.y_test, data.num_classes)["acc"]
+        if shadow is not None:
+            _swap(qat, trained, shadow)
         row["seconds"] = round(time.time() - t0, 2)
         metrics.append(row)
         if progress:
             print(json.dumps(row), file=sys.stderr)
+    if shadow is not None and select == "last":
+        _swap(qat, trained, shadow)
     if select == "best":
         _restore(qat, best[3])
         selected = best[1]
@@ -531,7 +562,7 @@ def finetune(artifact, out, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR
              weights: bool = True, gains: bool = True, loss: str = "smse", batch_size: int = 32, seed: int = 0,
              limit: int | None = None, overwrite: bool = False, progress: bool = True,
              measure: bool = True, val_fraction: float = DEFAULT_VAL_FRACTION, select: str | None = None,
-             distill: float = DEFAULT_DISTILL) -> dict:
+             distill: float = DEFAULT_DISTILL, ema: float = DEFAULT_EMA) -> dict:
     """Fine-tune the compiled ``artifact`` and compile the result into ``out``; returns the
     manifest's ``finetune`` record (``measure=False`` skips the before/after reference runs).
 
@@ -551,6 +582,8 @@ def finetune(artifact, out, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR
         raise BadInput(f"--distill {distill}", where="--distill", hint="a weight in [0, 1] (0: no distillation)")
     if not 0.0 <= val_fraction < 1.0:
         raise BadInput(f"--val-fraction {val_fraction}", where="--val-fraction", hint="give a fraction in [0, 1)")
+    if not 0.0 <= ema < 1.0:
+        raise BadInput(f"--ema {ema}", where="--ema", hint="a decay in [0, 1) (0: no averaging)")
     if select is None:
         select = "best" if val_fraction > 0 else "last"
     if select not in ("best", "last"):
@@ -604,7 +637,8 @@ def finetune(artifact, out, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR
     t_start = time.time()
     metrics = train_qat(qat, params_w, params_g, data, epochs, lr, gain_lr if gain_lr is not None else lr, loss,
                         batch_size, seed, None, progress, qgains=qgain, name=name, train_idx=train_idx,
-                        val_idx=val_idx, teacher=teacher, distill=distill, select=select, info=info)
+                        val_idx=val_idx, teacher=teacher, distill=distill, select=select, info=info,
+                        ema=ema)
     train_seconds = round(time.time() - t_start, 1)
     for q in qgain:
         q.write_back()
@@ -618,7 +652,7 @@ def finetune(artifact, out, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR
            "selection": ("the epoch (0 = before training) with the best emulated fixed-point validation accuracy"
                          if select == "best" else "the last epoch"),
            "val_before": info.get("val_before"), "val_selected": info.get("val_selected"),
-           "distill": distill,
+           "distill": distill, "ema": ema,
            "teacher": None if teacher is None else {
                "checkpoint": os.path.basename(teacher_path),
                "what": "the original float model with its per-sample attention, run in torch",

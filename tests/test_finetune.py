@@ -277,15 +277,16 @@ def test_finetune_records_selection_and_distillation(tcja_art, tmp_path):
 def test_cli_flags_and_one_line_errors(tcja_art, tmp_path, capsys, monkeypatch):
     from neurocomp import cli
     a = cli.build_parser().parse_args(["finetune", "X", "-o", "Y", "--val-fraction", "0.2", "--distill", "0.3",
-                                       "--select", "last"])
-    assert (a.val_fraction, a.distill, a.select) == (0.2, 0.3, "last")
+                                       "--select", "last", "--ema", "0.95"])
+    assert (a.val_fraction, a.distill, a.select, a.ema) == (0.2, 0.3, "last", 0.95)
     d = cli.build_parser().parse_args(["finetune", "X", "-o", "Y"])
-    from neurocomp._finetune_defaults import DEFAULT_DISTILL, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_VAL_FRACTION
-    assert (d.val_fraction, d.distill, d.select, d.epochs, d.lr) == (DEFAULT_VAL_FRACTION, DEFAULT_DISTILL, None,
-                                                                     DEFAULT_EPOCHS, DEFAULT_LR)
+    from neurocomp._finetune_defaults import (DEFAULT_DISTILL, DEFAULT_EMA, DEFAULT_EPOCHS, DEFAULT_LR,
+                                              DEFAULT_VAL_FRACTION)
+    assert (d.val_fraction, d.distill, d.select, d.epochs, d.lr, d.ema) == (
+        DEFAULT_VAL_FRACTION, DEFAULT_DISTILL, None, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_EMA)
     for flags, word in ((["--distill", "1.5"], "--distill"), (["--distill", "-0.1"], "--distill"),
                         (["--val-fraction", "1"], "--val-fraction"), (["--val-fraction", "-0.2"], "--val-fraction"),
-                        (["--val-fraction", "0", "--select", "best"], "--select")):
+                        (["--val-fraction", "0", "--select", "best"], "--select"), (["--ema", "1"], "--ema")):
         rc = cli.main(["finetune", tcja_art, "-o", str(tmp_path / "never"), "-q", *flags])
         err = capsys.readouterr().err.strip()
         assert rc == 2 and err.startswith("error:") and word in err and "\n" not in err, (flags, err)
@@ -293,9 +294,27 @@ def test_cli_flags_and_one_line_errors(tcja_art, tmp_path, capsys, monkeypatch):
     # a full (tiny) run through the CLI: the flags reach the manifest
     out = str(tmp_path / "cli_ft")
     rc = cli.main(["finetune", tcja_art, "-o", out, "-q", "--epochs", "1", "--train-samples", "80",
-                   "--val-fraction", "0.25", "--distill", "0.25", "--lr", "1e-3"])
+                   "--val-fraction", "0.25", "--distill", "0.25", "--lr", "1e-3", "--ema", "0.9"])
     assert rc == 0
     assert "kept epoch" in capsys.readouterr().out
     ft = Artifact(out).manifest["finetune"]
     tr, va = split_train_val(_data("digits", T, "bernoulli", 0).y_train[:80], 0.25, 0)
-    assert (ft["val_samples"], ft["train_samples"], ft["distill"], ft["select"]) == (len(va), len(tr), 0.25, "best")
+    assert (ft["val_samples"], ft["train_samples"], ft["distill"], ft["select"], ft["ema"]) == (
+        len(va), len(tr), 0.25, "best", 0.9)
+
+
+def test_ema_evaluates_and_returns_the_averaged_model(plain_art):
+    data = _data("digits", T, "bernoulli", 0)
+    tr, va = split_train_val(data.y_train[:192], 0.25, seed=0)
+    finals = {}
+    for ema in (0.0, 0.9):
+        qat, params, _ = _qat_of(plain_art)
+        m = train_qat(qat, params, [], data, epochs=2, lr=3e-2, gain_lr=3e-2, progress=False, eval_test=False,
+                      train_idx=tr, val_idx=va, select="last", ema=ema)
+        again = evaluate_split(qat, data.x_train[:, va], data.y_train[va], 10)
+        assert again["acc"] == m[-1]["val_acc_emulated_fixed"]          # validation saw the returned model
+        assert again["loss"] == pytest.approx(m[-1]["val_smse"], rel=1e-6)
+        finals[ema] = torch.cat([p.detach().flatten() for p in params])
+    assert not torch.equal(finals[0.0], finals[0.9])
+    with pytest.raises(BadInput):
+        train_qat(qat, params, [], data, epochs=1, lr=1e-3, gain_lr=1e-3, progress=False, ema=1.0, limit=32)
