@@ -87,10 +87,16 @@ def artifact(tmp_path_factory):
     return nc_compile(MODEL, out)
 
 
+def _default_sigint():
+    # a shell without job control starts background commands with SIGINT ignored, and Python keeps an
+    # ignored SIGINT ignored: give the child the disposition a terminal user's command has
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _spawn_simulate(artifact, *extra, new_session=False):
     return subprocess.Popen([sys.executable, "-m", "neurocomp", "simulate", artifact, "--backend", "lava", "-q",
                              *extra], cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=new_session)
+                            text=True, start_new_session=new_session, preexec_fn=_default_sigint)
 
 
 def _wait_for_workers(proc, n=3, timeout=90.0) -> set[int]:
