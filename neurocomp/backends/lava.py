@@ -277,7 +277,7 @@ def _emit_dynamic(neu, att, out_shape, T, delay):
     p = neu.fixed
     bias = to_lava_layout(fx.effective_bias(np.asarray(p.bias_mant, np.int64), np.asarray(p.bias_exp, np.int64)))
     line = DelayLine(shape=out_shape, delay=T)
-    # the attention process computes in torch layout; give it views in that layout
+    # the program is built once here; the process model runs it at the end of every window
     proc = MAAttentionProcess(shape=out_shape, program=ma_program(att.state(), att.parts, float(att.x_scale)),
                               lava_layout=len(out_shape) == 3, bias=bias, window=T, window_offset=delay - T)
     lif = GainLIFDynamic(shape=out_shape, gain_shift=int(p.gain_shift), bias=bias, dv=p.dv, vth=p.vth,

@@ -7,8 +7,9 @@ Wiring for a layer with MA-SNN attention kept dynamic::
 
 The attention process buffers one window of the layer's integer current, computes the per-sample
 gain table at the window's last step in integer arithmetic (``neurocomp.dynamic_attention.ma_gains``
-on the program ``ma_program`` built at emit time, the functions the reference simulator calls) and, during the next window, sends row ``t`` at the step when the
-delayed current of step ``t`` reaches the neuron. On Loihi 2 this process would run on the chip's
+on the program ``ma_program`` built at emit time, the functions the reference simulator calls) and,
+during the next window, sends row ``t`` at the step when the delayed current of step ``t`` reaches
+the neuron. On Loihi 2 this process would run on the chip's
 embedded x86 cores and the delay would be synaptic/axonal delays.
 """
 from __future__ import annotations
@@ -143,7 +144,8 @@ class SpikeAttentionGate(AbstractProcess):
     ``s_fwd`` receives the spikes to scale, ``s_src`` those the map is computed from (the same port's
     data for PFA; the pre-pool LIF spikes for TCJA). At the last step of a source window the gate
     computes the 8-bit payload table in integer arithmetic (``neurocomp.dynamic_attention.spike_payload``
-    on the module's ``spike_program``, as the reference simulator does); one window later it sends each buffered spike multiplied by its payload.
+    on the module's ``spike_program``, as the reference simulator does); one window later it sends
+    each buffered spike multiplied by its payload.
     """
 
     def __init__(self, *, fwd_shape, src_shape, program: dict, window: int, fwd_offset: int, src_offset: int):
