@@ -78,7 +78,7 @@ def _cmd_finetune(a):
     rec = finetune(a.artifact, a.output, epochs=a.epochs, lr=a.lr, gain_lr=a.gain_lr, weights=a.weights,
                    gains=a.gains, loss=a.loss, batch_size=a.batch_size, seed=a.seed, limit=a.train_samples,
                    overwrite=a.overwrite, progress=not a.quiet, val_fraction=a.val_fraction, select=a.select,
-                   distill=a.distill, ema=a.ema)
+                   distill=a.distill, ema=a.ema, augment=a.augment)
     print(format_record(rec))
     print(f"wrote {a.output}")
     return 0
@@ -161,7 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"of the original float model with its per-sample attention (default {DEFAULT_DISTILL:g})")
     f.add_argument("--ema", type=float, default=DEFAULT_EMA,
                    help="decay per step of an exponential moving average of the trained parameters, used for "
-                        f"validation and the result (default {DEFAULT_EMA:g}: off)")
+                        f"validation and the result (default {DEFAULT_EMA:g})")
+    f.add_argument("--augment", action="store_true",
+                   help="events dataset: label-preserving augmentation of the training batches (random sensor "
+                        "transpose, 1-pixel shifts); the distillation teacher sees the same inputs")
     f.add_argument("--gain-lr", type=float, help="learning rate of the gain tables (default: --lr)")
     f.add_argument("--weights", action=argparse.BooleanOptionalAction, default=True,
                    help="train weights and biases too (default); --no-weights trains only the gain tables")

@@ -13,7 +13,7 @@ from neurocomp.api import compile as compile_
 from neurocomp.artifact import Artifact
 from neurocomp.errors import BadInput
 from neurocomp.finetune import (QGain, QSynapse, evaluate_split, finetune, folded_graph, graph_to_module,
-                                load_teacher, qat_model, quantize_bias, quantize_gain, quantize_weight, layer_scale,
+                                load_teacher, qat_model, augment_events, quantize_bias, quantize_gain, quantize_weight, layer_scale,
                                 split_train_val, teacher_rates, train_qat, _data)
 from neurocomp.frontends.checkpoint import save_checkpoint
 from neurocomp.train import loss_fn, seed_everything
@@ -318,3 +318,47 @@ def test_ema_evaluates_and_returns_the_averaged_model(plain_art):
     assert not torch.equal(finals[0.0], finals[0.9])
     with pytest.raises(BadInput):
         train_qat(qat, params, [], data, epochs=1, lr=1e-3, gain_lr=1e-3, progress=False, ema=1.0, limit=32)
+
+
+def test_augment_events_transposes_and_shifts_by_at_most_one_pixel(tcja_art, tmp_path):
+    x = np.zeros((3, 64, 2, 6, 6), np.float32)
+    x[0, :, 0, 2, 3] = 1.0                    # one ON event at (y=2, x=3), step 0, in every sample
+    x[2, :, 1, 4, 1] = 1.0                    # one OFF event at (4, 1), step 2
+    a = augment_events(x, np.random.default_rng(0))
+    assert a.shape == x.shape and a.dtype == x.dtype and a.sum() == x.sum()   # nothing cut this far from the border
+    transposed = 0
+    for b in range(64):
+        (t0, c0, y0, x0), = np.argwhere(a[0:1, b] > 0)
+        (t2, c2, y2, x2), = np.argwhere(a[2:3, b] > 0)
+        # same transform for both events: a shift of (2,3)->(4,1) or of the transposed pair (3,2)->(1,4)
+        if abs(y0 - 2) <= 1 and abs(x0 - 3) <= 1 and (y2 - y0, x2 - x0) == (2, -2):
+            pass
+        elif abs(y0 - 3) <= 1 and abs(x0 - 2) <= 1 and (y2 - y0, x2 - x0) == (-2, 2):
+            transposed += 1
+        else:
+            raise AssertionError((b, (y0, x0), (y2, x2)))
+        assert (c0, c2) == (0, 1)
+    assert 10 < transposed < 54                                        # about half
+    assert np.array_equal(a, augment_events(x, np.random.default_rng(0)))     # seeded
+    with pytest.raises(BadInput, match="augment"):
+        finetune(tcja_art, str(tmp_path / "never"), epochs=1, augment=True, progress=False, measure=False)
+    from neurocomp import cli
+    assert cli.build_parser().parse_args(["finetune", "X", "-o", "Y", "--augment"]).augment is True
+    assert cli.build_parser().parse_args(["finetune", "X", "-o", "Y"]).augment is False
+
+
+def test_train_qat_with_augmentation_and_distillation_runs(tcja_art):
+    data = _data("digits", T, "bernoulli", 0)       # train_qat itself does not look at the dataset
+    teacher = load_teacher(Artifact(tcja_art).checkpoint)
+    losses = []
+    for augment in (False, True):
+        art = Artifact(tcja_art)
+        seed_everything(0)
+        model, layers = graph_to_module(folded_graph(art.float_graph, "static"))
+        qat, qsyn, qgain = qat_model(model, layers)
+        params = [p for q in qsyn for p in q.syn.parameters()]
+        m = train_qat(qat, params, [q.g for q in qgain], data, epochs=1, lr=5e-3, gain_lr=5e-3, progress=False,
+                      eval_test=False, train_idx=np.arange(64), teacher=teacher, distill=0.5, qgains=qgain,
+                      augment=augment)
+        losses.append(m[0]["train_loss"])
+    assert all(np.isfinite(losses)) and losses[0] != losses[1]
