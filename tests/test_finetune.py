@@ -347,18 +347,37 @@ def test_augment_events_transposes_and_shifts_by_at_most_one_pixel(tcja_art, tmp
     assert cli.build_parser().parse_args(["finetune", "X", "-o", "Y"]).augment is False
 
 
-def test_train_qat_with_augmentation_and_distillation_runs(tcja_art):
+def test_train_qat_with_augmentation_and_distillation_runs(tcja_art, monkeypatch):
+    import neurocomp.finetune as ftm
     data = _data("digits", T, "bernoulli", 0)       # train_qat itself does not look at the dataset
     teacher = load_teacher(Artifact(tcja_art).checkpoint)
-    losses = []
+    seen = {"aug": [], "teacher": []}
+    real_aug, real_rates = ftm.augment_events, ftm.teacher_rates
+
+    def aug(x, rng):
+        out = real_aug(x, rng)
+        seen["aug"].append(out)
+        return out
+
+    def rates(t, x, *a, **k):
+        seen["teacher"].append(x)
+        return real_rates(t, x, *a, **k)
+
+    monkeypatch.setattr(ftm, "augment_events", aug)
+    monkeypatch.setattr(ftm, "teacher_rates", rates)
+    finals = []
     for augment in (False, True):
         art = Artifact(tcja_art)
         seed_everything(0)
         model, layers = graph_to_module(folded_graph(art.float_graph, "static"))
         qat, qsyn, qgain = qat_model(model, layers)
         params = [p for q in qsyn for p in q.syn.parameters()]
+        seen["aug"].clear(), seen["teacher"].clear()
         m = train_qat(qat, params, [q.g for q in qgain], data, epochs=1, lr=5e-3, gain_lr=5e-3, progress=False,
                       eval_test=False, train_idx=np.arange(64), teacher=teacher, distill=0.5, qgains=qgain,
                       augment=augment)
-        losses.append(m[0]["train_loss"])
-    assert all(np.isfinite(losses)) and losses[0] != losses[1]
+        assert np.isfinite(m[0]["train_loss"])
+        finals.append(torch.cat([p.detach().flatten() for p in params]))
+    # with augmentation: one augmented batch per step, and the teacher saw exactly those inputs
+    assert len(seen["aug"]) == 2 and all(a is b for a, b in zip(seen["aug"], seen["teacher"]))
+    assert not torch.equal(finals[0], finals[1])
