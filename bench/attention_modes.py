@@ -96,11 +96,9 @@ def finetune_result(name: str):
 
 
 def _after(ft):
-    for key in ("fixed_after", "after_fixed", "fixed_reference_after"):
-        if isinstance(ft.get(key), (int, float)):
-            return ft[key]
-    after = ft.get("after")
-    return after.get("fixed_reference") if isinstance(after, dict) else after
+    """Static fixed-point accuracy after fine-tuning, as a fraction (the results file stores percent)."""
+    v = ft.get("static_fixed_after_pct")
+    return None if v is None else v / 100.0
 
 
 def summary_table(rows, name):
@@ -120,7 +118,7 @@ def summary_table(rows, name):
            f"{pct(after) if after is not None else 'not run'} | {pct(dy['fixed'])} | {pct(dy['lava'])} "
            f"(N={dy['lava_samples']}) | {pct(exact)} % | {st['latency_steps']} / {dy['latency_steps']} "
            f"| {dy['attention_ops_per_inference']:,} |"]
-    return out, (None if after is None else 100 * (after - st["float"]))
+    return out, (None if after is None else round(100 * (after - st["float"]), 2) + 0.0)
 
 
 def write_tables(rows, out_path):
@@ -151,6 +149,9 @@ def write_tables(rows, out_path):
         summary, gap = summary_table(rows, name)
         ft_note = "Static after fine-tuning: `neurocomp finetune` (recipe and command in `docs/finetune.md`, " \
                   "results in `models/finetune_results.json`), fixed-point reference on the whole test split."
+        ft = finetune_result(name)
+        if ft and ft.get("commands"):
+            ft_note += " Measured with:\n\n```\n" + "\n".join(ft["commands"]) + "\n```\n"
         if gap is not None:
             module = next((m for m in ("tcja", "pfa", "ma") if m in name.split("_")), "")
             if module == "ma":
