@@ -149,9 +149,6 @@ def write_tables(rows, out_path):
         summary, gap = summary_table(rows, name)
         ft_note = "Static after fine-tuning: `neurocomp finetune` (recipe and command in `docs/finetune.md`, " \
                   "results in `models/finetune_results.json`), fixed-point reference on the whole test split."
-        ft = finetune_result(name)
-        if ft and ft.get("commands"):
-            ft_note += " Measured with:\n\n```\n" + "\n".join(ft["commands"]) + "\n```\n"
         if gap is not None:
             module = next((m for m in ("tcja", "pfa", "ma") if m in name.split("_")), "")
             if module == "ma":
@@ -160,6 +157,9 @@ def write_tables(rows, out_path):
             else:
                 ft_note += (f" After fine-tuning − original float: {gap:+.2f} points "
                             f"({'within' if gap >= -1.0 else 'NOT within'} the 1-point goal).")
+        ft = finetune_result(name)
+        if ft and ft.get("commands"):
+            ft_note += " Measured with:\n\n```\n" + "\n".join(ft["commands"]) + "\n```\n"
         block = (f"{begin}\n## Compiled for Lava: attention modes (measured)\n\n"
                  + ("\n".join(summary) + "\n\n" + ft_note + "\n\nPer mode:\n\n" if summary else "")
                  + f"{note}\n\n" + "\n".join(table([r for r in rows if r["model"] == name])) + "\n" + end)
