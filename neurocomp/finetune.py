@@ -23,10 +23,18 @@
    identity. ``--weights`` (default) trains weights, biases and gains; ``--no-weights`` only the
    gain tables (static attention models). Spike gains are kept at mean 1 over time (the rank-1
    fold's normalisation), gains are kept non-negative.
+   Training (:func:`train_qat`): Adam with cosine annealing; a stratified ``--val-fraction`` of the
+   training split is held out (:func:`split_train_val`) and the epoch with the best emulated
+   fixed-point validation accuracy is kept (``--select best``; the test split is never used to
+   choose); ``--distill`` adds an MSE between the output firing rates and those of the original
+   float model with its per-sample attention (the teacher, :func:`load_teacher`); ``--ema`` keeps
+   an exponential moving average of the trained parameters, used for validation and the result;
+   ``--augment`` (event data) transposes / shifts the training recordings (:func:`augment_events`).
 3. The fine-tuned model is saved as a neurocomp checkpoint and compiled with
    :func:`neurocomp.api.compile` into ``NEW_ARTIFACT``; its manifest records ``finetune``
-   (accuracies before and after on the full test split with the reference simulator, epochs,
-   learning rate, what was trained, per-epoch metrics) and keeps the source's ``attention`` block.
+   (accuracies before and after on the full test split with the reference simulator, the recipe,
+   the kept epoch and its validation accuracy, what was trained, per-epoch metrics) and keeps the
+   source's ``attention`` block.
 
 Not emulated: Loihi's truncations of the voltage decay and of the gain product (sub-LSB of a
 voltage that counts in units of ``1/(64 s)``), 24-bit wrap (recorded by the quantizer).
