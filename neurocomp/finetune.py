@@ -347,7 +347,7 @@ def split_train_val(y, val_fraction: float, seed: int):
         raise BadInput(f"--val-fraction {val_fraction}", where="--val-fraction", hint="give a fraction in [0, 1)")
     if val_fraction == 0.0:
         return np.arange(n), np.zeros(0, np.int64)
-    rng = np.random.default_rng([int(seed), 0x5A1])      # its own stream: the split does not move with the model seed's other uses
+    rng = np.random.default_rng([int(seed), 0x5A1])      # its own stream, independent of torch's
     val = []
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
@@ -642,7 +642,8 @@ def finetune(artifact, out, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR
     weight_bits = int(man.get("weight_bits", 8))
     teacher, teacher_path = None, None
     if distill > 0:
-        for cand in (os.path.join(src.path, "source_model.pt"), src.checkpoint):   # a fine-tuned artifact's model.pt is not the original
+        # a fine-tuned artifact's model.pt is the folded model; its source_model.pt is the original
+        for cand in (os.path.join(src.path, "source_model.pt"), src.checkpoint):
             if os.path.exists(cand):
                 teacher_path = cand
                 break
