@@ -76,11 +76,8 @@ def main(argv=None):
 
 
 def _write(path: str, text: str):
-    """Write a whole file or nothing (temporary file, then rename)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    from neurocomp.artifact import write_text_atomically
+    write_text_atomically(path, text)
 
 
 FINETUNE_RESULTS = os.path.join(ROOT, "models", "finetune_results.json")

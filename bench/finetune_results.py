@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(ROOT, "models", "finetune_results.json")
@@ -52,17 +51,8 @@ def entry(manifest: dict, wall_seconds: float | None, commands: list[str], note:
 
 
 def write_json_atomically(path: str, obj) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".finetune_results-", suffix=".json", dir=d)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from neurocomp.artifact import write_text_atomically
+    write_text_atomically(path, json.dumps(obj, indent=2) + "\n")
 
 
 def main(argv=None) -> int:

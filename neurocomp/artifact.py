@@ -131,14 +131,19 @@ def write_atomically(out: str, fill, overwrite: bool = False) -> str:
     return out
 
 
-def write_json_atomically(path: str, obj) -> None:
+def write_text_atomically(path: str, text: str) -> None:
+    """Write the whole file or nothing: a temporary file beside it, then a rename."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1, sort_keys=True)
+            fh.write(text)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_json_atomically(path: str, obj) -> None:
+    write_text_atomically(path, json.dumps(obj, indent=1, sort_keys=True))
