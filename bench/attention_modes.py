@@ -158,6 +158,8 @@ def write_tables(rows, out_path):
                 ft_note += (f" After fine-tuning − original float: {gap:+.2f} points "
                             f"({'within' if gap >= -1.0 else 'NOT within'} the 1-point goal).")
         ft = finetune_result(name)
+        if ft and ft.get("note"):
+            ft_note += f" How this run was chosen: {ft['note']}."
         if ft and ft.get("commands"):
             ft_note += " Measured with:\n\n```\n" + "\n".join(ft["commands"]) + "\n```\n"
         block = (f"{begin}\n## Compiled for Lava: attention modes (measured)\n\n"
