@@ -1,7 +1,7 @@
 """What each attention mode costs, measured for one model: the report's "attention modes" table.
 
-For an artifact compiled from an attention model, the source checkpoint is compiled again in the
-``static`` and ``dynamic`` modes (same calibration), each artifact is run by the reference simulator
+For an artifact compiled from an attention model, the source checkpoint is compiled in the
+``static`` and ``dynamic`` modes (same calibration; the artifact itself stands for its own mode), each artifact is run by the reference simulator
 on the report's samples and by Lava ``fixed_pt`` on its Lava sample, and one row gives: the original
 (dynamic) float accuracy, the static-folded float accuracy, static fixed point, static after
 fine-tuning (from a fine-tuned artifact, ``neurocomp finetune``), dynamic fixed point, Lava (dynamic)
@@ -45,8 +45,12 @@ def measure_modes(art, samples: int | None, lava_samples: int, finetuned: str | 
            "modes": {}}
     with tempfile.TemporaryDirectory(prefix="neurocomp-modes-") as tmp:
         for mode in MODES:
-            path = compile_(checkpoint, os.path.join(tmp, mode), attention=mode, calib=calib,
-                            calib_samples=calib_samples)
+            if (man["attention"].get("mode") == mode and not man.get("finetune")
+                    and checkpoint == art.checkpoint):
+                path = art.path                       # the artifact itself is this mode: no recompile
+            else:
+                path = compile_(checkpoint, os.path.join(tmp, mode), attention=mode, calib=calib,
+                                calib_samples=calib_samples)
             ref = simulate(path, backend="reference", samples=samples, progress=progress)
             row = {"float": ref["accuracy"]["float_torch"],
                    "static_float": ref["accuracy"].get("float_static_attention"),
