@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from neurocomp import __version__
-from neurocomp.artifact import Artifact, FORMAT, VERSION, write_atomically, write_json_atomically
+from neurocomp.artifact import (Artifact, FORMAT, OutputClaim, TARGET_DIR, VERSION, record_files, write_atomically,
+                                write_json_atomically)
 from neurocomp.errors import BadGraph, BadInput, BadCheckpoint
 from neurocomp.frontends.checkpoint import load_checkpoint
 from neurocomp.frontends.nir import read_nir
@@ -29,6 +30,18 @@ def _sha256(path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def check_output_file(path, flag: str) -> None:
+    """Refuse an output file path that cannot be written (a folder, a missing parent) up front."""
+    path = str(path)
+    if os.path.isdir(path):
+        raise BadInput("is a folder, not a file", where=f"{flag} {path}", hint="give a file name, e.g. FOLDER/result.json")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise BadInput("parent folder does not exist", where=f"{flag} {path}", hint=f"create {parent} first")
+    if not os.access(parent, os.W_OK):
+        raise BadInput("parent folder is not writable", where=f"{flag} {path}", hint="choose a writable folder")
 
 
 def _versions() -> dict:
@@ -101,18 +114,28 @@ def calibration_inputs(loaded, calib=None, samples: int = 512):
                            hint=f"expected [N, {T}, {', '.join(map(str, shape))}]")
         return torch.as_tensor(np.swapaxes(arr, 0, 1).astype(np.float32)), None, str(calib)
     dataset, start, end = loaded.dataset, 0, samples
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise BadInput(f"--calib-samples {samples!r}", where="--calib-samples", hint="give at least 1")
     if calib is not None:
         parts = str(calib).split(":")
         dataset = parts[0]
         try:
             if len(parts) == 3:
                 start, end = int(parts[1]), int(parts[2])
+            elif len(parts) != 1:
+                raise ValueError
         except ValueError:
-            raise BadInput(f"--calib {calib!r}", where="--calib", hint="DATASET:START:END or FILE.npy")
+            raise BadInput(f"--calib {calib!r}", where="--calib", hint="DATASET:START:END or FILE.npy") from None
+        if not 0 <= start < end:
+            raise BadInput(f"--calib {calib!r} selects no samples (START:END must satisfy 0 <= START < END)",
+                           where="--calib", hint=f"e.g. --calib {dataset or 'digits'}:0:512")
     if not dataset:
         raise BadInput("the model names no dataset to calibrate attention on", where="--calib",
                        hint="pass --calib DATASET:START:END or --calib FILE.npy")
     x, y = load_inputs(dataset, "train", T, loaded.encoding, n=end)
+    if x.shape[1] <= start:
+        raise BadInput(f"--calib {calib!r}: the {dataset} training split has only {x.shape[1]} samples",
+                       where="--calib", hint=f"choose START below {x.shape[1]}")
     return torch.as_tensor(x[:, start:end]), y[start:end], f"{dataset} train[{start}:{end}]"
 
 
@@ -131,6 +154,15 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
                            weight_bits=weight_bits, overwrite=overwrite)
     hw = resolve_target(target)
     loaded = load_checkpoint(model_path, trust_pickle=trust_pickle)
+    claim = OutputClaim(out, overwrite=overwrite)      # refuse an existing -o now, not after calibrating
+    try:
+        return _compile_checkpoint(model_path, loaded, claim, hw, target, weight_bits, attention, calib,
+                                   calib_samples)
+    finally:
+        claim.release()                                # a claim that was not filled (after an error)
+
+
+def _compile_checkpoint(model_path, loaded, claim, hw, target, weight_bits, attention, calib, calib_samples):
     if loaded.timesteps < 1:
         raise BadCheckpoint("a pickled module carries no input shape / T / encoding", where=model_path,
                             hint="save it with neurocomp.save_checkpoint")
@@ -168,6 +200,10 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
             save_checkpoint(static_model, os.path.join(tmp, "static_model.pt"), input_shape=loaded.input_shape,
                             timesteps=loaded.timesteps, encoding=loaded.encoding, dataset=loaded.dataset,
                             extra={"note": "attention replaced by calibrated static maps"})
+        from neurocomp.targets import targets_dir
+        if os.path.abspath(hw.path) != os.path.abspath(os.path.join(targets_dir(), hw.name + ".json")):
+            os.makedirs(os.path.join(tmp, TARGET_DIR))   # a custom target file: `report` reads this copy
+            shutil.copyfile(hw.path, os.path.join(tmp, TARGET_DIR, hw.name + ".json"))
         manifest = {
             "format": FORMAT, "version": VERSION, "versions": _versions(), "target": target,
             "timesteps": loaded.timesteps, "dt": float_graph.meta.get("dt"), "encoding": loaded.encoding,
@@ -180,10 +216,11 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
             "hardware_target": hw.name, "mapping": fixed_graph.meta.get("mapping"),
             "attention": attention_info,
             "attention_process_cost": _attention_cost(fixed_graph),
+            "files": record_files(tmp),
         }
         write_json_atomically(os.path.join(tmp, "manifest.json"), manifest)
 
-    return write_atomically(out, fill, overwrite=overwrite)
+    return write_atomically(claim.path, fill, claim=claim)
 
 
 def _attention_cost(graph):
@@ -239,6 +276,8 @@ def simulate(artifact_path, backend: str = "lava", samples: int | None = None, i
         raise BadInput(f"unknown backend {backend!r}", where="--backend", hint="use lava or reference")
     if samples is not None and samples < 1:
         raise BadInput(f"--samples {samples}", where="--samples", hint="give at least 1")
+    if json_path:
+        check_output_file(json_path, "--json")       # before the run, not after it
     art = Artifact(artifact_path)
     man = art.manifest
     T, shape = man["timesteps"], tuple(man["input_shape"])
@@ -361,4 +400,5 @@ def format_result(r: dict) -> str:
             lines.append(f"  first diverging layer: {r['first_diverging_layer']}")
     lines.append(f"  float reference == torch spikes   {pct(r['float_reference_equals_torch_fraction'])} of samples"
                  + ("  (the static-attention torch model)" if "float_static_attention" in r["accuracy"] else ""))
-    return "\n".join(lines)
+    from neurocomp.errors import escape
+    return "\n".join(escape(line) for line in lines)      # names and paths come from files

@@ -6,8 +6,34 @@ non-zero exit status; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with neurocomp's error format: one ``error: ...`` line with a hint, exit status 2."""
+
+    def error(self, message):
+        from neurocomp.errors import escape
+        self.exit(2, f"error: {escape(self.prog)}: {escape(message)} (hint: see `{self.prog} --help`)\n")
+
+
+def _number(kind, low, strict):
+    """An argparse type: ``kind`` (int/float), finite, ``> low`` (strict) or ``>= low``."""
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        if not math.isfinite(v) or (v <= low if strict else v < low):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {'>' if strict else '>='} {low}")
+        return v
+    parse.__name__ = f"{kind.__name__} {'>' if strict else '>='} {low}"
+    return parse
+
+
+POSITIVE_INT, NONNEGATIVE_INT, POSITIVE_FLOAT = _number(int, 0, True), _number(int, 0, False), _number(float, 0, True)
 
 
 def _cmd_compile(a):
@@ -20,28 +46,31 @@ def _cmd_compile(a):
     if not a.quiet:
         from neurocomp.artifact import Artifact
         from neurocomp.ir import table
+        from neurocomp.errors import escape
         art = Artifact(path)
         print(table(art.fixed_graph))
         al = art.manifest["alignment"]
-        print(f"\nwrote {path}  (T={al['timesteps']}, Lava latency {al['depth']} steps, "
+        print(f"\nwrote {escape(path)}  (T={al['timesteps']}, Lava latency {al['depth']} steps, "
               f"{al['steps_single_sample']} steps per sample alone)")
         mp = art.manifest.get("mapping")
         if mp:
-            per_layer = ", ".join(f"{l['layer']}: {l['cores']}" for l in mp["layers"])
-            print(f"mapped on {mp['target']}: {mp['cores']} cores on {mp['chips']} chip(s) (cores per layer: {per_layer})")
+            per_layer = ", ".join(f"{escape(l['layer'])}: {l['cores']}" for l in mp["layers"])
+            print(f"mapped on {escape(mp['target'])}: {mp['cores']} cores on {mp['chips']} chip(s) "
+                  f"(cores per layer: {per_layer})")
         att = art.manifest.get("attention")
         if att:
             folds = {r["layer"]: r for p in art.manifest["passes"] if p["pass"] == "fold_attention" for r in p["maps"]}
-            print(f"attention ({att['mode']}, calibrated on {att['calibration']['source']}):")
+            print(f"attention ({att['mode']}, calibrated on {escape(att['calibration']['source'])}):")
             for name, st in att["maps"].items():
                 fr = folds.get(name, {})
                 cls = "n/a" if st["class_explained"] is None else f"{100 * st['class_explained']:.0f}%"
                 how = (f"folded: {fr.get('rule', '?')}, error {fr.get('error', 0):.3g}" if att["mode"] != "dynamic"
                        else "kept dynamic: attention process, +T steps")
-                print(f"  {name:>6} {st['module']:<5} on {st['acts_on']:<13} varies {100 * st['variation']:5.1f}% "
+                print(f"  {escape(name):>6} {escape(st['module']):<5} on {escape(st['acts_on']):<13} "
+                      f"varies {100 * st['variation']:5.1f}% "
                       f"(class explains {cls}); {how}")
                 if st.get("warning"):
-                    print(f"         warning: {st['warning']}")
+                    print(f"         warning: {escape(st['warning'])}")
     return 0
 
 
@@ -57,8 +86,9 @@ def _cmd_report(a):
     from neurocomp.report import write_report
     paths = write_report(a.artifact, samples=a.samples, lava_samples=a.lava_samples, progress=not a.quiet,
                          attention_modes=a.attention_modes, finetuned=a.finetuned)
+    from neurocomp.errors import escape
     for p in paths:
-        print(p)
+        print(escape(p))
     return 0
 
 
@@ -79,13 +109,14 @@ def _cmd_finetune(a):
                    gains=a.gains, loss=a.loss, batch_size=a.batch_size, seed=a.seed, limit=a.train_samples,
                    overwrite=a.overwrite, progress=not a.quiet, val_fraction=a.val_fraction, select=a.select,
                    distill=a.distill, ema=a.ema, augment=a.augment)
+    from neurocomp.errors import escape
     print(format_record(rec))
-    print(f"wrote {a.output}")
+    print(f"wrote {escape(a.output)}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="neurocomp", description=__doc__.splitlines()[0])
+    p = _Parser(prog="neurocomp", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -93,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model", help="model.pt written by neurocomp.save_checkpoint, or a NIR graph FILE.nir")
     c.add_argument("--target", default="lava", help="hardware target: lava (= loihi2), loihi1, loihi2 or a targets/*.json file (default: lava)")
     c.add_argument("-o", "--output", help="artifact folder to create (default: <model>.neurocomp)")
-    c.add_argument("--weight-bits", type=int, default=8, help="signed weight bits, 2..8 (default 8)")
+    c.add_argument("--weight-bits", type=POSITIVE_INT, default=8, help="signed weight bits, 2..8 (default 8)")
     c.add_argument("--trust-pickle", action="store_true",
                    help="allow a fully pickled module (unpickling can run code: only for files you trust)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
@@ -102,28 +133,28 @@ def build_parser() -> argparse.ArgumentParser:
                         "and gain-scheduled neurons; portable: stock Lava LIF only)")
     c.add_argument("--calib", help="calibration data for attention: DATASET:START:END or FILE.npy "
                                    "(default: the first --calib-samples of the model's training split)")
-    c.add_argument("--calib-samples", type=int, default=512)
-    c.add_argument("--dt", type=float, help="NIR input: seconds per step (default: the graph's metadata)")
+    c.add_argument("--calib-samples", type=POSITIVE_INT, default=512)
+    c.add_argument("--dt", type=POSITIVE_FLOAT, help="NIR input: seconds per step (default: the graph's metadata)")
     c.add_argument("--reset", choices=["zero", "subtract"], default="zero",
                    help="NIR input: reset mode, which NIR does not store (default: zero)")
-    c.add_argument("--timesteps", type=int, default=100, help="NIR input: steps per sample (default 100)")
+    c.add_argument("--timesteps", type=POSITIVE_INT, default=100, help="NIR input: steps per sample (default 100)")
     c.add_argument("-q", "--quiet", action="store_true")
     c.set_defaults(func=_cmd_compile)
 
     s = sub.add_parser("simulate", help="run an artifact and cross-check float / reference / Lava")
     s.add_argument("artifact")
     s.add_argument("--backend", default="lava", choices=["lava", "reference"])
-    s.add_argument("--samples", type=int, help="first N samples of the model's test split (default: all)")
+    s.add_argument("--samples", type=POSITIVE_INT, help="first N samples of the model's test split (default: all)")
     s.add_argument("--inputs", help=".npy of inputs shaped [N, T, *input_shape]")
     s.add_argument("--json", help="write the result as JSON here")
-    s.add_argument("--timeout", type=float, help="stop the Lava run after this many seconds")
+    s.add_argument("--timeout", type=POSITIVE_FLOAT, help="stop the Lava run after this many seconds")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_simulate)
 
     r = sub.add_parser("report", help="write report.md, report.json and plots into the artifact")
     r.add_argument("artifact")
-    r.add_argument("--samples", type=int, help="samples for full-split figures (reference simulator)")
-    r.add_argument("--lava-samples", type=int, default=50, help="samples for the Lava exactness check")
+    r.add_argument("--samples", type=POSITIVE_INT, help="samples for full-split figures (reference simulator)")
+    r.add_argument("--lava-samples", type=NONNEGATIVE_INT, default=50, help="samples for the Lava exactness check")
     r.add_argument("--finetuned", metavar="ARTIFACT",
                    help="a `neurocomp finetune` result of this artifact: fills 'static after fine-tuning'")
     r.add_argument("--no-attention-modes", dest="attention_modes", action="store_false",
@@ -146,9 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("-o", "--output", required=True, help="artifact folder to create with the fine-tuned model")
     from neurocomp._finetune_defaults import (DEFAULT_DISTILL, DEFAULT_EMA, DEFAULT_EPOCHS, DEFAULT_LR,
                                               DEFAULT_VAL_FRACTION)
-    f.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
+    f.add_argument("--epochs", type=NONNEGATIVE_INT, default=DEFAULT_EPOCHS,
                    help=f"epochs over the training split (default {DEFAULT_EPOCHS})")
-    f.add_argument("--lr", type=float, default=DEFAULT_LR,
+    f.add_argument("--lr", type=POSITIVE_FLOAT, default=DEFAULT_LR,
                    help=f"Adam learning rate, cosine-annealed (default {DEFAULT_LR:g})")
     f.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
                    help=f"fraction of the training split held out for validation, stratified per class "
@@ -165,15 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--augment", action="store_true",
                    help="events dataset: label-preserving augmentation of the training batches (random sensor "
                         "transpose, 1-pixel shifts); the distillation teacher sees the same inputs")
-    f.add_argument("--gain-lr", type=float, help="learning rate of the gain tables (default: --lr)")
+    f.add_argument("--gain-lr", type=POSITIVE_FLOAT, help="learning rate of the gain tables (default: --lr)")
     f.add_argument("--weights", action=argparse.BooleanOptionalAction, default=True,
                    help="train weights and biases too (default); --no-weights trains only the gain tables")
     f.add_argument("--gains", action=argparse.BooleanOptionalAction, default=True,
                    help="train the static attention gain tables (default, when the model has any)")
     f.add_argument("--loss", choices=["smse", "tet"], default="smse")
-    f.add_argument("--batch-size", type=int, default=32)
+    f.add_argument("--batch-size", type=POSITIVE_INT, default=32)
     f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--train-samples", type=int, help="use only the first N training samples")
+    f.add_argument("--train-samples", type=POSITIVE_INT, help="use only the first N training samples")
     f.add_argument("--overwrite", action="store_true", help="replace an existing output artifact")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch lines")
     f.set_defaults(func=_cmd_finetune)
@@ -186,8 +217,8 @@ def main(argv=None) -> int:
     from neurocomp._quiet import import_spikingjelly
     import_spikingjelly()
     import warnings
-    warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"   # one line each
-    from neurocomp.errors import NeurocompError
+    from neurocomp.errors import NeurocompError, escape
+    warnings.formatwarning = lambda message, category, *a, **k: f"warning: {escape(message)}\n"   # one line each
     try:
         return args.func(args)
     except NeurocompError as e:

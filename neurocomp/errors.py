@@ -4,6 +4,31 @@ The CLI prints every error as one line and exits non-zero; ``--debug`` shows the
 """
 from __future__ import annotations
 
+import unicodedata
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape(text) -> str:
+    """``text`` with every control or invisible formatting character shown as an escape: newlines as
+    ``\\n``, ESC as ``\\x1b``, bidi overrides as ``\\u202e``. Every string that comes from a file (layer
+    names, keys, manifest fields, paths) goes through this before it reaches a terminal, a table or a
+    report, so a name cannot move the cursor, recolour the screen or forge a second ``error:`` line.
+    Idempotent: an escaped string holds no control characters (a literal backslash is kept as is)."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch in _NAMED:
+            out.append(_NAMED[ch])
+        elif ch == " " or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"):
+            out.append(ch)
+        else:
+            o = ord(ch)
+            out.append(f"\\x{o:02x}" if o < 0x100 else (f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}"))
+    return "".join(out)
+
 
 class NeurocompError(Exception):
     """Base class: ``where`` names the layer/file/field, ``hint`` says what to do."""
@@ -15,10 +40,11 @@ class NeurocompError(Exception):
         super().__init__(self.one_line())
 
     def one_line(self) -> str:
-        text = f"{self.where}: {self.message}" if self.where else self.message
+        """The error as one line; every part escaped (it names files and layers taken from files)."""
+        text = f"{self.where}: {self.message}" if self.where else str(self.message)
         if self.hint:
             text += f" (hint: {self.hint})"
-        return text
+        return escape(text)
 
 
 class UnsupportedLayer(NeurocompError):

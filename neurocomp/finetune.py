@@ -607,12 +607,11 @@ def finetune(artifact, out, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR
     (the default when there is a validation split) keeps the epoch with the best emulated
     fixed-point validation accuracy. ``distill``: weight of the distillation term (MSE between the
     output firing rates and those of the original model, run in torch with its per-sample attention)."""
-    from neurocomp.api import compile as compile_
-    from neurocomp.artifact import Artifact, write_atomically, write_json_atomically
-    from neurocomp.frontends.checkpoint import save_checkpoint
-    from neurocomp.train import seed_everything
+    from neurocomp.artifact import Artifact, OutputClaim
     if epochs < 0:
         raise BadInput(f"--epochs {epochs}", where="--epochs", hint="give 0 or more")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise BadInput(f"--batch-size {batch_size!r}", where="--batch-size", hint="give a positive integer")
     if not lr > 0:
         raise BadInput(f"--lr {lr}", where="--lr", hint="a positive learning rate")
     if not 0.0 <= distill <= 1.0:
@@ -629,6 +628,20 @@ def finetune(artifact, out, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR
         raise BadInput("--select best needs a validation split", where="--select",
                        hint="give --val-fraction > 0, or --select last")
     src = Artifact(artifact)
+    claim = OutputClaim(str(out), overwrite=overwrite)   # refuse an existing -o before training, not after
+    try:
+        return _finetune(src, claim, artifact, out, epochs, lr, gain_lr, weights, gains, loss, batch_size, seed,
+                         limit, progress, measure, val_fraction, select, distill, ema, augment)
+    finally:
+        claim.release()                                  # a claim that was not filled (after an error)
+
+
+def _finetune(src, claim, artifact, out, epochs, lr, gain_lr, weights, gains, loss, batch_size, seed, limit,
+              progress, measure, val_fraction, select, distill, ema, augment):
+    from neurocomp.api import compile as compile_
+    from neurocomp.artifact import Artifact, record_files, write_atomically, write_json_atomically
+    from neurocomp.frontends.checkpoint import save_checkpoint
+    from neurocomp.train import seed_everything
     man = src.manifest
     T, shape, enc, dataset = man["timesteps"], man["input_shape"], man["encoding"], man.get("dataset")
     if not dataset:
@@ -715,12 +728,12 @@ def finetune(artifact, out, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR
                         extra={"note": "fine-tuned by neurocomp finetune: BN, pooling and attention folded; "
                                        "gain tables as StaticMap", "source_artifact": rec["source"]})
         try:
-            compiled = compile_(ckpt, os.path.join(work, "artifact"), target=man.get("target", "lava"),
+            compiled = compile_(ckpt, os.path.join(work, "artifact"), target=src.target_spec(),
                                 weight_bits=weight_bits, attention=mode)
         except BaseException:   # keep the training: the checkpoint can be compiled by hand
-            shutil.copyfile(ckpt, os.path.abspath(str(out)).rstrip(os.sep) + ".finetuned.pt")
-            print(f"finetune: compiling failed; the fine-tuned checkpoint is kept at {out}.finetuned.pt",
-                  file=sys.stderr)
+            kept = _keep_checkpoint(ckpt, os.path.abspath(str(out)).rstrip(os.sep) + ".finetuned.pt")
+            if kept:
+                print(f"finetune: compiling failed; the fine-tuned checkpoint is kept at {kept}", file=sys.stderr)
             raise
         if measure:
             rec["after"] = _accuracies(compiled)
@@ -728,18 +741,34 @@ def finetune(artifact, out, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR
         m2["finetune"] = rec
         if att is not None:
             m2["attention"] = {**att, "note": "calibrated in the source artifact, then fine-tuned (finetune)"}
-        write_json_atomically(os.path.join(compiled, "manifest.json"), m2)
         if os.path.exists(src.checkpoint):
             shutil.copyfile(src.checkpoint, os.path.join(compiled, "source_model.pt"))
+        m2["files"] = record_files(compiled)
+        write_json_atomically(os.path.join(compiled, "manifest.json"), m2)
 
         def fill(tmp):
             for entry in os.listdir(compiled):
                 shutil.move(os.path.join(compiled, entry), os.path.join(tmp, entry))
 
-        write_atomically(str(out), fill, overwrite=overwrite)
+        write_atomically(claim.path, fill, claim=claim)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return rec
+
+
+def _keep_checkpoint(src, dest):
+    """Copy ``src`` to ``dest`` only if nothing is there (never replaces a file); the path or None."""
+    try:
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "wb") as fh, open(src, "rb") as fin:
+            shutil.copyfileobj(fin, fh)
+    except OSError:
+        os.unlink(dest)
+        return None
+    return dest
 
 
 def format_record(rec: dict) -> str:
@@ -763,4 +792,5 @@ def format_record(rec: dict) -> str:
         lines.append(f"  fixed point before            {pct(b.get('fixed_reference'))}")
         lines.append(f"  fine-tuned float model        {pct(a.get('float_torch'))}")
         lines.append(f"  fixed point after             {pct(a.get('fixed_reference'))}")
-    return "\n".join(lines)
+    from neurocomp.errors import escape
+    return "\n".join(escape(line) for line in lines)      # names and paths come from files

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from neurocomp.errors import BadInput, NeurocompError
+from neurocomp.errors import BadInput, NeurocompError, escape
 from neurocomp.ir import table
 from neurocomp.ir.printing import _fmt_shape, describe, format_rows
 
@@ -50,7 +50,7 @@ def lowered_table(graph) -> str:
     lines = format_rows(rows)
     mp = graph.meta.get("mapping")
     if mp:
-        lines.append(f"\nmapped on {mp['target']}: {mp['cores']} cores, {mp['chips']} chip(s)")
+        lines.append("\n" + escape(f"mapped on {mp['target']}: {mp['cores']} cores, {mp['chips']} chip(s)"))
     return "\n".join(lines)
 
 
@@ -61,6 +61,24 @@ def _preview(graph, weight_bits=8, target="lava") -> str:
     except NeurocompError as e:
         return f"\n(cannot be lowered as it is: {e.one_line()})"
     return f"\n\nas `neurocomp compile` would lower it ({weight_bits}-bit weights, target {target}):\n" + lowered_table(g)
+
+
+def _head(lines) -> str:
+    """Header lines joined, each escaped (they quote names, paths and manifest fields)."""
+    return "\n".join(escape(line) for line in lines)
+
+
+def module_text(module, name=None, indent=0) -> str:
+    """``str(module)`` with every child name and extra_repr escaped: torch prints names as they are,
+    so a name holding a newline or an escape sequence would reach the terminal raw."""
+    pad = "  " * indent
+    head = f"{pad}({escape(name)}): " if name is not None else pad
+    extra = escape(module.extra_repr())
+    children = list(module.named_children())
+    if not children:
+        return f"{head}{escape(module._get_name())}({extra})"
+    body = ([f"{pad}  {extra}"] if extra else []) + [module_text(c, n, indent + 1) for n, c in children]
+    return f"{head}{escape(module._get_name())}(\n" + "\n".join(body) + f"\n{pad})"
 
 
 def _graph_header(g) -> list:
@@ -74,7 +92,7 @@ def _graph_header(g) -> list:
 def inspect_path(path: str, trust_pickle: bool = False) -> str:
     if os.path.isdir(path):
         from neurocomp.artifact import Artifact
-        art = Artifact(path)
+        art = Artifact(path)                 # the manifest's structure is checked there
         man = art.manifest
         g = art.fixed_graph
         head = [f"artifact {os.path.abspath(path)}",
@@ -89,31 +107,32 @@ def inspect_path(path: str, trust_pickle: bool = False) -> str:
                         f"clipped; layers whose current may wrap: {', '.join(q.get('layers_that_may_wrap') or []) or 'none'}")
         if os.path.exists(os.path.join(path, "report.md")):
             head.append("report: report.md")
-        return "\n".join(head) + "\n\n" + lowered_table(g)
+        return _head(head) + "\n\n" + lowered_table(g)
     if not os.path.exists(path):
         raise BadInput("no such file or folder", where=path, hint="pass a .pt checkpoint, a .nir file or an artifact folder")
     ext = os.path.splitext(path)[1].lower()
     if ext == ".nir":
         from neurocomp.frontends.nir import read_nir
         g = read_nir(path)
-        return "\n".join([f"NIR file {path}"] + _graph_header(g)) + "\n\n" + table(g) + _preview(g)
+        return _head([f"NIR file {path}"] + _graph_header(g)) + "\n\n" + table(g) + _preview(g)
     if ext in (".pt", ".pth"):
         from neurocomp.frontends.checkpoint import load_checkpoint
         from neurocomp.frontends.torch import module_to_graph
         loaded = load_checkpoint(path, trust_pickle=trust_pickle)
         if loaded.timesteps < 1:
             n = sum(p.numel() for p in loaded.model.parameters())
-            return (f"pickled module {path} ({n:,} parameters; no input shape / T / encoding recorded)\n"
-                    f"{loaded.model}")
+            return (escape(f"pickled module {path} ({n:,} parameters; no input shape / T / encoding recorded)")
+                    + "\n" + module_text(loaded.model))
         meta = {"dataset": loaded.dataset} if loaded.dataset else {}
         n = sum(p.numel() for p in loaded.model.parameters())
         try:
             g = module_to_graph(loaded.model, loaded.input_shape, loaded.timesteps, loaded.encoding, meta)
         except NeurocompError as e:
-            return (f"checkpoint {path}  ({type(loaded.model).__name__}, {n:,} torch parameters; T={loaded.timesteps} "
-                    f"encoding={loaded.encoding} dataset={loaded.dataset} input={_fmt_shape(loaded.input_shape)})\n"
-                    f"not traceable to the IR yet: {e.one_line()}\n\n{loaded.model}")
+            return (_head([f"checkpoint {path}  ({type(loaded.model).__name__}, {n:,} torch parameters; "
+                           f"T={loaded.timesteps} encoding={loaded.encoding} dataset={loaded.dataset} "
+                           f"input={_fmt_shape(loaded.input_shape)})", f"not traceable to the IR yet: {e.one_line()}"])
+                    + "\n\n" + module_text(loaded.model))
         head = [f"checkpoint {path}  ({type(loaded.model).__name__}, {n:,} torch parameters)"] + _graph_header(g)
-        return "\n".join(head) + "\n\n" + table(g) + _preview(g)
+        return _head(head) + "\n\n" + table(g) + _preview(g)
     raise BadInput(f"unknown file type {ext or '(none)'}", where=path,
                    hint="pass a .pt checkpoint, a .nir file or an artifact folder")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from neurocomp.artifact import FORMAT, VERSION, write_atomically, write_json_atomically
+from neurocomp.artifact import FORMAT, VERSION, OutputClaim, record_files, write_atomically, write_json_atomically
 from neurocomp.errors import BadInput
 from neurocomp.ir import Graph
 from neurocomp.ir.serialize import save_graph
@@ -37,8 +37,6 @@ def load_nir_graph(path, dt=None, reset: str = "zero", timesteps: int = 100) -> 
 def compile_nir(path, out, target: str = "lava", dt=None, reset: str = "zero", timesteps: int = 100,
                 weight_bits: int = 8, overwrite: bool = False) -> str:
     """Compile a NIR file into an artifact folder ``out``; returns its path."""
-    from neurocomp.api import _sha256, _versions
-    from neurocomp.passes import time_alignment
     if target not in NIR_TARGETS:
         raise BadInput(f"unknown target {target!r} for a NIR file", where="--target",
                        hint=f"use one of {', '.join(NIR_TARGETS)}")
@@ -52,6 +50,17 @@ def compile_nir(path, out, target: str = "lava", dt=None, reset: str = "zero", t
     except Exception as e:   # noqa: BLE001 - a foreign file must never give a traceback
         raise BadGraph(f"cannot be imported ({type(e).__name__}: {str(e).strip()[:160]})", where=str(path),
                        hint="re-export the graph; if it is valid NIR 1.0, please report it") from None
+    claim = OutputClaim(out, overwrite=overwrite)      # refuse an existing -o before lowering
+    try:
+        return _compile_nir(path, float_graph, claim, target, weight_bits)
+    finally:
+        claim.release()                                # a claim that was not filled (after an error)
+
+
+def _compile_nir(path, float_graph, claim, target, weight_bits):
+    from neurocomp.api import _sha256, _versions
+    from neurocomp.errors import BadGraph, NeurocompError
+    from neurocomp.passes import time_alignment
     try:
         fixed_graph = lower_nir(float_graph, weight_bits)
     except NeurocompError as e:
@@ -84,7 +93,8 @@ def compile_nir(path, out, target: str = "lava", dt=None, reset: str = "zero", t
             "graphs": {"float": float_graph.digest(), "fixed": fixed_graph.digest()},
             "passes": fixed_graph.meta.get("passes", []),
             "weight_bits": int(weight_bits),
+            "files": record_files(tmp),
         }
         write_json_atomically(os.path.join(tmp, "manifest.json"), manifest)
 
-    return write_atomically(out, fill, overwrite=overwrite)
+    return write_atomically(claim.path, fill, claim=claim)

@@ -38,7 +38,10 @@ def describe(node) -> str:
 
 
 def format_rows(rows) -> list:
-    """Align rows of strings in columns (the first row is the header); the last column is free text."""
+    """Align rows of strings in columns (the first row is the header); the last column is free text.
+    Every cell is escaped: layer names come from files and may hold newlines or escape sequences."""
+    from neurocomp.errors import escape
+    rows = [[escape(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for i, r in enumerate(rows):

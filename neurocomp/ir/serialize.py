@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 
 import numpy as np
 
@@ -20,6 +21,13 @@ from neurocomp.ir.nodes import NODE_TYPES, LoihiNeuron
 
 FORMAT = "neurocomp.ir"
 VERSION = 1
+_SAFE_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,150}\Z")
+
+
+def _array_file_stem(index: int, name: str) -> str:
+    """The layer's name when it is a plain file name, else ``layer~<index>`` (a name from a file may
+    hold ``/``, ``..`` or control characters: it must never choose where an array is written)."""
+    return name if _SAFE_FILE.match(name) else f"layer~{index}"
 
 
 def _jsonable(v):
@@ -37,11 +45,12 @@ def save_graph(graph: Graph, folder: str) -> None:
     nodes = []
 
     def put(layer, field, arr):
-        fname = f"{layer}.{field}.npy"
+        fname = f"{stems[layer]}.{field}.npy"
         with open(os.path.join(folder, "arrays", fname), "wb") as fh:
             np.save(fh, np.asarray(arr, order="C"), allow_pickle=False)  # keeps 0-d arrays 0-d
         return {"array": fname}
 
+    stems = {n.name: _array_file_stem(i, n.name) for i, n in enumerate(graph)}
     for n in graph:
         fields = {}
         fixed = None

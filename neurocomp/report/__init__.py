@@ -57,7 +57,7 @@ def _pct(v):
 def _table(header, rows):
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        out.append("| " + " | ".join(str(c) for c in r) + " |")
+        out.append("| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |")
     return out
 
 
@@ -287,7 +287,7 @@ def _mapping_and_target(art):
     from neurocomp.passes.map_cores import map_cores
     from neurocomp.targets import load_target
     man = art.manifest
-    target = load_target(man.get("hardware_target") or man.get("target") or "lava")
+    target = load_target(art.target_spec())     # a known target or the artifact's own copy, never a manifest path
     mapping = man.get("mapping") or art.fixed_graph.meta.get("mapping")
     if not mapping or mapping.get("target") != target.name:
         mapping = map_cores(art.fixed_graph, target).meta["mapping"]
@@ -309,6 +309,7 @@ def build_report(artifact_path, samples: int | None = None, lava_samples: int = 
     T = man["timesteps"]
     if samples is not None and samples < 1:
         raise BadInput(f"--samples {samples}", where="--samples", hint="give at least 1")
+    _check_writable(art.path)                    # before minutes of simulation, not after
     if inputs is not None:
         x = torch.as_tensor(np.asarray(inputs), dtype=torch.float32)
         source = "given inputs"
@@ -342,8 +343,10 @@ def build_report(artifact_path, samples: int | None = None, lava_samples: int = 
     try:
         ctx = Context(art, target, mapping, cc, sw, energy, counts, plot_dir, source, timings, modes)
         sections = [s for s in (fn(ctx) for fn in SECTIONS) if s is not None]
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(plot_dir, ignore_errors=True)
+        if isinstance(e, OSError):               # writing a plot: a full disk
+            raise _write_error(e, art.path) from e
         raise
     meta = {"artifact": os.path.abspath(art.path), "model": man.get("input_checkpoint", {}).get("name"),
             "hardware_target": target.name, "timesteps": T, "data": source, "samples": cc["samples"],
@@ -365,13 +368,39 @@ def _markdown(rep) -> str:
              f"- computed in " + ", ".join(f"{k} {v:.1f}" for k, v in m["timings_s"].items()), ""]
     for s in rep["sections"]:
         lines += [f"## {s.title}", ""] + list(s.md) + [""]
-    return "\n".join(lines)
+    from neurocomp.errors import escape
+    return "\n".join(escape(line) for line in lines)     # each entry is one line; names come from files
+
+
+def _check_writable(folder):
+    """The report is written into the artifact: refuse a read-only one up front, in one line."""
+    from neurocomp.errors import BadInput
+    try:
+        shutil.rmtree(tempfile.mkdtemp(prefix=".report-probe-", dir=folder))
+    except OSError as e:
+        raise BadInput(f"the artifact folder is not writable ({e.strerror or e}): the report is written into it",
+                       where=folder, hint="copy the artifact to a writable folder (cp -r) and report on the copy") \
+            from None
 
 
 def write_report(artifact, samples: int | None = None, lava_samples: int = 50, progress: bool = True,
                  **kw) -> list[str]:
     """Write report.md, report.json and report_plots/*.png into the artifact folder; returns the paths."""
     rep = build_report(artifact, samples=samples, lava_samples=lava_samples, progress=progress, **kw)
+    try:
+        return _write_report(artifact, rep)
+    except OSError as e:                         # a full disk, a folder made read-only meanwhile
+        raise _write_error(e, artifact) from e
+
+
+def _write_error(e, artifact):
+    from neurocomp.artifact import _why
+    from neurocomp.errors import NeurocompError
+    return NeurocompError(f"cannot write the report ({_why(e)})", where=os.path.abspath(str(artifact)),
+                          hint="check permissions and free space of the artifact folder")
+
+
+def _write_report(artifact, rep) -> list[str]:
     out = os.path.abspath(artifact)
     tmp = rep["plot_dir"]
     try:
