@@ -422,6 +422,9 @@ class OutputClaim:
         except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
             self.release()
+            if isinstance(e, NeurocompError) and e.where and tmp in e.where:   # name -o, not the removed tmp
+                e.where = e.where.replace(tmp, out)
+                e.args = (e.one_line(),)
             if not isinstance(e, NeurocompError) and isinstance(e, Exception) and _is_write_failure(e):
                 why = "the disk is full: no space left on device" if (
                     not isinstance(e, OSError) and _disk_full(parent)) else _why(e)
