@@ -7,7 +7,6 @@ an unrelated folder not deleted, nothing partial left, exactly one of two writer
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import subprocess
@@ -361,7 +360,6 @@ def test_failed_compile_releases_its_claim(built, capsys, tmp_path):
 
 def test_finetune_refuses_an_existing_output_before_training(tmp_path, capsys, monkeypatch):
     import neurocomp.finetune as ft
-    from neurocomp.artifact import Artifact  # noqa: F401
     root = os.path.dirname(HERE)
     art = str(tmp_path / "plain")
     rc, err = _cli(["compile", os.path.join(root, "models", "digits_plain", "model.pt"), "-o", art, "-q"], capsys)
@@ -543,3 +541,19 @@ def test_finetune_api_refuses_batch_size_zero(built):
     with pytest.raises(BadInput, match="batch-size"):
         finetune(good, os.path.join(built[0], "never"), batch_size=0)
     assert not os.path.exists(os.path.join(built[0], "never"))
+
+
+def test_report_modes_never_load_a_calibration_file_named_by_the_manifest(tmp_path):
+    """`report` recompiles attention models with the artifact's calibration; a ``.npy`` path written
+    in the manifest is used only when it lies inside the artifact."""
+    from neurocomp.report.modes import _calibration
+    foreign = tmp_path / "foreign.npy"
+    np.save(foreign, np.zeros((2, 2)))
+    art = tmp_path / "art"
+    art.mkdir()
+    inside = art / "calib.npy"
+    np.save(inside, np.zeros((2, 2)))
+    for source, want in ((str(foreign), None), (str(art / ".." / "foreign.npy"), None),
+                         (str(inside), str(inside)), ("digits train[0:64]", None)):
+        man = {"attention": {"calibration": {"source": source, "samples": 64}}}
+        assert _calibration(man, str(art)) == (want, 64), source

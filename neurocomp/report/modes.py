@@ -23,10 +23,15 @@ def _source_checkpoint(art) -> str:
     return src if os.path.exists(src) else art.checkpoint
 
 
-def _calibration(man: dict):
+def _calibration(man: dict, folder: str | None = None):
+    """The calibration the artifact used. A recorded ``.npy`` path is a path written in the manifest:
+    it is used only when it lies inside the artifact ``folder`` (never a file elsewhere on the machine);
+    otherwise the recompiles calibrate on the default training samples."""
     cal = (man.get("attention") or {}).get("calibration") or {}
     source = cal.get("source")
-    calib = source if isinstance(source, str) and source.endswith(".npy") and os.path.exists(source) else None
+    inside = folder is not None and isinstance(source, str) and os.path.realpath(source).startswith(
+        os.path.realpath(folder) + os.sep)
+    calib = source if inside and source.endswith(".npy") and os.path.isfile(source) else None
     return calib, int(cal.get("samples") or 512)
 
 
@@ -40,7 +45,7 @@ def measure_modes(art, samples: int | None, lava_samples: int, finetuned: str | 
     checkpoint = _source_checkpoint(art)
     if not os.path.exists(checkpoint):
         return None
-    calib, calib_samples = _calibration(man)
+    calib, calib_samples = _calibration(man, art.path)
     out = {"samples": samples, "lava_samples": lava_samples, "source_checkpoint": os.path.basename(checkpoint),
            "modes": {}}
     with tempfile.TemporaryDirectory(prefix="neurocomp-modes-") as tmp:
