@@ -557,3 +557,30 @@ def test_report_modes_never_load_a_calibration_file_named_by_the_manifest(tmp_pa
                          (str(inside), str(inside)), ("digits train[0:64]", None)):
         man = {"attention": {"calibration": {"source": source, "samples": 64}}}
         assert _calibration(man, str(art)) == (want, 64), source
+
+
+def test_report_markdown_escapes_layer_names(tmp_path):
+    from neurocomp.api import compile as compile_
+    from neurocomp.report import write_report
+    ckpt = H.hostile_name_checkpoint(str(tmp_path / "named.pt"))
+    art = compile_(ckpt, str(tmp_path / "art"))
+    x = (np.random.default_rng(0).random((H.T, 4) + H.SHAPE) < 0.4).astype(np.float32)
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        paths = write_report(art, inputs=x, lava_samples=0, progress=False, attention_modes=False)
+    assert not [w for w in caught if "Glyph" in str(w.message)]   # plot labels are escaped too
+    md = open(paths[0]).read()
+    assert "\\nerror: forged line\\x1b[2J" in md and _clean(md)
+    assert H.FORGED not in md                          # the raw newline never splits a line
+
+
+def test_finetune_keeps_a_failed_checkpoint_without_replacing_a_file(tmp_path):
+    from neurocomp.finetune import _keep_checkpoint
+    src = tmp_path / "ckpt.pt"
+    src.write_bytes(b"new")
+    dest = tmp_path / "out.finetuned.pt"
+    dest.write_bytes(b"someone's file")
+    assert _keep_checkpoint(str(src), str(dest)) is None and dest.read_bytes() == b"someone's file"
+    dest.unlink()
+    assert _keep_checkpoint(str(src), str(dest)) == str(dest) and dest.read_bytes() == b"new"

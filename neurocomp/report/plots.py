@@ -14,6 +14,16 @@ def _plt():
 
 
 def _save(fig, folder, name):
+    from matplotlib.text import Text
+    from neurocomp.errors import escape
+    for t in fig.findobj(Text):                  # labels and tick labels quote layer names from files
+        if not t.get_text().isprintable():
+            t.set_text(escape(t.get_text()))
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            texts = [t.get_text() for t in axis.get_ticklabels()]
+            if not all(v.isprintable() for v in texts):
+                axis.set_ticklabels([escape(v) for v in texts])
     path = os.path.join(folder, name)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
