@@ -162,9 +162,16 @@ MANIFEST_FIELDS = {
     "dt": (False, _opt(_is_num), "a number or null"),
     "passes": (False, lambda v: isinstance(v, list) and all(isinstance(p, dict) and _str(p.get("pass")) for p in v),
                "a list of pass records"),
-    "mapping": (False, _opt(_record({"target!": _str, "cores!": _is_int, "chips!": _is_int,
-                                     "layers!": lambda v: isinstance(v, list) and all(
-                                         _record({"layer!": _str, "cores!": _is_int})(x) for x in v)})),
+    "mapping": (False, _opt(_record({
+        "target!": _str, "target_file": _str, "cores!": _is_int, "chips!": _is_int,
+        "notes": lambda v: isinstance(v, list) and all(_str(x) for x in v),
+        "limits!": _record({"neurons_per_core!": lambda v: _is_int(v, 1), "synaptic_memory_bits!": _opt(_is_int),
+                            "bits_per_synapse!": _opt(_is_int), "fan_in!": _opt(_is_int), "fan_out!": _opt(_is_int),
+                            "cores_per_chip!": _opt(_is_int)}),
+        "layers!": lambda v: isinstance(v, list) and all(_record({
+            "layer!": _str, "synapse!": _opt(_str), "cores!": _is_int, "neurons!": _is_int, "synapses!": _is_int,
+            "max_fan_in_per_neuron!": _is_int, "neurons_per_core_max!": _is_int, "split_by!": _opt(_str)})(x)
+            for x in v)})),
                 "a core mapping record or null"),
     "attention": (False, _opt(_record({"mode!": lambda v: v in ("static", "portable", "dynamic"),
                                        "calibration!": _record({"source!": _str, "samples!": _is_int}),

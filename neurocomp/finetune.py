@@ -733,7 +733,9 @@ def _finetune(src, claim, artifact, out, epochs, lr, gain_lr, weights, gains, lo
         except BaseException:   # keep the training: the checkpoint can be compiled by hand
             kept = _keep_checkpoint(ckpt, os.path.abspath(str(out)).rstrip(os.sep) + ".finetuned.pt")
             if kept:
-                print(f"finetune: compiling failed; the fine-tuned checkpoint is kept at {kept}", file=sys.stderr)
+                from neurocomp.errors import escape
+                print(f"finetune: compiling failed; the fine-tuned checkpoint is kept at {escape(kept)}",
+                      file=sys.stderr)
             raise
         if measure:
             rec["after"] = _accuracies(compiled)

@@ -137,6 +137,10 @@ def build(out: str, good_art: str | None = None) -> list[Case]:
     art_case("man_dataset_number", manifest_edit(lambda m: m.update(dataset=7)), ("man_dataset_number", "dataset"))
     art_case("man_passes_dict", manifest_edit(lambda m: m.update(passes={"pass": "quantize"})),
              ("man_passes_dict", "passes"))
+    art_case("man_mapping_layer_incomplete", manifest_edit(lambda m: m["mapping"]["layers"][0].pop("neurons")),
+             ("man_mapping_layer_incomplete", "mapping"))
+    art_case("man_mapping_limits_null", manifest_edit(lambda m: m["mapping"].update(limits=None)),
+             ("man_mapping_limits_null", "mapping"))
     art_case("man_version_string", manifest_edit(lambda m: m.update(version="1")),
              ("man_version_string", "manifest.json"))
 
