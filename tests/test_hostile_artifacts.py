@@ -584,3 +584,20 @@ def test_finetune_keeps_a_failed_checkpoint_without_replacing_a_file(tmp_path):
     assert _keep_checkpoint(str(src), str(dest)) is None and dest.read_bytes() == b"someone's file"
     dest.unlink()
     assert _keep_checkpoint(str(src), str(dest)) == str(dest) and dest.read_bytes() == b"new"
+
+
+def test_a_file_put_into_the_claimed_folder_is_kept(built, tmp_path):
+    """Someone writes into the (empty) claimed folder while we compile: we fail, their file stays."""
+    from neurocomp.artifact import OutputClaim
+    from neurocomp.errors import NeurocompError
+    _, good, _ = built
+    dest = tmp_path / "art"
+    claim = OutputClaim(str(dest))
+
+    def fill(tmp):
+        shutil.copytree(good, tmp, dirs_exist_ok=True)
+        (dest / "theirs.txt").write_text("keep")
+
+    with pytest.raises(NeurocompError, match="cannot write the artifact"):
+        claim.commit(fill)
+    assert os.listdir(dest) == ["theirs.txt"] and not _leftovers(str(tmp_path))
