@@ -232,23 +232,27 @@ def quantize_payload(scale: np.ndarray, bits: int = PAYLOAD_BITS):
     return q, shift
 
 
-def _quantize_payloads(nodes) -> dict:
-    """Integer payloads on every GradedSpikes node (in place); returns ``{consuming synapse: node}``."""
+def _payload_consumers(nodes) -> dict:
+    """``{consuming synapse name: GradedSpikes node}``; the payloads are quantized with the synapse."""
     out = {}
     for k, n in enumerate(nodes):
         if not isinstance(n, GradedSpikes):
             continue
-        got = quantize_payload(n.scale)
-        if got is None or (got[1] == 0 and np.max(n.scale) > (1 << PAYLOAD_BITS) - 1):
-            raise QuantizationError(f"graded spike payloads must be non-negative, not all zero and fit "
-                                    f"{PAYLOAD_BITS} bits", where=f"layer '{n.name}'",
-                                    hint="static spike maps are >= 0; recalibrate, or use --attention dynamic")
-        nodes[k] = n.replace(qscale=got[0], shift=int(got[1]))
         j = next(m for m in range(k + 1, len(nodes)) if nodes[m].is_synapse)
         if not isinstance(nodes[j + 1], (LIF, MALIF)):
             raise UnsupportedLayer("graded spike payloads must feed a LIF/IF or MA-SNN layer", where=f"layer '{n.name}'")
-        out[nodes[j].name] = nodes[k]
+        out[nodes[j].name] = n
     return out
+
+
+def payload_bits_for(max_input: int) -> int:
+    """Payload bits (<= 8) such that every synaptic sum, ``max_input * (2**bits - 1)``, stays below 2**24,
+    where Lava's Conv (a float32 convolution of integers) is exact; a sum above 2**23 would wrap at 24 bits
+    in Lava and in the reference alike (``current_may_wrap``)."""
+    bits = PAYLOAD_BITS
+    while bits > 1 and max_input * ((1 << bits) - 1) >= 2 * fx.MAX_STATE:
+        bits -= 1
+    return bits
 
 
 def _payload_voltage_scale(syn, neu, q, fixed, rec, pay, weight_bits: int, T: int):
@@ -260,6 +264,13 @@ def _payload_voltage_scale(syn, neu, q, fixed, rec, pay, weight_bits: int, T: in
     if fixed.gain_on_bias:
         raise UnsupportedLayer("graded spike payloads into a neuron whose gain covers its bias", where=f"layer '{neu.name}'",
                                hint="one attention map per neuron is supported")
+    bits = payload_bits_for(rec["max_input"])
+    got = quantize_payload(pay.scale, bits)
+    if got is None or (got[1] == 0 and np.max(pay.scale) > (1 << bits) - 1):
+        raise QuantizationError(f"graded spike payloads must be non-negative, not all zero and fit {bits} bits",
+                                where=f"layer '{pay.name}'",
+                                hint="static spike maps are >= 0; recalibrate, or use --attention dynamic")
+    pay = pay.replace(qscale=got[0], shift=int(got[1]))
     theta, s = rec["theta"], rec["scale"]
     w_gain = 1.0 / neu.tau if (isinstance(neu, LIF) and neu.tau is not None and neu.decay_input) else 1.0
     deq = np.asarray(pay.qscale, np.float64) / (1 << pay.shift)
@@ -288,12 +299,13 @@ def _payload_voltage_scale(syn, neu, q, fixed, rec, pay, weight_bits: int, T: in
     rec.update(vth=int(vth), voltage_scale=sigma, bias_clipped=b_clipped, gain_shift=int(gain_shift) + int(pay.shift),
                gain_error=float(np.max(np.abs(gain_mant / (1 << gain_shift) - gained.input_gain))),
                max_input=rec["max_input"] * max(pmax, 1),
-               payload={"from": pay.name, "bits": PAYLOAD_BITS, "shift": int(pay.shift), "max": pmax,
+               payload={"from": pay.name, "bits": bits, "shift": int(pay.shift), "max": pmax,
                         "error": float(np.max(np.abs(deq - pay.scale))),
                         "rule": "graded payloads qscale/2**shift in; the gain (mantissa g[t]*sigma/s, shift + "
-                                "payload shift) gives the voltage scale sigma of the effective weights w*B"})
-    rec["current_may_wrap"] = bool(rec["max_input"] * (1 << fx.ACT_SHIFT) >= fx.MAX_STATE)
-    return fixed, rec
+                                "payload shift) gives the voltage scale sigma of the effective weights w*B; "
+                                "bits <= 8 keep every synaptic sum below 2**24 (exact in float32)"})
+    rec["current_may_wrap"] = bool(rec["max_input"] >= fx.MAX_STATE)   # GainLIF: only the synapse wraps
+    return fixed, rec, pay
 
 
 def _quantize_or(syn: SumPool2d, neu: Threshold):
@@ -317,9 +329,7 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
         raise QuantizationError(f"weight_bits={weight_bits}", where="weight_bits", hint="use 2..8")
     pairs = check_lowerable(graph)
     replaced, records = {}, []
-    nodes = list(graph.nodes)
-    payload_into = _quantize_payloads(nodes)
-    replaced.update({n.name: n for n in payload_into.values()})
+    payload_into = _payload_consumers(list(graph.nodes))
     for syn, neu in pairs:
         if isinstance(neu, Threshold):
             q, fixed, rec = _quantize_or(syn, neu)
@@ -333,8 +343,9 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
         else:
             q, fixed, rec = _quantize_lif(syn, neu, weight_bits)
             if syn.name in payload_into:
-                fixed, rec = _payload_voltage_scale(syn, neu, q, fixed, rec, payload_into[syn.name], weight_bits,
-                                                    int(graph.meta["timesteps"]))
+                fixed, rec, pay = _payload_voltage_scale(syn, neu, q, fixed, rec, payload_into[syn.name],
+                                                         weight_bits, int(graph.meta["timesteps"]))
+                replaced[pay.name] = pay
         replaced[syn.name] = syn.replace(qweight=q)
         replaced[neu.name] = neu.replace(fixed=fixed)
         records.append(rec)
