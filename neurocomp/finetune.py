@@ -86,7 +86,7 @@ def graph_to_module(graph, lens: float = 0.25):
     inputs (``theta``, ``gain`` = 1/tau for decay-input LIFs). Surrogates: ATan(2) for LIF (the
     zoo's), MA's rectangle with ``lens`` for MALIF (the IR does not store surrogates)."""
     from spikingjelly.activation_based import layer
-    from neurocomp.ir import Conv2d, Dense, Flatten, Input, LIF, Linear, MALIF, SumPool2d, Threshold
+    from neurocomp.ir import Conv2d, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MALIF, SumPool2d, Threshold
     from neurocomp.nn import MALIFNode, StaticMap
     T = int(graph.meta["timesteps"])
     nodes = list(graph.nodes)
@@ -115,6 +115,15 @@ def graph_to_module(graph, lens: float = 0.25):
             _set(m, n)
             syn_at, syn_node = len(mods), n
             mods.append(m)
+        elif isinstance(n, GradedSpikes):      # payload factor B: a fixed StaticMap, as the quantizer rounds it
+            from neurocomp.passes.quantize import quantize_payload
+            got = quantize_payload(n.scale)
+            if got is None:
+                raise UnsupportedLayer("graded spike payloads must be non-negative", where=where)
+            b = np.broadcast_to(got[0] / float(1 << got[1]), (T,) + tuple(n.out_shape)).astype(np.float32)
+            sm = StaticMap(shape=list(b.shape), source="finetune:payload")
+            sm.map.copy_(torch.as_tensor(b))
+            mods.append(sm)
         elif isinstance(n, Flatten):
             if not flat:
                 mods.append(layer.Flatten(step_mode="m"))
