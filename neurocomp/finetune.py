@@ -10,7 +10,8 @@
    stride-2 conv of a k·K kernel), MaxPool over spikes, LIF / MALIF neurons, and the gain tables as
    ``StaticMap`` modules: a gain on the input current (MA-SNN: ``[T, C, H, W]``, with MA's ReLU)
    sits right before its neuron, a per-step gain on spikes (TCJA, PFA: ``g[t]`` of the rank-1
-   fold, whose other factor ``B`` is already in the next layer's weights) right before the
+   fold, whose other factor ``B`` is already in the next layer's weights, or for PFA's spatial
+   ``B`` a fixed ``StaticMap`` of the quantizer's graded payload values) right before the
    consuming synapse. This model compiles back to the same folded graph: BN is **folded** (not
    frozen) and the rank-1 spike maps are exact by construction, so no folding error is left.
 2. **Quantization-aware training** on the model's training split, with straight-through

@@ -182,3 +182,20 @@ def test_payload_fold_lava_equals_reference_16x16(net16):
     for name in ref.spikes:
         assert torch.equal(ref.spikes[name], lava.spikes[name]), name
     assert all(int(s.sum()) > 0 for s in ref.spikes.values())
+
+
+def test_dense_fallback_refuses_a_quadratic_matrix_in_one_line():
+    """Portable mode still unrolls a conv under a spatial map; at 32x32 it stops with a typed error
+    naming the layer and the estimate instead of allocating tens of GB."""
+    from neurocomp.errors import UnsupportedLayer
+    from neurocomp.ir import Conv2d
+    from neurocomp.passes.fold_attention import conv_to_dense
+    conv = Conv2d(name="c1", in_shape=(32, 32, 32), out_shape=(64, 32, 32),
+                  weight=np.zeros((64, 32, 3, 3), np.float32), padding=(1, 1))
+    with pytest.raises(UnsupportedLayer) as e:
+        conv_to_dense(conv)
+    msg = e.value.one_line()
+    assert "c1" in msg and "GiB" in msg and "\n" not in msg and e.value.hint
+    small = conv_to_dense(conv.replace(in_shape=(2, 4, 4), out_shape=(3, 4, 4),
+                                       weight=np.ones((3, 2, 3, 3), np.float32)))
+    assert small.weight.shape == (48, 32) and int((small.weight != 0).sum(1).max()) == 18

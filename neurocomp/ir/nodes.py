@@ -64,8 +64,9 @@ class Linear(Node):
 @dataclass(frozen=True, eq=False)
 class Dense(Node):
     """A linear map between tensors of any shape: ``y = W @ x.flatten() + b`` reshaped to
-    ``out_shape`` (torch flatten order). An unrolled convolution: used where per-input-position
-    factors (a spatial attention map) must be folded into a convolution's weights exactly."""
+    ``out_shape`` (torch flatten order). An unrolled convolution: the fallback where per-input-position
+    factors (a spatial attention map) must be folded into a convolution's weights and cannot be sent
+    as graded payloads (an overlapping pool in between, portable mode); refused beyond 2 GiB."""
     weight: np.ndarray = None           # (prod(out_shape), prod(in_shape))
     bias: Optional[np.ndarray] = None   # (prod(out_shape),)
     qweight: Optional[np.ndarray] = None

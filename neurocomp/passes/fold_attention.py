@@ -63,12 +63,20 @@ def _combine_gain(neuron, gain: np.ndarray, on_bias: bool, rectify: bool):
                           rectify_input=bool(neuron.rectify_input or rectify))
 
 
+DENSE_UNROLL_LIMIT = 2 << 30    # bytes: the quadratic fallback is refused beyond this
+
+
 def conv_to_dense(conv: Conv2d) -> Dense:
     """The convolution as an explicit matrix (torch flatten order on both sides)."""
     if conv.groups != 1:
         raise UnsupportedLayer("cannot unroll a grouped convolution", where=f"layer '{conv.name}'")
     Ci, H, W = conv.in_shape
     Co, Ho, Wo = conv.out_shape
+    need = Co * Ho * Wo * Ci * H * W * 16          # float64 build + float32 matrix + its scaled copy
+    if need > DENSE_UNROLL_LIMIT:
+        raise UnsupportedLayer(f"unrolling the convolution into a dense {Co * Ho * Wo}x{Ci * H * W} matrix would "
+                               f"allocate about {need / 2 ** 30:.1f} GiB", where=f"layer '{conv.name}'",
+                               hint="compile with --attention static (graded payloads, no unrolling) or dynamic")
     kh, kw = conv.weight.shape[2:]
     (sh, sw), (ph, pw), (dh, dw) = conv.stride, conv.padding, conv.dilation
     mat = np.zeros((Co, Ho, Wo, Ci, H, W), dtype=np.float64)
