@@ -10,7 +10,8 @@
    stride-2 conv of a k·K kernel), MaxPool over spikes, LIF / MALIF neurons, and the gain tables as
    ``StaticMap`` modules: a gain on the input current (MA-SNN: ``[T, C, H, W]``, with MA's ReLU)
    sits right before its neuron, a per-step gain on spikes (TCJA, PFA: ``g[t]`` of the rank-1
-   fold, whose other factor ``B`` is already in the next layer's weights) right before the
+   fold, whose other factor ``B`` is already in the next layer's weights, or for PFA's spatial
+   ``B`` a fixed ``StaticMap`` of the quantizer's graded payload values) right before the
    consuming synapse. This model compiles back to the same folded graph: BN is **folded** (not
    frozen) and the rank-1 spike maps are exact by construction, so no folding error is left.
 2. **Quantization-aware training** on the model's training split, with straight-through
@@ -86,7 +87,7 @@ def graph_to_module(graph, lens: float = 0.25):
     inputs (``theta``, ``gain`` = 1/tau for decay-input LIFs). Surrogates: ATan(2) for LIF (the
     zoo's), MA's rectangle with ``lens`` for MALIF (the IR does not store surrogates)."""
     from spikingjelly.activation_based import layer
-    from neurocomp.ir import Conv2d, Dense, Flatten, Input, LIF, Linear, MALIF, SumPool2d, Threshold
+    from neurocomp.ir import Conv2d, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MALIF, SumPool2d, Threshold
     from neurocomp.nn import MALIFNode, StaticMap
     T = int(graph.meta["timesteps"])
     nodes = list(graph.nodes)
@@ -115,6 +116,15 @@ def graph_to_module(graph, lens: float = 0.25):
             _set(m, n)
             syn_at, syn_node = len(mods), n
             mods.append(m)
+        elif isinstance(n, GradedSpikes):      # payload factor B: a fixed StaticMap, as the quantizer rounds it
+            from neurocomp.passes.quantize import quantize_payload
+            got = quantize_payload(n.scale)
+            if got is None:
+                raise UnsupportedLayer("graded spike payloads must be non-negative", where=where)
+            b = np.broadcast_to(got[0] / float(1 << got[1]), (T,) + tuple(n.out_shape)).astype(np.float32)
+            sm = StaticMap(shape=list(b.shape), source="finetune:payload")
+            sm.map.copy_(torch.as_tensor(b))
+            mods.append(sm)
         elif isinstance(n, Flatten):
             if not flat:
                 mods.append(layer.Flatten(step_mode="m"))

@@ -185,6 +185,15 @@ def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag:
             net.procs.append(gate)
             port, graded = gate.s_out, True
             continue
+        if node.kind == "graded_spikes":     # the producer's graded payloads (static PFA maps)
+            from neurocomp.backends.lava_payload import PayloadGate
+            pay = to_lava_layout(np.asarray(node.qscale, np.int64))
+            gate = PayloadGate(shape=lava_shape(shape), payload=pay if fixed else pay.astype(np.float64),
+                               name=f"{node.name}.payload")
+            port.connect(gate.s_in)
+            net.procs.append(gate)
+            port, graded = gate.s_out, True
+            continue
         if isinstance(node, Flatten):
             if len(shape) == 3:
                 port = port.flatten()

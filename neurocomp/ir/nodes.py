@@ -64,8 +64,9 @@ class Linear(Node):
 @dataclass(frozen=True, eq=False)
 class Dense(Node):
     """A linear map between tensors of any shape: ``y = W @ x.flatten() + b`` reshaped to
-    ``out_shape`` (torch flatten order). An unrolled convolution: used where per-input-position
-    factors (a spatial attention map) must be folded into a convolution's weights exactly."""
+    ``out_shape`` (torch flatten order). An unrolled convolution: the fallback where per-input-position
+    factors (a spatial attention map) must be folded into a convolution's weights and cannot be sent
+    as graded payloads (an overlapping pool in between, portable mode); refused beyond 2 GiB."""
     weight: np.ndarray = None           # (prod(out_shape), prod(in_shape))
     bias: Optional[np.ndarray] = None   # (prod(out_shape),)
     qweight: Optional[np.ndarray] = None
@@ -252,6 +253,25 @@ class Scale(Node):
 
 
 @dataclass(frozen=True, eq=False)
+class GradedSpikes(Node):
+    """Per-neuron graded spike payloads: ``y[t] = x[t] * scale`` with a time-invariant ``scale``
+    of shape ``in_shape``, on the spikes of the neuron (or input) right before it.
+
+    Set by ``passes.fold_attention`` for a static spike map that varies over space in front of a
+    convolution (PFA): the factor ``B[c, h, w]`` of the rank-1 fold is sent by the producing side
+    as a graded payload, so the convolution keeps its shared weights. After ``quantize``:
+    ``qscale`` (int, ``1..2**payload_bits - 1``, 0 where ``scale`` rounds to 0) and ``shift``
+    (``scale ~ qscale / 2**shift``); the consuming neuron divides its synaptic input by
+    ``2**shift`` again (its ``gain_shift``). In Lava a zero-delay gate process sends
+    ``spike * qscale`` (``backends.lava_payload``); on Loihi 2 it is the neuron's graded payload.
+    """
+    scale: np.ndarray = None
+    qscale: Optional[np.ndarray] = None
+    shift: int = 0
+    kind = "graded_spikes"
+
+
+@dataclass(frozen=True, eq=False)
 class Threshold(Node):
     """z = 1 iff x > threshold (NIR Threshold). Used for MaxPool over spikes: SumPool2d -> Threshold(0)."""
     threshold: float = 0.0
@@ -294,4 +314,5 @@ class CubaLIF(Node):
 
 
 NODE_TYPES = {cls.kind: cls for cls in (Input, Linear, Conv2d, SumPool2d, AvgPool2d, BatchNorm,
-                                        Flatten, LIF, Threshold, CubaLIF, MALIF, Scale, Dense, MAAttention, SpikeAttention)}
+                                        Flatten, LIF, Threshold, CubaLIF, MALIF, Scale, Dense, MAAttention, SpikeAttention,
+                                        GradedSpikes)}

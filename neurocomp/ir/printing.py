@@ -26,6 +26,8 @@ def describe(node) -> str:
         d = f"{kind} th={node.v_threshold:g} {reset}" + ("" if node.decay_input or node.tau is None else " no-decay-input")
     elif isinstance(node, Threshold):
         d = f"x>{node.threshold:g}"
+    elif node.kind == "graded_spikes" and getattr(node, "qscale", None) is not None:
+        d = f"payload int[{int(node.qscale.min())},{int(node.qscale.max())}] / 2^{node.shift}"
     else:
         d = ""
     q = getattr(node, "qweight", None)

@@ -9,10 +9,15 @@ Rules (each exact for the static map it realises, or with its error recorded):
   (best rank-1 factorisation, error ``sqrt(sum_{i>=2} s_i^2) / ||M||``, 0 when the map factorises).
   ``B`` folds into the next synapse's input weights (per input feature for a Linear, exact; per
   input channel for a convolution, exact when ``B`` is constant over space, else the spatial
-  residual is recorded, unless the map sits right before the convolution: then the convolution is
-  unrolled into a Dense whose columns carry the per-position factors, exactly), through average
-  pooling where it commutes (per channel). ``g[t]`` becomes
-  the consuming neuron's input gain on its synaptic input (the bias is not scaled).
+  residual is recorded), through average pooling where it commutes (per channel). When ``B``
+  varies over space and the map sits right before a convolution (PFA), ``B`` becomes **graded
+  spike payloads** of the producing neuron or input (a ``GradedSpikes`` node right after it; a
+  factor on the output of non-overlapping average pools in between is the same factor repeated
+  over each pooling window of their input), exactly, and the convolution keeps its shared
+  weights: the cost is one payload per producing neuron, not a dense matrix that grows with the
+  square of the layer (only an overlapping pool in between still unrolls the conv into a Dense).
+  ``g[t]`` becomes the consuming neuron's input gain on its synaptic input (the bias is not scaled).
+  Two static spike maps in a row (a fine-tuned model's payload and gain maps) multiply into one.
 - ``mode="portable"`` keeps only what stock Lava LIF/Dense/Conv run: spike maps fold ``mean_t g``
   into the weights; current maps fold their per-channel time/space mean into the producing
   synapse's output channel; what is dropped is recorded as a relative error.
@@ -22,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from neurocomp.errors import UnsupportedLayer
-from neurocomp.ir import AvgPool2d, Conv2d, Dense, Flatten, LIF, Linear, MALIF, Scale, SpikeAttention
+from neurocomp.ir import AvgPool2d, Conv2d, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MALIF, Scale, SpikeAttention
 from neurocomp.passes._util import with_record
 from neurocomp.passes.lower_pooling import _square_pool
 
@@ -58,12 +63,20 @@ def _combine_gain(neuron, gain: np.ndarray, on_bias: bool, rectify: bool):
                           rectify_input=bool(neuron.rectify_input or rectify))
 
 
+DENSE_UNROLL_LIMIT = 2 << 30    # bytes: the quadratic fallback is refused beyond this
+
+
 def conv_to_dense(conv: Conv2d) -> Dense:
     """The convolution as an explicit matrix (torch flatten order on both sides)."""
     if conv.groups != 1:
         raise UnsupportedLayer("cannot unroll a grouped convolution", where=f"layer '{conv.name}'")
     Ci, H, W = conv.in_shape
     Co, Ho, Wo = conv.out_shape
+    need = Co * Ho * Wo * Ci * H * W * 16          # float64 build + float32 matrix + its scaled copy
+    if need > DENSE_UNROLL_LIMIT:
+        raise UnsupportedLayer(f"unrolling the convolution into a dense {Co * Ho * Wo}x{Ci * H * W} matrix would "
+                               f"allocate about {need / 2 ** 30:.1f} GiB", where=f"layer '{conv.name}'",
+                               hint="compile with --attention static (graded payloads, no unrolling) or dynamic")
     kh, kw = conv.weight.shape[2:]
     (sh, sw), (ph, pw), (dh, dw) = conv.stride, conv.padding, conv.dilation
     mat = np.zeros((Co, Ho, Wo, Ci, H, W), dtype=np.float64)
@@ -110,6 +123,53 @@ def _fold_into_synapse_inputs(syn, B: np.ndarray, through_pool: bool, through_fl
     return syn.replace(weight=(w * b[None, :]).astype(np.float32)), resid
 
 
+def _payload_site(nodes, i):
+    """Where a per-position factor on the spikes entering ``nodes[i]`` can be sent as graded payloads:
+    ``(index of the producing neuron or input, [the average pools in between, nearest first])``, or
+    None when a pool in between overlaps or the producer sends no spikes."""
+    k, pools = i - 1, []
+    while k >= 0 and isinstance(nodes[k], AvgPool2d):
+        if not _square_pool(nodes[k]):
+            return None
+        pools.append(nodes[k])
+        k -= 1
+    if k < 0 or not (nodes[k].is_neuron or isinstance(nodes[k], Input)):
+        return None
+    return k, pools
+
+
+def _through_pools(B: np.ndarray, pools) -> np.ndarray:
+    """A factor on the output of non-overlapping pools as the same factor on their inputs (each value
+    repeated over its window; positions no window reads get 0)."""
+    for pool in pools:
+        kh, kw = pool.kernel
+        C, Ho, Wo = pool.out_shape
+        up = np.zeros(tuple(pool.in_shape), dtype=np.float64)
+        up[:, :Ho * kh, :Wo * kw] = np.repeat(np.repeat(B, kh, axis=1), kw, axis=2)
+        B = up
+    return B
+
+
+def _merge_spike_maps(nodes, records, mode):
+    """Two static maps in a row multiply into one (exact); returns the new node list."""
+    out = []
+    for n in nodes:
+        prev = out[-1] if out else None
+        if isinstance(n, Scale) and isinstance(prev, Scale) and (not prev.rectify or not np.any(n.scale < 0)):
+            a, b = prev.scale.astype(np.float64), n.scale.astype(np.float64)
+            nd = len(n.in_shape) + 1
+            a = a.reshape(a.shape + (1,) * (nd - a.ndim))
+            b = b.reshape(b.shape + (1,) * (nd - b.ndim))
+            out[-1] = prev.replace(scale=(a * b).astype(np.float32), rectify=bool(prev.rectify or n.rectify),
+                                   meta={**prev.meta, "merged": n.name})
+            records.append({"layer": n.name, "module": n.meta.get("attention", ""), "mode": mode,
+                            "acts_on": "spikes", "rule": f"multiplied into the map '{prev.name}' before it",
+                            "error": 0.0})
+            continue
+        out.append(n)
+    return out
+
+
 def fold_attention(graph, mode: str = "static"):
     if mode not in ("static", "portable", "dynamic"):
         raise UnsupportedLayer(f"attention mode {mode!r}", where="--attention", hint="use static, portable or dynamic")
@@ -124,6 +184,7 @@ def fold_attention(graph, mode: str = "static"):
                 records.append({"layer": node.name, "module": node.meta.get("module"), "mode": mode,
                                 "acts_on": "spikes", "rule": "dynamic: graded-spike payloads on the pre-pool spikes "
                                 "(the map repeated over each pooling window)", "error": 0.0})
+    nodes = _merge_spike_maps(nodes, records, mode)
     i = 0
     while i < len(nodes):
         node = nodes[i]
@@ -172,8 +233,26 @@ def fold_attention(graph, mode: str = "static"):
         g, B, err = rank1(M)
         if mode == "portable":
             B, g = B * g.mean(), None
-        syn, resid = _fold_into_synapse_inputs(nodes[j], B, through_pool, flat_shape)
-        nodes[j] = syn
+        site = None
+        if isinstance(nodes[j], Conv2d) and j == i + 1 and B.ndim == 3 and B.shape[1:] != (1, 1) \
+                and mode == "static":
+            site = _payload_site(nodes, i)
+        if site is not None:          # B as graded payloads of the producer: the conv stays a conv
+            k, pools = site
+            Bp = _through_pools(np.broadcast_to(B, tuple(node.in_shape)).astype(np.float64), pools)
+            producer = nodes[k]
+            nodes.insert(k + 1, GradedSpikes(name=node.name, in_shape=tuple(producer.out_shape),
+                                             out_shape=tuple(producer.out_shape), scale=Bp.astype(np.float32),
+                                             meta={"attention": node.meta.get("attention", ""),
+                                                   "through_pools": [p.name for p in pools]}))
+            i, j = i + 1, j + 1
+            syn, resid = nodes[j], 0.0
+            where = (f"graded spike payloads of '{producer.name}'"
+                     + (" (repeated over each pooling window)" if pools else "") + f" into '{syn.name}'")
+        else:
+            syn, resid = _fold_into_synapse_inputs(nodes[j], B, through_pool, flat_shape)
+            nodes[j] = syn
+            where = f"'{syn.name}' input weights"
         if g is not None:
             nodes[j + 1] = _combine_gain(nodes[j + 1], _full(g, nodes[j + 1].in_shape), on_bias=False,
                                          rectify=False)
@@ -183,8 +262,8 @@ def fold_attention(graph, mode: str = "static"):
             rec.update(acts_on="spikes", rule="time-mean folded into the next synapse", consumer=nodes[j + 1].name,
                        error=float(np.hypot(full_err, resid)))
         else:
-            rec.update(acts_on="spikes", rule="rank-1: g[t] gain on the consuming neuron, B folded into "
-                                              f"'{syn.name}' input weights", consumer=nodes[j + 1].name,
+            rec.update(acts_on="spikes", rule=f"rank-1: g[t] gain on the consuming neuron, B folded into {where}",
+                       consumer=nodes[j + 1].name,
                        rank1_error=err, spatial_error=resid, error=float(np.hypot(err, resid)))
         del nodes[i]
         records.append(rec)

@@ -24,7 +24,7 @@ import numpy as np
 
 from neurocomp import fixedpoint as fx
 from neurocomp.errors import QuantizationError, UnsupportedLayer
-from neurocomp.ir import Conv2d, CubaLIF, Dense, MAAttention, SpikeAttention, Flatten, Input, LIF, Linear, LoihiNeuron, MALIF, SumPool2d, Threshold
+from neurocomp.ir import Conv2d, CubaLIF, Dense, GradedSpikes, MAAttention, SpikeAttention, Flatten, Input, LIF, Linear, LoihiNeuron, MALIF, SumPool2d, Threshold
 from neurocomp.passes._util import with_record
 
 
@@ -36,7 +36,7 @@ def check_lowerable(graph) -> list:
         prev = nodes[i - 1] if i else None
         if isinstance(n, Input):
             continue
-        if isinstance(n, SpikeAttention):
+        if isinstance(n, (SpikeAttention, GradedSpikes)):
             if pending is not None:
                 raise UnsupportedLayer("attention on spikes between a synapse and its neuron", where=f"layer '{n.name}'")
             continue
@@ -211,6 +211,103 @@ def _quantize_lif(syn, neu, weight_bits: int):
     return q, fixed, record
 
 
+PAYLOAD_BITS = 8
+
+
+def quantize_payload(scale: np.ndarray, bits: int = PAYLOAD_BITS):
+    """Graded spike payloads ``scale ~ qscale / 2**shift``: the largest shift (<= 24) whose rounded
+    maximum fits ``bits`` unsigned bits. Returns ``(qscale int64, shift)``; None if the scale is not
+    non-negative with a positive maximum."""
+    b = np.asarray(scale, np.float64)
+    top = float(np.max(b)) if b.size else 0.0
+    if not top > 0 or float(np.min(b)) < -1e-6 * top:
+        return None
+    pmax = (1 << bits) - 1
+    shift = 0
+    while shift < 24 and round(top * (1 << (shift + 1))) <= pmax:
+        shift += 1
+    while shift > 0 and round(top * (1 << shift)) > pmax:
+        shift -= 1
+    q = np.clip(np.round(b * (1 << shift)), 0, pmax).astype(np.int64)
+    return q, shift
+
+
+def _payload_consumers(nodes) -> dict:
+    """``{consuming synapse name: GradedSpikes node}``; the payloads are quantized with the synapse."""
+    out = {}
+    for k, n in enumerate(nodes):
+        if not isinstance(n, GradedSpikes):
+            continue
+        j = next(m for m in range(k + 1, len(nodes)) if nodes[m].is_synapse)
+        if not isinstance(nodes[j + 1], (LIF, MALIF)):
+            raise UnsupportedLayer("graded spike payloads must feed a LIF/IF or MA-SNN layer", where=f"layer '{n.name}'")
+        out[nodes[j].name] = n
+    return out
+
+
+def payload_bits_for(max_input: int) -> int:
+    """Payload bits (<= 8) such that every synaptic sum, ``max_input * (2**bits - 1)``, stays below 2**24,
+    where Lava's Conv (a float32 convolution of integers) is exact; a sum above 2**23 would wrap at 24 bits
+    in Lava and in the reference alike (``current_may_wrap``)."""
+    bits = PAYLOAD_BITS
+    while bits > 1 and max_input * ((1 << bits) - 1) >= 2 * fx.MAX_STATE:
+        bits -= 1
+    return bits
+
+
+def _payload_voltage_scale(syn, neu, q, fixed, rec, pay, weight_bits: int, T: int):
+    """The consumer of graded payloads ``qscale / 2**shift``: its synaptic input ``a = sum q * qscale``
+    is rescaled by its gain, so its voltage scale ``sigma = (vth + 1/64) / theta`` is chosen from the
+    effective weights ``w * B`` (as if ``B`` were in the weights) independently of the weight scale
+    ``s``: gain mantissas ``round(g[t] * sigma / s * 2**S)``, gain shift ``S + shift``, bias ``64 sigma b``.
+    The threshold rule (``64 sigma theta = 64 vth + 1``) is unchanged."""
+    if fixed.gain_on_bias:
+        raise UnsupportedLayer("graded spike payloads into a neuron whose gain covers its bias", where=f"layer '{neu.name}'",
+                               hint="one attention map per neuron is supported")
+    bits = payload_bits_for(rec["max_input"])
+    got = quantize_payload(pay.scale, bits)
+    if got is None or (got[1] == 0 and np.max(pay.scale) > (1 << bits) - 1):
+        raise QuantizationError(f"graded spike payloads must be non-negative, not all zero and fit {bits} bits",
+                                where=f"layer '{pay.name}'",
+                                hint="static spike maps are >= 0; recalibrate, or use --attention dynamic")
+    pay = pay.replace(qscale=got[0], shift=int(got[1]))
+    theta, s = rec["theta"], rec["scale"]
+    w_gain = 1.0 / neu.tau if (isinstance(neu, LIF) and neu.tau is not None and neu.decay_input) else 1.0
+    deq = np.asarray(pay.qscale, np.float64) / (1 << pay.shift)
+    w_eff = syn.weight.astype(np.float64) * w_gain
+    if isinstance(syn, Conv2d):      # the largest |w * B| each tap can meet: B's maximum per input channel
+        bmax = deq.reshape(deq.shape[0], -1).max(axis=1)
+        w_eff = w_eff * (bmax[None, :, None, None] if syn.groups == 1 else float(bmax.max()))
+    else:
+        w_eff = w_eff * deq.reshape(-1)[None, :]
+    vth = _choose_vth(w_eff, theta, (1 << (weight_bits - 1)) - 1)
+    sigma = (vth + 1.0 / 64) / theta
+    g = neu.input_gain if neu.input_gain is not None else np.ones((T,) + tuple(neu.out_shape))
+    gained = neu.replace(input_gain=np.asarray(g, np.float64) * (sigma / s))
+    gain_mant, gain_shift = _quantize_gain(gained)
+    b = syn.bias.astype(np.float64) * w_gain if syn.bias is not None else np.zeros(syn.weight.shape[0])
+    bias_v = 64.0 * sigma * b
+    if isinstance(syn, Conv2d):
+        bias_v = np.broadcast_to(bias_v[:, None, None], neu.out_shape)
+    elif isinstance(syn, Dense):
+        bias_v = bias_v.reshape(neu.out_shape)
+    mant, exp, b_clipped = _bias_mant_exp(np.asarray(bias_v))
+    fixed = dataclasses.replace(fixed, vth=int(vth), bias_mant=mant, bias_exp=exp, gain_mant=gain_mant,
+                                gain_shift=int(gain_shift) + int(pay.shift),
+                                v_reset=(64 * int(vth) + 1) if isinstance(neu, MALIF) else 0)
+    pmax = int(np.max(pay.qscale))
+    rec.update(vth=int(vth), voltage_scale=sigma, bias_clipped=b_clipped, gain_shift=int(gain_shift) + int(pay.shift),
+               gain_error=float(np.max(np.abs(gain_mant / (1 << gain_shift) - gained.input_gain))),
+               max_input=rec["max_input"] * max(pmax, 1),
+               payload={"from": pay.name, "bits": bits, "shift": int(pay.shift), "max": pmax,
+                        "error": float(np.max(np.abs(deq - pay.scale))),
+                        "rule": "graded payloads qscale/2**shift in; the gain (mantissa g[t]*sigma/s, shift + "
+                                "payload shift) gives the voltage scale sigma of the effective weights w*B; "
+                                "bits <= 8 keep every synaptic sum below 2**24 (exact in float32)"})
+    rec["current_may_wrap"] = bool(rec["max_input"] >= fx.MAX_STATE)   # GainLIF: only the synapse wraps
+    return fixed, rec, pay
+
+
 def _quantize_or(syn: SumPool2d, neu: Threshold):
     theta = float(neu.threshold)
     if not (0 <= theta < 64):
@@ -232,6 +329,7 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
         raise QuantizationError(f"weight_bits={weight_bits}", where="weight_bits", hint="use 2..8")
     pairs = check_lowerable(graph)
     replaced, records = {}, []
+    payload_into = _payload_consumers(list(graph.nodes))
     for syn, neu in pairs:
         if isinstance(neu, Threshold):
             q, fixed, rec = _quantize_or(syn, neu)
@@ -244,6 +342,10 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
             continue
         else:
             q, fixed, rec = _quantize_lif(syn, neu, weight_bits)
+            if syn.name in payload_into:
+                fixed, rec, pay = _payload_voltage_scale(syn, neu, q, fixed, rec, payload_into[syn.name],
+                                                         weight_bits, int(graph.meta["timesteps"]))
+                replaced[pay.name] = pay
         replaced[syn.name] = syn.replace(qweight=q)
         replaced[neu.name] = neu.replace(fixed=fixed)
         records.append(rec)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from neurocomp import fixedpoint as fx
 from neurocomp.errors import BadInput
-from neurocomp.ir import (Dense, MAAttention, MALIF, Scale, SpikeAttention, AvgPool2d, BatchNorm, Conv2d, CubaLIF, Flatten, Input, LIF, Linear, SumPool2d, Threshold)
+from neurocomp.ir import (Dense, GradedSpikes, MAAttention, MALIF, Scale, SpikeAttention, AvgPool2d, BatchNorm, Conv2d, CubaLIF, Flatten, Input, LIF, Linear, SumPool2d, Threshold)
 from neurocomp.sim.cuba import run_fixed_cuba, run_float_cuba
 
 
@@ -260,6 +260,8 @@ def run_float(graph, x_seq, record=None) -> SimResult:
                 x = run_float_cuba(node, x)
             elif isinstance(node, Scale):
                 x = _scale_float(node, x)
+            elif isinstance(node, GradedSpikes):
+                x = x * torch.as_tensor(node.scale, dtype=torch.float32)
             elif isinstance(node, MAAttention):
                 x = _ma_module(node)(x)
             elif isinstance(node, SpikeAttention):
@@ -374,6 +376,9 @@ def run_fixed(graph, x_seq, record=None) -> SimResult:
                 prog = spike_program(node.meta["module"], node.state(), tuple(src.shape[2:]), tuple(node.pool))
                 pay = spike_payload(prog, src.numpy().swapaxes(0, 1))
                 s = s.to(torch.int64) * torch.as_tensor(pay.swapaxes(0, 1))
+                continue
+            if isinstance(node, GradedSpikes):   # the producer's graded payloads
+                s = s.to(torch.int64) * torch.as_tensor(np.asarray(node.qscale, np.int64))
                 continue
             if isinstance(node, Flatten):
                 s = s.flatten(2)
