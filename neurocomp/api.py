@@ -159,7 +159,8 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
             fixed_graph = lower(float_graph, weight_bits, target=hw, attention=attention)
         save_graph(float_graph, os.path.join(tmp, "float"))
         save_graph(fixed_graph, os.path.join(tmp, "fixed"))
-        shutil.copyfile(model_path, os.path.join(tmp, "model.pt"))
+        from neurocomp import safeio   # a regular file only; the digest is of the bytes stored
+        model_sha = safeio.copy_file(model_path, os.path.join(tmp, "model.pt"), error=BadCheckpoint, what="checkpoint")
         if static_model is not None:
             from neurocomp.frontends.checkpoint import save_checkpoint
             save_checkpoint(static_model, os.path.join(tmp, "static_model.pt"), input_shape=loaded.input_shape,
@@ -169,7 +170,7 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
             "format": FORMAT, "version": VERSION, "versions": _versions(), "target": target,
             "timesteps": loaded.timesteps, "dt": float_graph.meta.get("dt"), "encoding": loaded.encoding,
             "input_shape": list(loaded.input_shape), "dataset": loaded.dataset,
-            "input_checkpoint": {"name": os.path.basename(model_path), "sha256": _sha256(model_path)},
+            "input_checkpoint": {"name": os.path.basename(model_path), "sha256": model_sha},
             "alignment": time_alignment(fixed_graph),
             "graphs": {"float": float_graph.digest(), "fixed": fixed_graph.digest()},
             "passes": fixed_graph.meta.get("passes", []),

@@ -139,6 +139,18 @@ def read_bytes(path, error=BadInput, what: str = "file", max_bytes: int = 64 << 
         return f.fh.read(max_bytes + 1)
 
 
+def copy_file(src, dst, error=BadInput, what: str = "file") -> str:
+    """Copy a regular file (opened as :func:`open_regular` does) to ``dst``; returns the sha256 of the
+    bytes copied, so a manifest records exactly what was stored."""
+    import hashlib
+    h = hashlib.sha256()
+    with open_regular(src, error=error, what=what) as f, open(dst, "wb") as out:
+        for block in iter(lambda: f.fh.read(1 << 20), b""):
+            h.update(block)
+            out.write(block)
+    return h.hexdigest()
+
+
 def inside(root, path, error=BadInput, what: str = "path") -> str:
     """``path`` (relative to ``root`` unless absolute) resolved; refused unless it lies in ``root``."""
     root_real = os.path.realpath(root)
