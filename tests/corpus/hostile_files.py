@@ -430,6 +430,16 @@ def build(out: str) -> dict:
                  ("lin", "NaN"), "9")
     compile_case("nir_nan_threshold", nir_param(good_nir, p("nan_thr.nir"), "node/nodes/lif/v_threshold",
                                                 np.full(4, np.nan)), ("lif", "NaN"), "9")
+    art_enc = p("art_encoding")
+    shutil.copytree(art, art_enc)
+    import json
+    mpath = os.path.join(art_enc, "manifest.json")
+    man = json.load(open(mpath))
+    man.update(encoding="morse-code", dataset="digits")
+    with open(mpath, "w") as fh:
+        json.dump(man, fh)
+    add("manifest_encoding_unknown", ["simulate", art_enc, "--backend", "reference", "-q", "--samples", "2"],
+        ("encoding", "morse-code"), cls="9")
     cases["_paths"] = {"good": good, "art": art, "good_nir": good_nir, "marker": marker, "torchscript": ts,
                        "foreign_h5": fh5, "foreign_bin": raw, "out": out}
     return cases
@@ -478,10 +488,10 @@ def run_batch(spec_path, result_path, as_limit=None):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
-    if sys.argv[1:2] == ["--run"]:
+    if sys.argv[1:2] == ["--run"]:     # the neurocomp on PYTHONPATH (the tests put the checkout first)
         run_batch(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None)
         sys.exit(0)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
     target = os.path.join(HERE, "generated_hostile")
     shutil.rmtree(target, ignore_errors=True)
     for name, c in build(target).items():
