@@ -298,3 +298,39 @@ def test_good_files_still_load(hostile):
     assert len(read_foreign_nir(paths["good_nir"])) == 3
     art = Artifact(paths["art"])
     assert art.fixed_graph.digest() == art.manifest["graphs"]["fixed"]
+
+
+def test_fifo_swapped_in_after_the_stat_is_refused_on_the_descriptor(tmp_path, monkeypatch):
+    """The stat said "regular file" (patched here), a FIFO is what gets opened: the O_NONBLOCK open
+    returns at once and fstat refuses it (without O_NONBLOCK the open would block forever; the alarm
+    turns such a regression into a failure)."""
+    import signal
+    from neurocomp import safeio
+    from neurocomp.errors import BadInput
+    fifo = str(tmp_path / "swapped")
+    os.mkfifo(fifo)
+    monkeypatch.setattr(safeio, "regular_file", lambda path, **kw: safeio.FileInfo(path, path, 0))
+
+    def boom(*_):
+        raise TimeoutError("open blocked on the FIFO")
+    old = signal.signal(signal.SIGALRM, boom)
+    signal.alarm(20)
+    try:
+        with pytest.raises(BadInput, match="FIFO"):
+            safeio.open_regular(fifo, error=BadInput, what="inputs file")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_paths_from_files_are_confined(tmp_path):
+    from neurocomp import safeio
+    from neurocomp.errors import BadArtifact
+    root = tmp_path / "art"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "x.json").write_text("{}")
+    os.symlink("/etc/passwd", root / "sneaky.json")
+    assert safeio.inside(root, "sub/x.json", error=BadArtifact) == str((root / "sub" / "x.json").resolve())
+    for bad in ("../outside.json", "/etc/passwd", "sneaky.json"):
+        with pytest.raises(BadArtifact, match="outside"):
+            safeio.inside(root, bad, error=BadArtifact)

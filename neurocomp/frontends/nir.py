@@ -334,7 +334,7 @@ def check_hdf5(path) -> None:
             if not isinstance(node, h5py.HardLink) or not isinstance(f.get("node"), h5py.Group):
                 raise BadGraph("has no 'node' group, so it is not a NIR graph", where=path,
                                hint="pass a file written by nir.write")
-            total, count, n_nodes = 0, 0, 0
+            total, count, n_nodes, need = 0, 0, 0, 0
             stack = [(f, 0)]
             while stack:
                 group, depth = stack.pop()
@@ -389,6 +389,7 @@ def check_hdf5(path) -> None:
                                            f"(at {tuple(shape)} {item.dtype})", where=here,
                                            hint="the file is damaged or not a model neurocomp can compile")
                         # read as stored, then converted to float64 by the readers
+                        need += nbytes + 8 * n
                         memory.check(nbytes + 8 * n, f"reading dataset {tuple(shape)} {item.dtype}", where=here,
                                      hint="the file declares (compressed or unwritten) data far larger than a "
                                           f"model; check it, or raise {memory.ENV}")
@@ -396,7 +397,7 @@ def check_hdf5(path) -> None:
                         pass
                     else:
                         raise BadGraph(f"dangling or unreadable link '{key}'", where=here, hint="the file is damaged")
-            memory.check(2 * total + 8 * total, "reading the NIR file's datasets", where=path)
+            memory.check(need, "reading the NIR file's datasets", where=path)
     except BadGraph:
         raise
     except NeurocompError:
