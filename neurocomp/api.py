@@ -105,10 +105,7 @@ def calibration_inputs(loaded, calib=None, samples: int = 512):
     from neurocomp.data.registry import load_inputs
     T, shape = loaded.timesteps, tuple(loaded.input_shape)
     if calib is not None and str(calib).endswith(".npy"):
-        try:
-            arr = np.load(calib, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise BadInput(f"cannot read ({e})", where=str(calib), hint="an .npy array [N, T, *input_shape]")
+        arr = read_inputs_file(str(calib), T, shape, samples=None, what="calibration file")
         if arr.ndim != len(shape) + 2 or arr.shape[1] != T or tuple(arr.shape[2:]) != shape:
             raise BadInput(f"calibration inputs have shape {arr.shape}", where=str(calib),
                            hint=f"expected [N, {T}, {', '.join(map(str, shape))}]")
@@ -194,7 +191,8 @@ def _compile_checkpoint(model_path, loaded, claim, hw, target, weight_bits, atte
             fixed_graph = lower(float_graph, weight_bits, target=hw, attention=attention)
         save_graph(float_graph, os.path.join(tmp, "float"))
         save_graph(fixed_graph, os.path.join(tmp, "fixed"))
-        shutil.copyfile(model_path, os.path.join(tmp, "model.pt"))
+        from neurocomp import safeio   # a regular file only; the digest is of the bytes stored
+        model_sha = safeio.copy_file(model_path, os.path.join(tmp, "model.pt"), error=BadCheckpoint, what="checkpoint")
         if static_model is not None:
             from neurocomp.frontends.checkpoint import save_checkpoint
             save_checkpoint(static_model, os.path.join(tmp, "static_model.pt"), input_shape=loaded.input_shape,
@@ -208,7 +206,7 @@ def _compile_checkpoint(model_path, loaded, claim, hw, target, weight_bits, atte
             "format": FORMAT, "version": VERSION, "versions": _versions(), "target": target,
             "timesteps": loaded.timesteps, "dt": float_graph.meta.get("dt"), "encoding": loaded.encoding,
             "input_shape": list(loaded.input_shape), "dataset": loaded.dataset,
-            "input_checkpoint": {"name": os.path.basename(model_path), "sha256": _sha256(model_path)},
+            "input_checkpoint": {"name": os.path.basename(model_path), "sha256": model_sha},
             "alignment": time_alignment(fixed_graph),
             "graphs": {"float": float_graph.digest(), "fixed": fixed_graph.digest()},
             "passes": fixed_graph.meta.get("passes", []),
@@ -269,6 +267,29 @@ def compare_layers(ref: dict, other: dict) -> tuple[list, np.ndarray, str | None
     return per_layer, exact, first
 
 
+def read_inputs_file(path, T, shape, samples=None, what="inputs file"):
+    """An ``.npy`` of inputs ``[N, T, *shape]``: the header is read and checked first (shape, dtype,
+    declared size against the file and the memory budget); then only the first ``samples`` rows are
+    read from disk (a sparse 100 GB file with ``--samples 2`` reads two samples)."""
+    from neurocomp import memory, safeio
+    expected = f"[N, {T}, {', '.join(map(str, shape))}]"
+
+    def check(h):
+        if len(h.shape) != len(shape) + 2 or h.shape[1] != T or tuple(h.shape[2:]) != tuple(shape):
+            raise BadInput(f"inputs have shape {h.shape}, expected {expected}", where=str(path),
+                           hint="save an array shaped [N, T, *input_shape]")
+        if h.dtype.kind not in "biuf" or h.dtype.fields is not None:
+            raise BadInput(f"inputs must be binary spikes (0/1), found dtype {h.dtype}", where=str(path),
+                           hint="encode inputs as spikes (0/1) shaped [N, T, *input_shape]")
+        n = h.shape[0] if samples is None else min(h.shape[0], samples)
+        # the array as read, a float32 copy and the simulator's per-step work on it
+        memory.check(n * memory.product(h.shape[1:]) * (h.dtype.itemsize + 3 * 4),
+                     f"{n} input samples of {expected[4:-1]}", where=str(path),
+                     hint=f"pass --samples N to read fewer samples, or raise {memory.ENV}")
+
+    return safeio.load_npy(path, error=BadInput, what=what, rows=samples, header_check=check)
+
+
 def simulate(artifact_path, backend: str = "lava", samples: int | None = None, inputs=None, json_path=None,
              progress: bool = True, timeout: float | None = None, batch: int = 256) -> dict:
     """Run a compiled artifact and cross-check every stage; returns the result dictionary."""
@@ -284,16 +305,7 @@ def simulate(artifact_path, backend: str = "lava", samples: int | None = None, i
     labels = None
     if inputs is not None:
         if isinstance(inputs, str):
-            try:
-                arr = np.load(inputs, allow_pickle=False)
-            except FileNotFoundError:
-                raise BadInput("file not found", where=inputs, hint="check the --inputs path")
-            except (OSError, ValueError, EOFError) as e:
-                first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-                raise BadInput(f"cannot be read as a numeric .npy array ({first})", where=inputs,
-                               hint="save a numeric array with numpy.save (no pickled objects)")
-            if not isinstance(arr, np.ndarray):
-                raise BadInput("holds several arrays (.npz), not one", where=inputs, hint="save one array with numpy.save")
+            arr = read_inputs_file(inputs, T, shape, samples)
         else:
             arr = np.asarray(inputs)
         if arr.ndim != len(shape) + 2 or arr.shape[1] != T or tuple(arr.shape[2:]) != shape:
@@ -305,6 +317,8 @@ def simulate(artifact_path, backend: str = "lava", samples: int | None = None, i
         where_in = str(inputs) if isinstance(inputs, str) else "inputs"
         if arr.shape[0] < 1:
             raise BadInput("holds no samples", where=where_in, hint="give at least one sample")
+        if not arr.dtype.isnative:           # big-endian data is legal; torch wants native byte order
+            arr = arr.astype(arr.dtype.newbyteorder("="))
         if arr.dtype.kind not in "biuf" or not np.isin(arr, (0, 1)).all():
             raise BadInput(f"inputs must be binary spikes (0/1), found dtype {arr.dtype} with other values",
                            where=where_in, hint="encode inputs as spikes (0/1) shaped [N, T, *input_shape]")

@@ -90,3 +90,11 @@ class RunTimeout(NeurocompError):
 
 class LavaRunError(NeurocompError):
     """A Lava run that failed inside the runtime (its runtime was stopped, its workers ended)."""
+
+
+class TooLarge(NeurocompError):
+    """A file, graph or declared size above a fixed limit of neurocomp's (refused before reading it)."""
+
+
+class OutOfBudget(TooLarge):
+    """A declared size whose allocation would exceed the memory budget (see neurocomp.memory)."""

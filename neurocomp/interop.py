@@ -76,7 +76,8 @@ def _compile_nir(path, float_graph, claim, target, weight_bits):
         check_netx(fixed_graph)
 
     def fill(tmp):
-        shutil.copyfile(path, os.path.join(tmp, "model.nir"))
+        from neurocomp import safeio   # a regular file only; the digest is of the bytes stored
+        nir_sha = safeio.copy_file(path, os.path.join(tmp, "model.nir"), error=BadGraph, what="NIR file")
         save_graph(float_graph, os.path.join(tmp, "float"))
         save_graph(fixed_graph, os.path.join(tmp, "fixed"))
         if target == "netx":
@@ -87,7 +88,7 @@ def _compile_nir(path, float_graph, claim, target, weight_bits):
             "timesteps": int(float_graph.meta["timesteps"]), "dt": float_graph.meta.get("dt"),
             "encoding": "spikes", "input_shape": list(float_graph.input_node.out_shape), "dataset": None,
             "source": "nir", "reset": float_graph.meta.get("reset"),
-            "input_nir": {"name": os.path.basename(str(path)), "sha256": _sha256(path)},
+            "input_nir": {"name": os.path.basename(str(path)), "sha256": nir_sha},
             "read_warnings": float_graph.meta.get("read_warnings", []),
             "alignment": time_alignment(fixed_graph),
             "graphs": {"float": float_graph.digest(), "fixed": fixed_graph.digest()},

@@ -11,6 +11,9 @@ DATASETS = ("digits", "events")
 def load_inputs(dataset: str, split: str, timesteps: int, encoding: str, n: int | None = None, seed: int = 0):
     """Return ``(x [T, N, *shape] float32, y [N] int64)`` for the first ``n`` samples of a split."""
     if dataset == "digits":
+        if encoding not in ("bernoulli", "current"):
+            raise BadInput(f"encoding {encoding!r} is unknown for dataset digits", where="encoding",
+                           hint="digits samples are encoded as 'bernoulli' or 'current'; recompile the model")
         from neurocomp.data import digits
         x, y = digits.load_split(split, seed=seed)
         if n is not None:

@@ -25,6 +25,7 @@ import zipfile
 import torch
 import torch.nn as tnn
 
+from neurocomp import memory, safeio
 from neurocomp.errors import BadCheckpoint, UnsupportedLayer, UnsupportedLayers
 from neurocomp.frontends.modules import MODULES, type_name
 
@@ -59,19 +60,127 @@ def describe(module, path="") -> dict:
     return spec
 
 
-def build(spec: dict, where="architecture"):
-    """Rebuild a module from its description (the inverse of :func:`describe`)."""
+MAX_DEPTH = 64            # nesting of Sequential in an architecture description
+MAX_LAYERS = 100_000      # entries in an architecture description
+MAX_DIM = 1 << 31         # any single size (channels, features, kernel) in an architecture
+
+
+def _bad(msg, where, hint="fix the field or re-save the model with neurocomp.save_checkpoint"):
+    return BadCheckpoint(msg, where=where, hint=hint)
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# per layer argument: (check, what a valid value is)
+def _pos_int(v):
+    return _is_int(v) and 1 <= v <= MAX_DIM
+
+
+def _pair_of(test):
+    return lambda v: test(v) or (isinstance(v, (list, tuple)) and len(v) == 2 and all(test(x) for x in v))
+
+
+_POS_PAIR = _pair_of(_pos_int)
+_ARG_RULES = {
+    "in_channels": (_pos_int, "a positive integer"), "out_channels": (_pos_int, "a positive integer"),
+    "in_features": (_pos_int, "a positive integer"), "out_features": (_pos_int, "a positive integer"),
+    "num_features": (_pos_int, "a positive integer"), "groups": (_pos_int, "a positive integer"),
+    "kernel_size": (_POS_PAIR, "a positive integer or a pair of them"),
+    "stride": (_POS_PAIR, "a positive integer or a pair of them"),
+    "dilation": (_POS_PAIR, "a positive integer or a pair of them"),
+    "padding": (lambda v: v in ("same", "valid") or _pair_of(lambda x: _is_int(x) and 0 <= x <= MAX_DIM)(v),
+                "a non-negative integer, a pair of them, 'same' or 'valid'"),
+    "bias": (lambda v: isinstance(v, bool), "true or false"),
+    "affine": (lambda v: isinstance(v, bool), "true or false"),
+    "track_running_stats": (lambda v: isinstance(v, bool), "true or false"),
+    "ceil_mode": (lambda v: isinstance(v, bool), "true or false"),
+    "count_include_pad": (lambda v: isinstance(v, bool), "true or false"),
+    "decay_input": (lambda v: isinstance(v, bool), "true or false"),
+    "detach_reset": (lambda v: isinstance(v, bool), "true or false"),
+    "divisor_override": (lambda v: v is None or _pos_int(v), "null or a positive integer"),
+    "eps": (_is_num, "a number"), "momentum": (lambda v: v is None or _is_num(v), "a number or null"),
+    "p": (lambda v: _is_num(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "start_dim": (lambda v: _is_int(v) and abs(v) <= 64, "a small integer"),
+    "end_dim": (lambda v: _is_int(v) and abs(v) <= 64, "a small integer"),
+    "tau": (_is_num, "a number"), "v_threshold": (_is_num, "a number"),
+    "v_reset": (lambda v: v is None or _is_num(v), "a number or null"),
+    "surrogate": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("name", ""), str)
+                                          and all(_is_num(x) for k, x in v.items() if k != "name")),
+                  "{'name': ..., 'alpha': number}"),
+    "padding_mode": (lambda v: v in ("zeros", "reflect", "replicate", "circular"), "'zeros'"),
+}
+
+
+def _check_args(t, args, where):
+    """Types and ranges of a table layer's arguments, before its constructor sees them."""
+    for k, v in args.items():
+        rule = _ARG_RULES.get(k)
+        if rule is not None and not rule[0](v):
+            raise _bad(f"{t} argument {k}={_short(v)} is not {rule[1]}", f"{where}: args.{k}")
+
+
+def _short(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_node(spec, where):
     if not isinstance(spec, dict) or "type" not in spec:
         raise BadCheckpoint("architecture entry lacks 'type'", where=where, hint="re-save with save_checkpoint")
     t = spec["type"]
+    if not isinstance(t, str) or not t:
+        raise _bad(f"'type' is {_short(t)}, not a layer type name", f"{where}: type")
+    if t != "Sequential":
+        args = spec.get("args", {})
+        if args is None:
+            args = {}
+        if not isinstance(args, dict) or not all(isinstance(k, str) and k.isidentifier() for k in args):
+            raise _bad(f"'args' of {t} is {type(args).__name__} {_short(args)}, not a mapping of argument names "
+                       "to values", f"{where}: args")
+        sm = spec.get("step_mode")
+        if sm not in (None, "s", "m"):
+            raise _bad(f"step_mode={_short(sm)} is not 's' or 'm'", f"{where}: step_mode")
+        if t in MODULES:
+            _check_args(t, args, where)
+    return t
+
+
+def build(spec: dict, where="architecture", _depth=0, _count=None):
+    """Rebuild a module from its description (the inverse of :func:`describe`).
+
+    Every field is checked before a constructor sees it (one-line :class:`BadCheckpoint`); nesting
+    is bounded by ``MAX_DEPTH`` and the number of entries by ``MAX_LAYERS``."""
+    _count = [0] if _count is None else _count
+    _count[0] += 1
+    if _count[0] > MAX_LAYERS:
+        raise _bad(f"has more than {MAX_LAYERS} entries", where, "the file is damaged or not a model neurocomp compiles")
+    if _depth > MAX_DEPTH:
+        raise _bad(f"Sequential containers nest deeper than {MAX_DEPTH} levels", where,
+                   "flatten the model's nesting or check the file")
+    t = _check_node(spec, where)
     if t == "Sequential":
+        children = spec.get("children", [])
+        if not isinstance(children, (list, tuple)):
+            raise _bad(f"'children' is {type(children).__name__}, not a list of [name, spec]", f"{where}: children")
         seq = tnn.Sequential()
-        for item in spec.get("children", []):
+        for item in children:
             if not (isinstance(item, (list, tuple)) and len(item) == 2):
                 raise BadCheckpoint("child entries must be [name, spec]", where=where)
-            seq.add_module(str(item[0]), build(item[1], f"{where}.{item[0]}"))
+            name = item[0]
+            if not isinstance(name, str) or not name or "." in name or not name.isprintable() or len(name) > 200:
+                raise _bad(f"child name {_short(name)} is not a module name (non-empty text without '.')",
+                           f"{where}: children")
+            if name in seq._modules:
+                raise _bad(f"child name {name!r} appears twice", f"{where}: children")
+            seq.add_module(name, build(item[1], f"{where}.{name}", _depth + 1, _count))
         return seq
-    args = spec.get("args", {})
+    args = spec.get("args") or {}
     try:
         if t.startswith("neurocomp.nn."):
             from neurocomp.nn import REGISTRY
@@ -84,11 +193,33 @@ def build(spec: dict, where="architecture"):
             raise BadCheckpoint(f"unknown layer type {t!r}", where=where,
                                 hint=f"supported: {', '.join(sorted(MODULES))}")
         return MODULES[t][2](args, step_mode=spec.get("step_mode") or "m")
-    except (TypeError, ValueError, AssertionError) as e:
+    except (TypeError, ValueError, AssertionError, RuntimeError, KeyError, AttributeError, IndexError,
+            OverflowError, ZeroDivisionError) as e:
         shown = ", ".join(f"{k}={v!r}" for k, v in args.items() if not isinstance(v, dict))[:200]
         why = str(e).strip().splitlines()[0][:160] if str(e).strip() else "rejected by the layer's constructor"
         raise BadCheckpoint(f"bad arguments for {t} ({shown}): {why}", where=where,
                             hint="fix the values (e.g. tau must be > 1) or re-save with save_checkpoint")
+
+
+def check_architecture_size(spec, where="architecture"):
+    """Build the architecture on torch's ``meta`` device (no memory) and check what its parameters
+    and buffers would take against the memory budget, naming the largest layer."""
+    with torch.device("meta"):
+        model = build(spec, where)
+    sizes = {}
+    for name, m in model.named_modules():
+        n = sum(t.numel() * t.element_size() for t in list(m.parameters(recurse=False)) + list(m.buffers(recurse=False)))
+        if n:
+            sizes[name] = n
+    total = sum(sizes.values())
+    if sizes:
+        big = max(sizes, key=sizes.get)
+        # building a layer initialises its weights, then the loaded ones replace them: twice the size
+        memory.check(2 * total, f"the declared layers (largest: '{big}', {memory.human(sizes[big])})",
+                     where=f"{where}.{big}" if big else where,
+                     hint="the architecture declares layers far larger than the file's weights; check the file, or "
+                          f"raise {memory.ENV} if the model is really this large")
+    return total
 
 
 def save_checkpoint(model, path, input_shape, timesteps, encoding="bernoulli", dataset=None, extra=None) -> str:
@@ -120,6 +251,27 @@ def save_checkpoint(model, path, input_shape, timesteps, encoding="bernoulli", d
     return path
 
 
+def _torch_load(f, path, trust_pickle):
+    try:
+        f.fh.seek(0)
+        return torch.load(f.fh, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
+            AttributeError, TypeError, IndexError, KeyError, OSError, MemoryError, RecursionError) as e:
+        # the archive was checked (no TorchScript) and weights_only never runs code, so any failure here
+        # only means "not a safe checkpoint"
+        if not trust_pickle:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BadCheckpoint(f"not a safe neurocomp checkpoint ({first[:160]})", where=path,
+                                hint="re-save it with neurocomp.save_checkpoint, or pass --trust-pickle if you "
+                                     "trust whoever wrote it (unpickling can run code)") from None
+    try:
+        f.fh.seek(0)
+        return torch.load(f.fh, map_location="cpu", weights_only=False)
+    except Exception as e2:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise BadCheckpoint(f"cannot be read even as a pickle ({type(e2).__name__}: {e2})", where=path,
+                            hint="the file is damaged") from None
+
+
 class LoadedModel:
     """A checkpoint loaded back: the rebuilt module (eval mode) and its facts."""
 
@@ -139,47 +291,94 @@ def _check_fields(doc, path):
             raise BadCheckpoint(f"missing key '{key}'", where=path,
                                 hint="write checkpoints with neurocomp.save_checkpoint")
     T = doc["timesteps"]
-    if not isinstance(T, int) or not (1 <= T <= MAX_TIMESTEPS):
+    if isinstance(T, bool) or not isinstance(T, int) or not (1 <= T <= MAX_TIMESTEPS):
         raise BadCheckpoint(f"timesteps={T!r} is out of range", where=f"{path}: timesteps",
                             hint=f"T must be an integer in 1..{MAX_TIMESTEPS}")
     shp = doc["input_shape"]
-    if not isinstance(shp, (list, tuple)) or not shp or not all(isinstance(s, int) and s > 0 for s in shp):
+    if not isinstance(shp, (list, tuple)) or not shp or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shp):
         raise BadCheckpoint(f"input_shape={shp!r} is invalid", where=f"{path}: input_shape",
                             hint="a list of positive integers, e.g. [1, 8, 8]")
-    if doc["encoding"] not in ENCODINGS:
+    memory.check(memory.product(shp) * T * 4 * 4, f"one sample of input_shape {list(shp)} over {T} steps",
+                 where=f"{path}: input_shape")
+    if not isinstance(doc["encoding"], str) or doc["encoding"] not in ENCODINGS:
         raise BadCheckpoint(f"encoding={doc['encoding']!r} is unknown", where=f"{path}: encoding",
                             hint=f"use one of {ENCODINGS}")
-    if not isinstance(doc["state_dict"], dict):
-        raise BadCheckpoint("state_dict is not a dictionary", where=f"{path}: state_dict")
+    if not isinstance(doc["state_dict"], dict) or not all(isinstance(k, str) for k in doc["state_dict"]):
+        raise BadCheckpoint("state_dict is not a dictionary of named tensors", where=f"{path}: state_dict",
+                            hint="write checkpoints with neurocomp.save_checkpoint")
     for k, v in doc["state_dict"].items():
         if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all():
             raise BadCheckpoint(f"parameter '{k}' holds NaN or inf", where=f"{path}: state_dict",
                                 hint="retrain or fix the weights")
 
 
+def _tensors(doc, path, limit=1_000_000):
+    """Every tensor in a loaded document with its key path (iterative, bounded)."""
+    out, stack, seen = [], [(doc, "", 0)], 0
+    while stack:
+        v, key, depth = stack.pop()
+        seen += 1
+        if seen > limit or depth > MAX_DEPTH + 8:
+            raise BadCheckpoint("is nested too deeply or holds too many objects", where=path,
+                                hint="the file is damaged or not a neurocomp checkpoint")
+        if torch.is_tensor(v):
+            out.append((key, v))
+        elif isinstance(v, dict):
+            stack.extend((x, f"{key}.{k}" if key else str(k), depth + 1) for k, x in v.items())
+        elif isinstance(v, (list, tuple)):
+            stack.extend((x, f"{key}[{i}]", depth + 1) for i, x in enumerate(v))
+    return out
+
+
+def check_tensor_views(doc, path):
+    """Refuse tensors whose declared shape and strides reach beyond their storage, or that are expanded
+    (overlapping) views holding more elements than their storage (a 3 KB file can declare a stride-0
+    view of 10^10 elements; anything that touches it would allocate all of them), and check the
+    element count against the memory budget. Nothing is materialised."""
+    total = 0
+    for key, t in _tensors(doc, path):
+        where = f"{path}: {key}"
+        if t.layout != torch.strided or t.device.type != "cpu":
+            raise BadCheckpoint(f"tensor '{key}' is a {t.layout} tensor on {t.device}", where=where,
+                                hint="save dense CPU tensors (neurocomp.save_checkpoint does)")
+        elem = t.element_size()
+        stor = t.untyped_storage().nbytes() // max(1, elem)
+        n = t.numel()
+        if n == 0:
+            continue
+        if any(st < 0 for st in t.stride()):
+            raise BadCheckpoint(f"tensor '{key}' has negative strides", where=where, hint="re-save the weights")
+        extent = t.storage_offset() + sum((sz - 1) * st for sz, st in zip(t.shape, t.stride())) + 1
+        if extent > stor:
+            raise BadCheckpoint(f"tensor '{key}' of shape {tuple(t.shape)} and strides {tuple(t.stride())} reaches "
+                                f"element {extent} of a storage of {stor}", where=where,
+                                hint="the file is damaged or crafted; re-save the weights")
+        if n > stor:
+            raise BadCheckpoint(f"tensor '{key}' is an expanded view: shape {tuple(t.shape)}, strides "
+                                f"{tuple(t.stride())}, {n} elements over a storage of {stor}", where=where,
+                                hint="save materialised tensors (tensor.clone(); neurocomp.save_checkpoint does)")
+        total += n * elem
+    memory.check(2 * total, "the checkpoint's tensors", where=path)
+
+
 def load_checkpoint(path, trust_pickle: bool = False) -> LoadedModel:
     """Load a neurocomp checkpoint safely (``weights_only=True``).
+
+    The file is opened through :mod:`neurocomp.safeio` (regular file only, no FIFO) and its zip
+    entries are checked in pure Python first: TorchScript archives, whose loading runs code even
+    under ``weights_only=True`` in torch 2.3, never reach torch. Tensor views are checked against
+    their storage and the declared layers against the memory budget before anything is built.
 
     With ``trust_pickle=True`` a full pickled module is accepted too; the caller must then give
     input shape / T / encoding through :func:`wrap_module` (the CLI asks for them as flags).
     """
-    if not os.path.isfile(path):
-        raise BadCheckpoint("file not found", where=path, hint="check the path")
-    try:
-        doc = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
-            AttributeError, TypeError, IndexError, KeyError, OSError, MemoryError) as e:
-        # weights_only never runs code, so any failure here only means "not a safe checkpoint"
-        if not trust_pickle:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise BadCheckpoint(f"not a safe neurocomp checkpoint ({first[:160]})", where=path,
-                                hint="re-save it with neurocomp.save_checkpoint, or pass --trust-pickle if you "
-                                     "trust whoever wrote it (unpickling can run code)")
-        try:
-            doc = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e2:  # noqa: BLE001 - any unpickling failure is a bad file
-            raise BadCheckpoint(f"cannot be read even as a pickle ({type(e2).__name__}: {e2})", where=path,
-                                hint="the file is damaged")
+    f = safeio.open_regular(path, error=BadCheckpoint, what="checkpoint",
+                            hint="pass a checkpoint written by neurocomp.save_checkpoint")
+    with f:
+        safeio.check_checkpoint_archive(f, trust_pickle=trust_pickle)
+        memory.check(2 * f.size, "loading the checkpoint", where=f.shown)
+        doc = _torch_load(f, path, trust_pickle)
     if isinstance(doc, tnn.Module):
         if not trust_pickle:  # pragma: no cover - weights_only never returns a module
             raise BadCheckpoint("is a pickled module", where=path, hint="pass --trust-pickle")
@@ -190,7 +389,9 @@ def load_checkpoint(path, trust_pickle: bool = False) -> LoadedModel:
     if doc.get("version") != VERSION:
         raise BadCheckpoint(f"checkpoint version {doc.get('version')!r} is not supported", where=path,
                             hint=f"this neurocomp reads version {VERSION}")
+    check_tensor_views(doc, path)
     _check_fields(doc, path)
+    check_architecture_size(doc["architecture"], where=f"{path}: architecture")
     model = build(doc["architecture"], where=f"{path}: architecture")
     try:
         model.load_state_dict(doc["state_dict"], strict=True)

@@ -11,7 +11,7 @@ import json
 import nir
 import numpy as np
 
-from neurocomp.errors import BadGraph, UnsupportedLayer, UnsupportedLayers
+from neurocomp.errors import BadGraph, NeurocompError, TooLarge, UnsupportedLayer, UnsupportedLayers
 from neurocomp.ir import (MAAttention, MALIF, Scale, SpikeAttention, AvgPool2d, BatchNorm, Conv2d, Flatten, Graph, Input, LIF, Linear, SumPool2d, Threshold)
 
 PREFIX = "neurocomp."
@@ -277,74 +277,150 @@ def nir_to_graph(graph: nir.NIRGraph, meta=None) -> Graph:
 # Limits checked on the HDF5 file *before* anything is read into memory (a small gzip-compressed
 # file can declare datasets of many GiB).
 MAX_NIR_BYTES = 1 << 30          # all datasets together, uncompressed
-MAX_NIR_OBJECTS = 100_000        # groups + datasets
+MAX_NIR_OBJECTS = 20_000         # groups + datasets
+MAX_NIR_NODES = 1_000            # NIR nodes, nested graphs included (nir.read's type inference is quadratic)
 MAX_NIR_DEPTH = 16
 MAX_NIR_NDIM = 8
 
 
-def check_hdf5(path: str) -> None:
-    """Walk an HDF5 file's structure (no data read) and refuse what is not a sane NIR file."""
-    import os
-    import h5py
-    if not os.path.isfile(path):
-        raise BadGraph("file not found", where=path, hint="check the path")
+def _hdf5_error(path, e):
+    text = str(e).splitlines()[0][:160] if str(e) else ""
+    return BadGraph(f"cannot be read as HDF5 ({type(e).__name__}: {text})", where=path,
+                    hint="the file is truncated or damaged; re-export it")
+
+
+def open_nir(path):
+    """Open a NIR file through :mod:`neurocomp.safeio` (a regular file: no FIFO, device or folder) and
+    check its HDF5 structure (:func:`check_hdf5`); returns the open :class:`~neurocomp.safeio.SafeFile`.
+    Read the graph from ``.fh`` (``nir.read(f.fh)``), never from the path again."""
+    from neurocomp import safeio
+    f = safeio.open_regular(path, error=BadGraph, what="NIR file", hint="pass a file written by nir.write")
     try:
-        if not h5py.is_hdf5(path):
-            raise BadGraph("is not an HDF5 file (NIR files are HDF5)", where=path,
-                           hint="pass a file written by nir.write / neurocomp")
-        with h5py.File(path, "r") as f:
-            if "node" not in f or not isinstance(f["node"], h5py.Group):
+        check_hdf5(f)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def check_hdf5(path) -> None:
+    """Walk an HDF5 file's structure (no data read) and refuse what is not a sane NIR file.
+
+    ``path`` is a path or an open :class:`~neurocomp.safeio.SafeFile`. Links are inspected without
+    being followed: external links, soft links, external raw storage and virtual datasets (each of
+    which makes the HDF5 library open *other* files: any readable file, or a FIFO that blocks
+    forever) are refused before any data is read. Every dataset's declared size, and what reading
+    it as float64 takes, is checked against ``MAX_NIR_BYTES`` and the memory budget (a small
+    compressed file, or one that never wrote its chunks, can declare many GiB)."""
+    import h5py
+    from neurocomp import memory, safeio
+    if not isinstance(path, safeio.SafeFile):
+        with safeio.open_regular(path, error=BadGraph, what="NIR file", hint="pass a file written by nir.write") as f:
+            return check_hdf5(f)
+    sf, path = path, path.shown
+    sf.fh.seek(0)
+    magic = sf.fh.read(8)
+    sf.fh.seek(0)
+    if magic != b"\x89HDF\r\n\x1a\n":
+        raise BadGraph("is not an HDF5 file (NIR files are HDF5)", where=path,
+                       hint="pass a file written by nir.write / neurocomp")
+    try:
+        f = h5py.File(sf.fh, "r")
+    except (OSError, ValueError, RuntimeError) as e:
+        raise _hdf5_error(path, e) from None
+    try:
+        with f:
+            node = f.get("node", getlink=True) if "node" in f.keys() else None
+            if not isinstance(node, h5py.HardLink) or not isinstance(f.get("node"), h5py.Group):
                 raise BadGraph("has no 'node' group, so it is not a NIR graph", where=path,
                                hint="pass a file written by nir.write")
-            total, count = 0, 0
-            stack = [(f["node"], 1)]
+            total, count, n_nodes, need = 0, 0, 0, 0
+            stack = [(f, 0)]
             while stack:
                 group, depth = stack.pop()
                 if depth > MAX_NIR_DEPTH:
                     raise BadGraph(f"groups nest deeper than {MAX_NIR_DEPTH}", where=f"{path}:{group.name}",
                                    hint="the file is not a NIR graph neurocomp can read")
-                for key in group:
-                    item = group.get(key, getlink=False)
+                size = len(group)        # from the group's header: refused before its members are listed
+                if group.name.endswith("/nodes"):
+                    n_nodes += size
+                    if n_nodes > MAX_NIR_NODES:
+                        raise TooLarge(f"the graph has more than {MAX_NIR_NODES} nodes", where=f"{path}:{group.name}",
+                                       hint="neurocomp compiles graphs of at most "
+                                            f"{MAX_NIR_NODES} nodes; remove pass-through nodes (zero Delays, "
+                                            "Identity) before exporting")
+                if count + size > MAX_NIR_OBJECTS:
+                    raise TooLarge(f"more than {MAX_NIR_OBJECTS} objects", where=f"{path}:{group.name}",
+                                   hint="the file is not a NIR graph neurocomp can read")
+                for key in group.keys():
                     count += 1
                     if count > MAX_NIR_OBJECTS:
                         raise BadGraph(f"more than {MAX_NIR_OBJECTS} objects", where=path,
                                        hint="the file is not a NIR graph neurocomp can read")
+                    here = f"{path}:{group.name.rstrip('/')}/{key}"
+                    link = group.get(key, getlink=True)
+                    if isinstance(link, h5py.ExternalLink):
+                        raise BadGraph(f"holds an external link to {link.filename!r}:{link.path!r}; neurocomp "
+                                       "reads nothing outside the file it was given", where=here,
+                                       hint="re-export the graph with nir.write (self-contained)")
+                    if not isinstance(link, h5py.HardLink):
+                        raise BadGraph(f"holds a {type(link).__name__} (NIR files hold plain groups and datasets)",
+                                       where=here, hint="re-export the graph with nir.write")
+                    item = group.get(key)
                     if isinstance(item, h5py.Group):
                         stack.append((item, depth + 1))
                     elif isinstance(item, h5py.Dataset):
+                        if item.is_virtual:
+                            raise BadGraph("is a virtual dataset (its data lives in other files)", where=here,
+                                           hint="re-export the graph with nir.write (self-contained)")
+                        if item.external:
+                            raise BadGraph(f"stores its data in external file {item.external[0][0]!r}; neurocomp "
+                                           "reads nothing outside the file it was given", where=here,
+                                           hint="re-export the graph with nir.write (self-contained)")
                         shape = item.shape or ()
                         if len(shape) > MAX_NIR_NDIM:
-                            raise BadGraph(f"dataset has {len(shape)} dimensions", where=f"{path}:{item.name}",
+                            raise BadGraph(f"dataset has {len(shape)} dimensions", where=here,
                                            hint=f"at most {MAX_NIR_NDIM} are supported")
-                        n = 1
-                        for d in shape:
-                            n *= int(d)
-                        total += n * max(1, int(item.dtype.itemsize))
+                        n = memory.product(shape)
+                        nbytes = n * max(1, int(item.dtype.itemsize))
+                        total += nbytes
                         if total > MAX_NIR_BYTES:
                             raise BadGraph(f"datasets declare more than {MAX_NIR_BYTES >> 20} MiB "
-                                           f"(at {tuple(shape)} {item.dtype})", where=f"{path}:{item.name}",
+                                           f"(at {tuple(shape)} {item.dtype})", where=here,
                                            hint="the file is damaged or not a model neurocomp can compile")
-                    elif item is None:
-                        raise BadGraph(f"dangling or external link '{key}'", where=f"{path}:{group.name}",
-                                       hint="the file is damaged")
+                        # read as stored, then converted to float64 by the readers
+                        need += nbytes + 8 * n
+                        memory.check(nbytes + 8 * n, f"reading dataset {tuple(shape)} {item.dtype}", where=here,
+                                     hint="the file declares (compressed or unwritten) data far larger than a "
+                                          f"model; check it, or raise {memory.ENV}")
+                    elif isinstance(item, h5py.Datatype):
+                        pass
+                    else:
+                        raise BadGraph(f"dangling or unreadable link '{key}'", where=here, hint="the file is damaged")
+            memory.check(need, "reading the NIR file's datasets", where=path)
     except BadGraph:
         raise
+    except NeurocompError:
+        raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
-        raise BadGraph(f"cannot be read as HDF5 ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})",
-                       where=path, hint="the file is truncated or damaged; re-export it")
+        raise _hdf5_error(path, e) from None
+    finally:
+        sf.fh.seek(0)
 
 
 def read_nir(path: str, meta=None) -> Graph:
     """Read a NIR file defensively: structure and sizes are checked before any data is loaded,
     and every failure is a one-line :class:`BadGraph` naming the file."""
-    check_hdf5(path)
-    try:
-        graph = nir.read(path)
-    except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError, AssertionError,
-            RuntimeError) as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-        raise BadGraph(f"is not a valid NIR graph ({type(e).__name__}: {first})", where=path,
-                       hint="re-export it with nir.write (nir 1.0.8)")
+    with open_nir(path) as f:
+        try:
+            graph = nir.read(f.fh)
+        except NeurocompError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError, AssertionError,
+                RuntimeError, RecursionError) as e:
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise BadGraph(f"is not a valid NIR graph ({type(e).__name__}: {first})", where=path,
+                           hint="re-export it with nir.write (nir 1.0.8)") from None
     try:
         return nir_to_graph(graph, meta)
     except (UnsupportedLayer, UnsupportedLayers, BadGraph) as e:

@@ -54,23 +54,20 @@ def _first_line(e) -> str:
 def read_nir_file(path: str):
     """``nir.read`` with type checking, else without it (warning). Returns (graph, warnings)."""
     notes = []
-    try:
-        from neurocomp.frontends.nir import check_hdf5   # the hardened reader's size checks, if present
-    except ImportError:   # pragma: no cover
-        check_hdf5 = None
-    if check_hdf5 is not None:
-        check_hdf5(path)
-    try:
-        return nir.read(path), notes
-    except Exception as e1:   # noqa: BLE001 - nir raises many types; all become one line below
-        first = _first_line(e1)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            g = nir.read(path, type_check=False)
-    except Exception as e2:   # noqa: BLE001
-        raise BadGraph(f"is not a readable NIR graph ({type(e2).__name__}: {_first_line(e2)})", where=path,
-                       hint="re-export it with nir >= 1.0") from None
+    from neurocomp.frontends.nir import open_nir   # regular file, HDF5 structure, links and sizes checked
+    with open_nir(path) as f:
+        try:
+            return nir.read(f.fh), notes
+        except Exception as e1:   # noqa: BLE001 - nir raises many types; all become one line below
+            first = _first_line(e1)
+        try:
+            f.fh.seek(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                g = nir.read(f.fh, type_check=False)
+        except Exception as e2:   # noqa: BLE001
+            raise BadGraph(f"is not a readable NIR graph ({type(e2).__name__}: {_first_line(e2)})", where=path,
+                           hint="re-export it with nir >= 1.0") from None
     msg = f"{path}: read only with type_check=False ({first})"
     warnings.warn(msg, NIRWarning, stacklevel=2)
     notes.append(msg)
@@ -142,17 +139,65 @@ def _contract(nodes, edges, top_inputs, top_outputs):
             return bool(np.all(np.asarray(node.delay) == 0))
         return False
 
-    edges = list(dict.fromkeys(edges))
+    # adjacency as insertion-ordered sets: removing one pass-through costs its own edges only, so a
+    # chain of n zero Delays contracts in O(n) (it was O(n^2): every removal rescanned every edge)
+    succ, pred = {}, {}
+    for s, d in edges:
+        succ.setdefault(s, {})[d] = None
+        pred.setdefault(d, {})[s] = None
     for name in [k for k, v in nodes.items() if passthrough(k, v)]:
-        ins = [s for s, d in edges if d == name]
-        outs = [d for s, d in edges if s == name]
-        edges = [(s, d) for s, d in edges if s != name and d != name]
-        edges += [(s, d) for s in ins for d in outs]
+        ins = [s for s in pred.pop(name, {}) if s != name]
+        outs = [d for d in succ.pop(name, {}) if d != name]
+        for s in ins:
+            succ[s].pop(name, None)
+        for d in outs:
+            pred[d].pop(name, None)
+        for s in ins:
+            for d in outs:
+                succ.setdefault(s, {})[d] = None
+                pred.setdefault(d, {})[s] = None
         del nodes[name]
-    return nodes, list(dict.fromkeys(edges))
+    return nodes, [(s, d) for s, ds in succ.items() for d in ds]
 
 
 # ---- parameters ----------------------------------------------------------------------------------
+_NOT_PARAMETERS = ("input_type", "output_type", "metadata")
+
+
+def check_parameters(name, node):
+    """Every numeric field of a foreign node must be real and finite (one-line error otherwise)."""
+    import dataclasses
+    where = f"NIR node '{name}'"
+    fields = [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else list(vars(node))
+    for field in fields:
+        if field in _NOT_PARAMETERS:
+            continue
+        v = getattr(node, field, None)
+        if isinstance(v, (str, bytes, type(None), dict, nir.NIRNode)):
+            continue
+        a = np.asarray(v) if isinstance(v, (list, tuple, np.ndarray, complex, float, int, np.generic)) else None
+        if a is None:
+            continue
+        if a.dtype.kind == "c":
+            raise BadGraph(f"field '{field}' holds complex numbers", where=where,
+                           hint="NIR parameters are real numbers; export the real part if that is what you mean")
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            raise BadGraph(f"field '{field}' holds NaN or inf", where=where, hint="fix the exported parameters")
+        if a.dtype.kind in "OSUV":
+            raise BadGraph(f"field '{field}' holds {a.dtype} values, not numbers", where=where,
+                           hint="re-export the graph; every parameter must be numeric")
+
+
+def _check_neurons(shape, where):
+    from neurocomp.frontends.nir import MAX_NEURONS
+    from neurocomp import memory
+    n = memory.product(shape)
+    if not shape or min(shape) < 1 or n > MAX_NEURONS:
+        raise BadGraph(f"a layer of shape {tuple(shape)} ({n} neurons)", where=where,
+                       hint=f"every dimension must be positive and a layer at most {MAX_NEURONS} neurons")
+    return n
+
+
 def _arr(v, where, field):
     a = np.asarray(v, dtype=np.float64)
     if not np.all(np.isfinite(a)):
@@ -259,6 +304,8 @@ def _synapse(name, node, shape, nxt_weight_in=None):
         if len(shape) != 1 or s.size not in (1, shape[0]):
             raise UnsupportedLayer(f"Scale of {s.size} values on shape {tuple(shape)}", where=where,
                                    hint="Scale is supported on 1-D tensors")
+        from neurocomp import memory
+        memory.check(8 * shape[0] * shape[0], f"the {shape[0]}x{shape[0]} weight matrix of a Scale", where=where)
         w = np.diag(np.broadcast_to(s, (shape[0],))).astype(np.float32)
         return [Linear(name=name, in_shape=shape, out_shape=shape, weight=w, bias=None, meta=meta)]
     if isinstance(node, (nir.Conv1d, nir.Conv2d)):
@@ -349,6 +396,13 @@ def foreign_to_graph(g, dt=None, reset: str = "zero", meta=None) -> Graph:
             raise BadGraph(f"edge ({s!r} -> {d!r}) names an unknown node {bad!r}", where="NIR edge",
                            hint="the graph file is inconsistent (dangling edge)")
     nodes, edges = _flatten(g)
+    from neurocomp.frontends.nir import MAX_NIR_NODES
+    if len(nodes) > MAX_NIR_NODES:
+        from neurocomp.errors import TooLarge
+        raise TooLarge(f"the graph has {len(nodes)} nodes, more than {MAX_NIR_NODES}", where="NIR graph",
+                       hint="remove pass-through nodes (zero Delays, Identity) before exporting")
+    for name, node in nodes.items():
+        check_parameters(name, node)
     _check_edges(nodes, edges)
     top_in = [k for k, v in g.nodes.items() if isinstance(v, nir.Input)]
     top_out = [k for k, v in g.nodes.items() if isinstance(v, nir.Output)]
@@ -397,11 +451,13 @@ def foreign_to_graph(g, dt=None, reset: str = "zero", meta=None) -> Graph:
     if order[-1] not in top_out:
         raise BadGraph(f"the chain from the input ends at '{order[-1]}', not at the Output", where="NIR graph",
                        hint="the graph file is inconsistent")
-    unused = [k for k in nodes if k not in seen and k not in rec.values()]
+    rec_syn = set(rec.values())
+    unused = [k for k in nodes if k not in seen and k not in rec_syn]
     if unused:
         raise BadGraph(f"node(s) {', '.join(map(repr, unused[:5]))} are not connected to the input-output chain",
                        where="NIR graph", hint="remove or connect them")
     shape = _input_shape(nodes[top_in[0]], top_in[0])
+    _check_neurons(shape, f"NIR node '{top_in[0]}'")
     conv1d = any(isinstance(nodes[k], nir.Conv1d) for k in order)
     if conv1d and len(shape) == 2:
         shape = (shape[0], 1, shape[1])
@@ -428,6 +484,7 @@ def foreign_to_graph(g, dt=None, reset: str = "zero", meta=None) -> Graph:
         else:
             ir.extend(_synapse(name, node, shape))
         shape = tuple(ir[-1].out_shape)
+        _check_neurons(shape, f"NIR node '{name}'")
     gm = {"source": "nir", "dt": dt, "reset": reset, "input_shape": list(ir[0].out_shape)}
     gm.update(meta or {})
     return Graph.chain(ir, gm)

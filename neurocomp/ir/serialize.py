@@ -21,6 +21,7 @@ from neurocomp.ir.nodes import NODE_TYPES, LoihiNeuron
 
 FORMAT = "neurocomp.ir"
 VERSION = 1
+MAX_GRAPH_JSON = 256 << 20
 _SAFE_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,150}\Z")
 
 
@@ -80,12 +81,14 @@ def save_graph(graph: Graph, folder: str) -> None:
 
 def load_graph(folder: str) -> Graph:
     path = os.path.join(folder, "graph.json")
-    try:
-        with open(path) as fh:
-            doc = json.load(fh)
-    except FileNotFoundError:
+    from neurocomp import safeio
+    if not os.path.lexists(path):
         raise BadArtifact("graph.json is missing", where=folder, hint="recompile with `neurocomp compile`")
-    except json.JSONDecodeError as e:
+    try:
+        doc = json.loads(safeio.read_bytes(path, error=BadArtifact, what="graph.json", max_bytes=MAX_GRAPH_JSON))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        if not isinstance(e, json.JSONDecodeError):
+            raise BadArtifact("graph.json is not UTF-8 text", where=path, hint="the artifact is damaged: recompile it")
         raise BadArtifact(f"graph.json is not valid JSON ({e.msg} at line {e.lineno})", where=path,
                           hint="the artifact is damaged: recompile it")
     if doc.get("format") != FORMAT or doc.get("version") != VERSION:
@@ -94,9 +97,15 @@ def load_graph(folder: str) -> Graph:
 
     def get(ref, where):
         if isinstance(ref, dict) and "array" in ref:
-            name = os.path.basename(ref["array"])
-            try:
-                return np.load(os.path.join(folder, "arrays", name), allow_pickle=False)
+            name = os.path.basename(str(ref["array"]))
+            from neurocomp import safeio
+            try:   # a regular file only (a FIFO would block), header checked against size and budget first
+                return safeio.load_npy(os.path.join(folder, "arrays", name), error=BadArtifact, what="array file")
+            except BadArtifact as e:
+                e.where = f"{where}: {e.where}" if e.where else where
+                e.hint = "the artifact is damaged: recompile it"
+                e.args = (e.one_line(),)
+                raise
             except (OSError, ValueError) as e:
                 raise BadArtifact(f"cannot read array {name}: {e}", where=where, hint="recompile the artifact")
         return ref
