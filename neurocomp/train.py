@@ -54,8 +54,16 @@ DEFAULTS = {
 def load_recipe(recipe) -> dict:
     """A recipe dict from a path or a dict, with defaults filled in."""
     if isinstance(recipe, (str, os.PathLike)):
-        with open(recipe) as f:
-            recipe = json.load(f)
+        from neurocomp import safeio
+        from neurocomp.errors import BadInput
+        path = str(recipe)
+        text = safeio.read_bytes(path, error=BadInput, what="recipe", max_bytes=1 << 20)
+        try:
+            recipe = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise BadInput(f"is not valid JSON ({e})", where=path, hint="fix the recipe file")
+        if not isinstance(recipe, dict):
+            raise BadInput("is not a JSON object", where=path, hint="a recipe is an object of settings")
     out = dict(DEFAULTS)
     out.update(recipe)
     for key in ("name", "model", "dataset", "timesteps"):

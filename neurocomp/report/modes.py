@@ -10,7 +10,6 @@ operations per inference.
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 
@@ -39,6 +38,7 @@ def measure_modes(art, samples: int | None, lava_samples: int, finetuned: str | 
                   progress: bool = False) -> dict | None:
     """Measure every attention mode of the artifact's source model; ``None`` without attention."""
     from neurocomp.api import compile as compile_, simulate
+    from neurocomp.artifact import Artifact
     man = art.manifest
     if not man.get("attention") or not man.get("dataset"):
         return None
@@ -64,7 +64,7 @@ def measure_modes(art, samples: int | None, lava_samples: int, finetuned: str | 
                 lav = simulate(path, backend="lava", samples=lava_samples, progress=progress)
                 row.update(lava=lav["accuracy"]["lava"], lava_exact=lav["exact_match_fraction"],
                            lava_samples=lav["samples"])
-            m = json.load(open(os.path.join(path, "manifest.json")))
+            m = Artifact(path).manifest           # checked like any artifact read
             row["latency_steps"] = m["alignment"]["depth"]
             row["attention_ops"] = sum(c["total_operations"] for c in (m.get("attention_process_cost") or {}).values())
             out["modes"][mode] = row
