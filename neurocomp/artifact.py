@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 
+from neurocomp import signals
 from neurocomp.errors import BadArtifact, NeurocompError
 from neurocomp.ir.serialize import load_graph
 
@@ -106,6 +107,7 @@ def write_atomically(out: str, fill, overwrite: bool = False) -> str:
                              hint="choose a writable -o") from e
     try:
         fill(tmp)
+        signals.check()       # an interrupt swallowed while filling (in a finalizer) stops the commit
         if os.path.exists(out):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=parent)
             try:
@@ -138,6 +140,7 @@ def write_text_atomically(path: str, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
+        signals.check()
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
