@@ -12,9 +12,10 @@ While :func:`handled` is active (the CLI wraps every command in it):
   CLI before it reports success.
 - In :func:`deferred` sections (ending a Lava runtime's workers) signals are only recorded, so a
   second signal cannot cut the clean-up short; the next :func:`check` raises them.
-- Processes forked meanwhile (Lava's workers, multiprocessing managers) start with the signal
-  dispositions the program had before, and on Linux are killed when their parent dies, whatever it
-  died of.
+- Processes forked meanwhile (Lava's workers, multiprocessing managers) ignore SIGINT, SIGTERM and
+  SIGHUP (their parent stops them, or kills them), and on Linux are killed by the kernel when their
+  parent dies, whatever it died of (even SIGKILL). :func:`start_resource_tracker` starts
+  multiprocessing's resource tracker immune to SIGHUP (it ignores the other two itself).
 """
 from __future__ import annotations
 
@@ -91,11 +92,13 @@ def deferred():
 def _after_fork_child() -> None:
     if not _state["active"]:
         return
-    # a forked worker behaves as it would without neurocomp's handlers: SIGTERM/SIGHUP end it
-    # at once (so terminate() works) and SIGINT is Python's usual KeyboardInterrupt
-    for s, prev in _state["previous"].items():
+    # a forked worker (Lava's) is stopped by its parent, which gets the signal too: a Ctrl-C, hang-up
+    # or SIGTERM sent to the whole process group must not kill it behind the parent's back (the
+    # parent's orderly stop would then wait on a dead worker, shared memory would be left to the
+    # resource tracker) nor print its traceback; the parent ends it with SIGKILL if it must
+    for s in _state["previous"]:
         try:
-            signal.signal(s, prev)
+            signal.signal(s, signal.SIG_IGN)
         except (ValueError, OSError, TypeError):
             pass
     _state.update(active=0, pending=None, deferring=0, previous={})
@@ -167,3 +170,19 @@ def handled():
         if mine:
             _state["active"] = 0
             _uninstall()
+
+
+def start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker (if not running) with SIGHUP blocked, so that a hang-up
+    sent to the process group cannot kill it while shared memory is registered with it (it ignores
+    SIGINT and SIGTERM itself). The block is lifted at once: a SIGHUP meanwhile is delivered, not lost."""
+    from multiprocessing import resource_tracker
+    hup = getattr(signal, "SIGHUP", None)
+    if hup is None or not hasattr(signal, "pthread_sigmask"):
+        resource_tracker.ensure_running()
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {hup})
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

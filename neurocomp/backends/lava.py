@@ -85,7 +85,7 @@ def stop_runtime(proc, grace: float = 5.0) -> bool:
 
 
 def kill_runtime(runtime) -> None:
-    """Terminate (then kill) every worker process of a Lava runtime and release its shared memory;
+    """Kill every worker process of a Lava runtime and release its shared memory;
     signals arriving meanwhile wait until it is done (see neurocomp.signals)."""
     from neurocomp import signals
     with signals.deferred():
@@ -105,7 +105,7 @@ def _kill_runtime(runtime) -> None:
 
     for a in actors:
         if alive(a):
-            a.terminate()
+            a.kill()        # SIGKILL: under the CLI, forked workers ignore SIGTERM (neurocomp.signals)
     end = time.monotonic() + 5.0
     for a in actors:
         if alive(a):
@@ -429,6 +429,7 @@ def record_lava(graph, x_seq, tag: str = "fixed_pt", timeout: float | None = Non
         data = np.transpose(frames, (1, 0))
     data = data.astype(np.int64 if tag == "fixed_pt" else np.float64)
     del frames
+    signals.start_resource_tracker()
     record_dir = tempfile.mkdtemp(prefix="neurocomp-lava-")
     failed = True
     anchor = None
