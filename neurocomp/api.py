@@ -344,8 +344,7 @@ def simulate(artifact_path, backend: str = "lava", samples: int | None = None, i
                 lb = lava_rec.spikes(sl)
                 lava_pred.append(predict(lb[lava_rec.output_name]))
                 lava_cmp.add(rq.spikes, lb)
-            del rf, rq, out_t, out_ir, xb
-            lb = None
+            rf = rq = out_t = out_ir = xb = v = lb = None     # this batch's spikes go now, not at the next one
             signals.check()
     finally:
         if lava_rec is not None:
