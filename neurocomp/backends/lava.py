@@ -9,8 +9,10 @@ Conv of ones into an OR neuron.
 Running a dataset: all samples go back to back through one runtime, ``T`` steps each, plus
 ``depth`` steps at the end. Every neuron layer is a ``LIFReset`` that zeroes its state when its
 own window starts (``reset_offset = (1 + delay) mod T``), so samples never leak into each other.
-Spikes of every layer are read from sink ring buffers and re-aligned in time (passes.timing).
-The runtime is always stopped: on success, on error, on Ctrl-C and on ``timeout``.
+Spikes of every layer are recorded to disk (backends/lava_recorder.py) and read back per slice of
+samples, re-aligned in time (passes.timing): ``record_lava`` returns the recording, so a caller can
+compare batch by batch; ``run_lava`` reads it whole. The runtime is always stopped: on success, on
+error, on Ctrl-C, SIGTERM, SIGHUP (under the CLI, see neurocomp.signals) and on ``timeout``.
 """
 from __future__ import annotations
 
