@@ -2,7 +2,8 @@ import sys
 
 try:
     from neurocomp.cli import main
-except KeyboardInterrupt:       # Ctrl-C while Python is still starting the command
-    sys.exit(130)
+    code = main()
+except KeyboardInterrupt as e:       # Ctrl-C while Python is still starting the command
+    code = 128 + int(getattr(e, "signum", 2))
 
-sys.exit(main())
+sys.exit(code)

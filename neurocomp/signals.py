@@ -57,7 +57,7 @@ def _handler(signum, frame):
         _state["pending"] = signum
     if _state["deferring"]:
         return
-    raise _exception(signum)
+    raise _exception(_state["pending"])      # SIGTERM/SIGHUP, once received, is what the exit reports
 
 
 def pending() -> int | None:
