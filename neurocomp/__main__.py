@@ -1,5 +1,9 @@
 import sys
 
-from neurocomp.cli import main
+try:
+    from neurocomp.cli import main
+    code = main()
+except KeyboardInterrupt as e:       # Ctrl-C while Python is still starting the command
+    code = 128 + int(getattr(e, "signum", 2))
 
-sys.exit(main())
+sys.exit(code)

@@ -290,6 +290,31 @@ def read_inputs_file(path, T, shape, samples=None, what="inputs file"):
     return safeio.load_npy(path, error=BadInput, what=what, rows=samples, header_check=check)
 
 
+class _LayerComparison:
+    """:func:`compare_layers` accumulated over batches of samples: the same per-layer counts, per-sample
+    exact flags (one bool per sample) and first diverging layer as comparing all samples at once."""
+
+    def __init__(self):
+        self.per_layer, self.exact = {}, []
+
+    def add(self, ref: dict, other: dict) -> None:
+        per_layer, exact, _ = compare_layers(ref, other)
+        for row in per_layer:
+            acc = self.per_layer.setdefault(row["name"], dict.fromkeys(row, 0))
+            for k, v in row.items():
+                if k != "name":
+                    acc[k] += v
+            acc["name"] = row["name"]
+        if exact is not None:
+            self.exact.append(exact)
+
+    def result(self) -> tuple[list, np.ndarray, str | None]:
+        rows = list(self.per_layer.values())
+        first = next((r["name"] for r in rows if r["mismatches"]), None)
+        exact = np.concatenate(self.exact) if self.exact else None
+        return rows, exact, first
+
+
 def simulate(artifact_path, backend: str = "lava", samples: int | None = None, inputs=None, json_path=None,
              progress: bool = True, timeout: float | None = None, batch: int = 256) -> dict:
     """Run a compiled artifact and cross-check every stage; returns the result dictionary."""
@@ -341,23 +366,42 @@ def simulate(artifact_path, backend: str = "lava", samples: int | None = None, i
     static_path = os.path.join(art.path, "static_model.pt")
     static = load_checkpoint(static_path) if os.path.exists(static_path) else None
     fgraph, qgraph = art.float_graph, art.fixed_graph
+    from neurocomp import signals
+    # streamed: Lava (if asked) records every layer to disk first; then each batch of samples runs
+    # through the torch model, the float and fixed-point references, is compared with Lava's
+    # recording of the same samples and dropped: only counts and per-sample classes are kept
+    lava_rec = None
+    if backend == "lava":
+        from neurocomp.backends.lava import record_lava
+        lava_rec = record_lava(qgraph, x, progress=progress, timeout=timeout)
     torch_pred, float_pred, fixed_pred, float_match, static_pred = [], [], [], 0, []
-    fixed_spikes = {}
-    for sl in _batches(N, batch):
-        xb = x[:, sl]
-        rf = run_float(fgraph, xb, record=())
-        out_t = run_torch_model(loaded.model, xb) if loaded is not None else rf.output
-        out_ir = run_torch_model(static.model, xb) if static is not None else out_t
-        float_match += int((rf.output != out_ir).flatten(2).any(-1).any(0).logical_not().sum())
-        if static is not None:
-            static_pred.append(predict(out_ir))
-        rq = run_fixed(qgraph, xb)
-        torch_pred.append(predict(out_t))
-        float_pred.append(rf.predictions())
-        fixed_pred.append(rq.predictions())
-        for k, v in rq.spikes.items():
-            fixed_spikes.setdefault(k, []).append(v)
-    fixed_spikes = {k: torch.cat(v, dim=1) for k, v in fixed_spikes.items()}
+    fixed_counts, lava_pred, lava_cmp = {}, [], _LayerComparison()
+    try:
+        for sl in _batches(N, batch):
+            xb = x[:, sl]
+            rf = run_float(fgraph, xb, record=())
+            out_t = run_torch_model(loaded.model, xb) if loaded is not None else rf.output
+            out_ir = run_torch_model(static.model, xb) if static is not None else out_t
+            float_match += int((rf.output != out_ir).flatten(2).any(-1).any(0).logical_not().sum())
+            if static is not None:
+                static_pred.append(predict(out_ir))
+            rq = run_fixed(qgraph, xb)
+            torch_pred.append(predict(out_t))
+            float_pred.append(rf.predictions())
+            fixed_pred.append(rq.predictions())
+            for k, v in rq.spikes.items():
+                c = fixed_counts.setdefault(k, [0, 0])
+                c[0] += int(v.numel())
+                c[1] += int(v.sum())
+            if lava_rec is not None:
+                lb = lava_rec.spikes(sl)
+                lava_pred.append(predict(lb[lava_rec.output_name]))
+                lava_cmp.add(rq.spikes, lb)
+            rf = rq = out_t = out_ir = xb = v = lb = None     # this batch's spikes go now, not at the next one
+            signals.check()
+    finally:
+        if lava_rec is not None:
+            lava_rec.close()
     torch_pred, float_pred, fixed_pred = torch.cat(torch_pred), torch.cat(float_pred), torch.cat(fixed_pred)
 
     def acc(pred):
@@ -374,21 +418,19 @@ def simulate(artifact_path, backend: str = "lava", samples: int | None = None, i
         result["accuracy"]["float_static_attention"] = acc(torch.cat(static_pred))
         result["attention"] = man.get("attention")
     if backend == "lava":
-        from neurocomp.backends.lava import run_lava
-        rl = run_lava(qgraph, x, progress=progress, timeout=timeout)
-        lava_pred = rl.predictions()
-        per_layer, exact, first = compare_layers(fixed_spikes, rl.spikes)
+        lava_pred = torch.cat(lava_pred)
+        per_layer, exact, first = lava_cmp.result()
         result["accuracy"]["lava"] = acc(lava_pred)
         result["same_class"]["lava_vs_float"] = float((lava_pred == torch_pred).float().mean())
         result["same_class"]["lava_vs_fixed_reference"] = float((lava_pred == fixed_pred).float().mean())
         result["exact_match_fraction"] = float(exact.mean())
         result["per_layer"] = per_layer
         result["first_diverging_layer"] = first
-        result["lava_wall_s"] = rl.stats["wall_s"]
+        result["lava_wall_s"] = lava_rec.stats["wall_s"]
     else:
         result["exact_match_fraction"] = None
-        result["per_layer"] = [{"name": k, "spikes_compared": int(v.numel()), "mismatches": None,
-                                "spike_count": int(v.sum())} for k, v in fixed_spikes.items()]
+        result["per_layer"] = [{"name": k, "spikes_compared": n, "mismatches": None,
+                                "spike_count": c} for k, (n, c) in fixed_counts.items()]
         result["first_diverging_layer"] = None
     if json_path:
         write_json_atomically(json_path, result)

@@ -21,6 +21,7 @@ import shutil
 import stat
 import tempfile
 
+from neurocomp import signals
 from neurocomp.errors import BadArtifact, NeurocompError, escape
 from neurocomp.ir.serialize import load_graph
 
@@ -425,7 +426,9 @@ class OutputClaim:
                                  hint="choose a writable -o") from e
         try:
             fill(tmp)
-            self._swap_in(tmp)
+            signals.check()       # an interrupt swallowed while filling (in a finalizer) stops the commit
+            with signals.deferred():          # the renames of the swap are not cut in half
+                self._swap_in(tmp)
         except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
             self.release()
@@ -465,6 +468,7 @@ def write_text_atomically(path: str, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
+        signals.check()
         os.replace(tmp, path)
     except BaseException as e:
         if os.path.exists(tmp):

@@ -212,6 +212,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    # SIGTERM and SIGHUP end a command as Ctrl-C does (cleanup runs, exit 128 + signal); the whole
+    # start-up (imports included) is inside, so an early Ctrl-C is a one-line "interrupted" too
+    from neurocomp import signals
+    with signals.handled():
+        try:
+            code = _main(argv)
+            signals.check()          # an interrupt whose exception a finalizer swallowed still counts
+        except KeyboardInterrupt as e:
+            signals.finishing()
+            print(signals.describe(e), file=sys.stderr)
+            return signals.exit_status(e)
+        return code
+
+
+def _main(argv) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from neurocomp._quiet import import_spikingjelly
@@ -226,9 +241,6 @@ def main(argv=None) -> int:
             raise
         print(f"error: {e.one_line()}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ Conv of ones into an OR neuron.
 Running a dataset: all samples go back to back through one runtime, ``T`` steps each, plus
 ``depth`` steps at the end. Every neuron layer is a ``LIFReset`` that zeroes its state when its
 own window starts (``reset_offset = (1 + delay) mod T``), so samples never leak into each other.
-Spikes of every layer are read from sink ring buffers and re-aligned in time (passes.timing).
-The runtime is always stopped: on success, on error, on Ctrl-C and on ``timeout``.
+Spikes of every layer are recorded to disk (backends/lava_recorder.py) and read back per slice of
+samples, re-aligned in time (passes.timing): ``record_lava`` returns the recording, so a caller can
+compare batch by batch; ``run_lava`` reads it whole. The runtime is always stopped: on success, on
+error, on Ctrl-C, SIGTERM, SIGHUP (under the CLI, see neurocomp.signals) and on ``timeout``.
 """
 from __future__ import annotations
 
@@ -74,14 +76,25 @@ def stop_runtime(proc, grace: float = 5.0) -> bool:
             stopped.set()
 
     threading.Thread(target=_stop, name="neurocomp-lava-stop", daemon=True).start()
-    if stopped.wait(grace):
-        return True
+    try:
+        if stopped.wait(grace):
+            return True
+    except BaseException:         # a second Ctrl-C / SIGTERM while waiting: stop waiting, end the workers now
+        kill_runtime(runtime)
+        raise
     kill_runtime(runtime)
     return False
 
 
 def kill_runtime(runtime) -> None:
-    """Terminate (then kill) every worker process of a Lava runtime and release its shared memory."""
+    """Kill every worker process of a Lava runtime and release its shared memory;
+    signals arriving meanwhile wait until it is done (see neurocomp.signals)."""
+    from neurocomp import signals
+    with signals.deferred():
+        _kill_runtime(runtime)
+
+
+def _kill_runtime(runtime) -> None:
     import multiprocessing as mp
     infra = getattr(runtime, "_messaging_infrastructure", None)
     actors = list(getattr(infra, "actors", None) or [])
@@ -94,7 +107,7 @@ def kill_runtime(runtime) -> None:
 
     for a in actors:
         if alive(a):
-            a.terminate()
+            a.kill()        # SIGKILL: under the CLI, forked workers ignore SIGTERM (neurocomp.signals)
     end = time.monotonic() + 5.0
     for a in actors:
         if alive(a):
@@ -325,8 +338,85 @@ def run_lava(graph, x_seq, tag: str = "fixed_pt", timeout: float | None = None, 
              chunk_samples: int = 16, record=None) -> SimResult:
     """Run samples ``x_seq`` ``[T, B, *input_shape]`` (binary) through Lava; time-aligned spikes of
     every neuron layer, or of the layers named in ``record`` (the output layer is always recorded)."""
+    with record_lava(graph, x_seq, tag=tag, timeout=timeout, progress=progress, chunk_samples=chunk_samples,
+                     record=record) as rec:
+        spikes = rec.spikes(slice(0, rec.samples))
+    return SimResult(spikes=spikes, output=spikes[rec.output_name], stats=dict(rec.stats))
+
+
+class LavaRecording:
+    """The spikes a finished Lava run recorded on disk (one ``.npy`` per layer, ``(steps, *lava_shape)``
+    uint8), read back and time-aligned per slice of samples, so a caller can compare batch by batch
+    with memory bounded by the batch. ``close()`` (or leaving the ``with`` block) removes the files."""
+
+    def __init__(self, layers, record_dir, timing, samples, stats):
+        self.record_dir = record_dir
+        self.timing = timing
+        self.samples = samples
+        self.stats = stats
+        self.output_name = layers[-1][0]
+        self._files, self._layout = {}, {}
+        try:
+            for name, _, path, lshape, tshape in layers:
+                if path is None:
+                    continue
+                fh = open(path, "rb")
+                self._files[name] = fh
+                major, _minor = np.lib.format.read_magic(fh)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else \
+                    np.lib.format.read_array_header_2_0
+                shape, _fortran, dtype = read_header(fh)
+                self._layout[name] = (fh.tell(), tuple(shape[1:]), np.dtype(dtype))
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def layers(self):
+        return list(self._files)
+
+    def spikes(self, sl: slice) -> dict:
+        """``{layer: bool tensor [T, n, *torch_shape]}`` for samples ``sl`` of the run."""
+        T = self.timing["timesteps"]
+        start, stop, _ = sl.indices(self.samples)
+        n = max(0, stop - start)
+        out = {}
+        for name, fh in self._files.items():
+            offset, lshape, dtype = self._layout[name]
+            d = self.timing["layer_delay"][name]
+            step_bytes = int(np.prod(lshape, dtype=np.int64)) * dtype.itemsize
+            # sample b's step t sits at step b*T + t + d: samples [start, stop) are one contiguous block
+            fh.seek(offset + (start * T + d) * step_bytes)
+            buf = fh.read(n * T * step_bytes)
+            if len(buf) != n * T * step_bytes:
+                raise LavaRunError(f"the recording of layer '{name}' is incomplete", where=fh.name,
+                                   hint="rerun the simulation")
+            sel = np.frombuffer(buf, dtype).reshape((n, T) + lshape).swapaxes(0, 1)   # (T, n, *lava_shape)
+            if len(lshape) == 3:
+                sel = np.transpose(sel, (0, 1, 4, 3, 2))     # (W, H, C) -> (C, H, W)
+            out[name] = torch.as_tensor(sel != 0)
+        return out
+
+    def close(self) -> None:
+        for fh in self._files.values():
+            fh.close()
+        self._files = {}
+        shutil.rmtree(self.record_dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def record_lava(graph, x_seq, tag: str = "fixed_pt", timeout: float | None = None, progress: bool = False,
+                chunk_samples: int = 16, record=None) -> LavaRecording:
+    """Run ``x_seq`` through Lava like :func:`run_lava` and return the recording (read it per batch)."""
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
+    from neurocomp import signals
 
     if tag not in ("fixed_pt", "floating_pt"):
         raise BadInput(f"unknown Lava tag {tag!r}", where="tag", hint="use fixed_pt or floating_pt")
@@ -349,19 +439,23 @@ def run_lava(graph, x_seq, tag: str = "fixed_pt", timeout: float | None = None, 
     else:                  # (steps, N) -> (N, steps)
         data = np.transpose(frames, (1, 0))
     data = data.astype(np.int64 if tag == "fixed_pt" else np.float64)
+    del frames
+    signals.start_resource_tracker()
     record_dir = tempfile.mkdtemp(prefix="neurocomp-lava-")
-    if record is not None:
-        record = set(record) | {graph.output_node.name}
-    net = emit(graph, data, total, record_dir, tag, record=record)
-    cfg = Loihi2SimCfg(select_tag=tag)
-    start = time.monotonic()
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=B, desc=f"Lava {tag}", unit="sample")
-    anchor = net.layers[-1][1]
     failed = True
+    anchor = None
+    bar = None
     try:
+        if record is not None:
+            record = set(record) | {graph.output_node.name}
+        net = emit(graph, data, total, record_dir, tag, record=record)
+        del data
+        cfg = Loihi2SimCfg(select_tag=tag)
+        start = time.monotonic()
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=B, desc=f"Lava {tag}", unit="sample")
+        anchor = net.layers[-1][1]
         done = 0
         while done < total:
             step = min(chunk_samples * T, total - done)
@@ -372,6 +466,7 @@ def run_lava(graph, x_seq, tag: str = "fixed_pt", timeout: float | None = None, 
                 raise LavaRunError(f"the Lava run failed after {done}/{total} steps ({first})", where="lava",
                                    hint="rerun with --debug for the traceback; the runtime was stopped") from e
             done += step
+            signals.check()            # an interrupt swallowed inside Lava's machinery still stops the run
             if bar is not None:
                 bar.update(min(B, done // T) - bar.n)
             if timeout is not None and time.monotonic() - start > timeout:
@@ -379,27 +474,21 @@ def run_lava(graph, x_seq, tag: str = "fixed_pt", timeout: float | None = None, 
                                  hint="raise --timeout or simulate fewer samples")
         failed = False
     finally:
-        if bar is not None:
-            bar.close()
-        stop_runtime(anchor, grace=5.0 if failed else 60.0)
-        if failed:
-            shutil.rmtree(record_dir, ignore_errors=True)
+        try:
+            if bar is not None:
+                bar.close()
+            if anchor is not None:
+                stop_runtime(anchor, grace=5.0 if failed else 60.0)
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            if failed:
+                shutil.rmtree(record_dir, ignore_errors=True)
     try:
-        raw = {name: np.moveaxis(np.load(path), 0, -1) for name, _, path, _, _ in net.layers if path is not None}
-    finally:
+        signals.check()
+        return LavaRecording(net.layers, record_dir, timing, B,
+                             {"wall_s": time.monotonic() - start, "steps": total})
+    except BaseException:
         shutil.rmtree(record_dir, ignore_errors=True)
-    spikes = {}
-    for name, _, path, lshape, tshape in net.layers:
-        if path is None:
-            continue
-        d = timing["layer_delay"][name]
-        arr = raw[name]                                  # (*lava_shape, total)
-        idx = (np.arange(B)[:, None] * T + np.arange(T)[None, :] + d)   # [B, T] 0-based step index
-        sel = arr[..., idx]                              # (*lava_shape, B, T)
-        nd = len(lshape)
-        sel = np.moveaxis(sel, (nd + 1, nd), (0, 1))     # (T, B, *lava_shape)
-        if nd == 3:
-            sel = np.transpose(sel, (0, 1, 4, 3, 2))     # -> (T, B, C, H, W)
-        spikes[name] = torch.as_tensor(sel != 0)
-    out = spikes[net.layers[-1][0]]
-    return SimResult(spikes=spikes, output=out, stats={"wall_s": time.monotonic() - start, "steps": total})
+        raise

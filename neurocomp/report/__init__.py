@@ -412,6 +412,8 @@ def _write_report(artifact, rep) -> list[str]:
         md_tmp = os.path.join(tmp, "report.md")
         with open(md_tmp, "w") as fh:
             fh.write(_markdown(rep))
+        from neurocomp import signals
+        signals.check()      # an interrupt a finalizer swallowed stops here, before anything is replaced
         # move into place: the plots folder as a whole, then the two documents
         final_plots = os.path.join(out, PLOTS_DIR)
         new_plots = tempfile.mkdtemp(prefix=".report-new-", dir=out)
