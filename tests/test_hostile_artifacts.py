@@ -202,12 +202,19 @@ def test_newline_in_a_layer_name_cannot_forge_an_error_line(tmp_path):
     assert not (tmp_path / "art").exists() and os.listdir(tmp_path) == ["soft.pt"]
 
 
-def test_compile_table_and_inspect_escape_layer_names(tmp_path, capsys):
+def test_checkpoint_child_names_must_be_printable(tmp_path):
     ckpt = H.hostile_name_checkpoint(str(tmp_path / "named.pt"))
+    r = _subprocess("compile", ckpt, "-o", str(tmp_path / "art"))
+    assert not _one_error("named", r.returncode, r.stderr, ("named.pt", "\\nerror: forged line")), r.stderr
+    assert _clean(r.stderr) and not (tmp_path / "art").exists()
+
+
+def test_compile_table_and_inspect_escape_layer_names(tmp_path, capsys):
+    ckpt = H.hostile_name_nir(str(tmp_path / "named.nir"))
     art = str(tmp_path / "art")
     from neurocomp.cli import main
     capsys.readouterr()
-    rc = main(["compile", ckpt, "-o", art + "2"])
+    rc = main(["compile", ckpt, "--dt", "1e-3", "--timesteps", "8", "-o", art + "2"])
     shown = capsys.readouterr()
     assert rc == 0, shown.err
     assert _clean(shown.out) and "\\nerror: forged line\\x1b[2J" in shown.out
@@ -215,7 +222,7 @@ def test_compile_table_and_inspect_escape_layer_names(tmp_path, capsys):
     # array files are named by index, never by the hostile name
     arrays = os.listdir(os.path.join(art + "2", "fixed", "arrays"))
     assert arrays and all(_clean(f) and "\n" not in f for f in arrays)
-    for path in (art + "2", ckpt):
+    for path in (art + "2",):                # inspect of the artifact (a foreign .nir file needs --dt)
         rc = main(["inspect", path])
         shown = capsys.readouterr()
         assert rc == 0 and _clean(shown.out) and "\\nerror: forged line" in shown.out, shown
@@ -227,9 +234,7 @@ def test_inspect_raw_module_text_is_escaped(tmp_path, capsys):
     import torch
 
     from neurocomp.cli import main
-    from neurocomp.frontends.checkpoint import load_checkpoint
-    ckpt = H.hostile_name_checkpoint(str(tmp_path / "named.pt"))
-    module = load_checkpoint(ckpt).model
+    module = H.hostile_name_module()
     assert H.HOSTILE_NAME in str(module)                      # what torch itself would print
     torch.save(module, str(tmp_path / "pickled.pt"))
     rc = main(["inspect", str(tmp_path / "pickled.pt"), "--trust-pickle"])
@@ -562,9 +567,9 @@ def test_report_modes_never_load_a_calibration_file_named_by_the_manifest(tmp_pa
 def test_report_markdown_escapes_layer_names(tmp_path):
     from neurocomp.api import compile as compile_
     from neurocomp.report import write_report
-    ckpt = H.hostile_name_checkpoint(str(tmp_path / "named.pt"))
-    art = compile_(ckpt, str(tmp_path / "art"))
-    x = (np.random.default_rng(0).random((H.T, 4) + H.SHAPE) < 0.4).astype(np.float32)
+    src = H.hostile_name_nir(str(tmp_path / "named.nir"))
+    art = compile_(src, str(tmp_path / "art"), dt=1e-3, timesteps=H.T)
+    x = (np.random.default_rng(0).random((4, H.T, 4)) < 0.4).astype(np.float32)
     import warnings
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -18,6 +18,7 @@ import shutil
 import sys
 from collections import OrderedDict
 
+import numpy as np
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -91,6 +92,11 @@ def hostile_name_checkpoint(path, name=HOSTILE_NAME, soft_reset=False):
     """The tiny model with its first LIF named ``name`` (newline, escape sequences); with
     ``soft_reset`` that LIF has ``v_reset=None``, which neurocomp refuses, naming the layer."""
     from neurocomp.frontends.checkpoint import save_checkpoint
+    return save_checkpoint(hostile_name_module(name, soft_reset), path, input_shape=SHAPE, timesteps=T,
+                           encoding="bernoulli")
+
+
+def hostile_name_module(name=HOSTILE_NAME, soft_reset=False):
     from spikingjelly.activation_based import functional, layer, neuron
     torch.manual_seed(0)
     lif = neuron.LIFNode(tau=2.0, v_reset=None) if soft_reset else neuron.LIFNode(tau=2.0)
@@ -98,7 +104,21 @@ def hostile_name_checkpoint(path, name=HOSTILE_NAME, soft_reset=False):
                                          ("pool", layer.MaxPool2d(2)), ("flat", layer.Flatten()),
                                          ("fc", layer.Linear(8, 3)), ("out", neuron.LIFNode(tau=2.0))]))
     functional.set_step_mode(m, "m")
-    return save_checkpoint(m.eval(), path, input_shape=SHAPE, timesteps=T, encoding="bernoulli")
+    return m.eval()
+
+
+def hostile_name_nir(path, name=HOSTILE_NAME):
+    """A NIR graph (written with the ``nir`` library) whose LIF node is named ``name``: NIR node names
+    are free text, and the checkpoint loader refuses non-printable child names, so this is the way a
+    hostile layer name reaches the compile table and ``inspect``."""
+    import nir
+    rng = np.random.default_rng(0)
+    nodes = {"input": nir.Input(input_type=np.array([4])),
+             "fc": nir.Affine(weight=rng.normal(0, 1, (3, 4)).astype(np.float32), bias=np.zeros(3, np.float32)),
+             name: nir.LIF(tau=np.full(3, 2e-3), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3)),
+             "output": nir.Output(output_type=np.array([3]))}
+    nir.write(path, nir.NIRGraph(nodes=nodes, edges=[("input", "fc"), ("fc", name), (name, "output")]))
+    return path
 
 
 def build(out: str, good_art: str | None = None) -> list[Case]:
