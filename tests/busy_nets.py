@@ -44,9 +44,13 @@ def _is_syn(m) -> bool:
     return isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
 
 
+def _multi_step(m) -> bool:
+    return getattr(m, "step_mode", None) == "m" or type(m).__module__.startswith("neurocomp.nn") or _is_neuron(m)
+
+
 def _apply(m, x):
     """One leaf on a multi-step tensor ``[T, B, ...]`` (plain torch layers get the time axis folded)."""
-    if getattr(m, "step_mode", None) == "m" or type(m).__module__.startswith("neurocomp.nn") or _is_neuron(m):
+    if _multi_step(m):
         return m(x)
     y = m(x.flatten(0, 1))
     return y.reshape(x.shape[:2] + y.shape[1:])
@@ -68,7 +72,10 @@ def _capture_input(model, x, target):
     finally:
         h.remove()
         functional.reset_net(model)
-    return box["x"]
+    xin = box["x"]
+    if not _multi_step(target):   # a plain torch layer inside SeqToANNContainer sees [T*B, ...]
+        xin = xin.reshape(tuple(x.shape[:2]) + tuple(xin.shape[1:]))
+    return xin
 
 
 def _run_segment(seg, x):
@@ -161,3 +168,35 @@ def make_busy(model, x, rate=(0.1, 0.3), seed: int = 0, gamma_range=(0.5, 1.5), 
 def bernoulli(T, B, shape, p=0.15, seed=0):
     gen = torch.Generator().manual_seed(seed)
     return (torch.rand((T, B) + tuple(shape), generator=gen) < p).float()
+
+
+def lower_for(model, shape, T, mode: str = "static", calib=None, encoding: str = "bernoulli"):
+    """The quantized graph of ``model`` as ``neurocomp compile --attention mode`` builds it
+    (attention calibrated on ``calib`` ``[T, N, ...]`` unless kept dynamic)."""
+    from neurocomp.api import lower
+    from neurocomp.frontends.attention import attention_modules, calibrate, make_static
+    from neurocomp.frontends.torch import module_to_graph
+    if attention_modules(model) and mode != "dynamic":
+        model = make_static(model, calibrate(model, calib))
+    g = module_to_graph(model, shape, T, encoding,
+                        attention_mode="dynamic" if mode == "dynamic" and attention_modules(model) else None)
+    return lower(g, attention=mode)
+
+
+def lava_mismatches(q, x):
+    """Run ``x`` through the fixed-point reference and Lava; returns ``(reference result,
+    {layer: (mismatching spikes, reference-only, Lava-only)})`` over every layer and step."""
+    from neurocomp.backends.lava import run_lava
+    from neurocomp.sim import run_fixed
+    ref, lava = run_fixed(q, x), run_lava(q, x)
+    assert set(ref.spikes) == set(lava.spikes)
+    out = {}
+    for name, a in ref.spikes.items():
+        b = lava.spikes[name].bool()
+        a = a.bool()
+        out[name] = (int((a != b).sum()), int((a & ~b).sum()), int((~a & b).sum()))
+    return ref, out
+
+
+def layer_rates(result):
+    return {k: float(v.float().mean()) for k, v in result.spikes.items()}
