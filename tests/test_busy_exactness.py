@@ -188,3 +188,35 @@ def test_zoo_models_made_busy_are_exact(path):
     modes = ["static", "dynamic"] if attention_modules(m.model) else ["static"]
     for mode in modes:
         assert_exact(lower_for(m.model, shape, T, mode, calib=xc, encoding=m.encoding), x, min_rate=0.02)
+
+
+# ---- quantization is reported apart from exactness -------------------------------------------
+def test_simulate_reports_quantization_apart_from_exactness(tmp_path):
+    """On a busy net the fixed point disagrees with the float graph on some spikes (quantization),
+    while Lava equals the reference: simulate shows both, separately."""
+    import numpy as np
+    from neurocomp import save_checkpoint
+    from neurocomp.api import compile as nc_compile, format_result, simulate
+    from neurocomp.artifact import Artifact
+    from neurocomp.sim import run_fixed, run_float
+    T = 8
+    model, _ = busy(pool_net(16, hw=8), (2, 8, 8), T, rate=(0.2, 0.5), seed=3)
+    ckpt = str(tmp_path / "busy.pt")
+    save_checkpoint(model, ckpt, input_shape=(2, 8, 8), timesteps=T, encoding="bernoulli")
+    out = nc_compile(ckpt, str(tmp_path / "art"))
+    x = bernoulli(T, 12, (2, 8, 8), 0.2, seed=4)
+    r = simulate(out, backend="lava", inputs=np.swapaxes(x.numpy(), 0, 1), progress=False)
+    assert r["exact_match_fraction"] == 1.0
+    art = Artifact(out)
+    f, q = run_float(art.float_graph, x), run_fixed(art.fixed_graph, x)
+    rows = {row["name"]: row for row in r["quantization"]["per_layer"]}
+    assert set(rows) == set(q.spikes)
+    for name, s in q.spikes.items():
+        agree = float((f.spikes[name].bool() == s.bool()).float().mean())
+        assert rows[name]["agreement"] == pytest.approx(agree)
+        assert rows[name]["fixed_spikes"] == int(s.sum())
+    assert min(row["agreement"] for row in rows.values()) < 1.0     # a busy net shows quantization error
+    same = float((f.predictions() == q.predictions()).float().mean())
+    assert r["quantization"]["same_class_fixed_vs_float_graph"] == pytest.approx(same)
+    text = format_result(r)
+    assert "quantization" in text and "exact match Lava vs reference" in text
