@@ -43,11 +43,11 @@ def assert_exact(q, x, min_rate=0.0):
     return rates
 
 
-def busy(model, shape, T, rate=(0.1, 0.3), seed=0, n=32, p=0.15):
+def busy(model, shape, T, rate=(0.1, 0.3), seed=0, n=32, p=0.15, iters=24):
     functional.set_step_mode(model, "m")
     model.eval()
     x = bernoulli(T, n, shape, p, seed=1000 + seed)
-    make_busy(model, x, rate=rate, seed=seed)
+    make_busy(model, x, rate=rate, seed=seed, iters=iters)
     return model, x
 
 
@@ -145,7 +145,7 @@ ISSUE_T = 16
 def issue_net(family, hw=32):
     model = backbones.build(family, T=ISSUE_T, in_channels=2, input_hw=hw, channels=(32, 64, 128),
                             num_classes=10)
-    return busy(model, (2, hw, hw), ISSUE_T, rate=(0.1, 0.3), seed=12)
+    return busy(model, (2, hw, hw), ISSUE_T, rate=(0.1, 0.3), seed=12, n=8, iters=14)
 
 
 @pytest.fixture(scope="module")
@@ -160,10 +160,11 @@ def test_issue_12_tcja_net_is_exact(tcja_issue_net, mode):
     assert_exact(q, bernoulli(ISSUE_T, 16, (2, 32, 32), 0.15, seed=2), min_rate=0.05)
 
 
-@pytest.mark.parametrize("family,mode,hw,n", [("ma", "static", 32, 4), ("ma", "dynamic", 32, 4),
-                                              ("pfa", "static", 16, 4), ("pfa", "dynamic", 32, 4)])
+@pytest.mark.parametrize("family,mode,hw,n", [("ma", "static", 32, 2), ("ma", "dynamic", 32, 2),
+                                              ("pfa", "static", 8, 4), ("pfa", "dynamic", 32, 2)])
 def test_issue_12_counterparts_are_exact(family, mode, hw, n):
-    """MA-SNN and PFA of the same shape (PFA static at 16x16: its 32x32 fold densifies a conv)."""
+    """MA-SNN and PFA of the same shape; PFA static at 8x8 (its fold unrolls every conv after a
+    spatial map into a Dense: 32x32 needs > 23 GB, 16x16 takes ~45 s to lower)."""
     model, xc = issue_net(family, hw)
     q = lower_for(model, (2, hw, hw), ISSUE_T, mode, calib=xc)
     assert_exact(q, bernoulli(ISSUE_T, n, (2, hw, hw), 0.15, seed=2), min_rate=0.02)
