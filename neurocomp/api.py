@@ -376,10 +376,11 @@ def simulate(artifact_path, backend: str = "lava", samples: int | None = None, i
         lava_rec = record_lava(qgraph, x, progress=progress, timeout=timeout)
     torch_pred, float_pred, fixed_pred, float_match, static_pred = [], [], [], 0, []
     fixed_counts, lava_pred, lava_cmp = {}, [], _LayerComparison()
+    quant = {}   # quantization error: layer -> [spikes compared, agreeing, float spikes, fixed spikes]
     try:
         for sl in _batches(N, batch):
             xb = x[:, sl]
-            rf = run_float(fgraph, xb, record=())
+            rf = run_float(fgraph, xb)
             out_t = run_torch_model(loaded.model, xb) if loaded is not None else rf.output
             out_ir = run_torch_model(static.model, xb) if static is not None else out_t
             float_match += int((rf.output != out_ir).flatten(2).any(-1).any(0).logical_not().sum())
@@ -393,11 +394,18 @@ def simulate(artifact_path, backend: str = "lava", samples: int | None = None, i
                 c = fixed_counts.setdefault(k, [0, 0])
                 c[0] += int(v.numel())
                 c[1] += int(v.sum())
+                if k in rf.spikes and tuple(rf.spikes[k].shape) == tuple(v.shape):
+                    f = rf.spikes[k].bool()
+                    qc = quant.setdefault(k, [0, 0, 0, 0])
+                    qc[0] += f.numel()
+                    qc[1] += int((f == v.bool()).sum())
+                    qc[2] += int(f.sum())
+                    qc[3] += int(v.sum())
             if lava_rec is not None:
                 lb = lava_rec.spikes(sl)
                 lava_pred.append(predict(lb[lava_rec.output_name]))
                 lava_cmp.add(rq.spikes, lb)
-            rf = rq = out_t = out_ir = xb = v = lb = None     # this batch's spikes go now, not at the next one
+            rf = rq = out_t = out_ir = xb = v = lb = f = None     # this batch's spikes go now, not at the next one
             signals.check()
     finally:
         if lava_rec is not None:
@@ -413,6 +421,11 @@ def simulate(artifact_path, backend: str = "lava", samples: int | None = None, i
         "accuracy": {"float_torch": acc(torch_pred), "fixed_reference": acc(fixed_pred)},
         "float_reference_equals_torch_fraction": float_match / N,
         "same_class": {"fixed_reference_vs_float": float((fixed_pred == torch_pred).float().mean())},
+        # quantization error (fixed-point reference vs the float graph it was quantized from), apart
+        # from exactness (Lava vs the fixed-point reference)
+        "quantization": {"same_class_fixed_vs_float_graph": float((fixed_pred == float_pred).float().mean()),
+                         "per_layer": [{"name": k, "spikes_compared": c[0], "agreement": c[1] / max(c[0], 1),
+                                        "float_spikes": c[2], "fixed_spikes": c[3]} for k, c in quant.items()]},
     }
     if static is not None:
         result["accuracy"]["float_static_attention"] = acc(torch.cat(static_pred))
@@ -454,6 +467,12 @@ def format_result(r: dict) -> str:
                      f"(every layer, every step)")
         if r["first_diverging_layer"]:
             lines.append(f"  first diverging layer: {r['first_diverging_layer']}")
+    qz = r.get("quantization")
+    if qz:
+        worst = min(qz["per_layer"], key=lambda q: q["agreement"], default=None)
+        lines.append(f"  quantization  fixed vs float graph: same class {pct(qz['same_class_fixed_vs_float_graph'])}"
+                     + (f", spikes agree {pct(worst['agreement'])} in the worst layer ({worst['name']})"
+                        if worst else ""))
     lines.append(f"  float reference == torch spikes   {pct(r['float_reference_equals_torch_fraction'])} of samples"
                  + ("  (the static-attention torch model)" if "float_static_attention" in r["accuracy"] else ""))
     from neurocomp.errors import escape

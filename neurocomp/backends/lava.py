@@ -4,7 +4,9 @@ Layout: Lava tensors are ``(W, H, C)`` (torch's ``(C, H, W)`` reversed) and 1-D 
 as they are. Conv kernels become ``(C_out, kW, kH, C_in)`` with both spatial axes flipped (Lava
 convolves, torch cross-correlates). A Dense after a flattened ``(W, H, C)`` layer gets its
 columns permuted to torch's flatten order. Sum pooling (MaxPool over spikes) is a depthwise
-Conv of ones into an OR neuron.
+Conv of ones into an OR neuron. Lava 0.10's Conv models keep ``groups`` (and kernel, stride,
+padding, dilation) in int8: a conv with more than 127 groups is emitted with fewer groups and
+block-diagonal weights (``regroup_conv_weight``; 128 groups would wrap to -128 and output zeros).
 
 Running a dataset: all samples go back to back through one runtime, ``T`` steps each, plus
 ``depth`` steps at the end. Every neuron layer is a ``LIFReset`` that zeroes its state when its
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from neurocomp import fixedpoint as fx
-from neurocomp.errors import BadInput, LavaRunError, RunTimeout
+from neurocomp.errors import BadInput, LavaRunError, RunTimeout, UnsupportedLayer
 from neurocomp.ir import Conv2d, Dense as DenseNode, CubaLIF, Flatten, Input, Linear, SumPool2d
 from neurocomp.passes.quantize import check_lowerable
 from neurocomp.passes.timing import time_alignment
@@ -136,6 +138,40 @@ def conv_weight_to_lava(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(w[:, :, ::-1, ::-1], (0, 3, 2, 1)))
 
 
+LAVA_CONV_PARAM_MAX = 127   # Lava 0.10's Conv models hold groups, kernel, stride, padding, dilation as int8
+
+
+def regroup_conv_weight(w: np.ndarray, groups: int, limit: int = LAVA_CONV_PARAM_MAX):
+    """A grouped conv weight (torch layout ``(C_out, C_in/groups, kH, kW)``) as the same convolution
+    with at most ``limit`` groups; returns ``(weight, groups')``.
+
+    Lava 0.10's ``PyConvModelFixed``/``Float`` store ``groups`` as ``np.int8``, so 128 groups become
+    -128 and the conv outputs zeros (200 wraps to -56, 256 to 0). ``groups'`` is the largest divisor
+    of ``groups`` within ``limit``; each new group merges ``groups / groups'`` old groups with a
+    block-diagonal weight (zeros between them), which computes the identical integer sums."""
+    groups = int(groups)
+    if groups <= limit:
+        return w, groups
+    g2 = max(d for d in range(1, limit + 1) if groups % d == 0)
+    m = groups // g2                        # old groups per new group
+    co, ci = w.shape[0], w.shape[1]         # ci: input channels per old group
+    co_g = co // groups
+    out = np.zeros((co, ci * m) + tuple(w.shape[2:]), dtype=w.dtype)
+    for o in range(co):
+        j = (o // co_g) % m                 # position of o's old group inside its new group
+        out[o, j * ci:(j + 1) * ci] = w[o]
+    return out, g2
+
+
+def check_conv_params(node, kernel, stride, padding, dilation) -> None:
+    """Refuse conv geometry Lava's int8 Conv parameters would wrap (one-line error)."""
+    for field, vals in (("kernel", kernel), ("stride", stride), ("padding", padding), ("dilation", dilation)):
+        if max(int(v) for v in vals) > LAVA_CONV_PARAM_MAX:
+            raise UnsupportedLayer(f"{field} {tuple(int(v) for v in vals)} exceeds Lava's int8 Conv parameter "
+                                   f"range (<= {LAVA_CONV_PARAM_MAX})", where=f"layer '{node.name}'",
+                                   hint=f"use a {field} of at most {LAVA_CONV_PARAM_MAX}")
+
+
 def flatten_permutation(shape) -> np.ndarray:
     """For each position of Lava's flattened (W, H, C) vector, the torch (C, H, W) flat index."""
     C, H, W = shape
@@ -238,13 +274,14 @@ def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag:
             if isinstance(node, SumPool2d):
                 C = shape[0]
                 kh, kw = node.kernel
-                q = float(node.qweight) if fixed else float(node.qweight)
-                w = np.full((C, kw, kh, 1), q)
+                wt = np.full((C, 1, kh, kw), float(node.qweight))
                 groups, stride, padding, dilation = C, node.stride, node.padding, (1, 1)
             else:
                 wt = node.qweight if fixed else node.weight.astype(np.float64) * _float_gain(neu) * rec["scale"]
-                w = conv_weight_to_lava(np.asarray(wt))
                 groups, stride, padding, dilation = node.groups, node.stride, node.padding, node.dilation
+            wt, groups = regroup_conv_weight(np.asarray(wt), groups)
+            check_conv_params(node, wt.shape[2:], stride, padding, dilation)
+            w = conv_weight_to_lava(wt)
             syn = Conv(weight=w.astype(np.int64) if fixed else w, input_shape=lava_shape(shape),
                        padding=tuple(reversed(padding)), stride=tuple(reversed(stride)),
                        dilation=tuple(reversed(dilation)), groups=groups, name=node.name,

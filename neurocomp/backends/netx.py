@@ -24,6 +24,7 @@ from neurocomp import fixedpoint as fx
 from neurocomp.errors import UnsupportedLayer
 from neurocomp.ir import Conv2d, CubaLIF, Flatten, Input, LIF, Linear, SumPool2d
 from neurocomp.passes.quantize import check_lowerable
+from neurocomp.backends.lava import regroup_conv_weight
 
 HINT = "compile with --target lava (neurocomp's own Lava emission runs it)"
 
@@ -134,6 +135,7 @@ def write_netx(graph, path: str) -> None:
                 else:
                     w = np.asarray(node.qweight, np.int64)
                     stride, pad, dil, groups = node.stride, node.padding, node.dilation, node.groups
+                w, groups = regroup_conv_weight(w, groups)    # netx builds Lava's Conv: int8 groups
                 _type(h, "conv")
                 h.create_dataset("shape", data=np.array(neu.out_shape))
                 h.create_dataset("inChannels", data=int(shape[0]))
