@@ -223,6 +223,16 @@ def main(argv=None) -> int:
             signals.finishing()
             print(signals.describe(e), file=sys.stderr)
             return signals.exit_status(e)
+        except Exception:
+            # a library that catches BaseException around an optional import (SpikingJelly does) can
+            # swallow the interrupt mid-import and leave a half-imported module whose next use fails:
+            # what happened is the interrupt, not that failure
+            e = signals.received()
+            if e is None:
+                raise
+            signals.finishing()
+            print(signals.describe(e), file=sys.stderr)
+            return signals.exit_status(e)
         return code
 
 

@@ -65,6 +65,12 @@ def pending() -> int | None:
     return _state["pending"]
 
 
+def received() -> KeyboardInterrupt | None:
+    """The interrupt received (as the exception the command ends with), or None."""
+    s = _state["pending"]
+    return None if s is None else _exception(s)
+
+
 def check() -> None:
     """Raise the interrupt again if one arrived while its exception was swallowed."""
     s = _state["pending"]

@@ -415,7 +415,9 @@ def test_full_disk_while_compiling_leaves_nothing(built, capsys, tmp_path, monke
             return real(fh, arr, **kw)
         monkeypatch.setattr(ser.np, "save", save)
     else:                          # the manifest, the last file written
-        monkeypatch.setattr(os, "fdopen", lambda *a, **k: _enospc())
+        real_fdopen = os.fdopen        # only writes fail: neurocomp reads its inputs through os.fdopen too
+        monkeypatch.setattr(os, "fdopen", lambda fd, mode="r", *a, **k: _enospc() if "w" in mode
+                            else real_fdopen(fd, mode, *a, **k))
     dest = str(tmp_path / "art")
     rc, err = _cli(["compile", os.path.join(out, "good_for_art.pt"), "-o", dest, "-q"], capsys)
     monkeypatch.undo()
@@ -462,7 +464,8 @@ def test_full_disk_while_writing_json(built, capsys, tmp_path, monkeypatch):
         def __exit__(self, *a):
             self.f.close()
 
-    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: Full(real_fdopen(fd, *a, **k)))
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode="r", *a, **k: Full(real_fdopen(fd, mode, *a, **k))
+                        if "w" in mode else real_fdopen(fd, mode, *a, **k))
     js = str(tmp_path / "r.json")
     rc, err = _cli(["simulate", good, "--backend", "reference", "-q", "--inputs", _inputs(out), "--json", js], capsys)
     monkeypatch.undo()
