@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from neurocomp import fixedpoint as fx
 from neurocomp.api import compile as compile_
 from neurocomp.artifact import Artifact
 from neurocomp.errors import BadInput
 from neurocomp.finetune import (QGain, QSynapse, evaluate_split, finetune, folded_graph, graph_to_module,
-                                load_teacher, qat_model, augment_events, quantize_bias, quantize_gain, quantize_weight, layer_scale,
+                                load_teacher, qat_model, augment_events, layer_scale,
                                 split_train_val, teacher_rates, train_qat, _data)
 from neurocomp.frontends.checkpoint import save_checkpoint
 from neurocomp.train import loss_fn, seed_everything
@@ -87,22 +88,24 @@ def _check_emulation(path):
         syn, neu = fixed[rec["synapse"]], fixed[L["name"]].fixed
         s = layer_scale(qs.syn.weight, qs.theta, qs.w_gain, qs.weight_bits)
         assert s == pytest.approx(rec["scale"], rel=0, abs=0)
-        q = quantize_weight(qs.syn.weight, s, qs.w_gain, qs.weight_bits).numpy()
-        np.testing.assert_array_equal(q, syn.qweight)
+        q, _ = fx.round_weights(qs.syn.weight.detach().double() * qs.w_gain, s, fx.weight_max(qs.weight_bits))
+        np.testing.assert_array_equal(q.numpy(), syn.qweight)
         # the STE forward uses exactly the dequantized integers
         wq, bq = qs.fake_weights()
         back = wq.detach().double().numpy() * s * qs.w_gain        # float32 weights: 1e-7 relative
         np.testing.assert_allclose(back, syn.qweight, rtol=1e-6, atol=1e-6)
         bias_v = (neu.bias_mant * (2 ** neu.bias_exp)).reshape(-1)
-        got = quantize_bias(qs.syn.bias, s, qs.w_gain).numpy()
+        mant, exp, _ = fx.bias_mant_exp(fx.voltage_units(qs.syn.bias.detach().double() * qs.w_gain, s))
+        got = fx.effective_bias(mant, exp).numpy()
         per = bias_v.reshape(got.shape[0], -1)   # conv: per channel, broadcast over positions
         np.testing.assert_array_equal(per, np.broadcast_to(got[:, None], per.shape))
         if L["gain"] is not None:
             qg = gains[id(mods[L["gain"]].sm if isinstance(mods[L["gain"]], QGain) else mods[L["gain"]])]
             table = qg.table().detach().double()
             mant = neu.gain_mant / (1 << neu.gain_shift)
-            np.testing.assert_array_equal(np.broadcast_to(quantize_gain(table).numpy(), mant.shape), mant)
-            assert torch.equal(quantize_gain(table), table)
+            gm, gs = fx.gain_mantissa(table)
+            np.testing.assert_array_equal(np.broadcast_to((gm / (1 << gs)).numpy(), mant.shape), mant)
+            assert torch.equal(gm / (1 << gs), table)
         checked += 1
     assert checked == len(layers) >= 2
     return art

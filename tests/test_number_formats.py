@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from neurocomp import fixedpoint as fx
-from neurocomp.finetune import layer_scale, quantize_bias, quantize_gain, quantize_weight
-from neurocomp.passes.quantize import _bias_mant_exp, _quantize_gain
+from neurocomp.finetune import QGain, QSynapse, layer_scale
 from neurocomp.ir import LIF
+from neurocomp.nn import StaticMap
+from neurocomp.passes.quantize import _bias, _quantize_gain
 
 
 def _reference_bias(bias_v):
@@ -28,6 +29,27 @@ def _reference_bias(bias_v):
     return out, clipped
 
 
+def _reference_vth(w_eff, theta, wmax):
+    """The quantizer's threshold choice as it was written in passes/quantize.py (issue 13)."""
+    import math
+    m = float(np.max(np.abs(w_eff))) if w_eff.size else 0.0
+    if m == 0.0:
+        return max(0, min(fx.VTH_MAX, int(math.floor(wmax * theta))))
+    vth_max = min(int(math.floor((wmax + 0.5 - 1e-9) / m * theta - 1.0 / 64)), fx.VTH_MAX)
+    if vth_max <= 0:
+        return 0
+    lo = max(0, int(math.ceil(0.75 * vth_max)))
+    candidates = np.unique(np.linspace(lo, vth_max, num=min(64, vth_max - lo + 1)).round().astype(int))
+    w64 = w_eff.astype(np.float64).ravel()
+    best, best_err = vth_max, None
+    for vth in candidates[::-1]:
+        s = (vth + 1.0 / 64) / theta
+        err = float(np.sum((w64 * s - np.round(w64 * s)) ** 2)) / s ** 2
+        if best_err is None or err < best_err - 1e-15:
+            best, best_err = int(vth), err
+    return best
+
+
 def _random_biases(rng, n=4000):
     mag = 2.0 ** rng.uniform(-3, 21, n)
     b = np.sign(rng.standard_normal(n)) * mag
@@ -42,15 +64,12 @@ def test_bias_mantissa_exponent_numpy_torch_and_reference(seed):
     rng = np.random.default_rng(seed)
     bv = _random_biases(rng)
     ref, ref_clipped = _reference_bias(bv)
-    mant, exp, clipped = _bias_mant_exp(bv)
+    mant, exp, clipped = _bias(bv)
     assert mant.dtype == np.int64 and exp.dtype == np.int64
     assert list(zip(mant.tolist(), exp.tolist())) == ref and clipped == ref_clipped
-    # fine-tuning: the effective bias mant * 2**exp from the voltage bias 64 s b_eff
-    s, w_gain = 0.37, 1.0
-    b = torch.as_tensor(bv / (64.0 * s))
-    got = quantize_bias(b, s, w_gain).numpy()
-    mant2, exp2, _ = _bias_mant_exp(64.0 * s * (b.double().numpy() * w_gain))
-    np.testing.assert_array_equal(got, mant2 * (2 ** exp2))
+    tm, te, tc = fx.bias_mant_exp(torch.as_tensor(bv))          # fine-tuning's fake quantization
+    assert tm.tolist() == mant.tolist() and te.tolist() == exp.tolist() and tc == clipped
+    np.testing.assert_array_equal(fx.effective_bias(tm, te).numpy(), mant * (2 ** exp))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -62,8 +81,10 @@ def test_gain_mantissa_numpy_torch(seed):
         neu = LIF(name="n", in_shape=(3, 5), out_shape=(3, 5), tau=2.0, v_threshold=1.0, v_reset=0.0,
                   decay_input=True, input_gain=g)
         mant, shift = _quantize_gain(neu)
-        got = quantize_gain(torch.as_tensor(g))
-        np.testing.assert_array_equal(got.numpy(), mant / (1 << shift))
+        sm = StaticMap(shape=list(g.shape), source="test")
+        sm.map.copy_(torch.as_tensor(g))
+        got = QGain(sm, "current").table().detach()               # fine-tuning's fake-quantized table
+        np.testing.assert_array_equal(got.double().numpy(), (mant / (1 << shift)).astype(np.float32))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -75,8 +96,12 @@ def test_weight_scale_numpy_torch(seed):
         s = layer_scale(w, theta, w_gain, bits)
         w_eff = w.numpy().astype(np.float64) * w_gain
         wmax = (1 << (bits - 1)) - 1
-        from neurocomp.passes.quantize import _choose_vth
-        vth = _choose_vth(w_eff, theta, wmax)
-        assert s == (vth + 1.0 / 64) / theta
-        q = quantize_weight(w, s, w_gain, bits).numpy()
-        np.testing.assert_array_equal(q, np.clip(np.round(w_eff * s), -wmax - 1, wmax).astype(np.int64))
+        assert s == (_reference_vth(w_eff, theta, wmax) + 1.0 / 64) / theta
+        syn = torch.nn.Linear(9, 16, bias=False)
+        with torch.no_grad():
+            syn.weight.copy_(w)
+        qs = QSynapse(syn, theta, w_gain, bits)
+        qs.eval()
+        wq, _ = qs.fake_weights()                                  # fine-tuning's fake-quantized weights
+        ref = np.clip(np.round(w_eff * s), -wmax - 1, wmax)
+        np.testing.assert_allclose(wq.detach().double().numpy() * s * w_gain, ref, rtol=1e-6, atol=1e-6)
