@@ -13,18 +13,18 @@ from neurocomp import fixedpoint as fx
 from neurocomp.api import compile as compile_
 from neurocomp.artifact import Artifact
 from neurocomp.errors import BadInput
-from neurocomp.finetune import (QGain, QSynapse, evaluate_split, finetune, folded_graph, graph_to_module,
+from neurocomp.training.finetune import (QGain, QSynapse, evaluate_split, finetune, folded_graph, graph_to_module,
                                 load_teacher, qat_model, augment_events, layer_scale,
                                 split_train_val, teacher_rates, train_qat, _data)
 from neurocomp.frontends.checkpoint import save_checkpoint
-from neurocomp.train import loss_fn, seed_everything
+from neurocomp.training.train import loss_fn, seed_everything
 
 T = 4
 
 
 def _tiny(tmp_path, builder, **kw):
     """A tiny model trained briefly in float (the zoo trainer), compiled."""
-    from neurocomp.train import train
+    from neurocomp.training.train import train
     recipe = {"name": f"tiny_{builder}", "dataset": "digits", "timesteps": T, "epochs": 2, "lr": 5e-3,
               "model": {"builder": builder, "kwargs": dict(T=T, in_channels=1, num_classes=10, input_hw=8,
                                                            channels=[4], **kw)}}
@@ -51,7 +51,7 @@ def tcja_art(tmp_path_factory):
 
 
 def _loss(qat, data, n=128):
-    from neurocomp.finetune import _forward
+    from neurocomp.training.finetune import _forward
     with torch.no_grad():
         out = _forward(qat, torch.as_tensor(data.x_train[:, :n]))
         return float(loss_fn(out, torch.as_tensor(data.y_train[:n]), "smse", 10))
@@ -283,7 +283,7 @@ def test_cli_flags_and_one_line_errors(tcja_art, tmp_path, capsys, monkeypatch):
                                        "--select", "last", "--ema", "0.95"])
     assert (a.val_fraction, a.distill, a.select, a.ema) == (0.2, 0.3, "last", 0.95)
     d = cli.build_parser().parse_args(["finetune", "X", "-o", "Y"])
-    from neurocomp._finetune_defaults import (DEFAULT_DISTILL, DEFAULT_EMA, DEFAULT_EPOCHS, DEFAULT_LR,
+    from neurocomp.training._finetune_defaults import (DEFAULT_DISTILL, DEFAULT_EMA, DEFAULT_EPOCHS, DEFAULT_LR,
                                               DEFAULT_VAL_FRACTION)
     assert (d.val_fraction, d.distill, d.select, d.epochs, d.lr, d.ema) == (
         DEFAULT_VAL_FRACTION, DEFAULT_DISTILL, None, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_EMA)
@@ -351,7 +351,7 @@ def test_augment_events_transposes_and_shifts_by_at_most_one_pixel(tcja_art, tmp
 
 
 def test_train_qat_with_augmentation_and_distillation_runs(tcja_art, monkeypatch):
-    import neurocomp.finetune as ftm
+    import neurocomp.training.finetune as ftm
     data = _data("digits", T, "bernoulli", 0)       # train_qat itself does not look at the dataset
     teacher = load_teacher(Artifact(tcja_art).checkpoint)
     seen = {"aug": [], "teacher": []}

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neurocomp import fixedpoint as fx
-from neurocomp._finetune_defaults import DEFAULT_DISTILL, DEFAULT_EMA, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_VAL_FRACTION
+from neurocomp.training._finetune_defaults import DEFAULT_DISTILL, DEFAULT_EMA, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_VAL_FRACTION
 from neurocomp.errors import BadInput, UnsupportedLayer
 
 
@@ -309,7 +309,7 @@ def qat_model(model, layers, weight_bits: int = 8, quantized: bool = True):
 # ---- data, training loop ------------------------------------------------------------------------
 
 def _data(dataset: str, T: int, encoding: str, seed: int):
-    from neurocomp.train import DEFAULTS, Data
+    from neurocomp.training.train import DEFAULTS, Data
     if dataset not in ("digits", "events"):
         raise BadInput(f"the model's dataset is {dataset!r}", where="finetune",
                        hint="finetune trains on a named dataset's training split (digits, events)")
@@ -399,7 +399,7 @@ def teacher_rates(teacher, x: np.ndarray, batch_size: int = 128) -> torch.Tensor
 
 @torch.no_grad()
 def evaluate_split(model, x: np.ndarray, y: np.ndarray, num_classes: int, batch_size: int = 128) -> dict:
-    """Accuracy (argmax of spike counts, ties to the lowest class as :func:`neurocomp.train.evaluate`)
+    """Accuracy (argmax of spike counts, ties to the lowest class as :func:`neurocomp.training.train.evaluate`)
     and SMSE loss of ``model`` on time-major inputs ``x``."""
     from spikingjelly.activation_based import functional
     model.eval()
@@ -459,7 +459,7 @@ def train_qat(qat, params_w, params_g, data, epochs: int, lr: float, gain_lr: fl
     ``augment``: training batches go through :func:`augment_events` (the teacher, if any, sees the
     same augmented inputs)."""
     from tqdm import tqdm
-    from neurocomp.train import loss_fn, seed_everything
+    from neurocomp.training.train import loss_fn, seed_everything
     if select not in ("best", "last"):
         raise BadInput(f"--select {select}", where="--select", hint="best or last")
     if train_idx is None:
@@ -628,7 +628,7 @@ def _finetune(src, claim, artifact, out, epochs, lr, gain_lr, weights, gains, lo
     from neurocomp.api import compile as compile_
     from neurocomp.artifact import Artifact, record_files, write_atomically, write_json_atomically
     from neurocomp.frontends.checkpoint import save_checkpoint
-    from neurocomp.train import seed_everything
+    from neurocomp.training.train import seed_everything
     man = src.manifest
     T, shape, enc, dataset = man["timesteps"], man["input_shape"], man["encoding"], man.get("dataset")
     if not dataset:

@@ -1,0 +1,135 @@
+"""Loihi fixed-point arithmetic, in exactly one place.
+
+These functions mirror Lava's bit-accurate models (``PyLifModelBitAcc``/``PyLifResetModelBitAcc``,
+``PyDenseModelBitAcc``, ``PyConvModelFixed``; lava-nc 0.10). They use only Python operators, so
+the same code runs on numpy int64 arrays (custom Lava process models) and on torch int64 tensors
+(the batched reference simulator).
+"""
+from __future__ import annotations
+
+DECAY_SHIFT = 12
+DECAY_UNITY = 1 << DECAY_SHIFT      # 4096
+ACT_SHIFT = 6                       # a_in is added as a * 2**6
+VTH_SHIFT = 6                       # vth is compared as vth * 2**6
+STATE_BITS = 24
+MAX_STATE = 1 << (STATE_BITS - 1)   # 2**23
+WEIGHT_BITS = 8
+WEIGHT_MAX = (1 << (WEIGHT_BITS - 1)) - 1    # 127
+WEIGHT_MIN = -(1 << (WEIGHT_BITS - 1))       # -128
+DECAY_MAX = DECAY_UNITY - 1                  # 12-bit du, dv
+VTH_MAX = (1 << 17) - 1                      # 17-bit threshold mantissa
+BIAS_MANT_MAX = (1 << 12) - 1                # 13-bit signed mantissa
+BIAS_MANT_MIN = -(1 << 12)
+BIAS_EXP_MAX = 7                             # 3-bit exponent
+
+
+def _is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def trunc_decay(x, keep):
+    """``sign(x) * (|x| * keep >> 12)``: Loihi's decay, truncating toward zero."""
+    if keep == 0:
+        return x * 0
+    if keep == DECAY_UNITY:
+        return x
+    y = x * keep
+    if _is_torch(y):   # the same truncating division, in one kernel
+        return y.div(DECAY_UNITY, rounding_mode="trunc")
+    q = abs(y) >> DECAY_SHIFT
+    return q - 2 * q * (y < 0)
+
+
+def wrap_state(x):
+    """Wrap a current into 24-bit two's complement the way Lava does (u > 2**23 or u <= -2**23)."""
+    if _is_torch(x) and x.numel() and int(x.abs().max()) < MAX_STATE:
+        return x
+    return x - 2 * MAX_STATE * (x > MAX_STATE) + 2 * MAX_STATE * (x <= -MAX_STATE)
+
+
+def clip_voltage(x, xp_clip):
+    """Saturate a voltage to +-(2**23 - 1); ``xp_clip`` is ``numpy.clip`` or ``torch.clamp``."""
+    return xp_clip(x, -(MAX_STATE - 1), MAX_STATE - 1)
+
+
+def effective_bias(bias_mant, bias_exp):
+    """``bias_mant * 2**bias_exp`` (exponents are non-negative in neurocomp's output)."""
+    return bias_mant * (1 << bias_exp) if isinstance(bias_exp, int) else bias_mant * (2 ** bias_exp)
+
+
+def lif_step(u, v, a, du, dv, bias, vth, xp_clip, counts=None):
+    """One step of Loihi's CUBA LIF. ``a`` is the synaptic input (weight units), ``bias`` the
+    effective bias (voltage units), ``vth`` the 17-bit mantissa. Returns ``(u, v, s)`` with
+    ``s`` boolean and ``v`` already reset where it spiked. With a ``counts`` dict, the number of
+    current wraps and voltage saturations of this step are added to it."""
+    u_raw = trunc_decay(u, DECAY_UNITY - (du + 1)) + a * (1 << ACT_SHIFT)
+    u = wrap_state(u_raw)
+    v_raw = trunc_decay(v, DECAY_UNITY - dv) + u + bias
+    v = clip_voltage(v_raw, xp_clip)
+    if counts is not None:
+        counts["current_wraps"] = counts.get("current_wraps", 0) + int((u != u_raw).sum())
+        counts["voltage_saturations"] = counts.get("voltage_saturations", 0) + int((v != v_raw).sum())
+    s = v > (vth << VTH_SHIFT)
+    v = v * (~s)
+    return u, v, s
+
+
+def wrap_synaptic(x):
+    """Conv output wrap to 24 bits (``PyConvModelFixed.clamp_precision``)."""
+    if _is_torch(x) and x.numel() and int(x.abs().max()) < MAX_STATE:
+        return x
+    return ((x + MAX_STATE) % (2 * MAX_STATE)) - MAX_STATE
+
+
+def dense_lava_weights(w8):
+    """Integer weights in [-128, 127] as Lava Dense expects them to stay exact: ``(2*w8, weight_exp=-1)``.
+
+    Lava's bit-accurate Dense drops the lowest bit of mixed-sign weights; doubled weights are even,
+    so nothing is lost, and the -1 exponent halves the (even) sum exactly.
+    """
+    return 2 * w8, -1
+
+
+def cuba_step(u, v, a, du, dv, v_bias, i_bias, vth, subtract, spiking, xp_clip):
+    """One step of neurocomp's CUBA neuron (``CubaLIF``; Lava process ``neurocomp.backends.lava_cuba``).
+
+    As :func:`lif_step` plus a per-neuron current bias ``i_bias`` (u units), ``dv`` up to 4096
+    (4096: no voltage memory), reset by subtraction of ``vth * 2**6`` when ``subtract``, and no
+    spikes at all when not ``spiking`` (a readout whose ``v`` is read)."""
+    u = wrap_state(trunc_decay(u, DECAY_UNITY - (du + 1)) + a * (1 << ACT_SHIFT) + i_bias)
+    v = clip_voltage(trunc_decay(v, DECAY_UNITY - dv) + u + v_bias, xp_clip)
+    theta = vth << VTH_SHIFT
+    s = (v > theta) if spiking else (v != v)
+    v = v - s * theta if subtract else v * (~s)
+    return u, v, s
+
+
+def trunc_shift(x, shift: int):
+    """``sign(x) * (|x| >> shift)``: a right shift truncating toward zero."""
+    q = abs(x) >> shift
+    return q - 2 * q * (x < 0)
+
+
+def gain_lif_step(v, a, bias, gain_t, gain_shift, dv, vth, v_reset, rectify, gain_on_bias, xp_clip):
+    """One step of neurocomp's gain-scheduled LIF (attention as membrane-potential scaling).
+
+    The input current ``x = a * 2**6`` (plus the bias when the gain covers it) is rectified if
+    asked, multiplied by the step's gain mantissa and shifted right by ``gain_shift`` (truncating
+    toward zero); the voltage then integrates like Loihi's LIF with no current memory
+    (``du = 4095``). After a spike the voltage is set to ``v_reset`` (0, or MA-SNN's threshold).
+    ``gain_t`` may be None (gain 1). Returns ``(v, s)``.
+    """
+    x = a * (1 << ACT_SHIFT)
+    if gain_on_bias:
+        x = x + bias
+    if rectify:
+        x = x * (x > 0)
+    if gain_t is not None:
+        x = trunc_shift(x * gain_t, gain_shift)
+    if not gain_on_bias:
+        x = x + bias
+    v = clip_voltage(trunc_decay(v, DECAY_UNITY - dv) + x, xp_clip)
+    s = v > (vth << VTH_SHIFT)
+    v = v * (~s) + v_reset * s
+    return v, s
+
