@@ -223,7 +223,7 @@ def _compile_checkpoint(model_path, loaded, claim, hw, target, weight_bits, atte
 
 def _attention_cost(graph):
     """Per dynamic attention module: operations and bits per inference of its attention process."""
-    from neurocomp.dynamic_attention import ma_cost, spike_cost
+    from neurocomp.fixedpoint.attention import ma_cost, spike_cost
     T = int(graph.meta["timesteps"])
     out = {n.name: ma_cost(n.out_shape, T, n.state(), n.parts)
            for n in graph if n.kind == "ma_attention"}

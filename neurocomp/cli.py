@@ -99,12 +99,12 @@ def _cmd_inspect(a):
 
 
 def _cmd_train(a):
-    from neurocomp.train import main as train_main
+    from neurocomp.training.train import main as train_main
     return train_main([a.recipe] + a.rest) or 0
 
 
 def _cmd_finetune(a):
-    from neurocomp.finetune import finetune, format_record
+    from neurocomp.training.finetune import finetune, format_record
     rec = finetune(a.artifact, a.output, epochs=a.epochs, lr=a.lr, gain_lr=a.gain_lr, weights=a.weights,
                    gains=a.gains, loss=a.loss, batch_size=a.batch_size, seed=a.seed, limit=a.train_samples,
                    overwrite=a.overwrite, progress=not a.quiet, val_fraction=a.val_fraction, select=a.select,
@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("finetune", help="fine-tune an artifact's weights and gain tables against 8-bit fixed point")
     f.add_argument("artifact", help="artifact folder written by `neurocomp compile`")
     f.add_argument("-o", "--output", required=True, help="artifact folder to create with the fine-tuned model")
-    from neurocomp._finetune_defaults import (DEFAULT_DISTILL, DEFAULT_EMA, DEFAULT_EPOCHS, DEFAULT_LR,
+    from neurocomp.training._finetune_defaults import (DEFAULT_DISTILL, DEFAULT_EMA, DEFAULT_EPOCHS, DEFAULT_LR,
                                               DEFAULT_VAL_FRACTION)
     f.add_argument("--epochs", type=NONNEGATIVE_INT, default=DEFAULT_EPOCHS,
                    help=f"epochs over the training split (default {DEFAULT_EPOCHS})")

@@ -177,7 +177,7 @@ def test_calibration_statistics_see_class_gates():
 
 # ---- dynamic mode (MA-SNN) ---------------------------------------------------------------------
 def test_sigmoid_table_within_its_quantization_step():
-    from neurocomp.dynamic_attention import sigmoid_lut
+    from neurocomp.fixedpoint.attention import sigmoid_lut
     z = np.linspace(-15.9, 15.9, 20001)
     err = np.abs(sigmoid_lut(z) / 4096.0 - 1.0 / (1.0 + np.exp(-z)))
     # half an input step (1/64) times the largest slope (1/4), plus half an output step (1/8192)
@@ -187,7 +187,7 @@ def test_sigmoid_table_within_its_quantization_step():
 
 def test_dynamic_gains_follow_the_module():
     """Integer MA program (8-bit weights, integer pooling/MLP/conv, table sigmoid) vs the float module."""
-    from neurocomp.dynamic_attention import ma_gains, ma_program
+    from neurocomp.fixedpoint.attention import ma_gains, ma_program
     from neurocomp.nn import TCSA
     torch.manual_seed(0)
     m = TCSA(6, 8, t_ratio=2, c_ratio=2).eval()
@@ -209,7 +209,7 @@ def test_dynamic_gains_follow_the_module():
 
 
 def test_requantizer_rounds_accumulators_like_the_real_factor():
-    from neurocomp.dynamic_attention import LUT_RANGE, LUT_SIZE, LUT_STEP, SIGMOID_LUT, requantizer, sigmoid_of_acc
+    from neurocomp.fixedpoint.attention import LUT_RANGE, LUT_SIZE, LUT_STEP, SIGMOID_LUT, requantizer, sigmoid_of_acc
     rng = np.random.default_rng(3)
     for factor in (1e-9, 3.7e-5, 0.013, 0.5, 1.0, 7.25, 40000.0):
         bound = 2.0 ** 40
@@ -226,7 +226,7 @@ def test_requantizer_rounds_accumulators_like_the_real_factor():
 
 
 def test_attention_weights_are_small_integers():
-    from neurocomp.dynamic_attention import WEIGHT_BITS, quantize_weights
+    from neurocomp.fixedpoint.attention import WEIGHT_BITS, quantize_weights
     rng = np.random.default_rng(0)
     for scale in (1e-4, 0.3, 50.0):
         w = rng.normal(0, scale, (7, 5))
@@ -282,7 +282,7 @@ def test_dynamic_spike_maps_exact_on_lava(kind):
 
 def test_spike_payloads_follow_the_modules():
     """Integer TCJA/PFA programs (8-bit weights, spike counts, table sigmoid) vs the float modules."""
-    from neurocomp.dynamic_attention import spike_payload, spike_program
+    from neurocomp.fixedpoint.attention import spike_payload, spike_program
     from neurocomp.nn import PFA, TCJA
     torch.manual_seed(1)
     m = TCJA(2, 2, 6, 8).eval()

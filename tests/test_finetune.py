@@ -9,21 +9,22 @@ import numpy as np
 import pytest
 import torch
 
+from neurocomp import fixedpoint as fx
 from neurocomp.api import compile as compile_
 from neurocomp.artifact import Artifact
 from neurocomp.errors import BadInput
-from neurocomp.finetune import (QGain, QSynapse, evaluate_split, finetune, folded_graph, graph_to_module,
-                                load_teacher, qat_model, augment_events, quantize_bias, quantize_gain, quantize_weight, layer_scale,
+from neurocomp.training.finetune import (QGain, QSynapse, evaluate_split, finetune, folded_graph, graph_to_module,
+                                load_teacher, qat_model, augment_events, layer_scale,
                                 split_train_val, teacher_rates, train_qat, _data)
 from neurocomp.frontends.checkpoint import save_checkpoint
-from neurocomp.train import loss_fn, seed_everything
+from neurocomp.training.train import loss_fn, seed_everything
 
 T = 4
 
 
 def _tiny(tmp_path, builder, **kw):
     """A tiny model trained briefly in float (the zoo trainer), compiled."""
-    from neurocomp.train import train
+    from neurocomp.training.train import train
     recipe = {"name": f"tiny_{builder}", "dataset": "digits", "timesteps": T, "epochs": 2, "lr": 5e-3,
               "model": {"builder": builder, "kwargs": dict(T=T, in_channels=1, num_classes=10, input_hw=8,
                                                            channels=[4], **kw)}}
@@ -50,7 +51,7 @@ def tcja_art(tmp_path_factory):
 
 
 def _loss(qat, data, n=128):
-    from neurocomp.finetune import _forward
+    from neurocomp.training.finetune import _forward
     with torch.no_grad():
         out = _forward(qat, torch.as_tensor(data.x_train[:, :n]))
         return float(loss_fn(out, torch.as_tensor(data.y_train[:n]), "smse", 10))
@@ -87,22 +88,24 @@ def _check_emulation(path):
         syn, neu = fixed[rec["synapse"]], fixed[L["name"]].fixed
         s = layer_scale(qs.syn.weight, qs.theta, qs.w_gain, qs.weight_bits)
         assert s == pytest.approx(rec["scale"], rel=0, abs=0)
-        q = quantize_weight(qs.syn.weight, s, qs.w_gain, qs.weight_bits).numpy()
-        np.testing.assert_array_equal(q, syn.qweight)
+        q, _ = fx.round_weights(qs.syn.weight.detach().double() * qs.w_gain, s, fx.weight_max(qs.weight_bits))
+        np.testing.assert_array_equal(q.numpy(), syn.qweight)
         # the STE forward uses exactly the dequantized integers
         wq, bq = qs.fake_weights()
         back = wq.detach().double().numpy() * s * qs.w_gain        # float32 weights: 1e-7 relative
         np.testing.assert_allclose(back, syn.qweight, rtol=1e-6, atol=1e-6)
         bias_v = (neu.bias_mant * (2 ** neu.bias_exp)).reshape(-1)
-        got = quantize_bias(qs.syn.bias, s, qs.w_gain).numpy()
+        mant, exp, _ = fx.bias_mant_exp(fx.voltage_units(qs.syn.bias.detach().double() * qs.w_gain, s))
+        got = fx.effective_bias(mant, exp).numpy()
         per = bias_v.reshape(got.shape[0], -1)   # conv: per channel, broadcast over positions
         np.testing.assert_array_equal(per, np.broadcast_to(got[:, None], per.shape))
         if L["gain"] is not None:
             qg = gains[id(mods[L["gain"]].sm if isinstance(mods[L["gain"]], QGain) else mods[L["gain"]])]
             table = qg.table().detach().double()
             mant = neu.gain_mant / (1 << neu.gain_shift)
-            np.testing.assert_array_equal(np.broadcast_to(quantize_gain(table).numpy(), mant.shape), mant)
-            assert torch.equal(quantize_gain(table), table)
+            gm, gs = fx.gain_mantissa(table)
+            np.testing.assert_array_equal(np.broadcast_to((gm / (1 << gs)).numpy(), mant.shape), mant)
+            assert torch.equal(gm / (1 << gs), table)
         checked += 1
     assert checked == len(layers) >= 2
     return art
@@ -280,7 +283,7 @@ def test_cli_flags_and_one_line_errors(tcja_art, tmp_path, capsys, monkeypatch):
                                        "--select", "last", "--ema", "0.95"])
     assert (a.val_fraction, a.distill, a.select, a.ema) == (0.2, 0.3, "last", 0.95)
     d = cli.build_parser().parse_args(["finetune", "X", "-o", "Y"])
-    from neurocomp._finetune_defaults import (DEFAULT_DISTILL, DEFAULT_EMA, DEFAULT_EPOCHS, DEFAULT_LR,
+    from neurocomp.training._finetune_defaults import (DEFAULT_DISTILL, DEFAULT_EMA, DEFAULT_EPOCHS, DEFAULT_LR,
                                               DEFAULT_VAL_FRACTION)
     assert (d.val_fraction, d.distill, d.select, d.epochs, d.lr, d.ema) == (
         DEFAULT_VAL_FRACTION, DEFAULT_DISTILL, None, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_EMA)
@@ -348,7 +351,7 @@ def test_augment_events_transposes_and_shifts_by_at_most_one_pixel(tcja_art, tmp
 
 
 def test_train_qat_with_augmentation_and_distillation_runs(tcja_art, monkeypatch):
-    import neurocomp.finetune as ftm
+    import neurocomp.training.finetune as ftm
     data = _data("digits", T, "bernoulli", 0)       # train_qat itself does not look at the dataset
     teacher = load_teacher(Artifact(tcja_art).checkpoint)
     seen = {"aug": [], "teacher": []}

@@ -19,7 +19,7 @@ from neurocomp.api import lower, run_torch_model
 from neurocomp.backends.lava import run_lava
 from neurocomp.frontends.attention import calibrate, make_static
 from neurocomp.frontends.torch import module_to_graph
-from neurocomp.passes.quantize import payload_bits_for, quantize_payload
+from neurocomp.fixedpoint import payload_bits_for, quantize_payload
 from neurocomp.sim import run_fixed, run_float
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -364,7 +364,7 @@ def test_failed_compile_releases_its_claim(built, capsys, tmp_path):
 
 
 def test_finetune_refuses_an_existing_output_before_training(tmp_path, capsys, monkeypatch):
-    import neurocomp.finetune as ft
+    import neurocomp.training.finetune as ft
     root = os.path.dirname(HERE)
     art = str(tmp_path / "plain")
     rc, err = _cli(["compile", os.path.join(root, "models", "digits_plain", "model.pt"), "-o", art, "-q"], capsys)
@@ -544,7 +544,7 @@ def test_numeric_flag_error_in_a_subprocess():
 
 def test_finetune_api_refuses_batch_size_zero(built):
     from neurocomp.errors import BadInput
-    from neurocomp.finetune import finetune
+    from neurocomp.training.finetune import finetune
     _, good, _ = built
     with pytest.raises(BadInput, match="batch-size"):
         finetune(good, os.path.join(built[0], "never"), batch_size=0)
@@ -584,7 +584,7 @@ def test_report_markdown_escapes_layer_names(tmp_path):
 
 
 def test_finetune_keeps_a_failed_checkpoint_without_replacing_a_file(tmp_path):
-    from neurocomp.finetune import _keep_checkpoint
+    from neurocomp.training.finetune import _keep_checkpoint
     src = tmp_path / "ckpt.pt"
     src.write_bytes(b"new")
     dest = tmp_path / "out.finetuned.pt"

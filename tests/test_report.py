@@ -127,7 +127,7 @@ def test_report_measures_attention_modes_side_by_side(tmp_path):
     with every stage; --finetuned fills 'static after fine-tuning' from a fine-tuned artifact."""
     from neurocomp.api import compile as compile_, simulate
     from neurocomp.cli import main
-    from neurocomp.finetune import finetune
+    from neurocomp.training.finetune import finetune
     art = compile_("models/digits_tcja/model.pt", str(tmp_path / "static"), attention="static")
     ft = str(tmp_path / "ft")
     finetune(art, ft, epochs=1, limit=64, progress=False)

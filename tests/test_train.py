@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from neurocomp import train as tr
+from neurocomp.training import train as tr
 
 
 def tiny_recipe(**over):
@@ -59,7 +59,7 @@ def test_main_writes_checkpoint_metrics_and_card(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert len(metrics["epochs"]) == 1 and 0 <= metrics["epochs"][0]["test_acc"] <= 1
     card = (tmp_path / "card.md").read_text()
-    assert "logistic-regression" in card and "python -m neurocomp.train" in card
+    assert "logistic-regression" in card and "python -m neurocomp.training.train" in card
 
 
 def test_card_rewrite_keeps_marked_sections(tmp_path):

@@ -223,7 +223,7 @@ def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag:
                 raise BadInput("dynamic attention runs only under fixed_pt", where="tag", hint="use fixed_pt")
             src_port = port if node.source is None else out_ports[node.source]
             src_delay = port_delay if node.source is None else timing["layer_delay"][node.source]
-            from neurocomp.dynamic_attention import spike_program
+            from neurocomp.fixedpoint.attention import spike_program
             src_torch = tuple(shape) if node.source is None else tuple(graph[node.source].out_shape)
             gate = SpikeAttentionGate(fwd_shape=lava_shape(shape), src_shape=tuple(src_port.shape),
                                       program=spike_program(node.meta["module"], node.state(), src_torch,
@@ -332,7 +332,7 @@ def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag:
 def _emit_dynamic(neu, att, out_shape, T, delay):
     """Delay line + attention process + gain-fed LIF for a layer whose MA attention stays dynamic."""
     from neurocomp.backends.lava_dynamic import DelayLine, GainLIFDynamic, MAAttentionProcess
-    from neurocomp.dynamic_attention import ma_program
+    from neurocomp.fixedpoint.attention import ma_program
     p = neu.fixed
     bias = to_lava_layout(fx.effective_bias(np.asarray(p.bias_mant, np.int64), np.asarray(p.bias_exp, np.int64)))
     line = DelayLine(shape=out_shape, delay=T)

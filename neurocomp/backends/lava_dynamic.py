@@ -6,7 +6,7 @@ Wiring for a layer with MA-SNN attention kept dynamic::
                    └─► MAAttentionProcess.a_in ── g_out ─► GainLIFDynamic.g_in
 
 The attention process buffers one window of the layer's integer current, computes the per-sample
-gain table at the window's last step in integer arithmetic (``neurocomp.dynamic_attention.ma_gains``
+gain table at the window's last step in integer arithmetic (``neurocomp.fixedpoint.attention.ma_gains``
 on the program ``ma_program`` built at emit time, the functions the reference simulator calls) and,
 during the next window, sends row ``t`` at the step when the delayed current of step ``t`` reaches
 the neuron. On Loihi 2 this process would run on the chip's
@@ -26,7 +26,7 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from neurocomp import fixedpoint as fx
-from neurocomp.dynamic_attention import ma_gains
+from neurocomp.fixedpoint.attention import ma_gains
 
 
 class DelayLine(AbstractProcess):
@@ -143,7 +143,7 @@ class SpikeAttentionGate(AbstractProcess):
 
     ``s_fwd`` receives the spikes to scale, ``s_src`` those the map is computed from (the same port's
     data for PFA; the pre-pool LIF spikes for TCJA). At the last step of a source window the gate
-    computes the 8-bit payload table in integer arithmetic (``neurocomp.dynamic_attention.spike_payload``
+    computes the 8-bit payload table in integer arithmetic (``neurocomp.fixedpoint.attention.spike_payload``
     on the module's ``spike_program``, as the reference simulator does); one window later it sends
     each buffered spike multiplied by its payload.
     """
@@ -177,7 +177,7 @@ class PySpikeAttentionGateFixed(PyLoihiProcessModel):
         self._payload = np.zeros((2, T) + tuple(proc_params["fwd_shape"]), np.int64)
 
     def run_spk(self):
-        from neurocomp.dynamic_attention import spike_payload
+        from neurocomp.fixedpoint.attention import spike_payload
         p = self.proc_params
         T = p["window"]
         f = self.time_step - 1 - p["fwd_offset"]

@@ -184,7 +184,7 @@ class MAAttention(Node):
     """MA-SNN's attention kept dynamic (``--attention dynamic``): the module's exact per-sample maps.
 
     Float semantics: the neurocomp.nn module itself (``meta['module']``, ``meta['config']``) with
-    these weights. Fixed point: ``neurocomp.dynamic_attention.ma_gains`` on the layer's integer
+    these weights. Fixed point: ``neurocomp.fixedpoint.attention.ma_gains`` on the layer's integer
     current, with the integer program ``ma_program(state, parts, x_scale)`` (``x_scale`` = 64 * s, set
     by quantize), as a per-sample gain table of the consuming neuron (rectified, bias included). In Lava it costs T steps of latency.
     """
@@ -213,7 +213,7 @@ class SpikeAttention(Node):
     ``meta['module']``/``meta['config']`` with these weights); ``source`` names the layer whose
     spikes feed the map (None: this node's input; with ``pool`` the input is pre-pool spikes and
     the map is computed on their average pool and repeated over each window). Fixed point / Lava:
-    the spikes become 8-bit graded payloads computed in integers (``neurocomp.dynamic_attention``:
+    the spikes become 8-bit graded payloads computed in integers (``neurocomp.fixedpoint.attention``:
     ``spike_payload`` on the module's ``spike_program``), sent
     one window late by an attention gate process; the consuming neuron divides its input by 2**8.
     """

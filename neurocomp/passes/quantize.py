@@ -26,6 +26,7 @@ from neurocomp import fixedpoint as fx
 from neurocomp.errors import QuantizationError, UnsupportedLayer
 from neurocomp.ir import Conv2d, CubaLIF, Dense, GradedSpikes, MAAttention, SpikeAttention, Flatten, Input, LIF, Linear, LoihiNeuron, MALIF, SumPool2d, Threshold
 from neurocomp.passes._util import with_record
+from neurocomp.passes.quantize_cuba import quantize_cuba
 
 
 def check_lowerable(graph) -> list:
@@ -79,42 +80,10 @@ def check_lowerable(graph) -> list:
     return pairs
 
 
-def _bias_mant_exp(bias_v: np.ndarray):
-    """Smallest exponent whose 13-bit mantissa holds the bias; returns (mant, exp, clipped count)."""
-    mant = np.zeros(bias_v.shape, dtype=np.int64)
-    exp = np.zeros(bias_v.shape, dtype=np.int64)
-    clipped = 0
-    for idx, b in np.ndenumerate(bias_v):
-        for e in range(fx.BIAS_EXP_MAX + 1):
-            m = int(round(b / (1 << e)))
-            if fx.BIAS_MANT_MIN <= m <= fx.BIAS_MANT_MAX:
-                break
-        else:
-            m = int(np.clip(m, fx.BIAS_MANT_MIN, fx.BIAS_MANT_MAX))
-            clipped += 1
-        mant[idx], exp[idx] = m, e
-    return mant, exp, clipped
-
-
-def _choose_vth(w_eff: np.ndarray, theta: float, wmax: int) -> int:
-    m = float(np.max(np.abs(w_eff))) if w_eff.size else 0.0
-    if m == 0.0:
-        return max(0, min(fx.VTH_MAX, int(math.floor(wmax * theta))))
-    s_max = (wmax + 0.5 - 1e-9) / m
-    vth_max = int(math.floor(s_max * theta - 1.0 / 64))
-    vth_max = min(vth_max, fx.VTH_MAX)
-    if vth_max <= 0:
-        return 0
-    lo = max(0, int(math.ceil(0.75 * vth_max)))
-    candidates = np.unique(np.linspace(lo, vth_max, num=min(64, vth_max - lo + 1)).round().astype(int))
-    w64 = w_eff.astype(np.float64).ravel()
-    best, best_err = vth_max, None
-    for vth in candidates[::-1]:
-        s = (vth + 1.0 / 64) / theta
-        err = float(np.sum((w64 * s - np.round(w64 * s)) ** 2)) / s ** 2
-        if best_err is None or err < best_err - 1e-15:
-            best, best_err = int(vth), err
-    return best
+def _bias(bias_v):
+    """Voltage bias (numpy) -> ``(mant int64, exp int64, clipped count)`` (:func:`fixedpoint.bias_mant_exp`)."""
+    mant, exp, clipped = fx.bias_mant_exp(np.asarray(bias_v, np.float64))
+    return mant.astype(np.int64), exp.astype(np.int64), clipped
 
 
 def _max_input(q: np.ndarray, syn) -> int:
@@ -134,8 +103,8 @@ def _quantize_gain(neu):
     gmax = float(np.max(g))
     if not gmax > 0 or np.any(g < 0):
         raise QuantizationError("attention gains must be non-negative and not all zero", where=f"layer '{neu.name}'")
-    shift = int(min(16, max(0, math.floor(math.log2(fx.DECAY_MAX / gmax)))))
-    return np.round(np.asarray(g, np.float64) * (1 << shift)).astype(np.int64), shift
+    mant, shift = fx.gain_mantissa(np.asarray(g, np.float64))
+    return mant.astype(np.int64), shift
 
 
 def _quantize_lif(syn, neu, weight_bits: int):
@@ -160,12 +129,12 @@ def _quantize_lif(syn, neu, weight_bits: int):
                                 hint="give v_threshold a finite value")
     is_ma = isinstance(neu, MALIF)
     gain = 1.0 / neu.tau if (not is_ma and neu.tau is not None and neu.decay_input) else 1.0
-    wmax = (1 << (weight_bits - 1)) - 1
+    wmax = fx.weight_max(weight_bits)
     w_eff = syn.weight.astype(np.float64) * gain
-    vth = _choose_vth(w_eff, theta, wmax)
-    s = (vth + 1.0 / 64) / theta
-    raw = np.round(w_eff * s)
-    q = np.clip(raw, -wmax - 1, wmax).astype(np.int64)
+    vth = fx.choose_vth(w_eff, theta, wmax)
+    s = fx.lif_scale(vth, theta)
+    q, raw = fx.round_weights(w_eff, s, wmax)
+    q = q.astype(np.int64)
     n_clipped = int(np.sum(raw != q))
     if n_clipped and vth == 0:
         raise QuantizationError(f"threshold {theta:g} is too small for weights up to {np.max(np.abs(w_eff)):g}: "
@@ -177,20 +146,19 @@ def _quantize_lif(syn, neu, weight_bits: int):
                                 hint=f"v_threshold - v_reset must be below ~{fx.VTH_MAX} x max|w| (rescale)")
     out_shape = neu.out_shape
     b = syn.bias.astype(np.float64) * gain if syn.bias is not None else np.zeros(syn.weight.shape[0])
-    bias_v = 64.0 * s * b
+    bias_v = fx.voltage_units(b, s)
     if isinstance(syn, Conv2d):  # per output channel -> per neuron (C, H, W)
         bias_v = np.broadcast_to(bias_v[:, None, None], out_shape)
     elif isinstance(syn, Dense):
         bias_v = bias_v.reshape(out_shape)
-    mant, exp, b_clipped = _bias_mant_exp(np.asarray(bias_v))
+    mant, exp, b_clipped = _bias(bias_v)
     if is_ma:   # h = alpha * u': the voltage keeps alpha per step
-        dv = min(max(int(round(fx.DECAY_UNITY * (1.0 - neu.alpha))), 0), fx.DECAY_MAX)
+        dv = fx.ma_dv(neu.alpha)
         decay_error = abs((fx.DECAY_UNITY - dv) / fx.DECAY_UNITY - neu.alpha)
     elif neu.tau is None:
         dv, decay_error = 0, 0.0
     else:
-        dv = int(round(fx.DECAY_UNITY / neu.tau))
-        dv = min(max(dv, 0), fx.DECAY_MAX)
+        dv = fx.lif_dv(neu.tau)
         decay_error = abs(dv / fx.DECAY_UNITY - 1.0 / neu.tau)
     gain_mant, gain_shift = _quantize_gain(neu)
     fixed = LoihiNeuron(du=fx.DECAY_MAX, dv=dv, vth=int(vth), bias_mant=mant, bias_exp=exp,
@@ -211,27 +179,6 @@ def _quantize_lif(syn, neu, weight_bits: int):
     return q, fixed, record
 
 
-PAYLOAD_BITS = 8
-
-
-def quantize_payload(scale: np.ndarray, bits: int = PAYLOAD_BITS):
-    """Graded spike payloads ``scale ~ qscale / 2**shift``: the largest shift (<= 24) whose rounded
-    maximum fits ``bits`` unsigned bits. Returns ``(qscale int64, shift)``; None if the scale is not
-    non-negative with a positive maximum."""
-    b = np.asarray(scale, np.float64)
-    top = float(np.max(b)) if b.size else 0.0
-    if not top > 0 or float(np.min(b)) < -1e-6 * top:
-        return None
-    pmax = (1 << bits) - 1
-    shift = 0
-    while shift < 24 and round(top * (1 << (shift + 1))) <= pmax:
-        shift += 1
-    while shift > 0 and round(top * (1 << shift)) > pmax:
-        shift -= 1
-    q = np.clip(np.round(b * (1 << shift)), 0, pmax).astype(np.int64)
-    return q, shift
-
-
 def _payload_consumers(nodes) -> dict:
     """``{consuming synapse name: GradedSpikes node}``; the payloads are quantized with the synapse."""
     out = {}
@@ -245,16 +192,6 @@ def _payload_consumers(nodes) -> dict:
     return out
 
 
-def payload_bits_for(max_input: int) -> int:
-    """Payload bits (<= 8) such that every synaptic sum, ``max_input * (2**bits - 1)``, stays below 2**24,
-    where Lava's Conv (a float32 convolution of integers) is exact; a sum above 2**23 would wrap at 24 bits
-    in Lava and in the reference alike (``current_may_wrap``)."""
-    bits = PAYLOAD_BITS
-    while bits > 1 and max_input * ((1 << bits) - 1) >= 2 * fx.MAX_STATE:
-        bits -= 1
-    return bits
-
-
 def _payload_voltage_scale(syn, neu, q, fixed, rec, pay, weight_bits: int, T: int):
     """The consumer of graded payloads ``qscale / 2**shift``: its synaptic input ``a = sum q * qscale``
     is rescaled by its gain, so its voltage scale ``sigma = (vth + 1/64) / theta`` is chosen from the
@@ -264,8 +201,8 @@ def _payload_voltage_scale(syn, neu, q, fixed, rec, pay, weight_bits: int, T: in
     if fixed.gain_on_bias:
         raise UnsupportedLayer("graded spike payloads into a neuron whose gain covers its bias", where=f"layer '{neu.name}'",
                                hint="one attention map per neuron is supported")
-    bits = payload_bits_for(rec["max_input"])
-    got = quantize_payload(pay.scale, bits)
+    bits = fx.payload_bits_for(rec["max_input"])
+    got = fx.quantize_payload(pay.scale, bits)
     if got is None or (got[1] == 0 and np.max(pay.scale) > (1 << bits) - 1):
         raise QuantizationError(f"graded spike payloads must be non-negative, not all zero and fit {bits} bits",
                                 where=f"layer '{pay.name}'",
@@ -280,18 +217,18 @@ def _payload_voltage_scale(syn, neu, q, fixed, rec, pay, weight_bits: int, T: in
         w_eff = w_eff * (bmax[None, :, None, None] if syn.groups == 1 else float(bmax.max()))
     else:
         w_eff = w_eff * deq.reshape(-1)[None, :]
-    vth = _choose_vth(w_eff, theta, (1 << (weight_bits - 1)) - 1)
-    sigma = (vth + 1.0 / 64) / theta
+    vth = fx.choose_vth(w_eff, theta, fx.weight_max(weight_bits))
+    sigma = fx.lif_scale(vth, theta)
     g = neu.input_gain if neu.input_gain is not None else np.ones((T,) + tuple(neu.out_shape))
     gained = neu.replace(input_gain=np.asarray(g, np.float64) * (sigma / s))
     gain_mant, gain_shift = _quantize_gain(gained)
     b = syn.bias.astype(np.float64) * w_gain if syn.bias is not None else np.zeros(syn.weight.shape[0])
-    bias_v = 64.0 * sigma * b
+    bias_v = fx.voltage_units(b, sigma)
     if isinstance(syn, Conv2d):
         bias_v = np.broadcast_to(bias_v[:, None, None], neu.out_shape)
     elif isinstance(syn, Dense):
         bias_v = bias_v.reshape(neu.out_shape)
-    mant, exp, b_clipped = _bias_mant_exp(np.asarray(bias_v))
+    mant, exp, b_clipped = _bias(bias_v)
     fixed = dataclasses.replace(fixed, vth=int(vth), bias_mant=mant, bias_exp=exp, gain_mant=gain_mant,
                                 gain_shift=int(gain_shift) + int(pay.shift),
                                 v_reset=(64 * int(vth) + 1) if isinstance(neu, MALIF) else 0)
@@ -334,7 +271,6 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
         if isinstance(neu, Threshold):
             q, fixed, rec = _quantize_or(syn, neu)
         elif isinstance(neu, CubaLIF):
-            from neurocomp.passes.quantize_cuba import quantize_cuba
             q, rq, qi, fixed, rec = quantize_cuba(syn, neu, weight_bits)
             replaced[syn.name] = syn.replace(qweight=q)
             replaced[neu.name] = neu.replace(fixed=fixed, rec_qweight=rq, qi_bias=qi)

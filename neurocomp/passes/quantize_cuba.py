@@ -12,8 +12,6 @@ A non-spiking readout gets ``s = wmax / max|g W|`` and no threshold.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from neurocomp import fixedpoint as fx
@@ -40,10 +38,9 @@ def _per_channel(g, where):
 
 
 def quantize_cuba(syn, neu, weight_bits: int):
-    from neurocomp.passes.quantize import _bias_mant_exp   # shared helper
     where = f"layer '{neu.name}'"
     g = _gain(neu)
-    wmax = (1 << (weight_bits - 1)) - 1
+    wmax = fx.weight_max(weight_bits)
     if isinstance(syn, Linear):
         w_eff = syn.weight.astype(np.float64) * g.reshape(-1)[:, None]
         b_eff = None if syn.bias is None else syn.bias.astype(np.float64) * g.reshape(-1)
@@ -78,25 +75,21 @@ def quantize_cuba(syn, neu, weight_bits: int):
         if not theta > 0:
             raise QuantizationError(f"threshold {theta:g} is not positive", where=where,
                                     hint="Loihi thresholds are positive")
-        vth = fx.VTH_MAX if m == 0.0 else int(math.floor(wmax * theta / m))
-        vth = max(1, min(vth, fx.VTH_MAX))
-        s = vth / theta
-    else:
-        s = (wmax / m) if m > 0 else 1.0
-        vth = 0
-    raw = np.round(w_eff * s)
-    q = np.clip(raw, -wmax - 1, wmax).astype(np.int64)
+    vth, s = fx.cuba_scale(m, theta if neu.spiking else None, wmax, neu.spiking)
+    q, raw = fx.round_weights(w_eff, s, wmax)
+    q = q.astype(np.int64)
     n_clipped = int(np.sum(raw != q))
     rq = None
     if rec_eff is not None:
-        rraw = np.round(rec_eff * s)
-        rq = np.clip(rraw, -wmax - 1, wmax).astype(np.int64)
+        rq, rraw = fx.round_weights(rec_eff, s, wmax)
+        rq = rq.astype(np.int64)
         n_clipped += int(np.sum(rraw != rq))
-    qi = np.round(64.0 * s * i_bias).astype(np.int64)
-    vb = np.zeros(neu.out_shape) if neu.v_bias is None else 64.0 * s * np.asarray(neu.v_bias, np.float64)
-    mant, exp, b_clipped = _bias_mant_exp(np.asarray(vb, np.float64).reshape(neu.out_shape))
-    du = int(min(max(round(fx.DECAY_UNITY * (1.0 - neu.alpha)) - 1, 0), fx.DECAY_MAX))
-    dv = int(min(max(round(fx.DECAY_UNITY * (1.0 - neu.beta)), 0), fx.DECAY_UNITY))
+    qi = np.round(fx.voltage_units(i_bias, s)).astype(np.int64)
+    vb = np.zeros(neu.out_shape) if neu.v_bias is None else fx.voltage_units(np.asarray(neu.v_bias, np.float64), s)
+    mant, exp, b_clipped = fx.bias_mant_exp(np.asarray(vb, np.float64).reshape(neu.out_shape))
+    mant, exp = mant.astype(np.int64), exp.astype(np.int64)
+    du = fx.cuba_du(neu.alpha)
+    dv = fx.cuba_dv(neu.beta)
     fixed = LoihiNeuron(du=du, dv=dv, vth=int(vth), bias_mant=mant, bias_exp=exp)
     record = {"layer": neu.name, "synapse": syn.name, "scale": s, "vth": int(vth),
               "theta": float(neu.v_threshold), "weight_bits": weight_bits, "weights_clipped": n_clipped,

@@ -313,7 +313,7 @@ def _synapse_fixed(node, s: torch.Tensor) -> torch.Tensor:
 
 def dynamic_gains(att: MAAttention, a_seq: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """Per-sample gain mantissas ``[T, B, *shape]`` the attention process computes from a window."""
-    from neurocomp.dynamic_attention import ma_gains, ma_program
+    from neurocomp.fixedpoint.attention import ma_gains, ma_program
     x = (a_seq.to(torch.int64) * (1 << fx.ACT_SHIFT) + bias).numpy()
     g = ma_gains(x.swapaxes(0, 1), ma_program(att.state(), att.parts, float(att.x_scale)))
     return torch.as_tensor(g.swapaxes(0, 1))
@@ -371,7 +371,7 @@ def run_fixed(graph, x_seq, record=None) -> SimResult:
                 dyn_att = node
                 continue
             if isinstance(node, SpikeAttention):
-                from neurocomp.dynamic_attention import spike_payload, spike_program
+                from neurocomp.fixedpoint.attention import spike_payload, spike_program
                 src = s if node.source is None else outputs[node.source]
                 prog = spike_program(node.meta["module"], node.state(), tuple(src.shape[2:]), tuple(node.pool))
                 pay = spike_payload(prog, src.numpy().swapaxes(0, 1))

@@ -1,4 +1,4 @@
-"""Train a zoo model from a JSON recipe: ``neurocomp train RECIPE`` / ``python -m neurocomp.train``.
+"""Train a zoo model from a JSON recipe: ``neurocomp train RECIPE`` / ``python -m neurocomp.training.train``.
 
 A recipe (``models/<name>/recipe.json``)::
 
@@ -277,7 +277,7 @@ def write_card(result: dict, recipe_path=None) -> Path:
         "- **Output**: spikes of the last LIF layer, one neuron per class; prediction = argmax of "
         "the spike count over T (ties -> lowest index)",
         "", "Reproduce (writes model.pt, metrics.json and this card):", "",
-        "```", f"python -m neurocomp.train {cmd_recipe}    # or: neurocomp train {cmd_recipe}",
+        "```", f"python -m neurocomp.training.train {cmd_recipe}    # or: neurocomp train {cmd_recipe}",
         "```", "",
         f"Trained on `{result.get('device', 'cpu')}`; per-epoch metrics in `metrics.json`.", "",
     ]

@@ -132,3 +132,4 @@ def gain_lif_step(v, a, bias, gain_t, gain_shift, dv, vth, v_reset, rectify, gai
     s = v > (vth << VTH_SHIFT)
     v = v * (~s) + v_reset * s
     return v, s
+

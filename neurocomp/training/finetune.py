@@ -17,7 +17,7 @@
 2. **Quantization-aware training** on the model's training split, with straight-through
    estimators that reproduce ``neurocomp.passes.quantize`` layer by layer: the scale
    ``s = (vth + 1/64) / theta`` with ``vth`` chosen by the quantizer's own rule
-   (``_choose_vth``, recomputed from the current weights at every step), weights
+   (``neurocomp.fixedpoint.choose_vth``, recomputed from the current weights at every step), weights
    ``round(s * w_eff)`` clipped to ``weight_bits`` (``w_eff = w / tau`` for decay-input LIFs),
    biases as the 13-bit mantissa / 3-bit exponent the quantizer stores, gains as the quantizer's
    ``mantissa / 2**shift``. The forward pass uses the dequantized values, the backward pass the
@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neurocomp import fixedpoint as fx
-from neurocomp._finetune_defaults import DEFAULT_DISTILL, DEFAULT_EMA, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_VAL_FRACTION
+from neurocomp.training._finetune_defaults import DEFAULT_DISTILL, DEFAULT_EMA, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_VAL_FRACTION
 from neurocomp.errors import BadInput, UnsupportedLayer
 
 
@@ -117,8 +117,7 @@ def graph_to_module(graph, lens: float = 0.25):
             syn_at, syn_node = len(mods), n
             mods.append(m)
         elif isinstance(n, GradedSpikes):      # payload factor B: a fixed StaticMap, as the quantizer rounds it
-            from neurocomp.passes.quantize import quantize_payload
-            got = quantize_payload(n.scale)
+            got = fx.quantize_payload(n.scale)
             if got is None:
                 raise UnsupportedLayer("graded spike payloads must be non-negative", where=where)
             b = np.broadcast_to(got[0] / float(1 << got[1]), (T,) + tuple(n.out_shape)).astype(np.float32)
@@ -196,44 +195,19 @@ def _set(m, n):
 # ---- straight-through fake quantization, the quantizer's rules ----------------------------------
 
 def layer_scale(weight: torch.Tensor, theta: float, w_gain: float, weight_bits: int) -> float:
-    """The quantizer's scale ``s = (vth + 1/64) / theta`` for these weights (``_choose_vth``)."""
-    from neurocomp.passes.quantize import _choose_vth
+    """The quantizer's scale :func:`neurocomp.fixedpoint.lif_scale` of the threshold
+    :func:`neurocomp.fixedpoint.choose_vth` for these weights."""
     w_eff = weight.detach().cpu().numpy().astype(np.float32).astype(np.float64) * w_gain
-    vth = _choose_vth(w_eff, theta, (1 << (weight_bits - 1)) - 1)
-    return (vth + 1.0 / 64) / theta
+    return fx.lif_scale(fx.choose_vth(w_eff, theta, fx.weight_max(weight_bits)), theta)
 
 
-def quantize_weight(weight: torch.Tensor, s: float, w_gain: float, weight_bits: int) -> torch.Tensor:
-    """Integer weights ``clip(round(s * w_eff))`` as the quantizer computes them (int64)."""
-    wmax = (1 << (weight_bits - 1)) - 1
-    w_eff = weight.detach().double() * w_gain
-    return torch.clamp(torch.round(w_eff * s), -wmax - 1, wmax).to(torch.int64)
-
-
-def quantize_bias(bias: torch.Tensor, s: float, w_gain: float) -> torch.Tensor:
-    """``64 s b_eff`` as the quantizer's 13-bit mantissa times ``2**exp`` (the effective voltage bias)."""
-    bv = 64.0 * s * (bias.detach().double() * w_gain)
-    out = torch.empty_like(bv)
-    done = torch.zeros_like(bv, dtype=torch.bool)
-    for e in range(fx.BIAS_EXP_MAX + 1):
-        m = torch.round(bv / (1 << e))
-        ok = (m >= fx.BIAS_MANT_MIN) & (m <= fx.BIAS_MANT_MAX) & ~done
-        out[ok] = m[ok] * (1 << e)
-        done |= ok
-    if not bool(done.all()):
-        m = torch.clamp(torch.round(bv / (1 << fx.BIAS_EXP_MAX)), fx.BIAS_MANT_MIN, fx.BIAS_MANT_MAX)
-        out[~done] = m[~done] * (1 << fx.BIAS_EXP_MAX)
-    return out
-
-
-def quantize_gain(g: torch.Tensor) -> torch.Tensor:
-    """The gain table as the quantizer stores it: ``round(g * 2**shift) / 2**shift``."""
+def _fake_gain(g: torch.Tensor) -> torch.Tensor:
+    """The gain table as the quantizer stores it, dequantized (:func:`neurocomp.fixedpoint.gain_mantissa`)."""
     g64 = g.detach().double()
-    gmax = float(g64.max())
-    if not gmax > 0:
+    if not float(g64.max()) > 0:
         return torch.zeros_like(g64)
-    shift = int(min(16, max(0, math.floor(math.log2(fx.DECAY_MAX / gmax)))))
-    return torch.round(g64 * (1 << shift)) / (1 << shift)
+    mant, shift = fx.gain_mantissa(g64)
+    return mant / (1 << shift)
 
 
 def _ste(x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -271,9 +245,12 @@ class QSynapse(nn.Module):
         if not self.enabled:
             return w, b
         s = self.scale(w)
-        q = quantize_weight(w, s, self.w_gain, self.weight_bits)
-        wq = _ste(w, q.double() / (s * self.w_gain))
-        bq = None if b is None else _ste(b, quantize_bias(b, s, self.w_gain) / (64.0 * s * self.w_gain))
+        q, _ = fx.round_weights(w.detach().double() * self.w_gain, s, fx.weight_max(self.weight_bits))
+        wq = _ste(w, q / (s * self.w_gain))
+        bq = None
+        if b is not None:
+            mant, exp, _ = fx.bias_mant_exp(fx.voltage_units(b.detach().double() * self.w_gain, s))
+            bq = _ste(b, fx.effective_bias(mant, exp) / fx.voltage_units(self.w_gain, s))
         return wq, bq
 
     def forward(self, x_seq):
@@ -301,7 +278,7 @@ class QGain(nn.Module):
         g = self.g
         if self.kind == "spikes":
             g = g / g.mean()
-        return _ste(g, quantize_gain(g)) if self.quantized else g
+        return _ste(g, _fake_gain(g)) if self.quantized else g
 
     def forward(self, x_seq):
         y = x_seq * self.table().unsqueeze(1)
@@ -332,7 +309,7 @@ def qat_model(model, layers, weight_bits: int = 8, quantized: bool = True):
 # ---- data, training loop ------------------------------------------------------------------------
 
 def _data(dataset: str, T: int, encoding: str, seed: int):
-    from neurocomp.train import DEFAULTS, Data
+    from neurocomp.training.train import DEFAULTS, Data
     if dataset not in ("digits", "events"):
         raise BadInput(f"the model's dataset is {dataset!r}", where="finetune",
                        hint="finetune trains on a named dataset's training split (digits, events)")
@@ -422,7 +399,7 @@ def teacher_rates(teacher, x: np.ndarray, batch_size: int = 128) -> torch.Tensor
 
 @torch.no_grad()
 def evaluate_split(model, x: np.ndarray, y: np.ndarray, num_classes: int, batch_size: int = 128) -> dict:
-    """Accuracy (argmax of spike counts, ties to the lowest class as :func:`neurocomp.train.evaluate`)
+    """Accuracy (argmax of spike counts, ties to the lowest class as :func:`neurocomp.training.train.evaluate`)
     and SMSE loss of ``model`` on time-major inputs ``x``."""
     from spikingjelly.activation_based import functional
     model.eval()
@@ -482,7 +459,7 @@ def train_qat(qat, params_w, params_g, data, epochs: int, lr: float, gain_lr: fl
     ``augment``: training batches go through :func:`augment_events` (the teacher, if any, sees the
     same augmented inputs)."""
     from tqdm import tqdm
-    from neurocomp.train import loss_fn, seed_everything
+    from neurocomp.training.train import loss_fn, seed_everything
     if select not in ("best", "last"):
         raise BadInput(f"--select {select}", where="--select", hint="best or last")
     if train_idx is None:
@@ -651,7 +628,7 @@ def _finetune(src, claim, artifact, out, epochs, lr, gain_lr, weights, gains, lo
     from neurocomp.api import compile as compile_
     from neurocomp.artifact import Artifact, record_files, write_atomically, write_json_atomically
     from neurocomp.frontends.checkpoint import save_checkpoint
-    from neurocomp.train import seed_everything
+    from neurocomp.training.train import seed_everything
     man = src.manifest
     T, shape, enc, dataset = man["timesteps"], man["input_shape"], man["encoding"], man.get("dataset")
     if not dataset:

@@ -32,6 +32,8 @@ import math
 
 import numpy as np
 
+from neurocomp.fixedpoint.formats import PAYLOAD_BITS   # 8-bit graded spike payloads
+
 GAIN_SHIFT = 12
 LUT_STEP = 32            # entries per unit of the sigmoid's argument
 LUT_RANGE = 16           # the table covers [-16, 16)
@@ -42,7 +44,6 @@ WEIGHT_BITS = 8          # attention-process weights (MLPs, convolutions)
 MULT_BITS = 15           # the accumulator -> table-index multiplier
 ACC_BITS = 62            # accumulators must stay below 2**62 in magnitude (int64 with headroom)
 INPUT_BOUND_BITS = 31    # |x| < 2**31 for MA's input current (64 * a 24-bit current + bias)
-PAYLOAD_BITS = 8
 PAYLOAD_SHIFT = PAYLOAD_BITS          # the consuming neuron divides its input by 2**8 again
 SOFTMAX_BITS = 12                     # PFA's rank weights softmax(lambda)
 

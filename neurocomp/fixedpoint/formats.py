@@ -1,0 +1,159 @@
+"""The number formats: how the quantizer turns float quantities into Loihi's integers.
+
+Bias mantissa/exponent, gain mantissa and shift, threshold and weight scale, weight rounding, decays
+and graded spike payloads, written once. The quantize passes (``neurocomp.passes.quantize``,
+``quantize_cuba``) call them on numpy arrays and fine-tuning's fake quantization
+(``neurocomp.training.finetune``) on torch tensors; those marked "numpy or torch" use only operators
+and methods both share, so the two give the same integers.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from neurocomp.fixedpoint.loihi import BIAS_EXP_MAX, BIAS_MANT_MAX, BIAS_MANT_MIN, DECAY_MAX, DECAY_UNITY, MAX_STATE, VTH_MAX, _is_torch
+
+GAIN_SHIFT_MAX = 16                          # largest right shift of a gain mantissa
+PAYLOAD_BITS = 8                             # graded spike payloads: unsigned, at most 8 bits
+
+
+def weight_max(weight_bits: int) -> int:
+    """Largest integer weight of ``weight_bits`` signed bits (the smallest is ``-weight_max - 1``)."""
+    return (1 << (weight_bits - 1)) - 1
+
+
+def voltage_units(x, s: float):
+    """``64 * s * x``: a float membrane quantity (bias, current) in Lava's voltage units for the
+    layer's weight scale ``s`` (numpy or torch)."""
+    return 64.0 * s * x
+
+
+def round_weights(w_eff, s: float, wmax: int):
+    """Integer weights ``clip(round(s * w_eff), -wmax - 1, wmax)`` (numpy or torch, half to even).
+    Returns ``(q, raw)``, both floats of integer value (the caller casts); ``raw != q`` where clipped."""
+    raw = (w_eff * s).round()
+    return raw.clip(-wmax - 1, wmax), raw
+
+
+def _select(cond, a, b):
+    """``a`` where ``cond``, else ``b`` (numpy arrays or torch tensors)."""
+    return a.where(cond, b) if _is_torch(cond) else np.where(cond, a, b)
+
+
+def bias_mant_exp(bias_v):
+    """Loihi's voltage bias ``mant * 2**exp`` (13-bit signed mantissa, 3-bit exponent) of a bias in
+    voltage units (numpy or torch floats): per value, the smallest exponent whose rounded mantissa
+    fits 13 bits; a value beyond ``2**12 * 2**7`` is clipped to the mantissa range at exponent 7.
+    Returns ``(mant, exp, clipped count)``, mantissa and exponent as floats of integer value."""
+    m = (bias_v / (1 << BIAS_EXP_MAX)).round()
+    fits = (m >= BIAS_MANT_MIN) & (m <= BIAS_MANT_MAX)
+    clipped = int((~fits).sum())
+    mant, exp = m.clip(BIAS_MANT_MIN, BIAS_MANT_MAX), m * 0 + BIAS_EXP_MAX
+    for e in range(BIAS_EXP_MAX - 1, -1, -1):    # the smallest exponent that fits is written last
+        m = (bias_v / (1 << e)).round()
+        fits = (m >= BIAS_MANT_MIN) & (m <= BIAS_MANT_MAX)
+        mant, exp = _select(fits, m, mant), exp - (exp - e) * fits
+    return mant, exp, clipped
+
+
+def gain_shift(gmax: float) -> int:
+    """Right shift of a gain table whose maximum is ``gmax > 0``: the largest (<= 16) keeping every
+    mantissa within 12 bits (``gmax * 2**shift <= 4095``)."""
+    return int(min(GAIN_SHIFT_MAX, max(0, math.floor(math.log2(DECAY_MAX / gmax)))))
+
+
+def gain_mantissa(g):
+    """A non-negative gain table (numpy or torch floats, positive maximum) as ``gain = mant / 2**shift``.
+    Returns ``(mant, shift)``, the mantissas as floats of integer value."""
+    shift = gain_shift(float(g.max()))
+    return (g * (1 << shift)).round(), shift
+
+
+def lif_scale(vth: int, theta: float) -> float:
+    """The LIF weight scale ``s = (vth + 1/64) / theta``: the float threshold ``theta`` (fire on
+    ``>=``) lands exactly on Lava's boundary ``v > 64 * vth`` (``64 s theta = 64 vth + 1``)."""
+    return (vth + 1.0 / 64) / theta
+
+
+def choose_vth(w_eff: np.ndarray, theta: float, wmax: int) -> int:
+    """The LIF threshold mantissa for effective weights ``w_eff`` (numpy) and threshold ``theta``:
+    among the top quarter of the thresholds whose scale :func:`lif_scale` keeps every weight within
+    ``wmax``, the one with the smallest weight-rounding error."""
+    m = float(np.max(np.abs(w_eff))) if w_eff.size else 0.0
+    if m == 0.0:
+        return max(0, min(VTH_MAX, int(math.floor(wmax * theta))))
+    s_max = (wmax + 0.5 - 1e-9) / m
+    vth_max = int(math.floor(s_max * theta - 1.0 / 64))
+    vth_max = min(vth_max, VTH_MAX)
+    if vth_max <= 0:
+        return 0
+    lo = max(0, int(math.ceil(0.75 * vth_max)))
+    candidates = np.unique(np.linspace(lo, vth_max, num=min(64, vth_max - lo + 1)).round().astype(int))
+    w64 = w_eff.astype(np.float64).ravel()
+    best, best_err = vth_max, None
+    for vth in candidates[::-1]:
+        s = (vth + 1.0 / 64) / theta
+        err = float(np.sum((w64 * s - np.round(w64 * s)) ** 2)) / s ** 2
+        if best_err is None or err < best_err - 1e-15:
+            best, best_err = int(vth), err
+    return best
+
+
+def cuba_scale(m: float, theta: float, wmax: int, spiking: bool):
+    """``(vth, s)`` of a CUBA layer whose largest effective weight is ``m``: spiking, the largest
+    ``vth`` keeping every weight within ``wmax`` and ``s = vth / theta`` (fire on ``>``, mapped
+    exactly); a readout ``s = wmax / m`` and no threshold."""
+    if not spiking:
+        return 0, (wmax / m) if m > 0 else 1.0
+    vth = VTH_MAX if m == 0.0 else int(math.floor(wmax * theta / m))
+    vth = max(1, min(vth, VTH_MAX))
+    return vth, vth / theta
+
+
+def lif_dv(tau: float) -> int:
+    """Voltage decay of a LIF with time constant ``tau``: ``round(4096 / tau)`` within 0..4095."""
+    return min(max(int(round(DECAY_UNITY / tau)), 0), DECAY_MAX)
+
+
+def ma_dv(alpha: float) -> int:
+    """Voltage decay of an MA-SNN cell keeping ``alpha`` per step: ``round(4096 (1 - alpha))`` within 0..4095."""
+    return min(max(int(round(DECAY_UNITY * (1.0 - alpha))), 0), DECAY_MAX)
+
+
+def cuba_du(alpha: float) -> int:
+    """Current decay of a CUBA neuron keeping ``alpha``: ``round(4096 (1 - alpha)) - 1`` within 0..4095."""
+    return int(min(max(round(DECAY_UNITY * (1.0 - alpha)) - 1, 0), DECAY_MAX))
+
+
+def cuba_dv(beta: float) -> int:
+    """Voltage decay of a CUBA neuron keeping ``beta``: ``round(4096 (1 - beta))`` within 0..4096."""
+    return int(min(max(round(DECAY_UNITY * (1.0 - beta)), 0), DECAY_UNITY))
+
+
+def quantize_payload(scale: np.ndarray, bits: int = PAYLOAD_BITS):
+    """Graded spike payloads ``scale ~ qscale / 2**shift``: the largest shift (<= 24) whose rounded
+    maximum fits ``bits`` unsigned bits. Returns ``(qscale int64, shift)``; None if the scale is not
+    non-negative with a positive maximum."""
+    b = np.asarray(scale, np.float64)
+    top = float(np.max(b)) if b.size else 0.0
+    if not top > 0 or float(np.min(b)) < -1e-6 * top:
+        return None
+    pmax = (1 << bits) - 1
+    shift = 0
+    while shift < 24 and round(top * (1 << (shift + 1))) <= pmax:
+        shift += 1
+    while shift > 0 and round(top * (1 << shift)) > pmax:
+        shift -= 1
+    q = np.clip(np.round(b * (1 << shift)), 0, pmax).astype(np.int64)
+    return q, shift
+
+
+def payload_bits_for(max_input: int) -> int:
+    """Payload bits (<= 8) such that every synaptic sum, ``max_input * (2**bits - 1)``, stays below 2**24,
+    where Lava's Conv (a float32 convolution of integers) is exact; a sum above 2**23 would wrap at 24 bits
+    in Lava and in the reference alike (``current_may_wrap``)."""
+    bits = PAYLOAD_BITS
+    while bits > 1 and max_input * ((1 << bits) - 1) >= 2 * MAX_STATE:
+        bits -= 1
+    return bits
