@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from neurocomp.ir import Conv2d, Graph, Input, LIF, Linear
-from neurocomp.report.crosscheck import _PairAcc
-from neurocomp.report.metrics import energy_per_inference, layer_activity, per_inference_counts
+from neurocomp.crosscheck import _PairAcc
+from neurocomp.metrics import energy_per_inference, layer_activity, per_inference_counts
 from neurocomp.targets import load_target
 
 MODEL = "models/digits_plain/model.pt"

@@ -300,8 +300,8 @@ def build_report(artifact_path, samples: int | None = None, lava_samples: int = 
     """Compute every figure; returns ``{"sections": [Section], "meta": {...}, "plot_dir": tmpdir}``."""
     from neurocomp.artifact import Artifact
     from neurocomp.errors import BadInput
-    from neurocomp.report.crosscheck import crosscheck
-    from neurocomp.report.metrics import energy_per_inference, per_inference_counts
+    from neurocomp.crosscheck import crosscheck
+    from neurocomp.metrics import energy_per_inference, per_inference_counts
     from neurocomp.report.sweep import bit_sweep
 
     art = Artifact(artifact_path)
