@@ -8,7 +8,7 @@ import pytest
 
 from neurocomp.api import compile as nc_compile, simulate
 from neurocomp.crosscheck import torch_device
-from neurocomp.report import write_report
+from neurocomp.measure import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "models", "digits_plain", "model.pt")
@@ -47,7 +47,7 @@ def test_simulate_lava_unchanged(art, fixture):
 
 @pytest.mark.skipif(torch_device() != "cpu", reason="the fixture's torch stage ran on the CPU")
 def test_report_figures_unchanged(art, fixture):
-    write_report(art, samples=48, lava_samples=4, progress=False, bits=(4, 8), attention_modes=False)
+    report(art, samples=48, lava_samples=4, progress=False, bits=(4, 8), attention_modes=False)
     with open(os.path.join(art, "report.json")) as fh:
         rep = _strip(json.load(fh))
     assert rep == fixture["report"]
