@@ -36,7 +36,8 @@ def main(argv=None):
         return
     from neurocomp._quiet import import_spikingjelly
     import_spikingjelly()
-    from neurocomp.api import compile as compile_, simulate
+    from neurocomp.api import compile as compile_
+    from neurocomp.measure import measure_mode
     rows = []
     models = sorted(m for m in glob.glob(os.path.join(ROOT, "models", "*", "model.pt")) if "plain" not in m)
     if a.models:
@@ -48,22 +49,17 @@ def main(argv=None):
             for mode in a.modes.split(","):
                 t0 = time.time()
                 art = compile_(model, os.path.join(tmp, f"{name}-{mode}"), attention=mode)
-                ref = simulate(art, backend="reference", progress=False)
-                lav = simulate(art, backend="lava", samples=a.lava_samples, progress=False)
-                man = json.load(open(os.path.join(art, "manifest.json")))
+                row, ref, man = measure_mode(art, None, a.lava_samples)     # the report's per-mode row
                 folds = [r for q in man["passes"] if q["pass"] == "fold_attention" for r in q["maps"]]
-                rows.append({"model": name, "mode": mode, "samples": ref["samples"],
-                             "float": ref["accuracy"]["float_torch"],
-                             "static_float": ref["accuracy"].get("float_static_attention"),
-                             "fixed": ref["accuracy"]["fixed_reference"],
+                rows.append({"model": name, "mode": mode, "samples": row["samples"],
+                             "float": row["float"], "static_float": row["static_float"], "fixed": row["fixed"],
                              "same_class_fixed_vs_float": ref["same_class"]["fixed_reference_vs_float"],
-                             "lava_samples": lav["samples"], "lava": lav["accuracy"]["lava"],
-                             "lava_exact": lav["exact_match_fraction"],
-                             "latency_steps": man["alignment"]["depth"],
+                             "lava_samples": row.get("lava_samples"), "lava": row.get("lava"),
+                             "lava_exact": row.get("lava_exact"),
+                             "latency_steps": row["latency_steps"],
                              "max_fold_error": max([r.get("error") or 0.0 for r in folds] or [0.0]),
                              "warnings": [s["warning"] for s in man["attention"]["maps"].values() if s.get("warning")],
-                             "attention_ops_per_inference": sum(c["total_operations"] for c in
-                                                                (man.get("attention_process_cost") or {}).values()),
+                             "attention_ops_per_inference": row["attention_ops"],
                              "wall_s": time.time() - t0})
                 print(json.dumps(rows[-1]), flush=True)
     if a.merge and os.path.exists(a.out + ".json"):

@@ -5,9 +5,10 @@ Each measurement runs in its own Python process (so its memory peak is its own):
 - compile wall time per zoo model (``models/*/model.pt``), failures reported with their error;
 - Lava wall time per time step on the default model's test split: neurocomp's emitted network
   (``neurocomp.backends.lava.run_lava``, as ``neurocomp simulate`` runs it: every layer recorded)
-  versus the same quantized network loaded through lava-dl's ``netx.hdf5.Network`` (built here
-  from the artifact's fixed graph, or through ``neurocomp.backends.netx`` when that exists), same
-  inputs, same chunking, output layer recorded;
+  versus the same quantized network loaded through lava-dl's ``netx.hdf5.Network`` (written and run
+  by ``neurocomp.backends.netx``: ``write_netx``, with ``exact=False`` where the exact writer
+  refuses, and ``run_netx``, whose wall time includes loading the network), same inputs, output layer
+  recorded;
 - throughput in samples/s of the batched fixed-point reference simulator versus Lava, same
   network, same inputs (the whole test split);
 - peak resident memory of each measurement (its process and its largest child).
@@ -98,135 +99,37 @@ def phase_lava_neurocomp(samples, output_only=False):
             "accuracy": float((r.predictions().numpy() == y).mean()), **_peak()}
 
 
-def _netx_hdf5(graph, path):
-    """Write the quantized chain as a lava-dl netx HDF5 network (CUBA neurons, conv/dense layers)."""
-    import h5py
-    import numpy as np
-    from neurocomp import fixedpoint as fx
-    from neurocomp.ir import Conv2d, Flatten, Input, Linear, SumPool2d
-    from neurocomp.passes.quantize import check_lowerable
-
-    pairs = {syn.name: neu for syn, neu in check_lowerable(graph)}
-    with h5py.File(path, "w") as f:
-        layers = f.create_group("layer")
-        i = 0
-
-        def neuron(g, neu, shape, channel_wise):
-            p = neu.fixed
-            n = g.create_group("neuron")
-            n.create_dataset("type", data=b"CUBA")
-            n.create_dataset("iDecay", data=int(p.du) + 1)
-            n.create_dataset("vDecay", data=int(p.dv))
-            n.create_dataset("vThMant", data=int(p.vth))
-            n.create_dataset("refDelay", data=1)
-            n.create_dataset("gradedSpike", data=False)
-            bias = fx.effective_bias(np.asarray(p.bias_mant, np.int64), np.asarray(p.bias_exp, np.int64))
-            bias = np.clip(np.round(bias / 64.0), fx.BIAS_MANT_MIN, fx.BIAS_MANT_MAX).astype(np.int64)
-            if bias.ndim == 3:   # (C, H, W), constant over space -> per channel
-                bias = bias[:, 0, 0]
-            if np.any(bias):
-                g.create_dataset("bias", data=bias)
-
-        for node in graph:
-            if isinstance(node, Input):
-                g = layers.create_group(str(i)); i += 1
-                g.create_dataset("type", data=b"input")
-                g.create_dataset("shape", data=np.array(node.out_shape))
-            elif isinstance(node, Flatten):
-                g = layers.create_group(str(i)); i += 1
-                g.create_dataset("type", data=b"flatten")
-                g.create_dataset("shape", data=np.array(node.out_shape))
-            elif node.is_synapse:
-                neu = pairs[node.name]
-                g = layers.create_group(str(i)); i += 1
-                if isinstance(node, Linear):
-                    g.create_dataset("type", data=b"dense")
-                    g.create_dataset("shape", data=np.array(neu.out_shape))
-                    g.create_dataset("weight", data=np.asarray(node.qweight, np.float64))
-                else:
-                    g.create_dataset("type", data=b"conv")
-                    g.create_dataset("shape", data=np.array(neu.out_shape))
-                    if isinstance(node, SumPool2d):
-                        C = node.in_shape[0]
-                        w = np.full((C, 1) + tuple(node.kernel), float(node.qweight))
-                        stride, pad, dil, groups = node.stride, node.padding, (1, 1), C
-                    else:
-                        w = np.asarray(node.qweight, np.float64)
-                        stride, pad, dil, groups = node.stride, node.padding, node.dilation, node.groups
-                    g.create_dataset("weight", data=w)
-                    g.create_dataset("stride", data=np.array(stride))
-                    g.create_dataset("padding", data=np.array(pad))
-                    g.create_dataset("dilation", data=np.array(dil))
-                    g.create_dataset("groups", data=int(groups))
-                neuron(g, neu, neu.out_shape, isinstance(node, Conv2d))
-    return path
-
-
 def phase_lava_netx(samples):
+    """The same network through stock netx: neurocomp's ``--target netx`` writer and runner
+    (``backends/netx.write_netx``, ``run_netx``). Where the exact writer refuses (a bias off netx's
+    bias_exp = 6 grid, a max pool's threshold neurons) the file is written with ``exact=False``: biases
+    rounded, threshold neurons as CUBA neurons (same topology, sizes and weights: a timing comparison,
+    not an exactness one)."""
     import numpy as np
-    from lava.magma.core.run_conditions import RunSteps
-    from lava.magma.core.run_configs import Loihi2SimCfg
-    from lava.proc.io.source import RingBuffer as Source
-    from neurocomp.backends.lava_recorder import SpikeRecorder, create_file
-    from neurocomp.passes.timing import time_alignment
+    from neurocomp.backends.netx import run_netx, write_netx
+    from neurocomp.errors import NeurocompError
+    from neurocomp.sim import run_fixed
 
     art, x, y = _default_setup(samples)
     g = art.fixed_graph
-    timing = time_alignment(g)
-    T, depth = timing["timesteps"], timing["depth"]
-    xs = x.numpy()
-    B = xs.shape[1]
-    total = B * T + depth
-    frames = np.swapaxes(xs, 0, 1).reshape((B * T,) + xs.shape[2:])
-    frames = np.concatenate([frames, np.zeros((depth,) + xs.shape[2:], frames.dtype)], axis=0)
-    data = np.transpose(frames, (3, 2, 1, 0)) if frames.ndim == 4 else frames.T
+    T, B = int(x.shape[0]), int(x.shape[1])
     tmp = tempfile.mkdtemp(prefix="nc-bench-netx-")
-    source_kind = "bench/run.py:_netx_hdf5"
-    from neurocomp.errors import NeurocompError
+    path = os.path.join(tmp, "net.h5")
     try:
-        from neurocomp.backends import netx as nc_netx   # neurocomp's exact `--target netx` writer
-        path = os.path.join(tmp, "net.h5")
-        writer = getattr(nc_netx, "write_netx", None) or getattr(nc_netx, "write_hdf5", None)
-        if writer is None:
-            raise ImportError("no writer function")
-        writer(g, path)
+        write_netx(g, path)
         source_kind = "neurocomp.backends.netx (exact)"
-    except (ImportError, NeurocompError) as e:
-        # netx fixes bias_exp = 6: the bench-only writer rounds biases to that grid (same topology,
-        # same sizes, same weights: a timing comparison, not an exactness one)
-        why = e.one_line() if isinstance(e, NeurocompError) else "neurocomp.backends.netx missing"
-        path = _netx_hdf5(g, os.path.join(tmp, "net.h5"))
-        source_kind = f"bench/run.py:_netx_hdf5, biases rounded to 64 units ({why[:160]})"
-    from lava.lib.dl import netx
-    # netx gives layer k the reset phase reset_offset + k (1-based time); our source adds no delay but
-    # every synapse does, so layer k sees its first frame at step k + 1: offset 1 aligns them
-    net = netx.hdf5.Network(net_config=path, reset_interval=T, reset_offset=1)
-    src = Source(data=data.astype(np.int64))
-    src.s_out.connect(net.inp)
-    out_shape = net.out.shape
-    rec_path = os.path.join(tmp, "out.npy")
-    create_file(rec_path, out_shape, total)
-    sink = SpikeRecorder(shape=out_shape, path=rec_path, steps=total)
-    net.out.connect(sink.a_in)
-    cfg = Loihi2SimCfg(select_tag="fixed_pt")
+    except NeurocompError as e:
+        write_netx(g, path, exact=False)
+        source_kind = f"neurocomp.backends.netx, exact=False ({e.one_line()[:160]})"
     t0 = time.perf_counter()
-    try:
-        done = 0
-        while done < total:
-            step = min(CHUNK_SAMPLES * T, total - done)
-            net.run(condition=RunSteps(num_steps=step), run_cfg=cfg)
-            done += step
-    finally:
-        net.stop()
+    spikes, net = run_netx(path, x, T)                       # loads the network and runs it
     wall = time.perf_counter() - t0
-    out = np.load(rec_path)                                  # (total, classes)
-    idx = (np.arange(B)[:, None] * T + np.arange(T)[None, :] + depth)
-    counts = out[idx].sum(1)                                 # [B, classes]
-    from neurocomp.sim import run_fixed
+    total = B * T + len(net.layers)
+    counts = spikes.numpy().reshape(T, B, -1).sum(0)         # [B, classes]
     ref = run_fixed(g, x).output.numpy().sum(0)
     return {"samples": B, "steps": total, "wall_s": round(wall, 3), "ms_per_step": round(1e3 * wall / total, 3),
             "samples_per_s": round(B / wall, 3), "hdf5_from": source_kind,
-            "same_output_counts_as_reference": float((counts == ref).all(1).mean()),
+            "same_output_counts_as_reference": float((counts == ref.reshape(B, -1)).all(1).mean()),
             "accuracy": float((counts.argmax(1) == y).mean()), **_peak()}
 
 

@@ -19,7 +19,7 @@ from neurocomp.frontends.torch import module_to_graph
 from neurocomp.backends.nir import write_nir
 from neurocomp.ir.serialize import save_graph
 from neurocomp.passes import fold_avgpool, fold_batchnorm, quantize, time_alignment
-from neurocomp.sim import predict, run_fixed, run_float
+from neurocomp.crosscheck import crosscheck
 
 TARGETS = ("lava",)
 
@@ -245,28 +245,6 @@ def run_torch_model(model, x_seq: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _batches(n, size):
-    for i in range(0, n, size):
-        yield slice(i, min(n, i + size))
-
-
-def compare_layers(ref: dict, other: dict) -> tuple[list, np.ndarray, str | None]:
-    """Per-layer mismatch counts, a per-sample exact flag, and the first diverging layer."""
-    per_layer, exact = [], None
-    first = None
-    for name, a in ref.items():
-        b = other[name]
-        diff = (a.bool() != b.bool())
-        per_sample = diff.flatten(2).any(-1).any(0).numpy() if diff.dim() > 2 else diff.any(0).numpy()
-        exact = ~per_sample if exact is None else exact & ~per_sample
-        mism = int(diff.sum())
-        per_layer.append({"name": name, "spikes_compared": int(a.numel()), "mismatches": mism,
-                          "samples_differing": int(per_sample.sum())})
-        if mism and first is None:
-            first = name
-    return per_layer, exact, first
-
-
 def read_inputs_file(path, T, shape, samples=None, what="inputs file"):
     """An ``.npy`` of inputs ``[N, T, *shape]``: the header is read and checked first (shape, dtype,
     declared size against the file and the memory budget); then only the first ``samples`` rows are
@@ -288,31 +266,6 @@ def read_inputs_file(path, T, shape, samples=None, what="inputs file"):
                      hint=f"pass --samples N to read fewer samples, or raise {memory.ENV}")
 
     return safeio.load_npy(path, error=BadInput, what=what, rows=samples, header_check=check)
-
-
-class _LayerComparison:
-    """:func:`compare_layers` accumulated over batches of samples: the same per-layer counts, per-sample
-    exact flags (one bool per sample) and first diverging layer as comparing all samples at once."""
-
-    def __init__(self):
-        self.per_layer, self.exact = {}, []
-
-    def add(self, ref: dict, other: dict) -> None:
-        per_layer, exact, _ = compare_layers(ref, other)
-        for row in per_layer:
-            acc = self.per_layer.setdefault(row["name"], dict.fromkeys(row, 0))
-            for k, v in row.items():
-                if k != "name":
-                    acc[k] += v
-            acc["name"] = row["name"]
-        if exact is not None:
-            self.exact.append(exact)
-
-    def result(self) -> tuple[list, np.ndarray, str | None]:
-        rows = list(self.per_layer.values())
-        first = next((r["name"] for r in rows if r["mismatches"]), None)
-        exact = np.concatenate(self.exact) if self.exact else None
-        return rows, exact, first
 
 
 def simulate(artifact_path, backend: str = "lava", samples: int | None = None, inputs=None, json_path=None,
@@ -360,57 +313,16 @@ def simulate(artifact_path, backend: str = "lava", samples: int | None = None, i
     if samples is not None and samples < 1:
         raise BadInput(f"--samples {samples}", where="--samples", hint="give at least 1")
     N = x.shape[1]
-    # a model compiled from NIR has no torch model: the float reference is the float stage
-    loaded = load_checkpoint(art.checkpoint) if os.path.exists(art.checkpoint) else None
-    # with attention, the float IR is the static (calibrated) model; the original stays the float stage
-    static_path = os.path.join(art.path, "static_model.pt")
-    static = load_checkpoint(static_path) if os.path.exists(static_path) else None
-    fgraph, qgraph = art.float_graph, art.fixed_graph
-    from neurocomp import signals
-    # streamed: Lava (if asked) records every layer to disk first; then each batch of samples runs
-    # through the torch model, the float and fixed-point references, is compared with Lava's
-    # recording of the same samples and dropped: only counts and per-sample classes are kept
-    lava_rec = None
-    if backend == "lava":
-        from neurocomp.backends.lava import record_lava
-        lava_rec = record_lava(qgraph, x, progress=progress, timeout=timeout)
-    torch_pred, float_pred, fixed_pred, float_match, static_pred = [], [], [], 0, []
-    fixed_counts, lava_pred, lava_cmp = {}, [], _LayerComparison()
-    quant = {}   # quantization error: layer -> [spikes compared, agreeing, float spikes, fixed spikes]
-    try:
-        for sl in _batches(N, batch):
-            xb = x[:, sl]
-            rf = run_float(fgraph, xb)
-            out_t = run_torch_model(loaded.model, xb) if loaded is not None else rf.output
-            out_ir = run_torch_model(static.model, xb) if static is not None else out_t
-            float_match += int((rf.output != out_ir).flatten(2).any(-1).any(0).logical_not().sum())
-            if static is not None:
-                static_pred.append(predict(out_ir))
-            rq = run_fixed(qgraph, xb)
-            torch_pred.append(predict(out_t))
-            float_pred.append(rf.predictions())
-            fixed_pred.append(rq.predictions())
-            for k, v in rq.spikes.items():
-                c = fixed_counts.setdefault(k, [0, 0])
-                c[0] += int(v.numel())
-                c[1] += int(v.sum())
-                if k in rf.spikes and tuple(rf.spikes[k].shape) == tuple(v.shape):
-                    f = rf.spikes[k].bool()
-                    qc = quant.setdefault(k, [0, 0, 0, 0])
-                    qc[0] += f.numel()
-                    qc[1] += int((f == v.bool()).sum())
-                    qc[2] += int(f.sum())
-                    qc[3] += int(v.sum())
-            if lava_rec is not None:
-                lb = lava_rec.spikes(sl)
-                lava_pred.append(predict(lb[lava_rec.output_name]))
-                lava_cmp.add(rq.spikes, lb)
-            rf = rq = out_t = out_ir = xb = v = lb = f = None     # this batch's spikes go now, not at the next one
-            signals.check()
-    finally:
-        if lava_rec is not None:
-            lava_rec.close()
-    torch_pred, float_pred, fixed_pred = torch.cat(torch_pred), torch.cat(float_pred), torch.cat(fixed_pred)
+    # the one cross-check engine, streamed (Lava, if asked, records every layer to disk first; then each
+    # batch runs through every stage, is compared and dropped); this is a summary over its figures.
+    # The float stage is the artifact's float graph; the torch models run on the CPU.
+    cc = crosscheck(art, x, labels, lava_samples=N if backend == "lava" else 0, batch=batch, progress=progress,
+                    device="cpu", timeout=timeout, float_graph=art.float_graph, stage_bar=False, activity=False)
+    preds = cc["predictions"]
+    fixed_pred, float_pred = preds["fixed"], preds["float"]
+    torch_pred = preds.get("torch", float_pred)      # a model compiled from NIR: the float reference
+    float_match = cc["float_equals_torch_samples"]
+    quant_pair, stage = cc["pairs"]["float->fixed"], cc["stages"]
 
     def acc(pred):
         return None if labels is None else float((pred == labels).float().mean())
@@ -424,26 +336,30 @@ def simulate(artifact_path, backend: str = "lava", samples: int | None = None, i
         # quantization error (fixed-point reference vs the float graph it was quantized from), apart
         # from exactness (Lava vs the fixed-point reference)
         "quantization": {"same_class_fixed_vs_float_graph": float((fixed_pred == float_pred).float().mean()),
-                         "per_layer": [{"name": k, "spikes_compared": c[0], "agreement": c[1] / max(c[0], 1),
-                                        "float_spikes": c[2], "fixed_spikes": c[3]} for k, c in quant.items()]},
+                         "per_layer": [{"name": k, "spikes_compared": N * T * cc["neurons"][k],
+                                        "agreement": (N * T * cc["neurons"][k] - quant_pair["mismatches"][k])
+                                        / max(N * T * cc["neurons"][k], 1),
+                                        "float_spikes": stage["float"]["spike_counts"][k],
+                                        "fixed_spikes": stage["fixed"]["spike_counts"][k]}
+                                       for k in quant_pair["layers"]]},
     }
-    if static is not None:
-        result["accuracy"]["float_static_attention"] = acc(torch.cat(static_pred))
+    if "static" in preds:
+        result["accuracy"]["float_static_attention"] = acc(preds["static"])
         result["attention"] = man.get("attention")
     if backend == "lava":
-        lava_pred = torch.cat(lava_pred)
-        per_layer, exact, first = lava_cmp.result()
+        lava_pred, pair = preds["lava"], cc["pairs"]["fixed->lava"]
         result["accuracy"]["lava"] = acc(lava_pred)
         result["same_class"]["lava_vs_float"] = float((lava_pred == torch_pred).float().mean())
         result["same_class"]["lava_vs_fixed_reference"] = float((lava_pred == fixed_pred).float().mean())
-        result["exact_match_fraction"] = float(exact.mean())
-        result["per_layer"] = per_layer
-        result["first_diverging_layer"] = first
-        result["lava_wall_s"] = lava_rec.stats["wall_s"]
+        result["exact_match_fraction"] = pair["exact_fraction"]
+        result["per_layer"] = [{"name": k, "spikes_compared": N * T * cc["neurons"][k], "mismatches": pair["mismatches"][k],
+                                "samples_differing": pair["samples_differing"][k]} for k in pair["layers"]]
+        result["first_diverging_layer"] = next((k for k in pair["layers"] if pair["mismatches"][k]), None)
+        result["lava_wall_s"] = cc["lava"]["wall_s"]
     else:
         result["exact_match_fraction"] = None
-        result["per_layer"] = [{"name": k, "spikes_compared": n, "mismatches": None,
-                                "spike_count": c} for k, (n, c) in fixed_counts.items()]
+        result["per_layer"] = [{"name": k, "spikes_compared": N * T * cc["neurons"][k], "mismatches": None,
+                                "spike_count": stage["fixed"]["spike_counts"][k]} for k in cc["layers"]]
         result["first_diverging_layer"] = None
     if json_path:
         write_json_atomically(json_path, result)

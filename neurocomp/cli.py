@@ -83,8 +83,8 @@ def _cmd_simulate(a):
 
 
 def _cmd_report(a):
-    from neurocomp.report import write_report
-    paths = write_report(a.artifact, samples=a.samples, lava_samples=a.lava_samples, progress=not a.quiet,
+    from neurocomp.measure import report
+    paths = report(a.artifact, samples=a.samples, lava_samples=a.lava_samples, progress=not a.quiet,
                          attention_modes=a.attention_modes, finetuned=a.finetuned)
     from neurocomp.errors import escape
     for p in paths:

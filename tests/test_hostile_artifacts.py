@@ -135,7 +135,7 @@ def test_report_never_opens_a_target_path_from_the_manifest(built, tmp_path, val
     import builtins
 
     from neurocomp.errors import NeurocompError
-    from neurocomp.report import build_report
+    from neurocomp.measure import measure
     out, good, _ = built
     foreign = H.foreign_target_file(str(tmp_path / "foreign.json"))
     value = value.replace("FOREIGN", foreign)
@@ -148,7 +148,7 @@ def test_report_never_opens_a_target_path_from_the_manifest(built, tmp_path, val
     monkeypatch.setattr(builtins, "open", lambda f, *a, **k: (opened.append(str(f)), real_open(f, *a, **k))[1])
     x = np.swapaxes(np.load(_inputs(out)), 0, 1)
     with pytest.raises(NeurocompError) as e:
-        build_report(art, inputs=x, lava_samples=0, progress=False, bits=())
+        measure(art, inputs=x, lava_samples=0, progress=False, bits=())
     monkeypatch.undo()
     line = e.value.one_line()
     assert "hardware_target" in line and "(hint: " in line
@@ -554,7 +554,7 @@ def test_finetune_api_refuses_batch_size_zero(built):
 def test_report_modes_never_load_a_calibration_file_named_by_the_manifest(tmp_path):
     """`report` recompiles attention models with the artifact's calibration; a ``.npy`` path written
     in the manifest is used only when it lies inside the artifact."""
-    from neurocomp.report.modes import _calibration
+    from neurocomp.measure import _calibration
     foreign = tmp_path / "foreign.npy"
     np.save(foreign, np.zeros((2, 2)))
     art = tmp_path / "art"
@@ -569,14 +569,14 @@ def test_report_modes_never_load_a_calibration_file_named_by_the_manifest(tmp_pa
 
 def test_report_markdown_escapes_layer_names(tmp_path):
     from neurocomp.api import compile as compile_
-    from neurocomp.report import write_report
+    from neurocomp.measure import report
     src = H.hostile_name_nir(str(tmp_path / "named.nir"))
     art = compile_(src, str(tmp_path / "art"), dt=1e-3, timesteps=H.T)
     x = (np.random.default_rng(0).random((4, H.T, 4)) < 0.4).astype(np.float32)
     import warnings
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        paths = write_report(art, inputs=x, lava_samples=0, progress=False, attention_modes=False)
+        paths = report(art, inputs=x, lava_samples=0, progress=False, attention_modes=False)
     assert not [w for w in caught if "Glyph" in str(w.message)]   # plot labels are escaped too
     md = open(paths[0]).read()
     assert "\\nerror: forged line\\x1b[2J" in md and _clean(md)

@@ -205,6 +205,24 @@ def test_netx_refuses_what_it_cannot_load(tmp_path):
     assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
 
 
+def test_netx_inexact_writer_rounds_what_exact_refuses(tmp_path):
+    """``exact=False`` (the bench's timing comparison) writes the zoo's plain model, whose biases are
+    off netx's grid and whose max pools are threshold neurons; the default refuses it, in one line."""
+    import h5py
+    from neurocomp.api import compile as nc_compile
+    from neurocomp.artifact import Artifact
+    from neurocomp.backends.netx import write_netx
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    g = Artifact(nc_compile(os.path.join(root, "models", "digits_plain", "model.pt"), str(tmp_path / "a"))).fixed_graph
+    with pytest.raises(UnsupportedLayer):
+        write_netx(g, str(tmp_path / "exact.h5"))
+    write_netx(g, str(tmp_path / "net.h5"), exact=False)
+    with h5py.File(tmp_path / "net.h5") as f:
+        kinds = [f["layer"][k]["type"][0] for k in sorted(f["layer"], key=int)]
+        assert len(kinds) == 1 + len(g.neurons()) + sum(1 for n in g if n.kind == "flatten")
+        assert any("bias" in f["layer"][k] for k in f["layer"])
+
+
 # ---- 03: Braille recurrent CubaLIF networks --------------------------------------------------------
 @pytest.mark.parametrize("variant,reset,floor", [
     ("noDelay_bias_zero", "zero", 1.0),             # measured: 100 % (38 x 256 hidden spikes identical)

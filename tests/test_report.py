@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from neurocomp.ir import Conv2d, Graph, Input, LIF, Linear
-from neurocomp.report.crosscheck import _PairAcc
-from neurocomp.report.metrics import energy_per_inference, layer_activity, per_inference_counts
+from neurocomp.crosscheck import _PairAcc
+from neurocomp.metrics import energy_per_inference, layer_activity, per_inference_counts
 from neurocomp.targets import load_target
 
 MODEL = "models/digits_plain/model.pt"
@@ -73,7 +73,7 @@ def test_sweep_own_bits_equals_compiled_fixed_point_accuracy(artifact):
     from neurocomp.api import simulate
     from neurocomp.artifact import Artifact
     from neurocomp.data.registry import load_inputs
-    from neurocomp.report.sweep import bit_sweep
+    from neurocomp.measure import bit_sweep
     art = Artifact(artifact)
     n = 120
     x, y = load_inputs("digits", "test", 8, "bernoulli", n=n)

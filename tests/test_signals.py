@@ -291,7 +291,8 @@ def _track_spikes(monkeypatch, module, name):
 
 def test_simulate_reference_holds_one_batch_of_spikes(artifact, monkeypatch):
     import neurocomp.api as api
-    alive = _track_spikes(monkeypatch, api, "run_fixed")
+    import neurocomp.crosscheck as engine
+    alive = _track_spikes(monkeypatch, engine, "run_fixed")
     r = api.simulate(artifact, backend="reference", samples=96, batch=16, progress=False)
     assert r["samples"] == 96 and len(alive) == 6
     # the old code kept every batch: 5 batches of 5 layers alive at the sixth call
@@ -315,6 +316,7 @@ def test_simulate_lava_streamed_equals_all_at_once(artifact, monkeypatch):
     """Per-batch comparison (batch 8, 24 samples) against the same recording read and compared at once;
     mismatches injected in three batches are all counted, in the right layers."""
     import neurocomp.api as api
+    import neurocomp.crosscheck as engine
     from neurocomp.artifact import Artifact
     from neurocomp.backends import lava as lava_backend
     from neurocomp.data.registry import load_inputs
@@ -336,7 +338,7 @@ def test_simulate_lava_streamed_equals_all_at_once(artifact, monkeypatch):
 
     monkeypatch.setattr(lava_backend.LavaRecording, "spikes", spikes)
     monkeypatch.setattr(lava_backend.LavaRecording, "close", close)
-    alive = _track_spikes(monkeypatch, api, "run_fixed")
+    alive = _track_spikes(monkeypatch, engine, "run_fixed")
     r = api.simulate(artifact, backend="lava", samples=24, batch=8, progress=False)
     assert slices == [(0, 8), (8, 16), (16, 24)]
     assert max(alive) == 0
@@ -346,16 +348,18 @@ def test_simulate_lava_streamed_equals_all_at_once(artifact, monkeypatch):
     xs, labels = load_inputs(man["dataset"], "test", man["timesteps"], man["encoding"], n=24)
     ref = run_fixed(Artifact(artifact).fixed_graph, torch.as_tensor(xs))
     lava_all = {k: _corrupt(k, slice(0, 24), v, layers) for k, v in whole.items()}
-    per_layer, exact, first = api.compare_layers(ref.spikes, lava_all)
-    assert r["per_layer"] == per_layer
-    assert r["exact_match_fraction"] == float(exact.mean())
-    assert r["first_diverging_layer"] == first
     lava_pred, labels = predict(lava_all[layers[-1]]), torch.as_tensor(labels)
+    pair = engine._PairAcc(layers, man["timesteps"])
+    pair.add(ref.spikes, lava_all, ref.predictions(), lava_pred)
+    once = pair.result()
+    assert [(row["name"], row["mismatches"], row["samples_differing"]) for row in r["per_layer"]] == \
+        [(n, once["mismatches"][n], once["samples_differing"][n]) for n in layers]
+    assert r["exact_match_fraction"] == once["exact_fraction"]
     assert r["accuracy"]["lava"] == float((lava_pred == labels).float().mean())
     assert r["accuracy"]["fixed_reference"] == float((ref.predictions() == labels).float().mean())
     assert r["same_class"]["lava_vs_fixed_reference"] == float((lava_pred == ref.predictions()).float().mean())
 
-    # and what was injected, counted independently of compare_layers
+    # and what was injected, counted independently of the engine
     mism = {row["name"]: row["mismatches"] for row in r["per_layer"]}
     assert mism == {n: {layers[1]: 3, layers[3]: 1}.get(n, 0) for n in layers}
     assert r["first_diverging_layer"] == layers[1]

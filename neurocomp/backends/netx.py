@@ -15,6 +15,9 @@ depthwise (groups = C) convolution of its integer window weight; a sum pool in f
 already fused into it (``passes.fuse_sumpool``). Refused with a one-line error: reset by
 subtraction, recurrent weights, non-spiking readouts, a current bias on a neuron with current memory,
 a bias that is not a multiple of 64 (netx fixes ``bias_exp = 6``), and the SpikingJelly-only nodes.
+``exact=False`` (the bench's timing comparison, not an exactness one) writes what exact mode refuses
+the nearest way instead: biases rounded to that grid (clipped to the mantissa range, one value per
+channel) and threshold neurons (a max pool's OR) as CUBA neurons with their fixed-point parameters.
 """
 from __future__ import annotations
 
@@ -22,15 +25,16 @@ import numpy as np
 
 from neurocomp import fixedpoint as fx
 from neurocomp.errors import UnsupportedLayer
-from neurocomp.ir import Conv2d, CubaLIF, Flatten, Input, LIF, Linear, SumPool2d
+from neurocomp.ir import Conv2d, CubaLIF, Flatten, Input, LIF, Linear, SumPool2d, Threshold
 from neurocomp.passes.quantize import check_lowerable
 from neurocomp.backends.lava import regroup_conv_weight
 
 HINT = "compile with --target lava (neurocomp's own Lava emission runs it)"
 
 
-def _bias(neu, syn):
-    """Per-neuron bias in netx units (bias_mant with bias_exp 6), or None."""
+def _bias(neu, syn, exact: bool = True):
+    """Per-neuron bias in netx units (bias_mant with bias_exp 6), or None. ``exact=False``: rounded to
+    the grid of 64 and clipped to the mantissa range instead of refused; one value per channel."""
     p = neu.fixed
     where = f"layer '{neu.name}'"
     vb = fx.effective_bias(np.asarray(p.bias_mant, np.int64), np.asarray(p.bias_exp, np.int64))
@@ -43,6 +47,9 @@ def _bias(neu, syn):
         vb = vb + np.broadcast_to(np.asarray(qi, np.int64), neu.out_shape)   # u = a*64 + ib, v += u
     if not np.any(vb):
         return None
+    if not exact:
+        b = np.clip(np.round(vb / 64.0), fx.BIAS_MANT_MIN, fx.BIAS_MANT_MAX).astype(np.int64)
+        return b.reshape(b.shape[0], -1)[:, 0] if isinstance(syn, (Conv2d, SumPool2d)) else b.reshape(-1)
     if np.any(vb % 64):
         raise UnsupportedLayer("a bias that is not a multiple of 64 Lava units (netx fixes bias_exp = 6)",
                                where=where, hint=HINT)
@@ -55,8 +62,9 @@ def _bias(neu, syn):
     return b.reshape(-1)
 
 
-def check_netx(graph) -> list:
-    """Raise a one-line error for what netx 0.6 cannot run; returns the (synapse, neuron) pairs."""
+def check_netx(graph, exact: bool = True) -> list:
+    """Raise a one-line error for what netx 0.6 cannot run; returns the (synapse, neuron) pairs.
+    ``exact=False`` lets threshold neurons and off-grid biases through (see the module docstring)."""
     pairs = check_lowerable(graph)
     for syn, neu in pairs:
         where = f"layer '{neu.name}'"
@@ -70,9 +78,9 @@ def check_netx(graph) -> list:
         elif isinstance(neu, LIF):
             if getattr(neu.fixed, "gain_scheduled", False):
                 raise UnsupportedLayer("a gain-scheduled neuron has no netx form", where=where, hint=HINT)
-        else:
+        elif exact or not isinstance(neu, Threshold):
             raise UnsupportedLayer(f"'{neu.kind}' neurons have no netx form", where=where, hint=HINT)
-        _bias(neu, syn)
+        _bias(neu, syn, exact)
     return pairs
 
 
@@ -90,10 +98,11 @@ def _type(h, name):
     h.create_dataset("type", (1,), "S10", [name.encode("ascii")])
 
 
-def write_netx(graph, path: str) -> None:
-    """Write ``graph`` (quantized) as a netx HDF5 file at ``path``."""
+def write_netx(graph, path: str, exact: bool = True) -> None:
+    """Write ``graph`` (quantized) as a netx HDF5 file at ``path``. ``exact`` (default) refuses what netx
+    cannot compute exactly; ``exact=False`` writes it the nearest way (a timing comparison)."""
     import h5py
-    pairs = {syn.name: neu for syn, neu in check_netx(graph)}
+    pairs = {syn.name: neu for syn, neu in check_netx(graph, exact)}
     with h5py.File(path, "w") as f:
         f.create_dataset("simulation/Ts", data=1.0)
         f.create_dataset("simulation/tSample", data=int(graph.meta.get("timesteps", 0)))
@@ -119,7 +128,7 @@ def write_netx(graph, path: str) -> None:
                 continue
             neu = pairs[node.name]
             h = layers.create_group(str(i))
-            bias = _bias(neu, node)
+            b = _bias(neu, node, exact)
             if isinstance(node, Linear):
                 _type(h, "dense")
                 h.create_dataset("shape", data=np.array(neu.out_shape))
@@ -146,8 +155,8 @@ def write_netx(graph, path: str) -> None:
                 h.create_dataset("dilation", data=np.array(dil))
                 h.create_dataset("groups", data=int(groups))
                 h.create_dataset("weight", data=w)
-            if bias is not None:
-                h.create_dataset("bias", data=bias)
+            if b is not None:
+                h.create_dataset("bias", data=b)
             _neuron(h, neu)
             i += 1
             shape = tuple(neu.out_shape)

@@ -1,9 +1,9 @@
 """``neurocomp report OUT``: report.md, report.json and PNG plots for a compiled artifact.
 
-The report is a list of *sections* (``SECTIONS``), each a function ``section(ctx) -> Section | None``
+The report reads, it does not compile: :func:`neurocomp.measure.measure` computes every figure, and
+:func:`build_report` lays them out as a list of *sections*, each a function ``section(ctx) -> Section | None``
 that returns ``None`` when it does not apply to the model: a model without attention gets every
-other section; attention layers (issue 4) add a section driven by ``graph.meta['attention']``
-(or register their own with :func:`register_section`).
+other section; attention layers (issue 4) add a section driven by ``graph.meta['attention']``.
 
 Full-split figures come from the reference simulator (torch model, folded float model, fixed-point
 reference); Lava runs only the first ``lava_samples`` samples, as the exactness check.
@@ -15,11 +15,9 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from neurocomp.report import plots as P
 
@@ -47,7 +45,7 @@ class Context:
     plot_dir: str
     data_source: str
     timings: dict
-    modes: dict | None = None       # attention modes measured side by side (report/modes.py)
+    modes: dict | None = None       # attention modes measured side by side (measure.measure_modes)
 
 
 def _pct(v):
@@ -258,14 +256,8 @@ def sec_attention(ctx: Context):
     return Section("attention", "Attention layers", md, {"attention": att, "modes": ctx.modes})
 
 
-SECTIONS = [sec_accuracy, sec_crosscheck, sec_activity, sec_sweep, sec_clipping, sec_mapping, sec_energy,
-            sec_attention]
-
-
-def register_section(fn, after: str | None = None):
-    """Add a section function (e.g. for a new layer family); ``after`` names an existing function."""
-    names = [f.__name__ for f in SECTIONS]
-    SECTIONS.insert(names.index(after) + 1 if after in names else len(SECTIONS), fn)
+_SECTIONS = (sec_accuracy, sec_crosscheck, sec_activity, sec_sweep, sec_clipping, sec_mapping, sec_energy,
+             sec_attention)
 
 
 # ---- driver -----------------------------------------------------------------------------------
@@ -283,66 +275,15 @@ def _jsonable(o):
     return o
 
 
-def _mapping_and_target(art):
-    from neurocomp.passes.map_cores import map_cores
-    from neurocomp.targets import load_target
-    man = art.manifest
-    target = load_target(art.target_spec())     # a known target or the artifact's own copy, never a manifest path
-    mapping = man.get("mapping") or art.fixed_graph.meta.get("mapping")
-    if not mapping or mapping.get("target") != target.name:
-        mapping = map_cores(art.fixed_graph, target).meta["mapping"]
-    return target, mapping
-
-
-def build_report(artifact_path, samples: int | None = None, lava_samples: int = 50, progress: bool = True,
-                 inputs=None, labels=None, bits=range(2, 9), timeout: float | None = None,
-                 attention_modes: bool = True, finetuned: str | None = None) -> dict:
-    """Compute every figure; returns ``{"sections": [Section], "meta": {...}, "plot_dir": tmpdir}``."""
-    from neurocomp.artifact import Artifact
-    from neurocomp.errors import BadInput
-    from neurocomp.report.crosscheck import crosscheck
-    from neurocomp.report.metrics import energy_per_inference, per_inference_counts
-    from neurocomp.report.sweep import bit_sweep
-
-    art = Artifact(artifact_path)
-    man = art.manifest
-    T = man["timesteps"]
-    if samples is not None and samples < 1:
-        raise BadInput(f"--samples {samples}", where="--samples", hint="give at least 1")
-    _check_writable(art.path)                    # before minutes of simulation, not after
-    if inputs is not None:
-        x = torch.as_tensor(np.asarray(inputs), dtype=torch.float32)
-        source = "given inputs"
-    elif man.get("dataset"):
-        from neurocomp.data.registry import load_inputs
-        xs, labels = load_inputs(man["dataset"], "test", T, man["encoding"], n=samples)
-        x = torch.as_tensor(xs)
-        source = f"{man['dataset']} test split" + ("" if samples is None else f" (first {samples} samples)")
-    else:
-        raise BadInput("the model names no dataset", where=artifact_path,
-                       hint="call build_report(..., inputs=[T, N, ...] array)")
-    target, mapping = _mapping_and_target(art)
-    timings = {}
-    t0 = time.monotonic()
-    cc = crosscheck(art, x, labels, lava_samples=lava_samples, progress=progress, timeout=timeout)
-    timings["crosscheck_s"] = time.monotonic() - t0
-    sw = None
-    if labels is not None and bits:
-        t0 = time.monotonic()
-        sw = bit_sweep(art, x, labels, bits=bits, progress=progress)
-        timings["bit_sweep_s"] = time.monotonic() - t0
-    modes = None
-    if attention_modes and inputs is None and man.get("attention"):
-        from neurocomp.report.modes import measure_modes
-        t0 = time.monotonic()
-        modes = measure_modes(art, samples, lava_samples, finetuned=finetuned, progress=False)
-        timings["attention_modes_s"] = time.monotonic() - t0
-    counts = per_inference_counts(cc["activity_fixed"], cc["samples"])
-    energy = energy_per_inference(counts, target)
+def build_report(m) -> dict:
+    """Lay out measured figures (:func:`neurocomp.measure.measure`) as sections; returns
+    ``{"sections": [Section], "meta": {...}, "plot_dir": tmpdir}`` (the plots are drawn into tmpdir)."""
+    art, target, cc, T = m.artifact, m.target, m.crosscheck, m.artifact.manifest["timesteps"]
+    man, timings, source = art.manifest, m.timings, m.data_source
     plot_dir = tempfile.mkdtemp(prefix=".report-plots-", dir=art.path)
     try:
-        ctx = Context(art, target, mapping, cc, sw, energy, counts, plot_dir, source, timings, modes)
-        sections = [s for s in (fn(ctx) for fn in SECTIONS) if s is not None]
+        ctx = Context(art, target, m.mapping, cc, m.sweep, m.energy, m.counts, plot_dir, source, timings, m.modes)
+        sections = [s for s in (fn(ctx) for fn in _SECTIONS) if s is not None]
     except BaseException as e:
         shutil.rmtree(plot_dir, ignore_errors=True)
         if isinstance(e, OSError):               # writing a plot: a full disk
@@ -372,7 +313,7 @@ def _markdown(rep) -> str:
     return "\n".join(escape(line) for line in lines)     # each entry is one line; names come from files
 
 
-def _check_writable(folder):
+def check_writable(folder):
     """The report is written into the artifact: refuse a read-only one up front, in one line."""
     from neurocomp.errors import BadInput
     try:
@@ -383,10 +324,9 @@ def _check_writable(folder):
             from None
 
 
-def write_report(artifact, samples: int | None = None, lava_samples: int = 50, progress: bool = True,
-                 **kw) -> list[str]:
-    """Write report.md, report.json and report_plots/*.png into the artifact folder; returns the paths."""
-    rep = build_report(artifact, samples=samples, lava_samples=lava_samples, progress=progress, **kw)
+def write_report(artifact, rep) -> list[str]:
+    """Write a built report (:func:`build_report`) as report.md, report.json and report_plots/*.png into the
+    artifact folder; returns the paths."""
     try:
         return _write_report(artifact, rep)
     except OSError as e:                         # a full disk, a folder made read-only meanwhile

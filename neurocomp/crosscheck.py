@@ -9,6 +9,12 @@ Stages, in pipeline order:
 - ``fixed``: the fixed-point reference ``run_fixed`` (bit-exact with Lava's ``fixed_pt`` models).
 - ``lava``: the Lava CPU simulator (``fixed_pt``), usually on a smaller sample.
 
+This is the one cross-check engine: ``neurocomp simulate`` (:func:`neurocomp.api.simulate`) is a summary
+over it, and the report reads its figures. It runs batch by batch, so memory stays bounded by a batch:
+Lava records every layer to disk first, then each batch of samples runs through the torch model(s), the
+float and fixed-point references, is compared with Lava's recording of the same samples and dropped; only
+counts, per-sample classes and the accumulators below are kept.
+
 All spikes are time-aligned (``spikes[layer][t]`` is the output for input frame ``t``). For every pair
 of adjacent stages the check gives, per layer and step, the fraction of (sample, neuron) entries that
 agree, each layer's first differing step, the first diverging layer and step, and the fraction of
@@ -16,10 +22,16 @@ samples identical in every layer and step.
 """
 from __future__ import annotations
 
+import os
+import warnings
+
 import numpy as np
 import torch
 
-from neurocomp.report.metrics import add_activity, layer_activity
+from neurocomp import signals
+from neurocomp.frontends.checkpoint import load_checkpoint
+from neurocomp.metrics import add_activity, layer_activity
+from neurocomp.sim import predict, run_fixed, run_float
 
 STAGES = ("torch", "static", "float", "fixed", "lava")
 STAGE_LABELS = {
@@ -61,7 +73,8 @@ def run_torch_layers(model, x: torch.Tensor, layer_names, device: str | None = N
     functional.set_step_mode(model, "m")
     functional.reset_net(model)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")      # torch warns about TCJA's 'same' padding with even kernels
             out = model(x.to(device)).cpu()
     finally:
         for h in hooks:
@@ -136,19 +149,29 @@ class _StageAcc:
         self.samples += int(pred.shape[0])
 
 
-def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, batch: int = 128,
-               progress: bool = True, device: str | None = None, timeout: float | None = None) -> dict:
-    """Run every stage on ``x`` [T, N, ...] (Lava on the first ``lava_samples``) and compare them."""
-    from neurocomp.frontends.checkpoint import load_checkpoint
-    from neurocomp.sim import predict, run_fixed, run_float
+def batches(n, size):
+    for i in range(0, n, size):
+        yield slice(i, min(n, i + size))
 
+
+def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, batch: int = 128,
+               progress: bool = True, device: str | None = None, timeout: float | None = None,
+               float_graph=None, stage_bar: bool | None = None, activity: bool = True) -> dict:
+    """Run every stage on ``x`` [T, N, ...] (Lava on the first ``lava_samples``) and compare them.
+
+    ``float_graph``: the graph the ``float`` stage runs (default: the fixed-point graph run in float,
+    as the report does; ``simulate`` passes the artifact's float graph). ``progress`` shows Lava's bar,
+    ``stage_bar`` (default ``progress``) the reference stages' bar; ``activity=False`` skips the synaptic
+    event counts (``activity_fixed`` is then ``None``). Besides the figures, the result keeps
+    per-sample ``predictions`` of every stage, and ``float_equals_torch_samples``: the samples whose float
+    output equals the last torch stage's (the static-attention model when there is one)."""
     graph = artifact.fixed_graph
+    fgraph = graph if float_graph is None else float_graph
     T, N = int(x.shape[0]), int(x.shape[1])
     layers = [n.name for n in graph.neurons()]
     sizes = {n.name: int(np.prod(n.out_shape)) for n in graph.neurons()}
     labels = None if labels is None else torch.as_tensor(labels)
     device = device or torch_device()
-    import os
     models = {}
     if os.path.exists(artifact.checkpoint):          # an artifact compiled from NIR has no torch model
         models["torch"] = load_checkpoint(artifact.checkpoint).model
@@ -159,60 +182,84 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
     pairs = {}
     torch_layers = {}
     chain = list(models) + ["float", "fixed"]
-    activity, stats = None, {}
+    want_activity, activity, stats = activity, None, {}
+    preds = {s: [] for s in chain}
+    float_match = 0
+    n_lava = min(int(lava_samples or 0), N)
+    lava_rec, lava_preds, subset_preds = None, [], {s: [] for s in chain}
+    if n_lava:
+        from neurocomp.backends.lava import record_lava
+        lava_rec = record_lava(graph, x[:, :n_lava], progress=progress, timeout=timeout)
     bar = None
-    if progress:
+    if progress if stage_bar is None else stage_bar:
         from tqdm import tqdm
         bar = tqdm(total=N, desc="reference stages (torch, float, fixed)", unit="sample")
-    for i in range(0, N, batch):
-        xb = x[:, i:i + batch]
-        yb = None if labels is None else labels[i:i + batch]
-        runs = {}
-        for name, model in models.items():
-            st, out_t = run_torch_layers(model, xb, layers, device)
-            torch_layers.setdefault(name, [l for l in layers if l in st])
-            runs[name] = (st, predict(out_t))
-        rf = run_float(graph, xb)
-        rq = run_fixed(graph, xb)
-        runs["float"] = (rf.spikes, rf.predictions())
-        runs["fixed"] = (rq.spikes, rq.predictions())
-        for name, (sp, pred) in runs.items():
-            stage[name].add(sp, pred, yb)
-        for a, b in zip(chain, chain[1:]):
-            if (a, b) not in pairs:
-                common = [l for l in layers if l in torch_layers.get(a, layers) and l in torch_layers.get(b, layers)]
-                pairs[(a, b)] = _PairAcc(common, T)
-            pairs[(a, b)].add(runs[a][0], runs[b][0], runs[a][1], runs[b][1])
-        activity = add_activity(activity, layer_activity(graph, xb, rq.spikes))
-        for l, s in rq.stats.items():
-            acc = stats.setdefault(l, {"voltage_saturations": 0, "current_wraps": 0})
-            for k in acc:
-                acc[k] += int(s.get(k) or 0)
+    try:
+        for sl in batches(N, batch):
+            xb = x[:, sl]
+            yb = None if labels is None else labels[sl]
+            runs = {}
+            out_last = None
+            for name, model in models.items():
+                st, out_t = run_torch_layers(model, xb, layers, device)
+                torch_layers.setdefault(name, [l for l in layers if l in st])
+                runs[name] = (st, predict(out_t))
+                out_last = out_t
+            rf = run_float(fgraph, xb)
+            rq = run_fixed(graph, xb)
+            runs["float"] = (rf.spikes, rf.predictions())
+            runs["fixed"] = (rq.spikes, rq.predictions())
+            float_match += int(xb.shape[1]) if out_last is None else \
+                int((rf.output != out_last).flatten(2).any(-1).any(0).logical_not().sum())
+            for name, (sp, pred) in runs.items():
+                stage[name].add(sp, pred, yb)
+                preds[name].append(pred)
+            for a, b in zip(chain, chain[1:]):
+                if (a, b) not in pairs:
+                    common = [l for l in layers if l in torch_layers.get(a, layers) and l in torch_layers.get(b, layers)]
+                    pairs[(a, b)] = _PairAcc(common, T)
+                pairs[(a, b)].add(runs[a][0], runs[b][0], runs[a][1], runs[b][1])
+            if want_activity:
+                activity = add_activity(activity, layer_activity(graph, xb, rq.spikes))
+            for l, s in rq.stats.items():
+                acc = stats.setdefault(l, {"voltage_saturations": 0, "current_wraps": 0})
+                for k in acc:
+                    acc[k] += int(s.get(k) or 0)
+            if lava_rec is not None and sl.start < n_lava:      # Lava's recording of these samples
+                ls = slice(sl.start, min(sl.stop, n_lava))
+                k = ls.stop - ls.start
+                lb = lava_rec.spikes(ls)
+                lp = predict(lb[lava_rec.output_name])
+                fixed_k = {l: v[:, :k] for l, v in rq.spikes.items()}
+                yl = None if yb is None else yb[:k]
+                stage["lava"].add(lb, lp, yl)
+                if ("fixed", "lava") not in pairs:
+                    pairs[("fixed", "lava")] = _PairAcc(layers, T)
+                pairs[("fixed", "lava")].add(fixed_k, lb, runs["fixed"][1][:k], lp)
+                lava_preds.append(lp)
+                for name in chain:
+                    subset_preds[name].append(runs[name][1][:k])
+            # this batch's spikes go now, not at the next one
+            runs = rf = rq = out_t = out_last = st = sp = xb = lb = fixed_k = None
+            signals.check()
+            if bar is not None:
+                bar.update(sl.stop - sl.start)
+        lava = None
+        if lava_rec is not None:
+            lava = {"samples": n_lava, "wall_s": lava_rec.stats.get("wall_s")}
+    finally:
         if bar is not None:
-            bar.update(xb.shape[1])
-    if bar is not None:
-        bar.close()
+            bar.close()
+        if lava_rec is not None:
+            lava_rec.close()
 
-    lava = None
-    n_lava = min(int(lava_samples or 0), N)
     subset_acc = {}
-    if n_lava:
-        from neurocomp.backends.lava import run_lava
-        xl = x[:, :n_lava]
-        yl = None if labels is None else labels[:n_lava]
-        rl = run_lava(graph, xl, progress=progress, timeout=timeout)
-        rq = run_fixed(graph, xl)
-        rf = run_float(graph, xl)
-        stage["lava"].add(rl.spikes, rl.predictions(), yl)
-        pa = _PairAcc(layers, T)
-        pa.add(rq.spikes, rl.spikes, rq.predictions(), rl.predictions())
-        pairs[("fixed", "lava")] = pa
-        lava = {"samples": n_lava, "wall_s": rl.stats.get("wall_s")}
-        if yl is not None:
-            preds = {name: predict(run_torch_layers(m, xl, (), device)[1]) for name, m in models.items()}
-            preds.update(float=rf.predictions(), fixed=rq.predictions(), lava=rl.predictions())
-            for name, pred in preds.items():
-                subset_acc[name] = int((pred == yl).sum()) / n_lava
+    if n_lava and labels is not None:
+        yl = labels[:n_lava]
+        sub = {name: torch.cat(p) for name, p in subset_preds.items()}
+        sub["lava"] = torch.cat(lava_preds)
+        for name, pred in sub.items():
+            subset_acc[name] = int((pred == yl).sum()) / n_lava
 
     def stage_result(s):
         acc = stage[s]
@@ -226,6 +273,9 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
                 "spike_counts_per_step": {l: acc.counts[l].tolist() for l in present},
                 "spike_rates": {l: float(acc.counts[l].sum()) / (sizes[l] * T * acc.samples) for l in present}}
 
+    predictions = {name: torch.cat(p) for name, p in preds.items()}
+    if lava_preds:
+        predictions["lava"] = torch.cat(lava_preds)
     return {
         "timesteps": T, "samples": N, "layers": layers, "neurons": sizes, "torch_device": device,
         "stages": {s: stage_result(s) for s in STAGES},
@@ -236,4 +286,5 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
                                  if len(ls) < len(layers)},
         "attention": getattr(artifact, "manifest", {}).get("attention"),
         "rates_unit": "spikes per neuron per time step",
+        "predictions": predictions, "float_equals_torch_samples": float_match,
     }

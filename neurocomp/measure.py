@@ -1,0 +1,238 @@
+"""The report's measurements, at the API level: the report reads them, it does not compile.
+
+- :func:`measure`: every figure of ``neurocomp report`` (the cross-check of all stages, the bit-width
+  sweep, the attention modes side by side, activity and energy), laid out by
+  :func:`neurocomp.report.build_report`; :func:`report` measures and writes report.md, report.json and
+  the plots.
+- :func:`bit_sweep`: accuracy vs weight bit width: re-lower the artifact's float graph with
+  ``weight_bits`` = 2..8 (``api.lower``, the same pipeline ``compile`` runs) and score the fixed-point
+  reference.
+- :func:`measure_modes`: what each attention mode costs, measured for one model. For an artifact compiled
+  from an attention model, the source checkpoint is compiled in the ``static`` and ``dynamic`` modes (same
+  calibration; the artifact itself stands for its own mode), each artifact is run by the reference
+  simulator on the report's samples and by Lava ``fixed_pt`` on its Lava sample, and one row gives: the
+  original (dynamic) float accuracy, the static-folded float accuracy, static fixed point, static after
+  fine-tuning (from a fine-tuned artifact, ``neurocomp finetune``), dynamic fixed point, Lava (dynamic) and
+  its agreement with the reference, latency in steps of each mode and the attention process's operations
+  per inference. ``bench/attention_modes.py`` calls it for every zoo model.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from neurocomp.api import compile as compile_, lower, simulate
+from neurocomp.artifact import Artifact
+from neurocomp.crosscheck import crosscheck
+from neurocomp.errors import BadInput, NeurocompError
+from neurocomp.metrics import energy_per_inference, per_inference_counts
+from neurocomp.passes.map_cores import map_cores
+from neurocomp.report import build_report, check_writable, write_report
+from neurocomp.sim import run_fixed
+from neurocomp.targets import load_target
+
+
+@dataclass
+class Measured:
+    """Every figure the report reads."""
+    artifact: object
+    target: object
+    mapping: dict
+    crosscheck: dict
+    sweep: dict | None
+    energy: dict | None
+    counts: dict | None
+    data_source: str
+    timings: dict
+    modes: dict | None = None       # attention modes measured side by side (measure_modes)
+
+
+def report(artifact, samples: int | None = None, lava_samples: int = 50, progress: bool = True,
+           **kw) -> list[str]:
+    """Measure, then write report.md, report.json and report_plots/*.png into the artifact folder;
+    returns the paths (``neurocomp report``)."""
+    return write_report(artifact, build_report(measure(artifact, samples=samples, lava_samples=lava_samples,
+                                                       progress=progress, **kw)))
+
+
+def measure(artifact_path, samples: int | None = None, lava_samples: int = 50, progress: bool = True,
+            inputs=None, labels=None, bits=range(2, 9), timeout: float | None = None,
+            attention_modes: bool = True, finetuned: str | None = None) -> Measured:
+    """Compute every figure of the report (the report itself only reads them)."""
+    art = Artifact(artifact_path)
+    man = art.manifest
+    T = man["timesteps"]
+    if samples is not None and samples < 1:
+        raise BadInput(f"--samples {samples}", where="--samples", hint="give at least 1")
+    check_writable(art.path)                    # before minutes of simulation, not after
+    if inputs is not None:
+        x = torch.as_tensor(np.asarray(inputs), dtype=torch.float32)
+        source = "given inputs"
+    elif man.get("dataset"):
+        from neurocomp.data.registry import load_inputs
+        xs, labels = load_inputs(man["dataset"], "test", T, man["encoding"], n=samples)
+        x = torch.as_tensor(xs)
+        source = f"{man['dataset']} test split" + ("" if samples is None else f" (first {samples} samples)")
+    else:
+        raise BadInput("the model names no dataset", where=artifact_path,
+                       hint="call build_report(..., inputs=[T, N, ...] array)")
+    target, mapping = mapping_and_target(art)
+    timings = {}
+    t0 = time.monotonic()
+    cc = crosscheck(art, x, labels, lava_samples=lava_samples, progress=progress, timeout=timeout)
+    timings["crosscheck_s"] = time.monotonic() - t0
+    sw = None
+    if labels is not None and bits:
+        t0 = time.monotonic()
+        sw = bit_sweep(art, x, labels, bits=bits, progress=progress)
+        timings["bit_sweep_s"] = time.monotonic() - t0
+    modes = None
+    if attention_modes and inputs is None and man.get("attention"):
+        t0 = time.monotonic()
+        modes = measure_modes(art, samples, lava_samples, finetuned=finetuned, progress=False)
+        timings["attention_modes_s"] = time.monotonic() - t0
+    counts = per_inference_counts(cc["activity_fixed"], cc["samples"])
+    energy = energy_per_inference(counts, target)
+    return Measured(art, target, mapping, cc, sw, energy, counts, source, timings, modes)
+
+
+def mapping_and_target(art):
+    """The hardware target and the artifact's core mapping on it (mapped now if the manifest has none)."""
+    man = art.manifest
+    target = load_target(art.target_spec())     # a known target or the artifact's own copy, never a manifest path
+    mapping = man.get("mapping") or art.fixed_graph.meta.get("mapping")
+    if not mapping or mapping.get("target") != target.name:
+        mapping = map_cores(art.fixed_graph, target).meta["mapping"]
+    return target, mapping
+
+
+def same_quantization(a, b) -> bool:
+    """Whether two lowered graphs carry identical integer weights and neuron parameters."""
+    if [n.name for n in a] != [n.name for n in b]:
+        return False
+    for na, nb in zip(a, b):
+        qa, qb = getattr(na, "qweight", None), getattr(nb, "qweight", None)
+        if (qa is None) != (qb is None) or (qa is not None and not np.array_equal(qa, qb)):
+            return False
+        fa, fb = getattr(na, "fixed", None), getattr(nb, "fixed", None)
+        if (fa is None) != (fb is None):
+            return False
+        if fa is not None and ((fa.du, fa.dv, fa.vth) != (fb.du, fb.dv, fb.vth)
+                               or not np.array_equal(fa.bias_mant, fb.bias_mant)
+                               or not np.array_equal(fa.bias_exp, fb.bias_exp)):
+            return False
+    return True
+
+
+def bit_sweep(artifact, x, labels, bits=range(2, 9), batch: int = 1024, progress: bool = True) -> dict:
+    labels = torch.as_tensor(labels)
+    N = x.shape[1]
+    own_bits = artifact.manifest.get("weight_bits", 8)
+    att = artifact.manifest.get("attention")
+    kw = {"attention": att["mode"]} if att and att.get("mode") else {}   # fold attention as compile did
+    rows = []
+    it = list(bits)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(it) * N, desc="bit-width sweep (fixed-point reference)", unit="sample")
+    for b in it:
+        try:
+            g = lower(artifact.float_graph, weight_bits=b, **kw)
+        except NeurocompError as e:     # e.g. at 2 bits a threshold may not fit the weight grid at all
+            rows.append({"weight_bits": b, "accuracy": None, "correct": None, "samples": N, "weights_clipped": None,
+                         "bias_clipped": None, "not_representable": e.one_line()})
+            if bar is not None:
+                bar.update(N)
+            continue
+        correct = 0
+        for i in range(0, N, batch):
+            r = run_fixed(g, x[:, i:i + batch])
+            correct += int((r.predictions() == labels[i:i + batch]).sum())
+            if bar is not None:
+                bar.update(min(batch, N - i))
+        q = next(p for p in g.meta["passes"] if p["pass"] == "quantize")
+        row = {"weight_bits": b, "accuracy": correct / N, "correct": correct, "samples": N,
+               "weights_clipped": q["weights_clipped"], "bias_clipped": q["bias_clipped"]}
+        if b == own_bits:
+            row["same_quantization_as_artifact"] = same_quantization(g, artifact.fixed_graph)
+        rows.append(row)
+    if bar is not None:
+        bar.close()
+    return {"rows": rows, "artifact_weight_bits": own_bits, "simulator": "fixed-point reference (run_fixed)",
+            "samples": N}
+
+
+MODES = ("static", "dynamic")
+
+
+def _source_checkpoint(art) -> str:
+    """The original attention model: a fine-tuned artifact keeps it as ``source_model.pt``."""
+    src = os.path.join(art.path, "source_model.pt")
+    return src if os.path.exists(src) else art.checkpoint
+
+
+def _calibration(man: dict, folder: str | None = None):
+    """The calibration the artifact used. A recorded ``.npy`` path is a path written in the manifest:
+    it is used only when it lies inside the artifact ``folder`` (never a file elsewhere on the machine);
+    otherwise the recompiles calibrate on the default training samples."""
+    cal = (man.get("attention") or {}).get("calibration") or {}
+    source = cal.get("source")
+    inside = folder is not None and isinstance(source, str) and os.path.realpath(source).startswith(
+        os.path.realpath(folder) + os.sep)
+    calib = source if inside and source.endswith(".npy") and os.path.isfile(source) else None
+    return calib, int(cal.get("samples") or 512)
+
+
+def measure_mode(path, samples: int | None, lava_samples: int, progress: bool = False):
+    """One attention mode's row for an artifact compiled in that mode: the reference simulator on
+    ``samples`` test samples, Lava on ``lava_samples``; returns ``(row, reference result, manifest)``."""
+    ref = simulate(path, backend="reference", samples=samples, progress=progress)
+    row = {"float": ref["accuracy"]["float_torch"],
+           "static_float": ref["accuracy"].get("float_static_attention"),
+           "fixed": ref["accuracy"]["fixed_reference"], "samples": ref["samples"]}
+    if lava_samples:
+        lav = simulate(path, backend="lava", samples=lava_samples, progress=progress)
+        row.update(lava=lav["accuracy"]["lava"], lava_exact=lav["exact_match_fraction"],
+                   lava_samples=lav["samples"])
+    m = Artifact(path).manifest           # checked like any artifact read
+    row["latency_steps"] = m["alignment"]["depth"]
+    row["attention_ops"] = sum(c["total_operations"] for c in (m.get("attention_process_cost") or {}).values())
+    return row, ref, m
+
+
+def measure_modes(art, samples: int | None, lava_samples: int, finetuned: str | None = None,
+                  progress: bool = False) -> dict | None:
+    """Measure every attention mode of the artifact's source model; ``None`` without attention."""
+    man = art.manifest
+    if not man.get("attention") or not man.get("dataset"):
+        return None
+    checkpoint = _source_checkpoint(art)
+    if not os.path.exists(checkpoint):
+        return None
+    calib, calib_samples = _calibration(man, art.path)
+    out = {"samples": samples, "lava_samples": lava_samples, "source_checkpoint": os.path.basename(checkpoint),
+           "modes": {}}
+    with tempfile.TemporaryDirectory(prefix="neurocomp-modes-") as tmp:
+        for mode in MODES:
+            if (man["attention"].get("mode") == mode and not man.get("finetune")
+                    and checkpoint == art.checkpoint):
+                path = art.path                       # the artifact itself is this mode: no recompile
+            else:
+                path = compile_(checkpoint, os.path.join(tmp, mode), attention=mode, calib=calib,
+                                calib_samples=calib_samples)
+            out["modes"][mode] = measure_mode(path, samples, lava_samples, progress)[0]
+    ft = None
+    if finetuned:
+        ref = simulate(finetuned, backend="reference", samples=samples, progress=progress)
+        ft = {"artifact": os.path.abspath(finetuned), "fixed": ref["accuracy"]["fixed_reference"]}
+    elif man.get("finetune"):
+        ref = simulate(art.path, backend="reference", samples=samples, progress=progress)
+        ft = {"artifact": os.path.abspath(art.path), "fixed": ref["accuracy"]["fixed_reference"]}
+    out["static_finetuned"] = ft
+    return out
