@@ -219,7 +219,7 @@ def sec_energy(ctx: Context):
     if att:
         md += ["", "### Attention processes (dynamic attention), per inference, beside the neuron cores", "",
                f"The attention processes would run on the embedded x86 cores (integer arithmetic, "
-               f"`neurocomp/dynamic_attention.py`); their energy is not in the total above (no published "
+               f"`neurocomp/fixedpoint/attention.py`); their energy is not in the total above (no published "
                f"figure per x86 operation). For scale, the neuron cores spend "
                f"{ctx.counts['synaptic_ops']:,.0f} synaptic operations and "
                f"{ctx.counts['neuron_updates_active'] + ctx.counts['neuron_updates_inactive']:,.0f} neuron "
