@@ -13,7 +13,7 @@ from neurocomp.measure import report
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "models", "digits_plain", "model.pt")
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "crosscheck_engine.json")
-VOLATILE = ("wall_s", "lava_wall_s", "timings_s", "versions", "artifact")
+VOLATILE = ("wall_s", "lava_wall_s", "timings_s", "versions", "artifact", "target_file")  # paths of this checkout
 
 
 def _strip(o):
