@@ -1,7 +1,6 @@
 """The public API: ``compile``, ``simulate`` (the CLI is a thin layer over these)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,14 +21,6 @@ from neurocomp.passes import fold_avgpool, fold_batchnorm, quantize, time_alignm
 from neurocomp.crosscheck import crosscheck
 
 TARGETS = ("lava",)
-
-
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_output_file(path, flag: str) -> None:

@@ -58,7 +58,7 @@ def compile_nir(path, out, target: str = "lava", dt=None, reset: str = "zero", t
 
 
 def _compile_nir(path, float_graph, claim, target, weight_bits):
-    from neurocomp.api import _sha256, _versions
+    from neurocomp.api import _versions
     from neurocomp.errors import BadGraph, NeurocompError
     from neurocomp.passes import time_alignment
     try:
