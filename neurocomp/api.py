@@ -18,7 +18,8 @@ from neurocomp.frontends.nir import read_nir
 from neurocomp.frontends.torch import module_to_graph
 from neurocomp.backends.nir import write_nir
 from neurocomp.ir.serialize import save_graph
-from neurocomp.passes import fold_avgpool, fold_batchnorm, quantize, time_alignment
+from neurocomp.passes import pipeline, time_alignment
+from neurocomp.passes.pipeline import ATTENTION_MODES
 from neurocomp.sim import predict, run_fixed, run_float
 
 TARGETS = ("lava",)
@@ -53,22 +54,6 @@ def _versions() -> dict:
         except PackageNotFoundError:
             out[pkg] = None
     return out
-
-
-ATTENTION_MODES = ("static", "portable", "dynamic")
-
-
-def lower(float_graph, weight_bits: int = 8, target=None, attention: str = "static"):
-    """The pass pipeline from the float IR to the quantized, Lava-ready IR; with a ``target``
-    (a :class:`neurocomp.targets.Target` or its name) the layers are also mapped onto its cores.
-    ``attention`` says how static attention maps are folded (see passes.fold_attention)."""
-    from neurocomp.passes.fold_attention import fold_attention
-    folded = fold_avgpool(fold_attention(fold_batchnorm(float_graph), mode=attention))
-    g = quantize(folded, weight_bits=weight_bits)
-    if target is not None:
-        from neurocomp.passes.map_cores import map_cores
-        g = map_cores(g, target)
-    return g
 
 
 def resolve_target(target: str):
@@ -188,7 +173,7 @@ def _compile_checkpoint(model_path, loaded, claim, hw, target, weight_bits, atte
             raise BadGraph("the NIR round trip changed the graph", where=nir_path,
                            hint="this is a neurocomp bug; please report it with the model")
         with _about(model_path):
-            fixed_graph = lower(float_graph, weight_bits, target=hw, attention=attention)
+            fixed_graph = pipeline.lower(float_graph, weight_bits, target=hw, attention=attention)
         save_graph(float_graph, os.path.join(tmp, "float"))
         save_graph(fixed_graph, os.path.join(tmp, "fixed"))
         from neurocomp import safeio   # a regular file only; the digest is of the bytes stored

@@ -63,10 +63,9 @@ from neurocomp.errors import BadInput, UnsupportedLayer
 # ---- the folded graph as a torch model ----------------------------------------------------------
 
 def folded_graph(float_graph, attention: str = "static"):
-    """The float IR after every pass of :func:`neurocomp.api.lower` except ``quantize``."""
-    from neurocomp.passes import fold_avgpool, fold_batchnorm
-    from neurocomp.passes.fold_attention import fold_attention
-    return fold_avgpool(fold_attention(fold_batchnorm(float_graph), mode=attention))
+    """The float IR after every pass of :func:`neurocomp.passes.pipeline.lower` except ``quantize``."""
+    from neurocomp.passes import pipeline
+    return pipeline.fold(float_graph, attention=attention)
 
 
 def _lif(node, surrogate_alpha: float = 2.0):

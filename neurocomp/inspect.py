@@ -55,7 +55,7 @@ def lowered_table(graph) -> str:
 
 
 def _preview(graph, weight_bits=8, target="lava") -> str:
-    from neurocomp.api import lower
+    from neurocomp.passes.pipeline import lower
     try:
         g = lower(graph, weight_bits=weight_bits, target=target)
     except NeurocompError as e:

@@ -19,12 +19,6 @@ from neurocomp.ir.serialize import save_graph
 NIR_TARGETS = ("lava", "netx")
 
 
-def lower_nir(float_graph, weight_bits: int = 8):
-    from neurocomp.passes import fold_avgpool, quantize
-    from neurocomp.passes.fuse_sumpool import fuse_sumpool
-    return quantize(fuse_sumpool(fold_avgpool(float_graph)), weight_bits=weight_bits)
-
-
 def load_nir_graph(path, dt=None, reset: str = "zero", timesteps: int = 100) -> Graph:
     """Read a NIR file into the float IR with ``meta['timesteps']`` set."""
     from neurocomp.frontends.nir_foreign import read_foreign_nir
@@ -60,9 +54,9 @@ def compile_nir(path, out, target: str = "lava", dt=None, reset: str = "zero", t
 def _compile_nir(path, float_graph, claim, target, weight_bits):
     from neurocomp.api import _sha256, _versions
     from neurocomp.errors import BadGraph, NeurocompError
-    from neurocomp.passes import time_alignment
+    from neurocomp.passes import pipeline, time_alignment
     try:
-        fixed_graph = lower_nir(float_graph, weight_bits)
+        fixed_graph = pipeline.lower_nir(float_graph, weight_bits)
     except NeurocompError as e:
         if str(path) not in (e.where or ""):
             e.where = f"{path}: {e.where}" if e.where else str(path)

@@ -74,3 +74,22 @@ def test_bad_inputs_shape_is_one_line_error(artifact, tmp_path):
 def test_existing_output_is_refused(artifact):
     r = run_cli("compile", MODEL, "-o", artifact)
     assert r.returncode == 2 and "already exists" in r.stderr and "--overwrite" in r.stderr
+
+
+def test_an_artifacts_own_model_nir_compiles_through_the_nir_door(artifact, tmp_path):
+    """``compile ART/model.nir``: neurocomp's own NIR (BatchNorm still explicit) goes through the NIR
+    pipeline, which folds like the checkpoint pipeline; the fixed graph is the checkpoint's."""
+    from neurocomp.artifact import Artifact
+    out = str(tmp_path / "again")
+    r = run_cli("compile", os.path.join(artifact, "model.nir"), "-o", out, "-q")
+    assert r.returncode == 0, r.stderr
+    a, b = Artifact(artifact), Artifact(out)
+    assert b.manifest["input_nir"]["sha256"] == a.manifest["files"]["model.nir"]
+    assert b.manifest["timesteps"] == a.manifest["timesteps"] and "model.pt" not in os.listdir(out)
+    assert [p["pass"] for p in b.manifest["passes"]] == [p["pass"] for p in a.manifest["passes"]
+                                                         if p["pass"] != "map_cores"]
+    qa, qb = a.fixed_graph, b.fixed_graph
+    assert [n.name for n in qa] == [n.name for n in qb]
+    import numpy as np
+    for na, nb in zip(qa, qb):
+        assert np.array_equal(getattr(na, "qweight", 0), getattr(nb, "qweight", 0)), na.name

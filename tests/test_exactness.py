@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurocomp.api import lower
+from neurocomp.passes.pipeline import lower
 from neurocomp.backends.lava import run_lava
 from neurocomp.frontends.torch import module_to_graph
 from neurocomp.sim import run_fixed, run_float

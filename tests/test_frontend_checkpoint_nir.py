@@ -59,7 +59,7 @@ def test_maxpool_of_current_is_refused():
 
 
 def test_soft_reset_is_refused_at_quantization():
-    from neurocomp.api import lower
+    from neurocomp.passes.pipeline import lower
     model = torch.nn.Sequential(layer.Flatten(), layer.Linear(4, 2), neuron.LIFNode(v_reset=None, step_mode="m"))
     g = module_to_graph(model, (4,), 3)
     with pytest.raises(UnsupportedLayer, match="soft reset"):

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from neurocomp.errors import BadGraph, NeurocompError, UnsupportedLayer
-from neurocomp.interop import load_nir_graph, lower_nir
+from neurocomp.interop import load_nir_graph
+from neurocomp.passes.pipeline import lower_nir
 from neurocomp.sim import run_fixed, run_float
 
 ROOT = os.environ.get("NEUROCOMP_NIR_PAPER", os.path.join(os.path.dirname(__file__), "..", "..", "shared",

@@ -19,7 +19,7 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from spikingjelly.activation_based import functional, layer, neuron
 
-from neurocomp.api import lower
+from neurocomp.passes.pipeline import lower
 from neurocomp.backends.nir import write_nir
 from neurocomp.frontends.nir import read_nir
 from neurocomp.frontends.torch import iter_leaves, module_to_graph

@@ -1,5 +1,5 @@
 """Accuracy vs weight bit width: re-lower the artifact's float graph with ``weight_bits`` = 2..8
-(``api.lower``, the same pipeline ``compile`` runs) and score the fixed-point reference."""
+(``passes.pipeline.lower``, the same pipeline ``compile`` runs) and score the fixed-point reference."""
 from __future__ import annotations
 
 import numpy as np
@@ -25,7 +25,7 @@ def same_quantization(a, b) -> bool:
 
 
 def bit_sweep(artifact, x, labels, bits=range(2, 9), batch: int = 1024, progress: bool = True) -> dict:
-    from neurocomp.api import lower
+    from neurocomp.passes.pipeline import lower
     from neurocomp.sim import run_fixed
 
     labels = torch.as_tensor(labels)
