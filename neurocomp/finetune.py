@@ -648,7 +648,7 @@ def finetune(artifact, out, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR
 def _finetune(src, claim, artifact, out, epochs, lr, gain_lr, weights, gains, loss, batch_size, seed, limit,
               progress, measure, val_fraction, select, distill, ema, augment):
     from neurocomp.api import compile as compile_
-    from neurocomp.artifact import Artifact, record_files, write_atomically, write_json_atomically
+    from neurocomp.artifact import Artifact, write_atomically, write_manifest
     from neurocomp.frontends.checkpoint import save_checkpoint
     from neurocomp.train import seed_everything
     man = src.manifest
@@ -754,8 +754,7 @@ def _finetune(src, claim, artifact, out, epochs, lr, gain_lr, weights, gains, lo
             m2["attention"] = {**att, "note": "calibrated in the source artifact, then fine-tuned (finetune)"}
         if os.path.exists(src.checkpoint):
             shutil.copyfile(src.checkpoint, os.path.join(compiled, "source_model.pt"))
-        m2["files"] = record_files(compiled)
-        write_json_atomically(os.path.join(compiled, "manifest.json"), m2)
+        write_manifest(compiled, m2)
 
         def fill(tmp):
             for entry in os.listdir(compiled):

@@ -431,3 +431,25 @@ def read_nir(path: str, meta=None) -> Graph:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
         raise BadGraph(f"holds an inconsistent node ({type(e).__name__}: {first})", where=path,
                        hint="re-export it; neurocomp needs every node's fields with matching shapes")
+
+
+def read_nir_file(path: str, dt=None, reset: str = "zero", timesteps=None, meta=None) -> Graph:
+    """The one door for ``.nir`` files: neurocomp's own (``neurocomp.*`` metadata, read back as exactly
+    the IR they were written from) and other frameworks' (:mod:`neurocomp.frontends.nir_foreign`;
+    ``dt`` and ``reset`` apply to them). ``timesteps``: steps per sample unless the graph records its
+    own (``meta['timesteps']``). Every failure is one :class:`~neurocomp.errors.NeurocompError` naming
+    the file."""
+    from neurocomp.errors import BadInput
+    if timesteps is not None and (isinstance(timesteps, bool) or int(timesteps) < 1):
+        raise BadInput(f"--timesteps {timesteps}", where="--timesteps", hint="give at least 1")
+    from neurocomp.frontends.nir_foreign import read_foreign_nir
+    try:
+        g = read_foreign_nir(str(path), dt=dt, reset=reset, meta=meta)
+    except NeurocompError:
+        raise
+    except Exception as e:   # noqa: BLE001 - a foreign file must never give a traceback
+        raise BadGraph(f"cannot be imported ({type(e).__name__}: {str(e).strip()[:160]})", where=str(path),
+                       hint="re-export the graph; if it is valid NIR 1.0, please report it") from None
+    if timesteps is not None:
+        g = Graph(g.nodes, g.inputs, {**g.meta, "timesteps": int(g.meta.get("timesteps") or timesteps)})
+    return g
