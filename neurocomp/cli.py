@@ -94,7 +94,7 @@ def _cmd_report(a):
 
 def _cmd_inspect(a):
     from neurocomp.inspect import inspect_path
-    print(inspect_path(a.path, trust_pickle=a.trust_pickle))
+    print(inspect_path(a.path, trust_pickle=a.trust_pickle, dt=a.dt, reset=a.reset, timesteps=a.timesteps))
     return 0
 
 
@@ -165,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="print a model, NIR file or artifact as a table")
     i.add_argument("path")
     i.add_argument("--trust-pickle", action="store_true")
+    i.add_argument("--dt", type=POSITIVE_FLOAT, help="NIR input: seconds per step (default: the graph's metadata)")
+    i.add_argument("--reset", choices=["zero", "subtract"], default="zero",
+                   help="NIR input: reset mode, which NIR does not store (default: zero)")
+    i.add_argument("--timesteps", type=POSITIVE_INT, help="NIR input: steps per sample (default: the graph's own)")
     i.set_defaults(func=_cmd_inspect)
 
     t = sub.add_parser("train", help="train a zoo recipe (models/<name>/recipe.json)")

@@ -11,7 +11,7 @@ import neurocomp
 from neurocomp.backends.nir import graph_to_nir, write_nir
 from neurocomp.errors import BadCheckpoint, UnsupportedLayer, UnsupportedLayers
 from neurocomp.frontends.checkpoint import load_checkpoint, save_checkpoint
-from neurocomp.frontends.nir import read_nir
+from neurocomp.frontends.nir import read_nir_file
 from neurocomp.frontends.torch import module_to_graph
 from neurocomp.ir import table
 from neurocomp.sim import run_float
@@ -24,7 +24,7 @@ def test_nir_round_trip_is_lossless(tmp_path, variant):
     g = module_to_graph(model, shape, 6)
     path = str(tmp_path / "m.nir")
     write_nir(g, path)
-    back = read_nir(path)
+    back = read_nir_file(path)
     assert back.digest() == g.digest()
     assert [n.name for n in back] == [n.name for n in g]
     x = spike_input(6, 8, shape, seed=1)
