@@ -12,7 +12,8 @@ from neurocomp.artifact import (Artifact, OutputClaim, TARGET_DIR, write_atomica
 from neurocomp.errors import BadGraph, BadInput, BadCheckpoint
 from neurocomp.frontends.checkpoint import load_checkpoint
 from neurocomp.frontends.nir import read_nir_file
-from neurocomp.frontends.torch import module_to_graph
+from neurocomp.frontends.attention import attention_modules, calibrate, make_static
+from neurocomp.frontends.torch import module_to_graph, run_torch_model
 from neurocomp.backends.nir import write_nir
 from neurocomp.ir.serialize import save_graph
 from neurocomp.passes import pipeline, time_alignment
@@ -168,7 +169,6 @@ class _CheckpointDoor:
 
     def prepare(self):
         """Calibrate attention (the long part: after the output is claimed) and trace the model."""
-        from neurocomp.frontends.attention import attention_modules, calibrate, make_static
         loaded, attention, stats = self.loaded, self.attention, None
         if attention_modules(loaded.model):
             xc, yc, source = calibration_inputs(loaded, self.calib, self.calib_samples)
@@ -276,19 +276,6 @@ def _attention_cost(graph):
     out.update({n.name: spike_cost(n.meta["module"], n.state(), n.out_shape, T, tuple(n.pool))
                 for n in graph if n.kind == "spike_attention"})
     return out or None
-
-
-def run_torch_model(model, x_seq: torch.Tensor) -> torch.Tensor:
-    """Run a (multi-step) SpikingJelly model on ``[T, B, ...]`` and reset its state."""
-    from spikingjelly.activation_based import functional
-    import warnings
-    functional.set_step_mode(model, "m")
-    functional.reset_net(model)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")      # torch warns about TCJA's 'same' padding with even kernels
-        out = model(x_seq)
-    functional.reset_net(model)
-    return out
 
 
 def _batches(n, size):

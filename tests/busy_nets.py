@@ -22,7 +22,7 @@ import warnings
 import torch
 from spikingjelly.activation_based import functional, neuron
 
-from neurocomp.api import run_torch_model
+from neurocomp.frontends.torch import run_torch_model
 from neurocomp.frontends.torch import iter_leaves
 
 NEURONS = (neuron.LIFNode, neuron.IFNode)

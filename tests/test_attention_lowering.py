@@ -4,7 +4,7 @@ import pytest
 import torch
 from spikingjelly.activation_based import layer, neuron, functional
 
-from neurocomp.api import run_torch_model
+from neurocomp.frontends.torch import run_torch_model
 from neurocomp.passes.pipeline import lower
 from neurocomp.backends.lava import run_lava
 from neurocomp.backends.nir import write_nir

@@ -54,7 +54,7 @@ def test_fixed_point_tracks_float_model():
 
 
 def test_default_model_lava_exact_and_close_to_float():
-    from neurocomp.api import run_torch_model
+    from neurocomp.frontends.torch import run_torch_model
     from neurocomp.data.registry import load_inputs
     from neurocomp.frontends.checkpoint import load_checkpoint
     from neurocomp.sim import predict

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurocomp.api import run_torch_model
+from neurocomp.frontends.torch import run_torch_model
 from neurocomp.passes.pipeline import lower
 from neurocomp.backends.lava import run_lava
 from neurocomp.frontends.attention import calibrate, make_static

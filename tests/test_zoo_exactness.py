@@ -5,7 +5,8 @@ import os
 import pytest
 import torch
 
-from neurocomp.api import calibration_inputs, run_torch_model
+from neurocomp.api import calibration_inputs
+from neurocomp.frontends.torch import run_torch_model
 from neurocomp.passes.pipeline import lower
 from neurocomp.backends.lava import run_lava
 from neurocomp.data.registry import load_inputs
