@@ -1,6 +1,7 @@
 """The public API: ``compile``, ``simulate`` (the CLI is a thin layer over these)."""
 from __future__ import annotations
 
+import numbers
 import os
 import shutil
 
@@ -112,6 +113,9 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
     if attention not in ATTENTION_MODES:
         raise BadInput(f"attention mode {attention!r} is not available", where="--attention",
                        hint=f"use {' or '.join(ATTENTION_MODES)}")
+    if isinstance(weight_bits, bool) or not isinstance(weight_bits, numbers.Integral) or not 2 <= weight_bits <= 8:
+        raise BadInput(f"--weight-bits {weight_bits!r}", where="--weight-bits", hint="use 2..8")
+    weight_bits = int(weight_bits)
     if str(model_path).lower().endswith(".nir"):
         door = _NirDoor(model_path, target, weight_bits, attention, dt, reset, timesteps)
     else:
@@ -228,12 +232,11 @@ class _NirDoor:
         if target not in NIR_TARGETS:
             raise BadInput(f"unknown target {target!r} for a NIR file", where="--target",
                            hint=f"use one of {', '.join(NIR_TARGETS)}")
-        if not 2 <= int(weight_bits) <= 8:
-            raise BadInput(f"--weight-bits {weight_bits}", where="--weight-bits", hint="use 2..8")
-        if timesteps is None:
-            raise BadInput("--timesteps None", where="--timesteps", hint="give at least 1")
         self.path, self.target, self.weight_bits, self.attention = path, target, weight_bits, attention
         self.graph = read_nir_file(path, dt=dt, reset=reset, timesteps=timesteps)
+        if not self.graph.meta.get("timesteps"):
+            raise BadInput("the graph records no number of steps per sample", where=f"{path}: --timesteps",
+                           hint="pass --timesteps T")
 
     def prepare(self):
         pass
