@@ -1,23 +1,24 @@
 """The public API: ``compile``, ``simulate`` (the CLI is a thin layer over these)."""
 from __future__ import annotations
 
-import json
+import numbers
 import os
 import shutil
 
 import numpy as np
 import torch
 
-from neurocomp import __version__
-from neurocomp.artifact import (Artifact, FORMAT, OutputClaim, TARGET_DIR, VERSION, record_files, write_atomically,
-                                write_json_atomically)
+from neurocomp.artifact import (Artifact, OutputClaim, TARGET_DIR, write_atomically, write_json_atomically,
+                                write_manifest)
 from neurocomp.errors import BadGraph, BadInput, BadCheckpoint
 from neurocomp.frontends.checkpoint import load_checkpoint
-from neurocomp.frontends.nir import read_nir
-from neurocomp.frontends.torch import module_to_graph
+from neurocomp.frontends.nir import read_nir_file
+from neurocomp.frontends.attention import attention_modules, calibrate, make_static
+from neurocomp.frontends.torch import module_to_graph, run_torch_model
 from neurocomp.backends.nir import write_nir
 from neurocomp.ir.serialize import save_graph
-from neurocomp.passes import fold_avgpool, fold_batchnorm, quantize, time_alignment
+from neurocomp.passes import pipeline, time_alignment
+from neurocomp.passes.pipeline import ATTENTION_MODES
 from neurocomp.crosscheck import crosscheck
 
 TARGETS = ("lava",)
@@ -33,33 +34,6 @@ def check_output_file(path, flag: str) -> None:
         raise BadInput("parent folder does not exist", where=f"{flag} {path}", hint=f"create {parent} first")
     if not os.access(parent, os.W_OK):
         raise BadInput("parent folder is not writable", where=f"{flag} {path}", hint="choose a writable folder")
-
-
-def _versions() -> dict:
-    from importlib.metadata import version, PackageNotFoundError
-    out = {"neurocomp": __version__}
-    for pkg in ("torch", "numpy", "lava-nc", "lava-dl", "nir", "spikingjelly"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-ATTENTION_MODES = ("static", "portable", "dynamic")
-
-
-def lower(float_graph, weight_bits: int = 8, target=None, attention: str = "static"):
-    """The pass pipeline from the float IR to the quantized, Lava-ready IR; with a ``target``
-    (a :class:`neurocomp.targets.Target` or its name) the layers are also mapped onto its cores.
-    ``attention`` says how static attention maps are folded (see passes.fold_attention)."""
-    from neurocomp.passes.fold_attention import fold_attention
-    folded = fold_avgpool(fold_attention(fold_batchnorm(float_graph), mode=attention))
-    g = quantize(folded, weight_bits=weight_bits)
-    if target is not None:
-        from neurocomp.passes.map_cores import map_cores
-        g = map_cores(g, target)
-    return g
 
 
 def resolve_target(target: str):
@@ -130,86 +104,170 @@ def calibration_inputs(loaded, calib=None, samples: int = 512):
 def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, weight_bits: int = 8,
             overwrite: bool = False, dt=None, reset: str = "zero", timesteps: int = 100,
             attention: str = "static", calib=None, calib_samples: int = 512) -> str:
-    """Compile a checkpoint (or a ``.nir`` file: ``dt``, ``reset``, ``timesteps`` apply) into an
-    artifact folder ``out``; returns its path. Attention modules are calibrated on ``calib`` and
-    folded as ``attention`` says (``static`` or ``portable``)."""
+    """Compile a checkpoint or a ``.nir`` file into an artifact folder ``out``; returns its path.
+
+    Two front doors, one driver: a checkpoint (attention modules calibrated on ``calib`` and folded as
+    ``attention`` says) or a NIR file (``dt``, ``reset``, ``timesteps`` apply; ``target`` may also be
+    ``netx``) is read and checked before ``out`` is claimed; then the shared steps run: lower, save
+    the float and fixed graphs, copy the source, write the door's other files and the manifest."""
     if attention not in ATTENTION_MODES:
         raise BadInput(f"attention mode {attention!r} is not available", where="--attention",
                        hint=f"use {' or '.join(ATTENTION_MODES)}")
+    if isinstance(weight_bits, bool) or not isinstance(weight_bits, numbers.Integral) or not 2 <= weight_bits <= 8:
+        raise BadInput(f"--weight-bits {weight_bits!r}", where="--weight-bits", hint="use 2..8")
+    weight_bits = int(weight_bits)
     if str(model_path).lower().endswith(".nir"):
-        from neurocomp.interop import compile_nir
-        return compile_nir(model_path, out, target=target, dt=dt, reset=reset, timesteps=timesteps,
-                           weight_bits=weight_bits, overwrite=overwrite)
-    hw = resolve_target(target)
-    loaded = load_checkpoint(model_path, trust_pickle=trust_pickle)
+        door = _NirDoor(model_path, target, weight_bits, attention, dt, reset, timesteps)
+    else:
+        door = _CheckpointDoor(model_path, target, weight_bits, attention, trust_pickle, calib, calib_samples)
     claim = OutputClaim(out, overwrite=overwrite)      # refuse an existing -o now, not after calibrating
     try:
-        return _compile_checkpoint(model_path, loaded, claim, hw, target, weight_bits, attention, calib,
-                                   calib_samples)
+        door.prepare()
+        return _build(door, claim)
     finally:
         claim.release()                                # a claim that was not filled (after an error)
 
 
-def _compile_checkpoint(model_path, loaded, claim, hw, target, weight_bits, attention, calib, calib_samples):
-    if loaded.timesteps < 1:
-        raise BadCheckpoint("a pickled module carries no input shape / T / encoding", where=model_path,
-                            hint="save it with neurocomp.save_checkpoint")
-    meta = {"dataset": loaded.dataset} if loaded.dataset else {}
-    from neurocomp.frontends.attention import attention_modules, calibrate, make_static
-    attention_info, static_model = None, None
-    if attention_modules(loaded.model):
-        xc, yc, source = calibration_inputs(loaded, calib, calib_samples)
-        stats = calibrate(loaded.model, xc, yc)
-        static_model = make_static(loaded.model, stats) if attention != "dynamic" else None
-        attention_info = {"mode": attention, "calibration": {"source": source, "samples": int(xc.shape[1])},
-                          "maps": {p: {k: v for k, v in st.items() if k != "static_map"} for p, st in stats.items()}}
-        if attention == "dynamic":
-            attention_info["latency_steps_added"] = loaded.timesteps * len(stats)
-    with _about(model_path):
-        traced = module_to_graph(static_model if static_model is not None else loaded.model, loaded.input_shape,
-                                 loaded.timesteps, loaded.encoding, meta,
-                                 attention_mode=attention if attention_info else None,
-                                 calibration=stats if attention_info else None)
-
+def _build(door, claim) -> str:
+    """The steps every compile shares, in the claimed output folder (written whole or not at all)."""
     def fill(tmp):
-        nir_path = os.path.join(tmp, "model.nir")
-        write_nir(traced, nir_path)
-        float_graph = read_nir(nir_path, meta={"dataset": loaded.dataset} if loaded.dataset else None)
-        if float_graph.digest() != traced.digest():
-            raise BadGraph("the NIR round trip changed the graph", where=nir_path,
-                           hint="this is a neurocomp bug; please report it with the model")
-        with _about(model_path):
-            fixed_graph = lower(float_graph, weight_bits, target=hw, attention=attention)
+        float_graph = door.float_graph(tmp)
+        fixed_graph = door.lower(float_graph)
         save_graph(float_graph, os.path.join(tmp, "float"))
         save_graph(fixed_graph, os.path.join(tmp, "fixed"))
         from neurocomp import safeio   # a regular file only; the digest is of the bytes stored
-        model_sha = safeio.copy_file(model_path, os.path.join(tmp, "model.pt"), error=BadCheckpoint, what="checkpoint")
-        if static_model is not None:
+        sha = safeio.copy_file(door.path, os.path.join(tmp, door.stored_as), error=door.error, what=door.what)
+        door.write_files(tmp, fixed_graph)
+        write_manifest(tmp, {**_graph_record(float_graph, fixed_graph, door.weight_bits),
+                             "target": door.target, **door.record(float_graph, fixed_graph),
+                             door.input_key: {"name": os.path.basename(str(door.path)), "sha256": sha}})
+
+    return write_atomically(claim.path, fill, claim=claim)
+
+
+def _graph_record(float_graph, fixed_graph, weight_bits) -> dict:
+    """The manifest fields read off the compiled graphs (the same for both doors)."""
+    return {"timesteps": int(float_graph.meta["timesteps"]), "dt": float_graph.meta.get("dt"),
+            "input_shape": [int(s) for s in float_graph.input_node.out_shape],
+            "alignment": time_alignment(fixed_graph),
+            "graphs": {"float": float_graph.digest(), "fixed": fixed_graph.digest()},
+            "passes": fixed_graph.meta.get("passes", []), "weight_bits": int(weight_bits),
+            "attention_process_cost": _attention_cost(fixed_graph)}
+
+
+class _CheckpointDoor:
+    """A neurocomp checkpoint: traced to the float IR, written as ``model.nir`` and read back from it
+    (the round trip must be lossless), lowered by :func:`passes.pipeline.lower` onto ``target``."""
+    stored_as, error, what, input_key = "model.pt", BadCheckpoint, "checkpoint", "input_checkpoint"
+
+    def __init__(self, path, target, weight_bits, attention, trust_pickle, calib, calib_samples):
+        self.path, self.target, self.weight_bits, self.attention = path, target, weight_bits, attention
+        self.calib, self.calib_samples = calib, calib_samples
+        self.hw = resolve_target(target)
+        self.loaded = load_checkpoint(path, trust_pickle=trust_pickle)
+        if self.loaded.timesteps < 1:
+            raise BadCheckpoint("a pickled module carries no input shape / T / encoding", where=path,
+                                hint="save it with neurocomp.save_checkpoint")
+        self.meta = {"dataset": self.loaded.dataset} if self.loaded.dataset else {}
+        self.attention_info = self.static_model = self.traced = None
+
+    def prepare(self):
+        """Calibrate attention (the long part: after the output is claimed) and trace the model."""
+        loaded, attention, stats = self.loaded, self.attention, None
+        if attention_modules(loaded.model):
+            xc, yc, source = calibration_inputs(loaded, self.calib, self.calib_samples)
+            stats = calibrate(loaded.model, xc, yc)
+            self.static_model = make_static(loaded.model, stats) if attention != "dynamic" else None
+            self.attention_info = {"mode": attention, "calibration": {"source": source, "samples": int(xc.shape[1])},
+                                   "maps": {p: {k: v for k, v in st.items() if k != "static_map"}
+                                            for p, st in stats.items()}}
+            if attention == "dynamic":
+                self.attention_info["latency_steps_added"] = loaded.timesteps * len(stats)
+        with _about(self.path):
+            self.traced = module_to_graph(self.static_model if self.static_model is not None else loaded.model,
+                                          loaded.input_shape, loaded.timesteps, loaded.encoding, self.meta,
+                                          attention_mode=attention if stats else None, calibration=stats)
+
+    def float_graph(self, tmp):
+        nir_path = os.path.join(tmp, "model.nir")
+        write_nir(self.traced, nir_path)
+        float_graph = read_nir_file(nir_path, meta=self.meta or None)
+        if float_graph.digest() != self.traced.digest():
+            raise BadGraph("the NIR round trip changed the graph", where=nir_path,
+                           hint="this is a neurocomp bug; please report it with the model")
+        return float_graph
+
+    def lower(self, float_graph):
+        with _about(self.path):
+            return pipeline.lower(float_graph, self.weight_bits, target=self.hw, attention=self.attention)
+
+    def write_files(self, tmp, fixed_graph):
+        loaded, hw = self.loaded, self.hw
+        if self.static_model is not None:
             from neurocomp.frontends.checkpoint import save_checkpoint
-            save_checkpoint(static_model, os.path.join(tmp, "static_model.pt"), input_shape=loaded.input_shape,
+            save_checkpoint(self.static_model, os.path.join(tmp, "static_model.pt"), input_shape=loaded.input_shape,
                             timesteps=loaded.timesteps, encoding=loaded.encoding, dataset=loaded.dataset,
                             extra={"note": "attention replaced by calibrated static maps"})
         from neurocomp.targets import targets_dir
         if os.path.abspath(hw.path) != os.path.abspath(os.path.join(targets_dir(), hw.name + ".json")):
             os.makedirs(os.path.join(tmp, TARGET_DIR))   # a custom target file: `report` reads this copy
             shutil.copyfile(hw.path, os.path.join(tmp, TARGET_DIR, hw.name + ".json"))
-        manifest = {
-            "format": FORMAT, "version": VERSION, "versions": _versions(), "target": target,
-            "timesteps": loaded.timesteps, "dt": float_graph.meta.get("dt"), "encoding": loaded.encoding,
-            "input_shape": list(loaded.input_shape), "dataset": loaded.dataset,
-            "input_checkpoint": {"name": os.path.basename(model_path), "sha256": model_sha},
-            "alignment": time_alignment(fixed_graph),
-            "graphs": {"float": float_graph.digest(), "fixed": fixed_graph.digest()},
-            "passes": fixed_graph.meta.get("passes", []),
-            "weight_bits": weight_bits,
-            "hardware_target": hw.name, "mapping": fixed_graph.meta.get("mapping"),
-            "attention": attention_info,
-            "attention_process_cost": _attention_cost(fixed_graph),
-            "files": record_files(tmp),
-        }
-        write_json_atomically(os.path.join(tmp, "manifest.json"), manifest)
 
-    return write_atomically(claim.path, fill, claim=claim)
+    def record(self, float_graph, fixed_graph) -> dict:
+        return {"encoding": self.loaded.encoding, "dataset": self.loaded.dataset, "hardware_target": self.hw.name,
+                "mapping": fixed_graph.meta.get("mapping"), "attention": self.attention_info}
+
+
+NIR_TARGETS = ("lava", "netx")
+
+
+class _NirDoor:
+    """A NIR file (neurocomp's own or another framework's, :func:`frontends.nir.read_nir_file`): there is
+    no torch model; ``model.nir`` is a copy of the input file and the float reference simulator is the
+    float stage of ``simulate``. Lowered by :func:`passes.pipeline.lower_nir`; ``--target netx`` also
+    writes ``model.net`` (lava-dl netx HDF5, :mod:`neurocomp.backends.netx`)."""
+    stored_as, error, what, input_key = "model.nir", BadGraph, "NIR file", "input_nir"
+
+    def __init__(self, path, target, weight_bits, attention, dt, reset, timesteps):
+        if target not in NIR_TARGETS:
+            raise BadInput(f"unknown target {target!r} for a NIR file", where="--target",
+                           hint=f"use one of {', '.join(NIR_TARGETS)}")
+        self.path, self.target, self.weight_bits, self.attention = path, target, weight_bits, attention
+        self.graph = read_nir_file(path, dt=dt, reset=reset, timesteps=timesteps)
+        if not self.graph.meta.get("timesteps"):
+            raise BadInput("the graph records no number of steps per sample", where=f"{path}: --timesteps",
+                           hint="pass --timesteps T")
+
+    def prepare(self):
+        pass
+
+    def float_graph(self, tmp):
+        return self.graph
+
+    def lower(self, float_graph):
+        from neurocomp.errors import NeurocompError
+        try:
+            with _about(self.path):
+                fixed_graph = pipeline.lower_nir(float_graph, self.weight_bits, attention=self.attention)
+        except NeurocompError:
+            raise
+        except Exception as e:   # noqa: BLE001 - a foreign file must never give a traceback
+            raise BadGraph(f"cannot be lowered ({type(e).__name__}: {str(e).strip()[:160]})", where=str(self.path),
+                           hint="please report this graph") from None
+        if self.target == "netx":
+            from neurocomp.backends.netx import check_netx
+            with _about(self.path):
+                check_netx(fixed_graph)
+        return fixed_graph
+
+    def write_files(self, tmp, fixed_graph):
+        if self.target == "netx":
+            from neurocomp.backends.netx import write_netx
+            write_netx(fixed_graph, os.path.join(tmp, "model.net"))
+
+    def record(self, float_graph, fixed_graph) -> dict:
+        return {"encoding": "spikes", "dataset": None, "source": "nir", "reset": float_graph.meta.get("reset"),
+                "read_warnings": float_graph.meta.get("read_warnings", [])}
 
 
 def _attention_cost(graph):
@@ -223,17 +281,6 @@ def _attention_cost(graph):
     return out or None
 
 
-def run_torch_model(model, x_seq: torch.Tensor) -> torch.Tensor:
-    """Run a (multi-step) SpikingJelly model on ``[T, B, ...]`` and reset its state."""
-    from spikingjelly.activation_based import functional
-    import warnings
-    functional.set_step_mode(model, "m")
-    functional.reset_net(model)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")      # torch warns about TCJA's 'same' padding with even kernels
-        out = model(x_seq)
-    functional.reset_net(model)
-    return out
 
 
 def read_inputs_file(path, T, shape, samples=None, what="inputs file"):

@@ -3,9 +3,11 @@
 ```
 OUT/
   manifest.json      format, versions, target, T, dt, encoding, input shape, dataset, time alignment,
-                     sha256 of the input checkpoint, graph digests, pass records (quantization report)
+                     sha256 of the input file, graph digests, pass records (quantization report) and
+                     the sha256 of every stored file neurocomp loads; written by write_manifest only
   model.pt           the input checkpoint (so `simulate` can run the original torch model)
-  model.nir          the NIR graph of the float model (neurocomp.* metadata, see backends/nir.py)
+  model.nir          the NIR graph of the float model (neurocomp.* metadata, see backends/nir.py), or
+                     the input NIR file when the artifact was compiled from one
   float/graph.json   the float IR as imported from NIR (+ arrays/*.npy)
   fixed/graph.json   the lowered, quantized IR that Lava runs (+ arrays/*.npy)
 ```
@@ -27,6 +29,7 @@ from neurocomp.ir.serialize import load_graph
 
 FORMAT = "neurocomp.artifact"
 VERSION = 1
+MANIFEST = "manifest.json"
 MANIFEST_MAX_BYTES = 64 << 20
 # Files an artifact may hold that neurocomp loads: each one present must have its sha256 in the
 # manifest's "files" (a static_model.pt dropped into an artifact would otherwise change what runs).
@@ -43,6 +46,19 @@ def sha256_file(path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def package_versions() -> dict:
+    """The versions of neurocomp and of the packages whose behaviour an artifact depends on."""
+    from importlib.metadata import version, PackageNotFoundError
+    from neurocomp import __version__
+    out = {"neurocomp": __version__}
+    for pkg in ("torch", "numpy", "lava-nc", "lava-dl", "nir", "spikingjelly"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
 
 
 def record_files(folder) -> dict:
@@ -187,13 +203,41 @@ MANIFEST_FIELDS = {
 }
 
 
+def check_manifest(m: dict, mpath: str, hint: str = _DAMAGED) -> None:
+    """Every field read later has the right type (:data:`MANIFEST_FIELDS`); checked when a manifest is
+    written and when an artifact is opened, not where a field is used."""
+    for key, (required, check, what) in MANIFEST_FIELDS.items():
+        if key not in m:
+            if required:
+                raise BadArtifact(f"manifest.json lacks '{key}'", where=f"{mpath}: {key}", hint=hint)
+            continue
+        if not check(m[key]):
+            raise BadArtifact(f"{key}={_short(m[key])} is not {what}", where=f"{mpath}: {key}", hint=hint)
+
+
+def write_manifest(folder, fields: dict) -> dict:
+    """Build and write ``folder/manifest.json``, the one writer of manifests; returns what it wrote.
+
+    ``fields`` are what the artifact records (see :data:`MANIFEST_FIELDS`); the format, its version
+    and the package versions are added unless ``fields`` carries them, and ``files`` is always the
+    sha256 of every stored file neurocomp loads (:func:`record_files`): write the manifest last, when
+    every file is in place. The manifest is checked as :class:`Artifact` will check it before it is
+    written, so a malformed one is a neurocomp bug caught here, never an artifact that cannot be opened."""
+    m = {"format": FORMAT, "version": VERSION, "versions": package_versions(), **fields,
+         "files": record_files(folder)}
+    path = os.path.join(folder, MANIFEST)
+    check_manifest(m, path, hint="this is a neurocomp bug; please report it")
+    write_json_atomically(path, m)
+    return m
+
+
 class Artifact:
     """An artifact folder, checked when opened: the manifest's structure (every field read later has
     its type), the graph digests and the sha256 of every stored file that neurocomp loads."""
 
     def __init__(self, path):
         self.path = path
-        mpath = os.path.join(path, "manifest.json")
+        mpath = os.path.join(path, MANIFEST)
         if not os.path.isdir(path):
             raise BadArtifact("not a folder", where=path, hint="pass the folder written by `neurocomp compile`")
         try:
@@ -216,15 +260,7 @@ class Artifact:
         self._float = self._fixed = None
 
     def _check_manifest(self, mpath):
-        """Every field read later has the right type (checked here once, not where it is used)."""
-        m = self.manifest
-        for key, (required, check, what) in MANIFEST_FIELDS.items():
-            if key not in m:
-                if required:
-                    raise BadArtifact(f"manifest.json lacks '{key}'", where=f"{mpath}: {key}", hint=_DAMAGED)
-                continue
-            if not check(m[key]):
-                raise BadArtifact(f"{key}={_short(m[key])} is not {what}", where=f"{mpath}: {key}", hint=_DAMAGED)
+        check_manifest(self.manifest, mpath, hint=_DAMAGED)
 
     def _check_files(self, mpath):
         """The sha256 of each stored file against the manifest; an unrecorded loadable file is refused."""

@@ -39,10 +39,10 @@ POSITIVE_INT, NONNEGATIVE_INT, POSITIVE_FLOAT = _number(int, 0, True), _number(i
 def _cmd_compile(a):
     from neurocomp.api import compile as compile_
     out = a.output or os.path.splitext(os.path.basename(a.model))[0] + ".neurocomp"
-    nir_kw = {"dt": a.dt, "reset": a.reset, "timesteps": a.timesteps} if a.model.lower().endswith(".nir") else \
-        {"attention": a.attention, "calib": a.calib, "calib_samples": a.calib_samples}
-    path = compile_(a.model, out, target=a.target, trust_pickle=a.trust_pickle, weight_bits=a.weight_bits, **nir_kw,
-                    overwrite=a.overwrite)
+    door_kw = {"dt": a.dt, "reset": a.reset, "timesteps": a.timesteps} if a.model.lower().endswith(".nir") else \
+        {"calib": a.calib, "calib_samples": a.calib_samples}
+    path = compile_(a.model, out, target=a.target, trust_pickle=a.trust_pickle, weight_bits=a.weight_bits,
+                    attention=a.attention, overwrite=a.overwrite, **door_kw)
     if not a.quiet:
         from neurocomp.artifact import Artifact
         from neurocomp.ir import table
@@ -94,7 +94,7 @@ def _cmd_report(a):
 
 def _cmd_inspect(a):
     from neurocomp.inspect import inspect_path
-    print(inspect_path(a.path, trust_pickle=a.trust_pickle))
+    print(inspect_path(a.path, trust_pickle=a.trust_pickle, dt=a.dt, reset=a.reset, timesteps=a.timesteps))
     return 0
 
 
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("compile", help="compile a checkpoint into an artifact folder")
+    c = sub.add_parser("compile", help="compile a checkpoint or a NIR file into an artifact folder")
     c.add_argument("model", help="model.pt written by neurocomp.save_checkpoint, or a NIR graph FILE.nir")
     c.add_argument("--target", default="lava", help="hardware target: lava (= loihi2), loihi1, loihi2 or a targets/*.json file (default: lava)")
     c.add_argument("-o", "--output", help="artifact folder to create (default: <model>.neurocomp)")
@@ -165,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="print a model, NIR file or artifact as a table")
     i.add_argument("path")
     i.add_argument("--trust-pickle", action="store_true")
+    i.add_argument("--dt", type=POSITIVE_FLOAT, help="NIR input: seconds per step (default: the graph's metadata)")
+    i.add_argument("--reset", choices=["zero", "subtract"], default="zero",
+                   help="NIR input: reset mode, which NIR does not store (default: zero)")
+    i.add_argument("--timesteps", type=POSITIVE_INT, help="NIR input: steps per sample (default: the graph's own)")
     i.set_defaults(func=_cmd_inspect)
 
     t = sub.add_parser("train", help="train a zoo recipe (models/<name>/recipe.json)")

@@ -2,7 +2,10 @@
 
 For an artifact the table is the compiled (fixed-point, mapped) graph with its quantization and
 core mapping. For a checkpoint or NIR file it is the float graph, followed by a preview of what
-``compile`` would make of it (8-bit weights, default target) when the graph can be lowered.
+``compile`` would make of it (8-bit weights; a checkpoint mapped onto the default target) when the
+graph can be lowered. A NIR file is read as ``compile`` reads it (:func:`neurocomp.frontends.nir.
+read_nir_file`): neurocomp's own exactly, another framework's discretised with ``dt`` (its metadata's,
+else ``--dt``: without either, the error says to pass ``--dt``) and ``reset``.
 """
 from __future__ import annotations
 
@@ -54,13 +57,19 @@ def lowered_table(graph) -> str:
     return "\n".join(lines)
 
 
-def _preview(graph, weight_bits=8, target="lava") -> str:
-    from neurocomp.api import lower
+def _preview(graph, weight_bits=8, target="lava", nir_file=False) -> str:
+    """What ``compile`` would make of ``graph``: the checkpoint pipeline mapped onto ``target``, or for a
+    NIR file the NIR pipeline (not mapped, as ``compile FILE.nir`` does)."""
+    from neurocomp.passes import pipeline
     try:
-        g = lower(graph, weight_bits=weight_bits, target=target)
+        if nir_file:
+            g = pipeline.lower_nir(graph, weight_bits=weight_bits)
+        else:
+            g = pipeline.lower(graph, weight_bits=weight_bits, target=target)
     except NeurocompError as e:
         return f"\n(cannot be lowered as it is: {e.one_line()})"
-    return f"\n\nas `neurocomp compile` would lower it ({weight_bits}-bit weights, target {target}):\n" + lowered_table(g)
+    how = f"{weight_bits}-bit weights" + ("" if nir_file else f", target {target}")
+    return f"\n\nas `neurocomp compile` would lower it ({how}):\n" + lowered_table(g)
 
 
 def _head(lines) -> str:
@@ -89,7 +98,9 @@ def _graph_header(g) -> list:
             f"{len(g)} layers, {params:,} parameters"]
 
 
-def inspect_path(path: str, trust_pickle: bool = False) -> str:
+def inspect_path(path: str, trust_pickle: bool = False, dt=None, reset: str = "zero", timesteps=None) -> str:
+    """The tables of a checkpoint, NIR file or artifact folder; ``dt``, ``reset`` and ``timesteps`` apply
+    to a NIR file from another framework, as for ``compile``."""
     if os.path.isdir(path):
         from neurocomp.artifact import Artifact
         art = Artifact(path)                 # the manifest's structure is checked there
@@ -112,9 +123,13 @@ def inspect_path(path: str, trust_pickle: bool = False) -> str:
         raise BadInput("no such file or folder", where=path, hint="pass a .pt checkpoint, a .nir file or an artifact folder")
     ext = os.path.splitext(path)[1].lower()
     if ext == ".nir":
-        from neurocomp.frontends.nir import read_nir
-        g = read_nir(path)
-        return _head([f"NIR file {path}"] + _graph_header(g)) + "\n\n" + table(g) + _preview(g)
+        from neurocomp.frontends.nir import read_nir_file
+        g = read_nir_file(path, dt=dt, reset=reset, timesteps=timesteps)
+        m = g.meta
+        made = ("from another framework: neurons discretised with dt=" f"{m.get('dt')} s, reset {m.get('reset')}"
+                if m.get("source") == "nir" else "written by neurocomp")
+        return (_head([f"NIR file {path}  ({made})"] + _graph_header(g)) + "\n\n" + table(g)
+                + _preview(g, nir_file=True))
     if ext in (".pt", ".pth"):
         from neurocomp.frontends.checkpoint import load_checkpoint
         from neurocomp.frontends.torch import module_to_graph

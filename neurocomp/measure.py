@@ -5,7 +5,7 @@
   :func:`neurocomp.report.build_report`; :func:`report` measures and writes report.md, report.json and
   the plots.
 - :func:`bit_sweep`: accuracy vs weight bit width: re-lower the artifact's float graph with
-  ``weight_bits`` = 2..8 (``api.lower``, the same pipeline ``compile`` runs) and score the fixed-point
+  ``weight_bits`` = 2..8 (``passes.pipeline.lower``, the same pipeline ``compile`` runs) and score the fixed-point
   reference.
 - :func:`measure_modes`: what each attention mode costs, measured for one model. For an artifact compiled
   from an attention model, the source checkpoint is compiled in the ``static`` and ``dynamic`` modes (same
@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from neurocomp.api import compile as compile_, lower, simulate
+from neurocomp.api import compile as compile_, simulate
+from neurocomp.passes.pipeline import lower
 from neurocomp.artifact import Artifact
 from neurocomp.crosscheck import crosscheck
 from neurocomp.errors import BadInput, NeurocompError

@@ -22,7 +22,7 @@ import warnings
 import torch
 from spikingjelly.activation_based import functional, neuron
 
-from neurocomp.api import run_torch_model
+from neurocomp.frontends.torch import run_torch_model
 from neurocomp.frontends.torch import iter_leaves
 
 NEURONS = (neuron.LIFNode, neuron.IFNode)
@@ -173,7 +173,7 @@ def bernoulli(T, B, shape, p=0.15, seed=0):
 def lower_for(model, shape, T, mode: str = "static", calib=None, encoding: str = "bernoulli"):
     """The quantized graph of ``model`` as ``neurocomp compile --attention mode`` builds it
     (attention calibrated on ``calib`` ``[T, N, ...]`` unless kept dynamic)."""
-    from neurocomp.api import lower
+    from neurocomp.passes.pipeline import lower
     from neurocomp.frontends.attention import attention_modules, calibrate, make_static
     from neurocomp.frontends.torch import module_to_graph
     if attention_modules(model) and mode != "dynamic":

@@ -4,11 +4,12 @@ import pytest
 import torch
 from spikingjelly.activation_based import layer, neuron, functional
 
-from neurocomp.api import lower, run_torch_model
+from neurocomp.frontends.torch import run_torch_model
+from neurocomp.passes.pipeline import lower
 from neurocomp.backends.lava import run_lava
 from neurocomp.backends.nir import write_nir
 from neurocomp.frontends.attention import calibrate, make_static
-from neurocomp.frontends.nir import read_nir
+from neurocomp.frontends.nir import read_nir_file
 from neurocomp.frontends.torch import module_to_graph
 from neurocomp.ir import Graph, Input, LIF, Linear, MALIF, Scale
 from neurocomp.nn import MALIFNode, StaticMap, build
@@ -146,7 +147,7 @@ def test_attention_survives_nir_round_trip(tmp_path):
     for graph in (module_to_graph(make_static(model, stats), (2, 8, 8), T), g):
         path = str(tmp_path / "a.nir")
         write_nir(graph, path)
-        back = read_nir(path)
+        back = read_nir_file(path)
         assert back.digest() == graph.digest()
         assert any(isinstance(n, nir.Scale) for n in nir.read(path).nodes.values())   # type-checked read
 
@@ -254,7 +255,7 @@ def test_dynamic_mode_exact_on_lava_with_t_step_latency():
     assert sum(int(s.sum()) for s in ref.spikes.values()) > 0
     path = "/tmp/_nc_dyn.nir"
     write_nir(g, path)
-    assert read_nir(path).digest() == g.digest()
+    assert read_nir_file(path).digest() == g.digest()
 
 
 @pytest.mark.parametrize("kind", ["tcja", "pfa"])
@@ -277,7 +278,7 @@ def test_dynamic_spike_maps_exact_on_lava(kind):
     assert sum(int(s.sum()) for s in ref.spikes.values()) > 0
     path = f"/tmp/_nc_dyn_{kind}.nir"
     write_nir(g, path)
-    assert read_nir(path).digest() == g.digest()
+    assert read_nir_file(path).digest() == g.digest()
 
 
 def test_spike_payloads_follow_the_modules():

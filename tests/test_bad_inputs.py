@@ -90,8 +90,8 @@ def test_good_files_are_accepted(corpus, capsys, tmp_path):
     rc, err = _cli(["simulate", str(tmp_path / "a"), "--backend", "reference", "-q",
                     "--inputs", os.path.join(out, "good_inputs.npy")], capsys)
     assert rc == 0, err
-    from neurocomp.frontends.nir import read_nir
-    assert len(read_nir(os.path.join(out, "good.nir"))) > 3
+    from neurocomp.frontends.nir import read_nir_file
+    assert len(read_nir_file(os.path.join(out, "good.nir"))) > 3
 
 
 def test_bad_checkpoints(corpus, capsys):
@@ -145,12 +145,12 @@ def test_bad_inputs_arrays(corpus, capsys):
 
 def test_bad_nir_files(corpus):
     from neurocomp.errors import NeurocompError
-    from neurocomp.frontends.nir import read_nir
+    from neurocomp.frontends.nir import read_nir_file
     _, cases = corpus
     problems = []
     for c in (c for c in cases.values() if c.kind == "nir"):
         try:
-            read_nir(c.path)
+            read_nir_file(c.path)
             problems.append(f"{c.name}: accepted")
         except NeurocompError as e:
             problems += _check_message(c.name, 2, "error: " + e.one_line(), c.needles)
@@ -163,13 +163,13 @@ def test_nir_bomb_is_refused_before_allocation(corpus):
     """bomb.nir declares 64 GiB of weights in a file of a few hundred KiB: refused from its header."""
     import resource
     from neurocomp.errors import BadGraph
-    from neurocomp.frontends.nir import read_nir
+    from neurocomp.frontends.nir import read_nir_file
     out, cases = corpus
     path = cases["bomb.nir"].path
     assert os.path.getsize(path) < 2 << 20
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(BadGraph, match="MiB"):
-        read_nir(path)
+        read_nir_file(path)
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mib < 200
 

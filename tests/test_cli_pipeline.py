@@ -74,3 +74,46 @@ def test_bad_inputs_shape_is_one_line_error(artifact, tmp_path):
 def test_existing_output_is_refused(artifact):
     r = run_cli("compile", MODEL, "-o", artifact)
     assert r.returncode == 2 and "already exists" in r.stderr and "--overwrite" in r.stderr
+
+
+def test_an_artifacts_own_model_nir_compiles_through_the_nir_door(artifact, tmp_path):
+    """``compile ART/model.nir``: neurocomp's own NIR (BatchNorm still explicit) goes through the NIR
+    pipeline, which folds like the checkpoint pipeline; the fixed graph is the checkpoint's."""
+    from neurocomp.artifact import Artifact
+    out = str(tmp_path / "again")
+    r = run_cli("compile", os.path.join(artifact, "model.nir"), "-o", out, "-q")
+    assert r.returncode == 0, r.stderr
+    a, b = Artifact(artifact), Artifact(out)
+    assert b.manifest["input_nir"]["sha256"] == a.manifest["files"]["model.nir"]
+    assert b.manifest["timesteps"] == a.manifest["timesteps"] and "model.pt" not in os.listdir(out)
+    assert [p["pass"] for p in b.manifest["passes"]] == [p["pass"] for p in a.manifest["passes"]
+                                                         if p["pass"] != "map_cores"]
+    qa, qb = a.fixed_graph, b.fixed_graph
+    assert [n.name for n in qa] == [n.name for n in qb]
+    import numpy as np
+    for na, nb in zip(qa, qb):
+        assert np.array_equal(getattr(na, "qweight", 0), getattr(nb, "qweight", 0)), na.name
+
+
+def test_bad_weight_bits_and_a_missing_T_are_refused_before_any_work(tmp_path):
+    """Checked by the driver for both doors before -o is claimed (a checkpoint's --weight-bits used to be
+    refused by quantize, after calibrating)."""
+    import nir
+    import numpy as np
+    import neurocomp
+    from neurocomp.errors import BadInput
+    for bits in (1, 9, 2.5, True):
+        with pytest.raises(BadInput, match="--weight-bits"):
+            neurocomp.compile(MODEL, str(tmp_path / "a"), weight_bits=bits)
+    path = str(tmp_path / "f.nir")
+    nodes = {"input": nir.Input(input_type=np.array([2])), "fc": nir.Linear(weight=np.ones((2, 2), np.float32)),
+             "lif": nir.IF(r=np.ones(2), v_threshold=np.ones(2)), "output": nir.Output(output_type=np.array([2]))}
+    nir.write(path, nir.NIRGraph(nodes=nodes, edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")],
+                                 metadata={"dt": 1e-3}))
+    with pytest.raises(BadInput, match="--weight-bits"):
+        neurocomp.compile(path, str(tmp_path / "b"), weight_bits=9)
+    with pytest.raises(BadInput, match="--timesteps"):
+        neurocomp.compile(path, str(tmp_path / "b"), timesteps=None)
+    assert sorted(os.listdir(tmp_path)) == ["f.nir"]
+    out = neurocomp.compile(path, str(tmp_path / "b"), timesteps=5, weight_bits=np.int64(6))
+    assert json.load(open(os.path.join(out, "manifest.json")))["weight_bits"] == 6

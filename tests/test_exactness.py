@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurocomp.api import lower
+from neurocomp.passes.pipeline import lower
 from neurocomp.backends.lava import run_lava
 from neurocomp.frontends.torch import module_to_graph
 from neurocomp.sim import run_fixed, run_float
@@ -54,7 +54,7 @@ def test_fixed_point_tracks_float_model():
 
 
 def test_default_model_lava_exact_and_close_to_float():
-    from neurocomp.api import run_torch_model
+    from neurocomp.frontends.torch import run_torch_model
     from neurocomp.data.registry import load_inputs
     from neurocomp.frontends.checkpoint import load_checkpoint
     from neurocomp.sim import predict

@@ -233,7 +233,7 @@ def test_select_best_restores_the_chosen_epoch(plain_art):
 
 
 def test_teacher_rates_are_the_original_models_and_distillation_changes_training(tcja_art):
-    from neurocomp.api import run_torch_model
+    from neurocomp.frontends.torch import run_torch_model
     from neurocomp.frontends.checkpoint import load_checkpoint
     data = _data("digits", T, "bernoulli", 0)
     teacher = load_teacher(Artifact(tcja_art).checkpoint)

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from neurocomp.api import lower, run_torch_model
+from neurocomp.frontends.torch import run_torch_model
+from neurocomp.passes.pipeline import lower
 from neurocomp.backends.lava import run_lava
 from neurocomp.frontends.attention import calibrate, make_static
 from neurocomp.frontends.torch import module_to_graph

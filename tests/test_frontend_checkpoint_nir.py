@@ -11,7 +11,7 @@ import neurocomp
 from neurocomp.backends.nir import graph_to_nir, write_nir
 from neurocomp.errors import BadCheckpoint, UnsupportedLayer, UnsupportedLayers
 from neurocomp.frontends.checkpoint import load_checkpoint, save_checkpoint
-from neurocomp.frontends.nir import read_nir
+from neurocomp.frontends.nir import read_nir_file
 from neurocomp.frontends.torch import module_to_graph
 from neurocomp.ir import table
 from neurocomp.sim import run_float
@@ -24,7 +24,7 @@ def test_nir_round_trip_is_lossless(tmp_path, variant):
     g = module_to_graph(model, shape, 6)
     path = str(tmp_path / "m.nir")
     write_nir(g, path)
-    back = read_nir(path)
+    back = read_nir_file(path)
     assert back.digest() == g.digest()
     assert [n.name for n in back] == [n.name for n in g]
     x = spike_input(6, 8, shape, seed=1)
@@ -59,7 +59,7 @@ def test_maxpool_of_current_is_refused():
 
 
 def test_soft_reset_is_refused_at_quantization():
-    from neurocomp.api import lower
+    from neurocomp.passes.pipeline import lower
     model = torch.nn.Sequential(layer.Flatten(), layer.Linear(4, 2), neuron.LIFNode(v_reset=None, step_mode="m"))
     g = module_to_graph(model, (4,), 3)
     with pytest.raises(UnsupportedLayer, match="soft reset"):
@@ -74,7 +74,7 @@ def test_checkpoint_round_trip(tmp_path):
     assert doc["format"] == "neurocomp.checkpoint" and doc["timesteps"] == 5
     loaded = load_checkpoint(path)
     x = spike_input(5, 4, shape)
-    from neurocomp.api import run_torch_model
+    from neurocomp.frontends.torch import run_torch_model
     assert torch.equal(run_torch_model(loaded.model, x), run_torch_model(model, x))
     assert loaded.input_shape == shape and loaded.encoding == "bernoulli"
 
@@ -101,3 +101,23 @@ def test_save_checkpoint_refuses_unsupported_module(tmp_path):
     with pytest.raises(UnsupportedLayer, match="layer '1'"):
         save_checkpoint(model, str(tmp_path / "x.pt"), input_shape=(4,), timesteps=2)
     assert not os.path.exists(tmp_path / "x.pt")
+
+
+def test_frontends_and_passes_import_nothing_above_them():
+    """Imports point down the pipeline: no frontend or pass imports the API, the CLI or the report, not
+    even inside a function (calibration used to import neurocomp.api for run_torch_model: a circle
+    api -> frontends.attention -> api), and no frontend imports a backend."""
+    import ast
+    import glob
+    root = os.path.join(os.path.dirname(__file__), "..", "neurocomp")
+    above = ("neurocomp.api", "neurocomp.cli", "neurocomp.report", "neurocomp.inspect", "neurocomp.finetune",
+             "neurocomp.train", "neurocomp.training", "neurocomp.demo", "neurocomp.crosscheck", "neurocomp.measure")
+    bad = []
+    for folder, extra in (("frontends", ("neurocomp.backends",)), ("passes", ())):
+        for path in glob.glob(os.path.join(root, folder, "*.py")):
+            for node in ast.walk(ast.parse(open(path).read())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                bad += [f"{folder}/{os.path.basename(path)}: {n}" for n in names
+                        if any(n == m or n.startswith(m + ".") for m in above + extra)]
+    assert not bad, bad

@@ -609,3 +609,25 @@ def test_a_file_put_into_the_claimed_folder_is_kept(built, tmp_path):
     with pytest.raises(NeurocompError, match="cannot write the artifact"):
         claim.commit(fill)
     assert os.listdir(dest) == ["theirs.txt"] and not _leftovers(str(tmp_path))
+
+
+def test_write_manifest_records_every_file_and_refuses_a_malformed_manifest(built, tmp_path):
+    """The one manifest writer: format, versions and the sha256 of every loadable file are its own; a
+    field Artifact would refuse is refused when written (a neurocomp bug, never an unopenable artifact)."""
+    import json
+    from neurocomp.artifact import Artifact, write_manifest
+    from neurocomp.errors import BadArtifact
+    _, good, _ = built
+    art = str(tmp_path / "copy")
+    shutil.copytree(good, art)
+    with open(os.path.join(art, "manifest.json")) as fh:
+        m = json.load(fh)
+    fields = {k: v for k, v in m.items() if k not in ("format", "version", "versions", "files")}
+    with open(os.path.join(art, "model.pt"), "ab") as fh:   # a stored file changed: its new digest is recorded
+        fh.write(b"\0")
+    written = write_manifest(art, fields)
+    assert written["files"]["model.pt"] != m["files"]["model.pt"] and written["versions"] == m["versions"]
+    assert Artifact(art).manifest == written
+    with pytest.raises(BadArtifact, match="timesteps.*neurocomp bug"):
+        write_manifest(art, {**fields, "timesteps": 0})
+    assert json.load(open(os.path.join(art, "manifest.json"))) == written   # the refused one was not written

@@ -291,11 +291,11 @@ def test_deep_nesting_is_bounded_in_build():
 def test_good_files_still_load(hostile):
     """Control: the untouched checkpoint, NIR file and artifact pass every new check."""
     from neurocomp.frontends.checkpoint import load_checkpoint
-    from neurocomp.frontends.nir_foreign import read_foreign_nir
+    from neurocomp.frontends.nir import read_nir_file
     from neurocomp.artifact import Artifact
     _, paths = hostile
     assert load_checkpoint(paths["good"]).timesteps == hostile_files.T
-    assert len(read_foreign_nir(paths["good_nir"])) == 3
+    assert len(read_nir_file(paths["good_nir"])) == 3
     art = Artifact(paths["art"])
     assert art.fixed_graph.digest() == art.manifest["graphs"]["fixed"]
 

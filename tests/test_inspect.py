@@ -47,3 +47,38 @@ def test_errors_and_cli(artifact, capsys):
     from neurocomp.cli import main
     assert main(["inspect", artifact]) == 0
     assert "mapped on loihi1" in capsys.readouterr().out
+
+
+def _foreign_nir(path, dt=None):
+    """A NIR graph as another framework writes it (no neurocomp metadata): Input(4) -> Linear -> LIF."""
+    import nir
+    import numpy as np
+    w = np.arange(12, dtype=np.float32).reshape(3, 4) / 10
+    nodes = {"input": nir.Input(input_type=np.array([4])), "fc": nir.Linear(weight=w),
+             "lif": nir.LIF(tau=np.full(3, 2e-3), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3)),
+             "output": nir.Output(output_type=np.array([3]))}
+    edges = [("input", "fc"), ("fc", "lif"), ("lif", "output")]
+    nir.write(str(path), nir.NIRGraph(nodes=nodes, edges=edges, metadata={} if dt is None else {"dt": dt}))
+    return str(path)
+
+
+def test_foreign_nir_file(tmp_path, capsys):
+    """A foreign graph is read as `compile` reads it (it used to fail: "LIF cannot be imported"); without
+    a dt in its metadata, inspect names the flag to pass."""
+    from neurocomp.cli import main
+    from neurocomp.errors import BadGraph
+    with_dt = _foreign_nir(tmp_path / "with_dt.nir", dt=1e-3)
+    out = inspect_path(with_dt)
+    assert "from another framework" in out and "dt=0.001" in out
+    assert _row(out, "lif")[:4] == ["lif", "cuba_lif", "3", "3"] and _row(out, "fc")[1] == "linear"
+    assert "as `neurocomp compile` would lower it (8-bit weights)" in out
+    no_dt = _foreign_nir(tmp_path / "no_dt.nir")
+    with pytest.raises(BadGraph, match="no dt.*--dt"):
+        inspect_path(no_dt)
+    assert "dt=0.0005" in inspect_path(no_dt, dt=5e-4)
+    assert main(["inspect", no_dt]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no_dt.nir" in err[0] and "--dt" in err[0]
+    assert main(["inspect", no_dt, "--dt", "1e-3", "--reset", "subtract", "--timesteps", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "T=20" in out and "reset subtract" in out and "cuba_lif" in out

@@ -113,7 +113,7 @@ def test_cannot_fit_fan_out(tmp_path):
 
 
 def test_default_model_on_both_chips():
-    from neurocomp.api import lower
+    from neurocomp.passes.pipeline import lower
     from neurocomp.frontends.checkpoint import load_checkpoint
     from neurocomp.frontends.torch import module_to_graph
     ld = load_checkpoint("models/digits_plain/model.pt")

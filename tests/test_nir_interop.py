@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from neurocomp.errors import BadGraph, NeurocompError, UnsupportedLayer
-from neurocomp.interop import load_nir_graph, lower_nir
+from neurocomp.frontends.nir import read_nir_file
+from neurocomp.passes.pipeline import lower_nir
 from neurocomp.sim import run_fixed, run_float
 
 ROOT = os.environ.get("NEUROCOMP_NIR_PAPER", os.path.join(os.path.dirname(__file__), "..", "..", "shared",
@@ -35,7 +36,7 @@ def _csv(name):
 # ---- 01: single LIF neuron against the exact solution, Lava CPU and Loihi 2 --------------------------
 @pytest.fixture(scope="module")
 def lif_norse():
-    g = load_nir_graph(os.path.join(LIF, "lif_norse.nir"), dt=1e-4, timesteps=1000)
+    g = read_nir_file(os.path.join(LIF, "lif_norse.nir"), dt=1e-4, timesteps=1000)
     return g, lower_nir(g)
 
 
@@ -130,7 +131,7 @@ def _nirtorch_float(path, x, dt):
 @pytest.fixture(scope="module")
 def cnn():
     T = 8
-    g = load_nir_graph(CNN, dt=1.0, timesteps=T)
+    g = read_nir_file(CNN, dt=1.0, timesteps=T)
     gen = torch.Generator().manual_seed(3)
     x = (torch.rand((T, 3, 2, 34, 34), generator=gen) < 0.15).float()
     return g, lower_nir(g), x
@@ -195,12 +196,12 @@ def test_netx_sum_pool_into_neurons_is_a_depthwise_conv(tmp_path):
 
 
 def test_netx_refuses_what_it_cannot_load(tmp_path):
-    from neurocomp.interop import compile_nir
+    from neurocomp.api import compile as compile_
     with pytest.raises(UnsupportedLayer, match="recurrent"):
-        compile_nir(os.path.join(RNN, "braille_noDelay_bias_zero.nir"), str(tmp_path / "a"), target="netx",
+        compile_(os.path.join(RNN, "braille_noDelay_bias_zero.nir"), str(tmp_path / "a"), target="netx",
                     dt=1e-4)
     with pytest.raises(UnsupportedLayer, match="subtraction"):
-        compile_nir(os.path.join(LIF, "lif_norse.nir"), str(tmp_path / "b"), target="netx", dt=1e-4,
+        compile_(os.path.join(LIF, "lif_norse.nir"), str(tmp_path / "b"), target="netx", dt=1e-4,
                     reset="subtract")
     assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
 
@@ -229,7 +230,7 @@ def test_netx_inexact_writer_rounds_what_exact_refuses(tmp_path):
     ("noDelay_noBias_subtract", "subtract", 0.995),  # measured: 99.55 % (120 vs snnTorch's 118 spikes)
 ])
 def test_braille_float_reference_vs_snntorch(variant, reset, floor):
-    g = load_nir_graph(os.path.join(RNN, f"braille_{variant}.nir"), dt=1e-4, reset=reset, timesteps=256)
+    g = read_nir_file(os.path.join(RNN, f"braille_{variant}.nir"), dt=1e-4, reset=reset, timesteps=256)
     assert g.nodes[2].rec_weight is not None        # the recurrent Affine became the layer's own weight
     x = torch.tensor(np.load(os.path.join(RNN, "derived", "braille_ds_test_sample0_input.npy")),
                      dtype=torch.float32)[:, None]
@@ -244,9 +245,8 @@ def test_braille_float_reference_vs_snntorch(variant, reset, floor):
 
 @pytest.mark.parametrize("variant,reset", [("noDelay_bias_zero", "zero"), ("noDelay_noBias_subtract", "subtract")])
 def test_braille_compiles_and_lava_equals_fixed_reference(variant, reset, tmp_path):
-    from neurocomp.api import simulate
-    from neurocomp.interop import compile_nir
-    out = compile_nir(os.path.join(RNN, f"braille_{variant}.nir"), str(tmp_path / "b"), dt=1e-4, reset=reset,
+    from neurocomp.api import compile as compile_, simulate
+    out = compile_(os.path.join(RNN, f"braille_{variant}.nir"), str(tmp_path / "b"), dt=1e-4, reset=reset,
                       timesteps=256)
     x = np.load(os.path.join(RNN, "derived", "braille_ds_test_sample0_input.npy"))[None]
     r = simulate(out, backend="lava", inputs=x, progress=False)
@@ -256,13 +256,13 @@ def test_braille_compiles_and_lava_equals_fixed_reference(variant, reset, tmp_pa
 
 def test_missing_dt_is_a_clear_error():
     with pytest.raises(BadGraph, match="--dt"):
-        load_nir_graph(os.path.join(LIF, "lif_norse.nir"))
+        read_nir_file(os.path.join(LIF, "lif_norse.nir"))
 
 
 def test_old_graph_read_without_type_check_warns():
     from neurocomp.frontends.nir_foreign import NIRWarning
     with pytest.warns(NIRWarning, match="type_check=False"):
-        g = load_nir_graph(os.path.join(LIF, "lif_rockpool.nir"), dt=1e-4)
+        g = read_nir_file(os.path.join(LIF, "lif_rockpool.nir"), dt=1e-4)
     assert [n.kind for n in g] == ["input", "linear", "cuba_lif"]
 
 
@@ -270,10 +270,10 @@ def test_malformed_graphs_name_the_node_or_edge():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(BadGraph, match="NIR node 'linear'.*transposed"):
-            load_nir_graph(os.path.join(ROOT, "third_party", "kmheckel+spyx", "research", "paper", "spyx_shd.nir"),
+            read_nir_file(os.path.join(ROOT, "third_party", "kmheckel+spyx", "research", "paper", "spyx_shd.nir"),
                            dt=1e-4)
         with pytest.raises(BadGraph, match=r"edge \('lif1' -> 'fc2'\)"):
-            load_nir_graph(os.path.join(ROOT, "history", "3f7c85aa8790369078c75b0f0243a58c39675929", "paper",
+            read_nir_file(os.path.join(ROOT, "history", "3f7c85aa8790369078c75b0f0243a58c39675929", "paper",
                                         "03_rnn", "braille.nir"), dt=1e-4)
 
 

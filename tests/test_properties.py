@@ -19,9 +19,9 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from spikingjelly.activation_based import functional, layer, neuron
 
-from neurocomp.api import lower
+from neurocomp.passes.pipeline import lower
 from neurocomp.backends.nir import write_nir
-from neurocomp.frontends.nir import read_nir
+from neurocomp.frontends.nir import read_nir_file
 from neurocomp.frontends.torch import iter_leaves, module_to_graph
 from neurocomp.sim import run_fixed, run_float
 
@@ -186,11 +186,11 @@ def test_compile_nir_compile_is_stable(spec, T, tmp_path_factory):
     d = tmp_path_factory.mktemp("nir")
     g = module_to_graph(build(spec), spec["shape"], T)
     write_nir(g, str(d / "a.nir"))
-    g2 = read_nir(str(d / "a.nir"))
+    g2 = read_nir_file(str(d / "a.nir"))
     assert g2.digest() == g.digest()
     write_nir(g2, str(d / "b.nir"))
     assert (d / "a.nir").read_bytes() == (d / "b.nir").read_bytes()
-    g3 = read_nir(str(d / "b.nir"))
+    g3 = read_nir_file(str(d / "b.nir"))
     assert lower(g3).digest() == lower(g).digest()
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from neurocomp import fixedpoint as fx
-from neurocomp.api import lower
+from neurocomp.passes.pipeline import lower
 from neurocomp.ir import Graph, Input, LIF, Linear
 from neurocomp.passes import quantize
 from neurocomp.sim import run_fixed, run_float

@@ -5,7 +5,9 @@ import os
 import pytest
 import torch
 
-from neurocomp.api import calibration_inputs, lower, run_torch_model
+from neurocomp.api import calibration_inputs
+from neurocomp.frontends.torch import run_torch_model
+from neurocomp.passes.pipeline import lower
 from neurocomp.backends.lava import run_lava
 from neurocomp.data.registry import load_inputs
 from neurocomp.frontends.attention import attention_modules, calibrate, make_static

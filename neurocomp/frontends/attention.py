@@ -1,11 +1,11 @@
-"""Attention modules in the frontend: calibration, static maps, and their IR form.
+"""Attention modules in the frontend: calibration and static maps.
 
 TCJA, MA-SNN and PFA compute their maps from the whole time window of a sample, so a step-by-step
 core cannot evaluate them online. ``calibrate`` runs the torch model over calibration samples and
 records every attention map at its natural index set; ``make_static`` replaces each module by a
 :class:`neurocomp.nn.StaticMap` holding the calibration mean; the torch frontend then lowers each
-``StaticMap`` to an IR ``Scale`` node (``add_attention``), which ``passes.fold_attention`` folds
-into weights and gain-scheduled neurons.
+``StaticMap`` to an IR ``Scale`` node (``frontends.torch.add_attention``), which
+``passes.fold_attention`` folds into weights and gain-scheduled neurons.
 
 Statistics per map (stored in the artifact and the report):
 - ``variation``: mean over map entries of (std across samples) / (mean across samples);
@@ -21,17 +21,15 @@ import copy
 import numpy as np
 import torch
 
-from neurocomp.errors import UnsupportedLayer
+from neurocomp.frontends.torch import ATTENTION, RECTIFIED, iter_leaves, run_torch_model
 
-RECTIFIED = {"TCSA", "TCA", "TSA", "CSA", "TA", "CA", "SA", "PFA"}   # modules ending in ReLU
-ATTENTION = RECTIFIED | {"TCJA", "TLA", "CLA"}
+__all__ = ["attention_modules", "calibrate", "make_static", "ATTENTION", "RECTIFIED"]
 VARIATION_WARN = 0.10
 CLASS_WARN = 0.5
 
 
 def attention_modules(model):
     """``[(path, module)]`` of the attention modules of a model, in forward order."""
-    from neurocomp.frontends.torch import iter_leaves
     return [(p, m) for p, m in iter_leaves(model) if type(m).__name__ in ATTENTION
             and type(m).__module__.startswith("neurocomp.nn")]
 
@@ -44,7 +42,6 @@ def _broadcast_map(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def calibrate(model, x_seq: torch.Tensor, labels=None, batch: int = 128) -> dict:
     """Record every attention map over ``x_seq`` ``[T, N, ...]``; returns per-module statistics and means."""
-    from neurocomp.api import run_torch_model
     mods = attention_modules(model)
     maps = {p: [] for p, _ in mods}
     handles = []
@@ -111,51 +108,3 @@ def make_static(model, stats: dict):
         sm.map.copy_(torch.as_tensor(st["static_map"]))
         setattr(parent, parts[-1], sm)
     return static.eval()
-
-
-def add_attention(builder, path, module) -> None:
-    """Lower a neurocomp.nn module met by the torch frontend."""
-    from neurocomp.ir import MAAttention, MALIF, Scale, SpikeAttention
-    name = type(module).__name__
-    shape = builder.shape
-    if name == "MALIFNode":
-        builder.add(MALIF(name=path, in_shape=shape, out_shape=shape, v_threshold=float(module.v_threshold),
-                          alpha=float(module.alpha), beta=float(module.beta)))
-        return
-    if name == "StaticMap":
-        m = module.map.detach().cpu().numpy().astype(np.float32)
-        T = builder.timesteps
-        if m.shape[0] != T or m.ndim - 1 > len(shape):
-            builder.refuse(path, module, f"map shape {m.shape} does not fit T={T} and tensor shape {shape}",
-                           "recalibrate the model")
-            return
-        builder.add(Scale(name=path, in_shape=shape, out_shape=shape, scale=m, rectify=bool(module.rectify),
-                          meta={"attention": module.config.get("source", "")}))
-        return
-    if name in ATTENTION and getattr(builder, "attention_mode", None) == "dynamic":
-        if name in RECTIFIED and name != "PFA":
-            state = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in module.state_dict().items()}
-            fields = {f: state.get(n) for f, n in MAAttention.STATE_NAMES.items()}
-            calib = (getattr(builder, "calibration", None) or {}).get(path)
-            builder.add(MAAttention(name=path, in_shape=shape, out_shape=shape, parts=type(module).PARTS,
-                                    static_map=None if calib is None else calib["static_map"],
-                                    meta={"module": name, "config": dict(module.config)}, **fields))
-            return
-        prev = builder.nodes[-1]
-        if not (prev.is_neuron or prev.kind in ("input", "avgpool2d")):
-            builder.refuse(path, module, "dynamic TCJA/PFA must act on spikes (after a neuron or its pooling)",
-                           "place the module after the LIF / pooling layer")
-            return
-        state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
-        flat, spec = SpikeAttention.pack(state)
-        source = prev.name if name in ("TCJA", "TLA", "CLA") else None
-        calib = (getattr(builder, "calibration", None) or {}).get(path)
-        builder.add(SpikeAttention(name=path, in_shape=shape, out_shape=shape, state_flat=flat, state_spec=spec,
-                                   source=source, static_map=None if calib is None else calib["static_map"],
-                                   meta={"module": name, "config": dict(module.config)}))
-        return
-    if name in ATTENTION:
-        builder.refuse(path, module, "computes its map from the whole time window (non-causal)",
-                       "compile with --attention static (calibrated map folded into the network)")
-        return
-    builder.refuse(path, module, "no lowering for this module", "see the README's supported layers")

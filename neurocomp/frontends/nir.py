@@ -1,41 +1,37 @@
-"""NIR graph -> IR.
+"""``.nir`` files -> IR: the one door (:func:`read_nir_file`) and the reader of neurocomp's own graphs.
 
-Graphs written by neurocomp (``neurocomp.*`` metadata, see ``neurocomp.backends.nir``) come back
-as exactly the IR they were written from. Nodes without that metadata are read by their standard
-NIR meaning (see ``_foreign_node``).
+Every NIR file neurocomp reads (``compile``, ``inspect``, the checkpoint door's round trip) comes in
+through :func:`read_nir_file`: the file is opened as a regular file and its HDF5 structure, links and
+declared sizes are checked before any data is read (:func:`check_hdf5`); ``nir.read`` parses it
+(with type checking; a graph from another framework that fails it is read without, with a warning);
+then a graph written by neurocomp (``neurocomp.*`` metadata, see ``neurocomp.backends.nir``) comes
+back as exactly the IR it was written from (:func:`nir_to_graph`), any other by its standard NIR
+meaning, discretised in steps of ``dt`` (:func:`neurocomp.frontends.nir_foreign.foreign_to_graph`).
+Shape rules and the chain walk both readers share live in ``neurocomp.frontends.nir_common``.
 """
 from __future__ import annotations
 
 import json
+import warnings
 
 import nir
 import numpy as np
 
-from neurocomp.errors import BadGraph, NeurocompError, TooLarge, UnsupportedLayer, UnsupportedLayers
-from neurocomp.ir import (MAAttention, MALIF, Scale, SpikeAttention, AvgPool2d, BatchNorm, Conv2d, Flatten, Graph, Input, LIF, Linear, SumPool2d, Threshold)
+from neurocomp.errors import BadGraph, BadInput, NeurocompError, TooLarge, UnsupportedLayer, UnsupportedLayers
+from neurocomp.frontends.nir_common import (MAX_NEURONS, MAX_NIR_NODES, check_bias, check_edges, check_layer, chain,
+                                            conv_geometry, input_shape, linear_weight, node_where, pool_node, ports,
+                                            uniform)
+from neurocomp.frontends.nir_foreign import NIRWarning, foreign_to_graph
+from neurocomp.ir import (MAAttention, MALIF, Scale, SpikeAttention, BatchNorm, Conv2d, Flatten, Graph, Input, LIF,
+                          Linear, Threshold)
 
 PREFIX = "neurocomp."
+__all__ = ["read_nir_file", "nir_to_graph", "is_neurocomp_graph", "open_nir", "check_hdf5", "MAX_NEURONS",
+           "MAX_NIR_NODES", "PREFIX"]
 
 
 def _md(node) -> dict:
     return dict(getattr(node, "metadata", None) or {})
-
-
-def _scalar(a, where, field):
-    arr = np.asarray(a, dtype=np.float64).ravel()
-    if arr.size == 0:
-        raise BadGraph(f"field '{field}' is empty", where=where)
-    if not np.all(np.isfinite(arr)):
-        raise BadGraph(f"field '{field}' holds NaN or inf", where=where, hint="fix the exported parameters")
-    if not np.all(arr == arr[0]):
-        raise UnsupportedLayer(f"field '{field}' differs between neurons", where=where,
-                               hint="neurocomp supports one value per layer for this field")
-    return float(arr[0])
-
-
-def _pair(v):
-    v = np.asarray(v).ravel()
-    return (int(v[0]), int(v[0])) if v.size == 1 else (int(v[0]), int(v[1]))
 
 
 def _meta_of(md):
@@ -45,32 +41,11 @@ def _meta_of(md):
     return json.loads(raw if isinstance(raw, str) else raw.decode())
 
 
-def _shape_of(node, key):
-    t = getattr(node, key, None) or {}
-    v = t.get("input" if key == "input_type" else "output")
-    return None if v is None else tuple(int(s) for s in np.asarray(v).ravel())
-
-
-def _pool_out(size, k, s, p):
-    return (size + 2 * p - k) // s + 1
-
-
-MAX_NEURONS = 10_000_000   # per layer; larger shapes are refused before anything is allocated
-
-
-def _check_out(shape, where):
-    shape = tuple(int(s) for s in shape)
-    if not shape or any(s <= 0 for s in shape) or int(np.prod(shape, dtype=np.float64)) > MAX_NEURONS:
-        raise BadGraph(f"gives an invalid output shape {shape}", where=where,
-                       hint=f"every dimension must be positive and a layer at most {MAX_NEURONS} neurons; "
-                            "check kernel, stride and padding against the input shape")
-    return shape
-
-
-def _check_bias(bias, n, where):
-    if bias is not None and tuple(bias.shape) != (n,):
-        raise BadGraph(f"bias has shape {tuple(bias.shape)}, expected ({n},)", where=where,
-                       hint="the file is inconsistent; re-export it")
+def is_neurocomp_graph(g) -> bool:
+    """Whether a NIR graph was written by neurocomp (``neurocomp.*`` metadata on it or on a node)."""
+    if any(str(k).startswith(PREFIX) for k in _md(g)):
+        return True
+    return any(any(str(k).startswith(PREFIX) for k in _md(n)) for n in g.nodes.values())
 
 
 def _batchnorm(name, in_shape, md, meta) -> BatchNorm:
@@ -82,66 +57,33 @@ def _batchnorm(name, in_shape, md, meta) -> BatchNorm:
 
 
 def _convert(name, node, in_shape, md):
-    """One NIR node -> list of IR nodes (usually one)."""
-    where = f"NIR node '{name}'"
+    """One NIR node of a neurocomp graph -> list of IR nodes (usually one); None: no such node."""
+    where = node_where(name)
     meta = _meta_of(md)
-    if in_shape is None:
-        raise BadGraph("no input shape reaches this node", where=where, hint="the Input node needs input_type")
     if isinstance(node, nir.Conv2d):
-        w = np.asarray(node.weight, dtype=np.float32)
-        if w.ndim != 4:
-            raise BadGraph(f"Conv2d weight has shape {w.shape}", where=where,
-                           hint="a 4-D (C_out, C_in/groups, kH, kW) weight is needed")
         if md.get(PREFIX + "op") == "batchnorm":
             return [_batchnorm(name, in_shape, md, meta)]
-        if len(in_shape) != 3:
-            raise BadGraph(f"Conv2d input has shape {in_shape}", where=where, hint="a (C, H, W) input is needed")
-        if isinstance(node.padding, str):
-            raise UnsupportedLayer(f"padding={node.padding!r}", where=where, hint="use explicit integer padding")
-        stride, pad, dil = _pair(node.stride), _pair(node.padding), _pair(node.dilation)
-        C, H, W = in_shape
-        k = w.shape[2:]
-        groups = int(np.asarray(node.groups).ravel()[0])
-        if groups < 1 or min(stride) < 1 or min(dil) < 1 or min(pad) < 0 or w.shape[1] * groups != C:
-            raise BadGraph(f"Conv2d weight {w.shape} (groups={groups}, stride={stride}, dilation={dil}, "
-                           f"padding={pad}) does not fit its {C}-channel input", where=where,
-                           hint="the file is inconsistent; re-export it")
-        out = _check_out((w.shape[0], (H + 2 * pad[0] - dil[0] * (k[0] - 1) - 1) // stride[0] + 1,
-                          (W + 2 * pad[1] - dil[1] * (k[1] - 1) - 1) // stride[1] + 1), where)
+        w, stride, pad, dil, groups, out = conv_geometry(node, in_shape, where)
         has_bias = md.get(PREFIX + "has_bias", True)
         bias = np.asarray(node.bias, dtype=np.float32) if node.bias is not None else None
         if not has_bias or (bias is not None and PREFIX + "has_bias" not in md and not np.any(bias)):
             bias = None if not has_bias else bias
-        _check_bias(bias, w.shape[0], where)
+        check_bias(bias, w.shape[0], where)
         return [Conv2d(name=name, in_shape=in_shape, out_shape=out, weight=w, bias=bias, stride=stride,
-                       padding=pad, dilation=dil, groups=int(node.groups), meta=meta)]
+                       padding=pad, dilation=dil, groups=groups, meta=meta)]
     if isinstance(node, (nir.Affine, nir.Linear)):
         if md.get(PREFIX + "op") == "batchnorm":
             return [_batchnorm(name, in_shape, md, meta)]
-        w = np.asarray(node.weight, dtype=np.float32)
-        if w.ndim != 2:
-            raise BadGraph(f"weight has shape {w.shape}", where=where, hint="a 2-D (out, in) weight is needed")
-        if in_shape != (w.shape[1],):
-            raise BadGraph(f"weight expects {w.shape[1]} inputs but the incoming tensor has shape {in_shape}",
-                           where=where)
+        w = linear_weight(node, in_shape, where)
         bias = np.asarray(node.bias, dtype=np.float32) if isinstance(node, nir.Affine) else None
-        _check_bias(bias, w.shape[0], where)
-        _check_out((w.shape[0],), where)
-        return [Linear(name=name, in_shape=in_shape, out_shape=(w.shape[0],), weight=w, bias=bias, meta=meta)]
+        check_bias(bias, w.shape[0], where)
+        return [Linear(name=name, in_shape=in_shape, out_shape=check_layer((w.shape[0],), where), weight=w,
+                       bias=bias, meta=meta)]
     if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
-        k, s, p = _pair(node.kernel_size), _pair(node.stride), _pair(node.padding)
-        if len(in_shape) != 3:
-            raise BadGraph(f"pooling input has shape {in_shape}", where=where, hint="a (C, H, W) input is needed")
-        if min(k) < 1 or min(s) < 1 or min(p) < 0:
-            raise BadGraph(f"pooling kernel {k}, stride {s}, padding {p}", where=where,
-                           hint="kernel and stride must be positive, padding non-negative")
-        C, H, W = in_shape
-        out = _check_out((C, _pool_out(H, k[0], s[0], p[0]), _pool_out(W, k[1], s[1], p[1])), where)
-        cls = SumPool2d if isinstance(node, nir.SumPool2d) else AvgPool2d
-        return [cls(name=name, in_shape=in_shape, out_shape=out, kernel=k, stride=s, padding=p, meta=meta)]
+        return [pool_node(name, node, in_shape, meta)]
     if isinstance(node, nir.Threshold):
         return [Threshold(name=name, in_shape=in_shape, out_shape=in_shape,
-                          threshold=_scalar(node.threshold, where, "threshold"), meta=meta)]
+                          threshold=uniform(node.threshold, where, "threshold"), meta=meta)]
     if isinstance(node, nir.Flatten):
         ndim = len(in_shape)
         start, end = int(node.start_dim) % ndim, int(node.end_dim) % ndim
@@ -178,12 +120,12 @@ def _convert(name, node, in_shape, md):
                       rectify=bool(md.get(PREFIX + "rectify", False)), meta=meta)]
     if isinstance(node, nir.LIF) and md.get(PREFIX + "reset") == "to_threshold":
         return [MALIF(name=name, in_shape=in_shape, out_shape=in_shape,
-                      v_threshold=_scalar(node.v_threshold, where, "v_threshold"),
+                      v_threshold=uniform(node.v_threshold, where, "v_threshold"),
                       alpha=float(md[PREFIX + "alpha"]), beta=float(md[PREFIX + "beta"]), meta=meta)]
     if isinstance(node, (nir.LIF, nir.IF)) and (PREFIX + "threshold_rule") in md:
         reset = md.get(PREFIX + "reset", "hard")
-        v_reset = None if reset == "soft" else _scalar(node.v_reset, where, "v_reset")
-        th = _scalar(node.v_threshold, where, "v_threshold")
+        v_reset = None if reset == "soft" else uniform(node.v_reset, where, "v_reset")
+        th = uniform(node.v_threshold, where, "v_threshold")
         if isinstance(node, nir.IF):
             return [LIF(name=name, in_shape=in_shape, out_shape=in_shape, tau=None, v_threshold=th,
                         v_reset=v_reset, meta=meta)]
@@ -196,53 +138,19 @@ def _convert(name, node, in_shape, md):
     return None
 
 
-def _order(graph: nir.NIRGraph):
-    """Topological order of a chain-shaped NIR graph; clear errors for anything else."""
-    nodes = graph.nodes
-    succ, pred = {}, {}
-    for src, dst in graph.edges:
-        for end in (src, dst):
-            if end not in nodes:
-                raise BadGraph(f"edge ({src!r} -> {dst!r}) names an unknown node {end!r}", where="NIR edges",
-                               hint="the graph file is inconsistent")
-        succ.setdefault(src, []).append(dst)
-        pred.setdefault(dst, []).append(src)
-    inputs = [k for k, v in nodes.items() if isinstance(v, nir.Input)]
-    if len(inputs) != 1:
-        raise UnsupportedLayer(f"{len(inputs)} Input nodes", where="NIR graph", hint="one input is supported")
-    order, cur = [], inputs[0]
-    seen = set()
-    while True:
-        if cur in seen:
-            raise UnsupportedLayer(f"recurrent edge into '{cur}'", where="NIR graph",
-                                   hint="recurrent graphs are not supported by this frontend path")
-        seen.add(cur)
-        order.append(cur)
-        nxt = succ.get(cur, [])
-        if not nxt:
-            break
-        if len(nxt) > 1 or len(pred.get(nxt[0], [])) > 1:
-            raise UnsupportedLayer(f"node '{cur}' branches or merges", where="NIR graph",
-                                   hint="only chains are supported by this frontend path")
-        cur = nxt[0]
-    return order
-
-
 def nir_to_graph(graph: nir.NIRGraph, meta=None) -> Graph:
-    """Convert a NIR graph to the IR. neurocomp-written graphs round-trip exactly."""
-    order = _order(graph)
-    gmd = dict(getattr(graph, "metadata", None) or {})
+    """Convert a NIR graph written by neurocomp to the IR it was written from (exactly)."""
+    nodes, edges = graph.nodes, [(s, d) for s, d in graph.edges]
+    check_edges(nodes, edges)
+    order = chain(nodes, edges, *ports(nodes))
+    gmd = _md(graph)
     ir_nodes, problems = [], []
     shape = None
     for name in order:
-        node = graph.nodes[name]
+        node = nodes[name]
         md = _md(node)
         if isinstance(node, nir.Input):
-            shape = _shape_of(node, "input_type")
-            if shape is None:
-                raise BadGraph("the Input node has no input_type", where=f"NIR node '{name}'",
-                               hint="re-export the graph with an input shape")
-            _check_out(shape, f"NIR node '{name}'")
+            shape = input_shape(node, name)
             ir_nodes.append(Input(name=name, in_shape=shape, out_shape=shape, meta=_meta_of(md)))
             continue
         if isinstance(node, nir.Output):
@@ -253,7 +161,7 @@ def nir_to_graph(graph: nir.NIRGraph, meta=None) -> Graph:
             problems.append(e)
             continue
         if converted is None:
-            problems.append(UnsupportedLayer(f"{type(node).__name__} cannot be imported", where=f"NIR node '{name}'",
+            problems.append(UnsupportedLayer(f"{type(node).__name__} cannot be imported", where=node_where(name),
                                              hint="see the README for supported NIR node types"))
             continue
         ir_nodes.extend(converted)
@@ -276,9 +184,9 @@ def nir_to_graph(graph: nir.NIRGraph, meta=None) -> Graph:
 
 # Limits checked on the HDF5 file *before* anything is read into memory (a small gzip-compressed
 # file can declare datasets of many GiB).
+# (MAX_NIR_NODES, the node count, is in nir_common: the foreign reader counts again after flattening.)
 MAX_NIR_BYTES = 1 << 30          # all datasets together, uncompressed
 MAX_NIR_OBJECTS = 20_000         # groups + datasets
-MAX_NIR_NODES = 1_000            # NIR nodes, nested graphs included (nir.read's type inference is quadratic)
 MAX_NIR_DEPTH = 16
 MAX_NIR_NDIM = 8
 
@@ -408,26 +316,63 @@ def check_hdf5(path) -> None:
         sf.fh.seek(0)
 
 
-def read_nir(path: str, meta=None) -> Graph:
-    """Read a NIR file defensively: structure and sizes are checked before any data is loaded,
-    and every failure is a one-line :class:`BadGraph` naming the file."""
-    with open_nir(path) as f:
+def _first_line(e) -> str:
+    t = str(e).strip()
+    return t.splitlines()[0][:200] if t else type(e).__name__
+
+
+def _read_graph(path):
+    """``nir.read`` of a checked file: with type checking, else (a graph from another framework only)
+    without it and a :class:`NIRWarning`. Returns ``(nir graph, warnings)``."""
+    with open_nir(path) as f:      # regular file, HDF5 structure, links and declared sizes checked
         try:
-            graph = nir.read(f.fh)
-        except NeurocompError:
-            raise
-        except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError, AssertionError,
-                RuntimeError, RecursionError) as e:
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-            raise BadGraph(f"is not a valid NIR graph ({type(e).__name__}: {first})", where=path,
-                           hint="re-export it with nir.write (nir 1.0.8)") from None
+            return nir.read(f.fh), []
+        except Exception as e:     # noqa: BLE001 - nir raises many types; all become one line below
+            checked = e
+        try:
+            f.fh.seek(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                g = nir.read(f.fh, type_check=False)
+        except Exception as e:     # noqa: BLE001
+            raise BadGraph(f"is not a valid NIR graph ({type(e).__name__}: {_first_line(e)})", where=path,
+                           hint="re-export it with nir.write (nir >= 1.0)") from None
+    if is_neurocomp_graph(g):      # neurocomp writes type-checked graphs: this one was damaged or edited
+        raise BadGraph(f"is not a valid NIR graph ({type(checked).__name__}: {_first_line(checked)})", where=path,
+                       hint="re-export it with nir.write (nir 1.0.8)")
+    msg = f"{path}: read only with type_check=False ({_first_line(checked)})"
+    warnings.warn(msg, NIRWarning, stacklevel=3)
+    return g, [msg]
+
+
+def read_nir_file(path, dt=None, reset: str = "zero", timesteps=None, meta=None) -> Graph:
+    """The one door for ``.nir`` files: neurocomp's own (read back as exactly the IR they were written
+    from) and other frameworks' (``dt``, seconds per step, and ``reset``, which NIR does not store,
+    apply to them; see :mod:`neurocomp.frontends.nir_foreign`). ``timesteps``: steps per sample
+    (``meta['timesteps']``) unless the graph records its own; ``meta``: more graph metadata. Every
+    failure is one :class:`~neurocomp.errors.NeurocompError` naming the file."""
+    path = str(path)
+    if timesteps is not None and (isinstance(timesteps, bool) or int(timesteps) < 1):
+        raise BadInput(f"--timesteps {timesteps}", where="--timesteps", hint="give at least 1")
+    g, notes = _read_graph(path)
     try:
-        return nir_to_graph(graph, meta)
-    except (UnsupportedLayer, UnsupportedLayers, BadGraph) as e:
+        if is_neurocomp_graph(g):
+            out = nir_to_graph(g, meta)
+        else:
+            out = foreign_to_graph(g, dt=dt, reset=reset, meta=meta)
+    except NeurocompError as e:
         e.where = f"{path}: {e.where}" if e.where else path
         e.args = (e.one_line(),)
         raise
     except (KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-        raise BadGraph(f"holds an inconsistent node ({type(e).__name__}: {first})", where=path,
-                       hint="re-export it; neurocomp needs every node's fields with matching shapes")
+        raise BadGraph(f"holds an inconsistent node ({type(e).__name__}: {_first_line(e)})", where=path,
+                       hint="re-export it; neurocomp needs every node's fields with matching shapes") from None
+    except Exception as e:   # noqa: BLE001 - a foreign file must never give a traceback
+        raise BadGraph(f"cannot be imported ({type(e).__name__}: {_first_line(e)[:160]})", where=path,
+                       hint="re-export the graph; if it is valid NIR 1.0, please report it") from None
+    extra = {}
+    if notes:
+        extra["read_warnings"] = notes
+    if timesteps is not None:
+        extra["timesteps"] = int(out.meta.get("timesteps") or timesteps)
+    return Graph(out.nodes, out.inputs, {**out.meta, **extra}) if extra else out

@@ -5,18 +5,26 @@ into IR nodes named after its module path (``"features.3"``), the name it keeps 
 Every unsupported module is collected and reported at once, each with its path and a hint.
 
 MaxPool over spikes becomes ``SumPool2d -> Threshold(0)`` (an OR, exact for binary spikes);
-MaxPool over anything else is refused. Dropout and Identity vanish (inference no-ops).
+MaxPool over anything else is refused. Dropout and Identity vanish (inference no-ops). The
+``neurocomp.nn`` modules are lowered by :func:`add_attention` (a calibrated ``StaticMap`` becomes a
+``Scale``; with ``attention_mode="dynamic"`` the attention modules become attention nodes).
+
+:func:`run_torch_model` runs such a model time-major (calibration, ``simulate``'s torch stage).
 """
 from __future__ import annotations
 
 import numpy as np
+import torch
 import torch.nn as tnn
 
 
 from neurocomp.errors import UnsupportedLayer, UnsupportedLayers, BadCheckpoint
 from neurocomp.frontends.modules import type_name
 from neurocomp.ir import (DEFAULT_DT, Graph, Input, Linear, Conv2d, SumPool2d, AvgPool2d, BatchNorm, Flatten, LIF,
-                          Threshold)
+                          MAAttention, MALIF, Scale, SpikeAttention, Threshold)
+
+RECTIFIED = {"TCSA", "TCA", "TSA", "CSA", "TA", "CA", "SA", "PFA"}   # attention modules ending in ReLU
+ATTENTION = RECTIFIED | {"TCJA", "TLA", "CLA"}                          # the neurocomp.nn attention modules
 
 try:  # SpikingJelly wraps stateless layers in containers in some models
     from spikingjelly.activation_based.layer import SeqToANNContainer, MultiStepContainer
@@ -84,7 +92,6 @@ def _add_leaf(b: _Builder, path: str, m) -> None:
     if short in ("Dropout", "Identity"):
         return
     if kind.startswith("neurocomp.nn."):
-        from neurocomp.frontends.attention import add_attention  # attention lowering lives there
         add_attention(b, path, m)
         return
     if short == "Conv2d":
@@ -179,9 +186,55 @@ def _add_leaf(b: _Builder, path: str, m) -> None:
         b.refuse(path, m, "no lowering", "report this")
 
 
+def add_attention(builder, path, module) -> None:
+    """Lower a neurocomp.nn module met by the torch frontend."""
+    name = type(module).__name__
+    shape = builder.shape
+    if name == "MALIFNode":
+        builder.add(MALIF(name=path, in_shape=shape, out_shape=shape, v_threshold=float(module.v_threshold),
+                          alpha=float(module.alpha), beta=float(module.beta)))
+        return
+    if name == "StaticMap":
+        m = module.map.detach().cpu().numpy().astype(np.float32)
+        T = builder.timesteps
+        if m.shape[0] != T or m.ndim - 1 > len(shape):
+            builder.refuse(path, module, f"map shape {m.shape} does not fit T={T} and tensor shape {shape}",
+                           "recalibrate the model")
+            return
+        builder.add(Scale(name=path, in_shape=shape, out_shape=shape, scale=m, rectify=bool(module.rectify),
+                          meta={"attention": module.config.get("source", "")}))
+        return
+    if name in ATTENTION and getattr(builder, "attention_mode", None) == "dynamic":
+        if name in RECTIFIED and name != "PFA":
+            state = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in module.state_dict().items()}
+            fields = {f: state.get(n) for f, n in MAAttention.STATE_NAMES.items()}
+            calib = (getattr(builder, "calibration", None) or {}).get(path)
+            builder.add(MAAttention(name=path, in_shape=shape, out_shape=shape, parts=type(module).PARTS,
+                                    static_map=None if calib is None else calib["static_map"],
+                                    meta={"module": name, "config": dict(module.config)}, **fields))
+            return
+        prev = builder.nodes[-1]
+        if not (prev.is_neuron or prev.kind in ("input", "avgpool2d")):
+            builder.refuse(path, module, "dynamic TCJA/PFA must act on spikes (after a neuron or its pooling)",
+                           "place the module after the LIF / pooling layer")
+            return
+        state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+        flat, spec = SpikeAttention.pack(state)
+        source = prev.name if name in ("TCJA", "TLA", "CLA") else None
+        calib = (getattr(builder, "calibration", None) or {}).get(path)
+        builder.add(SpikeAttention(name=path, in_shape=shape, out_shape=shape, state_flat=flat, state_spec=spec,
+                                   source=source, static_map=None if calib is None else calib["static_map"],
+                                   meta={"module": name, "config": dict(module.config)}))
+        return
+    if name in ATTENTION:
+        builder.refuse(path, module, "computes its map from the whole time window (non-causal)",
+                       "compile with --attention static (calibrated map folded into the network)")
+        return
+    builder.refuse(path, module, "no lowering for this module", "see the README's supported layers")
+
+
 def _take_spatially_constant_scale(b: _Builder):
     """Pop a trailing static attention Scale on spikes that commutes with max pooling, if any."""
-    from neurocomp.ir import Scale, SpikeAttention
     last = b.nodes[-1]
     if isinstance(last, SpikeAttention) and last.source is not None and len(b.nodes) >= 2 \
             and b.nodes[-2].is_neuron:   # TCJA kept dynamic: its map is per (t, c), >= 0
@@ -216,3 +269,16 @@ def module_to_graph(model, input_shape, timesteps: int, encoding: str = "bernoul
     g_meta = {"timesteps": int(timesteps), "encoding": encoding, "input_shape": list(input_shape), "dt": DEFAULT_DT}
     g_meta.update(meta or {})
     return Graph.chain(b.nodes, g_meta)
+
+
+def run_torch_model(model, x_seq: torch.Tensor) -> torch.Tensor:
+    """Run a (multi-step) SpikingJelly model on ``[T, B, ...]`` and reset its state."""
+    from spikingjelly.activation_based import functional
+    import warnings
+    functional.set_step_mode(model, "m")
+    functional.reset_net(model)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")      # torch warns about TCJA's 'same' padding with even kernels
+        out = model(x_seq)
+    functional.reset_net(model)
+    return out

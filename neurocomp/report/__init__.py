@@ -139,7 +139,7 @@ def sec_sweep(ctx: Context):
     rows = [(r["weight_bits"], _pct(r["accuracy"]) if r["accuracy"] is not None else "not representable",
              f"{r['correct']}/{r['samples']}" if r["correct"] is not None else r.get("not_representable", "").replace("|", "\\|"),
              r["weights_clipped"], r["bias_clipped"]) for r in sw["rows"]]
-    md = [f"Weights re-quantized to 2..8 signed bits from the artifact's float graph (`api.lower`, "
+    md = [f"Weights re-quantized to 2..8 signed bits from the artifact's float graph (`passes.pipeline.lower`, "
           f"the compile pipeline), scored with the fixed-point reference over {sw['samples']} samples."]
     own = next((r for r in sw["rows"] if r["weight_bits"] == sw["artifact_weight_bits"]), None)
     fixed_acc = (ctx.crosscheck["stages"]["fixed"] or {}).get("accuracy")

@@ -63,10 +63,9 @@ from neurocomp.errors import BadInput, UnsupportedLayer
 # ---- the folded graph as a torch model ----------------------------------------------------------
 
 def folded_graph(float_graph, attention: str = "static"):
-    """The float IR after every pass of :func:`neurocomp.api.lower` except ``quantize``."""
-    from neurocomp.passes import fold_avgpool, fold_batchnorm
-    from neurocomp.passes.fold_attention import fold_attention
-    return fold_avgpool(fold_attention(fold_batchnorm(float_graph), mode=attention))
+    """The float IR after every pass of :func:`neurocomp.passes.pipeline.lower` except ``quantize``."""
+    from neurocomp.passes import pipeline
+    return pipeline.fold(float_graph, attention=attention)
 
 
 def _lif(node, surrogate_alpha: float = 2.0):
@@ -626,7 +625,7 @@ def finetune(artifact, out, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR
 def _finetune(src, claim, artifact, out, epochs, lr, gain_lr, weights, gains, loss, batch_size, seed, limit,
               progress, measure, val_fraction, select, distill, ema, augment):
     from neurocomp.api import compile as compile_
-    from neurocomp.artifact import Artifact, record_files, write_atomically, write_json_atomically
+    from neurocomp.artifact import Artifact, write_atomically, write_manifest
     from neurocomp.frontends.checkpoint import save_checkpoint
     from neurocomp.training.train import seed_everything
     man = src.manifest
@@ -732,8 +731,7 @@ def _finetune(src, claim, artifact, out, epochs, lr, gain_lr, weights, gains, lo
             m2["attention"] = {**att, "note": "calibrated in the source artifact, then fine-tuned (finetune)"}
         if os.path.exists(src.checkpoint):
             shutil.copyfile(src.checkpoint, os.path.join(compiled, "source_model.pt"))
-        m2["files"] = record_files(compiled)
-        write_json_atomically(os.path.join(compiled, "manifest.json"), m2)
+        write_manifest(compiled, m2)
 
         def fill(tmp):
             for entry in os.listdir(compiled):

@@ -186,7 +186,7 @@ def build(out: str) -> list[Case]:
         d["architecture"]["children"].pop()
     doc_case("ends_in_linear.pt", no_output_neuron, ("ends_in_linear.pt", "output"))
 
-    # --- NIR files (read by neurocomp.frontends.nir.read_nir)
+    # --- NIR files (read by neurocomp.frontends.nir.read_nir_file)
     from neurocomp.backends.nir import write_nir
     from neurocomp.frontends.checkpoint import load_checkpoint
     from neurocomp.frontends.torch import module_to_graph
