@@ -17,7 +17,8 @@ from neurocomp.frontends.attention import attention_modules, calibrate, make_sta
 from neurocomp.frontends.torch import module_to_graph, run_torch_model
 from neurocomp.backends.nir import write_nir
 from neurocomp.ir.serialize import save_graph
-from neurocomp.passes import pipeline, time_alignment
+from neurocomp.ir.timing import time_alignment
+from neurocomp.passes import pipeline
 from neurocomp.passes.pipeline import ATTENTION_MODES
 from neurocomp.crosscheck import crosscheck
 

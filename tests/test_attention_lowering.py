@@ -240,7 +240,7 @@ def test_attention_weights_are_small_integers():
 
 
 def test_dynamic_mode_exact_on_lava_with_t_step_latency():
-    from neurocomp.passes.timing import time_alignment
+    from neurocomp.ir.timing import time_alignment
     T = 5
     model = _tiny("ma", T)
     x = spike_input(T, 8, (2, 8, 8), p=0.3, seed=6)
@@ -261,7 +261,7 @@ def test_dynamic_mode_exact_on_lava_with_t_step_latency():
 @pytest.mark.parametrize("kind", ["tcja", "pfa"])
 def test_dynamic_spike_maps_exact_on_lava(kind):
     """TCJA/PFA kept dynamic: graded payloads one window late; IR float == torch, reference == Lava."""
-    from neurocomp.passes.timing import time_alignment
+    from neurocomp.ir.timing import time_alignment
     T = 5
     model = _tiny(kind, T)
     x = spike_input(T, 8, (2, 8, 8), p=0.3, seed=7)

@@ -1,6 +1,6 @@
 """Core mapping: place every neuron layer (with the synapses in front of it) onto cores.
 
-A *layer* here is a (synapse, neuron) pair of the lowered graph (``quantize.check_lowerable``);
+A *layer* here is a (synapse, neuron) pair of the lowered graph (``ir.rules.check_lowerable``);
 its neurons live on cores and its incoming synapses are stored on the same cores. The input layer
 is not mapped (spikes come from the host / a RingBuffer).
 
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from neurocomp.errors import DoesNotFit
 from neurocomp.ir import Conv2d, Dense, Linear, SumPool2d
 from neurocomp.passes._util import with_record
-from neurocomp.passes.quantize import check_lowerable
+from neurocomp.ir.rules import check_lowerable
 
 
 def connections_per_neuron(syn) -> np.ndarray:

@@ -24,60 +24,10 @@ import numpy as np
 
 from neurocomp import fixedpoint as fx
 from neurocomp.errors import QuantizationError, UnsupportedLayer
-from neurocomp.ir import Conv2d, CubaLIF, Dense, GradedSpikes, MAAttention, SpikeAttention, Flatten, Input, LIF, Linear, LoihiNeuron, MALIF, SumPool2d, Threshold
+from neurocomp.ir import Conv2d, CubaLIF, Dense, GradedSpikes, MAAttention, SpikeAttention, LIF, Linear, LoihiNeuron, MALIF, SumPool2d, Threshold
+from neurocomp.ir.rules import check_lowerable
 from neurocomp.passes._util import with_record
 from neurocomp.passes.quantize_cuba import quantize_cuba
-
-
-def check_lowerable(graph) -> list:
-    """Pairs ``(synapse, neuron)`` in order; raises if the chain is not Input ([Flatten] syn neuron)*."""
-    pairs, pending = [], None
-    nodes = list(graph.nodes)
-    for i, n in enumerate(nodes):
-        prev = nodes[i - 1] if i else None
-        if isinstance(n, Input):
-            continue
-        if isinstance(n, (SpikeAttention, GradedSpikes)):
-            if pending is not None:
-                raise UnsupportedLayer("attention on spikes between a synapse and its neuron", where=f"layer '{n.name}'")
-            continue
-        if isinstance(n, MAAttention):
-            if pending is None or not (i + 1 < len(nodes) and isinstance(nodes[i + 1], (LIF, MALIF))):
-                raise UnsupportedLayer("dynamic attention must sit between a synapse and its neuron",
-                                       where=f"layer '{n.name}'", hint="MA-SNN attention acts on input current")
-            continue
-        if isinstance(n, Flatten):
-            if pending is not None:
-                raise UnsupportedLayer("Flatten between a synapse and its neuron", where=f"layer '{n.name}'",
-                                       hint="flatten spikes, not currents")
-            continue
-        if n.is_synapse:
-            if pending is not None:
-                raise UnsupportedLayer(f"two synaptic layers in a row ('{pending.name}' then '{n.name}') without a "
-                                       "neuron between them", where=f"layer '{n.name}'",
-                                       hint="put a spiking neuron after every conv/linear layer")
-            pending = n
-            continue
-        if n.is_neuron:
-            if pending is None:
-                raise UnsupportedLayer(f"neuron layer without a synapse in front (after '{prev.name}')",
-                                       where=f"layer '{n.name}'", hint="each neuron needs a conv/linear input")
-            if isinstance(n, Threshold) and not isinstance(pending, SumPool2d):
-                raise UnsupportedLayer("a Threshold is supported only after a SumPool2d (MaxPool over spikes)",
-                                       where=f"layer '{n.name}'", hint="use a LIF/IF neuron")
-            if isinstance(pending, SumPool2d) and not isinstance(n, (Threshold, CubaLIF)):
-                raise UnsupportedLayer("sum pooling into a LIF is not lowered yet", where=f"layer '{pending.name}'",
-                                       hint="use MaxPool2d or AvgPool2d between spiking layers")
-            pairs.append((pending, n))
-            pending = None
-            continue
-        raise UnsupportedLayer(f"'{n.kind}' cannot be lowered to Loihi cores at this stage",
-                               where=f"layer '{n.name}'",
-                               hint="run fold_batchnorm and fold_avgpool first (neurocomp.compile does)")
-    if pending is not None:
-        raise UnsupportedLayer("the graph ends with a synapse, not a neuron", where=f"layer '{pending.name}'",
-                               hint="end the model with a spiking layer")
-    return pairs
 
 
 def _bias(bias_v):

@@ -11,8 +11,6 @@ layer's output for input frame ``t`` (Lava shows it ``delay`` steps later; see p
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -20,22 +18,8 @@ import torch.nn.functional as F
 from neurocomp import fixedpoint as fx
 from neurocomp.errors import BadInput
 from neurocomp.ir import (Dense, GradedSpikes, MAAttention, MALIF, Scale, SpikeAttention, AvgPool2d, BatchNorm, Conv2d, CubaLIF, Flatten, Input, LIF, Linear, SumPool2d, Threshold)
+from neurocomp.results import SimResult
 from neurocomp.sim.cuba import run_fixed_cuba, run_float_cuba
-
-
-@dataclass
-class SimResult:
-    spikes: dict                       # neuron name -> [T, B, *shape] (float 0/1 or bool)
-    output: torch.Tensor               # output layer spikes [T, B, classes]
-    stats: dict = field(default_factory=dict)   # fixed point: per layer clip / wrap counts
-
-    def predictions(self) -> torch.Tensor:
-        return predict(self.output)
-
-
-def predict(output: torch.Tensor) -> torch.Tensor:
-    """Class = argmax of spike counts over time (ties -> lowest index, as torch.argmax)."""
-    return output.float().sum(0).argmax(-1)
 
 
 # ---- float arithmetic (SpikingJelly's expressions, same operation order) -------------------

@@ -5,6 +5,10 @@ Every synapse (Dense/Conv) in Lava sends at step t what it computed at t-1, so a
 delay; dynamic attention delays its layer by ``T`` (the attention process needs the whole window
 before the first gain). A sample therefore needs ``T + depth`` steps alone, and ``T`` steps per sample when
 samples run back to back (each layer resets at its own phase: ``(1 + d) mod T``).
+
+A pure function of the graph's structure (node order, kinds and ``meta['timesteps']``): it sits
+beside the IR so the backends read it off the graph they run, and ``compile`` stores it in the
+manifest (``alignment``) for readers of an artifact.
 """
 from __future__ import annotations
 
