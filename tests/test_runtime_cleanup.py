@@ -126,7 +126,7 @@ def test_lava_error_stops_runtime_in_process(artifact, monkeypatch):
     import torch
     from neurocomp.artifact import Artifact
     from neurocomp.backends import lava as lava_backend
-    from neurocomp.backends import lava_recorder
+    from neurocomp.backends.lava import recorder as lava_recorder
 
     g = Artifact(artifact).fixed_graph
     x = torch.zeros((8, 2, 1, 8, 8))

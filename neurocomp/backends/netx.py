@@ -18,6 +18,8 @@ a bias that is not a multiple of 64 (netx fixes ``bias_exp = 6``), and the Spiki
 ``exact=False`` (the bench's timing comparison, not an exactness one) writes what exact mode refuses
 the nearest way instead: biases rounded to that grid (clipped to the mantissa range, one value per
 channel) and threshold neurons (a max pool's OR) as CUBA neurons with their fixed-point parameters.
+Every IR node class has a writer in ``WRITERS`` or its reason in ``REFUSED``; per neuron class,
+``NEURON_CHECKS`` says what netx's CUBA neuron cannot do for it.
 """
 from __future__ import annotations
 
@@ -25,9 +27,10 @@ import numpy as np
 
 from neurocomp import fixedpoint as fx
 from neurocomp.errors import UnsupportedLayer
-from neurocomp.ir import Conv2d, CubaLIF, Flatten, Input, LIF, Linear, SumPool2d, Threshold
-from neurocomp.passes.quantize import check_lowerable
-from neurocomp.backends.lava import regroup_conv_weight
+from neurocomp.backends.lava.layout import regroup_conv_weight, source_data, to_torch_layout
+from neurocomp.ir import (Conv2d, CubaLIF, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MAAttention, MALIF,
+                          SpikeAttention, SumPool2d, Threshold)
+from neurocomp.ir.rules import check_lowerable
 
 HINT = "compile with --target lava (neurocomp's own Lava emission runs it)"
 
@@ -62,25 +65,154 @@ def _bias(neu, syn, exact: bool = True):
     return b.reshape(-1)
 
 
+class _Layers:
+    """Where the writers are: the file's ``layer`` group, the next layer index, the open layer group
+    (a synapse's, which its neuron completes), and the torch shape flowing in."""
+
+    def __init__(self, group, pairs, exact, shape):
+        self.group, self.pairs, self.exact, self.shape = group, pairs, exact, tuple(shape)
+        self.index, self.h, self.synapse = 0, None, None
+
+    def open(self, type_name):
+        self.h = self.group.create_group(str(self.index))
+        self.index += 1
+        _type(self.h, type_name)
+        return self.h
+
+
+def _write_input(node, L: _Layers) -> None:
+    h = L.open("input")
+    h.create_dataset("shape", data=np.array(L.shape))
+
+
+def _write_flatten(node, L: _Layers) -> None:
+    if len(L.shape) == 3:
+        h = L.open("flatten")
+        h.create_dataset("shape", data=np.array([int(np.prod(L.shape)), 1, 1]))
+    L.shape = tuple(node.out_shape)
+
+
+def _write_linear(node, L: _Layers) -> None:
+    neu = L.pairs[node.name]
+    h = L.open("dense")
+    h.create_dataset("shape", data=np.array(neu.out_shape))
+    h.create_dataset("inFeatures", data=int(node.in_shape[0]))
+    h.create_dataset("outFeatures", data=int(node.out_shape[0]))
+    h.create_dataset("weight", data=np.asarray(node.qweight, np.int64))
+    L.synapse = node
+
+
+def _write_conv_layer(node, L: _Layers, w, stride, pad, dil, groups) -> None:
+    neu = L.pairs[node.name]
+    w, groups = regroup_conv_weight(w, groups)    # netx builds Lava's Conv: int8 groups
+    h = L.open("conv")
+    h.create_dataset("shape", data=np.array(neu.out_shape))
+    h.create_dataset("inChannels", data=int(L.shape[0]))
+    h.create_dataset("outChannels", data=int(neu.out_shape[0]))
+    h.create_dataset("kernelSize", data=np.array(w.shape[2:]))
+    h.create_dataset("stride", data=np.array(stride))
+    h.create_dataset("padding", data=np.array(pad))
+    h.create_dataset("dilation", data=np.array(dil))
+    h.create_dataset("groups", data=int(groups))
+    h.create_dataset("weight", data=w)
+    L.synapse = node
+
+
+def _write_conv(node, L: _Layers) -> None:
+    _write_conv_layer(node, L, np.asarray(node.qweight, np.int64), node.stride, node.padding, node.dilation,
+                      node.groups)
+
+
+def _write_sumpool(node, L: _Layers) -> None:
+    """A sum pool in front of neurons: a depthwise (groups = C) convolution of its window weight."""
+    C = L.shape[0]
+    kh, kw = node.kernel
+    _write_conv_layer(node, L, np.full((C, 1, kh, kw), int(node.qweight), np.int64), node.stride, node.padding,
+                      (1, 1), C)
+
+
+def _write_neuron(neu, L: _Layers) -> None:
+    """The neuron completes its synapse's layer: bias, then netx's CUBA neuron."""
+    b = _bias(neu, L.synapse, L.exact)
+    if b is not None:
+        L.h.create_dataset("bias", data=b)
+    _neuron(L.h, neu)
+    L.shape, L.synapse = tuple(neu.out_shape), None
+
+
+# IR node class -> its netx writer. A new node kind is one entry here (or in REFUSED).
+WRITERS = {
+    Input: _write_input,
+    Flatten: _write_flatten,
+    Linear: _write_linear,
+    Conv2d: _write_conv,
+    SumPool2d: _write_sumpool,
+    LIF: _write_neuron,
+    CubaLIF: _write_neuron,
+    Threshold: _write_neuron,
+}
+
+# IR node classes netx 0.6 has no form for, with the reason given in the one-line refusal.
+REFUSED = {
+    MALIF: "'malif' neurons have no netx form",
+    MAAttention: "dynamic attention (MA-SNN) has no netx form",
+    SpikeAttention: "dynamic spike attention (TCJA/PFA) has no netx form",
+    GradedSpikes: "graded spike payloads have no netx form",
+    Dense: "an unrolled convolution (Dense) has no netx form",
+}
+
+
+def _check_cuba(neu, exact: bool) -> None:
+    where = f"layer '{neu.name}'"
+    if neu.reset == "subtract":
+        raise UnsupportedLayer("reset by subtraction: netx's CUBA neuron resets to 0", where=where, hint=HINT)
+    if neu.rec_qweight is not None:
+        raise UnsupportedLayer("a recurrent layer is not written to netx", where=where, hint=HINT)
+    if not neu.spiking:
+        raise UnsupportedLayer("a non-spiking readout is not written to netx", where=where, hint=HINT)
+
+
+def _check_lif(neu, exact: bool) -> None:
+    if getattr(neu.fixed, "gain_scheduled", False):
+        raise UnsupportedLayer("a gain-scheduled neuron has no netx form", where=f"layer '{neu.name}'", hint=HINT)
+
+
+def _check_threshold(neu, exact: bool) -> None:
+    """A max pool's OR: written as a CUBA neuron with its fixed-point parameters only when not exact."""
+    if exact:
+        _refuse(neu, f"'{neu.kind}' neurons have no netx form")
+
+
+# Neuron class -> what netx's CUBA neuron cannot do for it (a neuron class without an entry is refused).
+NEURON_CHECKS = {CubaLIF: _check_cuba, LIF: _check_lif, Threshold: _check_threshold}
+
+
+def _refuse(node, reason):
+    raise UnsupportedLayer(reason, where=f"layer '{node.name}'", hint=HINT)
+
+
+def writer_for(node):
+    """The netx writer of ``node``'s class, or a one-line ``UnsupportedLayer`` naming the layer."""
+    if type(node) in REFUSED:
+        _refuse(node, REFUSED[type(node)])
+    fn = WRITERS.get(type(node))
+    if fn is None:
+        _refuse(node, f"'{node.kind}' has no netx writer")
+    return fn
+
+
 def check_netx(graph, exact: bool = True) -> list:
     """Raise a one-line error for what netx 0.6 cannot run; returns the (synapse, neuron) pairs.
     ``exact=False`` lets threshold neurons and off-grid biases through (see the module docstring)."""
     pairs = check_lowerable(graph)
     for syn, neu in pairs:
-        where = f"layer '{neu.name}'"
-        if isinstance(neu, CubaLIF):
-            if neu.reset == "subtract":
-                raise UnsupportedLayer("reset by subtraction: netx's CUBA neuron resets to 0", where=where, hint=HINT)
-            if neu.rec_qweight is not None:
-                raise UnsupportedLayer("a recurrent layer is not written to netx", where=where, hint=HINT)
-            if not neu.spiking:
-                raise UnsupportedLayer("a non-spiking readout is not written to netx", where=where, hint=HINT)
-        elif isinstance(neu, LIF):
-            if getattr(neu.fixed, "gain_scheduled", False):
-                raise UnsupportedLayer("a gain-scheduled neuron has no netx form", where=where, hint=HINT)
-        elif exact or not isinstance(neu, Threshold):
-            raise UnsupportedLayer(f"'{neu.kind}' neurons have no netx form", where=where, hint=HINT)
+        check = NEURON_CHECKS.get(type(neu))
+        if check is None:
+            _refuse(neu, REFUSED.get(type(neu), f"'{neu.kind}' neurons have no netx form"))
+        check(neu, exact)
         _bias(neu, syn, exact)
+    for node in graph:
+        writer_for(node)
     return pairs
 
 
@@ -106,60 +238,9 @@ def write_netx(graph, path: str, exact: bool = True) -> None:
     with h5py.File(path, "w") as f:
         f.create_dataset("simulation/Ts", data=1.0)
         f.create_dataset("simulation/tSample", data=int(graph.meta.get("timesteps", 0)))
-        layers = f.create_group("layer")
-        i = 0
-        shape = tuple(graph.input_node.out_shape)
-        h = layers.create_group(str(i))
-        _type(h, "input")
-        h.create_dataset("shape", data=np.array(shape))
-        i += 1
+        layers = _Layers(f.create_group("layer"), pairs, exact, graph.input_node.out_shape)
         for node in graph:
-            if isinstance(node, Input):
-                continue
-            if isinstance(node, Flatten):
-                if len(shape) == 3:
-                    h = layers.create_group(str(i))
-                    _type(h, "flatten")
-                    h.create_dataset("shape", data=np.array([int(np.prod(shape)), 1, 1]))
-                    i += 1
-                shape = tuple(node.out_shape)
-                continue
-            if not node.is_synapse:
-                continue
-            neu = pairs[node.name]
-            h = layers.create_group(str(i))
-            b = _bias(neu, node, exact)
-            if isinstance(node, Linear):
-                _type(h, "dense")
-                h.create_dataset("shape", data=np.array(neu.out_shape))
-                h.create_dataset("inFeatures", data=int(node.in_shape[0]))
-                h.create_dataset("outFeatures", data=int(node.out_shape[0]))
-                h.create_dataset("weight", data=np.asarray(node.qweight, np.int64))
-            else:
-                if isinstance(node, SumPool2d):
-                    C = shape[0]
-                    kh, kw = node.kernel
-                    w = np.full((C, 1, kh, kw), int(node.qweight), np.int64)
-                    stride, pad, dil, groups = node.stride, node.padding, (1, 1), C
-                else:
-                    w = np.asarray(node.qweight, np.int64)
-                    stride, pad, dil, groups = node.stride, node.padding, node.dilation, node.groups
-                w, groups = regroup_conv_weight(w, groups)    # netx builds Lava's Conv: int8 groups
-                _type(h, "conv")
-                h.create_dataset("shape", data=np.array(neu.out_shape))
-                h.create_dataset("inChannels", data=int(shape[0]))
-                h.create_dataset("outChannels", data=int(neu.out_shape[0]))
-                h.create_dataset("kernelSize", data=np.array(w.shape[2:]))
-                h.create_dataset("stride", data=np.array(stride))
-                h.create_dataset("padding", data=np.array(pad))
-                h.create_dataset("dilation", data=np.array(dil))
-                h.create_dataset("groups", data=int(groups))
-                h.create_dataset("weight", data=w)
-            if b is not None:
-                h.create_dataset("bias", data=b)
-            _neuron(h, neu)
-            i += 1
-            shape = tuple(neu.out_shape)
+            WRITERS[type(node)](node, layers)
 
 
 def run_netx(path: str, x_seq, timesteps: int):
@@ -174,24 +255,19 @@ def run_netx(path: str, x_seq, timesteps: int):
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.io.source import RingBuffer as Source
-    from neurocomp.backends.lava_recorder import SpikeRecorder, create_file
+    from neurocomp.backends.lava.recorder import emit_recorder
 
     x = torch.as_tensor(x_seq).cpu().numpy()
     T, B = x.shape[:2]
     net = netx.hdf5.Network(net_config=path, reset_interval=T, reset_offset=1)
     depth = len(net.layers)
-    frames = np.swapaxes(x, 0, 1).reshape((B * T,) + x.shape[2:])
-    frames = np.concatenate([frames, np.zeros((depth,) + x.shape[2:], frames.dtype)], axis=0)
-    data = np.transpose(frames, tuple(range(frames.ndim - 1, 0, -1)) + (0,)).astype(np.int64)
-    src = Source(data=data)
+    src = Source(data=source_data(x, depth).astype(np.int64))
     src.s_out.connect(net.inp)
     total = B * T + depth
     rec_dir = tempfile.mkdtemp(prefix="neurocomp-netx-")
     out_shape = net.out.shape
     rpath = os.path.join(rec_dir, "out.npy")
-    create_file(rpath, out_shape, total)
-    rec = SpikeRecorder(shape=out_shape, path=rpath, steps=total)
-    net.out.connect(rec.a_in)
+    emit_recorder(net.out, rpath, out_shape, total)
     try:
         net.run(condition=RunSteps(num_steps=total), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
     finally:
@@ -200,7 +276,5 @@ def run_netx(path: str, x_seq, timesteps: int):
     shutil.rmtree(rec_dir, ignore_errors=True)
     idx = np.arange(B)[:, None] * T + np.arange(T)[None, :] + depth   # [B, T]
     sel = raw[idx]                                             # [B, T, *lava_shape]
-    sel = np.swapaxes(sel, 0, 1)
-    if sel.ndim == 5:
-        sel = np.transpose(sel, (0, 1, 4, 3, 2))
+    sel = to_torch_layout(np.swapaxes(sel, 0, 1), lead=2)   # [T, B, *torch_shape]
     return torch.as_tensor(sel != 0), net

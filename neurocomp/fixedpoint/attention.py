@@ -3,7 +3,7 @@
 ``--attention dynamic`` keeps each module's exact, per-sample map. The layer feeding the module is
 delayed by one window (T steps) while an attention process reads the window and computes the map
 (on Loihi 2 this would run on the chip's embedded x86 cores). This module is that computation, in
-numpy integer arithmetic only, shared by the Lava process models (``backends/lava_dynamic.py``) and
+numpy integer arithmetic only, shared by the Lava process models (``backends/lava/dynamic.py``) and
 the reference simulator, so the two agree bit for bit.
 
 How the float module becomes integer arithmetic (a *program*, built once per module at emit time by

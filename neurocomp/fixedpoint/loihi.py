@@ -91,7 +91,7 @@ def dense_lava_weights(w8):
 
 
 def cuba_step(u, v, a, du, dv, v_bias, i_bias, vth, subtract, spiking, xp_clip):
-    """One step of neurocomp's CUBA neuron (``CubaLIF``; Lava process ``neurocomp.backends.lava_cuba``).
+    """One step of neurocomp's CUBA neuron (``CubaLIF``; Lava process ``neurocomp.backends.lava.cuba``).
 
     As :func:`lif_step` plus a per-neuron current bias ``i_bias`` (u units), ``dv`` up to 4096
     (4096: no voltage memory), reset by subtraction of ``vth * 2**6`` when ``subtract``, and no

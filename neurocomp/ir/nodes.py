@@ -263,7 +263,7 @@ class GradedSpikes(Node):
     ``qscale`` (int, ``1..2**payload_bits - 1``, 0 where ``scale`` rounds to 0) and ``shift``
     (``scale ~ qscale / 2**shift``); the consuming neuron divides its synaptic input by
     ``2**shift`` again (its ``gain_shift``). In Lava a zero-delay gate process sends
-    ``spike * qscale`` (``backends.lava_payload``); on Loihi 2 it is the neuron's graded payload.
+    ``spike * qscale`` (``backends.lava.payload``); on Loihi 2 it is the neuron's graded payload.
     """
     scale: np.ndarray = None
     qscale: Optional[np.ndarray] = None

@@ -1,7 +1,8 @@
-"""A Lava process for :class:`~neurocomp.ir.CubaLIF` layers: Loihi's CUBA compartment plus what
-Lava's stock ``LIF`` cannot do (reset by subtraction, a per-neuron current bias, no voltage memory
-``dv = 4096``, a non-spiking readout, and a separate recurrent input ``r_in`` that is ignored on
-the step a sample starts, so back-to-back samples do not leak through the recurrent weights).
+"""A Lava process for :class:`~neurocomp.ir.CubaLIF` layers and its emitter (``emit_cuba``): Loihi's
+CUBA compartment plus what Lava's stock ``LIF`` cannot do (reset by subtraction, a per-neuron current
+bias, no voltage memory ``dv = 4096``, a non-spiking readout, and a separate recurrent input ``r_in``
+that is ignored on the step a sample starts, so back-to-back samples do not leak through the
+recurrent weights).
 
 Its ``fixed_pt`` model calls :func:`neurocomp.fixedpoint.cuba_step`, the same function the
 reference simulator runs. Like ``LIFReset``, ``u`` and ``v`` are zeroed when
@@ -22,6 +23,8 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from neurocomp import fixedpoint as fx
+from neurocomp.backends.lava.layout import to_lava_layout
+from neurocomp.errors import UnsupportedLayer
 
 
 class CubaNeuron(AbstractProcess):
@@ -71,7 +74,6 @@ def emit_cuba(neu, out_shape, timesteps: int, delay: int, fixed: bool):
     """The process for one CubaLIF layer (and its recurrent Dense). Returns (neuron, [extra procs])."""
     from lava.proc.dense.process import Dense
     from lava.utils.weightutils import SignMode
-    from neurocomp.errors import UnsupportedLayer
 
     if not fixed:
         raise UnsupportedLayer("CUBA layers from NIR run only under fixed_pt", where=f"layer '{neu.name}'",
@@ -80,15 +82,10 @@ def emit_cuba(neu, out_shape, timesteps: int, delay: int, fixed: bool):
         raise UnsupportedLayer("a non-spiking readout (LI/CubaLI) is not emitted to Lava", where=f"layer '{neu.name}'",
                                hint="read it from the reference simulator, or end the graph with a spiking layer")
     p = neu.fixed
-
-    def lay(a):
-        a = np.asarray(a)
-        return np.transpose(a, (2, 1, 0)) if a.ndim == 3 else a
-
     v_bias = fx.effective_bias(np.asarray(p.bias_mant, np.int64), np.asarray(p.bias_exp, np.int64))
     i_bias = np.zeros(neu.out_shape, np.int64) if neu.qi_bias is None else np.asarray(neu.qi_bias, np.int64)
-    proc = CubaNeuron(shape=out_shape, du=int(p.du), dv=int(p.dv), vth=int(p.vth), v_bias=lay(v_bias),
-                      i_bias=lay(i_bias), subtract=neu.reset == "subtract", spiking=True,
+    proc = CubaNeuron(shape=out_shape, du=int(p.du), dv=int(p.dv), vth=int(p.vth), v_bias=to_lava_layout(v_bias),
+                      i_bias=to_lava_layout(i_bias), subtract=neu.reset == "subtract", spiking=True,
                       reset_interval=int(timesteps), reset_offset=(1 + delay) % int(timesteps), name=neu.name)
     extra = []
     if neu.rec_qweight is not None:

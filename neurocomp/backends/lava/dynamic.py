@@ -10,7 +10,9 @@ gain table at the window's last step in integer arithmetic (``neurocomp.fixedpoi
 on the program ``ma_program`` built at emit time, the functions the reference simulator calls) and,
 during the next window, sends row ``t`` at the step when the delayed current of step ``t`` reaches
 the neuron. On Loihi 2 this process would run on the chip's
-embedded x86 cores and the delay would be synaptic/axonal delays.
+embedded x86 cores and the delay would be synaptic/axonal delays. ``emit_ma_attention`` and
+``emit_spike_attention_gate`` build these processes for the IR's ``MAAttention`` (with the neuron
+after it) and ``SpikeAttention``.
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from neurocomp import fixedpoint as fx
-from neurocomp.fixedpoint.attention import ma_gains
+from neurocomp.backends.lava.layout import lava_shape, to_lava_layout, to_torch_layout
+from neurocomp.fixedpoint.attention import ma_gains, ma_program, spike_payload, spike_program
 
 
 class DelayLine(AbstractProcess):
@@ -58,9 +61,8 @@ class PyDelayLineFixed(PyLoihiProcessModel):
 class MAAttentionProcess(AbstractProcess):
     """Computes MA-SNN's gains from one window of a layer's current; streams them one window later."""
 
-    def __init__(self, *, shape, program: dict, lava_layout: bool, bias, window: int, window_offset: int):
-        super().__init__(shape=shape, program=program, lava_layout=lava_layout, window=window,
-                         window_offset=window_offset)
+    def __init__(self, *, shape, program: dict, bias, window: int, window_offset: int):
+        super().__init__(shape=shape, program=program, window=window, window_offset=window_offset)
         self.a_in = InPort(shape=shape)
         self.g_out = OutPort(shape=shape)
         self.bias = Var(shape=shape, init=bias)
@@ -89,14 +91,12 @@ class PyMAAttentionFixed(PyLoihiProcessModel):
         self._window[t] = self.a_in.recv()
         if t == T - 1:
             x = self._window * (1 << fx.ACT_SHIFT) + self.bias.astype(np.int64)
-            if p["lava_layout"]:     # maps are computed on (T, C, H, W); Lava neurons are (T, W, H, C)
-                self._gains = ma_gains(x.transpose(0, 3, 2, 1)[None], p["program"])[0].transpose(0, 3, 2, 1)
-            else:
-                self._gains = ma_gains(x[None], p["program"])[0]
+            # maps are computed on (T, C, H, W); Lava neurons are (T, W, H, C)
+            self._gains = to_lava_layout(ma_gains(to_torch_layout(x, lead=1)[None], p["program"])[0], lead=1)
 
 
 class GainLIFDynamic(AbstractProcess):
-    """GainLIF whose gain for the current step arrives on ``g_in`` (see lava_gainlif.GainLIF)."""
+    """GainLIF whose gain for the current step arrives on ``g_in`` (see gainlif.GainLIF)."""
 
     def __init__(self, *, shape, gain_shift: int, bias, dv, vth, v_reset=0, rectify=True, gain_on_bias=True,
                  window: int, window_offset: int, name=None):
@@ -156,11 +156,6 @@ class SpikeAttentionGate(AbstractProcess):
         self.s_out = OutPort(shape=fwd_shape)
 
 
-def _to_torch_layout(a: np.ndarray) -> np.ndarray:
-    """(T, W, H, C) -> (T, C, H, W); 1-D frames stay."""
-    return a.transpose(0, 3, 2, 1) if a.ndim == 4 else a
-
-
 @implements(proc=SpikeAttentionGate, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
@@ -177,7 +172,6 @@ class PySpikeAttentionGateFixed(PyLoihiProcessModel):
         self._payload = np.zeros((2, T) + tuple(proc_params["fwd_shape"]), np.int64)
 
     def run_spk(self):
-        from neurocomp.fixedpoint.attention import spike_payload
         p = self.proc_params
         T = p["window"]
         f = self.time_step - 1 - p["fwd_offset"]
@@ -188,8 +182,36 @@ class PySpikeAttentionGateFixed(PyLoihiProcessModel):
         t_s, k_s = g % T, g // T
         self._src[t_s] = self.s_src.recv() != 0
         if t_s == T - 1:
-            src = _to_torch_layout(self._src)
+            src = to_torch_layout(self._src, lead=1)
             pay = spike_payload(p["program"], src[None])[0]     # torch layout
-            fwd_torch = _to_torch_layout(self._ring).shape[1:]
+            fwd_torch = to_torch_layout(self._ring, lead=1).shape[1:]
             pay = np.broadcast_to(pay, (T,) + tuple(fwd_torch))
-            self._payload[k_s % 2] = pay.transpose(0, 3, 2, 1) if pay.ndim == 4 else pay
+            self._payload[k_s % 2] = to_lava_layout(pay, lead=1)
+
+
+def emit_ma_attention(neu, att, out_shape, T, delay):
+    """Delay line + attention process + gain-fed LIF for neuron ``neu`` whose MA attention ``att`` stays
+    dynamic. Returns ``(neuron, [ports the synapse feeds], [extra procs])``."""
+    p = neu.fixed
+    bias = to_lava_layout(fx.effective_bias(np.asarray(p.bias_mant, np.int64), np.asarray(p.bias_exp, np.int64)))
+    line = DelayLine(shape=out_shape, delay=T)
+    # the program is built once here; the process model runs it at the end of every window
+    proc = MAAttentionProcess(shape=out_shape, program=ma_program(att.state(), att.parts, float(att.x_scale)),
+                              bias=bias, window=T, window_offset=delay - T)
+    lif = GainLIFDynamic(shape=out_shape, gain_shift=int(p.gain_shift), bias=bias, dv=p.dv, vth=p.vth,
+                         v_reset=p.v_reset, rectify=p.rectify, gain_on_bias=p.gain_on_bias, window=T,
+                         window_offset=delay, name=neu.name)
+    line.a_out.connect(lif.a_in)
+    proc.g_out.connect(lif.g_in)
+    return lif, [line.a_in, proc.a_in], [line, proc]
+
+
+def emit_spike_attention_gate(node, fwd_port, fwd_shape, fwd_delay, src_port, src_shape, src_delay, T):
+    """The gate of a SpikeAttention node: scales the spikes on ``fwd_port`` (torch shape ``fwd_shape``)
+    by the map computed from those on ``src_port`` (torch shape ``src_shape``). Returns the gate."""
+    program = spike_program(node.meta["module"], node.state(), tuple(src_shape), tuple(node.pool))
+    gate = SpikeAttentionGate(fwd_shape=lava_shape(fwd_shape), src_shape=tuple(src_port.shape), program=program,
+                              window=T, fwd_offset=fwd_delay, src_offset=src_delay)
+    fwd_port.connect(gate.s_fwd)
+    src_port.connect(gate.s_src)
+    return gate

@@ -6,7 +6,7 @@ LIF without current memory; after a spike the voltage is set to ``v_reset`` (MA-
 threshold). The ``fixed_pt`` model calls ``neurocomp.fixedpoint.gain_lif_step``, the same function
 the reference simulator uses, so the two cannot drift. The gain table is a Var (``gain``) that a
 host or an attention process may rewrite between samples. The state resets at the start of each
-sample window, as ``LIFReset`` does.
+sample window, as ``LIFReset`` does. ``emit_gain_lif`` builds it for a gain-scheduled IR neuron.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from neurocomp import fixedpoint as fx
+from neurocomp.backends.lava.layout import to_lava_layout
 
 
 class GainLIF(AbstractProcess):
@@ -101,3 +102,22 @@ class PyGainLIFFloat(_GainLIFModel):
         s = v > self.vth[0]
         self.v[:] = np.where(s, self.v_reset[0], v)
         self.s_out.send(s.astype(float))
+
+
+def emit_gain_lif(neu, out_shape, T, delay, fixed):
+    """A GainLIF process for a neuron carrying folded attention (or MA-SNN's reset-to-threshold)."""
+    p = neu.fixed
+    bias = to_lava_layout(fx.effective_bias(np.asarray(p.bias_mant, np.int64), np.asarray(p.bias_exp, np.int64)))
+    if p.gain_mant is None:
+        gain = np.ones((T,) + tuple(out_shape), np.int64)
+        shift = 0
+    else:
+        gain = np.ascontiguousarray(to_lava_layout(np.asarray(p.gain_mant), lead=1), np.int64)
+        shift = int(p.gain_shift)
+    if fixed:
+        return GainLIF(shape=out_shape, gain=gain, gain_shift=shift, bias=bias, dv=p.dv, vth=p.vth,
+                       v_reset=p.v_reset, rectify=p.rectify, gain_on_bias=p.gain_on_bias, window=T,
+                       window_offset=delay, name=neu.name)
+    return GainLIF(shape=out_shape, gain=gain.astype(np.float64), gain_shift=shift, bias=bias / 64.0,
+                   dv=p.dv / fx.DECAY_UNITY, vth=p.vth + 1.0 / 64, v_reset=p.v_reset / 64.0, rectify=p.rectify,
+                   gain_on_bias=p.gain_on_bias, window=T, window_offset=delay, name=neu.name)

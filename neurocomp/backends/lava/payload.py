@@ -5,8 +5,9 @@ sent by the producing neuron (or the input) as graded spikes: each spike carries
 constant integer payload ``qscale`` (8 bits), and the convolution after it (``num_message_bits =
 8``) keeps its shared weights. On Loihi 2 the payload is the neuron's graded spike; here a gate
 between the neuron's ``s_out`` and the synapse multiplies each step's spikes by the payloads. It
-receives and sends in the same step, so it adds no delay (``passes.timing``). The reference
-simulator computes the same product (``sim.reference.run_fixed``).
+receives and sends in the same step, so it adds no delay (``ir.timing``). The reference
+simulator computes the same product (``sim.reference.run_fixed``). ``emit_payload_gate`` builds it
+for a ``GradedSpikes`` node.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+
+from neurocomp.backends.lava.layout import lava_shape, to_lava_layout
 
 
 class PayloadGate(AbstractProcess):
@@ -56,3 +59,12 @@ class PyPayloadGateFloat(PyLoihiProcessModel):
     def run_spk(self):
         s = self.s_in.recv() != 0
         self.s_out.send(s * self.payload)
+
+
+def emit_payload_gate(node, port, shape, fixed: bool):
+    """The gate of a GradedSpikes node on the spikes of ``port`` (torch shape ``shape``); returns it."""
+    pay = to_lava_layout(np.asarray(node.qscale, np.int64))
+    gate = PayloadGate(shape=lava_shape(shape), payload=pay if fixed else pay.astype(np.float64),
+                       name=f"{node.name}.payload")
+    port.connect(gate.s_in)
+    return gate

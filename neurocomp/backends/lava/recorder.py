@@ -3,6 +3,7 @@
 Reading a stock ``sink.RingBuffer`` back through ``Var.get()`` moves the whole buffer through
 Lava's channels and took minutes for a 360-sample run; this recorder's process model (its own OS
 process) writes into a file the parent opens afterwards, which costs nothing measurable.
+``emit_recorder`` creates the file and attaches a recorder to a port.
 """
 from __future__ import annotations
 
@@ -28,6 +29,14 @@ class SpikeRecorder(AbstractProcess):
 def create_file(path: str, shape, steps: int) -> None:
     mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(steps,) + tuple(shape))
     del mm
+
+
+def emit_recorder(port, path: str, shape, steps: int) -> SpikeRecorder:
+    """Record the spikes of ``port`` (Lava shape ``shape``) for ``steps`` steps into ``path``."""
+    create_file(path, shape, steps)
+    sink = SpikeRecorder(shape=shape, path=path, steps=steps)
+    port.connect(sink.a_in)
+    return sink
 
 
 class _RecorderModel(PyLoihiProcessModel):

@@ -1,0 +1,22 @@
+"""The Lava backend: emit a quantized IR graph as a Lava process network and run it on the CPU simulator.
+
+``runtime`` (Lava's multiprocessing import, stopping and killing a runtime), ``layout`` (torch <-> Lava
+layout, conv weights and parameters), ``emit`` (one emitter per IR node class, in ``EMITTERS``), ``run``
+(samples back to back, the recording read back time-aligned), and one file per neurocomp process with
+its emitter: ``cuba``, ``gainlif``, ``dynamic`` (MA-SNN and TCJA/PFA attention kept dynamic),
+``payload`` (graded spike payloads), ``recorder`` (spikes to a memory-mapped file).
+
+Lava itself is imported only when a network is emitted or run (importing it fixes the process start
+method, see ``runtime.ensure_lava_runtime``): importing this package imports no Lava module.
+"""
+from neurocomp.backends.lava.emit import EMITTERS, emit, emitter_for
+from neurocomp.backends.lava.layout import (LAVA_CONV_PARAM_MAX, check_conv_params, conv_weight_to_lava,
+                                            flatten_permutation, lava_shape, lava_xy, regroup_conv_weight,
+                                            source_data, to_lava_layout, to_torch_layout)
+from neurocomp.backends.lava.run import LavaRecording, record_lava, run_lava
+from neurocomp.backends.lava.runtime import ensure_lava_runtime, kill_runtime, stop_runtime
+
+__all__ = ["EMITTERS", "emit", "emitter_for", "LAVA_CONV_PARAM_MAX", "check_conv_params", "conv_weight_to_lava",
+           "flatten_permutation", "lava_shape", "lava_xy", "regroup_conv_weight", "source_data", "to_lava_layout",
+           "to_torch_layout", "LavaRecording", "record_lava", "run_lava", "ensure_lava_runtime", "kill_runtime",
+           "stop_runtime"]

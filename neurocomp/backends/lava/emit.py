@@ -1,0 +1,277 @@
+"""Emit a quantized IR graph as a Lava process network: one emitter per IR node class.
+
+The graph is walked in order (a chain checked by ``ir.rules.check_lowerable``); ``EMITTERS`` maps each
+node class to the function that emits it. A synapse (Linear, Dense, Conv2d, SumPool2d) becomes a
+stock Lava ``Dense``/``Conv`` fed by what the walk carries; the neuron after it becomes a stock
+``LIFReset`` or one of neurocomp's processes (``gainlif``, ``dynamic``, ``cuba``) fed by that synapse,
+its spikes recorded (``recorder``). Attention on spikes is a gate process in front of the next synapse
+(``dynamic``, ``payload``); MA-SNN's dynamic attention is emitted with the neuron after it. A node
+class without an entry is refused with a one-line ``UnsupportedLayer`` before anything is built.
+Every neuron layer resets its state when its own window starts (``reset_offset = (1 + delay) mod T``,
+the delays of ``ir.timing``), so samples run back to back never leak into each other.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from neurocomp import fixedpoint as fx
+from neurocomp.backends.lava.layout import (check_conv_params, conv_weight_to_lava, flatten_permutation,
+                                            lava_shape, lava_xy, regroup_conv_weight, to_lava_layout)
+from neurocomp.backends.lava.runtime import ensure_lava_runtime
+from neurocomp.errors import BadInput, UnsupportedLayer
+from neurocomp.ir import (Conv2d, CubaLIF, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MAAttention, MALIF,
+                          SpikeAttention, SumPool2d, Threshold)
+from neurocomp.ir.rules import check_lowerable
+from neurocomp.ir.timing import time_alignment
+
+
+class _Emitted:
+    """The processes of one emitted network (kept together so they can be run and stopped)."""
+
+    def __init__(self):
+        self.source = None
+        self.layers = []     # (neuron name, lif process, recording path or None, lava shape, torch shape)
+        self.procs = []
+
+
+class _Walk:
+    """What the emitters share while the graph is walked: the port the next node reads and what it carries."""
+
+    def __init__(self, graph, pairs, timing, fixed, record, record_dir, total_steps, net):
+        self.graph, self.timing, self.T, self.fixed = graph, timing, timing["timesteps"], fixed
+        self.record, self.record_dir, self.total_steps, self.net = record, record_dir, total_steps, net
+        self.pairs = {syn.name: neu for syn, neu in pairs}     # synapse name -> its neuron
+        nodes = list(graph.nodes)
+        self.attention_of = {nodes[k + 1].name: n for k, n in enumerate(nodes) if isinstance(n, MAAttention)}
+        self.port = net.source.s_out
+        self.shape = tuple(graph.input_node.out_shape)   # torch shape of what `port` carries
+        self.flat_from = None                             # torch 3-D shape if `port` is a flattened (W,H,C)
+        self.graded = False                               # `port` carries graded payloads
+        self.port_delay = 0                               # delay of what `port` carries
+        self.out_ports = {}                               # neuron name -> its spike OutPort
+        self.synapse = None                               # the synapse process waiting for its neuron
+
+    def feed_synapse(self, syn) -> None:
+        self.port.connect(syn.s_in)
+        self.synapse = syn
+
+    def feed_neuron(self, neu, lif, targets, delay: int) -> None:
+        """Connect the waiting synapse to ``targets``, record ``lif``'s spikes, and carry them on."""
+        from neurocomp.backends.lava.recorder import emit_recorder
+        syn, out_shape = self.synapse, lava_shape(neu.out_shape)
+        a_port = syn.a_out.reshape(out_shape) if syn.a_out.shape != out_shape else syn.a_out
+        a_port.connect(targets)
+        if self.record is None or neu.name in self.record:
+            path = os.path.join(self.record_dir, f"{len(self.net.layers)}.npy")
+            self.net.procs += [syn, lif, emit_recorder(lif.s_out, path, out_shape, self.total_steps)]
+        else:
+            path = None
+            self.net.procs += [syn, lif]
+        self.net.layers.append((neu.name, lif, path, out_shape, tuple(neu.out_shape)))
+        self.port, self.shape, self.flat_from = lif.s_out, tuple(neu.out_shape), None
+        self.out_ports[neu.name] = lif.s_out
+        self.graded, self.port_delay, self.synapse = False, delay, None
+
+
+def _fixed_only(w: _Walk) -> None:
+    if not w.fixed:
+        raise BadInput("dynamic attention runs only under fixed_pt", where="tag", hint="use fixed_pt")
+
+
+# ---- nodes that carry spikes on (no process, or a gate in front of the next synapse) ----------
+def _input(node, w: _Walk) -> None:
+    """The source (a RingBuffer of the inputs) is built before the walk."""
+
+
+def _ma_attention(node, w: _Walk) -> None:
+    """Emitted with the neuron after it (its gains feed that neuron): see ``_loihi_neuron``."""
+
+
+def _flatten(node, w: _Walk) -> None:
+    if len(w.shape) == 3:
+        w.port = w.port.flatten()
+        w.flat_from = w.shape
+    w.shape = tuple(node.out_shape)
+
+
+def _spike_attention(node, w: _Walk) -> None:
+    from neurocomp.backends.lava.dynamic import emit_spike_attention_gate
+    _fixed_only(w)
+    if node.source is None:
+        src_port, src_shape, src_delay = w.port, w.shape, w.port_delay
+    else:
+        src_port, src_shape = w.out_ports[node.source], tuple(w.graph[node.source].out_shape)
+        src_delay = w.timing["layer_delay"][node.source]
+    gate = emit_spike_attention_gate(node, w.port, w.shape, w.port_delay, src_port, src_shape, src_delay, w.T)
+    w.net.procs.append(gate)
+    w.port, w.graded = gate.s_out, True
+
+
+def _graded_spikes(node, w: _Walk) -> None:
+    """The producer's graded payloads (static PFA maps)."""
+    from neurocomp.backends.lava.payload import emit_payload_gate
+    gate = emit_payload_gate(node, w.port, w.shape, w.fixed)
+    w.net.procs.append(gate)
+    w.port, w.graded = gate.s_out, True
+
+
+# ---- synapses -------------------------------------------------------------------------------
+def _float_gain(neu) -> float:
+    return 1.0 / neu.tau if (getattr(neu, "tau", None) is not None and neu.decay_input) else 1.0
+
+
+def _weight(node, w: _Walk) -> np.ndarray:
+    """The integer weights (fixed_pt), or the float weights in Lava's float units (floating_pt)."""
+    if w.fixed:
+        return node.qweight
+    neu = w.pairs[node.name]
+    rec = next(r for p in w.graph.meta["passes"] if p["pass"] == "quantize" for r in p["layers"]
+               if r["layer"] == neu.name)
+    return node.weight.astype(np.float64) * _float_gain(neu) * rec["scale"]
+
+
+def _dense_process(node, w: _Walk, weights) -> None:
+    from lava.proc.dense.process import Dense as LavaDense
+    from lava.utils.weightutils import SignMode
+    if w.fixed:
+        w2, wexp = fx.dense_lava_weights(weights.astype(np.int64))
+        syn = LavaDense(weights=w2, weight_exp=wexp, num_weight_bits=8, sign_mode=SignMode.MIXED,
+                        num_message_bits=8 if w.graded else 0, name=node.name)
+    else:
+        syn = LavaDense(weights=weights, name=node.name)
+    w.feed_synapse(syn)
+
+
+def _linear(node, w: _Walk) -> None:
+    weights = _weight(node, w)
+    if w.flat_from is not None:           # columns in Lava's flattened (W, H, C) order
+        weights = weights[:, flatten_permutation(w.flat_from)]
+    _dense_process(node, w, weights)
+
+
+def _dense(node, w: _Walk) -> None:
+    """An IR Dense (any shape in and out, torch flatten order) as a Lava Dense on flattened vectors."""
+    weights = _weight(node, w)
+    if w.flat_from is not None:
+        weights = weights[:, flatten_permutation(w.flat_from)]
+    if len(w.shape) == 3:                 # (W, H, C) spikes in, flattened in Lava's order
+        w.port = w.port.flatten()
+        weights = weights[:, flatten_permutation(w.shape)]
+    out = tuple(w.pairs[node.name].out_shape)
+    if len(out) == 3:                     # rows in Lava's (W, H, C) order
+        weights = weights[flatten_permutation(out), :]
+    _dense_process(node, w, weights)
+
+
+def _conv_process(node, w: _Walk, weights, groups, stride, padding, dilation) -> None:
+    from lava.proc.conv.process import Conv
+    weights, groups = regroup_conv_weight(np.asarray(weights), groups)
+    check_conv_params(node, weights.shape[2:], stride, padding, dilation)
+    k = conv_weight_to_lava(weights)
+    syn = Conv(weight=k.astype(np.int64) if w.fixed else k, input_shape=lava_shape(w.shape),
+               padding=lava_xy(padding), stride=lava_xy(stride), dilation=lava_xy(dilation), groups=groups,
+               name=node.name, num_message_bits=8 if w.graded else 0)
+    w.feed_synapse(syn)
+
+
+def _conv(node, w: _Walk) -> None:
+    _conv_process(node, w, _weight(node, w), node.groups, node.stride, node.padding, node.dilation)
+
+
+def _sumpool(node, w: _Walk) -> None:
+    """Sum pooling (MaxPool over spikes, with a Threshold after it) as a depthwise conv of its window weight."""
+    C = w.shape[0]
+    kh, kw = node.kernel
+    weights = np.full((C, 1, kh, kw), float(node.qweight))
+    _conv_process(node, w, weights, C, node.stride, node.padding, (1, 1))
+
+
+# ---- neurons --------------------------------------------------------------------------------
+def _lif_reset(neu, out_shape, T, delay, fixed):
+    """Lava's stock LIFReset for a plain Loihi compartment."""
+    from lava.proc.lif.process import LIFReset
+    p = neu.fixed
+    if fixed:
+        return LIFReset(shape=out_shape, du=p.du, dv=p.dv, vth=p.vth,
+                        bias_mant=to_lava_layout(np.asarray(p.bias_mant)).astype(np.int64),
+                        bias_exp=to_lava_layout(np.asarray(p.bias_exp)).astype(np.int64),
+                        reset_interval=T, reset_offset=(1 + delay) % T, name=neu.name)
+    bias = fx.effective_bias(np.asarray(p.bias_mant, np.float64), np.asarray(p.bias_exp, np.int64)) / 64.0
+    return LIFReset(shape=out_shape, du=1.0, dv=p.dv / fx.DECAY_UNITY, vth=p.vth + 1.0 / 64,
+                    bias_mant=to_lava_layout(bias), bias_exp=0,
+                    reset_interval=T, reset_offset=(1 + delay) % T, name=neu.name)
+
+
+def _loihi_neuron(neu, w: _Walk) -> None:
+    """LIF, MALIF, Threshold: a Loihi compartment (``LoihiNeuron`` parameters); gain-scheduled ones run
+    as GainLIF, those with dynamic MA attention as the attention processes plus a gain-fed LIF."""
+    p, out_shape = neu.fixed, lava_shape(neu.out_shape)
+    delay = w.timing["layer_delay"][neu.name]
+    if p.dynamic_gain:
+        from neurocomp.backends.lava.dynamic import emit_ma_attention
+        _fixed_only(w)
+        lif, targets, extra = emit_ma_attention(neu, w.attention_of[neu.name], out_shape, w.T, delay)
+        w.net.procs += extra
+    elif p.gain_scheduled:
+        from neurocomp.backends.lava.gainlif import emit_gain_lif
+        lif = emit_gain_lif(neu, out_shape, w.T, delay, w.fixed)
+        targets = lif.a_in
+    else:
+        lif = _lif_reset(neu, out_shape, w.T, delay, w.fixed)
+        targets = lif.a_in
+    w.feed_neuron(neu, lif, targets, delay)
+
+
+def _cuba_neuron(neu, w: _Walk) -> None:
+    from neurocomp.backends.lava.cuba import emit_cuba
+    delay = w.timing["layer_delay"][neu.name]
+    lif, extra = emit_cuba(neu, lava_shape(neu.out_shape), w.T, delay, w.fixed)
+    w.net.procs += extra
+    w.feed_neuron(neu, lif, lif.a_in, delay)
+
+
+# The one table: IR node class -> its emitter. A new node kind is one entry here.
+EMITTERS = {
+    Input: _input,
+    Flatten: _flatten,
+    SpikeAttention: _spike_attention,
+    GradedSpikes: _graded_spikes,
+    MAAttention: _ma_attention,
+    Linear: _linear,
+    Dense: _dense,
+    Conv2d: _conv,
+    SumPool2d: _sumpool,
+    LIF: _loihi_neuron,
+    MALIF: _loihi_neuron,
+    Threshold: _loihi_neuron,
+    CubaLIF: _cuba_neuron,
+}
+
+
+def emitter_for(node):
+    """The emitter of ``node``'s class, or a one-line ``UnsupportedLayer`` naming the layer."""
+    fn = EMITTERS.get(type(node))
+    if fn is None:
+        raise UnsupportedLayer(f"'{node.kind}' has no Lava emitter", where=f"layer '{node.name}'",
+                               hint="compile with neurocomp.compile, which lowers the graph to Lava's layers")
+    return fn
+
+
+def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag: str = "fixed_pt",
+         record=None, timing=None) -> _Emitted:
+    """Build the process network. ``inputs_lava``: source data ``(*lava_input_shape, steps)``;
+    every neuron layer's spikes (or only those named in ``record``) are recorded into
+    ``record_dir/<layer>.npy``. ``timing``: the graph's ``ir.timing.time_alignment`` if known."""
+    pairs = check_lowerable(graph)                                 # refuse before building anything
+    emitters = [(node, emitter_for(node)) for node in graph]
+    timing = time_alignment(graph) if timing is None else timing
+    ensure_lava_runtime()
+    from lava.proc.io.source import RingBuffer as Source
+    net = _Emitted()
+    net.source = Source(data=inputs_lava)
+    walk = _Walk(graph, pairs, timing, tag == "fixed_pt", record, record_dir, total_steps, net)
+    for node, fn in emitters:
+        fn(node, walk)
+    return net
