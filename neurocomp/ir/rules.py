@@ -44,12 +44,14 @@ def ma_attention_inside_pair(p: Position):
 
 
 def flatten_outside_pair(p: Position):
+    """Flatten reshapes spikes between layers, never a synapse's current."""
     if isinstance(p.node, Flatten) and p.pending is not None:
         return UnsupportedLayer("Flatten between a synapse and its neuron", where=_where(p.node),
                                 hint="flatten spikes, not currents")
 
 
 def one_synapse_per_neuron(p: Position):
+    """A synapse's current goes into a neuron before the next synapse."""
     if p.node.is_synapse and p.pending is not None:
         return UnsupportedLayer(f"two synaptic layers in a row ('{p.pending.name}' then '{p.node.name}') without a "
                                 "neuron between them", where=_where(p.node),
@@ -57,6 +59,7 @@ def one_synapse_per_neuron(p: Position):
 
 
 def synapse_before_neuron(p: Position):
+    """Every neuron has a synapse (conv/linear/sum pool) in front of it."""
     if p.node.is_neuron and p.pending is None:
         after = p.prev.name if p.prev is not None else None
         return UnsupportedLayer(f"neuron layer without a synapse in front (after '{after}')",
@@ -70,7 +73,8 @@ def threshold_after_sumpool(p: Position):
                                 where=_where(p.node), hint="use a LIF/IF neuron")
 
 
-def sumpool_into_or_or_cuba(p: Position):
+def sumpool_into_threshold_or_cuba(p: Position):
+    """A sum pool feeds a max pool's OR (Threshold) or a CUBA neuron, nothing else yet."""
     if p.node.is_neuron and isinstance(p.pending, SumPool2d) and not isinstance(p.node, (Threshold, CubaLIF)):
         return UnsupportedLayer("sum pooling into a LIF is not lowered yet", where=_where(p.pending),
                                 hint="use MaxPool2d or AvgPool2d between spiking layers")
@@ -94,7 +98,7 @@ def ends_with_neuron(pending) -> Optional[UnsupportedLayer]:
 
 # Every rule a node in the chain must satisfy, in the order their errors are reported for one node.
 RULES = (spike_attention_outside_pair, ma_attention_inside_pair, flatten_outside_pair, one_synapse_per_neuron,
-         synapse_before_neuron, threshold_after_sumpool, sumpool_into_or_or_cuba, known_to_cores)
+         synapse_before_neuron, threshold_after_sumpool, sumpool_into_threshold_or_cuba, known_to_cores)
 
 
 def lowering_violations(graph) -> tuple:
