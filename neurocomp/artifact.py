@@ -51,7 +51,7 @@ def sha256_file(path) -> str:
 def package_versions() -> dict:
     """The versions of neurocomp and of the packages whose behaviour an artifact depends on."""
     from importlib.metadata import version, PackageNotFoundError
-    from neurocomp import __version__
+    from neurocomp._version import __version__
     out = {"neurocomp": __version__}
     for pkg in ("torch", "numpy", "lava-nc", "lava-dl", "nir", "spikingjelly"):
         try:
