@@ -375,11 +375,14 @@ class OutputClaim:
     renamed onto the (still empty) claimed folder. With ``overwrite`` an existing ``out`` must be an
     empty folder or a neurocomp artifact (:func:`is_artifact`); it is re-checked after it is moved
     aside, so a folder swapped in meanwhile is put back untouched. :meth:`release` removes a claim that
-    was never filled (only if it is still the empty folder this run created)."""
+    was never filled (only if it is still the empty folder this run created). ``replaceable``: what an
+    existing folder must be for ``overwrite`` to replace it (a neurocomp artifact unless a caller that
+    owns the folder says otherwise, e.g. the report's plots folder inside an artifact)."""
 
-    def __init__(self, out: str, overwrite: bool = False):
+    def __init__(self, out: str, overwrite: bool = False, replaceable=is_artifact):
         self.path = out = os.path.abspath(out)
         self.overwrite = overwrite
+        self.replaceable = replaceable
         self._made = None                     # (st_dev, st_ino) of the empty folder this run created
         parent = os.path.dirname(out)
         if os.path.lexists(out) and not overwrite:
@@ -389,7 +392,7 @@ class OutputClaim:
         if not os.access(parent, os.W_OK):
             raise NeurocompError("parent folder is not writable", where=parent, hint="choose a writable -o")
         if os.path.lexists(out):
-            if os.path.islink(out) or not os.path.isdir(out) or (os.listdir(out) and not is_artifact(out)):
+            if os.path.islink(out) or not os.path.isdir(out) or (os.listdir(out) and not self.replaceable(out)):
                 raise NeurocompError("exists and is not a neurocomp artifact; --overwrite replaces artifacts only",
                                      where=out, hint="choose another -o or remove it yourself")
             return                            # replaced in commit()
@@ -438,7 +441,7 @@ class OutputClaim:
         except OSError:
             os.rmdir(old)
             raise
-        if not is_artifact(aside):            # swapped in after the check: put it back untouched
+        if not self.replaceable(aside):       # swapped in after the check: put it back untouched
             os.rename(aside, out)
             os.rmdir(old)
             raise NeurocompError("exists and is not a neurocomp artifact; --overwrite replaces artifacts only",
@@ -480,11 +483,13 @@ class OutputClaim:
         return out
 
 
-def write_atomically(out: str, fill, overwrite: bool = False, claim: OutputClaim | None = None) -> str:
+def write_atomically(out: str, fill, overwrite: bool = False, claim: OutputClaim | None = None,
+                     replaceable=is_artifact) -> str:
     """Create folder ``out`` by calling ``fill(tmpdir)`` then renaming; nothing partial is left.
-    ``claim``: an :class:`OutputClaim` of ``out`` taken earlier (before long work); else one is taken now."""
+    ``claim``: an :class:`OutputClaim` of ``out`` taken earlier (before long work); else one is taken now
+    (``overwrite`` and ``replaceable`` as for :class:`OutputClaim`)."""
     if claim is None:
-        claim = OutputClaim(out, overwrite=overwrite)
+        claim = OutputClaim(out, overwrite=overwrite, replaceable=replaceable)
     return claim.commit(fill)
 
 
