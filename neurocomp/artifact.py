@@ -22,10 +22,13 @@ import re
 import shutil
 import stat
 import tempfile
+from importlib.metadata import PackageNotFoundError, version
 
 from neurocomp import signals
+from neurocomp._version import __version__
 from neurocomp.errors import BadArtifact, NeurocompError, escape
 from neurocomp.ir.serialize import load_graph
+from neurocomp.targets import DEFAULT_FOR_BACKEND, available
 
 FORMAT = "neurocomp.artifact"
 VERSION = 1
@@ -50,8 +53,6 @@ def sha256_file(path) -> str:
 
 def package_versions() -> dict:
     """The versions of neurocomp and of the packages whose behaviour an artifact depends on."""
-    from importlib.metadata import version, PackageNotFoundError
-    from neurocomp._version import __version__
     out = {"neurocomp": __version__}
     for pkg in ("torch", "numpy", "lava-nc", "lava-dl", "nir", "spikingjelly"):
         try:
@@ -319,7 +320,6 @@ class Artifact:
     def target_spec(self) -> str:
         """The hardware target this artifact was compiled for, confined: a target name neurocomp knows,
         or the copy of a custom target file inside the artifact (never a path written in the manifest)."""
-        from neurocomp.targets import DEFAULT_FOR_BACKEND, available
         m = self.manifest
         name = m.get("hardware_target") or m.get("target") or "lava"
         if _SAFE_NAME.match(name):
