@@ -25,7 +25,7 @@ demo: $(STAMP)
 
 # the layering contracts of pyproject.toml ([tool.importlinter]): arrows point down the pipeline only
 lint: $(STAMP)
-	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 test: lint
 	$(PY) -m pytest -q

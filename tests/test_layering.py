@@ -15,7 +15,7 @@ def test_import_linter_contracts_hold():
     exe = os.path.join(os.path.dirname(sys.executable), "lint-imports")
     assert os.path.exists(exe), f"{exe} is missing: install the test extra (pip install -e '.[test]')"
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    r = subprocess.run([exe, "--no-cache"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([exe, "--no-cache", "--no-logo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[r.stdout.find("Broken contracts"):] + r.stderr
 
 
