@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= out/demo
 
-.PHONY: env demo test bench clean
+.PHONY: env demo lint test bench clean
 
 $(STAMP): pyproject.toml
 	@if [ ! -x $(PY) ]; then \
@@ -23,7 +23,11 @@ env: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m neurocomp.demo --out $(DEMO_OUT)
 
-test: $(STAMP)
+# the layering contracts of pyproject.toml ([tool.importlinter]): arrows point down the pipeline only
+lint: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache --no-logo
+
+test: lint
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -15,7 +15,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -36,8 +35,7 @@ def main(argv=None):
         return
     from neurocomp._quiet import import_spikingjelly
     import_spikingjelly()
-    from neurocomp.api import compile as compile_
-    from neurocomp.measure import measure_mode
+    from neurocomp.measure import measure_every_mode
     rows = []
     models = sorted(m for m in glob.glob(os.path.join(ROOT, "models", "*", "model.pt")) if "plain" not in m)
     if a.models:
@@ -46,10 +44,11 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         for model in models:
             name = os.path.basename(os.path.dirname(model))
-            for mode in a.modes.split(","):
-                t0 = time.time()
-                art = compile_(model, os.path.join(tmp, f"{name}-{mode}"), attention=mode)
-                row, ref, man = measure_mode(art, None, a.lava_samples)     # the report's per-mode row
+            os.mkdir(os.path.join(tmp, name))
+            runs = measure_every_mode(model, os.path.join(tmp, name), None, a.lava_samples,   # the report's rows
+                                      modes=a.modes.split(","))
+            for mode, run in runs.items():
+                row, ref, man = run.row, run.reference, run.manifest
                 folds = [r for q in man["passes"] if q["pass"] == "fold_attention" for r in q["maps"]]
                 rows.append({"model": name, "mode": mode, "samples": row["samples"],
                              "float": row["float"], "static_float": row["static_float"], "fixed": row["fixed"],
@@ -60,7 +59,7 @@ def main(argv=None):
                              "max_fold_error": max([r.get("error") or 0.0 for r in folds] or [0.0]),
                              "warnings": [s["warning"] for s in man["attention"]["maps"].values() if s.get("warning")],
                              "attention_ops_per_inference": row["attention_ops"],
-                             "wall_s": time.time() - t0})
+                             "wall_s": run.seconds})
                 print(json.dumps(rows[-1]), flush=True)
     if a.merge and os.path.exists(a.out + ".json"):
         done = {(r["model"], r["mode"]) for r in rows}

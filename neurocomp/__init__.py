@@ -1,6 +1,6 @@
 """neurocomp: compile (attention) spiking neural networks from PyTorch/SpikingJelly to Loihi-style
 hardware through Lava, and prove every step exact or say what it cost."""
-__version__ = "0.1.0"
+from neurocomp._version import __version__
 
 
 def compile(*args, **kwargs):  # noqa: A001 - mirrors the CLI verb

@@ -8,10 +8,11 @@ import shutil
 import numpy as np
 import torch
 
+from neurocomp import memory, safeio
 from neurocomp.artifact import (Artifact, OutputClaim, TARGET_DIR, write_atomically, write_json_atomically,
                                 write_manifest)
-from neurocomp.errors import BadGraph, BadInput, BadCheckpoint
-from neurocomp.frontends.checkpoint import load_checkpoint
+from neurocomp.errors import BadGraph, BadInput, BadCheckpoint, NeurocompError, escape
+from neurocomp.frontends.checkpoint import load_checkpoint, save_checkpoint
 from neurocomp.frontends.nir import read_nir_file
 from neurocomp.frontends.attention import attention_modules, calibrate, make_static
 from neurocomp.frontends.torch import module_to_graph, run_torch_model
@@ -21,6 +22,9 @@ from neurocomp.ir.timing import time_alignment
 from neurocomp.passes import pipeline
 from neurocomp.passes.pipeline import ATTENTION_MODES
 from neurocomp.crosscheck import crosscheck
+from neurocomp.data.registry import load_inputs
+from neurocomp.fixedpoint.attention import ma_cost, spike_cost
+from neurocomp.targets import load_target, targets_dir
 
 TARGETS = ("lava",)
 
@@ -39,7 +43,6 @@ def check_output_file(path, flag: str) -> None:
 
 def resolve_target(target: str):
     """``lava`` -> the default chip (targets/loihi2.json); a chip name or target file -> that chip."""
-    from neurocomp.targets import load_target
     hw = load_target(target)
     if hw.backend not in TARGETS:
         raise BadInput(f"target {target!r} needs backend {hw.backend!r}", where="--target",
@@ -57,7 +60,6 @@ class _about:
         return self
 
     def __exit__(self, kind, e, tb):
-        from neurocomp.errors import NeurocompError
         if isinstance(e, NeurocompError) and self.path not in (e.where or ""):
             e.where = f"{self.path}: {e.where}" if e.where else self.path
             e.args = (e.one_line(),)
@@ -68,7 +70,6 @@ def calibration_inputs(loaded, calib=None, samples: int = 512):
     """Calibration data: ``None`` -> the first ``samples`` of the model's training split;
     ``"DATASET[:START:END]"`` -> that slice of that dataset's training split; ``FILE.npy`` ->
     inputs shaped ``[N, T, *input_shape]`` (labels unknown). Returns ``(x [T, N, ...], y or None, source)``."""
-    from neurocomp.data.registry import load_inputs
     T, shape = loaded.timesteps, tuple(loaded.input_shape)
     if calib is not None and str(calib).endswith(".npy"):
         arr = read_inputs_file(str(calib), T, shape, samples=None, what="calibration file")
@@ -136,7 +137,7 @@ def _build(door, claim) -> str:
         fixed_graph = door.lower(float_graph)
         save_graph(float_graph, os.path.join(tmp, "float"))
         save_graph(fixed_graph, os.path.join(tmp, "fixed"))
-        from neurocomp import safeio   # a regular file only; the digest is of the bytes stored
+        # a regular file only; the digest is of the bytes stored
         sha = safeio.copy_file(door.path, os.path.join(tmp, door.stored_as), error=door.error, what=door.what)
         door.write_files(tmp, fixed_graph)
         write_manifest(tmp, {**_graph_record(float_graph, fixed_graph, door.weight_bits),
@@ -205,11 +206,9 @@ class _CheckpointDoor:
     def write_files(self, tmp, fixed_graph):
         loaded, hw = self.loaded, self.hw
         if self.static_model is not None:
-            from neurocomp.frontends.checkpoint import save_checkpoint
             save_checkpoint(self.static_model, os.path.join(tmp, "static_model.pt"), input_shape=loaded.input_shape,
                             timesteps=loaded.timesteps, encoding=loaded.encoding, dataset=loaded.dataset,
                             extra={"note": "attention replaced by calibrated static maps"})
-        from neurocomp.targets import targets_dir
         if os.path.abspath(hw.path) != os.path.abspath(os.path.join(targets_dir(), hw.name + ".json")):
             os.makedirs(os.path.join(tmp, TARGET_DIR))   # a custom target file: `report` reads this copy
             shutil.copyfile(hw.path, os.path.join(tmp, TARGET_DIR, hw.name + ".json"))
@@ -246,7 +245,6 @@ class _NirDoor:
         return self.graph
 
     def lower(self, float_graph):
-        from neurocomp.errors import NeurocompError
         try:
             with _about(self.path):
                 fixed_graph = pipeline.lower_nir(float_graph, self.weight_bits, attention=self.attention)
@@ -273,7 +271,6 @@ class _NirDoor:
 
 def _attention_cost(graph):
     """Per dynamic attention module: operations and bits per inference of its attention process."""
-    from neurocomp.fixedpoint.attention import ma_cost, spike_cost
     T = int(graph.meta["timesteps"])
     out = {n.name: ma_cost(n.out_shape, T, n.state(), n.parts)
            for n in graph if n.kind == "ma_attention"}
@@ -288,7 +285,6 @@ def read_inputs_file(path, T, shape, samples=None, what="inputs file"):
     """An ``.npy`` of inputs ``[N, T, *shape]``: the header is read and checked first (shape, dtype,
     declared size against the file and the memory budget); then only the first ``samples`` rows are
     read from disk (a sparse 100 GB file with ``--samples 2`` reads two samples)."""
-    from neurocomp import memory, safeio
     expected = f"[N, {T}, {', '.join(map(str, shape))}]"
 
     def check(h):
@@ -344,7 +340,6 @@ def simulate(artifact_path, backend: str = "lava", samples: int | None = None, i
     else:
         if not man.get("dataset"):
             raise BadInput("the model names no dataset", where="--samples", hint="pass --inputs FILE.npy")
-        from neurocomp.data.registry import load_inputs
         xs, labels = load_inputs(man["dataset"], "test", T, man["encoding"], n=samples)
         x = torch.as_tensor(xs)
         labels = torch.as_tensor(labels)
@@ -430,5 +425,4 @@ def format_result(r: dict) -> str:
                         if worst else ""))
     lines.append(f"  float reference == torch spikes   {pct(r['float_reference_equals_torch_fraction'])} of samples"
                  + ("  (the static-attention torch model)" if "float_static_attention" in r["accuracy"] else ""))
-    from neurocomp.errors import escape
     return "\n".join(escape(line) for line in lines)      # names and paths come from files

@@ -22,10 +22,13 @@ import re
 import shutil
 import stat
 import tempfile
+from importlib.metadata import PackageNotFoundError, version
 
 from neurocomp import signals
+from neurocomp._version import __version__
 from neurocomp.errors import BadArtifact, NeurocompError, escape
 from neurocomp.ir.serialize import load_graph
+from neurocomp.targets import DEFAULT_FOR_BACKEND, available
 
 FORMAT = "neurocomp.artifact"
 VERSION = 1
@@ -50,8 +53,6 @@ def sha256_file(path) -> str:
 
 def package_versions() -> dict:
     """The versions of neurocomp and of the packages whose behaviour an artifact depends on."""
-    from importlib.metadata import version, PackageNotFoundError
-    from neurocomp import __version__
     out = {"neurocomp": __version__}
     for pkg in ("torch", "numpy", "lava-nc", "lava-dl", "nir", "spikingjelly"):
         try:
@@ -319,7 +320,6 @@ class Artifact:
     def target_spec(self) -> str:
         """The hardware target this artifact was compiled for, confined: a target name neurocomp knows,
         or the copy of a custom target file inside the artifact (never a path written in the manifest)."""
-        from neurocomp.targets import DEFAULT_FOR_BACKEND, available
         m = self.manifest
         name = m.get("hardware_target") or m.get("target") or "lava"
         if _SAFE_NAME.match(name):
@@ -375,11 +375,14 @@ class OutputClaim:
     renamed onto the (still empty) claimed folder. With ``overwrite`` an existing ``out`` must be an
     empty folder or a neurocomp artifact (:func:`is_artifact`); it is re-checked after it is moved
     aside, so a folder swapped in meanwhile is put back untouched. :meth:`release` removes a claim that
-    was never filled (only if it is still the empty folder this run created)."""
+    was never filled (only if it is still the empty folder this run created). ``replaceable``: what an
+    existing folder must be for ``overwrite`` to replace it (a neurocomp artifact unless a caller that
+    owns the folder says otherwise, e.g. the report's plots folder inside an artifact)."""
 
-    def __init__(self, out: str, overwrite: bool = False):
+    def __init__(self, out: str, overwrite: bool = False, replaceable=is_artifact):
         self.path = out = os.path.abspath(out)
         self.overwrite = overwrite
+        self.replaceable = replaceable
         self._made = None                     # (st_dev, st_ino) of the empty folder this run created
         parent = os.path.dirname(out)
         if os.path.lexists(out) and not overwrite:
@@ -389,7 +392,7 @@ class OutputClaim:
         if not os.access(parent, os.W_OK):
             raise NeurocompError("parent folder is not writable", where=parent, hint="choose a writable -o")
         if os.path.lexists(out):
-            if os.path.islink(out) or not os.path.isdir(out) or (os.listdir(out) and not is_artifact(out)):
+            if os.path.islink(out) or not os.path.isdir(out) or (os.listdir(out) and not self.replaceable(out)):
                 raise NeurocompError("exists and is not a neurocomp artifact; --overwrite replaces artifacts only",
                                      where=out, hint="choose another -o or remove it yourself")
             return                            # replaced in commit()
@@ -438,7 +441,7 @@ class OutputClaim:
         except OSError:
             os.rmdir(old)
             raise
-        if not is_artifact(aside):            # swapped in after the check: put it back untouched
+        if not self.replaceable(aside):       # swapped in after the check: put it back untouched
             os.rename(aside, out)
             os.rmdir(old)
             raise NeurocompError("exists and is not a neurocomp artifact; --overwrite replaces artifacts only",
@@ -480,11 +483,13 @@ class OutputClaim:
         return out
 
 
-def write_atomically(out: str, fill, overwrite: bool = False, claim: OutputClaim | None = None) -> str:
+def write_atomically(out: str, fill, overwrite: bool = False, claim: OutputClaim | None = None,
+                     replaceable=is_artifact) -> str:
     """Create folder ``out`` by calling ``fill(tmpdir)`` then renaming; nothing partial is left.
-    ``claim``: an :class:`OutputClaim` of ``out`` taken earlier (before long work); else one is taken now."""
+    ``claim``: an :class:`OutputClaim` of ``out`` taken earlier (before long work); else one is taken now
+    (``overwrite`` and ``replaceable`` as for :class:`OutputClaim`)."""
     if claim is None:
-        claim = OutputClaim(out, overwrite=overwrite)
+        claim = OutputClaim(out, overwrite=overwrite, replaceable=replaceable)
     return claim.commit(fill)
 
 

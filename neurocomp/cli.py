@@ -9,13 +9,19 @@ import argparse
 import math
 import os
 import sys
+import warnings
+
+from neurocomp import signals
+from neurocomp._quiet import import_spikingjelly
+from neurocomp.errors import NeurocompError, escape
+from neurocomp.training._finetune_defaults import (DEFAULT_DISTILL, DEFAULT_EMA, DEFAULT_EPOCHS, DEFAULT_LR,
+                                                   DEFAULT_VAL_FRACTION)
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse with neurocomp's error format: one ``error: ...`` line with a hint, exit status 2."""
 
     def error(self, message):
-        from neurocomp.errors import escape
         self.exit(2, f"error: {escape(self.prog)}: {escape(message)} (hint: see `{self.prog} --help`)\n")
 
 
@@ -46,7 +52,6 @@ def _cmd_compile(a):
     if not a.quiet:
         from neurocomp.artifact import Artifact
         from neurocomp.ir import table
-        from neurocomp.errors import escape
         art = Artifact(path)
         print(table(art.fixed_graph))
         al = art.manifest["alignment"]
@@ -86,7 +91,6 @@ def _cmd_report(a):
     from neurocomp.measure import report
     paths = report(a.artifact, samples=a.samples, lava_samples=a.lava_samples, progress=not a.quiet,
                          attention_modes=a.attention_modes, finetuned=a.finetuned)
-    from neurocomp.errors import escape
     for p in paths:
         print(escape(p))
     return 0
@@ -109,7 +113,6 @@ def _cmd_finetune(a):
                    gains=a.gains, loss=a.loss, batch_size=a.batch_size, seed=a.seed, limit=a.train_samples,
                    overwrite=a.overwrite, progress=not a.quiet, val_fraction=a.val_fraction, select=a.select,
                    distill=a.distill, ema=a.ema, augment=a.augment)
-    from neurocomp.errors import escape
     print(format_record(rec))
     print(f"wrote {escape(a.output)}")
     return 0
@@ -179,8 +182,6 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("finetune", help="fine-tune an artifact's weights and gain tables against 8-bit fixed point")
     f.add_argument("artifact", help="artifact folder written by `neurocomp compile`")
     f.add_argument("-o", "--output", required=True, help="artifact folder to create with the fine-tuned model")
-    from neurocomp.training._finetune_defaults import (DEFAULT_DISTILL, DEFAULT_EMA, DEFAULT_EPOCHS, DEFAULT_LR,
-                                              DEFAULT_VAL_FRACTION)
     f.add_argument("--epochs", type=NONNEGATIVE_INT, default=DEFAULT_EPOCHS,
                    help=f"epochs over the training split (default {DEFAULT_EPOCHS})")
     f.add_argument("--lr", type=POSITIVE_FLOAT, default=DEFAULT_LR,
@@ -218,7 +219,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     # SIGTERM and SIGHUP end a command as Ctrl-C does (cleanup runs, exit 128 + signal); the whole
     # start-up (imports included) is inside, so an early Ctrl-C is a one-line "interrupted" too
-    from neurocomp import signals
     with signals.handled():
         try:
             code = _main(argv)
@@ -243,10 +243,7 @@ def main(argv=None) -> int:
 def _main(argv) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from neurocomp._quiet import import_spikingjelly
     import_spikingjelly()
-    import warnings
-    from neurocomp.errors import NeurocompError, escape
     warnings.formatwarning = lambda message, category, *a, **k: f"warning: {escape(message)}\n"   # one line each
     try:
         return args.func(args)

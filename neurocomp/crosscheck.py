@@ -27,6 +27,7 @@ import warnings
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from neurocomp import signals
 from neurocomp.frontends.checkpoint import load_checkpoint
@@ -192,7 +193,6 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
         lava_rec = record_lava(graph, x[:, :n_lava], progress=progress, timeout=timeout)
     bar = None
     if progress if stage_bar is None else stage_bar:
-        from tqdm import tqdm
         bar = tqdm(total=N, desc="reference stages (torch, float, fixed)", unit="sample")
     try:
         for sl in batches(N, batch):

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from neurocomp._quiet import import_spikingjelly
 from neurocomp.api import compile as compile_, simulate
 
 DEFAULT_MODELS = [("models/digits_plain/model.pt", "-"), ("models/digits_tcja/model.pt", "static"),
@@ -17,7 +18,6 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="out/demo")
     p.add_argument("--samples", type=int, default=None, help="test samples (default: the whole split)")
     a = p.parse_args(argv)
-    from neurocomp._quiet import import_spikingjelly
     import_spikingjelly()
     os.makedirs(a.out, exist_ok=True)
     rows = []

@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from neurocomp.artifact import Artifact
 from neurocomp.errors import BadInput, NeurocompError, escape
 from neurocomp.ir import table
 from neurocomp.ir.printing import _fmt_shape, describe, format_rows
@@ -102,7 +103,6 @@ def inspect_path(path: str, trust_pickle: bool = False, dt=None, reset: str = "z
     """The tables of a checkpoint, NIR file or artifact folder; ``dt``, ``reset`` and ``timesteps`` apply
     to a NIR file from another framework, as for ``compile``."""
     if os.path.isdir(path):
-        from neurocomp.artifact import Artifact
         art = Artifact(path)                 # the manifest's structure is checked there
         man = art.manifest
         g = art.fixed_graph

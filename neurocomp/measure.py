@@ -2,8 +2,8 @@
 
 - :func:`measure`: every figure of ``neurocomp report`` (the cross-check of all stages, the bit-width
   sweep, the attention modes side by side, activity and energy), laid out by
-  :func:`neurocomp.report.build_report`; :func:`report` measures and writes report.md, report.json and
-  the plots.
+  :func:`neurocomp.report.build.build_report`; :func:`report` measures and writes report.md, report.json
+  and the plots (:func:`neurocomp.report.write.write_report`).
 - :func:`bit_sweep`: accuracy vs weight bit width: re-lower the artifact's float graph with
   ``weight_bits`` = 2..8 (``passes.pipeline.lower``, the same pipeline ``compile`` runs) and score the fixed-point
   reference.
@@ -14,7 +14,10 @@
   original (dynamic) float accuracy, the static-folded float accuracy, static fixed point, static after
   fine-tuning (from a fine-tuned artifact, ``neurocomp finetune``), dynamic fixed point, Lava (dynamic) and
   its agreement with the reference, latency in steps of each mode and the attention process's operations
-  per inference. ``bench/attention_modes.py`` calls it for every zoo model.
+  per inference.
+- :func:`measure_every_mode`: all attention modes of one model, the one loop ``measure_modes`` and
+  ``bench/attention_modes.py`` (every zoo model) both run: compile the checkpoint in each mode and
+  measure it (:func:`measure_mode`).
 """
 from __future__ import annotations
 
@@ -25,15 +28,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from neurocomp.api import compile as compile_, simulate
-from neurocomp.passes.pipeline import lower
 from neurocomp.artifact import Artifact
 from neurocomp.crosscheck import crosscheck
+from neurocomp.data.registry import load_inputs
 from neurocomp.errors import BadInput, NeurocompError
 from neurocomp.metrics import energy_per_inference, per_inference_counts
 from neurocomp.passes.map_cores import map_cores
-from neurocomp.report import build_report, check_writable, write_report
+from neurocomp.passes.pipeline import lower
+from neurocomp.report.build import build_report
+from neurocomp.report.write import check_writable, write_report
 from neurocomp.sim import run_fixed
 from neurocomp.targets import load_target
 
@@ -75,7 +81,6 @@ def measure(artifact_path, samples: int | None = None, lava_samples: int = 50, p
         x = torch.as_tensor(np.asarray(inputs), dtype=torch.float32)
         source = "given inputs"
     elif man.get("dataset"):
-        from neurocomp.data.registry import load_inputs
         xs, labels = load_inputs(man["dataset"], "test", T, man["encoding"], n=samples)
         x = torch.as_tensor(xs)
         source = f"{man['dataset']} test split" + ("" if samples is None else f" (first {samples} samples)")
@@ -140,7 +145,6 @@ def bit_sweep(artifact, x, labels, bits=range(2, 9), batch: int = 1024, progress
     it = list(bits)
     bar = None
     if progress:
-        from tqdm import tqdm
         bar = tqdm(total=len(it) * N, desc="bit-width sweep (fixed-point reference)", unit="sample")
     for b in it:
         try:
@@ -207,6 +211,35 @@ def measure_mode(path, samples: int | None, lava_samples: int, progress: bool = 
     return row, ref, m
 
 
+@dataclass
+class ModeRun:
+    """One attention mode of one model, measured (:func:`measure_every_mode`)."""
+    row: dict               # measure_mode's row: accuracies, Lava agreement, latency, attention operations
+    reference: dict         # the reference simulator's result (api.simulate)
+    manifest: dict          # the artifact's manifest (passes, attention record)
+    seconds: float          # compile and measure
+
+
+def measure_every_mode(checkpoint, folder, samples: int | None, lava_samples: int, modes=MODES, calib=None,
+                       calib_samples: int = 512, own: tuple | None = None,
+                       progress: bool = False) -> dict[str, ModeRun]:
+    """All attention modes of one model: compile ``checkpoint`` in each of ``modes`` into
+    ``folder/<mode>`` (``folder`` exists; calibration ``calib``, ``calib_samples``) and measure it
+    (:func:`measure_mode`).
+    ``own``: ``(mode, path)`` of an artifact already compiled in that mode, measured as it is."""
+    runs = {}
+    for mode in modes:
+        t0 = time.monotonic()
+        if own is not None and own[0] == mode:
+            path = own[1]                         # the artifact itself is this mode: no recompile
+        else:
+            path = compile_(checkpoint, os.path.join(folder, mode), attention=mode, calib=calib,
+                            calib_samples=calib_samples)
+        row, ref, man = measure_mode(path, samples, lava_samples, progress)
+        runs[mode] = ModeRun(row, ref, man, time.monotonic() - t0)
+    return runs
+
+
 def measure_modes(art, samples: int | None, lava_samples: int, finetuned: str | None = None,
                   progress: bool = False) -> dict | None:
     """Measure every attention mode of the artifact's source model; ``None`` without attention."""
@@ -217,17 +250,13 @@ def measure_modes(art, samples: int | None, lava_samples: int, finetuned: str | 
     if not os.path.exists(checkpoint):
         return None
     calib, calib_samples = _calibration(man, art.path)
-    out = {"samples": samples, "lava_samples": lava_samples, "source_checkpoint": os.path.basename(checkpoint),
-           "modes": {}}
+    own = (man["attention"].get("mode"), art.path) if not man.get("finetune") and checkpoint == art.checkpoint \
+        else None
     with tempfile.TemporaryDirectory(prefix="neurocomp-modes-") as tmp:
-        for mode in MODES:
-            if (man["attention"].get("mode") == mode and not man.get("finetune")
-                    and checkpoint == art.checkpoint):
-                path = art.path                       # the artifact itself is this mode: no recompile
-            else:
-                path = compile_(checkpoint, os.path.join(tmp, mode), attention=mode, calib=calib,
-                                calib_samples=calib_samples)
-            out["modes"][mode] = measure_mode(path, samples, lava_samples, progress)[0]
+        runs = measure_every_mode(checkpoint, tmp, samples, lava_samples, calib=calib, calib_samples=calib_samples,
+                                  own=own, progress=progress)
+    out = {"samples": samples, "lava_samples": lava_samples, "source_checkpoint": os.path.basename(checkpoint),
+           "modes": {mode: run.row for mode, run in runs.items()}}
     ft = None
     if finetuned:
         ref = simulate(finetuned, backend="reference", samples=samples, progress=progress)

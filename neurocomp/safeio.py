@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import fcntl
+import hashlib
 import os
 import re
 import stat
@@ -142,7 +143,6 @@ def read_bytes(path, error=BadInput, what: str = "file", max_bytes: int = 64 << 
 def copy_file(src, dst, error=BadInput, what: str = "file") -> str:
     """Copy a regular file (opened as :func:`open_regular` does) to ``dst``; returns the sha256 of the
     bytes copied, so a manifest records exactly what was stored."""
-    import hashlib
     h = hashlib.sha256()
     with open_regular(src, error=error, what=what) as f, open(dst, "wb") as out:
         for block in iter(lambda: f.fh.read(1 << 20), b""):

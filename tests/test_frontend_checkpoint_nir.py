@@ -101,23 +101,3 @@ def test_save_checkpoint_refuses_unsupported_module(tmp_path):
     with pytest.raises(UnsupportedLayer, match="layer '1'"):
         save_checkpoint(model, str(tmp_path / "x.pt"), input_shape=(4,), timesteps=2)
     assert not os.path.exists(tmp_path / "x.pt")
-
-
-def test_frontends_and_passes_import_nothing_above_them():
-    """Imports point down the pipeline: no frontend or pass imports the API, the CLI or the report, not
-    even inside a function (calibration used to import neurocomp.api for run_torch_model: a circle
-    api -> frontends.attention -> api), and no frontend imports a backend."""
-    import ast
-    import glob
-    root = os.path.join(os.path.dirname(__file__), "..", "neurocomp")
-    above = ("neurocomp.api", "neurocomp.cli", "neurocomp.report", "neurocomp.inspect", "neurocomp.finetune",
-             "neurocomp.train", "neurocomp.training", "neurocomp.demo", "neurocomp.crosscheck", "neurocomp.measure")
-    bad = []
-    for folder, extra in (("frontends", ("neurocomp.backends",)), ("passes", ())):
-        for path in glob.glob(os.path.join(root, folder, "*.py")):
-            for node in ast.walk(ast.parse(open(path).read())):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-                bad += [f"{folder}/{os.path.basename(path)}: {n}" for n in names
-                        if any(n == m or n.startswith(m + ".") for m in above + extra)]
-    assert not bad, bad

@@ -162,3 +162,44 @@ def test_report_shows_attention_process_cost_beside_the_cores(tmp_path):
     assert "modes" not in doc["sections"]["attention"]["data"] or not doc["sections"]["attention"]["data"]["modes"]
     md = open(os.path.join(art, "report.md")).read()
     assert "Attention processes (dynamic attention)" in md
+
+
+def _built(folder, tmp_path, png=b"\x89PNG new"):
+    """A built report (build_report's shape) with one section and one plot, without measuring."""
+    from neurocomp.report.sections import Section
+    plot_dir = tmp_path / "plots-src"
+    plot_dir.mkdir(exist_ok=True)
+    (plot_dir / "p.png").write_bytes(png)
+    meta = {"model": "m", "artifact": str(folder), "hardware_target": "loihi2", "data": "d", "timesteps": 2,
+            "torch_device": "cpu", "samples": 1, "lava_samples": 0, "timings_s": {"x": 1.0}}
+    return {"sections": [Section("s", "S", ["line"], {"v": np.int64(3)}, ["p.png"])], "meta": meta,
+            "plot_dir": str(plot_dir)}
+
+
+def test_write_report_replaces_a_previous_report_whole_and_refuses_a_linked_plots_folder(tmp_path):
+    """The report goes through the one atomic folder writer: a previous report_plots/ is replaced as a
+    whole (its other files go), nothing temporary is left, and a link in its place is refused, its
+    target untouched."""
+    from neurocomp.errors import NeurocompError
+    from neurocomp.report.write import write_report
+    art = tmp_path / "art"
+    (art / "report_plots").mkdir(parents=True)
+    (art / "report_plots" / "old.png").write_bytes(b"old")
+    paths = write_report(str(art), _built(art, tmp_path))
+    assert sorted(os.listdir(art / "report_plots")) == ["p.png"]
+    assert (art / "report_plots" / "p.png").read_bytes() == b"\x89PNG new"
+    assert json.load(open(art / "report.json"))["sections"]["s"] == {"title": "S", "plots": ["report_plots/p.png"],
+                                                                      "data": {"v": 3}}
+    assert open(art / "report.md").read().startswith("# neurocomp report: m")
+    assert paths == [str(art / "report.md"), str(art / "report.json"), str(art / "report_plots" / "p.png")]
+    assert sorted(os.listdir(art)) == ["report.json", "report.md", "report_plots"]
+    assert not (tmp_path / "plots-src").exists()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("mine")
+    os.rename(art / "report_plots", tmp_path / "moved")
+    os.symlink(elsewhere, art / "report_plots")
+    with pytest.raises(NeurocompError):
+        write_report(str(art), _built(art, tmp_path))
+    assert os.listdir(elsewhere) == ["keep.txt"] and os.path.islink(art / "report_plots")
+    assert not [f for f in os.listdir(art) if f.startswith(".")]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from neurocomp.data import digits, events
 from neurocomp.errors import BadInput
 
 DATASETS = ("digits", "events")
@@ -14,13 +15,11 @@ def load_inputs(dataset: str, split: str, timesteps: int, encoding: str, n: int 
         if encoding not in ("bernoulli", "current"):
             raise BadInput(f"encoding {encoding!r} is unknown for dataset digits", where="encoding",
                            hint="digits samples are encoded as 'bernoulli' or 'current'; recompile the model")
-        from neurocomp.data import digits
         x, y = digits.load_split(split, seed=seed)
         if n is not None:
             x, y = x[:n], y[:n]
         return digits.encode(x, timesteps, encoding, seed=seed + (0 if split == "test" else 1)), y
     if dataset == "events":
-        from neurocomp.data import events
         x, y = events.load_split(split, seed=seed, timesteps=timesteps)
         if n is not None:
             x, y = x[:, :n], y[:n]

@@ -17,11 +17,13 @@ discards: static folding is then likely to cost accuracy, and a warning says so.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import torch
 
 from neurocomp.frontends.torch import ATTENTION, RECTIFIED, iter_leaves, run_torch_model
+from neurocomp.nn import StaticMap
 
 __all__ = ["attention_modules", "calibrate", "make_static", "ATTENTION", "RECTIFIED"]
 VARIATION_WARN = 0.10
@@ -51,7 +53,6 @@ def calibrate(model, x_seq: torch.Tensor, labels=None, batch: int = 128) -> dict
                 maps[path].append(_broadcast_map(module.attention(inputs[0]), inputs[0]).detach().cpu())
         handles.append(mod.register_forward_hook(hook))
     try:
-        import warnings
         with warnings.catch_warnings():   # torch warns about 'same' padding with even kernels (TCJA)
             warnings.simplefilter("ignore")
             for i in range(0, x_seq.shape[1], batch):
@@ -97,7 +98,6 @@ def _acts_on(name):
 
 def make_static(model, stats: dict):
     """A copy of ``model`` with each attention module replaced by its calibrated StaticMap."""
-    from neurocomp.nn import StaticMap
     static = copy.deepcopy(model)
     for path, st in stats.items():
         parent = static

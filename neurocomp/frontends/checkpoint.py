@@ -28,6 +28,7 @@ import torch.nn as tnn
 from neurocomp import memory, safeio
 from neurocomp.errors import BadCheckpoint, UnsupportedLayer, UnsupportedLayers
 from neurocomp.frontends.modules import MODULES, type_name
+from neurocomp.nn import REGISTRY
 
 FORMAT = "neurocomp.checkpoint"
 VERSION = 1
@@ -183,7 +184,6 @@ def build(spec: dict, where="architecture", _depth=0, _count=None):
     args = spec.get("args") or {}
     try:
         if t.startswith("neurocomp.nn."):
-            from neurocomp.nn import REGISTRY
             cls = REGISTRY.get(t[len("neurocomp.nn."):])
             if cls is None:
                 raise BadCheckpoint(f"unknown neurocomp.nn module {t!r}", where=where,

@@ -13,6 +13,8 @@ from neurocomp._quiet import import_spikingjelly
 import_spikingjelly()
 from spikingjelly.activation_based import layer, neuron, surrogate  # noqa: E402
 
+from neurocomp.nn import REGISTRY  # noqa: E402
+
 
 def _pair(v):
     return list(v) if isinstance(v, (tuple, list)) else [v, v]
@@ -128,10 +130,6 @@ def type_name(module) -> str | None:
     for name, (cls, _, _) in MODULES.items():
         if type(module) is cls:
             return name
-    try:
-        from neurocomp.nn import REGISTRY
-    except ImportError:
-        return None
     for name, cls in REGISTRY.items():
         if type(module) is cls:
             return "neurocomp.nn." + name

@@ -17,6 +17,7 @@ import warnings
 import nir
 import numpy as np
 
+from neurocomp import memory, safeio
 from neurocomp.errors import BadGraph, BadInput, NeurocompError, TooLarge, UnsupportedLayer, UnsupportedLayers
 from neurocomp.frontends.nir_common import (MAX_NEURONS, MAX_NIR_NODES, check_bias, check_edges, check_layer, chain,
                                             conv_geometry, input_shape, linear_weight, node_where, pool_node, ports,
@@ -201,7 +202,6 @@ def open_nir(path):
     """Open a NIR file through :mod:`neurocomp.safeio` (a regular file: no FIFO, device or folder) and
     check its HDF5 structure (:func:`check_hdf5`); returns the open :class:`~neurocomp.safeio.SafeFile`.
     Read the graph from ``.fh`` (``nir.read(f.fh)``), never from the path again."""
-    from neurocomp import safeio
     f = safeio.open_regular(path, error=BadGraph, what="NIR file", hint="pass a file written by nir.write")
     try:
         check_hdf5(f)
@@ -221,7 +221,6 @@ def check_hdf5(path) -> None:
     it as float64 takes, is checked against ``MAX_NIR_BYTES`` and the memory budget (a small
     compressed file, or one that never wrote its chunks, can declare many GiB)."""
     import h5py
-    from neurocomp import memory, safeio
     if not isinstance(path, safeio.SafeFile):
         with safeio.open_regular(path, error=BadGraph, what="NIR file", hint="pass a file written by nir.write") as f:
             return check_hdf5(f)

@@ -32,11 +32,13 @@ neurocomp's own graphs (``neurocomp.frontends.nir_common``). Every failure is on
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import nir
 import numpy as np
 
+from neurocomp import memory
 from neurocomp.errors import BadGraph, TooLarge, UnsupportedLayer
 from neurocomp.frontends.nir_common import (MAX_NIR_NODES, chain, check_bias, check_edges, check_layer, conv_geometry,
                                             input_shape, linear_weight, node_where, pool_node, ports, uniform)
@@ -127,7 +129,6 @@ _NOT_PARAMETERS = ("input_type", "output_type", "metadata")
 
 def check_parameters(name, node):
     """Every numeric field of a foreign node must be real and finite (one-line error otherwise)."""
-    import dataclasses
     where = f"NIR node '{name}'"
     fields = [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else list(vars(node))
     for field in fields:
@@ -223,7 +224,6 @@ def _synapse(name, node, shape):
         if len(shape) != 1 or s.size not in (1, shape[0]):
             raise UnsupportedLayer(f"Scale of {s.size} values on shape {tuple(shape)}", where=where,
                                    hint="Scale is supported on 1-D tensors")
-        from neurocomp import memory
         memory.check(8 * shape[0] * shape[0], f"the {shape[0]}x{shape[0]} weight matrix of a Scale", where=where)
         w = np.diag(np.broadcast_to(s, (shape[0],))).astype(np.float32)
         return [Linear(name=name, in_shape=shape, out_shape=shape, weight=w, bias=None, meta=meta)]

@@ -13,6 +13,8 @@ MaxPool over anything else is refused. Dropout and Identity vanish (inference no
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn as tnn
@@ -274,7 +276,6 @@ def module_to_graph(model, input_shape, timesteps: int, encoding: str = "bernoul
 def run_torch_model(model, x_seq: torch.Tensor) -> torch.Tensor:
     """Run a (multi-step) SpikingJelly model on ``[T, B, ...]`` and reset its state."""
     from spikingjelly.activation_based import functional
-    import warnings
     functional.set_step_mode(model, "m")
     functional.reset_net(model)
     with torch.no_grad(), warnings.catch_warnings():

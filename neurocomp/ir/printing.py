@@ -1,6 +1,7 @@
 """The graph as a readable table (``neurocomp inspect``, ``print(graph)``)."""
 from __future__ import annotations
 
+from neurocomp.errors import escape
 from neurocomp.ir.graph import Graph
 from neurocomp.ir.nodes import Conv2d, LIF, Linear, SumPool2d, AvgPool2d, Threshold, BatchNorm
 
@@ -42,7 +43,6 @@ def describe(node) -> str:
 def format_rows(rows) -> list:
     """Align rows of strings in columns (the first row is the header); the last column is free text.
     Every cell is escaped: layer names come from files and may hold newlines or escape sequences."""
-    from neurocomp.errors import escape
     rows = [[escape(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = []

@@ -15,6 +15,7 @@ import re
 
 import numpy as np
 
+from neurocomp import safeio
 from neurocomp.errors import BadArtifact, BadGraph
 from neurocomp.ir.graph import Graph
 from neurocomp.ir.nodes import NODE_TYPES, LoihiNeuron
@@ -81,7 +82,6 @@ def save_graph(graph: Graph, folder: str) -> None:
 
 def load_graph(folder: str) -> Graph:
     path = os.path.join(folder, "graph.json")
-    from neurocomp import safeio
     if not os.path.lexists(path):
         raise BadArtifact("graph.json is missing", where=folder, hint="recompile with `neurocomp compile`")
     try:
@@ -98,7 +98,6 @@ def load_graph(folder: str) -> Graph:
     def get(ref, where):
         if isinstance(ref, dict) and "array" in ref:
             name = os.path.basename(str(ref["array"]))
-            from neurocomp import safeio
             try:   # a regular file only (a FIFO would block), header checked against size and budget first
                 return safeio.load_npy(os.path.join(folder, "arrays", name), error=BadArtifact, what="array file")
             except BadArtifact as e:

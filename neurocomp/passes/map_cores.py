@@ -33,6 +33,7 @@ from neurocomp.errors import DoesNotFit
 from neurocomp.ir import Conv2d, Dense, Linear, SumPool2d
 from neurocomp.passes._util import with_record
 from neurocomp.ir.rules import check_lowerable
+from neurocomp.targets import Target, load_target
 
 
 def connections_per_neuron(syn) -> np.ndarray:
@@ -60,7 +61,6 @@ def _limit_name(target_name, field):
 def map_cores(graph, target, max_chips: int | None = None):
     """Return ``graph`` with ``meta['mapping']``; ``target`` is a :class:`neurocomp.targets.Target`
     or a name/path for :func:`neurocomp.targets.load_target`."""
-    from neurocomp.targets import Target, load_target
     if not isinstance(target, Target):
         target = load_target(target)
     lim = target.limits()

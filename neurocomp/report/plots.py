@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 
+from neurocomp.errors import escape
+
 
 def _plt():
     import matplotlib
@@ -15,7 +17,6 @@ def _plt():
 
 def _save(fig, folder, name):
     from matplotlib.text import Text
-    from neurocomp.errors import escape
     for t in fig.findobj(Text):                  # labels and tick labels quote layer names from files
         if not t.get_text().isprintable():
             t.set_text(escape(t.get_text()))
