@@ -82,11 +82,10 @@ def augment_events(x: np.ndarray, rng: np.random.Generator, max_shift: int = 1) 
 
 
 def load_teacher(path):
-    """The original (float, per-sample attention) torch model of a checkpoint, multi-step, eval mode."""
-    from spikingjelly.activation_based import functional
+    """The original (float, per-sample attention) torch model of a checkpoint, in eval mode and frozen
+    (:func:`teacher_rates` runs it)."""
     from neurocomp.frontends.checkpoint import load_checkpoint
     model = load_checkpoint(path).model.eval()
-    functional.set_step_mode(model, "m")
     for p in model.parameters():
         p.requires_grad_(False)
     return model
