@@ -46,7 +46,8 @@ class FinetuneConfig:
         if not self.lr > 0:
             raise BadInput(f"--lr {self.lr}", where="--lr", hint="a positive learning rate")
         if not 0.0 <= self.distill <= 1.0:
-            raise BadInput(f"--distill {self.distill}", where="--distill", hint="a weight in [0, 1] (0: no distillation)")
+            raise BadInput(f"--distill {self.distill}", where="--distill",
+                           hint="a weight in [0, 1] (0: no distillation)")
         if not 0.0 <= self.val_fraction < 1.0:
             raise BadInput(f"--val-fraction {self.val_fraction}", where="--val-fraction",
                            hint="give a fraction in [0, 1)")
