@@ -14,8 +14,6 @@ import warnings
 from neurocomp import signals
 from neurocomp._quiet import import_spikingjelly
 from neurocomp.errors import NeurocompError, escape
-from neurocomp.training._finetune_defaults import (DEFAULT_DISTILL, DEFAULT_EMA, DEFAULT_EPOCHS, DEFAULT_LR,
-                                                   DEFAULT_VAL_FRACTION)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,11 +106,12 @@ def _cmd_train(a):
 
 
 def _cmd_finetune(a):
+    from neurocomp.training.config import FinetuneConfig
+    cfg = FinetuneConfig(epochs=a.epochs, lr=a.lr, gain_lr=a.gain_lr, weights=a.weights, gains=a.gains, loss=a.loss,
+                         batch_size=a.batch_size, seed=a.seed, limit=a.train_samples, val_fraction=a.val_fraction,
+                         select=a.select, distill=a.distill, ema=a.ema, augment=a.augment)
     from neurocomp.training.finetune import finetune, format_record
-    rec = finetune(a.artifact, a.output, epochs=a.epochs, lr=a.lr, gain_lr=a.gain_lr, weights=a.weights,
-                   gains=a.gains, loss=a.loss, batch_size=a.batch_size, seed=a.seed, limit=a.train_samples,
-                   overwrite=a.overwrite, progress=not a.quiet, val_fraction=a.val_fraction, select=a.select,
-                   distill=a.distill, ema=a.ema, augment=a.augment)
+    rec = finetune(a.artifact, a.output, cfg, overwrite=a.overwrite, progress=not a.quiet)
     print(format_record(rec))
     print(f"wrote {escape(a.output)}")
     return 0
@@ -182,33 +181,35 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("finetune", help="fine-tune an artifact's weights and gain tables against 8-bit fixed point")
     f.add_argument("artifact", help="artifact folder written by `neurocomp compile`")
     f.add_argument("-o", "--output", required=True, help="artifact folder to create with the fine-tuned model")
-    f.add_argument("--epochs", type=NONNEGATIVE_INT, default=DEFAULT_EPOCHS,
-                   help=f"epochs over the training split (default {DEFAULT_EPOCHS})")
-    f.add_argument("--lr", type=POSITIVE_FLOAT, default=DEFAULT_LR,
-                   help=f"Adam learning rate, cosine-annealed (default {DEFAULT_LR:g})")
-    f.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
+    from neurocomp.training.config import FinetuneConfig
+    D = FinetuneConfig()                     # the defaults, without importing torch
+    f.add_argument("--epochs", type=NONNEGATIVE_INT, default=D.epochs,
+                   help=f"epochs over the training split (default {D.epochs})")
+    f.add_argument("--lr", type=POSITIVE_FLOAT, default=D.lr,
+                   help=f"Adam learning rate, cosine-annealed (default {D.lr:g})")
+    f.add_argument("--val-fraction", type=float, default=D.val_fraction,
                    help=f"fraction of the training split held out for validation, stratified per class "
-                        f"(default {DEFAULT_VAL_FRACTION:g}; 0: train on all of it)")
+                        f"(default {D.val_fraction:g}; 0: train on all of it)")
     f.add_argument("--select", choices=["best", "last"],
                    help="keep the epoch with the best emulated fixed-point validation accuracy (best, the default "
                         "with a validation split) or the last epoch")
-    f.add_argument("--distill", type=float, default=DEFAULT_DISTILL,
+    f.add_argument("--distill", type=float, default=D.distill,
                    help="weight in [0, 1] of the distillation term: MSE between the output firing rates and those "
-                        f"of the original float model with its per-sample attention (default {DEFAULT_DISTILL:g})")
-    f.add_argument("--ema", type=float, default=DEFAULT_EMA,
+                        f"of the original float model with its per-sample attention (default {D.distill:g})")
+    f.add_argument("--ema", type=float, default=D.ema,
                    help="decay per step of an exponential moving average of the trained parameters, used for "
-                        f"validation and the result (default {DEFAULT_EMA:g})")
+                        f"validation and the result (default {D.ema:g})")
     f.add_argument("--augment", action="store_true",
                    help="events dataset: label-preserving augmentation of the training batches (random sensor "
                         "transpose, 1-pixel shifts); the distillation teacher sees the same inputs")
     f.add_argument("--gain-lr", type=POSITIVE_FLOAT, help="learning rate of the gain tables (default: --lr)")
-    f.add_argument("--weights", action=argparse.BooleanOptionalAction, default=True,
+    f.add_argument("--weights", action=argparse.BooleanOptionalAction, default=D.weights,
                    help="train weights and biases too (default); --no-weights trains only the gain tables")
-    f.add_argument("--gains", action=argparse.BooleanOptionalAction, default=True,
+    f.add_argument("--gains", action=argparse.BooleanOptionalAction, default=D.gains,
                    help="train the static attention gain tables (default, when the model has any)")
-    f.add_argument("--loss", choices=["smse", "tet"], default="smse")
-    f.add_argument("--batch-size", type=POSITIVE_INT, default=32)
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--loss", choices=["smse", "tet"], default=D.loss)
+    f.add_argument("--batch-size", type=POSITIVE_INT, default=D.batch_size)
+    f.add_argument("--seed", type=int, default=D.seed)
     f.add_argument("--train-samples", type=POSITIVE_INT, help="use only the first N training samples")
     f.add_argument("--overwrite", action="store_true", help="replace an existing output artifact")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch lines")

@@ -3,8 +3,9 @@
 Stages, in pipeline order:
 
 - ``torch``: the original checkpoint's torch module (on CUDA when available: the GPU reference);
-  per-layer spikes are read with forward hooks on the modules whose names the IR layers keep
-  (``3_or``, a max pool lowered to sum-pool + threshold, is read from module ``3``).
+  per-layer spikes are recorded by :func:`neurocomp.frontends.torch.run_torch_model` on the modules
+  whose names the IR layers keep (``3_or``, a max pool lowered to sum-pool + threshold, is read from
+  module ``3``).
 - ``float``: the folded float model: ``run_float`` on the lowered graph (BN folded, pooling lowered).
 - ``fixed``: the fixed-point reference ``run_fixed`` (bit-exact with Lava's ``fixed_pt`` models).
 - ``lava``: the Lava CPU simulator (``fixed_pt``), usually on a smaller sample.
@@ -23,7 +24,6 @@ samples identical in every layer and step.
 from __future__ import annotations
 
 import os
-import warnings
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from neurocomp import signals
 from neurocomp.frontends.checkpoint import load_checkpoint
+from neurocomp.frontends.torch import run_torch_model
 from neurocomp.metrics import add_activity, layer_activity
 from neurocomp.sim import predict, run_fixed, run_float
 
@@ -46,43 +47,6 @@ STAGE_LABELS = {
 
 def torch_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def run_torch_layers(model, x: torch.Tensor, layer_names, device: str | None = None):
-    """Run the torch model on ``x`` [T, B, ...]; returns ``(spikes {layer: bool [T,B,*]}, output)``."""
-    from spikingjelly.activation_based import functional
-    device = device or torch_device()
-    T, B = x.shape[:2]
-    modules = dict(model.named_modules())
-    got, hooks = {}, []
-
-    def hook_for(layer):
-        def hook(_m, _inp, out):
-            o = out.detach()
-            if o.shape[0] == T * B and (o.dim() < 2 or o.shape[1] != B):
-                o = o.reshape((T, B) + tuple(o.shape[1:]))
-            got[layer] = (o != 0).cpu()
-        return hook
-
-    for name in layer_names:
-        mod = modules.get(name)
-        if mod is None and name.endswith("_or"):
-            mod = modules.get(name[:-3])
-        if mod is not None and mod is not model:
-            hooks.append(mod.register_forward_hook(hook_for(name)))
-    model = model.to(device)
-    functional.set_step_mode(model, "m")
-    functional.reset_net(model)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")      # torch warns about TCJA's 'same' padding with even kernels
-            out = model(x.to(device)).cpu()
-    finally:
-        for h in hooks:
-            h.remove()
-        functional.reset_net(model)
-        model.to("cpu")
-    return got, out
 
 
 class _PairAcc:
@@ -201,7 +165,7 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
             runs = {}
             out_last = None
             for name, model in models.items():
-                st, out_t = run_torch_layers(model, xb, layers, device)
+                out_t, st = run_torch_model(model, xb, record=layers, device=device)
                 torch_layers.setdefault(name, [l for l in layers if l in st])
                 runs[name] = (st, predict(out_t))
                 out_last = out_t

@@ -13,13 +13,23 @@ from neurocomp import fixedpoint as fx
 from neurocomp.api import compile as compile_
 from neurocomp.artifact import Artifact
 from neurocomp.errors import BadInput
-from neurocomp.training.finetune import (QGain, QSynapse, evaluate_split, finetune, folded_graph, graph_to_module,
-                                load_teacher, qat_model, augment_events, layer_scale,
-                                split_train_val, teacher_rates, train_qat, _data)
 from neurocomp.frontends.checkpoint import save_checkpoint
+from neurocomp.frontends.torch import run_torch_model
+from neurocomp.passes.pipeline import fold as folded_graph
+from neurocomp.training.config import FinetuneConfig
+from neurocomp.training.fakequant import QGain, layer_scale, qat_model
+from neurocomp.training.finetune import finetune
+from neurocomp.training.qat import (augment_events, evaluate_split, load_teacher, split_train_val, teacher_rates,
+                                    train_qat, _data)
+from neurocomp.training.rebuild import graph_to_module
 from neurocomp.training.train import loss_fn, seed_everything
 
 T = 4
+
+
+def _cfg(**kw):
+    """A training-loop recipe: no distillation, no weight averaging unless asked."""
+    return FinetuneConfig(**{"distill": 0.0, "ema": 0.0, **kw})
 
 
 def _tiny(tmp_path, builder, **kw):
@@ -51,10 +61,8 @@ def tcja_art(tmp_path_factory):
 
 
 def _loss(qat, data, n=128):
-    from neurocomp.training.finetune import _forward
-    with torch.no_grad():
-        out = _forward(qat, torch.as_tensor(data.x_train[:, :n]))
-        return float(loss_fn(out, torch.as_tensor(data.y_train[:n]), "smse", 10))
+    out = run_torch_model(qat, torch.as_tensor(data.x_train[:, :n]))
+    return float(loss_fn(out, torch.as_tensor(data.y_train[:n]), "smse", 10))
 
 
 def test_qat_steps_lower_the_loss(plain_art):
@@ -65,7 +73,7 @@ def test_qat_steps_lower_the_loss(plain_art):
     qat.eval()
     before = _loss(qat, data)
     params = [p for q in qsyn for p in q.syn.parameters()]
-    train_qat(qat, params, [], data, epochs=3, lr=1e-2, gain_lr=1e-2, limit=128, progress=False, eval_test=False)
+    train_qat(qat, params, [], data, _cfg(epochs=3, lr=1e-2, gain_lr=1e-2, limit=128), progress=False, eval_test=False)
     qat.eval()
     after = _loss(qat, data)
     assert after < 0.9 * before, (before, after)
@@ -202,16 +210,16 @@ def test_training_never_sees_the_validation_samples(plain_art):
     data = _data("digits", T, "bernoulli", 0)
     tr, va = split_train_val(data.y_train[:160], 0.2, seed=0)
     info = {}
-    m = train_qat(qat, params, [], _Poisoned(data, va), epochs=2, lr=1e-2, gain_lr=1e-2, progress=False,
-                  eval_test=False, train_idx=tr, val_idx=va, select="last", info=info)
+    m = train_qat(qat, params, [], _Poisoned(data, va), _cfg(epochs=2, lr=1e-2, gain_lr=1e-2, select="last"),
+                  progress=False, eval_test=False, train_idx=tr, val_idx=va, info=info)
     assert all(np.isfinite(r["train_loss"]) for r in m)
     assert all(bool(torch.isfinite(p).all()) for p in params)
     assert 0.0 <= m[-1]["val_acc_emulated_fixed"] <= 1.0 and info["selected_epoch"] == 2
     # the poison works: training on all 160 samples makes the weights NaN (the quantizer then fails)
     qat2, params2, _ = _qat_of(plain_art)
     with pytest.raises(ValueError, match="NaN"):
-        train_qat(qat2, params2, [], _Poisoned(data, va), epochs=1, lr=1e-2, gain_lr=1e-2, progress=False,
-                  eval_test=False, train_idx=np.arange(160), select="last")
+        train_qat(qat2, params2, [], _Poisoned(data, va), _cfg(epochs=1, lr=1e-2, gain_lr=1e-2, select="last"),
+                  progress=False, eval_test=False, train_idx=np.arange(160))
 
 
 def test_select_best_restores_the_chosen_epoch(plain_art):
@@ -219,8 +227,8 @@ def test_select_best_restores_the_chosen_epoch(plain_art):
     data = _data("digits", T, "bernoulli", 0)
     tr, va = split_train_val(data.y_train[:192], 0.25, seed=0)
     info = {}
-    m = train_qat(qat, params, [], data, epochs=3, lr=3e-2, gain_lr=3e-2, progress=False, eval_test=False,
-                  train_idx=tr, val_idx=va, select="best", info=info)
+    m = train_qat(qat, params, [], data, _cfg(epochs=3, lr=3e-2, gain_lr=3e-2, select="best"),
+                  progress=False, eval_test=False, train_idx=tr, val_idx=va, info=info)
     accs = [info["val_before"]["acc_emulated_fixed"]] + [r["val_acc_emulated_fixed"] for r in m]
     sel = info["selected_epoch"]
     assert 0 <= sel <= 3 and accs[sel] == max(accs) == info["val_selected"]["acc_emulated_fixed"]
@@ -229,11 +237,10 @@ def test_select_best_restores_the_chosen_epoch(plain_art):
     assert again["acc"] == info["val_selected"]["acc_emulated_fixed"]
     assert again["loss"] == pytest.approx(info["val_selected"]["smse"], rel=1e-6)
     with pytest.raises(BadInput):
-        train_qat(qat, params, [], data, epochs=1, lr=1e-3, gain_lr=1e-3, progress=False, select="best", limit=32)
+        train_qat(qat, params, [], data, _cfg(epochs=1, lr=1e-3, gain_lr=1e-3, select="best", limit=32), progress=False)
 
 
 def test_teacher_rates_are_the_original_models_and_distillation_changes_training(tcja_art):
-    from neurocomp.frontends.torch import run_torch_model
     from neurocomp.frontends.checkpoint import load_checkpoint
     data = _data("digits", T, "bernoulli", 0)
     teacher = load_teacher(Artifact(tcja_art).checkpoint)
@@ -248,13 +255,13 @@ def test_teacher_rates_are_the_original_models_and_distillation_changes_training
         model, layers = graph_to_module(folded_graph(art.float_graph, "static"))
         qat, qsyn, qgain = qat_model(model, layers)
         params = [p for q in qsyn for p in q.syn.parameters()]
-        m = train_qat(qat, params, [q.g for q in qgain], data, epochs=1, lr=5e-3, gain_lr=5e-3, progress=False,
-                      eval_test=False, train_idx=np.arange(64), teacher=teacher, distill=distill, qgains=qgain)
+        m = train_qat(qat, params, [q.g for q in qgain], data, _cfg(epochs=1, lr=5e-3, gain_lr=5e-3, distill=distill),
+                      progress=False, eval_test=False, train_idx=np.arange(64), teacher=teacher, qgains=qgain)
         finals.append((m[0]["train_loss"], torch.cat([p.detach().flatten() for p in params])))
     assert finals[0][0] != finals[1][0]                      # another loss ...
     assert not torch.equal(finals[0][1], finals[1][1])       # ... another model
     with pytest.raises(BadInput):
-        train_qat(qat, params, [], data, epochs=1, lr=1e-3, gain_lr=1e-3, progress=False, distill=0.5, limit=32)
+        train_qat(qat, params, [], data, _cfg(epochs=1, lr=1e-3, gain_lr=1e-3, distill=0.5, limit=32), progress=False)
 
 
 def test_finetune_records_selection_and_distillation(tcja_art, tmp_path):
@@ -283,10 +290,9 @@ def test_cli_flags_and_one_line_errors(tcja_art, tmp_path, capsys, monkeypatch):
                                        "--select", "last", "--ema", "0.95"])
     assert (a.val_fraction, a.distill, a.select, a.ema) == (0.2, 0.3, "last", 0.95)
     d = cli.build_parser().parse_args(["finetune", "X", "-o", "Y"])
-    from neurocomp.training._finetune_defaults import (DEFAULT_DISTILL, DEFAULT_EMA, DEFAULT_EPOCHS, DEFAULT_LR,
-                                              DEFAULT_VAL_FRACTION)
-    assert (d.val_fraction, d.distill, d.select, d.epochs, d.lr, d.ema) == (
-        DEFAULT_VAL_FRACTION, DEFAULT_DISTILL, None, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_EMA)
+    D = FinetuneConfig()
+    assert (d.val_fraction, d.distill, d.select, d.epochs, d.lr, d.ema, d.batch_size, d.loss) == (
+        D.val_fraction, D.distill, None, D.epochs, D.lr, D.ema, D.batch_size, D.loss)
     for flags, word in ((["--distill", "1.5"], "--distill"), (["--distill", "-0.1"], "--distill"),
                         (["--val-fraction", "1"], "--val-fraction"), (["--val-fraction", "-0.2"], "--val-fraction"),
                         (["--val-fraction", "0", "--select", "best"], "--select"), (["--ema", "1"], "--ema")):
@@ -312,15 +318,15 @@ def test_ema_evaluates_and_returns_the_averaged_model(plain_art):
     finals = {}
     for ema in (0.0, 0.9):
         qat, params, _ = _qat_of(plain_art)
-        m = train_qat(qat, params, [], data, epochs=2, lr=3e-2, gain_lr=3e-2, progress=False, eval_test=False,
-                      train_idx=tr, val_idx=va, select="last", ema=ema)
+        m = train_qat(qat, params, [], data, _cfg(epochs=2, lr=3e-2, gain_lr=3e-2, select="last", ema=ema),
+                      progress=False, eval_test=False, train_idx=tr, val_idx=va)
         again = evaluate_split(qat, data.x_train[:, va], data.y_train[va], 10)
         assert again["acc"] == m[-1]["val_acc_emulated_fixed"]          # validation saw the returned model
         assert again["loss"] == pytest.approx(m[-1]["val_smse"], rel=1e-6)
         finals[ema] = torch.cat([p.detach().flatten() for p in params])
     assert not torch.equal(finals[0.0], finals[0.9])
     with pytest.raises(BadInput):
-        train_qat(qat, params, [], data, epochs=1, lr=1e-3, gain_lr=1e-3, progress=False, ema=1.0, limit=32)
+        train_qat(qat, params, [], data, _cfg(epochs=1, lr=1e-3, gain_lr=1e-3, ema=1.0, limit=32), progress=False)
 
 
 def test_augment_events_transposes_and_shifts_by_at_most_one_pixel(tcja_art, tmp_path):
@@ -351,7 +357,7 @@ def test_augment_events_transposes_and_shifts_by_at_most_one_pixel(tcja_art, tmp
 
 
 def test_train_qat_with_augmentation_and_distillation_runs(tcja_art, monkeypatch):
-    import neurocomp.training.finetune as ftm
+    import neurocomp.training.qat as ftm
     data = _data("digits", T, "bernoulli", 0)       # train_qat itself does not look at the dataset
     teacher = load_teacher(Artifact(tcja_art).checkpoint)
     seen = {"aug": [], "teacher": []}
@@ -376,9 +382,9 @@ def test_train_qat_with_augmentation_and_distillation_runs(tcja_art, monkeypatch
         qat, qsyn, qgain = qat_model(model, layers)
         params = [p for q in qsyn for p in q.syn.parameters()]
         seen["aug"].clear(), seen["teacher"].clear()
-        m = train_qat(qat, params, [q.g for q in qgain], data, epochs=1, lr=5e-3, gain_lr=5e-3, progress=False,
-                      eval_test=False, train_idx=np.arange(64), teacher=teacher, distill=0.5, qgains=qgain,
-                      augment=augment)
+        m = train_qat(qat, params, [q.g for q in qgain], data,
+                      _cfg(epochs=1, lr=5e-3, gain_lr=5e-3, distill=0.5, augment=augment),
+                      progress=False, eval_test=False, train_idx=np.arange(64), teacher=teacher, qgains=qgain)
         assert np.isfinite(m[0]["train_loss"])
         finals.append(torch.cat([p.detach().flatten() for p in params]))
     # with augmentation: one augmented batch per step, and the teacher saw exactly those inputs

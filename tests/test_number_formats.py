@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from neurocomp import fixedpoint as fx
-from neurocomp.training.finetune import QGain, QSynapse, layer_scale
+from neurocomp.training.fakequant import QGain, QSynapse, layer_scale
 from neurocomp.ir import LIF
 from neurocomp.nn import StaticMap
 from neurocomp.passes.quantize import _bias, _quantize_gain

@@ -70,6 +70,18 @@ def gain_mantissa(g):
     return (g * (1 << shift)).round(), shift
 
 
+def lif_theta(v_threshold: float, v_reset: float | None = 0.0) -> float:
+    """The threshold distance the weight scale maps: ``v_threshold - v_reset`` (the hard reset is
+    shifted to 0; an MA-SNN cell, which resets to its threshold, counts ``v_reset`` 0)."""
+    return float(v_threshold) - (0.0 if v_reset is None else float(v_reset))
+
+
+def input_weight_gain(tau: float | None, decay_input: bool) -> float:
+    """The factor a LIF applies to its input current: ``1/tau`` for a decay-input LIF, else 1 (IF,
+    LIF without input decay, MA-SNN cell). The quantizer scales the weights and bias by it."""
+    return 1.0 / float(tau) if (tau is not None and decay_input) else 1.0
+
+
 def lif_scale(vth: int, theta: float) -> float:
     """The LIF weight scale ``s = (vth + 1/64) / theta``: the float threshold ``theta`` (fire on
     ``>=``) lands exactly on Lava's boundary ``v > 64 * vth`` (``64 s theta = 64 vth + 1``)."""

@@ -9,10 +9,12 @@ MaxPool over anything else is refused. Dropout and Identity vanish (inference no
 ``neurocomp.nn`` modules are lowered by :func:`add_attention` (a calibrated ``StaticMap`` becomes a
 ``Scale``; with ``attention_mode="dynamic"`` the attention modules become attention nodes).
 
-:func:`run_torch_model` runs such a model time-major (calibration, ``simulate``'s torch stage).
+:func:`run_torch_model` runs such a model time-major, the one place that does (calibration, the
+cross-check's torch stages, training and fine-tuning), optionally recording per-layer spikes.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -273,13 +275,85 @@ def module_to_graph(model, input_shape, timesteps: int, encoding: str = "bernoul
     return Graph.chain(b.nodes, g_meta)
 
 
-def run_torch_model(model, x_seq: torch.Tensor) -> torch.Tensor:
-    """Run a (multi-step) SpikingJelly model on ``[T, B, ...]`` and reset its state."""
+def _device_of(model) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def _spike_hooks(model, names, T: int, B: int, got: dict) -> list:
+    """Forward hooks filling ``got[name]`` with the module's output as bool ``[T, B, *]`` on the CPU;
+    ``X_or`` (a max pool lowered to sum-pool + threshold) is read from module ``X``; a name with no
+    module is left out."""
+    modules = dict(model.named_modules())
+
+    def hook_for(layer):
+        def hook(_m, _inp, out):
+            o = out.detach()
+            if o.shape[0] == T * B and (o.dim() < 2 or o.shape[1] != B):
+                o = o.reshape((T, B) + tuple(o.shape[1:]))
+            got[layer] = (o != 0).cpu()
+        return hook
+
+    hooks = []
+    for name in names:
+        mod = modules.get(name)
+        if mod is None and name.endswith("_or"):
+            mod = modules.get(name[:-3])
+        if mod is not None and mod is not model:
+            hooks.append(mod.register_forward_hook(hook_for(name)))
+    return hooks
+
+
+def run_torch_model(model, x, record=None, device=None, grad: bool = False, batch_size: int | None = None):
+    """Run a SpikingJelly model time-major on ``x`` ``[T, B, ...]`` (tensor or numpy array): the one
+    way neurocomp runs a torch SNN over time (calibration, the cross-check's torch stages, training,
+    fine-tuning, its teacher and its evaluation).
+
+    The model runs in multi-step mode with its state reset before every batch and after the last;
+    without autograd unless ``grad``. ``batch_size``: run at most that many samples at a time and
+    concatenate along the batch axis (each batch starts from a reset state). ``device``: None runs
+    where the model and ``x`` are and returns the output there; otherwise the model is moved there
+    for the run (and back), each batch too, and the output comes back on the CPU. The train/eval mode
+    is the caller's.
+
+    Returns the output ``[T, B, ...]``; with ``record`` (layer names), ``(output, spikes)`` where
+    ``spikes[name]`` is that module's output as bool ``[T, B, *]`` on the CPU, read by forward hooks
+    (``X_or`` from module ``X``; names without a module are left out)."""
     from spikingjelly.activation_based import functional
+    T, N = int(x.shape[0]), int(x.shape[1])
+    step = N if batch_size is None else max(1, int(batch_size))
+    home = None
+    if device is not None:
+        home = _device_of(model)
+        model = model.to(device)
     functional.set_step_mode(model, "m")
-    functional.reset_net(model)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")      # torch warns about TCJA's 'same' padding with even kernels
-        out = model(x_seq)
-    functional.reset_net(model)
-    return out
+    outs, recs = [], []
+    try:
+        with (contextlib.nullcontext() if grad else torch.no_grad()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")      # torch warns about TCJA's 'same' padding with even kernels
+            for i in (range(0, N, step) if 0 < step < N else [0]):
+                xb = torch.as_tensor(x[:, i:i + step] if 0 < step < N else x)
+                if device is not None:
+                    xb = xb.to(device)
+                got = {}
+                hooks = [] if record is None else _spike_hooks(model, record, T, int(xb.shape[1]), got)
+                functional.reset_net(model)
+                try:
+                    out = model(xb)
+                finally:
+                    for h in hooks:
+                        h.remove()
+                outs.append(out if device is None else out.cpu())
+                recs.append(got)
+    finally:
+        functional.reset_net(model)
+        if home is not None:
+            model.to(home)
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+    if record is None:
+        return out
+    spikes = recs[0] if len(recs) == 1 else {k: torch.cat([r[k] for r in recs], dim=1) for k in recs[0]}
+    return out, spikes

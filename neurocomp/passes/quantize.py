@@ -70,7 +70,7 @@ def _quantize_lif(syn, neu, weight_bits: int):
                                where=f"layer '{neu.name}'", hint="train with a hard reset (v_reset=0.0)")
     else:
         neu_reset = float(neu.v_reset)
-    theta = float(neu.v_threshold) - neu_reset
+    theta = fx.lif_theta(neu.v_threshold, neu_reset)
     if not theta > 0:
         raise QuantizationError(f"threshold {neu.v_threshold} is not above the reset value {neu_reset}",
                                 where=f"layer '{neu.name}'", hint="v_threshold must exceed v_reset")
@@ -78,7 +78,7 @@ def _quantize_lif(syn, neu, weight_bits: int):
         raise QuantizationError(f"threshold {neu.v_threshold} is not finite", where=f"layer '{neu.name}'",
                                 hint="give v_threshold a finite value")
     is_ma = isinstance(neu, MALIF)
-    gain = 1.0 / neu.tau if (not is_ma and neu.tau is not None and neu.decay_input) else 1.0
+    gain = 1.0 if is_ma else fx.input_weight_gain(neu.tau, neu.decay_input)
     wmax = fx.weight_max(weight_bits)
     w_eff = syn.weight.astype(np.float64) * gain
     vth = fx.choose_vth(w_eff, theta, wmax)
@@ -159,7 +159,7 @@ def _payload_voltage_scale(syn, neu, q, fixed, rec, pay, weight_bits: int, T: in
                                 hint="static spike maps are >= 0; recalibrate, or use --attention dynamic")
     pay = pay.replace(qscale=got[0], shift=int(got[1]))
     theta, s = rec["theta"], rec["scale"]
-    w_gain = 1.0 / neu.tau if (isinstance(neu, LIF) and neu.tau is not None and neu.decay_input) else 1.0
+    w_gain = fx.input_weight_gain(neu.tau, neu.decay_input) if isinstance(neu, LIF) else 1.0
     deq = np.asarray(pay.qscale, np.float64) / (1 << pay.shift)
     w_eff = syn.weight.astype(np.float64) * w_gain
     if isinstance(syn, Conv2d):      # the largest |w * B| each tap can meet: B's maximum per input channel

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from neurocomp.frontends.torch import run_torch_model
 from neurocomp.nn import build, param_count
 
 _SECTION = re.compile(r"<!-- ([\w.-]+):begin -->.*?<!-- \1:end -->", re.S)
@@ -131,23 +132,11 @@ def loss_fn(out: torch.Tensor, y: torch.Tensor, kind: str, num_classes: int,
     raise ValueError(f"unknown loss '{kind}' (use 'smse' or 'tet')")
 
 
-def _reset(model) -> None:
-    from spikingjelly.activation_based import functional
-    functional.reset_net(model)
-
-
-@torch.no_grad()
 def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 128, device="cpu") -> float:
     """Accuracy of argmax(spike count over T) (ties -> lowest index) on time-major inputs."""
     model.eval()
-    correct = 0
-    for i in range(0, len(y), batch_size):
-        xb = torch.as_tensor(x[:, i:i + batch_size], device=device)
-        _reset(model)
-        counts = model(xb).sum(0)
-        correct += (counts.argmax(1).cpu() == torch.as_tensor(y[i:i + batch_size])).sum().item()
-    _reset(model)
-    return correct / len(y)
+    counts = run_torch_model(model, x[:, :len(y)], device=device, batch_size=batch_size).sum(0)
+    return (counts.argmax(1) == torch.as_tensor(y)).sum().item() / len(y)
 
 
 def train(recipe, out_dir=None, device=None, epochs: int | None = None, progress: bool = True,
@@ -193,8 +182,7 @@ def train(recipe, out_dir=None, device=None, epochs: int | None = None, progress
             idx = order[i:i + bs]
             xb = torch.as_tensor(x_train[:, idx], device=device)
             yb = torch.as_tensor(y_train[idx], device=device)
-            _reset(model)
-            out = model(xb)
+            out = run_torch_model(model, xb, grad=True)
             loss = loss_fn(out, yb, recipe["loss"], data.num_classes, recipe["tet_lambda"])
             opt.zero_grad()
             loss.backward()
