@@ -276,6 +276,10 @@ def save_checkpoint(model, path, input_shape, timesteps, encoding="bernoulli", d
 PICKLE_FLAGS = "--input-shape C,H,W --timesteps T --encoding bernoulli|current|events"
 
 
+_PLAIN_MODULES = {"collections", "builtins", "_codecs", "copyreg", "torch", "torch._utils", "torch._tensor",
+                  "torch.serialization", "torch.nn.parameter", "numpy", "numpy.core.multiarray"}
+
+
 def pickled_class(f) -> str | None:
     """The first class a zip checkpoint's pickle names that is not torch's or Python's own (the model's
     class, for a pickled module), read from its opcodes without unpickling anything."""
@@ -295,7 +299,7 @@ def pickled_class(f) -> str | None:
                 continue
             found = arg.replace(" ", ".") if op.name in ("GLOBAL", "INST") else \
                 (".".join(strings) if op.name == "STACK_GLOBAL" and len(strings) == 2 else None)
-            if found and not found.startswith(("torch.", "collections.", "builtins.", "_codecs.", "copyreg.")):
+            if found and found.rpartition(".")[0] not in _PLAIN_MODULES and not found.endswith("Storage"):
                 return found
     except Exception:  # noqa: BLE001 - a malformed pickle: nothing to name
         return None
@@ -390,7 +394,7 @@ def find_state_dict(doc):
 def parse_shape(v, where="--input-shape"):
     if isinstance(v, str):
         try:
-            v = [int(x) for x in v.replace("x", ",").split(",") if x.strip()]
+            v = [int(x) for x in v.split(",")] if v.strip() else []
         except ValueError:
             raise BadInput(f"{v!r} is not a list of sizes", where=where, hint="e.g. --input-shape 2,16,16 or 784") from None
     if not isinstance(v, (list, tuple)) or not v or not all(_is_int(s) and 0 < s <= MAX_DIM for s in v):
@@ -432,8 +436,8 @@ def _load_state_dict(sd, key, spec, model_args, code_path, path):
     if spec is None:
         raise BadCheckpoint(f"holds a state dict{under} ({len(sd)} tensors, e.g. {next(iter(sd))!r}) but not the "
                             "model's layers", where=path,
-                            hint="pass --model FILE.py:NAME, the class or function in your code that builds the "
-                                 "model (--model-args JSON for its arguments)")
+                            hint="pass --model FILE.py:NAME (the class or function in your code that builds the "
+                                 f"model; --model-args JSON for its arguments) {PICKLE_FLAGS}")
     module = build_user_model(spec, model_args, code_path)
     want = module.state_dict()
     missing = [k for k in want if k not in sd]
