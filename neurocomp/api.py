@@ -101,14 +101,25 @@ def calibration_inputs(loaded, calib=None, samples: int = 512):
     return torch.as_tensor(x[:, start:end]), y[start:end], f"{dataset} train[{start}:{end}]"
 
 
+class _DefaultT(int):
+    """``compile``'s default ``timesteps``: 100 for a NIR graph, not given for a model file."""
+
+    def __repr__(self):
+        return "100 (NIR graphs; a model file: not given)"
+
+
+NIR_DEFAULT_T = _DefaultT(100)
+
+
 def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, weight_bits: int = 8,
-            overwrite: bool = False, dt=None, reset: str = "zero", timesteps: int | None = None,
+            overwrite: bool = False, dt=None, reset: str = "zero", timesteps=NIR_DEFAULT_T,
             attention: str = "static", calib=None, calib_samples: int = 512, input_shape=None, encoding=None,
             dataset=None, model_code=None, model_args=None, code_path=()) -> str:
     """Compile a checkpoint or a ``.nir`` file into an artifact folder ``out``; returns its path.
 
     Two front doors, one driver: a checkpoint (attention modules calibrated on ``calib`` and folded as
-    ``attention`` says) or a NIR file (``dt``, ``reset``, ``timesteps`` apply, T defaulting to 100;
+    ``attention`` says) or a NIR file (``dt``, ``reset``, ``timesteps`` apply, T defaulting to 100, ``None``:
+    the graph's own;
     ``target`` may also be ``netx``) is read and checked before ``out`` is claimed; then the shared
     steps run: lower, save the float and fixed graphs, copy the source, write the door's other files
     and the manifest. The checkpoint door also reads a pickled module (``trust_pickle``) or a state
@@ -122,10 +133,12 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
         raise BadInput(f"--weight-bits {weight_bits!r}", where="--weight-bits", hint="use 2..8")
     weight_bits = int(weight_bits)
     if str(model_path).lower().endswith(".nir"):
-        door = _NirDoor(model_path, target, weight_bits, attention, dt, reset, 100 if timesteps is None else timesteps)
+        door = _NirDoor(model_path, target, weight_bits, attention, dt, reset,
+                        100 if timesteps is NIR_DEFAULT_T else timesteps)
     else:
         door = _CheckpointDoor(model_path, target, weight_bits, attention, trust_pickle, calib, calib_samples,
-                               dict(input_shape=input_shape, timesteps=timesteps, encoding=encoding, dataset=dataset,
+                               dict(input_shape=input_shape, encoding=encoding, dataset=dataset,
+                                    timesteps=None if timesteps is NIR_DEFAULT_T else timesteps,
                                     model=model_code, model_args=model_args, code_path=code_path))
     claim = OutputClaim(out, overwrite=overwrite)      # refuse an existing -o now, not after calibrating
     try:

@@ -39,7 +39,8 @@ POSITIVE_INT, NONNEGATIVE_INT, POSITIVE_FLOAT = _number(int, 0, True), _number(i
 def _cmd_compile(a):
     from neurocomp.api import compile as compile_
     out = a.output or os.path.splitext(os.path.basename(a.model))[0] + ".neurocomp"
-    door_kw = {"dt": a.dt, "reset": a.reset, "timesteps": a.timesteps} if a.model.lower().endswith(".nir") else \
+    door_kw = {"dt": a.dt, "reset": a.reset, "timesteps": 100 if a.timesteps is None else a.timesteps} \
+        if a.model.lower().endswith(".nir") else \
         {"calib": a.calib, "calib_samples": a.calib_samples, **_model_kw(a)}
     path = compile_(a.model, out, target=a.target, trust_pickle=a.trust_pickle, weight_bits=a.weight_bits,
                     attention=a.attention, overwrite=a.overwrite, **door_kw)
