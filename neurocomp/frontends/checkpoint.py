@@ -321,8 +321,8 @@ def _torch_load(f, path, trust_pickle, main_file=None, code_path=()):
                 raise BadCheckpoint(f"cannot be read without unpickling it ({why[0][:160]})", where=path,
                                     hint="pass --trust-pickle if you trust whoever wrote it (unpickling can run "
                                          "code)") from None
-            raise BadCheckpoint(f"holds a pickled Python object of class {cls} (as torch.save(model) writes), "
-                                "which only unpickling can read, and unpickling can run code", where=path,
+            raise BadCheckpoint(f"holds a pickled Python object of class {cls} (torch.save of a whole model "
+                                "writes one), which only unpickling can read, and unpickling can run code", where=path,
                                 hint=f"if you trust whoever wrote it, pass --trust-pickle {PICKLE_FLAGS}") from None
     from neurocomp.frontends.usercode import user_unpickler
     try:
@@ -421,8 +421,13 @@ def _safe_copy(module, facts, path, route):
     missing = [k for k in ("input_shape", "timesteps", "encoding") if facts[k] is None]
     if missing:
         return LoadedModel(module.eval(), (), 0, None, path=path, route=route, missing=missing)
-    seq = as_sequential(module)
-    spec = describe(seq)
+    try:
+        seq = as_sequential(module)
+        spec = describe(seq)
+    except NeurocompError as e:                      # name the file too: `model.pt: layer 'net.3': ...`
+        e.where = f"{path}: {e.where}" if e.where else str(path)
+        e.args = (e.one_line(),)
+        raise
     model = build(spec, where=f"{path}: architecture")
     model.load_state_dict({k: v.detach().cpu().clone() for k, v in seq.state_dict().items()}, strict=True)
     model.eval()
@@ -438,6 +443,10 @@ def _load_state_dict(sd, key, spec, model_args, code_path, path):
                             "model's layers", where=path,
                             hint="pass --model FILE.py:NAME (the class or function in your code that builds the "
                                  f"model; --model-args JSON for its arguments) {PICKLE_FLAGS}")
+    for k, v in sd.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise BadCheckpoint(f"parameter '{k}' holds NaN or inf", where=f"{path}: state dict",
+                                hint="retrain or fix the weights")
     module = build_user_model(spec, model_args, code_path)
     want = module.state_dict()
     missing = [k for k in want if k not in sd]
