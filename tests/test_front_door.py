@@ -5,7 +5,7 @@ The user's code is a script ``net.py`` that defines its own class ``Net`` (Spiki
 activation_based layers in an ``nn.Sequential`` attribute, ``forward`` calling it) and, run as a
 script, saves ``torch.save(model)`` (classes pickled as ``__main__.Net``), a state dict under
 ``'net'`` and inputs. The two commands of the issue's "Done when" run through the real CLI in that
-folder; the artifacts then run on Lava and report with the user's files deleted.
+folder; the artifacts then run on Lava, report and fine-tune with the user's files deleted.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ NET_PY = textwrap.dedent('''
 
 
     class Net(nn.Module):
-        def __init__(self, channels=4, classes=3):
+        def __init__(self, channels=4, classes=4):
             super().__init__()
             self.net = nn.Sequential(
                 layer.Conv2d(2, channels, 3, padding=1, bias=False), layer.BatchNorm2d(channels),
@@ -107,7 +107,7 @@ def _copy_user(user, dst):
 
 
 # ---- the "Done when" commands, through the real CLI ----------------------------------------------
-def test_done_when_commands_compile_and_run_on_lava_without_the_users_files(user, tmp_path):
+def test_done_when_commands_compile_then_run_without_the_users_files(user, tmp_path):
     d = _copy_user(user, tmp_path / "u")
     p = _run(d, "compile", "model.pt", "--trust-pickle", *FACTS, "--calib", "inputs.npy")
     assert p.returncode == 0, p.stderr
@@ -139,6 +139,9 @@ def test_done_when_commands_compile_and_run_on_lava_without_the_users_files(user
     p = _run(d, "report", "sd.neurocomp", "--samples", "10", "--lava-samples", "1", "--no-attention-modes", "-q")
     assert p.returncode == 0, p.stderr
     assert (d / "sd.neurocomp" / "report.md").exists()
+    p = _run(d, "finetune", "sd.neurocomp", "-o", "ft.neurocomp", "--epochs", "1", "--train-samples", "16",
+             "--val-fraction", "0", "-q")
+    assert p.returncode == 0 and (d / "ft.neurocomp" / "manifest.json").exists(), p.stderr
 
 
 # ---- each message the issue quotes: gone, and its hint works ---------------------------------------
