@@ -238,6 +238,26 @@ def test_script_pickle_outside_its_folder_asks_for_the_script(user, tmp_path, ca
     assert rc == 0, lines
 
 
+def test_pickle_naming_a_module_of_the_users_asks_for_the_code_path(user, tmp_path, capsys, monkeypatch):
+    """A model whose class was imported (``from net import Net``) pickles as ``net.Net``: found through
+    ``--code-path``, and without it the message says to pass it."""
+    d = _copy_user(user, tmp_path / "u")
+    (d / "save2.py").write_text("import torch\nfrom net import Net\ntorch.save(Net(), 'model2.pt')\n")
+    p = subprocess.run([sys.executable, "save2.py"], cwd=d, capture_output=True, text=True, timeout=300, env=_env())
+    assert p.returncode == 0, p.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    line = _one_error(*_cli(["compile", d / "model2.pt", "-o", tmp_path / "a", "--trust-pickle", *FACTS, "-q"],
+                            capsys))
+    assert "names class net.Net, and module 'net' is not importable" in line, line
+    assert _hint(line).startswith("pass --code-path DIR, the folder that holds net.py"), line
+    rc, lines = _cli(["compile", d / "model2.pt", "-o", tmp_path / "b", "--trust-pickle", *FACTS, "--code-path", d,
+                      "-q"], capsys)
+    assert rc == 0, lines
+    assert d.as_posix() not in sys.path and str(d) not in sys.path     # the code path is not left behind
+
+
 def test_user_class_with_its_own_forward(user, tmp_path, capsys):
     """Was: "UserNet cannot be described in a checkpoint": save_checkpoint now takes a class whose forward
     is ``return self.net(x)``; a forward that does more is refused with its source line and the fix."""
