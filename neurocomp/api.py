@@ -118,8 +118,7 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
     """Compile a checkpoint or a ``.nir`` file into an artifact folder ``out``; returns its path.
 
     Two front doors, one driver: a checkpoint (attention modules calibrated on ``calib`` and folded as
-    ``attention`` says) or a NIR file (``dt``, ``reset``, ``timesteps`` apply, T defaulting to 100, ``None``:
-    the graph's own;
+    ``attention`` says) or a NIR file (``dt``, ``reset``, ``timesteps`` apply, T defaulting to 100;
     ``target`` may also be ``netx``) is read and checked before ``out`` is claimed; then the shared
     steps run: lower, save the float and fixed graphs, copy the source, write the door's other files
     and the manifest. The checkpoint door also reads a pickled module (``trust_pickle``) or a state
