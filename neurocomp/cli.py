@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", help="artifact folder to create (default: <model>.neurocomp)")
     c.add_argument("--weight-bits", type=POSITIVE_INT, default=8, help="signed weight bits, 2..8 (default 8)")
     c.add_argument("--trust-pickle", action="store_true",
-                   help="allow a fully pickled module (unpickling can run code: only for files you trust)")
+                   help="allow a fully pickled module (unpickling can run code, and imports the model's classes "
+                        "from the current folder or --code-path: only for files you trust)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     c.add_argument("--attention", default="static", choices=["static", "portable", "dynamic"],
                    help="how attention maps are lowered (default static: calibrated maps folded into weights "
@@ -195,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="print a model, NIR file or artifact as a table")
     i.add_argument("path")
     i.add_argument("--trust-pickle", action="store_true",
-                   help="allow a fully pickled module (unpickling can run code: only for files you trust)")
+                   help="allow a fully pickled module (unpickling can run code, and imports the model's classes "
+                        "from the current folder or --code-path: only for files you trust)")
     i.add_argument("--dt", type=POSITIVE_FLOAT, help="NIR input: seconds per step (default: the graph's metadata)")
     i.add_argument("--reset", choices=["zero", "subtract"], default="zero",
                    help="NIR input: reset mode, which NIR does not store (default: zero)")

@@ -212,9 +212,9 @@ def _main_class(name, where, main_file, dirs):
     """A class pickled from a script: in ``--model FILE.py``, else in the code path's file defining it."""
     path = main_file if main_file and defines(main_file, name) else find_defining_file(name, dirs)
     if path is None:
-        looked = f"--model {main_file} nor " if main_file else ""
+        looked = f"neither --model {main_file} nor any" if main_file else "no"
         raise BadCheckpoint(f"the model was pickled from a script that defines class {name} (module __main__), "
-                            f"and neither {looked}a .py file in {', '.join(dirs)} defines it", where=where,
+                            f"and {looked} .py file in {', '.join(dirs)} defines it", where=where,
                             hint=f"pass --model SCRIPT.py, the script that defines {name}")
     module = import_file(path, [d for d in dirs if d != os.getcwd()])
     cls = getattr(module, name, None)
