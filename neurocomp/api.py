@@ -103,15 +103,30 @@ def calibration_inputs(loaded, calib=None, samples: int = 512):
     return torch.as_tensor(x[:, start:end]), y[start:end], f"{dataset} train[{start}:{end}]"
 
 
+class _DefaultT(int):
+    """``compile``'s default ``timesteps``: 100 for a NIR graph, not given for a model file."""
+
+    def __repr__(self):
+        return "100 (NIR graphs; a model file: not given)"
+
+
+NIR_DEFAULT_T = _DefaultT(100)
+
+
 def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, weight_bits: int = 8,
-            overwrite: bool = False, dt=None, reset: str = "zero", timesteps: int = 100,
-            attention: str = "static", calib=None, calib_samples: int = 512) -> str:
+            overwrite: bool = False, dt=None, reset: str = "zero", timesteps=NIR_DEFAULT_T,
+            attention: str = "static", calib=None, calib_samples: int = 512, input_shape=None, encoding=None,
+            dataset=None, model_code=None, model_args=None, code_path=()) -> str:
     """Compile a checkpoint or a ``.nir`` file into an artifact folder ``out``; returns its path.
 
     Two front doors, one driver: a checkpoint (attention modules calibrated on ``calib`` and folded as
-    ``attention`` says) or a NIR file (``dt``, ``reset``, ``timesteps`` apply; ``target`` may also be
-    ``netx``) is read and checked before ``out`` is claimed; then the shared steps run: lower, save
-    the float and fixed graphs, copy the source, write the door's other files and the manifest."""
+    ``attention`` says) or a NIR file (``dt``, ``reset``, ``timesteps`` apply, T defaulting to 100;
+    ``target`` may also be ``netx``) is read and checked before ``out`` is claimed; then the shared
+    steps run: lower, save the float and fixed graphs, copy the source, write the door's other files
+    and the manifest. The checkpoint door also reads a pickled module (``trust_pickle``) or a state
+    dict (``model_code="FILE.py:NAME"``, ``model_args``), ``input_shape`` / ``timesteps`` /
+    ``encoding`` / ``dataset`` supplying what they do not record
+    (:func:`neurocomp.frontends.checkpoint.load_checkpoint`)."""
     if attention not in ATTENTION_MODES:
         raise BadInput(f"attention mode {attention!r} is not available", where="--attention",
                        hint=f"use {' or '.join(ATTENTION_MODES)}")
@@ -119,9 +134,13 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
         raise BadInput(f"--weight-bits {weight_bits!r}", where="--weight-bits", hint="use 2..8")
     weight_bits = int(weight_bits)
     if str(model_path).lower().endswith(".nir"):
-        door = _NirDoor(model_path, target, weight_bits, attention, dt, reset, timesteps)
+        door = _NirDoor(model_path, target, weight_bits, attention, dt, reset,
+                        100 if timesteps is NIR_DEFAULT_T else timesteps)
     else:
-        door = _CheckpointDoor(model_path, target, weight_bits, attention, trust_pickle, calib, calib_samples)
+        door = _CheckpointDoor(model_path, target, weight_bits, attention, trust_pickle, calib, calib_samples,
+                               dict(input_shape=input_shape, encoding=encoding, dataset=dataset,
+                                    timesteps=None if timesteps is NIR_DEFAULT_T else timesteps,
+                                    model=model_code, model_args=model_args, code_path=code_path))
     claim = OutputClaim(out, overwrite=overwrite)      # refuse an existing -o now, not after calibrating
     try:
         door.prepare()
@@ -158,18 +177,17 @@ def _graph_record(float_graph, fixed_graph, weight_bits) -> dict:
 
 
 class _CheckpointDoor:
-    """A neurocomp checkpoint: traced to the float IR, written as ``model.nir`` and read back from it
-    (the round trip must be lossless), lowered by :func:`passes.pipeline.lower` onto ``target``."""
+    """A model file (neurocomp checkpoint, pickled module or state dict, :func:`load_checkpoint`): traced
+    to the float IR, written as ``model.nir`` and read back from it (the round trip must be lossless),
+    lowered by :func:`passes.pipeline.lower` onto ``target``. ``model.pt`` in the artifact is always a
+    safe neurocomp checkpoint: the input itself, or the model it held written by ``save_checkpoint``."""
     stored_as, error, what, input_key = "model.pt", BadCheckpoint, "checkpoint", "input_checkpoint"
 
-    def __init__(self, path, target, weight_bits, attention, trust_pickle, calib, calib_samples):
+    def __init__(self, path, target, weight_bits, attention, trust_pickle, calib, calib_samples, load_kw=None):
         self.path, self.target, self.weight_bits, self.attention = path, target, weight_bits, attention
         self.calib, self.calib_samples = calib, calib_samples
         self.hw = resolve_target(target)
-        self.loaded = load_checkpoint(path, trust_pickle=trust_pickle)
-        if self.loaded.timesteps < 1:
-            raise BadCheckpoint("a pickled module carries no input shape / T / encoding", where=path,
-                                hint="save it with neurocomp.save_checkpoint")
+        self.loaded = load_checkpoint(path, trust_pickle=trust_pickle, **(load_kw or {})).require_facts()
         self.meta = {"dataset": self.loaded.dataset} if self.loaded.dataset else {}
         self.attention_info = self.static_model = self.traced = None
 
@@ -205,6 +223,11 @@ class _CheckpointDoor:
 
     def write_files(self, tmp, fixed_graph):
         loaded, hw = self.loaded, self.hw
+        from neurocomp.frontends.checkpoint import save_checkpoint
+        if loaded.route != "checkpoint":      # the copied pickle / state dict gives way to the model it held
+            save_checkpoint(loaded.model, os.path.join(tmp, self.stored_as), input_shape=loaded.input_shape,
+                            timesteps=loaded.timesteps, encoding=loaded.encoding, dataset=loaded.dataset,
+                            extra={"saved_from": loaded.route})
         if self.static_model is not None:
             save_checkpoint(self.static_model, os.path.join(tmp, "static_model.pt"), input_shape=loaded.input_shape,
                             timesteps=loaded.timesteps, encoding=loaded.encoding, dataset=loaded.dataset,

@@ -43,8 +43,9 @@ POSITIVE_INT, NONNEGATIVE_INT, POSITIVE_FLOAT = _number(int, 0, True), _number(i
 def _cmd_compile(a):
     from neurocomp.api import compile as compile_
     out = a.output or os.path.splitext(os.path.basename(a.model))[0] + ".neurocomp"
-    door_kw = {"dt": a.dt, "reset": a.reset, "timesteps": a.timesteps} if a.model.lower().endswith(".nir") else \
-        {"calib": a.calib, "calib_samples": a.calib_samples}
+    door_kw = {"dt": a.dt, "reset": a.reset, "timesteps": 100 if a.timesteps is None else a.timesteps} \
+        if a.model.lower().endswith(".nir") else \
+        {"calib": a.calib, "calib_samples": a.calib_samples, **_model_kw(a)}
     path = compile_(a.model, out, target=a.target, trust_pickle=a.trust_pickle, weight_bits=a.weight_bits,
                     attention=a.attention, overwrite=a.overwrite, **door_kw)
     if not a.quiet:
@@ -77,6 +78,30 @@ def _cmd_compile(a):
     return 0
 
 
+def _model_kw(a) -> dict:
+    """What a pickled module or a state dict does not record, and the user's code (compile, inspect)."""
+    return {"input_shape": a.input_shape, "timesteps": a.timesteps, "encoding": a.encoding, "dataset": a.dataset,
+            "model_code": a.model_code, "model_args": a.model_args, "code_path": a.code_path or ()}
+
+
+def _add_model_flags(c):
+    """The flags of a model saved without neurocomp (torch.save of a module or of a state dict)."""
+    c.add_argument("--input-shape", metavar="C,H,W", help="pickled module / state dict: one time step of one "
+                   "sample, C,H,W or N")
+    c.add_argument("--encoding", choices=["bernoulli", "current", "events"],
+                   help="pickled module / state dict: how samples become input spikes")
+    c.add_argument("--dataset", help="pickled module / state dict: the dataset it was trained on (calibration, "
+                                     "`simulate` without --inputs)")
+    c.add_argument("--model", dest="model_code", metavar="FILE.py:NAME",
+                   help="a state dict: the class or function in FILE.py that builds the model (a pickle from a "
+                        "script: the script that defines its classes). This IMPORTS AND RUNS FILE.py: pass only "
+                        "your own code")
+    c.add_argument("--model-args", metavar="JSON", help="arguments for --model's NAME: a JSON object (or list)")
+    c.add_argument("--code-path", metavar="DIR", action="append",
+                   help="folder to import the model's own classes from (repeatable; the current folder is "
+                        "searched too). Importing runs that code: only with --trust-pickle or --model")
+
+
 def _cmd_simulate(a):
     from neurocomp.api import format_result, simulate
     r = simulate(a.artifact, backend=a.backend, samples=a.samples, inputs=a.inputs, json_path=a.json,
@@ -96,7 +121,9 @@ def _cmd_report(a):
 
 def _cmd_inspect(a):
     from neurocomp.inspect import inspect_path
-    print(inspect_path(a.path, trust_pickle=a.trust_pickle, dt=a.dt, reset=a.reset, timesteps=a.timesteps))
+    kw = _model_kw(a)
+    kw.pop("timesteps")
+    print(inspect_path(a.path, trust_pickle=a.trust_pickle, dt=a.dt, reset=a.reset, timesteps=a.timesteps, **kw))
     return 0
 
 
@@ -123,12 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compile", help="compile a checkpoint or a NIR file into an artifact folder")
-    c.add_argument("model", help="model.pt written by neurocomp.save_checkpoint, or a NIR graph FILE.nir")
+    c.add_argument("model", help="model.pt written by neurocomp.save_checkpoint, torch.save(model) (with "
+                                 "--trust-pickle), torch.save(model.state_dict()) (with --model), or a NIR graph FILE.nir")
     c.add_argument("--target", default="lava", help="hardware target: lava (= loihi2), loihi1, loihi2 or a targets/*.json file (default: lava)")
     c.add_argument("-o", "--output", help="artifact folder to create (default: <model>.neurocomp)")
     c.add_argument("--weight-bits", type=POSITIVE_INT, default=8, help="signed weight bits, 2..8 (default 8)")
     c.add_argument("--trust-pickle", action="store_true",
-                   help="allow a fully pickled module (unpickling can run code: only for files you trust)")
+                   help="allow a fully pickled module (unpickling can run code, and imports the model's classes "
+                        "from the current folder or --code-path: only for files you trust)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     c.add_argument("--attention", default="static", choices=["static", "portable", "dynamic"],
                    help="how attention maps are lowered (default static: calibrated maps folded into weights "
@@ -139,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dt", type=POSITIVE_FLOAT, help="NIR input: seconds per step (default: the graph's metadata)")
     c.add_argument("--reset", choices=["zero", "subtract"], default="zero",
                    help="NIR input: reset mode, which NIR does not store (default: zero)")
-    c.add_argument("--timesteps", type=POSITIVE_INT, default=100, help="NIR input: steps per sample (default 100)")
+    c.add_argument("--timesteps", type=POSITIVE_INT, help="steps per sample: for a NIR graph (default 100), a "
+                                                          "pickled module or a state dict")
+    _add_model_flags(c)
     c.add_argument("-q", "--quiet", action="store_true")
     c.set_defaults(func=_cmd_compile)
 
@@ -166,11 +197,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("inspect", help="print a model, NIR file or artifact as a table")
     i.add_argument("path")
-    i.add_argument("--trust-pickle", action="store_true")
+    i.add_argument("--trust-pickle", action="store_true",
+                   help="allow a fully pickled module (unpickling can run code, and imports the model's classes "
+                        "from the current folder or --code-path: only for files you trust)")
     i.add_argument("--dt", type=POSITIVE_FLOAT, help="NIR input: seconds per step (default: the graph's metadata)")
     i.add_argument("--reset", choices=["zero", "subtract"], default="zero",
                    help="NIR input: reset mode, which NIR does not store (default: zero)")
-    i.add_argument("--timesteps", type=POSITIVE_INT, help="NIR input: steps per sample (default: the graph's own)")
+    i.add_argument("--timesteps", type=POSITIVE_INT, help="steps per sample: a NIR graph (default: the graph's own), "
+                                                          "a pickled module or a state dict")
+    _add_model_flags(i)
     i.set_defaults(func=_cmd_inspect)
 
     t = sub.add_parser("train", help="train a zoo recipe (models/<name>/recipe.json)")

@@ -99,9 +99,12 @@ def _graph_header(g) -> list:
             f"{len(g)} layers, {params:,} parameters"]
 
 
-def inspect_path(path: str, trust_pickle: bool = False, dt=None, reset: str = "zero", timesteps=None) -> str:
+def inspect_path(path: str, trust_pickle: bool = False, dt=None, reset: str = "zero", timesteps=None,
+                 **model_kw) -> str:
     """The tables of a checkpoint, NIR file or artifact folder; ``dt``, ``reset`` and ``timesteps`` apply
-    to a NIR file from another framework, as for ``compile``."""
+    to a NIR file from another framework, as for ``compile``; ``timesteps`` and ``model_kw`` (``input_shape``,
+    ``encoding``, ``dataset``, ``model_code``, ``model_args``, ``code_path``) to a pickled module or a state
+    dict, as for ``compile``."""
     if os.path.isdir(path):
         art = Artifact(path)                 # the manifest's structure is checked there
         man = art.manifest
@@ -133,10 +136,14 @@ def inspect_path(path: str, trust_pickle: bool = False, dt=None, reset: str = "z
     if ext in (".pt", ".pth"):
         from neurocomp.frontends.checkpoint import load_checkpoint
         from neurocomp.frontends.torch import module_to_graph
-        loaded = load_checkpoint(path, trust_pickle=trust_pickle)
-        if loaded.timesteps < 1:
+        kw = dict(model_kw)
+        kw["model"] = kw.pop("model_code", None)
+        loaded = load_checkpoint(path, trust_pickle=trust_pickle, timesteps=timesteps, **kw)
+        if loaded.missing:
             n = sum(p.numel() for p in loaded.model.parameters())
-            return (escape(f"pickled module {path} ({n:,} parameters; no input shape / T / encoding recorded)")
+            flags = {"input_shape": "--input-shape", "timesteps": "--timesteps", "encoding": "--encoding"}
+            return (escape(f"pickled module {path} ({n:,} parameters; no input shape / T / encoding recorded: pass "
+                           f"{', '.join(flags[k] for k in loaded.missing)} to see its graph)")
                     + "\n" + module_text(loaded.model))
         meta = {"dataset": loaded.dataset} if loaded.dataset else {}
         n = sum(p.numel() for p in loaded.model.parameters())

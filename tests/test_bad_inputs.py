@@ -323,4 +323,4 @@ def test_full_pickled_module_needs_trust_and_metadata(tmp_path, capsys):
     rc, err = _cli(["compile", str(path), "-o", str(tmp_path / "a"), "-q"], capsys)
     assert not _check_message("module", rc, err, ("module.pt", "--trust-pickle")), err
     rc, err = _cli(["compile", str(path), "-o", str(tmp_path / "b"), "--trust-pickle", "-q"], capsys)
-    assert not _check_message("module-trusted", rc, err, ("module.pt", "save_checkpoint")), err
+    assert not _check_message("module-trusted", rc, err, ("module.pt", "--input-shape", "--timesteps", "--encoding")), err

@@ -12,13 +12,27 @@
   "dataset": "digits" | "events" | ... (optional), "extra": {...} (optional, plain types)
 }
 ```
-A full pickled ``nn.Module`` (``torch.save(model)``) is loaded only with ``trust_pickle=True``
-(``--trust-pickle``): unpickling can run arbitrary code.
+:func:`load_checkpoint` is the front door for every usual way of saving a model:
+
+- a neurocomp checkpoint (above), read with ``weights_only=True``;
+- a state dict (bare, or under ``state_dict``, ``model``, ``net`` or ``model_state_dict``; ``module.``
+  prefixes stripped), read with ``weights_only=True``, loaded into the module that ``model="FILE.py:NAME"``
+  (``--model``) builds;
+- a full pickled ``nn.Module`` (``torch.save(model)``), only with ``trust_pickle=True``
+  (``--trust-pickle``: unpickling can run arbitrary code); its classes are found in the current folder,
+  ``code_path`` (``--code-path``) or, pickled from a script, the ``--model FILE.py`` that defines them.
+
+The last two carry no input shape, T or encoding: ``input_shape``, ``timesteps``, ``encoding`` and
+``dataset`` (the flags of the same names) supply them. Such a model is reduced to its layers
+(:func:`neurocomp.frontends.usercode.as_sequential`) and rebuilt from its description, so what is
+compiled is exactly what :func:`save_checkpoint` stores in the artifact: nothing later needs the
+user's pickle or code.
 """
 from __future__ import annotations
 
 import os
 import pickle
+import pickletools
 import tempfile
 import zipfile
 
@@ -26,7 +40,7 @@ import torch
 import torch.nn as tnn
 
 from neurocomp import memory, safeio
-from neurocomp.errors import BadCheckpoint, UnsupportedLayer, UnsupportedLayers
+from neurocomp.errors import BadCheckpoint, BadInput, NeurocompError, UnsupportedLayer, UnsupportedLayers
 from neurocomp.frontends.modules import MODULES, type_name
 from neurocomp.nn import REGISTRY
 
@@ -34,6 +48,10 @@ FORMAT = "neurocomp.checkpoint"
 VERSION = 1
 ENCODINGS = ("bernoulli", "current", "events")
 MAX_TIMESTEPS = 100_000
+
+
+SUPPORTED = ("Conv2d, Linear, BatchNorm1d/2d, MaxPool2d, AvgPool2d, Flatten, Dropout (torch or SpikingJelly "
+             "activation_based), SpikingJelly LIFNode/IFNode, neurocomp.nn modules, in nn.Sequential")
 
 
 def describe(module, path="") -> dict:
@@ -46,10 +64,9 @@ def describe(module, path="") -> dict:
                     "children": [[n, walk(c, f"{p}.{n}" if p else n)] for n, c in m.named_children()]}
         name = type_name(m)
         if name is None:
-            problems.append(UnsupportedLayer(f"{type(m).__name__} cannot be described in a checkpoint",
+            problems.append(UnsupportedLayer(f"{type(m).__name__} is not a layer neurocomp compiles",
                                              where=f"layer '{p or 'model'}'",
-                                             hint="build the model from nn.Sequential, SpikingJelly layers and "
-                                                  "neurocomp.nn modules, or use --trust-pickle with a full module"))
+                                             hint="replace it with a supported layer: " + SUPPORTED))
             return None
         if name.startswith("neurocomp.nn."):
             return {"type": name, "args": dict(m.config)}
@@ -223,9 +240,14 @@ def check_architecture_size(spec, where="architecture"):
 
 
 def save_checkpoint(model, path, input_shape, timesteps, encoding="bernoulli", dataset=None, extra=None) -> str:
-    """Write ``model`` in neurocomp's checkpoint format (atomically) and return the path."""
+    """Write ``model`` in neurocomp's checkpoint format (atomically) and return the path.
+
+    ``model`` is an ``nn.Sequential`` of supported layers, or a user class reduced to one by
+    :func:`~neurocomp.frontends.usercode.as_sequential` (``forward`` is ``return self.net(x)``)."""
+    from neurocomp.frontends.usercode import as_sequential
     if encoding not in ENCODINGS:
         raise BadCheckpoint(f"unknown encoding {encoding!r}", where="encoding", hint=f"use one of {ENCODINGS}")
+    model = as_sequential(model)
     doc = {
         "format": FORMAT, "version": VERSION,
         "architecture": describe(model),
@@ -251,7 +273,40 @@ def save_checkpoint(model, path, input_shape, timesteps, encoding="bernoulli", d
     return path
 
 
-def _torch_load(f, path, trust_pickle):
+PICKLE_FLAGS = "--input-shape C,H,W --timesteps T --encoding bernoulli|current|events"
+
+
+_PLAIN_MODULES = {"collections", "builtins", "_codecs", "copyreg", "torch", "torch._utils", "torch._tensor",
+                  "torch.serialization", "torch.nn.parameter", "numpy", "numpy.core.multiarray"}
+
+
+def pickled_class(f) -> str | None:
+    """The first class a zip checkpoint's pickle names that is not torch's or Python's own (the model's
+    class, for a pickled module), read from its opcodes without unpickling anything."""
+    try:
+        z = zipfile.ZipFile(f.fh)
+        name = next(n for n in z.namelist() if n.endswith("/data.pkl"))
+        data = z.read(name)
+    except (StopIteration, zipfile.BadZipFile, OSError, ValueError, KeyError):
+        return None
+    finally:
+        f.fh.seek(0)
+    strings = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                strings = (strings + [arg])[-2:]
+                continue
+            found = arg.replace(" ", ".") if op.name in ("GLOBAL", "INST") else \
+                (".".join(strings) if op.name == "STACK_GLOBAL" and len(strings) == 2 else None)
+            if found and found.rpartition(".")[0] not in _PLAIN_MODULES and not found.endswith("Storage"):
+                return found
+    except Exception:  # noqa: BLE001 - a malformed pickle: nothing to name
+        return None
+    return None
+
+
+def _torch_load(f, path, trust_pickle, main_file=None, code_path=()):
     try:
         f.fh.seek(0)
         return torch.load(f.fh, map_location="cpu", weights_only=True)
@@ -260,22 +315,35 @@ def _torch_load(f, path, trust_pickle):
         # the archive was checked (no TorchScript) and weights_only never runs code, so any failure here
         # only means "not a safe checkpoint"
         if not trust_pickle:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise BadCheckpoint(f"not a safe neurocomp checkpoint ({first[:160]})", where=path,
-                                hint="re-save it with neurocomp.save_checkpoint, or pass --trust-pickle if you "
-                                     "trust whoever wrote it (unpickling can run code)") from None
+            cls = pickled_class(f)
+            if cls is None:
+                why = str(e).strip().split("WeightsUnpickler error:")[-1].strip().splitlines() or [type(e).__name__]
+                raise BadCheckpoint(f"cannot be read without unpickling it ({why[0][:160]})", where=path,
+                                    hint="pass --trust-pickle if you trust whoever wrote it (unpickling can run "
+                                         "code)") from None
+            raise BadCheckpoint(f"holds a pickled Python object of class {cls} (torch.save of a whole model "
+                                "writes one), which only unpickling can read, and unpickling can run code", where=path,
+                                hint=f"if you trust whoever wrote it, pass --trust-pickle {PICKLE_FLAGS}") from None
+    from neurocomp.frontends.usercode import user_unpickler
     try:
         f.fh.seek(0)
-        return torch.load(f.fh, map_location="cpu", weights_only=False)
+        return torch.load(f.fh, map_location="cpu", weights_only=False,
+                          pickle_module=user_unpickler(path, main_file, code_path))
+    except NeurocompError:
+        raise
     except Exception as e2:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise BadCheckpoint(f"cannot be read even as a pickle ({type(e2).__name__}: {e2})", where=path,
-                            hint="the file is damaged") from None
+        raise BadCheckpoint(f"cannot be unpickled ({type(e2).__name__}: {str(e2).strip()[:160]})", where=path,
+                            hint="run it with the code the model was saved with (the current folder, "
+                                 "--code-path DIR or --model SCRIPT.py)") from None
 
 
 class LoadedModel:
-    """A checkpoint loaded back: the rebuilt module (eval mode) and its facts."""
+    """A model loaded back: the module (eval mode) and its facts. ``route`` says how it was saved
+    (``checkpoint``, ``pickle``, ``state_dict``); ``missing`` lists the facts (``input_shape``,
+    ``timesteps``, ``encoding``) a pickled module came without (its module is then as unpickled)."""
 
-    def __init__(self, model, input_shape, timesteps, encoding, dataset=None, extra=None, path=None):
+    def __init__(self, model, input_shape, timesteps, encoding, dataset=None, extra=None, path=None,
+                 route="checkpoint", missing=()):
         self.model = model
         self.input_shape = tuple(input_shape)
         self.timesteps = int(timesteps)
@@ -283,6 +351,118 @@ class LoadedModel:
         self.dataset = dataset
         self.extra = extra or {}
         self.path = path
+        self.route = route
+        self.missing = tuple(missing)
+
+    def require_facts(self):
+        """Refuse a model that does not say its input shape, T or encoding, naming the flags to pass."""
+        if self.missing:
+            flags = " ".join({"input_shape": "--input-shape C,H,W (or N)", "timesteps": "--timesteps T",
+                              "encoding": "--encoding bernoulli|current|events"}[k] for k in self.missing)
+            what = "a pickled module" if self.route == "pickle" else "a state dict"
+            raise BadInput(f"is {what} ({type(self.model).__name__}), which does not record its "
+                           f"{', '.join(k.replace('_', ' ') for k in self.missing)}", where=self.path,
+                           hint=f"pass {flags}")
+        return self
+
+
+SD_KEYS = ("state_dict", "model_state_dict", "model", "net")
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _as_state_dict(v):
+    if isinstance(v, dict) and v and all(isinstance(k, str) for k in v) and all(torch.is_tensor(x) for x in v.values()):
+        for pre in _PREFIXES:                       # DataParallel / torch.compile wrappers
+            if all(k.startswith(pre) for k in v):
+                v = {k[len(pre):]: x for k, x in v.items()}
+        return v
+    return None
+
+
+def find_state_dict(doc):
+    """``(state dict, the key it was under or None)`` of a plain dictionary, or ``(None, None)``."""
+    sd = _as_state_dict(doc)
+    if sd is not None:
+        return sd, None
+    for k in SD_KEYS:
+        sd = _as_state_dict(doc.get(k))
+        if sd is not None:
+            return sd, k
+    return None, None
+
+
+def parse_shape(v, where="--input-shape"):
+    if isinstance(v, str):
+        try:
+            v = [int(x) for x in v.split(",")] if v.strip() else []
+        except ValueError:
+            raise BadInput(f"{v!r} is not a list of sizes", where=where, hint="e.g. --input-shape 2,16,16 or 784") from None
+    if not isinstance(v, (list, tuple)) or not v or not all(_is_int(s) and 0 < s <= MAX_DIM for s in v):
+        raise BadInput(f"{v!r} is not a list of positive sizes", where=where, hint="e.g. --input-shape 2,16,16 or 784")
+    return tuple(int(s) for s in v)
+
+
+def _facts(input_shape, timesteps, encoding, dataset):
+    """The facts given by flags, checked (``None`` where not given)."""
+    if input_shape is not None:
+        input_shape = parse_shape(input_shape)
+    if timesteps is not None and not (_is_int(timesteps) and 1 <= timesteps <= MAX_TIMESTEPS):
+        raise BadInput(f"--timesteps {timesteps!r}", where="--timesteps", hint=f"give an integer in 1..{MAX_TIMESTEPS}")
+    if encoding is not None and encoding not in ENCODINGS:
+        raise BadInput(f"--encoding {encoding!r} is unknown", where="--encoding", hint=f"use one of {', '.join(ENCODINGS)}")
+    if dataset is not None and not (isinstance(dataset, str) and dataset):
+        raise BadInput(f"--dataset {dataset!r}", where="--dataset", hint="name a dataset, e.g. --dataset digits")
+    return {"input_shape": input_shape, "timesteps": timesteps, "encoding": encoding, "dataset": dataset}
+
+
+def _safe_copy(module, facts, path, route):
+    """A user's module as neurocomp stores it: reduced to its layers, described, rebuilt, weights loaded."""
+    from neurocomp.frontends.usercode import as_sequential
+    missing = [k for k in ("input_shape", "timesteps", "encoding") if facts[k] is None]
+    if missing:
+        return LoadedModel(module.eval(), (), 0, None, path=path, route=route, missing=missing)
+    try:
+        seq = as_sequential(module)
+        spec = describe(seq)
+    except NeurocompError as e:                      # name the file too: `model.pt: layer 'net.3': ...`
+        e.where = f"{path}: {e.where}" if e.where else str(path)
+        e.args = (e.one_line(),)
+        raise
+    model = build(spec, where=f"{path}: architecture")
+    model.load_state_dict({k: v.detach().cpu().clone() for k, v in seq.state_dict().items()}, strict=True)
+    model.eval()
+    return LoadedModel(model, facts["input_shape"], facts["timesteps"], facts["encoding"], facts["dataset"],
+                       path=path, route=route)
+
+
+def _load_state_dict(sd, key, spec, model_args, code_path, path):
+    from neurocomp.frontends.usercode import build_user_model
+    under = f" under key '{key}'" if key else ""
+    if spec is None:
+        raise BadCheckpoint(f"holds a state dict{under} ({len(sd)} tensors, e.g. {next(iter(sd))!r}) but not the "
+                            "model's layers", where=path,
+                            hint="pass --model FILE.py:NAME (the class or function in your code that builds the "
+                                 f"model; --model-args JSON for its arguments) {PICKLE_FLAGS}")
+    for k, v in sd.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise BadCheckpoint(f"parameter '{k}' holds NaN or inf", where=f"{path}: state dict",
+                                hint="retrain or fix the weights")
+    module = build_user_model(spec, model_args, code_path)
+    want = module.state_dict()
+    missing = [k for k in want if k not in sd]
+    unexpected = [k for k in sd if k not in want]
+    if missing or unexpected:
+        raise BadCheckpoint(f"the state dict{under} does not fit {type(module).__name__} built by --model {spec}: "
+                            f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected "
+                            f"(e.g. {unexpected[:2]})", where=path,
+                            hint="name the class the weights were trained with, and its --model-args")
+    try:
+        module.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        msg = " ".join(str(e).split())
+        raise BadCheckpoint(f"the state dict{under} does not fit {type(module).__name__}: {msg[:240]}", where=path,
+                            hint="pass the --model-args the model was trained with (the sizes differ)") from None
+    return module
 
 
 def _check_fields(doc, path):
@@ -362,43 +542,83 @@ def check_tensor_views(doc, path):
     memory.check(2 * total, "the checkpoint's tensors", where=path)
 
 
-def load_checkpoint(path, trust_pickle: bool = False) -> LoadedModel:
-    """Load a neurocomp checkpoint safely (``weights_only=True``).
+def load_checkpoint(path, trust_pickle: bool = False, input_shape=None, timesteps=None, encoding=None,
+                    dataset=None, model=None, model_args=None, code_path=()) -> LoadedModel:
+    """Load a model saved in any usual way (see the module docstring); safely unless ``trust_pickle``.
 
     The file is opened through :mod:`neurocomp.safeio` (regular file only, no FIFO) and its zip
     entries are checked in pure Python first: TorchScript archives, whose loading runs code even
     under ``weights_only=True`` in torch 2.3, never reach torch. Tensor views are checked against
     their storage and the declared layers against the memory budget before anything is built.
 
-    With ``trust_pickle=True`` a full pickled module is accepted too; the caller must then give
-    input shape / T / encoding through :func:`wrap_module` (the CLI asks for them as flags).
+    ``input_shape`` / ``timesteps`` / ``encoding`` / ``dataset`` supply what a pickled module or a
+    state dict does not record (a neurocomp checkpoint records them: a flag that differs is refused);
+    ``model`` (``"FILE.py:NAME"``) builds the module a state dict is loaded into (it runs that file),
+    and for a pickle names the script whose classes ``__main__`` refers to. A pickled module given
+    without its facts comes back as unpickled, with ``missing`` naming them (``require_facts``).
     """
+    code_path = tuple(code_path or ())
+    facts = _facts(input_shape, timesteps, encoding, dataset)
+    main_file = None
+    if model is not None:
+        from neurocomp.frontends.usercode import parse_model_spec
+        main_file = parse_model_spec(model)[0]
     f = safeio.open_regular(path, error=BadCheckpoint, what="checkpoint",
                             hint="pass a checkpoint written by neurocomp.save_checkpoint")
     with f:
         safeio.check_checkpoint_archive(f, trust_pickle=trust_pickle)
         memory.check(2 * f.size, "loading the checkpoint", where=f.shown)
-        doc = _torch_load(f, path, trust_pickle)
+        doc = _torch_load(f, path, trust_pickle, main_file, code_path)
+    if isinstance(doc, dict) and not isinstance(doc.get("format"), str):
+        wrapped = next((doc[k] for k in SD_KEYS if isinstance(doc.get(k), tnn.Module)), None)
+        doc = wrapped if wrapped is not None else doc
     if isinstance(doc, tnn.Module):
         if not trust_pickle:  # pragma: no cover - weights_only never returns a module
             raise BadCheckpoint("is a pickled module", where=path, hint="pass --trust-pickle")
-        return LoadedModel(doc.eval(), input_shape=(), timesteps=0, encoding=None, path=path)
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise BadCheckpoint("is not a neurocomp checkpoint (no format key)", where=path,
-                            hint="write checkpoints with neurocomp.save_checkpoint")
+        return _safe_copy(doc, facts, path, "pickle")
+    if not isinstance(doc, dict):
+        raise BadCheckpoint(f"holds a {type(doc).__name__}, not a model or its weights", where=path,
+                            hint="save the model with neurocomp.save_checkpoint(model, path, input_shape=..., "
+                                 "timesteps=..., encoding=...)")
+    if doc.get("format") != FORMAT:
+        sd, key = find_state_dict(doc)
+        if sd is None:
+            keys = ", ".join(repr(k) for k in list(doc)[:6]) + (", ..." if len(doc) > 6 else "")
+            raise BadCheckpoint(f"holds a dictionary (keys {keys or 'none'}) with neither neurocomp's 'format' key nor "
+                                f"a state dict (looked under {', '.join(SD_KEYS)})", where=path,
+                                hint="save the model with neurocomp.save_checkpoint(model, path, input_shape=..., "
+                                     "timesteps=..., encoding=...)")
+        check_tensor_views(sd, path)
+        module = _load_state_dict(sd, key, model, model_args, code_path, path)
+        return _safe_copy(module, facts, path, "state_dict").require_facts()
     if doc.get("version") != VERSION:
         raise BadCheckpoint(f"checkpoint version {doc.get('version')!r} is not supported", where=path,
                             hint=f"this neurocomp reads version {VERSION}")
     check_tensor_views(doc, path)
     _check_fields(doc, path)
+    _check_flags_agree(doc, facts, model, path)
     check_architecture_size(doc["architecture"], where=f"{path}: architecture")
-    model = build(doc["architecture"], where=f"{path}: architecture")
+    net = build(doc["architecture"], where=f"{path}: architecture")
     try:
-        model.load_state_dict(doc["state_dict"], strict=True)
+        net.load_state_dict(doc["state_dict"], strict=True)
     except RuntimeError as e:
         msg = str(e).replace("\n", " ").replace("\t", "")
         raise BadCheckpoint(f"state_dict does not match the architecture: {msg[:300]}", where=f"{path}: state_dict",
                             hint="the architecture and weights come from different models; re-save")
-    model.eval()
-    return LoadedModel(model, doc["input_shape"], doc["timesteps"], doc["encoding"], doc.get("dataset"),
-                       doc.get("extra"), path=path)
+    net.eval()
+    return LoadedModel(net, doc["input_shape"], doc["timesteps"], doc["encoding"],
+                       doc.get("dataset") or facts["dataset"], doc.get("extra"), path=path)
+
+
+def _check_flags_agree(doc, facts, model, path):
+    """A neurocomp checkpoint records its model and facts: a flag that says otherwise is refused."""
+    if model is not None:
+        raise BadInput("is a neurocomp checkpoint, which holds its model's layers", where=f"{path}: --model",
+                       hint="drop --model (it is for a state dict)")
+    for key, flag in (("input_shape", "--input-shape"), ("timesteps", "--timesteps"), ("encoding", "--encoding"),
+                      ("dataset", "--dataset")):
+        given, have = facts[key], doc.get(key)
+        if given is not None and have is not None and list(given if key == "input_shape" else [given]) != \
+                list(have if key == "input_shape" else [have]):
+            raise BadInput(f"{flag} {given!r} differs from the checkpoint's {key} {have!r}", where=f"{path}: {flag}",
+                           hint=f"drop {flag} (the checkpoint records it)")
