@@ -11,8 +11,8 @@ also read an earlier neuron's output by name (``run.value``) and ask who consume
 A class with no entry is refused with :class:`UnsupportedLayer` naming the layer; an entry made by
 :func:`refusal` refuses it on purpose, with a reason. Any other failure inside an entry names the
 layer it happened in. Neuron outputs are kept for the whole run (and recorded per ``record``);
-other values are dropped after their last consumer. Nothing is written on the frozen IR nodes: an
-entry that needs a derived object (a torch module) keeps it in ``run.cache``.
+other values are dropped after their last consumer. Nothing is written on the frozen IR nodes (the
+float attention entries cache their torch modules by content, see ``float_ops``).
 """
 from __future__ import annotations
 
@@ -50,7 +50,6 @@ class Run:
         self.inputs = None      # the run's input tensor, time-major [T, B, *shape]
         self.spikes = {}        # recorded neuron outputs, by layer name, in graph order
         self.stats = {}         # per-layer counters an arithmetic reports (fixed point: clips, wraps)
-        self.cache = {}         # objects derived from nodes during this run (never stored on a node)
         self._env = {}
         self._consumers = None
 
