@@ -1,0 +1,166 @@
+"""Loihi fixed-point arithmetic of the reference walk: one entry per IR node class (``FIXED_OPS``).
+
+On a quantized graph it reproduces Lava's ``fixed_pt`` models bit for bit, with the arithmetic of
+``neurocomp.fixedpoint``. Values along the edges: spikes (bool ``[T, B, *shape]``; int64 when they
+carry graded payloads) out of neurons, integer synaptic input (int64, weight units) out of synapses;
+a dynamic MA attention hands its consumer the current together with itself (:class:`Gained`), and
+that neuron takes its per-sample gains from it. Float-only layers (BatchNorm, AvgPool2d, Scale) are
+refused: the passes fold them before ``quantize``.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from neurocomp import fixedpoint as fx
+from neurocomp.errors import BadGraph, UnsupportedLayer
+from neurocomp.ir import (AvgPool2d, BatchNorm, Conv2d, CubaLIF, Dense, Flatten, GradedSpikes, Input, LIF, Linear,
+                          MAAttention, MALIF, Scale, SpikeAttention, SumPool2d, Threshold)
+from neurocomp.sim.cuba import run_fixed_cuba
+from neurocomp.sim.walk import refusal
+
+
+class Gained(NamedTuple):
+    """A synaptic input with the dynamic MA attention whose per-sample gains its neuron applies."""
+    current: torch.Tensor     # int64 [T, B, *shape]
+    attention: MAAttention
+
+
+# ---- helpers -------------------------------------------------------------------------------------
+def _exact_float(node, s: torch.Tensor):
+    """float32 when every possible sum is an integer below 2**24 (exact), else float64."""
+    q = np.abs(np.asarray(node.qweight, dtype=np.float64))
+    fan = q.reshape(q.shape[0], -1).sum(1).max() if q.ndim > 1 else float(q) * np.prod(getattr(node, "kernel", (1,)))
+    in_max = 1.0 if s.dtype == torch.bool else float(s.abs().max()) if s.numel() else 0.0
+    return torch.float32 if fan * in_max < (1 << 24) else torch.float64
+
+
+def _synapse(node, s: torch.Tensor, fn) -> torch.Tensor:
+    """Integer synaptic input ``fn(x, dtype)`` from spikes ``s`` [T, B, *shape], per step, computed in
+    float32 or float64, whichever is exact."""
+    if node.qweight is None:
+        raise BadGraph("synapse has no quantized weights", where=f"layer '{node.name}'",
+                       hint="run_fixed takes a quantized graph (passes.pipeline.lower)")
+    T, B = s.shape[:2]
+    x = s.flatten(0, 1)
+    dt = _exact_float(node, x)
+    y = fn(x.to(dt), dt)
+    return y.reshape((T, B) + tuple(y.shape[1:]))
+
+
+def _compartment(node):
+    if node.fixed is None:
+        raise BadGraph("neuron has no fixed-point parameters", where=f"layer '{node.name}'",
+                       hint="run_fixed takes a quantized graph (passes.pipeline.lower)")
+    return node.fixed
+
+
+def dynamic_gains(att: MAAttention, a_seq: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Per-sample gain mantissas ``[T, B, *shape]`` the attention process computes from a window."""
+    from neurocomp.fixedpoint.attention import ma_gains, ma_program
+    x = (a_seq.to(torch.int64) * (1 << fx.ACT_SHIFT) + bias).numpy()
+    g = ma_gains(x.swapaxes(0, 1), ma_program(att.state(), att.parts, float(att.x_scale)))
+    return torch.as_tensor(g.swapaxes(0, 1))
+
+
+def _gain_neuron(node, p, a_seq: torch.Tensor, bias: torch.Tensor, stats: dict, att=None):
+    v = torch.zeros_like(a_seq[0])
+    out = torch.zeros(a_seq.shape, dtype=torch.bool)
+    gains = None if p.gain_mant is None else torch.as_tensor(p.gain_mant.astype("int64"))
+    if att is not None:
+        gains = dynamic_gains(att, a_seq, bias)
+    for t in range(a_seq.shape[0]):
+        v, s = fx.gain_lif_step(v, a_seq[t], bias, None if gains is None else gains[t], int(p.gain_shift),
+                                int(p.dv), int(p.vth), int(p.v_reset), bool(p.rectify), bool(p.gain_on_bias),
+                                torch.clamp)
+        out[t] = s
+    stats[node.name] = {"voltage_saturations": None, "current_wraps": 0}
+    return out
+
+
+def _loihi_neuron(run, node, a):
+    """A Loihi LIF compartment (LIF, MALIF, Threshold after quantize), gain-scheduled when asked."""
+    p = _compartment(node)
+    a, att = (a.current, a.attention) if isinstance(a, Gained) else (a, None)
+    bias = torch.as_tensor(fx.effective_bias(p.bias_mant.astype("int64"), p.bias_exp.astype("int64")),
+                           dtype=torch.int64)
+    if p.gain_scheduled:
+        return _gain_neuron(node, p, a, bias, run.stats, att)
+    u = torch.zeros_like(a[0])
+    v = torch.zeros_like(a[0])
+    out = torch.zeros(a.shape, dtype=torch.bool)
+    counts = {"voltage_saturations": 0, "current_wraps": 0}
+    for t in range(a.shape[0]):
+        u, v, s = fx.lif_step(u, v, a[t], p.du, p.dv, bias, int(p.vth), torch.clamp, counts)
+        out[t] = s
+    run.stats[node.name] = counts
+    return out
+
+
+# ---- one entry per node class: op(run, node, *inputs) -----------------------------------------------
+def _input(run, node):
+    return run.inputs.to(torch.bool)
+
+
+def _conv2d(run, node, s):
+    return _synapse(node, s, lambda x, dt: fx.wrap_synaptic(torch.round(F.conv2d(
+        x, torch.as_tensor(node.qweight, dtype=dt), None, tuple(node.stride), tuple(node.padding),
+        tuple(node.dilation), int(node.groups))).to(torch.int64)))
+
+
+def _linear(run, node, s):
+    return _synapse(node, s, lambda x, dt: torch.round(F.linear(x, torch.as_tensor(node.qweight, dtype=dt)))
+                    .to(torch.int64))
+
+
+def _dense(run, node, s):
+    shape = tuple(node.out_shape)
+    return _synapse(node, s, lambda x, dt: torch.round(F.linear(x.flatten(1), torch.as_tensor(node.qweight, dtype=dt)))
+                    .to(torch.int64).reshape((-1,) + shape))
+
+
+def _sumpool2d(run, node, s):
+    return _synapse(node, s, lambda x, dt: fx.wrap_synaptic(torch.round(F.avg_pool2d(
+        x, tuple(node.kernel), tuple(node.stride), tuple(node.padding), divisor_override=1)).to(torch.int64)
+        * int(node.qweight)))
+
+
+def _flatten(run, node, s):
+    return s.flatten(2)
+
+
+def _cuba_lif(run, node, a):
+    if isinstance(a, Gained):
+        raise UnsupportedLayer("a dynamic attention in front of a cuba_lif layer", where=f"layer '{node.name}'")
+    _compartment(node)
+    return run_fixed_cuba(node, a, run.stats)
+
+
+def _ma_attention(run, node, a):
+    return Gained(a, node)
+
+
+def _spike_attention(run, node, s):
+    """Spikes times the integer map's 8-bit payloads (``spike_payload`` on the module's program)."""
+    from neurocomp.fixedpoint.attention import spike_payload, spike_program
+    src = s if node.source is None else run.value(node.source)
+    prog = spike_program(node.meta["module"], node.state(), tuple(src.shape[2:]), tuple(node.pool))
+    pay = spike_payload(prog, src.numpy().swapaxes(0, 1))
+    return s.to(torch.int64) * torch.as_tensor(pay.swapaxes(0, 1))
+
+
+def _graded_spikes(run, node, s):
+    """The producer's graded payloads: spike times ``qscale``."""
+    return s.to(torch.int64) * torch.as_tensor(np.asarray(node.qscale, np.int64))
+
+
+_FOLDED = "the passes fold it before quantize (run_fixed takes a quantized graph)"
+
+FIXED_OPS = {Input: _input, Linear: _linear, Dense: _dense, Conv2d: _conv2d, SumPool2d: _sumpool2d,
+             Flatten: _flatten, Threshold: _loihi_neuron, LIF: _loihi_neuron, MALIF: _loihi_neuron,
+             CubaLIF: _cuba_lif, GradedSpikes: _graded_spikes, MAAttention: _ma_attention,
+             SpikeAttention: _spike_attention,
+             AvgPool2d: refusal(_FOLDED), BatchNorm: refusal(_FOLDED), Scale: refusal(_FOLDED)}

@@ -1,0 +1,297 @@
+"""Float arithmetic of the reference walk: one entry per IR node class (``FLOAT_OPS``).
+
+The source framework's float32 arithmetic, op for op: SpikingJelly's LIF update
+``v + (x - v) / tau`` etc. in the same operation order, eval-mode BatchNorm, torch pooling, the
+neurocomp.nn attention modules themselves, so on the unfolded graph the walk reproduces the torch
+model's spikes exactly; on a folded graph it is the "folded float model". Values are float32
+``[T, B, *shape]``; a synapse whose consumers all apply a folded gain before its bias hands them a
+:class:`Deferred` (the current without bias, and the bias) instead.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from neurocomp.ir import (AvgPool2d, BatchNorm, Conv2d, CubaLIF, Dense, Flatten, GradedSpikes, Input, LIF, Linear,
+                          MAAttention, MALIF, Scale, SpikeAttention, SumPool2d, Threshold)
+from neurocomp.sim.cuba import run_float_cuba
+
+
+# ---- neuron kernels (SpikingJelly's expressions, same operation order) -------------------------
+@torch.jit.script
+def _lif_decay_input_reset0(x_seq: torch.Tensor, v: torch.Tensor, v_threshold: float, tau: float):
+    spikes = torch.zeros_like(x_seq)
+    for t in range(x_seq.shape[0]):
+        v = v + (x_seq[t] - v) / tau
+        spike = (v >= v_threshold).to(x_seq)
+        v = 0. * spike + (1. - spike) * v
+        spikes[t] = spike
+    return spikes
+
+
+@torch.jit.script
+def _lif_decay_input(x_seq: torch.Tensor, v: torch.Tensor, v_threshold: float, v_reset: float, tau: float):
+    spikes = torch.zeros_like(x_seq)
+    for t in range(x_seq.shape[0]):
+        v = v + (x_seq[t] - (v - v_reset)) / tau
+        spike = (v >= v_threshold).to(x_seq)
+        v = v_reset * spike + (1. - spike) * v
+        spikes[t] = spike
+    return spikes
+
+
+@torch.jit.script
+def _lif_no_decay_input_reset0(x_seq: torch.Tensor, v: torch.Tensor, v_threshold: float, tau: float):
+    spikes = torch.zeros_like(x_seq)
+    for t in range(x_seq.shape[0]):
+        v = v * (1. - 1. / tau) + x_seq[t]
+        spike = (v >= v_threshold).to(x_seq)
+        v = 0. * spike + (1. - spike) * v
+        spikes[t] = spike
+    return spikes
+
+
+@torch.jit.script
+def _lif_no_decay_input(x_seq: torch.Tensor, v: torch.Tensor, v_threshold: float, v_reset: float, tau: float):
+    spikes = torch.zeros_like(x_seq)
+    for t in range(x_seq.shape[0]):
+        v = v - (v - v_reset) / tau + x_seq[t]
+        spike = (v >= v_threshold).to(x_seq)
+        v = v_reset * spike + (1. - spike) * v
+        spikes[t] = spike
+    return spikes
+
+
+@torch.jit.script
+def _if_hard(x_seq: torch.Tensor, v: torch.Tensor, v_threshold: float, v_reset: float):
+    spikes = torch.zeros_like(x_seq)
+    for t in range(x_seq.shape[0]):
+        v = v + x_seq[t]
+        spike = (v >= v_threshold).to(x_seq)
+        v = v_reset * spike + (1. - spike) * v
+        spikes[t] = spike
+    return spikes
+
+
+@torch.jit.script
+def _if_soft(x_seq: torch.Tensor, v: torch.Tensor, v_threshold: float):
+    spikes = torch.zeros_like(x_seq)
+    for t in range(x_seq.shape[0]):
+        v = v + x_seq[t]
+        spike = (v >= v_threshold).to(x_seq)
+        v = v - spike * v_threshold
+        spikes[t] = spike
+    return spikes
+
+
+@torch.jit.script
+def _lif_soft(x_seq: torch.Tensor, v: torch.Tensor, v_threshold: float, tau: float, decay_input: bool):
+    spikes = torch.zeros_like(x_seq)
+    for t in range(x_seq.shape[0]):
+        if decay_input:
+            v = v + (x_seq[t] - v) / tau
+        else:
+            v = v * (1. - 1. / tau) + x_seq[t]
+        spike = (v >= v_threshold).to(x_seq)
+        v = v - spike * v_threshold
+        spikes[t] = spike
+    return spikes
+
+
+def _float_lif(node: LIF, x_seq: torch.Tensor) -> torch.Tensor:
+    th = float(node.v_threshold)
+    v0 = torch.full_like(x_seq[0], 0.0 if node.v_reset is None else float(node.v_reset))
+    if node.tau is None:
+        if node.v_reset is None:
+            return _if_soft(x_seq, v0, th)
+        return _if_hard(x_seq, v0, th, float(node.v_reset))
+    tau = float(node.tau)
+    if node.v_reset is None:
+        return _lif_soft(x_seq, v0, th, tau, bool(node.decay_input))
+    vr = float(node.v_reset)
+    if node.decay_input:
+        return _lif_decay_input_reset0(x_seq, v0, th, tau) if vr == 0.0 else _lif_decay_input(x_seq, v0, th, vr, tau)
+    return _lif_no_decay_input_reset0(x_seq, v0, th, tau) if vr == 0.0 else _lif_no_decay_input(x_seq, v0, th, vr, tau)
+
+
+@torch.jit.script
+def _malif(x_seq: torch.Tensor, v_threshold: float, alpha: float, beta: float):
+    """MA-SNN's cell, op for op as neurocomp.nn.MALIFNode (eval): reset to threshold, then leak."""
+    spikes = torch.zeros_like(x_seq)
+    h = torch.zeros_like(x_seq[0])
+    for t in range(x_seq.shape[0]):
+        u = h + x_seq[t]
+        spike = (u - v_threshold >= 0).to(x_seq)
+        h_hat = spike * v_threshold + (1.0 - spike) * u
+        h = alpha * h_hat + beta
+        spikes[t] = spike
+    return spikes
+
+
+# ---- helpers -------------------------------------------------------------------------------------
+class Deferred(NamedTuple):
+    """A synapse's output without its bias, for a consumer that adds the bias after its gain."""
+    current: torch.Tensor     # [T, B, *shape]
+    bias: torch.Tensor        # broadcasts against ``current``
+
+
+def _t(a, dtype=torch.float32):
+    return None if a is None else torch.as_tensor(a, dtype=dtype)
+
+
+def _per_step(fn, x: torch.Tensor) -> torch.Tensor:
+    """``fn`` applied to every step of ``x`` [T, B, *shape] at once (as a batch of T*B)."""
+    T, B = x.shape[:2]
+    y = fn(x.flatten(0, 1))
+    return y.reshape((T, B) + tuple(y.shape[1:]))
+
+
+def _defers_bias(neuron) -> bool:
+    return getattr(neuron, "input_gain", None) is not None and not getattr(neuron, "gain_on_bias", True)
+
+
+def _synapse(run, node, x, fn, bias_shape=None):
+    """``fn(x, bias)`` per step; the bias handed on separately when every consumer gains the current first."""
+    consumers = run.consumers(node)
+    if node.bias is not None and consumers and all(_defers_bias(c) for c in consumers):
+        y = _per_step(lambda v: fn(v, None), x)
+        shape = (-1,) + (1,) * (len(node.out_shape) - 1) if bias_shape is None else bias_shape
+        return Deferred(y, _t(node.bias).reshape(shape))
+    return _per_step(lambda v: fn(v, _t(node.bias)), x)
+
+
+def _neuron_input(node, x):
+    """Folded attention: ``x * gain[t]`` (ReLU'd if asked), a deferred bias added after the gain."""
+    if node.input_gain is None and not node.rectify_input:
+        return x
+    x, bias = (x.current, x.bias) if isinstance(x, Deferred) else (x, None)
+    if node.input_gain is not None:
+        x = x * torch.as_tensor(node.input_gain, dtype=torch.float32).unsqueeze(1)
+    if node.rectify_input:
+        x = torch.relu(x)
+    if bias is not None:
+        x = x + bias
+    return x
+
+
+def _attention_module(node):
+    """The neurocomp.nn module an attention node stands for, with its weights.
+
+    Built once per distinct (module, config, weights): a functools cache keyed by their bytes, so
+    nothing is stored on the frozen node and an equal node reuses the module (they hold no state)."""
+    state = tuple((k, str(a.dtype), a.shape, a.tobytes())
+                  for k, a in ((k, np.ascontiguousarray(v)) for k, v in node.state().items()))
+    return _build_module(node.meta["module"], json.dumps(node.meta["config"], sort_keys=True), state)
+
+
+@functools.lru_cache(maxsize=32)
+def _build_module(name: str, config: str, state: tuple):
+    from neurocomp.nn import REGISTRY
+    mod = REGISTRY[name](**json.loads(config)).eval()
+    mod.load_state_dict({k: torch.as_tensor(np.frombuffer(b, dtype=dt).reshape(shape).copy()) for k, dt, shape, b in state})
+    return mod
+
+
+def _attention_map(mod, x: torch.Tensor) -> torch.Tensor:
+    with warnings.catch_warnings():      # torch warns about TCJA's 'same' padding with even kernels
+        warnings.filterwarnings("ignore", message="Using padding='same'")
+        return mod.attention(x)
+
+
+# ---- one entry per node class: op(run, node, *inputs) -----------------------------------------------
+def _input(run, node):
+    return run.inputs
+
+
+def _linear(run, node, x):
+    return _synapse(run, node, x, lambda v, b: F.linear(v, _t(node.weight), b))
+
+
+def _dense(run, node, x):
+    shape = tuple(node.out_shape)
+    return _synapse(run, node, x, lambda v, b: F.linear(v.flatten(1), _t(node.weight), b).reshape((-1,) + shape),
+                    bias_shape=shape)
+
+
+def _conv2d(run, node, x):
+    return _synapse(run, node, x, lambda v, b: F.conv2d(v, _t(node.weight), b, tuple(node.stride), tuple(node.padding),
+                                                        tuple(node.dilation), int(node.groups)))
+
+
+def _sumpool2d(run, node, x):
+    return _per_step(lambda v: F.avg_pool2d(v, tuple(node.kernel), tuple(node.stride), tuple(node.padding),
+                                            divisor_override=1), x)
+
+
+def _avgpool2d(run, node, x):
+    return _per_step(lambda v: F.avg_pool2d(v, tuple(node.kernel), tuple(node.stride), tuple(node.padding)), x)
+
+
+def _batchnorm(run, node, x):
+    return _per_step(lambda v: F.batch_norm(v, _t(node.mean), _t(node.var), _t(node.weight), _t(node.bias),
+                                            False, 0.0, node.eps), x)
+
+
+def _flatten(run, node, x):
+    return x.flatten(2)
+
+
+def _threshold(run, node, x):
+    return (x > node.threshold).to(x.dtype)
+
+
+def _lif(run, node, x):
+    return _float_lif(node, _neuron_input(node, x))
+
+
+def _malif_op(run, node, x):
+    return _malif(_neuron_input(node, x), float(node.v_threshold), float(node.alpha), float(node.beta))
+
+
+def _cuba_lif(run, node, x):
+    return run_float_cuba(node, x)
+
+
+def _scale(run, node, x):
+    """``x[t] * scale[t]`` broadcast over the batch, as neurocomp.nn.StaticMap computes it."""
+    y = x * torch.as_tensor(node.scale, dtype=torch.float32).unsqueeze(1)
+    return torch.relu(y) if node.rectify else y
+
+
+def _graded_spikes(run, node, x):
+    return x * torch.as_tensor(node.scale, dtype=torch.float32)
+
+
+def _ma_attention(run, node, x):
+    return _attention_module(node)(x)
+
+
+def _spike_attention(run, node, x):
+    """``x * A(source)`` with the module's own float map (TCJA: per (t, c); PFA: per (t, c, h, w))."""
+    mod = _attention_module(node)
+    src = x if node.source is None else run.value(node.source)
+    pool = tuple(node.pool)
+    if pool != (1, 1):
+        T, B = src.shape[:2]
+        y = F.avg_pool2d(src.flatten(0, 1), pool, pool)
+        a = _attention_map(mod, y.reshape((T, B) + tuple(y.shape[1:])))
+        a = a.repeat_interleave(pool[0], dim=3).repeat_interleave(pool[1], dim=4)
+        out = torch.zeros_like(x)
+        out[..., :a.shape[3], :a.shape[4]] = x[..., :a.shape[3], :a.shape[4]] * a
+        return out
+    a = _attention_map(mod, src)
+    while a.dim() < x.dim():
+        a = a.unsqueeze(-1)
+    return x * a
+
+
+FLOAT_OPS = {Input: _input, Linear: _linear, Dense: _dense, Conv2d: _conv2d, SumPool2d: _sumpool2d,
+             AvgPool2d: _avgpool2d, BatchNorm: _batchnorm, Flatten: _flatten, Threshold: _threshold, LIF: _lif,
+             MALIF: _malif_op, CubaLIF: _cuba_lif, Scale: _scale, GradedSpikes: _graded_spikes,
+             MAAttention: _ma_attention, SpikeAttention: _spike_attention}

@@ -1,0 +1,109 @@
+"""The reference simulator's one walk over the IR, with the arithmetic as a table.
+
+A :class:`Run` keeps one value per layer name and calls ``run_node`` on each node in graph order:
+the node's class picks its entry in the arithmetic's table (``float_ops.FLOAT_OPS`` or
+``fixed_ops.FIXED_OPS``, one small function per IR node class, looked up along the class's MRO),
+and the entry is called as ``op(run, node, *inputs)`` with the values of the node's input edges
+(``graph.inputs[node.name]``, in order), so a node with several inputs gets them all. An entry may
+also read an earlier neuron's output by name (``run.value``) and ask who consumes a node
+(``run.consumers``). Adding a node kind is one entry per table.
+
+A class with no entry is refused with :class:`UnsupportedLayer` naming the layer; an entry made by
+:func:`refusal` refuses it on purpose, with a reason. Any other failure inside an entry names the
+layer it happened in. Neuron outputs are kept for the whole run (and recorded per ``record``);
+other values are dropped after their last consumer. Nothing is written on the frozen IR nodes (the
+float attention entries cache their torch modules by content, see ``float_ops``).
+"""
+from __future__ import annotations
+
+import torch
+
+from neurocomp.errors import NeurocompError, UnsupportedLayer
+
+
+def refusal(reason: str):
+    """A table entry that refuses its node class on purpose (``reason`` says what to do instead)."""
+    def refuse(run, node, *inputs):
+        raise UnsupportedLayer(f"'{node.kind}' layers have no {run.arithmetic} arithmetic: {reason}",
+                               where=f"layer '{node.name}'")
+    refuse.refusal = reason
+    return refuse
+
+
+def entry(ops: dict, cls):
+    """The entry of ``ops`` for node class ``cls`` (its own or its nearest base class's), or None."""
+    for c in cls.__mro__:
+        op = ops.get(c)
+        if op is not None:
+            return op
+    return None
+
+
+class Run:
+    """One walk of ``graph`` with the arithmetic ``ops`` (named ``arithmetic`` in messages)."""
+
+    def __init__(self, graph, ops: dict, arithmetic: str, record=None):
+        self.graph = graph
+        self.ops = ops
+        self.arithmetic = arithmetic
+        self.record = record
+        self.inputs = None      # the run's input tensor, time-major [T, B, *shape]
+        self.spikes = {}        # recorded neuron outputs, by layer name, in graph order
+        self.stats = {}         # per-layer counters an arithmetic reports (fixed point: clips, wraps)
+        self._env = {}
+        self._consumers = None
+
+    # ---- what an entry may ask ----------------------------------------------------------
+    def value(self, name: str):
+        """The output of the earlier layer ``name`` (every neuron's output is kept for the run)."""
+        return self._env[name]
+
+    def consumers(self, node) -> tuple:
+        """The nodes that take ``node``'s output as an input."""
+        if self._consumers is None:
+            by_name = {}
+            for n in self.graph.nodes:
+                for src in self.graph.inputs.get(n.name, ()):
+                    by_name.setdefault(src, []).append(n)
+            self._consumers = {k: tuple(v) for k, v in by_name.items()}
+        return self._consumers.get(node.name, ())
+
+    # ---- the walk -------------------------------------------------------------------------
+    def run_node(self, node):
+        """Dispatch ``node`` to its entry with its input edges' values; failures name the layer."""
+        op = entry(self.ops, type(node))
+        if op is None:
+            raise UnsupportedLayer(f"no {self.arithmetic} arithmetic for '{node.kind}' layers "
+                                   f"({type(node).__name__})", where=f"layer '{node.name}'")
+        args = [self._env[src] for src in self.graph.inputs.get(node.name, ())]
+        try:
+            return op(self, node, *args)
+        except NeurocompError as e:
+            if e.where is None:
+                e.where = f"layer '{node.name}'"
+                e.args = (e.one_line(),)
+            raise
+        except Exception as e:
+            if e.args and isinstance(e.args[0], str) and not e.args[0].startswith(f"layer '{node.name}'"):
+                e.args = (f"layer '{node.name}' ({node.kind}): {e.args[0]}",) + tuple(e.args[1:])
+            raise
+
+    def run(self, x: torch.Tensor):
+        """Walk the graph on ``x``; returns the output node's value."""
+        self.inputs = x
+        nodes, edges = self.graph.nodes, self.graph.inputs
+        keep = {n.name for n in nodes if n.is_neuron} | {self.graph.output_node.name}
+        last_use = {}
+        for i, n in enumerate(nodes):
+            for src in edges.get(n.name, ()):
+                last_use[src] = i
+        env = self._env
+        with torch.no_grad():
+            for i, node in enumerate(nodes):
+                env[node.name] = self.run_node(node)
+                if node.is_neuron and (self.record is None or node.name in self.record):
+                    self.spikes[node.name] = env[node.name]
+                for src in edges.get(node.name, ()):
+                    if last_use[src] == i and src not in keep:
+                        env.pop(src, None)
+        return env[self.graph.output_node.name]
