@@ -53,93 +53,129 @@ def _time_mean_scale(static_map, shape, md) -> nir.Scale:
     return nir.Scale(scale=np.ascontiguousarray(mean_t, dtype=np.float64), metadata=md)
 
 
+def _input(node, shape, md, dt):
+    return nir.Input(input_type={"input": np.array(shape)}, metadata=md)
+
+
+def _conv2d(node, shape, md, dt):
+    md[PREFIX + "has_bias"] = node.bias is not None
+    bias = node.bias if node.bias is not None else np.zeros(node.weight.shape[0], np.float32)
+    return nir.Conv2d(input_shape=tuple(shape[1:]), weight=node.weight, stride=tuple(node.stride),
+                      padding=tuple(node.padding), dilation=tuple(node.dilation), groups=int(node.groups),
+                      bias=bias, metadata=md)
+
+
+def _linear(node, shape, md, dt):
+    if node.bias is None:
+        return nir.Linear(weight=node.weight, metadata=md)
+    return nir.Affine(weight=node.weight, bias=node.bias, metadata=md)
+
+
+def _batchnorm(node, shape, md, dt):
+    md.update({PREFIX + "op": "batchnorm", PREFIX + "mean": node.mean, PREFIX + "var": node.var,
+               PREFIX + "eps": float(node.eps)})
+    if node.weight is not None:
+        md[PREFIX + "weight"] = node.weight
+    if node.bias is not None:
+        md[PREFIX + "bias"] = node.bias
+    k, shift = _bn_affine(node)
+    if len(shape) == 3:
+        # a 1x1 conv with a diagonal kernel (NIR's type inference ignores groups)
+        return nir.Conv2d(input_shape=tuple(shape[1:]), weight=np.diag(k)[:, :, None, None], stride=1,
+                          padding=0, dilation=1, groups=1, bias=shift, metadata=md)
+    return nir.Affine(weight=np.diag(k), bias=shift, metadata=md)
+
+
+def _sumpool2d(node, shape, md, dt):
+    return nir.SumPool2d(kernel_size=np.array(node.kernel), stride=np.array(node.stride),
+                         padding=np.array(node.padding), metadata=md)
+
+
+def _avgpool2d(node, shape, md, dt):
+    return nir.AvgPool2d(kernel_size=np.array(node.kernel), stride=np.array(node.stride),
+                         padding=np.array(node.padding), metadata=md)
+
+
+def _threshold(node, shape, md, dt):
+    return nir.Threshold(threshold=_full(shape, node.threshold), metadata=md)
+
+
+def _flatten(node, shape, md, dt):
+    return nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1, metadata=md)
+
+
+def _scale(node, shape, md, dt):
+    # A foreign consumer runs the time-invariant gains (the map's mean over time); neurocomp
+    # reads back the full calibrated map [T, ...] from the metadata.
+    md.update({PREFIX + "op": "attention", PREFIX + "scale_map": np.asarray(node.scale),
+               PREFIX + "rectify": bool(node.rectify)})
+    mean_t = np.broadcast_to(np.asarray(node.scale).mean(axis=0).reshape(
+        np.asarray(node.scale).shape[1:] + (1,) * (len(shape) - (node.scale.ndim - 1))), shape)
+    return nir.Scale(scale=np.ascontiguousarray(mean_t, dtype=np.float64), metadata=md)
+
+
+def _ma_attention(node, shape, md, dt):
+    # dynamic MA attention: foreign consumers get the calibrated time-mean map as a Scale;
+    # neurocomp reads the module back from the metadata (weights under neurocomp.state.*)
+    md.update({PREFIX + "op": "dynamic_attention", PREFIX + "parts": node.parts,
+               PREFIX + "module": node.meta.get("module", ""),
+               PREFIX + "config": json.dumps(node.meta.get("config", {}), sort_keys=True)})
+    for f in MAAttention.STATE_NAMES:
+        if getattr(node, f) is not None:
+            md[PREFIX + "state." + f] = np.asarray(getattr(node, f))
+    return _time_mean_scale(node.static_map, shape, md)
+
+
+def _spike_attention(node, shape, md, dt):
+    # dynamic TCJA/PFA: foreign consumers get the calibrated time-mean map as a Scale
+    md.update({PREFIX + "op": "dynamic_spike_attention", PREFIX + "module": node.meta.get("module", ""),
+               PREFIX + "config": json.dumps(node.meta.get("config", {}), sort_keys=True),
+               PREFIX + "state_flat": np.asarray(node.state_flat),
+               PREFIX + "state_spec": json.dumps([[k, list(v)] for k, v in node.state_spec]),
+               PREFIX + "source": node.source or "", PREFIX + "pool": np.asarray(node.pool)})
+    return _time_mean_scale(node.static_map, shape, md)
+
+
+def _malif(node, shape, md, dt):
+    # MA-SNN's cell (reset to threshold, then leak alpha) has no NIR node: the closest standard
+    # one is a LIF with the same per-step leak; the exact cell is described in the metadata.
+    md.update({PREFIX + "threshold_rule": ">=", PREFIX + "reset": "to_threshold",
+               PREFIX + "alpha": float(node.alpha), PREFIX + "beta": float(node.beta)})
+    tau = dt / max(1e-12, 1.0 - float(node.alpha))
+    return nir.LIF(tau=_full(shape, tau), r=_full(shape, tau / dt), v_leak=_full(shape, 0.0),
+                   v_threshold=_full(shape, node.v_threshold), v_reset=_full(shape, node.v_threshold),
+                   metadata=md)
+
+
+def _lif(node, shape, md, dt):
+    md[PREFIX + "threshold_rule"] = ">="
+    md[PREFIX + "reset"] = "soft" if node.v_reset is None else "hard"
+    v_reset = 0.0 if node.v_reset is None else float(node.v_reset)
+    if node.tau is None:
+        return nir.IF(r=_full(shape, 1.0), v_threshold=_full(shape, node.v_threshold),
+                      v_reset=_full(shape, v_reset), metadata=md)
+    md[PREFIX + "tau_steps"] = float(node.tau)
+    md[PREFIX + "decay_input"] = bool(node.decay_input)
+    r = 1.0 if node.decay_input else float(node.tau)
+    return nir.LIF(tau=_full(shape, node.tau * dt), r=_full(shape, r), v_leak=_full(shape, v_reset),
+                   v_threshold=_full(shape, node.v_threshold), v_reset=_full(shape, v_reset), metadata=md)
+
+
+# One NIR writer per IR node class (looked up along the class's MRO, so MALIF finds its own entry
+# before LIF's); the quantized-only nodes (Dense, GradedSpikes, CubaLIF) have no NIR form.
+WRITERS = {Input: _input, Conv2d: _conv2d, Linear: _linear, BatchNorm: _batchnorm, SumPool2d: _sumpool2d,
+           AvgPool2d: _avgpool2d, Threshold: _threshold, Flatten: _flatten, Scale: _scale,
+           MAAttention: _ma_attention, SpikeAttention: _spike_attention, MALIF: _malif, LIF: _lif}
+
+
 def node_to_nir(node, dt: float = DEFAULT_DT):
     md = {PREFIX + "kind": node.kind}
     if node.meta:
         md[PREFIX + "meta"] = json.dumps(node.meta, sort_keys=True)
-    shape = tuple(node.in_shape)
-    if isinstance(node, Input):
-        return nir.Input(input_type={"input": np.array(shape)}, metadata=md)
-    if isinstance(node, Conv2d):
-        md[PREFIX + "has_bias"] = node.bias is not None
-        bias = node.bias if node.bias is not None else np.zeros(node.weight.shape[0], np.float32)
-        return nir.Conv2d(input_shape=tuple(shape[1:]), weight=node.weight, stride=tuple(node.stride),
-                          padding=tuple(node.padding), dilation=tuple(node.dilation), groups=int(node.groups),
-                          bias=bias, metadata=md)
-    if isinstance(node, Linear):
-        if node.bias is None:
-            return nir.Linear(weight=node.weight, metadata=md)
-        return nir.Affine(weight=node.weight, bias=node.bias, metadata=md)
-    if isinstance(node, BatchNorm):
-        md.update({PREFIX + "op": "batchnorm", PREFIX + "mean": node.mean, PREFIX + "var": node.var,
-                   PREFIX + "eps": float(node.eps)})
-        if node.weight is not None:
-            md[PREFIX + "weight"] = node.weight
-        if node.bias is not None:
-            md[PREFIX + "bias"] = node.bias
-        k, shift = _bn_affine(node)
-        if len(shape) == 3:
-            # a 1x1 conv with a diagonal kernel (NIR's type inference ignores groups)
-            return nir.Conv2d(input_shape=tuple(shape[1:]), weight=np.diag(k)[:, :, None, None], stride=1,
-                              padding=0, dilation=1, groups=1, bias=shift, metadata=md)
-        return nir.Affine(weight=np.diag(k), bias=shift, metadata=md)
-    if isinstance(node, SumPool2d):
-        return nir.SumPool2d(kernel_size=np.array(node.kernel), stride=np.array(node.stride),
-                             padding=np.array(node.padding), metadata=md)
-    if isinstance(node, AvgPool2d):
-        return nir.AvgPool2d(kernel_size=np.array(node.kernel), stride=np.array(node.stride),
-                             padding=np.array(node.padding), metadata=md)
-    if isinstance(node, Threshold):
-        return nir.Threshold(threshold=_full(shape, node.threshold), metadata=md)
-    if isinstance(node, Flatten):
-        return nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1, metadata=md)
-    if isinstance(node, Scale):
-        # A foreign consumer runs the time-invariant gains (the map's mean over time); neurocomp
-        # reads back the full calibrated map [T, ...] from the metadata.
-        md.update({PREFIX + "op": "attention", PREFIX + "scale_map": np.asarray(node.scale),
-                   PREFIX + "rectify": bool(node.rectify)})
-        mean_t = np.broadcast_to(np.asarray(node.scale).mean(axis=0).reshape(
-            np.asarray(node.scale).shape[1:] + (1,) * (len(shape) - (node.scale.ndim - 1))), shape)
-        return nir.Scale(scale=np.ascontiguousarray(mean_t, dtype=np.float64), metadata=md)
-    if isinstance(node, MAAttention):
-        # dynamic MA attention: foreign consumers get the calibrated time-mean map as a Scale;
-        # neurocomp reads the module back from the metadata (weights under neurocomp.state.*)
-        md.update({PREFIX + "op": "dynamic_attention", PREFIX + "parts": node.parts,
-                   PREFIX + "module": node.meta.get("module", ""),
-                   PREFIX + "config": json.dumps(node.meta.get("config", {}), sort_keys=True)})
-        for f in MAAttention.STATE_NAMES:
-            if getattr(node, f) is not None:
-                md[PREFIX + "state." + f] = np.asarray(getattr(node, f))
-        return _time_mean_scale(node.static_map, shape, md)
-    if isinstance(node, SpikeAttention):
-        # dynamic TCJA/PFA: foreign consumers get the calibrated time-mean map as a Scale
-        md.update({PREFIX + "op": "dynamic_spike_attention", PREFIX + "module": node.meta.get("module", ""),
-                   PREFIX + "config": json.dumps(node.meta.get("config", {}), sort_keys=True),
-                   PREFIX + "state_flat": np.asarray(node.state_flat),
-                   PREFIX + "state_spec": json.dumps([[k, list(v)] for k, v in node.state_spec]),
-                   PREFIX + "source": node.source or "", PREFIX + "pool": np.asarray(node.pool)})
-        return _time_mean_scale(node.static_map, shape, md)
-    if isinstance(node, MALIF):
-        # MA-SNN's cell (reset to threshold, then leak alpha) has no NIR node: the closest standard
-        # one is a LIF with the same per-step leak; the exact cell is described in the metadata.
-        md.update({PREFIX + "threshold_rule": ">=", PREFIX + "reset": "to_threshold",
-                   PREFIX + "alpha": float(node.alpha), PREFIX + "beta": float(node.beta)})
-        tau = dt / max(1e-12, 1.0 - float(node.alpha))
-        return nir.LIF(tau=_full(shape, tau), r=_full(shape, tau / dt), v_leak=_full(shape, 0.0),
-                       v_threshold=_full(shape, node.v_threshold), v_reset=_full(shape, node.v_threshold),
-                       metadata=md)
-    if isinstance(node, LIF):
-        md[PREFIX + "threshold_rule"] = ">="
-        md[PREFIX + "reset"] = "soft" if node.v_reset is None else "hard"
-        v_reset = 0.0 if node.v_reset is None else float(node.v_reset)
-        if node.tau is None:
-            return nir.IF(r=_full(shape, 1.0), v_threshold=_full(shape, node.v_threshold),
-                          v_reset=_full(shape, v_reset), metadata=md)
-        md[PREFIX + "tau_steps"] = float(node.tau)
-        md[PREFIX + "decay_input"] = bool(node.decay_input)
-        r = 1.0 if node.decay_input else float(node.tau)
-        return nir.LIF(tau=_full(shape, node.tau * dt), r=_full(shape, r), v_leak=_full(shape, v_reset),
-                       v_threshold=_full(shape, node.v_threshold), v_reset=_full(shape, v_reset), metadata=md)
+    for cls in type(node).__mro__:
+        write = WRITERS.get(cls)
+        if write is not None:
+            return write(node, tuple(node.in_shape), md, dt)
     raise NotImplementedError(f"no NIR form for '{node.kind}' (layer '{node.name}')")
 
 

@@ -57,85 +57,128 @@ def _batchnorm(name, in_shape, md, meta) -> BatchNorm:
                      weight=opt("weight"), bias=opt("bias"), eps=float(md[PREFIX + "eps"]), meta=meta)
 
 
-def _convert(name, node, in_shape, md):
-    """One NIR node of a neurocomp graph -> list of IR nodes (usually one); None: no such node."""
-    where = node_where(name)
-    meta = _meta_of(md)
-    if isinstance(node, nir.Conv2d):
-        if md.get(PREFIX + "op") == "batchnorm":
-            return [_batchnorm(name, in_shape, md, meta)]
-        w, stride, pad, dil, groups, out = conv_geometry(node, in_shape, where)
-        has_bias = md.get(PREFIX + "has_bias", True)
-        bias = np.asarray(node.bias, dtype=np.float32) if node.bias is not None else None
-        if not has_bias or (bias is not None and PREFIX + "has_bias" not in md and not np.any(bias)):
-            bias = None if not has_bias else bias
-        check_bias(bias, w.shape[0], where)
-        return [Conv2d(name=name, in_shape=in_shape, out_shape=out, weight=w, bias=bias, stride=stride,
-                       padding=pad, dilation=dil, groups=groups, meta=meta)]
-    if isinstance(node, (nir.Affine, nir.Linear)):
-        if md.get(PREFIX + "op") == "batchnorm":
-            return [_batchnorm(name, in_shape, md, meta)]
-        w = linear_weight(node, in_shape, where)
-        bias = np.asarray(node.bias, dtype=np.float32) if isinstance(node, nir.Affine) else None
-        check_bias(bias, w.shape[0], where)
-        return [Linear(name=name, in_shape=in_shape, out_shape=check_layer((w.shape[0],), where), weight=w,
-                       bias=bias, meta=meta)]
-    if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
-        return [pool_node(name, node, in_shape, meta)]
-    if isinstance(node, nir.Threshold):
-        return [Threshold(name=name, in_shape=in_shape, out_shape=in_shape,
-                          threshold=uniform(node.threshold, where, "threshold"), meta=meta)]
-    if isinstance(node, nir.Flatten):
-        ndim = len(in_shape)
-        start, end = int(node.start_dim) % ndim, int(node.end_dim) % ndim
-        if start != 0 or end != ndim - 1:
-            raise UnsupportedLayer(f"Flatten of dims {node.start_dim}..{node.end_dim}", where=where,
-                                   hint="only full flattening is supported")
-        return [Flatten(name=name, in_shape=in_shape, out_shape=(int(np.prod(in_shape)),), meta=meta)]
-    if isinstance(node, nir.Scale) and md.get(PREFIX + "op") == "dynamic_spike_attention":
-        def txt(v):
-            return v.decode() if isinstance(v, bytes) else str(v)
-        sm = md.get(PREFIX + "static_map")
-        node_meta = dict(meta)
-        node_meta.update({"module": txt(md[PREFIX + "module"]), "config": json.loads(txt(md[PREFIX + "config"]))})
-        spec = tuple((k, tuple(v)) for k, v in json.loads(txt(md[PREFIX + "state_spec"])))
-        return [SpikeAttention(name=name, in_shape=in_shape, out_shape=in_shape,
-                               state_flat=np.asarray(md[PREFIX + "state_flat"], dtype=np.float32), state_spec=spec,
-                               source=txt(md[PREFIX + "source"]) or None,
-                               pool=tuple(int(v) for v in np.asarray(md[PREFIX + "pool"]).ravel()),
-                               static_map=None if sm is None else np.asarray(sm, dtype=np.float32), meta=node_meta)]
-    if isinstance(node, nir.Scale) and md.get(PREFIX + "op") == "dynamic_attention":
-        def text(v):
-            return v.decode() if isinstance(v, bytes) else str(v)
-        fields = {f: np.asarray(md[PREFIX + "state." + f], dtype=np.float32)
-                  for f in MAAttention.STATE_NAMES if PREFIX + "state." + f in md}
-        sm = md.get(PREFIX + "static_map")
-        node_meta = dict(meta)
-        node_meta.update({"module": text(md[PREFIX + "module"]), "config": json.loads(text(md[PREFIX + "config"]))})
-        return [MAAttention(name=name, in_shape=in_shape, out_shape=in_shape, parts=text(md[PREFIX + "parts"]),
-                            static_map=None if sm is None else np.asarray(sm, dtype=np.float32), meta=node_meta,
-                            **fields)]
-    if isinstance(node, nir.Scale) and md.get(PREFIX + "op") == "attention":
-        return [Scale(name=name, in_shape=in_shape, out_shape=in_shape,
-                      scale=np.asarray(md[PREFIX + "scale_map"], dtype=np.float32),
-                      rectify=bool(md.get(PREFIX + "rectify", False)), meta=meta)]
+def _text(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _read_conv2d(name, node, in_shape, md, meta, where):
+    if md.get(PREFIX + "op") == "batchnorm":
+        return [_batchnorm(name, in_shape, md, meta)]
+    w, stride, pad, dil, groups, out = conv_geometry(node, in_shape, where)
+    has_bias = md.get(PREFIX + "has_bias", True)
+    bias = np.asarray(node.bias, dtype=np.float32) if node.bias is not None else None
+    if not has_bias or (bias is not None and PREFIX + "has_bias" not in md and not np.any(bias)):
+        bias = None if not has_bias else bias
+    check_bias(bias, w.shape[0], where)
+    return [Conv2d(name=name, in_shape=in_shape, out_shape=out, weight=w, bias=bias, stride=stride,
+                   padding=pad, dilation=dil, groups=groups, meta=meta)]
+
+
+def _read_affine(name, node, in_shape, md, meta, where):
+    if md.get(PREFIX + "op") == "batchnorm":
+        return [_batchnorm(name, in_shape, md, meta)]
+    w = linear_weight(node, in_shape, where)
+    bias = np.asarray(node.bias, dtype=np.float32) if isinstance(node, nir.Affine) else None
+    check_bias(bias, w.shape[0], where)
+    return [Linear(name=name, in_shape=in_shape, out_shape=check_layer((w.shape[0],), where), weight=w,
+                   bias=bias, meta=meta)]
+
+
+def _read_pool(name, node, in_shape, md, meta, where):
+    return [pool_node(name, node, in_shape, meta)]
+
+
+def _read_threshold(name, node, in_shape, md, meta, where):
+    return [Threshold(name=name, in_shape=in_shape, out_shape=in_shape,
+                      threshold=uniform(node.threshold, where, "threshold"), meta=meta)]
+
+
+def _read_flatten(name, node, in_shape, md, meta, where):
+    ndim = len(in_shape)
+    start, end = int(node.start_dim) % ndim, int(node.end_dim) % ndim
+    if start != 0 or end != ndim - 1:
+        raise UnsupportedLayer(f"Flatten of dims {node.start_dim}..{node.end_dim}", where=where,
+                               hint="only full flattening is supported")
+    return [Flatten(name=name, in_shape=in_shape, out_shape=(int(np.prod(in_shape)),), meta=meta)]
+
+
+def _module_meta(md, meta) -> dict:
+    node_meta = dict(meta)
+    node_meta.update({"module": _text(md[PREFIX + "module"]), "config": json.loads(_text(md[PREFIX + "config"]))})
+    return node_meta
+
+
+def _static_map(md):
+    sm = md.get(PREFIX + "static_map")
+    return None if sm is None else np.asarray(sm, dtype=np.float32)
+
+
+def _read_spike_attention(name, node, in_shape, md, meta, where):
+    spec = tuple((k, tuple(v)) for k, v in json.loads(_text(md[PREFIX + "state_spec"])))
+    return [SpikeAttention(name=name, in_shape=in_shape, out_shape=in_shape,
+                           state_flat=np.asarray(md[PREFIX + "state_flat"], dtype=np.float32), state_spec=spec,
+                           source=_text(md[PREFIX + "source"]) or None,
+                           pool=tuple(int(v) for v in np.asarray(md[PREFIX + "pool"]).ravel()),
+                           static_map=_static_map(md), meta=_module_meta(md, meta))]
+
+
+def _read_ma_attention(name, node, in_shape, md, meta, where):
+    fields = {f: np.asarray(md[PREFIX + "state." + f], dtype=np.float32)
+              for f in MAAttention.STATE_NAMES if PREFIX + "state." + f in md}
+    return [MAAttention(name=name, in_shape=in_shape, out_shape=in_shape, parts=_text(md[PREFIX + "parts"]),
+                        static_map=_static_map(md), meta=_module_meta(md, meta), **fields)]
+
+
+def _read_static_scale(name, node, in_shape, md, meta, where):
+    return [Scale(name=name, in_shape=in_shape, out_shape=in_shape,
+                  scale=np.asarray(md[PREFIX + "scale_map"], dtype=np.float32),
+                  rectify=bool(md.get(PREFIX + "rectify", False)), meta=meta)]
+
+
+# A neurocomp Scale is one of three IR nodes; its ``neurocomp.op`` says which.
+_SCALE_OPS = {"dynamic_spike_attention": _read_spike_attention, "dynamic_attention": _read_ma_attention,
+              "attention": _read_static_scale}
+
+
+def _read_scale(name, node, in_shape, md, meta, where):
+    read = _SCALE_OPS.get(md.get(PREFIX + "op"))
+    return None if read is None else read(name, node, in_shape, md, meta, where)
+
+
+def _read_neuron(name, node, in_shape, md, meta, where):
     if isinstance(node, nir.LIF) and md.get(PREFIX + "reset") == "to_threshold":
         return [MALIF(name=name, in_shape=in_shape, out_shape=in_shape,
                       v_threshold=uniform(node.v_threshold, where, "v_threshold"),
                       alpha=float(md[PREFIX + "alpha"]), beta=float(md[PREFIX + "beta"]), meta=meta)]
-    if isinstance(node, (nir.LIF, nir.IF)) and (PREFIX + "threshold_rule") in md:
-        reset = md.get(PREFIX + "reset", "hard")
-        v_reset = None if reset == "soft" else uniform(node.v_reset, where, "v_reset")
-        th = uniform(node.v_threshold, where, "v_threshold")
-        if isinstance(node, nir.IF):
-            return [LIF(name=name, in_shape=in_shape, out_shape=in_shape, tau=None, v_threshold=th,
-                        v_reset=v_reset, meta=meta)]
-        tau = float(md[PREFIX + "tau_steps"])
-        if not (np.isfinite(tau) and tau > 1.0):
-            raise BadGraph(f"time constant tau_steps={tau} (must be a finite number > 1)", where=where,
-                           hint="use tau > 1 time step")
-        return [LIF(name=name, in_shape=in_shape, out_shape=in_shape, tau=tau,
-                    decay_input=bool(md[PREFIX + "decay_input"]), v_threshold=th, v_reset=v_reset, meta=meta)]
+    if (PREFIX + "threshold_rule") not in md:
+        return None
+    reset = md.get(PREFIX + "reset", "hard")
+    v_reset = None if reset == "soft" else uniform(node.v_reset, where, "v_reset")
+    th = uniform(node.v_threshold, where, "v_threshold")
+    if isinstance(node, nir.IF):
+        return [LIF(name=name, in_shape=in_shape, out_shape=in_shape, tau=None, v_threshold=th,
+                    v_reset=v_reset, meta=meta)]
+    tau = float(md[PREFIX + "tau_steps"])
+    if not (np.isfinite(tau) and tau > 1.0):
+        raise BadGraph(f"time constant tau_steps={tau} (must be a finite number > 1)", where=where,
+                       hint="use tau > 1 time step")
+    return [LIF(name=name, in_shape=in_shape, out_shape=in_shape, tau=tau,
+                decay_input=bool(md[PREFIX + "decay_input"]), v_threshold=th, v_reset=v_reset, meta=meta)]
+
+
+# One reader per NIR node class of a neurocomp graph (the mirror of backends.nir.WRITERS); each
+# returns the IR nodes the NIR node stands for, or None when it is not one neurocomp writes.
+READERS = {nir.Conv2d: _read_conv2d, nir.Affine: _read_affine, nir.Linear: _read_affine,
+           nir.SumPool2d: _read_pool, nir.AvgPool2d: _read_pool, nir.Threshold: _read_threshold,
+           nir.Flatten: _read_flatten, nir.Scale: _read_scale, nir.LIF: _read_neuron, nir.IF: _read_neuron}
+
+
+def _convert(name, node, in_shape, md):
+    """One NIR node of a neurocomp graph -> list of IR nodes (usually one); None: no such node."""
+    for cls in type(node).__mro__:
+        read = READERS.get(cls)
+        if read is not None:
+            return read(name, node, in_shape, md, _meta_of(md), node_where(name))
     return None
 
 
