@@ -25,20 +25,34 @@ ENERGY_TERMS = (("synaptic_ops", "synaptic_op"), ("neuron_updates_active", "neur
                 ("spike_hops", "hop"))
 
 
+def _events_linear(syn, x):
+    return x.sum(1, keepdim=True).expand(-1, syn.weight.shape[0])
+
+
+def _events_conv2d(syn, x):
+    w = torch.ones(tuple(syn.weight.shape), dtype=torch.float64)
+    return F.conv2d(x, w, None, tuple(syn.stride), tuple(syn.padding), tuple(syn.dilation), int(syn.groups))
+
+
+def _events_sumpool2d(syn, x):
+    return F.avg_pool2d(x, tuple(syn.kernel), tuple(syn.stride), tuple(syn.padding), divisor_override=1)
+
+
+def _events_dense(syn, x):   # an unrolled conv: events along the non-zero taps
+    taps = torch.as_tensor(syn.weight != 0, dtype=torch.float64)
+    return (x.flatten(1) @ taps.T).reshape((-1,) + tuple(syn.out_shape))
+
+
+# Synaptic events per target neuron, one counter per synapse node class.
+EVENTS = {Linear: _events_linear, Conv2d: _events_conv2d, SumPool2d: _events_sumpool2d, Dense: _events_dense}
+
+
 def synaptic_events(syn, s: torch.Tensor) -> torch.Tensor:
     """Per target neuron, the number of synaptic events caused by binary spikes ``s`` [N, *in]."""
-    x = s.to(torch.float64)
-    if isinstance(syn, Linear):
-        return x.sum(1, keepdim=True).expand(-1, syn.weight.shape[0])
-    if isinstance(syn, Conv2d):
-        w = torch.ones(tuple(syn.weight.shape), dtype=torch.float64)
-        return F.conv2d(x, w, None, tuple(syn.stride), tuple(syn.padding), tuple(syn.dilation), int(syn.groups))
-    if isinstance(syn, SumPool2d):
-        return F.avg_pool2d(x, tuple(syn.kernel), tuple(syn.stride), tuple(syn.padding), divisor_override=1)
-    if isinstance(syn, Dense):   # an unrolled conv: events along the non-zero taps
-        taps = torch.as_tensor(syn.weight != 0, dtype=torch.float64)
-        return (x.flatten(1) @ taps.T).reshape((-1,) + tuple(syn.out_shape))
-    raise NotImplementedError(syn.kind)
+    count = EVENTS.get(type(syn))
+    if count is None:
+        raise NotImplementedError(syn.kind)
+    return count(syn, s.to(torch.float64))
 
 
 def layer_activity(graph, x, spikes: dict) -> dict:
