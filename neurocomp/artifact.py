@@ -493,6 +493,15 @@ def write_atomically(out: str, fill, overwrite: bool = False, claim: OutputClaim
     return claim.commit(fill)
 
 
+def _file_mode() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
 def write_text_atomically(path: str, text: str) -> None:
     """Write the whole file or nothing: a temporary file beside it, then a rename. Failures (a folder
     at ``path``, a missing parent, no permission, a full disk) are one-line neurocomp errors."""
@@ -507,6 +516,7 @@ def write_text_atomically(path: str, text: str) -> None:
         raise NeurocompError(f"cannot write a file here ({_why(e)})", where=folder,
                              hint="choose a writable folder") from e
     try:
+        os.fchmod(fd, _FILE_MODE)           # as open() would create it (mkstemp makes it 0600)
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         signals.check()
