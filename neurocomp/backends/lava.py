@@ -452,7 +452,6 @@ def record_lava(graph, x_seq, tag: str = "fixed_pt", timeout: float | None = Non
                 chunk_samples: int = 16, record=None) -> LavaRecording:
     """Run ``x_seq`` through Lava like :func:`run_lava` and return the recording (read it per batch)."""
     from lava.magma.core.run_conditions import RunSteps
-    from lava.magma.core.run_configs import Loihi2SimCfg
     from neurocomp import signals
 
     if tag not in ("fixed_pt", "floating_pt"):
@@ -487,12 +486,13 @@ def record_lava(graph, x_seq, tag: str = "fixed_pt", timeout: float | None = Non
             record = set(record) | {graph.output_node.name}
         net = emit(graph, data, total, record_dir, tag, record=record)
         del data
-        cfg = Loihi2SimCfg(select_tag=tag)
+        from neurocomp.backends.lava_models import run_config
+        anchor = net.layers[-1][1]
+        cfg = run_config(anchor, tag)
         start = time.monotonic()
         if progress:
             from tqdm import tqdm
             bar = tqdm(total=B, desc=f"Lava {tag}", unit="sample")
-        anchor = net.layers[-1][1]
         done = 0
         while done < total:
             step = min(chunk_samples * T, total - done)
