@@ -3,23 +3,27 @@ class, except a fast exact model for Lava's fixed-point ``Conv``.
 
 Finding the models: Lava's compiler looks a process's models up by re-executing every module in
 the process's directory (and, for each module of its package, that module's directory again),
-for every process of every run: about 100 module executions per neurocomp process, 1-4 s per
-run. :func:`run_config` asks Lava's own finder once per process class and session, lets Lava's
-own ``select`` choose, and hands the choice to the compiler per process instance (Lava's
-``exception_proc_model_map`` accepts instances), so the compiler skips the search.
+for every process of every run: about 100 module executions per neurocomp process, 3-15 s per
+run. :func:`run_config` takes a neurocomp process's models from its own module (the only ones
+Lava's scan can match: its re-executed copies implement a copy of the process class), asks
+Lava's own finder once per session for Lava's processes, lets Lava's own ``select`` choose, and
+hands the choice to the compiler per process instance (Lava's ``exception_proc_model_map``
+accepts instances), so the compiler skips the search.
 
-The Conv model: Lava 0.10's ``PyConvModelFixed`` convolves with ``scipy.signal.convolve2d`` once per (output
-channel, input channel) pair per step, in a Python loop: 8,192 calls per step for a 64 -> 128
-channel 3x3 conv, about 0.2 s a step, which made a Lava run of a 2x32x32 net take minutes.
-:class:`PyConvModelFixedFast` is the same model (it subclasses it: same variables, same int8
-``groups``, same one-step output buffer, same 24-bit clamp) whose convolution is one batched
+The Conv model: Lava 0.10's ``PyConvModelFixed`` convolves with ``scipy.signal.convolve2d`` once
+per (output channel, input channel) pair per step, in a Python loop: 8,192 calls per step for a
+64 -> 128 channel 3x3 conv, about 0.2 s a step, which made a Lava run of a 2x32x32 net take
+minutes. :class:`PyConvModelFixedFast` is the same model (it subclasses it: same variables, same
+int8 ``groups``, same one-step output buffer, same 24-bit clamp) whose convolution is one batched
 matrix product over sliding windows. Lava computes the sums in float64 and casts them to int32;
 the sums are integers far below 2**53 (neurocomp keeps every synaptic sum below 2**24), so a
-float64 product gives the same integers; ``tests/test_lava_conv.py`` checks it against Lava's
-``conv`` bit for bit. The floating-point model stays Lava's (float sums in another order could
-differ in the last bit).
+float64 product gives the same integers; ``tests/test_lava_models.py`` checks it against Lava's
+``conv`` bit for bit and a whole run against Lava's stock model. The floating-point model stays
+Lava's (float sums in another order could differ in the last bit).
 """
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 from lava.magma.core.decorator import implements, requires, tag
@@ -99,7 +103,12 @@ def run_config(anchor, tag: str):
     for proc in find_processes(anchor):
         cls = type(proc)
         if cls not in _FOUND:
-            _FOUND[cls] = ProcGroupDiGraphs._find_proc_models(proc)
+            own = sys.modules[cls.__module__]
+            # neurocomp defines each process's models next to it; Lava's directory scan finds only
+            # those (its re-executed copies implement a copy of the class, which never matches)
+            _FOUND[cls] = (ProcGroupDiGraphs._find_proc_models_in_module(proc, own)
+                           if cls.__module__.startswith("neurocomp.") else None) \
+                or ProcGroupDiGraphs._find_proc_models(proc)
         chosen[proc] = ProcGroupDiGraphs._select_proc_models(proc, _FOUND[cls], cfg)
     cfg.exception_proc_model_map.update(chosen)
     return cfg
