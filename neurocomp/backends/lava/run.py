@@ -103,8 +103,8 @@ def record_lava(graph, x_seq, tag: str = "fixed_pt", timeout: float | None = Non
                 chunk_samples: int = 16, record=None) -> LavaRecording:
     """Run ``x_seq`` through Lava like :func:`run_lava` and return the recording (read it per batch)."""
     from lava.magma.core.run_conditions import RunSteps
-    from lava.magma.core.run_configs import Loihi2SimCfg
     from neurocomp import signals
+    from neurocomp.backends.lava.models import run_config
 
     if tag not in ("fixed_pt", "floating_pt"):
         raise BadInput(f"unknown Lava tag {tag!r}", where="tag", hint="use fixed_pt or floating_pt")
@@ -129,12 +129,12 @@ def record_lava(graph, x_seq, tag: str = "fixed_pt", timeout: float | None = Non
             record = set(record) | {graph.output_node.name}
         net = emit(graph, data, total, record_dir, tag, record=record, timing=timing)
         del data
-        cfg = Loihi2SimCfg(select_tag=tag)
+        anchor = net.layers[-1][1]
+        cfg = run_config(anchor, tag)
         start = time.monotonic()
         if progress:
             from tqdm import tqdm
             bar = tqdm(total=B, desc=f"Lava {tag}", unit="sample")
-        anchor = net.layers[-1][1]
         done = 0
         while done < total:
             step = min(chunk_samples * T, total - done)
