@@ -18,7 +18,7 @@ def build_report(m) -> dict:
     man, timings, source = art.manifest, m.timings, m.data_source
     plot_dir = tempfile.mkdtemp(prefix=".report-plots-", dir=art.path)
     try:
-        ctx = Context(art, target, m.mapping, cc, m.sweep, m.energy, m.counts, plot_dir, source, timings, m.modes)
+        ctx = Context(m, plot_dir)
         sections = [s for s in (fn(ctx) for fn in SECTIONS) if s is not None]
     except BaseException as e:
         shutil.rmtree(plot_dir, ignore_errors=True)

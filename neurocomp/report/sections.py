@@ -24,17 +24,16 @@ class Section:
 
 @dataclass
 class Context:
-    artifact: object
-    target: object
-    mapping: dict
-    crosscheck: dict
-    sweep: dict | None
-    energy: dict | None
-    counts: dict | None
+    """What a section reads: the measured figures (``neurocomp.measure.Measured``: artifact, target,
+    mapping, crosscheck, sweep, energy, counts, data_source, timings, modes, read through this
+    object's attributes) and the folder its plots are drawn into."""
+    measured: object
     plot_dir: str
-    data_source: str
-    timings: dict
-    modes: dict | None = None       # attention modes measured side by side (neurocomp.measure.measure_modes)
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.measured, name)
 
 
 def _pct(v):
