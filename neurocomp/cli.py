@@ -84,8 +84,16 @@ def _model_kw(a) -> dict:
             "model_code": a.model_code, "model_args": a.model_args, "code_path": a.code_path or ()}
 
 
-def _add_model_flags(c):
-    """The flags of a model saved without neurocomp (torch.save of a module or of a state dict)."""
+def _add_model_flags(c, timesteps_help: str):
+    """The flags of a model file or NIR graph that does not record everything (``compile``, ``inspect``):
+    a model saved without neurocomp (torch.save of a module or of a state dict), a NIR graph's dt/reset."""
+    c.add_argument("--trust-pickle", action="store_true",
+                   help="allow a fully pickled module (unpickling can run code, and imports the model's classes "
+                        "from the current folder or --code-path: only for files you trust)")
+    c.add_argument("--dt", type=POSITIVE_FLOAT, help="NIR input: seconds per step (default: the graph's metadata)")
+    c.add_argument("--reset", choices=["zero", "subtract"], default="zero",
+                   help="NIR input: reset mode, which NIR does not store (default: zero)")
+    c.add_argument("--timesteps", type=POSITIVE_INT, help=timesteps_help)
     c.add_argument("--input-shape", metavar="C,H,W", help="pickled module / state dict: one time step of one "
                    "sample, C,H,W or N")
     c.add_argument("--encoding", choices=["bernoulli", "current", "events"],
@@ -155,9 +163,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--target", default="lava", help="hardware target: lava (= loihi2), loihi1, loihi2 or a targets/*.json file (default: lava)")
     c.add_argument("-o", "--output", help="artifact folder to create (default: <model>.neurocomp)")
     c.add_argument("--weight-bits", type=POSITIVE_INT, default=8, help="signed weight bits, 2..8 (default 8)")
-    c.add_argument("--trust-pickle", action="store_true",
-                   help="allow a fully pickled module (unpickling can run code, and imports the model's classes "
-                        "from the current folder or --code-path: only for files you trust)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     c.add_argument("--attention", default="static", choices=["static", "portable", "dynamic"],
                    help="how attention maps are lowered (default static: calibrated maps folded into weights "
@@ -165,12 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--calib", help="calibration data for attention: DATASET:START:END or FILE.npy "
                                    "(default: the first --calib-samples of the model's training split)")
     c.add_argument("--calib-samples", type=POSITIVE_INT, default=512)
-    c.add_argument("--dt", type=POSITIVE_FLOAT, help="NIR input: seconds per step (default: the graph's metadata)")
-    c.add_argument("--reset", choices=["zero", "subtract"], default="zero",
-                   help="NIR input: reset mode, which NIR does not store (default: zero)")
-    c.add_argument("--timesteps", type=POSITIVE_INT, help="steps per sample: for a NIR graph (default 100), a "
-                                                          "pickled module or a state dict")
-    _add_model_flags(c)
+    _add_model_flags(c, "steps per sample: for a NIR graph (default 100), a pickled module or a state dict")
     c.add_argument("-q", "--quiet", action="store_true")
     c.set_defaults(func=_cmd_compile)
 
@@ -197,15 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("inspect", help="print a model, NIR file or artifact as a table")
     i.add_argument("path")
-    i.add_argument("--trust-pickle", action="store_true",
-                   help="allow a fully pickled module (unpickling can run code, and imports the model's classes "
-                        "from the current folder or --code-path: only for files you trust)")
-    i.add_argument("--dt", type=POSITIVE_FLOAT, help="NIR input: seconds per step (default: the graph's metadata)")
-    i.add_argument("--reset", choices=["zero", "subtract"], default="zero",
-                   help="NIR input: reset mode, which NIR does not store (default: zero)")
-    i.add_argument("--timesteps", type=POSITIVE_INT, help="steps per sample: a NIR graph (default: the graph's own), "
-                                                          "a pickled module or a state dict")
-    _add_model_flags(i)
+    _add_model_flags(i, "steps per sample: a NIR graph (default: the graph's own), a pickled module or a state dict")
     i.set_defaults(func=_cmd_inspect)
 
     t = sub.add_parser("train", help="train a zoo recipe (models/<name>/recipe.json)")
