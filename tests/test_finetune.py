@@ -390,3 +390,17 @@ def test_train_qat_with_augmentation_and_distillation_runs(tcja_art, monkeypatch
     # with augmentation: one augmented batch per step, and the teacher saw exactly those inputs
     assert len(seen["aug"]) == 2 and all(a is b for a, b in zip(seen["aug"], seen["teacher"]))
     assert not torch.equal(finals[0], finals[1])
+
+
+def test_a_model_with_other_than_one_output_per_class_is_refused_in_one_line(tmp_path):
+    """3 output neurons against the digits' 10 classes: a one-line error before any training or
+    writing (it was a raw traceback in mse_loss)."""
+    from spikingjelly.activation_based import layer, neuron
+    model = torch.nn.Sequential(layer.Flatten(), layer.Linear(64, 3), neuron.LIFNode(tau=2.0))
+    ckpt = str(tmp_path / "three.pt")
+    save_checkpoint(model, ckpt, input_shape=[1, 8, 8], timesteps=T, encoding="bernoulli", dataset="digits")
+    art = compile_(ckpt, str(tmp_path / "three.art"))
+    out = tmp_path / "ft"
+    with pytest.raises(BadInput, match="3 output neurons but dataset 'digits' has 10 classes"):
+        finetune(art, str(out), _cfg(epochs=1), progress=False, measure=False)
+    assert not out.exists()

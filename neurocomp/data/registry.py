@@ -7,6 +7,7 @@ from neurocomp.data import digits, events
 from neurocomp.errors import BadInput
 
 DATASETS = ("digits", "events")
+NUM_CLASSES = {"digits": digits.NUM_CLASSES, "events": events.NUM_CLASSES}
 
 
 def load_inputs(dataset: str, split: str, timesteps: int, encoding: str, n: int | None = None, seed: int = 0):

@@ -28,6 +28,9 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
+from neurocomp.data.registry import NUM_CLASSES
 from neurocomp.errors import BadInput
 from neurocomp.training.config import FinetuneConfig
 from neurocomp.training.fakequant import qat_model
@@ -103,6 +106,12 @@ def _finetune(src, claim, artifact, out, cfg: FinetuneConfig, progress: bool, me
     if cfg.augment and dataset != "events":
         raise BadInput(f"--augment is defined for the events dataset, not {dataset!r}", where="--augment",
                        hint="leave it off (a transposed or shifted digit is not the same digit)")
+    outputs = int(np.prod(src.float_graph.output_node.out_shape))
+    if outputs != NUM_CLASSES.get(dataset, outputs):
+        raise BadInput(f"the model has {outputs} output neurons but dataset {dataset!r} has "
+                       f"{NUM_CLASSES[dataset]} classes", where=str(artifact),
+                       hint="finetune trains one output neuron per class: give the model's last layer "
+                            f"{NUM_CLASSES[dataset]} outputs")
     mode = (man.get("attention") or {}).get("mode", "static")
     weight_bits = int(man.get("weight_bits", 8))
     teacher, teacher_path = _teacher(src, artifact) if cfg.distill > 0 else (None, None)
