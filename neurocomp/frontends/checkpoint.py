@@ -41,7 +41,7 @@ import torch.nn as tnn
 
 from neurocomp import memory, safeio
 from neurocomp.errors import BadCheckpoint, BadInput, NeurocompError, UnsupportedLayer, UnsupportedLayers
-from neurocomp.frontends.modules import MODULES, type_name
+from neurocomp.frontends.modules import MODULES, PER_STEP_CONTAINERS, described_as, type_name
 from neurocomp.nn import REGISTRY
 
 FORMAT = "neurocomp.checkpoint"
@@ -51,17 +51,29 @@ MAX_TIMESTEPS = 100_000
 
 
 SUPPORTED = ("Conv2d, Linear, BatchNorm1d/2d, MaxPool2d, AvgPool2d, Flatten, Dropout (torch or SpikingJelly "
-             "activation_based), SpikingJelly LIFNode/IFNode, neurocomp.nn modules, in nn.Sequential")
+             "activation_based), SpikingJelly LIFNode/IFNode/ParametricLIFNode, clock_driven "
+             "MultiStepLIFNode/MultiStepIFNode/MultiStepParametricLIFNode, neurocomp.nn modules, in nn.Sequential, "
+             "SeqToANNContainer or MultiStepContainer")
 
 
 def describe(module, path="") -> dict:
-    """Architecture description of a model (nested Sequential + supported leaves)."""
+    """Architecture description of a model (nested Sequential + supported leaves).
+
+    Stored as the equivalent activation_based model (:func:`neurocomp.frontends.modules.described_as`):
+    a per-step container (``SeqToANNContainer``, ``MultiStepContainer``, either API) becomes a
+    ``Sequential`` of its children's multi-step twins, a clock_driven neuron its activation_based
+    equivalent, a plain ``nn.Flatten(start_dim=2)`` on ``[T, B, ...]`` SpikingJelly's ``Flatten()``;
+    such an entry records the class it was read from under ``"from"``. The state dict keeps its names."""
     problems = []
 
-    def walk(m, p):
-        if type(m) is tnn.Sequential:
-            return {"type": "Sequential",
-                    "children": [[n, walk(c, f"{p}.{n}" if p else n)] for n, c in m.named_children()]}
+    def walk(m, p, per_step=False):
+        if type(m) is tnn.Sequential or isinstance(m, PER_STEP_CONTAINERS):
+            inner = per_step or isinstance(m, PER_STEP_CONTAINERS)
+            spec = {"type": "Sequential",
+                    "children": [[n, walk(c, f"{p}.{n}" if p else n, inner)] for n, c in m.named_children()]}
+            if type(m) is not tnn.Sequential:
+                spec["from"] = f"{type(m).__module__}.{type(m).__name__}"
+            return spec
         name = type_name(m)
         if name is None:
             problems.append(UnsupportedLayer(f"{type(m).__name__} is not a layer neurocomp compiles",
@@ -70,7 +82,16 @@ def describe(module, path="") -> dict:
             return None
         if name.startswith("neurocomp.nn."):
             return {"type": name, "args": dict(m.config)}
-        return {"type": name, "args": MODULES[name][1](m), "step_mode": getattr(m, "step_mode", None)}
+        args = MODULES[name][1](m)
+        stored = described_as(name, per_step)
+        if name == "torch.Flatten" and not per_step and m.start_dim == 2:   # [T, B, ...] -> [T, B, n]
+            stored, args = "spikingjelly.Flatten", dict(args, start_dim=1,
+                                                        end_dim=args["end_dim"] - 1 if args["end_dim"] > 0 else
+                                                        args["end_dim"])
+        if stored == name:       # out of its container, a SpikingJelly layer runs multi-step itself
+            step_mode = getattr(m, "step_mode", None)
+            return {"type": name, "args": args, "step_mode": "m" if per_step and step_mode else step_mode}
+        return {"type": stored, "args": args, "step_mode": "m", "from": f"{type(m).__module__}.{type(m).__name__}"}
 
     spec = walk(module, path)
     if problems:
@@ -126,7 +147,7 @@ _ARG_RULES = {
     "p": (lambda v: _is_num(v) and 0 <= v <= 1, "a number in [0, 1]"),
     "start_dim": (lambda v: _is_int(v) and abs(v) <= 64, "a small integer"),
     "end_dim": (lambda v: _is_int(v) and abs(v) <= 64, "a small integer"),
-    "tau": (_is_num, "a number"), "v_threshold": (_is_num, "a number"),
+    "tau": (_is_num, "a number"), "init_tau": (_is_num, "a number"), "v_threshold": (_is_num, "a number"),
     "v_reset": (lambda v: v is None or _is_num(v), "a number or null"),
     "surrogate": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("name", ""), str)
                                           and all(_is_num(x) for k, x in v.items() if k != "name")),
@@ -248,6 +269,11 @@ def save_checkpoint(model, path, input_shape, timesteps, encoding="bernoulli", d
     if encoding not in ENCODINGS:
         raise BadCheckpoint(f"unknown encoding {encoding!r}", where="encoding", hint=f"use one of {ENCODINGS}")
     model = as_sequential(model)
+    found = _timesteps_mismatch(model, timesteps)
+    if found:
+        path_, cls, t = found
+        raise BadInput(f"{cls} was built for T={t} time steps, but timesteps={timesteps}",
+                       where=f"layer '{path_}'", hint=f"pass timesteps={t} (the T the model was trained with)")
     doc = {
         "format": FORMAT, "version": VERSION,
         "architecture": describe(model),
@@ -428,6 +454,10 @@ def _safe_copy(module, facts, path, route):
         e.where = f"{path}: {e.where}" if e.where else str(path)
         e.args = (e.one_line(),)
         raise
+    found = _timesteps_mismatch(seq, facts["timesteps"])
+    if found:
+        raise BadInput(f"{found[1]} at layer '{found[0]}' was built for T={found[2]} time steps, but --timesteps is "
+                       f"{facts['timesteps']}", where=f"{path}: --timesteps", hint=f"pass --timesteps {found[2]}")
     model = build(spec, where=f"{path}: architecture")
     model.load_state_dict({k: v.detach().cpu().clone() for k, v in seq.state_dict().items()}, strict=True)
     model.eval()
@@ -606,8 +636,18 @@ def load_checkpoint(path, trust_pickle: bool = False, input_shape=None, timestep
         raise BadCheckpoint(f"state_dict does not match the architecture: {msg[:300]}", where=f"{path}: state_dict",
                             hint="the architecture and weights come from different models; re-save")
     net.eval()
+    found = _timesteps_mismatch(net, doc["timesteps"])
+    if found:
+        raise BadCheckpoint(f"{found[1]} at layer '{found[0]}' was built for T={found[2]} time steps, but the "
+                            f"checkpoint says timesteps={doc['timesteps']}", where=f"{path}: timesteps",
+                            hint=f"re-save the model with neurocomp.save_checkpoint(..., timesteps={found[2]})")
     return LoadedModel(net, doc["input_shape"], doc["timesteps"], doc["encoding"],
                        doc.get("dataset") or facts["dataset"], doc.get("extra"), path=path)
+
+
+def _timesteps_mismatch(model, T):
+    from neurocomp.frontends.attention import timesteps_mismatch
+    return timesteps_mismatch(model, T)
 
 
 def _check_flags_agree(doc, facts, model, path):

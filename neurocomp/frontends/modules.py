@@ -3,15 +3,25 @@
 Each entry says how to read a module's constructor arguments (for the checkpoint's architecture
 description) and how to build it again. ``neurocomp.nn`` modules describe themselves through
 their ``config`` and the ``neurocomp.nn.REGISTRY``.
+
+SpikingJelly's two APIs are both read: ``activation_based`` and the older ``clock_driven`` (whose
+multi-step neurons and containers the official TCJA code uses). A checkpoint stores a
+``clock_driven`` class as its ``activation_based`` multi-step equivalent (:data:`EQUIVALENT`: the same
+parameters under the same names, the same spikes), so a rebuilt model never depends on the old API
+or on its ``backend='cupy'`` check. The stateless layers of a per-step container
+(:data:`PER_STEP_CONTAINERS`: ``SeqToANNContainer``, ``MultiStepContainer``, either API) are stored as
+their multi-step ``activation_based`` twins in a plain ``Sequential`` (:func:`described_as`).
 """
 from __future__ import annotations
 
+import torch
 import torch.nn as tnn
 
 from neurocomp._quiet import import_spikingjelly
 
 import_spikingjelly()
 from spikingjelly.activation_based import layer, neuron, surrogate  # noqa: E402
+from spikingjelly.clock_driven import layer as cd_layer, neuron as cd_neuron  # noqa: E402
 
 from neurocomp.nn import REGISTRY  # noqa: E402
 
@@ -77,6 +87,17 @@ def _lif_args(m):
                 surrogate=_surrogate_spec(m.surrogate_function))
 
 
+def plif_tau(m) -> float:
+    """A ParametricLIFNode's learned time constant, frozen for inference: ``tau = 1 / sigmoid(w)``."""
+    return 1.0 / float(torch.sigmoid(m.w.detach().float().cpu()))
+
+
+def _plif_args(m):
+    return dict(init_tau=plif_tau(m), decay_input=bool(m.decay_input), v_threshold=float(m.v_threshold),
+                v_reset=None if m.v_reset is None else float(m.v_reset), detach_reset=bool(m.detach_reset),
+                surrogate=_surrogate_spec(m.surrogate_function))
+
+
 def _if_args(m):
     return dict(v_threshold=float(m.v_threshold), v_reset=None if m.v_reset is None else float(m.v_reset),
                 detach_reset=bool(m.detach_reset), surrogate=_surrogate_spec(m.surrogate_function))
@@ -86,7 +107,7 @@ def _sj(cls):
     """Build a SpikingJelly multi-step layer."""
     def build(args, step_mode="m"):
         args = dict(args)
-        if cls in (neuron.LIFNode, neuron.IFNode):
+        if cls in (neuron.LIFNode, neuron.IFNode, neuron.ParametricLIFNode):
             args["surrogate_function"] = _surrogate_build(args.pop("surrogate", None))
         if "kernel_size" in args and isinstance(args["kernel_size"], list):
             args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
@@ -113,6 +134,13 @@ MODULES = {
     "spikingjelly.Dropout": (layer.Dropout, _dropout_args, _sj(layer.Dropout)),
     "spikingjelly.LIFNode": (neuron.LIFNode, _lif_args, _sj(neuron.LIFNode)),
     "spikingjelly.IFNode": (neuron.IFNode, _if_args, _sj(neuron.IFNode)),
+    "spikingjelly.ParametricLIFNode": (neuron.ParametricLIFNode, _plif_args, _sj(neuron.ParametricLIFNode)),
+    # clock_driven classes are built (and stored, see EQUIVALENT) as their activation_based equivalents
+    "spikingjelly.clock_driven.MultiStepLIFNode": (cd_neuron.MultiStepLIFNode, _lif_args, _sj(neuron.LIFNode)),
+    "spikingjelly.clock_driven.MultiStepIFNode": (cd_neuron.MultiStepIFNode, _if_args, _sj(neuron.IFNode)),
+    "spikingjelly.clock_driven.MultiStepParametricLIFNode": (cd_neuron.MultiStepParametricLIFNode, _plif_args,
+                                                             _sj(neuron.ParametricLIFNode)),
+    "spikingjelly.clock_driven.MultiStepDropout": (cd_layer.MultiStepDropout, _dropout_args, _sj(layer.Dropout)),
     "torch.Conv2d": (tnn.Conv2d, _conv_args, _plain(tnn.Conv2d)),
     "torch.Linear": (tnn.Linear, _linear_args, _plain(tnn.Linear)),
     "torch.BatchNorm2d": (tnn.BatchNorm2d, _bn_args, _plain(tnn.BatchNorm2d)),
@@ -123,6 +151,29 @@ MODULES = {
     "torch.Dropout": (tnn.Dropout, _dropout_args, _plain(tnn.Dropout)),
     "torch.Identity": (tnn.Identity, lambda m: {}, _plain(tnn.Identity)),
 }
+
+
+# the clock_driven classes a checkpoint describes by their activation_based multi-step equivalent
+EQUIVALENT = {"spikingjelly.clock_driven.MultiStepLIFNode": "spikingjelly.LIFNode",
+              "spikingjelly.clock_driven.MultiStepIFNode": "spikingjelly.IFNode",
+              "spikingjelly.clock_driven.MultiStepParametricLIFNode": "spikingjelly.ParametricLIFNode",
+              "spikingjelly.clock_driven.MultiStepDropout": "spikingjelly.Dropout"}
+
+# containers whose children each see one time step ([B, ...], or [T * B, ...] with T folded into the batch)
+PER_STEP_CONTAINERS = (layer.SeqToANNContainer, layer.MultiStepContainer, cd_layer.SeqToANNContainer,
+                       cd_layer.MultiStepContainer)
+
+
+def described_as(name: str, per_step: bool) -> str:
+    """The table name a module of table name ``name`` is stored as in a checkpoint: a clock_driven class
+    as its activation_based equivalent; a plain torch layer inside a per-step container (``per_step``)
+    as its multi-step SpikingJelly twin, which computes the same without the container."""
+    if name in EQUIVALENT:
+        return EQUIVALENT[name]
+    twin = "spikingjelly." + name.split(".")[-1]
+    if per_step and name.startswith("torch.") and twin in MODULES:
+        return twin
+    return name
 
 
 def type_name(module) -> str | None:
