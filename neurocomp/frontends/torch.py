@@ -396,6 +396,11 @@ def _spike_hooks(model, names, T: int, B: int, got: dict) -> list:
     return hooks
 
 
+def _set_backend(m, value) -> None:
+    # activation_based keeps it in `_backend` behind a setter that checks cupy is installed; clock_driven in `backend`
+    setattr(m, "_backend" if "_backend" in vars(m) else "backend", value)
+
+
 def reset_state(model) -> None:
     """Reset every stateful module (``functional.reset_net``'s rule: each module with a ``reset()``),
     clock_driven ones included, without reset_net's warning for modules of the other API."""
@@ -414,7 +419,8 @@ def run_torch_model(model, x, record=None, device=None, grad: bool = False, batc
     concatenate along the batch axis (each batch starts from a reset state). ``device``: None runs
     where the model and ``x`` are and returns the output there; otherwise the model is moved there
     for the run (and back), each batch too, and the output comes back on the CPU. The train/eval mode
-    is the caller's.
+    is the caller's. SpikingJelly neurons trained with ``backend='cupy'`` run on the torch backend,
+    which computes the same (their flag is restored after the run); clock_driven modules are reset too.
 
     Returns the output ``[T, B, ...]``; with ``record`` (layer names), ``(output, spikes)`` where
     ``spikes[name]`` is that module's output as bool ``[T, B, *]`` on the CPU, read by forward hooks
@@ -436,7 +442,7 @@ def run_torch_model(model, x, record=None, device=None, grad: bool = False, batc
                     m.step_mode = "s"
     outs, recs = [], []
     for m in cupy:
-        m.backend = "torch"
+        _set_backend(m, "torch")
     try:
         with (contextlib.nullcontext() if grad else torch.no_grad()), warnings.catch_warnings():
             warnings.simplefilter("ignore")      # torch warns about TCJA's 'same' padding with even kernels
@@ -457,7 +463,7 @@ def run_torch_model(model, x, record=None, device=None, grad: bool = False, batc
     finally:
         reset_state(model)
         for m in cupy:
-            m.backend = "cupy"
+            _set_backend(m, "cupy")
         if home is not None:
             model.to(home)
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
