@@ -5,6 +5,7 @@
   "format": "neurocomp.checkpoint", "version": 1,
   "architecture": {"type": "Sequential", "children": [["0", {"type": "spikingjelly.Conv2d",
                    "args": {...}}], ...]},           # rebuilt by neurocomp, no pickled classes
+                                                    # (containers: Sequential, SeqToANNContainer, MultiStepContainer)
   "state_dict": {name: tensor},                     # the model's state_dict()
   "input_shape": [C, H, W] or [N],                  # one time step of one sample
   "timesteps": T,
@@ -30,6 +31,7 @@ user's pickle or code.
 """
 from __future__ import annotations
 
+import collections
 import os
 import pickle
 import pickletools
@@ -41,7 +43,7 @@ import torch.nn as tnn
 
 from neurocomp import memory, safeio
 from neurocomp.errors import BadCheckpoint, BadInput, NeurocompError, UnsupportedLayer, UnsupportedLayers
-from neurocomp.frontends.modules import MODULES, PER_STEP_CONTAINERS, described_as, type_name
+from neurocomp.frontends.modules import CONTAINER_TYPES, EQUIVALENT, MODULES, container_type, type_name
 from neurocomp.nn import REGISTRY
 
 FORMAT = "neurocomp.checkpoint"
@@ -57,21 +59,19 @@ SUPPORTED = ("Conv2d, Linear, BatchNorm1d/2d, MaxPool2d, AvgPool2d, Flatten, Dro
 
 
 def describe(module, path="") -> dict:
-    """Architecture description of a model (nested Sequential + supported leaves).
+    """Architecture description of a model (nested Sequential / SeqToANNContainer / MultiStepContainer
+    and supported leaves).
 
-    Stored as the equivalent activation_based model (:func:`neurocomp.frontends.modules.described_as`):
-    a per-step container (``SeqToANNContainer``, ``MultiStepContainer``, either API) becomes a
-    ``Sequential`` of its children's multi-step twins, a clock_driven neuron its activation_based
-    equivalent, a plain ``nn.Flatten(start_dim=2)`` on ``[T, B, ...]`` SpikingJelly's ``Flatten()``;
-    such an entry records the class it was read from under ``"from"``. The state dict keeps its names."""
+    A clock_driven class is stored as its activation_based equivalent (containers included: see
+    :data:`neurocomp.frontends.modules.EQUIVALENT`), recording the class it was read from under
+    ``"from"``; the state dict keeps its names."""
     problems = []
 
-    def walk(m, p, per_step=False):
-        if type(m) is tnn.Sequential or isinstance(m, PER_STEP_CONTAINERS):
-            inner = per_step or isinstance(m, PER_STEP_CONTAINERS)
-            spec = {"type": "Sequential",
-                    "children": [[n, walk(c, f"{p}.{n}" if p else n, inner)] for n, c in m.named_children()]}
-            if type(m) is not tnn.Sequential:
+    def walk(m, p):
+        kind = "Sequential" if type(m) is tnn.Sequential else container_type(m)
+        if kind is not None:
+            spec = {"type": kind, "children": [[n, walk(c, f"{p}.{n}" if p else n)] for n, c in m.named_children()]}
+            if type(m).__module__.startswith("spikingjelly.clock_driven"):
                 spec["from"] = f"{type(m).__module__}.{type(m).__name__}"
             return spec
         name = type_name(m)
@@ -83,15 +83,10 @@ def describe(module, path="") -> dict:
         if name.startswith("neurocomp.nn."):
             return {"type": name, "args": dict(m.config)}
         args = MODULES[name][1](m)
-        stored = described_as(name, per_step)
-        if name == "torch.Flatten" and not per_step and m.start_dim == 2:   # [T, B, ...] -> [T, B, n]
-            stored, args = "spikingjelly.Flatten", dict(args, start_dim=1,
-                                                        end_dim=args["end_dim"] - 1 if args["end_dim"] > 0 else
-                                                        args["end_dim"])
-        if stored == name:       # out of its container, a SpikingJelly layer runs multi-step itself
-            step_mode = getattr(m, "step_mode", None)
-            return {"type": name, "args": args, "step_mode": "m" if per_step and step_mode else step_mode}
-        return {"type": stored, "args": args, "step_mode": "m", "from": f"{type(m).__module__}.{type(m).__name__}"}
+        if name in EQUIVALENT:
+            return {"type": EQUIVALENT[name], "args": args, "step_mode": "m",
+                    "from": f"{type(m).__module__}.{type(m).__name__}"}
+        return {"type": name, "args": args, "step_mode": getattr(m, "step_mode", None)}
 
     spec = walk(module, path)
     if problems:
@@ -175,7 +170,7 @@ def _check_node(spec, where):
     t = spec["type"]
     if not isinstance(t, str) or not t:
         raise _bad(f"'type' is {_short(t)}, not a layer type name", f"{where}: type")
-    if t != "Sequential":
+    if t != "Sequential" and t not in CONTAINER_TYPES:
         args = spec.get("args", {})
         if args is None:
             args = {}
@@ -203,7 +198,7 @@ def build(spec: dict, where="architecture", _depth=0, _count=None):
         raise _bad(f"Sequential containers nest deeper than {MAX_DEPTH} levels", where,
                    "flatten the model's nesting or check the file")
     t = _check_node(spec, where)
-    if t == "Sequential":
+    if t == "Sequential" or t in CONTAINER_TYPES:
         children = spec.get("children", [])
         if not isinstance(children, (list, tuple)):
             raise _bad(f"'children' is {type(children).__name__}, not a list of [name, spec]", f"{where}: children")
@@ -218,7 +213,13 @@ def build(spec: dict, where="architecture", _depth=0, _count=None):
             if name in seq._modules:
                 raise _bad(f"child name {name!r} appears twice", f"{where}: children")
             seq.add_module(name, build(item[1], f"{where}.{name}", _depth + 1, _count))
-        return seq
+        if t == "Sequential":
+            return seq
+        try:
+            return CONTAINER_TYPES[t](collections.OrderedDict(seq.named_children()))
+        except AssertionError:
+            raise _bad(f"{t} holds a multi-step layer (its children must run one step each)", where,
+                       "give its children step_mode 's' or re-save with save_checkpoint") from None
     args = spec.get("args") or {}
     try:
         if t.startswith("neurocomp.nn."):

@@ -6,11 +6,10 @@ their ``config`` and the ``neurocomp.nn.REGISTRY``.
 
 SpikingJelly's two APIs are both read: ``activation_based`` and the older ``clock_driven`` (whose
 multi-step neurons and containers the official TCJA code uses). A checkpoint stores a
-``clock_driven`` class as its ``activation_based`` multi-step equivalent (:data:`EQUIVALENT`: the same
-parameters under the same names, the same spikes), so a rebuilt model never depends on the old API
-or on its ``backend='cupy'`` check. The stateless layers of a per-step container
-(:data:`PER_STEP_CONTAINERS`: ``SeqToANNContainer``, ``MultiStepContainer``, either API) are stored as
-their multi-step ``activation_based`` twins in a plain ``Sequential`` (:func:`described_as`).
+``clock_driven`` class as its ``activation_based`` multi-step equivalent (:data:`EQUIVALENT`, and
+:data:`CONTAINER_TYPES` for ``SeqToANNContainer`` / ``MultiStepContainer``: the same parameters under
+the same names, the same spikes), so a rebuilt model never depends on the old API or on its
+``backend='cupy'`` check.
 """
 from __future__ import annotations
 
@@ -162,18 +161,17 @@ EQUIVALENT = {"spikingjelly.clock_driven.MultiStepLIFNode": "spikingjelly.LIFNod
 # containers whose children each see one time step ([B, ...], or [T * B, ...] with T folded into the batch)
 PER_STEP_CONTAINERS = (layer.SeqToANNContainer, layer.MultiStepContainer, cd_layer.SeqToANNContainer,
                        cd_layer.MultiStepContainer)
+# a checkpoint's container types besides "Sequential": rebuilt as the activation_based class, whichever
+# API the model used (the two compute the same: fold T into the batch / run the children step by step)
+CONTAINER_TYPES = {"SeqToANNContainer": layer.SeqToANNContainer, "MultiStepContainer": layer.MultiStepContainer}
 
 
-def described_as(name: str, per_step: bool) -> str:
-    """The table name a module of table name ``name`` is stored as in a checkpoint: a clock_driven class
-    as its activation_based equivalent; a plain torch layer inside a per-step container (``per_step``)
-    as its multi-step SpikingJelly twin, which computes the same without the container."""
-    if name in EQUIVALENT:
-        return EQUIVALENT[name]
-    twin = "spikingjelly." + name.split(".")[-1]
-    if per_step and name.startswith("torch.") and twin in MODULES:
-        return twin
-    return name
+def container_type(module) -> str | None:
+    """The checkpoint's container type of a SpikingJelly per-step container (either API), else None."""
+    for name, cls in CONTAINER_TYPES.items():
+        if type(module) in (cls, getattr(cd_layer, name)):
+            return name
+    return None
 
 
 def type_name(module) -> str | None:
