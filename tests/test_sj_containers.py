@@ -76,14 +76,14 @@ def plif_net(seed=1):
     model = nn.Sequential(
         ab_layer.SeqToANNContainer(nn.Conv2d(2, 6, 3, padding=1), nn.BatchNorm2d(6)),
         cd_neuron.MultiStepParametricLIFNode(init_tau=2.0, detach_reset=True),
-        cd_layer.SeqToANNContainer(nn.AvgPool2d(2)),
-        cd_layer.MultiStepContainer(nn.Conv2d(6, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6)),
+        cd_layer.MultiStepContainer(nn.AvgPool2d(2)),
+        cd_layer.SeqToANNContainer(nn.Conv2d(6, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6)),
         cd_neuron.MultiStepIFNode(v_threshold=1.0, detach_reset=True),
         nn.Flatten(2),
         ab_layer.SeqToANNContainer(nn.Linear(6 * 4 * 4, 24), nn.BatchNorm1d(24)),
         ab_neuron.ParametricLIFNode(init_tau=2.0, step_mode="m"),
         cd_layer.SeqToANNContainer(nn.Linear(24, 5)),
-        cd_neuron.MultiStepLIFNode(tau=3., decay_input=False, v_reset=None, backend="torch"))
+        cd_neuron.MultiStepLIFNode(tau=3., decay_input=False, v_threshold=0.8, backend="torch"))
     _randomize(model, seed)
     with torch.no_grad():                         # learned time constants (tau = 1 / sigmoid(w))
         model[1].w.fill_(-0.9)

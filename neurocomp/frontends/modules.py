@@ -140,6 +140,7 @@ MODULES = {
     "spikingjelly.clock_driven.MultiStepParametricLIFNode": (cd_neuron.MultiStepParametricLIFNode, _plif_args,
                                                              _sj(neuron.ParametricLIFNode)),
     "spikingjelly.clock_driven.MultiStepDropout": (cd_layer.MultiStepDropout, _dropout_args, _sj(layer.Dropout)),
+    "spikingjelly.clock_driven.Dropout": (cd_layer.Dropout, _dropout_args, _sj(layer.Dropout)),
     "torch.Conv2d": (tnn.Conv2d, _conv_args, _plain(tnn.Conv2d)),
     "torch.Linear": (tnn.Linear, _linear_args, _plain(tnn.Linear)),
     "torch.BatchNorm2d": (tnn.BatchNorm2d, _bn_args, _plain(tnn.BatchNorm2d)),
@@ -156,7 +157,8 @@ MODULES = {
 EQUIVALENT = {"spikingjelly.clock_driven.MultiStepLIFNode": "spikingjelly.LIFNode",
               "spikingjelly.clock_driven.MultiStepIFNode": "spikingjelly.IFNode",
               "spikingjelly.clock_driven.MultiStepParametricLIFNode": "spikingjelly.ParametricLIFNode",
-              "spikingjelly.clock_driven.MultiStepDropout": "spikingjelly.Dropout"}
+              "spikingjelly.clock_driven.MultiStepDropout": "spikingjelly.Dropout",
+              "spikingjelly.clock_driven.Dropout": "spikingjelly.Dropout"}
 
 # containers whose children each see one time step ([B, ...], or [T * B, ...] with T folded into the batch)
 PER_STEP_CONTAINERS = (layer.SeqToANNContainer, layer.MultiStepContainer, cd_layer.SeqToANNContainer,
