@@ -43,6 +43,7 @@ import torch.nn as tnn
 
 from neurocomp import memory, safeio
 from neurocomp.errors import BadCheckpoint, BadInput, NeurocompError, UnsupportedLayer, UnsupportedLayers
+from neurocomp.frontends.attention import timesteps_mismatch
 from neurocomp.frontends.modules import CONTAINER_TYPES, EQUIVALENT, MODULES, container_type, type_name
 from neurocomp.nn import REGISTRY
 
@@ -62,9 +63,10 @@ def describe(module, path="") -> dict:
     """Architecture description of a model (nested Sequential / SeqToANNContainer / MultiStepContainer
     and supported leaves).
 
-    A clock_driven class is stored as its activation_based equivalent (containers included: see
-    :data:`neurocomp.frontends.modules.EQUIVALENT`), recording the class it was read from under
-    ``"from"``; the state dict keeps its names."""
+    A clock_driven class is stored as its activation_based equivalent
+    (:data:`neurocomp.frontends.modules.EQUIVALENT`; its containers as the activation_based ones,
+    ``CONTAINER_TYPES``), recording the class it was read from under ``"from"``; the state dict keeps
+    its names."""
     problems = []
 
     def walk(m, p):
@@ -270,7 +272,7 @@ def save_checkpoint(model, path, input_shape, timesteps, encoding="bernoulli", d
     if encoding not in ENCODINGS:
         raise BadCheckpoint(f"unknown encoding {encoding!r}", where="encoding", hint=f"use one of {ENCODINGS}")
     model = as_sequential(model)
-    found = _timesteps_mismatch(model, timesteps)
+    found = timesteps_mismatch(model, timesteps)
     if found:
         path_, cls, t = found
         raise BadInput(f"{cls} was built for T={t} time steps, but timesteps={timesteps}",
@@ -455,7 +457,7 @@ def _safe_copy(module, facts, path, route):
         e.where = f"{path}: {e.where}" if e.where else str(path)
         e.args = (e.one_line(),)
         raise
-    found = _timesteps_mismatch(seq, facts["timesteps"])
+    found = timesteps_mismatch(seq, facts["timesteps"])
     if found:
         raise BadInput(f"{found[1]} at layer '{found[0]}' was built for T={found[2]} time steps, but --timesteps is "
                        f"{facts['timesteps']}", where=f"{path}: --timesteps", hint=f"pass --timesteps {found[2]}")
@@ -637,18 +639,13 @@ def load_checkpoint(path, trust_pickle: bool = False, input_shape=None, timestep
         raise BadCheckpoint(f"state_dict does not match the architecture: {msg[:300]}", where=f"{path}: state_dict",
                             hint="the architecture and weights come from different models; re-save")
     net.eval()
-    found = _timesteps_mismatch(net, doc["timesteps"])
+    found = timesteps_mismatch(net, doc["timesteps"])
     if found:
         raise BadCheckpoint(f"{found[1]} at layer '{found[0]}' was built for T={found[2]} time steps, but the "
                             f"checkpoint says timesteps={doc['timesteps']}", where=f"{path}: timesteps",
                             hint=f"re-save the model with neurocomp.save_checkpoint(..., timesteps={found[2]})")
     return LoadedModel(net, doc["input_shape"], doc["timesteps"], doc["encoding"],
                        doc.get("dataset") or facts["dataset"], doc.get("extra"), path=path)
-
-
-def _timesteps_mismatch(model, T):
-    from neurocomp.frontends.attention import timesteps_mismatch
-    return timesteps_mismatch(model, T)
 
 
 def _check_flags_agree(doc, facts, model, path):
