@@ -10,3 +10,5 @@ def import_spikingjelly() -> None:
         warnings.simplefilter("ignore")
         import spikingjelly.activation_based.layer  # noqa: F401
         import spikingjelly.activation_based.neuron  # noqa: F401
+        import spikingjelly.clock_driven.layer  # noqa: F401
+        import spikingjelly.clock_driven.neuron  # noqa: F401

@@ -22,10 +22,10 @@ import warnings
 import numpy as np
 import torch
 
-from neurocomp.frontends.torch import ATTENTION, RECTIFIED, iter_leaves, run_torch_model
+from neurocomp.frontends.torch import ATTENTION, RECTIFIED, iter_leaves, module_timesteps, run_torch_model
 from neurocomp.nn import StaticMap
 
-__all__ = ["attention_modules", "calibrate", "make_static", "ATTENTION", "RECTIFIED"]
+__all__ = ["attention_modules", "calibrate", "make_static", "timesteps_mismatch", "ATTENTION", "RECTIFIED"]
 VARIATION_WARN = 0.10
 CLASS_WARN = 0.5
 
@@ -34,6 +34,16 @@ def attention_modules(model):
     """``[(path, module)]`` of the attention modules of a model, in forward order."""
     return [(p, m) for p, m in iter_leaves(model) if type(m).__name__ in ATTENTION
             and type(m).__module__.startswith("neurocomp.nn")]
+
+
+def timesteps_mismatch(model, T):
+    """``(path, class name, its T)`` of the first attention module built for another T than ``T``
+    (its weights are sized by T: the model cannot run, or be traced, over ``T`` steps), else None."""
+    for path, m in iter_leaves(model):
+        t = module_timesteps(m)
+        if t is not None and t != int(T):
+            return path, type(m).__name__, t
+    return None
 
 
 def _broadcast_map(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

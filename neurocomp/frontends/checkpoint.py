@@ -5,6 +5,7 @@
   "format": "neurocomp.checkpoint", "version": 1,
   "architecture": {"type": "Sequential", "children": [["0", {"type": "spikingjelly.Conv2d",
                    "args": {...}}], ...]},           # rebuilt by neurocomp, no pickled classes
+                                                    # (containers: Sequential, SeqToANNContainer, MultiStepContainer)
   "state_dict": {name: tensor},                     # the model's state_dict()
   "input_shape": [C, H, W] or [N],                  # one time step of one sample
   "timesteps": T,
@@ -30,6 +31,7 @@ user's pickle or code.
 """
 from __future__ import annotations
 
+import collections
 import os
 import pickle
 import pickletools
@@ -41,7 +43,8 @@ import torch.nn as tnn
 
 from neurocomp import memory, safeio
 from neurocomp.errors import BadCheckpoint, BadInput, NeurocompError, UnsupportedLayer, UnsupportedLayers
-from neurocomp.frontends.modules import MODULES, type_name
+from neurocomp.frontends.attention import timesteps_mismatch
+from neurocomp.frontends.modules import CONTAINER_TYPES, EQUIVALENT, MODULES, container_type, type_name
 from neurocomp.nn import REGISTRY
 
 FORMAT = "neurocomp.checkpoint"
@@ -51,17 +54,28 @@ MAX_TIMESTEPS = 100_000
 
 
 SUPPORTED = ("Conv2d, Linear, BatchNorm1d/2d, MaxPool2d, AvgPool2d, Flatten, Dropout (torch or SpikingJelly "
-             "activation_based), SpikingJelly LIFNode/IFNode, neurocomp.nn modules, in nn.Sequential")
+             "activation_based), SpikingJelly LIFNode/IFNode/ParametricLIFNode, clock_driven "
+             "MultiStepLIFNode/MultiStepIFNode/MultiStepParametricLIFNode, neurocomp.nn modules, in nn.Sequential, "
+             "SeqToANNContainer or MultiStepContainer")
 
 
 def describe(module, path="") -> dict:
-    """Architecture description of a model (nested Sequential + supported leaves)."""
+    """Architecture description of a model (nested Sequential / SeqToANNContainer / MultiStepContainer
+    and supported leaves).
+
+    A clock_driven class is stored as its activation_based equivalent
+    (:data:`neurocomp.frontends.modules.EQUIVALENT`; its containers as the activation_based ones,
+    ``CONTAINER_TYPES``), recording the class it was read from under ``"from"``; the state dict keeps
+    its names."""
     problems = []
 
     def walk(m, p):
-        if type(m) is tnn.Sequential:
-            return {"type": "Sequential",
-                    "children": [[n, walk(c, f"{p}.{n}" if p else n)] for n, c in m.named_children()]}
+        kind = "Sequential" if type(m) is tnn.Sequential else container_type(m)
+        if kind is not None:
+            spec = {"type": kind, "children": [[n, walk(c, f"{p}.{n}" if p else n)] for n, c in m.named_children()]}
+            if type(m).__module__.startswith("spikingjelly.clock_driven"):
+                spec["from"] = f"{type(m).__module__}.{type(m).__name__}"
+            return spec
         name = type_name(m)
         if name is None:
             problems.append(UnsupportedLayer(f"{type(m).__name__} is not a layer neurocomp compiles",
@@ -70,7 +84,11 @@ def describe(module, path="") -> dict:
             return None
         if name.startswith("neurocomp.nn."):
             return {"type": name, "args": dict(m.config)}
-        return {"type": name, "args": MODULES[name][1](m), "step_mode": getattr(m, "step_mode", None)}
+        args = MODULES[name][1](m)
+        if name in EQUIVALENT:
+            return {"type": EQUIVALENT[name], "args": args, "step_mode": "m",
+                    "from": f"{type(m).__module__}.{type(m).__name__}"}
+        return {"type": name, "args": args, "step_mode": getattr(m, "step_mode", None)}
 
     spec = walk(module, path)
     if problems:
@@ -126,7 +144,7 @@ _ARG_RULES = {
     "p": (lambda v: _is_num(v) and 0 <= v <= 1, "a number in [0, 1]"),
     "start_dim": (lambda v: _is_int(v) and abs(v) <= 64, "a small integer"),
     "end_dim": (lambda v: _is_int(v) and abs(v) <= 64, "a small integer"),
-    "tau": (_is_num, "a number"), "v_threshold": (_is_num, "a number"),
+    "tau": (_is_num, "a number"), "init_tau": (_is_num, "a number"), "v_threshold": (_is_num, "a number"),
     "v_reset": (lambda v: v is None or _is_num(v), "a number or null"),
     "surrogate": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("name", ""), str)
                                           and all(_is_num(x) for k, x in v.items() if k != "name")),
@@ -154,7 +172,7 @@ def _check_node(spec, where):
     t = spec["type"]
     if not isinstance(t, str) or not t:
         raise _bad(f"'type' is {_short(t)}, not a layer type name", f"{where}: type")
-    if t != "Sequential":
+    if t != "Sequential" and t not in CONTAINER_TYPES:
         args = spec.get("args", {})
         if args is None:
             args = {}
@@ -182,7 +200,7 @@ def build(spec: dict, where="architecture", _depth=0, _count=None):
         raise _bad(f"Sequential containers nest deeper than {MAX_DEPTH} levels", where,
                    "flatten the model's nesting or check the file")
     t = _check_node(spec, where)
-    if t == "Sequential":
+    if t == "Sequential" or t in CONTAINER_TYPES:
         children = spec.get("children", [])
         if not isinstance(children, (list, tuple)):
             raise _bad(f"'children' is {type(children).__name__}, not a list of [name, spec]", f"{where}: children")
@@ -197,7 +215,13 @@ def build(spec: dict, where="architecture", _depth=0, _count=None):
             if name in seq._modules:
                 raise _bad(f"child name {name!r} appears twice", f"{where}: children")
             seq.add_module(name, build(item[1], f"{where}.{name}", _depth + 1, _count))
-        return seq
+        if t == "Sequential":
+            return seq
+        try:
+            return CONTAINER_TYPES[t](collections.OrderedDict(seq.named_children()))
+        except AssertionError:
+            raise _bad(f"{t} holds a multi-step layer (its children must run one step each)", where,
+                       "give its children step_mode 's' or re-save with save_checkpoint") from None
     args = spec.get("args") or {}
     try:
         if t.startswith("neurocomp.nn."):
@@ -248,6 +272,11 @@ def save_checkpoint(model, path, input_shape, timesteps, encoding="bernoulli", d
     if encoding not in ENCODINGS:
         raise BadCheckpoint(f"unknown encoding {encoding!r}", where="encoding", hint=f"use one of {ENCODINGS}")
     model = as_sequential(model)
+    found = timesteps_mismatch(model, timesteps)
+    if found:
+        path_, cls, t = found
+        raise BadInput(f"{cls} was built for T={t} time steps, but timesteps={timesteps}",
+                       where=f"layer '{path_}'", hint=f"pass timesteps={t} (the T the model was trained with)")
     doc = {
         "format": FORMAT, "version": VERSION,
         "architecture": describe(model),
@@ -428,6 +457,10 @@ def _safe_copy(module, facts, path, route):
         e.where = f"{path}: {e.where}" if e.where else str(path)
         e.args = (e.one_line(),)
         raise
+    found = timesteps_mismatch(seq, facts["timesteps"])
+    if found:
+        raise BadInput(f"{found[1]} at layer '{found[0]}' was built for T={found[2]} time steps, but --timesteps is "
+                       f"{facts['timesteps']}", where=f"{path}: --timesteps", hint=f"pass --timesteps {found[2]}")
     model = build(spec, where=f"{path}: architecture")
     model.load_state_dict({k: v.detach().cpu().clone() for k, v in seq.state_dict().items()}, strict=True)
     model.eval()
@@ -606,6 +639,11 @@ def load_checkpoint(path, trust_pickle: bool = False, input_shape=None, timestep
         raise BadCheckpoint(f"state_dict does not match the architecture: {msg[:300]}", where=f"{path}: state_dict",
                             hint="the architecture and weights come from different models; re-save")
     net.eval()
+    found = timesteps_mismatch(net, doc["timesteps"])
+    if found:
+        raise BadCheckpoint(f"{found[1]} at layer '{found[0]}' was built for T={found[2]} time steps, but the "
+                            f"checkpoint says timesteps={doc['timesteps']}", where=f"{path}: timesteps",
+                            hint=f"re-save the model with neurocomp.save_checkpoint(..., timesteps={found[2]})")
     return LoadedModel(net, doc["input_shape"], doc["timesteps"], doc["encoding"],
                        doc.get("dataset") or facts["dataset"], doc.get("extra"), path=path)
 

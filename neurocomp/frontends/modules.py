@@ -3,15 +3,24 @@
 Each entry says how to read a module's constructor arguments (for the checkpoint's architecture
 description) and how to build it again. ``neurocomp.nn`` modules describe themselves through
 their ``config`` and the ``neurocomp.nn.REGISTRY``.
+
+SpikingJelly's two APIs are both read: ``activation_based`` and the older ``clock_driven`` (whose
+multi-step neurons and containers the official TCJA code uses). A checkpoint stores a
+``clock_driven`` class as its ``activation_based`` multi-step equivalent (:data:`EQUIVALENT`, and
+:data:`CONTAINER_TYPES` for ``SeqToANNContainer`` / ``MultiStepContainer``: the same parameters under
+the same names, the same spikes), so a rebuilt model never depends on the old API or on its
+``backend='cupy'`` check.
 """
 from __future__ import annotations
 
+import torch
 import torch.nn as tnn
 
 from neurocomp._quiet import import_spikingjelly
 
 import_spikingjelly()
 from spikingjelly.activation_based import layer, neuron, surrogate  # noqa: E402
+from spikingjelly.clock_driven import layer as cd_layer, neuron as cd_neuron  # noqa: E402
 
 from neurocomp.nn import REGISTRY  # noqa: E402
 
@@ -77,6 +86,17 @@ def _lif_args(m):
                 surrogate=_surrogate_spec(m.surrogate_function))
 
 
+def plif_tau(m) -> float:
+    """A ParametricLIFNode's learned time constant, frozen for inference: ``tau = 1 / sigmoid(w)``."""
+    return 1.0 / float(torch.sigmoid(m.w.detach().float().cpu()))
+
+
+def _plif_args(m):
+    return dict(init_tau=plif_tau(m), decay_input=bool(m.decay_input), v_threshold=float(m.v_threshold),
+                v_reset=None if m.v_reset is None else float(m.v_reset), detach_reset=bool(m.detach_reset),
+                surrogate=_surrogate_spec(m.surrogate_function))
+
+
 def _if_args(m):
     return dict(v_threshold=float(m.v_threshold), v_reset=None if m.v_reset is None else float(m.v_reset),
                 detach_reset=bool(m.detach_reset), surrogate=_surrogate_spec(m.surrogate_function))
@@ -86,7 +106,7 @@ def _sj(cls):
     """Build a SpikingJelly multi-step layer."""
     def build(args, step_mode="m"):
         args = dict(args)
-        if cls in (neuron.LIFNode, neuron.IFNode):
+        if cls in (neuron.LIFNode, neuron.IFNode, neuron.ParametricLIFNode):
             args["surrogate_function"] = _surrogate_build(args.pop("surrogate", None))
         if "kernel_size" in args and isinstance(args["kernel_size"], list):
             args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
@@ -113,6 +133,14 @@ MODULES = {
     "spikingjelly.Dropout": (layer.Dropout, _dropout_args, _sj(layer.Dropout)),
     "spikingjelly.LIFNode": (neuron.LIFNode, _lif_args, _sj(neuron.LIFNode)),
     "spikingjelly.IFNode": (neuron.IFNode, _if_args, _sj(neuron.IFNode)),
+    "spikingjelly.ParametricLIFNode": (neuron.ParametricLIFNode, _plif_args, _sj(neuron.ParametricLIFNode)),
+    # clock_driven classes are built (and stored, see EQUIVALENT) as their activation_based equivalents
+    "spikingjelly.clock_driven.MultiStepLIFNode": (cd_neuron.MultiStepLIFNode, _lif_args, _sj(neuron.LIFNode)),
+    "spikingjelly.clock_driven.MultiStepIFNode": (cd_neuron.MultiStepIFNode, _if_args, _sj(neuron.IFNode)),
+    "spikingjelly.clock_driven.MultiStepParametricLIFNode": (cd_neuron.MultiStepParametricLIFNode, _plif_args,
+                                                             _sj(neuron.ParametricLIFNode)),
+    "spikingjelly.clock_driven.MultiStepDropout": (cd_layer.MultiStepDropout, _dropout_args, _sj(layer.Dropout)),
+    "spikingjelly.clock_driven.Dropout": (cd_layer.Dropout, _dropout_args, _sj(layer.Dropout)),
     "torch.Conv2d": (tnn.Conv2d, _conv_args, _plain(tnn.Conv2d)),
     "torch.Linear": (tnn.Linear, _linear_args, _plain(tnn.Linear)),
     "torch.BatchNorm2d": (tnn.BatchNorm2d, _bn_args, _plain(tnn.BatchNorm2d)),
@@ -123,6 +151,29 @@ MODULES = {
     "torch.Dropout": (tnn.Dropout, _dropout_args, _plain(tnn.Dropout)),
     "torch.Identity": (tnn.Identity, lambda m: {}, _plain(tnn.Identity)),
 }
+
+
+# the clock_driven classes a checkpoint describes by their activation_based multi-step equivalent
+EQUIVALENT = {"spikingjelly.clock_driven.MultiStepLIFNode": "spikingjelly.LIFNode",
+              "spikingjelly.clock_driven.MultiStepIFNode": "spikingjelly.IFNode",
+              "spikingjelly.clock_driven.MultiStepParametricLIFNode": "spikingjelly.ParametricLIFNode",
+              "spikingjelly.clock_driven.MultiStepDropout": "spikingjelly.Dropout",
+              "spikingjelly.clock_driven.Dropout": "spikingjelly.Dropout"}
+
+# containers whose children each see one time step ([B, ...], or [T * B, ...] with T folded into the batch)
+PER_STEP_CONTAINERS = (layer.SeqToANNContainer, layer.MultiStepContainer, cd_layer.SeqToANNContainer,
+                       cd_layer.MultiStepContainer)
+# a checkpoint's container types besides "Sequential": rebuilt as the activation_based class, whichever
+# API the model used (the two compute the same: fold T into the batch / run the children step by step)
+CONTAINER_TYPES = {"SeqToANNContainer": layer.SeqToANNContainer, "MultiStepContainer": layer.MultiStepContainer}
+
+
+def container_type(module) -> str | None:
+    """The checkpoint's container type of a SpikingJelly per-step container (either API), else None."""
+    for name, cls in CONTAINER_TYPES.items():
+        if type(module) in (cls, getattr(cd_layer, name)):
+            return name
+    return None
 
 
 def type_name(module) -> str | None:

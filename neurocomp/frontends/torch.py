@@ -3,6 +3,11 @@
 The walk visits ``nn.Sequential`` containers depth-first (nesting allowed) and turns each leaf
 into IR nodes named after its module path (``"features.3"``), the name it keeps to the report.
 Every unsupported module is collected and reported at once, each with its path and a hint.
+SpikingJelly's per-step containers (``SeqToANNContainer``, ``MultiStepContainer``, in both the
+``activation_based`` and the ``clock_driven`` API) are their children in sequence, each child seeing
+one step; a plain ``nn.Flatten(start_dim=2)`` outside them flattens the per-sample dims of
+``[T, B, ...]`` (the IR's ``Flatten``). ``clock_driven`` multi-step neurons read as their
+``activation_based`` equivalents; a ParametricLIFNode's learned tau is frozen (``1 / sigmoid(w)``).
 
 MaxPool over spikes becomes ``SumPool2d -> Threshold(0)`` (an OR, exact for binary spikes);
 MaxPool over anything else is refused. Dropout and Identity vanish (inference no-ops). The
@@ -23,18 +28,14 @@ import torch.nn as tnn
 
 
 from neurocomp.errors import UnsupportedLayer, UnsupportedLayers, BadCheckpoint
-from neurocomp.frontends.modules import type_name
+from neurocomp.frontends.modules import PER_STEP_CONTAINERS, plif_tau, type_name
 from neurocomp.ir import (DEFAULT_DT, Graph, Input, Linear, Conv2d, SumPool2d, AvgPool2d, BatchNorm, Flatten, LIF,
                           MAAttention, MALIF, Scale, SpikeAttention, Threshold)
 
 RECTIFIED = {"TCSA", "TCA", "TSA", "CSA", "TA", "CA", "SA", "PFA"}   # attention modules ending in ReLU
 ATTENTION = RECTIFIED | {"TCJA", "TLA", "CLA"}                          # the neurocomp.nn attention modules
 
-try:  # SpikingJelly wraps stateless layers in containers in some models
-    from spikingjelly.activation_based.layer import SeqToANNContainer, MultiStepContainer
-    _CONTAINERS = (tnn.Sequential, SeqToANNContainer, MultiStepContainer)
-except ImportError:  # pragma: no cover
-    _CONTAINERS = (tnn.Sequential,)
+_CONTAINERS = (tnn.Sequential, *PER_STEP_CONTAINERS)   # SpikingJelly's containers are Sequentials too
 
 
 def _np(t):
@@ -51,16 +52,25 @@ def _pool_out(size, k, s, p, d=1):
 
 def iter_leaves(module, prefix=""):
     """Yield ``(path, module)`` for the leaves of nested sequential containers, in forward order."""
+    for path, leaf, _ in walk_leaves(module, prefix):
+        yield path, leaf
+
+
+def walk_leaves(module, prefix="", per_step=False):
+    """Yield ``(path, module, per_step)`` for the leaves of nested sequential containers, in forward
+    order; ``per_step``: the leaf sits in a per-step container (it sees one step, not ``[T, B, ...]``)."""
     if isinstance(module, _CONTAINERS):
+        inner = per_step or isinstance(module, PER_STEP_CONTAINERS)
         for name, child in module.named_children():
-            yield from iter_leaves(child, f"{prefix}.{name}" if prefix else name)
+            yield from walk_leaves(child, f"{prefix}.{name}" if prefix else name, inner)
     else:
-        yield prefix or "module", module
+        yield prefix or "module", module, per_step
 
 
 class _Builder:
     def __init__(self, input_shape, timesteps=None):
         self.timesteps = timesteps
+        self.per_step = False          # the current leaf sits in a per-step container
         self.nodes = [Input(name="input", in_shape=tuple(input_shape), out_shape=tuple(input_shape))]
         self.problems: list[UnsupportedLayer] = []
 
@@ -88,12 +98,19 @@ def _add_leaf(b: _Builder, path: str, m) -> None:
     kind = type_name(m)
     shape = b.shape
     if kind is None:
+        cls = type(m)
+        if cls.__module__.startswith("spikingjelly.clock_driven") and cls.__name__ in SINGLE_STEP_NEURONS:
+            b.refuse(path, m, "a single-step clock_driven neuron sees the whole [T, B, ...] tensor at once",
+                     f"use its multi-step version, clock_driven.neuron.{SINGLE_STEP_NEURONS[cls.__name__]}")
+            return
         b.refuse(path, m, "not a supported layer",
-                 "use SpikingJelly activation_based layers (Conv2d, Linear, BatchNorm, MaxPool2d, AvgPool2d, "
-                 "Flatten, Dropout, LIFNode, IFNode) or neurocomp.nn modules")
+                 "use SpikingJelly layers (Conv2d, Linear, BatchNorm, MaxPool2d, AvgPool2d, Flatten, Dropout, "
+                 "LIFNode, IFNode, ParametricLIFNode; clock_driven MultiStepLIFNode, MultiStepIFNode, "
+                 "MultiStepParametricLIFNode, in Sequential / SeqToANNContainer / MultiStepContainer) or "
+                 "neurocomp.nn modules")
         return
     short = kind.split(".")[-1]
-    if short in ("Dropout", "Identity"):
+    if short in VANISH:
         return
     if kind.startswith("neurocomp.nn."):
         add_attention(b, path, m)
@@ -193,17 +210,21 @@ def _read_avgpool2d(b: _Builder, path: str, m, shape) -> None:
 
 
 def _read_flatten(b: _Builder, path: str, m, shape) -> None:
-    ndim = len(shape) + 1  # with the batch axis
+    # a plain nn.Flatten outside a per-step container sees [T, B, ...]: start_dim=2 flattens one sample
+    # (start_dim=1 is read as a step's flatten, as before); SpikingJelly's Flatten sees [B, ...] per step
+    lead = 2 if type(m) is tnn.Flatten and not b.per_step and m.start_dim % (len(shape) + 2) == 2 else 1
+    ndim = len(shape) + lead
     start = m.start_dim % ndim
     end = m.end_dim % ndim
-    if start != 1 or end != ndim - 1:
-        b.refuse(path, m, f"flattens dims {m.start_dim}..{m.end_dim}", "use Flatten(start_dim=1)")
+    if start != lead or end != ndim - 1:
+        b.refuse(path, m, f"flattens dims {m.start_dim}..{m.end_dim}",
+                 "use nn.Flatten(start_dim=2) on [T, B, ...] or SpikingJelly's layer.Flatten()")
         return
     b.add(Flatten(name=path, in_shape=shape, out_shape=(int(np.prod(shape)),)))
 
 
-def _read_neuron(b: _Builder, path: str, m, shape, leaky: bool = True) -> None:
-    tau = float(m.tau) if leaky else None
+def _read_neuron(b: _Builder, path: str, m, shape, leaky: bool = True, tau=None) -> None:
+    tau = (float(m.tau) if tau is None else tau) if leaky else None
     if tau is not None and not tau > 1.0:
         b.refuse(path, m, f"tau={tau} (must be > 1)", "use tau > 1")
         return
@@ -218,18 +239,49 @@ def _read_neuron(b: _Builder, path: str, m, shape, leaky: bool = True) -> None:
               v_reset=None if m.v_reset is None else float(m.v_reset)))
 
 
+def _read_if(b: _Builder, path: str, m, shape) -> None:
+    _read_neuron(b, path, m, shape, leaky=False)
+
+
+def _read_plif(b: _Builder, path: str, m, shape) -> None:
+    """A ParametricLIFNode: its learned tau frozen (``tau = 1 / sigmoid(w)``), then a LIF."""
+    _read_neuron(b, path, m, shape, tau=plif_tau(m))
+
+
 # One reader per supported torch leaf class (its short name, as frontends.modules.MODULES lists it);
-# Dropout/Identity vanish and neurocomp.nn modules go to add_attention before this table is asked.
+# VANISH leaves vanish and neurocomp.nn modules go to add_attention before this table is asked.
 LEAF_READERS = {"Conv2d": _read_conv2d, "Linear": _read_linear, "BatchNorm2d": _read_batchnorm,
                 "BatchNorm1d": lambda b, path, m, shape: _read_batchnorm(b, path, m, shape, one_d=True),
                 "MaxPool2d": _read_maxpool2d, "AvgPool2d": _read_avgpool2d, "Flatten": _read_flatten,
-                "LIFNode": _read_neuron, "IFNode": lambda b, path, m, shape: _read_neuron(b, path, m, shape, leaky=False)}
+                "LIFNode": _read_neuron, "IFNode": _read_if, "MultiStepLIFNode": _read_neuron,
+                "MultiStepIFNode": _read_if, "ParametricLIFNode": _read_plif, "MultiStepParametricLIFNode": _read_plif}
+VANISH = {"Dropout", "Identity", "MultiStepDropout"}    # inference no-ops
+# clock_driven's single-step neurons, refused with their multi-step version named
+SINGLE_STEP_NEURONS = {"LIFNode": "MultiStepLIFNode", "IFNode": "MultiStepIFNode",
+                       "ParametricLIFNode": "MultiStepParametricLIFNode"}
+
+
+def module_timesteps(module):
+    """The T a neurocomp.nn attention module was built for, where its weights depend on it (TCJA and
+    CLA's T-channel conv, PFA's, MA-SNN's temporal part), else None."""
+    cls = type(module)
+    if not cls.__module__.startswith("neurocomp.nn") or cls.__name__ not in ATTENTION:
+        return None
+    if not (cls.__name__ in ("TCJA", "CLA", "PFA") or "T" in getattr(cls, "PARTS", "")):
+        return None
+    t = (getattr(module, "config", None) or {}).get("T")
+    return None if t is None else int(t)
 
 
 def add_attention(builder, path, module) -> None:
     """Lower a neurocomp.nn module met by the torch frontend."""
     name = type(module).__name__
     shape = builder.shape
+    T = module_timesteps(module)
+    if T is not None and builder.timesteps is not None and T != builder.timesteps:
+        builder.refuse(path, module, f"was built for T={T} time steps, but the graph has T={builder.timesteps}",
+                       f"trace the model with timesteps={T} (the T its attention was trained with)")
+        return
     if name == "MALIFNode":
         builder.add(MALIF(name=path, in_shape=shape, out_shape=shape, v_threshold=float(module.v_threshold),
                           alpha=float(module.alpha), beta=float(module.beta)))
@@ -298,7 +350,8 @@ def module_to_graph(model, input_shape, timesteps: int, encoding: str = "bernoul
     b = _Builder(input_shape, int(timesteps))
     b.attention_mode, b.calibration = attention_mode, calibration
     b.nodes[0] = b.nodes[0].replace(meta={"binary": encoding in ("bernoulli", "events", "spikes")})
-    for path, m in iter_leaves(model):
+    for path, m, per_step in walk_leaves(model):
+        b.per_step = per_step
         _add_leaf(b, path, m)
     if b.problems:
         raise b.problems[0] if len(b.problems) == 1 else UnsupportedLayers(b.problems)
@@ -343,6 +396,19 @@ def _spike_hooks(model, names, T: int, B: int, got: dict) -> list:
     return hooks
 
 
+def _set_backend(m, value) -> None:
+    # activation_based keeps it in `_backend` behind a setter that checks cupy is installed; clock_driven in `backend`
+    setattr(m, "_backend" if "_backend" in vars(m) else "backend", value)
+
+
+def reset_state(model) -> None:
+    """Reset every stateful module (``functional.reset_net``'s rule: each module with a ``reset()``),
+    clock_driven ones included, without reset_net's warning for modules of the other API."""
+    for m in model.modules():
+        if hasattr(m, "reset"):
+            m.reset()
+
+
 def run_torch_model(model, x, record=None, device=None, grad: bool = False, batch_size: int | None = None):
     """Run a SpikingJelly model time-major on ``x`` ``[T, B, ...]`` (tensor or numpy array): the one
     way neurocomp runs a torch SNN over time (calibration, the cross-check's torch stages, training,
@@ -353,20 +419,30 @@ def run_torch_model(model, x, record=None, device=None, grad: bool = False, batc
     concatenate along the batch axis (each batch starts from a reset state). ``device``: None runs
     where the model and ``x`` are and returns the output there; otherwise the model is moved there
     for the run (and back), each batch too, and the output comes back on the CPU. The train/eval mode
-    is the caller's.
+    is the caller's. SpikingJelly neurons trained with ``backend='cupy'`` run on the torch backend,
+    which computes the same (their flag is restored after the run); clock_driven modules are reset too.
 
     Returns the output ``[T, B, ...]``; with ``record`` (layer names), ``(output, spikes)`` where
     ``spikes[name]`` is that module's output as bool ``[T, B, *]`` on the CPU, read by forward hooks
     (``X_or`` from module ``X``; names without a module are left out)."""
     from spikingjelly.activation_based import functional
     T, N = int(x.shape[0]), int(x.shape[1])
+    # SpikingJelly's cupy kernels compute what its torch backend computes: run the torch one (no CUDA needed)
+    cupy = [m for m in model.modules() if getattr(m, "backend", None) == "cupy"]
     step = N if batch_size is None else max(1, int(batch_size))
     home = None
     if device is not None:
         home = _device_of(model)
         model = model.to(device)
     functional.set_step_mode(model, "m")
+    for c in model.modules():          # a per-step container's children each run one step
+        if isinstance(c, PER_STEP_CONTAINERS):
+            for m in c.modules():
+                if m is not c and hasattr(m, "step_mode"):
+                    m.step_mode = "s"
     outs, recs = [], []
+    for m in cupy:
+        _set_backend(m, "torch")
     try:
         with (contextlib.nullcontext() if grad else torch.no_grad()), warnings.catch_warnings():
             warnings.simplefilter("ignore")      # torch warns about TCJA's 'same' padding with even kernels
@@ -376,7 +452,7 @@ def run_torch_model(model, x, record=None, device=None, grad: bool = False, batc
                     xb = xb.to(device)
                 got = {}
                 hooks = [] if record is None else _spike_hooks(model, record, T, int(xb.shape[1]), got)
-                functional.reset_net(model)
+                reset_state(model)
                 try:
                     out = model(xb)
                 finally:
@@ -385,7 +461,9 @@ def run_torch_model(model, x, record=None, device=None, grad: bool = False, batc
                 outs.append(out if device is None else out.cpu())
                 recs.append(got)
     finally:
-        functional.reset_net(model)
+        reset_state(model)
+        for m in cupy:
+            _set_backend(m, "cupy")
         if home is not None:
             model.to(home)
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)

@@ -255,7 +255,9 @@ def as_sequential(module, path="model"):
     """``module`` as neurocomp compiles it: an ``nn.Sequential`` (nested ones kept), a supported layer,
     or a user class reduced to its children (see the module docstring). A class that is none of these
     is an :class:`UnsupportedLayer` naming its ``forward``'s source line."""
-    from neurocomp.frontends.modules import type_name
+    from neurocomp.frontends.modules import PER_STEP_CONTAINERS, type_name
+    if isinstance(module, PER_STEP_CONTAINERS):    # SpikingJelly's containers: their children, each per step
+        return module
     if type(module) is tnn.Sequential:
         children = [(n, as_sequential(c, f"{path}.{n}" if path != "model" else n)) for n, c in module.named_children()]
         if all(c is module._modules[n] for n, c in children):
