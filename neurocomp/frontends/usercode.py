@@ -265,6 +265,10 @@ def as_sequential(module, path="model"):
         return tnn.Sequential(dict(children))
     if type_name(module) is not None:
         return module
+    from neurocomp.frontends.official import recognise
+    known = recognise(module, path)
+    if known is not None:
+        return known
     cls = type(module)
     if isinstance(module, tnn.Sequential) and cls.forward is tnn.Sequential.forward:
         return as_sequential(tnn.Sequential(dict(module.named_children())), path)

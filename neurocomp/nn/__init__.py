@@ -10,7 +10,8 @@ from .tcja import TCJA, TLA, CLA
 from .ma import TCSA, TCA, TSA, CSA, TA, CA, SA
 from .pfa import PFA
 from .static import StaticMap
+from .heads import Readout
 from .backbones import BUILDERS, build, param_count
 
 __all__ = ["REGISTRY", "register", "store_config", "MALIFNode", "TCJA", "TLA", "CLA", "TCSA", "TCA",
-           "TSA", "CSA", "TA", "CA", "SA", "PFA", "StaticMap", "BUILDERS", "build", "param_count"]
+           "TSA", "CSA", "TA", "CA", "SA", "PFA", "StaticMap", "Readout", "BUILDERS", "build", "param_count"]
