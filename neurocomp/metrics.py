@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from neurocomp.ir import Conv2d, Dense, Flatten, Input, Linear, SumPool2d
+from neurocomp.ir import Conv2d, Dense, Flatten, Input, Linear, SumPool2d, Voting
 
 ENERGY_TERMS = (("synaptic_ops", "synaptic_op"), ("neuron_updates_active", "neuron_update_active"),
                 ("neuron_updates_inactive", "neuron_update_inactive"), ("routed_spikes", "spike"),
@@ -43,8 +43,13 @@ def _events_dense(syn, x):   # an unrolled conv: events along the non-zero taps
     return (x.flatten(1) @ taps.T).reshape((-1,) + tuple(syn.out_shape))
 
 
+def _events_voting(syn, x):   # each spike reaches its group's neuron only
+    return x.reshape(x.shape[0], -1, int(syn.voting_size)).sum(-1)
+
+
 # Synaptic events per target neuron, one counter per synapse node class.
-EVENTS = {Linear: _events_linear, Conv2d: _events_conv2d, SumPool2d: _events_sumpool2d, Dense: _events_dense}
+EVENTS = {Linear: _events_linear, Conv2d: _events_conv2d, SumPool2d: _events_sumpool2d, Dense: _events_dense,
+          Voting: _events_voting}
 
 
 def synaptic_events(syn, s: torch.Tensor) -> torch.Tensor:

@@ -14,4 +14,5 @@ from neurocomp.fixedpoint.loihi import (ACT_SHIFT, BIAS_EXP_MAX, BIAS_MANT_MAX, 
 from neurocomp.fixedpoint.formats import (GAIN_SHIFT_MAX, PAYLOAD_BITS, bias_mant_exp, choose_vth, cuba_du, cuba_dv,
                                           cuba_scale, gain_mantissa, gain_shift, input_weight_gain, lif_dv, lif_scale,
                                           lif_theta, ma_dv,
-                                          payload_bits_for, quantize_payload, round_weights, voltage_units, weight_max)
+                                          payload_bits_for, quantize_payload, readout_scale, round_weights, voltage_units,
+                                          weight_max)

@@ -123,6 +123,30 @@ def cuba_scale(m: float, theta: float, wmax: int, spiking: bool):
     return vth, vth / theta
 
 
+def readout_scale(w_eff: np.ndarray, b_eff, timesteps: int, wmax: int) -> float:
+    """The weight scale ``s`` of a non-firing readout (``Readout``: ``du = 4095``, ``dv = 0``, ``vth =
+    VTH_MAX``): no threshold to scale against, so the largest ``s`` that keeps every weight within
+    ``wmax`` (``s = wmax / max|w|``, as a CUBA readout's), lowered where needed so that no neuron's
+    voltage can leave Lava's range over a window: ``T * (64 * sum|round(s w)| + |64 s b|)`` at most
+    ``64 * VTH_MAX`` (below the firing boundary ``v > 64 * vth`` and the 24-bit saturation), whatever
+    the input spikes. ``w_eff`` (numpy) is ``(out, in)``; ``b_eff`` a per-output bias or None."""
+    w = np.abs(np.asarray(w_eff, np.float64)).reshape(np.shape(w_eff)[0], -1)
+    b = np.zeros(w.shape[0]) if b_eff is None else np.abs(np.asarray(b_eff, np.float64)).reshape(-1)
+    m = float(w.max()) if w.size else 0.0
+    s = wmax / m if m > 0 else (1.0 if not np.any(b) else wmax / float(b.max()))
+    limit = float(VTH_MAX << 6)
+
+    def reach(scale):
+        q = np.minimum(np.round(w * scale), wmax + 1)
+        return timesteps * float(np.max(64.0 * q.sum(1) + 64.0 * scale * b)) if q.size else 0.0
+    for _ in range(64):            # shrink until the worst case fits (rounding can need a second step)
+        r = reach(s)
+        if r <= limit:
+            break
+        s = s * min(0.999, limit / r)
+    return s
+
+
 def lif_dv(tau: float) -> int:
     """Voltage decay of a LIF with time constant ``tau``: ``round(4096 / tau)`` within 0..4095."""
     return min(max(int(round(DECAY_UNITY / tau)), 0), DECAY_MAX)

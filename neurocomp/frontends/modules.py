@@ -131,6 +131,8 @@ MODULES = {
     "spikingjelly.AvgPool2d": (layer.AvgPool2d, _pool_args, _sj(layer.AvgPool2d)),
     "spikingjelly.Flatten": (layer.Flatten, _flatten_args, _sj(layer.Flatten)),
     "spikingjelly.Dropout": (layer.Dropout, _dropout_args, _sj(layer.Dropout)),
+    "spikingjelly.VotingLayer": (layer.VotingLayer, lambda m: {"voting_size": int(m.voting_size)},
+                                 _sj(layer.VotingLayer)),
     "spikingjelly.LIFNode": (neuron.LIFNode, _lif_args, _sj(neuron.LIFNode)),
     "spikingjelly.IFNode": (neuron.IFNode, _if_args, _sj(neuron.IFNode)),
     "spikingjelly.ParametricLIFNode": (neuron.ParametricLIFNode, _plif_args, _sj(neuron.ParametricLIFNode)),

@@ -30,7 +30,7 @@ import torch.nn as tnn
 from neurocomp.errors import UnsupportedLayer, UnsupportedLayers, BadCheckpoint
 from neurocomp.frontends.modules import PER_STEP_CONTAINERS, plif_tau, type_name
 from neurocomp.ir import (DEFAULT_DT, Graph, Input, Linear, Conv2d, SumPool2d, AvgPool2d, BatchNorm, Flatten, LIF,
-                          MAAttention, MALIF, Scale, SpikeAttention, Threshold)
+                          MAAttention, MALIF, Readout, Scale, SpikeAttention, Threshold, Voting)
 
 RECTIFIED = {"TCSA", "TCA", "TSA", "CSA", "TA", "CA", "SA", "PFA"}   # attention modules ending in ReLU
 ATTENTION = RECTIFIED | {"TCJA", "TLA", "CLA"}                          # the neurocomp.nn attention modules
@@ -83,7 +83,7 @@ class _Builder:
         """Whether the current tensor is binary spikes (the output of a neuron or a spike input)."""
         last = self.nodes[-1]
         if last.is_neuron:
-            return True
+            return not last.graded_output
         return isinstance(last, Input) and last.meta.get("binary", False)
 
     def refuse(self, path, module, message, hint):
@@ -223,6 +223,34 @@ def _read_flatten(b: _Builder, path: str, m, shape) -> None:
     b.add(Flatten(name=path, in_shape=shape, out_shape=(int(np.prod(shape)),)))
 
 
+def _read_voting(b: _Builder, path: str, m, shape) -> None:
+    """SpikingJelly's VotingLayer: a head. On spikes it votes into an implicit readout; after a Linear's
+    current (read out or not) the vote comes before the readout (``Readout`` is the identity per step)."""
+    k = int(m.voting_size)
+    if len(shape) != 1 or k < 1 or shape[0] % k:
+        b.refuse(path, m, f"voting_size={k} does not divide its input of shape {shape}",
+                 "give the layer before it voting_size x classes outputs (flattened)")
+        return
+    if isinstance(b.nodes[-1], Readout):        # Linear, Readout, VotingLayer: vote, then read out
+        b.nodes.pop()
+    out = (shape[0] // k,)
+    b.add(Voting(name=path, in_shape=shape, out_shape=out, voting_size=k, meta={"module": type(m).__name__}))
+    b.add(Readout(name=f"{path}{READOUT_SUFFIX}", in_shape=out, out_shape=out, meta={"lowered_from": "VotingLayer"}))
+
+
+def _read_readout(b: _Builder, path: str, m, shape) -> None:
+    """neurocomp.nn.Readout: the current of the Linear before it, accumulated over time. After spikes
+    (a spiking output layer) or after a vote (which reads out already) it adds nothing."""
+    last = b.nodes[-1]
+    if b.carries_spikes or isinstance(last, Readout):
+        return
+    if not isinstance(last, (Linear, BatchNorm)):
+        b.refuse(path, m, f"reads out '{last.name}' ({last.kind}), not a Linear layer's current",
+                 "put neurocomp.nn.Readout() right after the last Linear layer")
+        return
+    b.add(Readout(name=path, in_shape=shape, out_shape=shape))
+
+
 def _read_neuron(b: _Builder, path: str, m, shape, leaky: bool = True, tau=None) -> None:
     tau = (float(m.tau) if tau is None else tau) if leaky else None
     if tau is not None and not tau > 1.0:
@@ -254,7 +282,11 @@ LEAF_READERS = {"Conv2d": _read_conv2d, "Linear": _read_linear, "BatchNorm2d": _
                 "BatchNorm1d": lambda b, path, m, shape: _read_batchnorm(b, path, m, shape, one_d=True),
                 "MaxPool2d": _read_maxpool2d, "AvgPool2d": _read_avgpool2d, "Flatten": _read_flatten,
                 "LIFNode": _read_neuron, "IFNode": _read_if, "MultiStepLIFNode": _read_neuron,
-                "MultiStepIFNode": _read_if, "ParametricLIFNode": _read_plif, "MultiStepParametricLIFNode": _read_plif}
+                "MultiStepIFNode": _read_if, "ParametricLIFNode": _read_plif, "MultiStepParametricLIFNode": _read_plif,
+                "VotingLayer": _read_voting}
+READOUT_SUFFIX = "_readout"     # a VotingLayer's implicit readout is named after it (its torch output is the vote)
+# the heads: their torch output is a value per step, recorded as it is (not as spikes)
+GRADED_MODULES = ("Readout", "VotingLayer")
 VANISH = {"Dropout", "Identity", "MultiStepDropout"}    # inference no-ops
 # clock_driven's single-step neurons, refused with their multi-step version named
 SINGLE_STEP_NEURONS = {"LIFNode": "MultiStepLIFNode", "IFNode": "MultiStepIFNode",
@@ -281,6 +313,9 @@ def add_attention(builder, path, module) -> None:
     if T is not None and builder.timesteps is not None and T != builder.timesteps:
         builder.refuse(path, module, f"was built for T={T} time steps, but the graph has T={builder.timesteps}",
                        f"trace the model with timesteps={T} (the T its attention was trained with)")
+        return
+    if name == "Readout":
+        _read_readout(builder, path, module, shape)
         return
     if name == "MALIFNode":
         builder.add(MALIF(name=path, in_shape=shape, out_shape=shape, v_threshold=float(module.v_threshold),
@@ -356,9 +391,12 @@ def module_to_graph(model, input_shape, timesteps: int, encoding: str = "bernoul
     if b.problems:
         raise b.problems[0] if len(b.problems) == 1 else UnsupportedLayers(b.problems)
     if not b.nodes[-1].is_neuron:
-        raise UnsupportedLayer(f"the model ends in '{b.nodes[-1].name}' ({b.nodes[-1].kind}), not in a spiking layer",
+        last = b.nodes[-1]
+        raise UnsupportedLayer(f"the model ends in '{last.name}' ({last.kind}), not in a spiking layer or a readout",
                                where="output", hint="end the model with a LIF/IF layer whose spike counts are the "
-                                                    "class scores")
+                                                    "class scores" + (", or add neurocomp.nn.Readout() after this "
+                                                                      "Linear to read its current out"
+                                                                      if isinstance(last, Linear) else ""))
     g_meta = {"timesteps": int(timesteps), "encoding": encoding, "input_shape": list(input_shape), "dt": DEFAULT_DT}
     g_meta.update(meta or {})
     return Graph.chain(b.nodes, g_meta)
@@ -373,26 +411,28 @@ def _device_of(model) -> torch.device:
 
 
 def _spike_hooks(model, names, T: int, B: int, got: dict) -> list:
-    """Forward hooks filling ``got[name]`` with the module's output as bool ``[T, B, *]`` on the CPU;
-    ``X_or`` (a max pool lowered to sum-pool + threshold) is read from module ``X``; a name with no
+    """Forward hooks filling ``got[name]`` with the module's output as bool ``[T, B, *]`` on the CPU
+    (a head's, ``Readout`` or ``VotingLayer``, as its float32 values); ``X_or`` (a max pool lowered to
+    sum-pool + threshold) and ``X_readout`` (a vote's readout) are read from module ``X``; a name with no
     module is left out."""
     modules = dict(model.named_modules())
 
-    def hook_for(layer):
+    def hook_for(layer, graded):
         def hook(_m, _inp, out):
             o = out.detach()
             if o.shape[0] == T * B and (o.dim() < 2 or o.shape[1] != B):
                 o = o.reshape((T, B) + tuple(o.shape[1:]))
-            got[layer] = (o != 0).cpu()
+            got[layer] = o.to(torch.float32).cpu() if graded else (o != 0).cpu()
         return hook
 
     hooks = []
     for name in names:
         mod = modules.get(name)
-        if mod is None and name.endswith("_or"):
-            mod = modules.get(name[:-3])
+        for suffix in ("_or", READOUT_SUFFIX):
+            if mod is None and name.endswith(suffix):
+                mod = modules.get(name[:-len(suffix)])
         if mod is not None and mod is not model:
-            hooks.append(mod.register_forward_hook(hook_for(name)))
+            hooks.append(mod.register_forward_hook(hook_for(name, type(mod).__name__ in GRADED_MODULES)))
     return hooks
 
 

@@ -29,7 +29,12 @@ class Node:
 
     kind = "node"          # overridden per class; used in tables and serialisation
     is_synapse = False     # a Dense/Conv-like op that Lava runs with a one-step delay
-    is_neuron = False      # a stateful or thresholding op emitting spikes
+    is_neuron = False      # a stateful or thresholding op emitting spikes (or, when not spiking, values)
+
+    @property
+    def graded_output(self) -> bool:
+        """Whether this layer outputs values rather than spikes (a non-spiking readout head)."""
+        return self.is_neuron and not getattr(self, "spiking", True)
 
     def replace(self, **changes) -> "Node":
         return dataclasses.replace(self, **changes)
@@ -313,6 +318,37 @@ class CubaLIF(Node):
     is_neuron = True
 
 
+@dataclass(frozen=True, eq=False)
+class Voting(Node):
+    """SpikingJelly's ``VotingLayer(voting_size)``: per step, the mean of each group of ``voting_size``
+    consecutive features (``avg_pool1d`` over the last dim, ``(N,) -> (N // voting_size,)``).
+
+    A synapse of the head: on spikes it feeds the :class:`Readout` after it as a Dense of one weight per
+    group member (``qweight``, an int scalar after ``quantize``); after a Linear's current it is folded
+    into that Linear (``passes.fold_voting``)."""
+    voting_size: int = 10
+    qweight: Optional[np.ndarray] = None
+    kind = "voting"
+    is_synapse = True
+
+
+@dataclass(frozen=True, eq=False)
+class Readout(Node):
+    """A non-spiking output head (``neurocomp.nn.Readout``): the current of the synapse in front of it,
+    accumulated over the T steps of a sample; the class is the argmax of the sum.
+
+    Float: ``y[t] = x[t]`` (the current itself, as torch's ``fc(x)`` on ``[T, B, N]``). Fixed point: a
+    Loihi compartment that never fires (``fixed``: ``du = 4095`` so ``u = 64 a`` each step, ``dv = 0`` so
+    ``v`` accumulates ``u + bias``, ``vth`` out of reach of the scale ``quantize`` chose), whose ``v`` is read
+    every step; the value of step ``t`` is ``v[t] - v[t-1]`` (Lava units, ``64 * scale`` per float unit), so
+    the sum over the window is the final ``v``. In Lava: Lava's own bit-accurate ``LIFReset`` arithmetic
+    (``backends.lava.readout``) sending ``v`` instead of spikes."""
+    fixed: Optional[LoihiNeuron] = None
+    kind = "readout"
+    is_neuron = True
+    spiking = False
+
+
 NODE_TYPES = {cls.kind: cls for cls in (Input, Linear, Conv2d, SumPool2d, AvgPool2d, BatchNorm,
                                         Flatten, LIF, Threshold, CubaLIF, MALIF, Scale, Dense, MAAttention, SpikeAttention,
-                                        GradedSpikes)}
+                                        GradedSpikes, Voting, Readout)}

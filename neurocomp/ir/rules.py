@@ -1,6 +1,7 @@
 """The lowerable-layer rules: which IR chains a Loihi core can run, as small named rules.
 
-A lowerable graph is ``Input ([attention] [Flatten] synapse [MA attention] neuron)*``: every neuron has
+A lowerable graph is ``Input ([attention] [Flatten] synapse [MA attention] neuron)*``, optionally ending in
+a head ``(Linear | Voting) Readout`` (a non-firing integrator read out; ``Voting`` after spikes): every neuron has
 one synapse (Dense/Conv/sum pool) in front of it and every synapse one neuron after it. Each rule looks
 at one node in its place in the chain (:class:`Position`) and returns the typed error it breaks, or
 None; :func:`lowering_violations` runs every rule on every node and collects what they find;
@@ -13,8 +14,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from neurocomp.errors import UnsupportedLayer
-from neurocomp.ir.nodes import (CubaLIF, Flatten, GradedSpikes, Input, LIF, MAAttention, MALIF, Node,
-                                SpikeAttention, SumPool2d, Threshold)
+from neurocomp.ir.nodes import (CubaLIF, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MAAttention, MALIF, Node,
+                                Readout, SpikeAttention, SumPool2d, Threshold, Voting)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,26 @@ def sumpool_into_threshold_or_cuba(p: Position):
                                 hint="use MaxPool2d or AvgPool2d between spiking layers")
 
 
+def readout_is_the_output(p: Position):
+    """A non-spiking readout is the head: the last layer, a 1-D current from a Linear or a vote in front."""
+    if not isinstance(p.node, Readout):
+        return None
+    if p.next is not None:
+        return UnsupportedLayer(f"a readout head followed by '{p.next.name}' ({p.next.kind})", where=_where(p.node),
+                                hint="end the model with neurocomp.nn.Readout() (or a VotingLayer); nothing after it")
+    if p.pending is not None and (not isinstance(p.pending, (Linear, Dense, Voting)) or len(p.node.in_shape) != 1):
+        return UnsupportedLayer(f"a readout of '{p.pending.name}' ({p.pending.kind}, shape {tuple(p.node.in_shape)})",
+                                where=_where(p.node), hint="read out the current of a Linear layer (flatten first)")
+
+
+def voting_into_readout(p: Position):
+    """A vote is the head's synapse: spikes (or, before folding, a Linear's current) in, a readout after it."""
+    if isinstance(p.node, Voting) and not isinstance(p.next, Readout):
+        nxt = f"'{p.next.name}' ({p.next.kind})" if p.next is not None else "nothing"
+        return UnsupportedLayer(f"a VotingLayer followed by {nxt}", where=_where(p.node),
+                                hint="a VotingLayer is the model's head: put it last")
+
+
 def known_to_cores(p: Position):
     """Float-only nodes (batch norm, average pooling, static scales) are folded away before lowering."""
     n = p.node
@@ -98,7 +119,8 @@ def ends_with_neuron(pending) -> Optional[UnsupportedLayer]:
 
 # Every rule a node in the chain must satisfy, in the order their errors are reported for one node.
 RULES = (spike_attention_outside_pair, ma_attention_inside_pair, flatten_outside_pair, one_synapse_per_neuron,
-         synapse_before_neuron, threshold_after_sumpool, sumpool_into_threshold_or_cuba, known_to_cores)
+         synapse_before_neuron, threshold_after_sumpool, sumpool_into_threshold_or_cuba, readout_is_the_output,
+         voting_into_readout, known_to_cores)
 
 
 def lowering_violations(graph) -> tuple:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from neurocomp.errors import DoesNotFit
-from neurocomp.ir import Conv2d, Dense, Linear, SumPool2d
+from neurocomp.ir import Conv2d, Dense, Linear, SumPool2d, Voting
 from neurocomp.passes._util import with_record
 from neurocomp.ir.rules import check_lowerable
 from neurocomp.targets import Target, load_target
@@ -51,6 +51,8 @@ def connections_per_neuron(syn) -> np.ndarray:
         x = torch.ones((1,) + tuple(syn.in_shape), dtype=torch.float64)
         y = F.avg_pool2d(x, tuple(syn.kernel), tuple(syn.stride), tuple(syn.padding), divisor_override=1)
         return y[0].round().to(torch.int64).numpy()
+    if isinstance(syn, Voting):  # a Dense of one weight per group member
+        return np.full(tuple(syn.out_shape), int(syn.voting_size), dtype=np.int64)
     raise NotImplementedError(f"synapse kind {syn.kind}")
 
 

@@ -2,8 +2,9 @@
 
 There is one folding sequence and two ways to finish it:
 
-- :func:`fold`: ``fold_batchnorm -> fold_attention -> fold_avgpool``. The float IR with BatchNorm,
-  static attention maps and average pooling folded into weights and gain tables; still float
+- :func:`fold`: ``fold_batchnorm -> fold_attention -> fold_avgpool -> fold_voting``. The float IR with
+  BatchNorm, static attention maps, average pooling and a vote over a Linear's current folded into weights
+  and gain tables; still float
   (fine-tuning rebuilds this graph as a torch model and trains it against the quantizer).
 - :func:`lower`: ``fold`` then ``quantize`` (and ``map_cores`` with a target): what ``neurocomp
   compile MODEL.pt`` stores as the fixed graph.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from neurocomp.passes.fold_attention import fold_attention
 from neurocomp.passes.fold_bn import fold_batchnorm
+from neurocomp.passes.fold_voting import fold_voting
 from neurocomp.passes.fuse_sumpool import fuse_sumpool
 from neurocomp.passes.lower_pooling import fold_avgpool
 from neurocomp.passes.map_cores import map_cores
@@ -30,7 +32,7 @@ ATTENTION_MODES = ("static", "portable", "dynamic")
 def fold(float_graph, attention: str = "static"):
     """The float IR after every folding pass (BatchNorm, attention as ``attention`` says, average
     pooling): :func:`lower` without ``quantize``."""
-    return fold_avgpool(fold_attention(fold_batchnorm(float_graph), mode=attention))
+    return fold_voting(fold_avgpool(fold_attention(fold_batchnorm(float_graph), mode=attention)))
 
 
 def lower(float_graph, weight_bits: int = 8, target=None, attention: str = "static"):

@@ -24,7 +24,8 @@ import numpy as np
 
 from neurocomp import fixedpoint as fx
 from neurocomp.errors import QuantizationError, UnsupportedLayer
-from neurocomp.ir import Conv2d, CubaLIF, Dense, GradedSpikes, MAAttention, SpikeAttention, LIF, Linear, LoihiNeuron, MALIF, SumPool2d, Threshold
+from neurocomp.ir import (Conv2d, CubaLIF, Dense, GradedSpikes, MAAttention, SpikeAttention, LIF, Linear, LoihiNeuron,
+                          MALIF, Readout, SumPool2d, Threshold, Voting)
 from neurocomp.ir.rules import check_lowerable
 from neurocomp.passes._util import with_record
 from neurocomp.passes.quantize_cuba import quantize_cuba
@@ -210,6 +211,48 @@ def _quantize_or(syn: SumPool2d, neu: Threshold):
     return np.array(1, dtype=np.int64), fixed, record
 
 
+def _quantize_readout(syn, neu: Readout, weight_bits: int, T: int):
+    """A readout head: the synapse's current integrated by a compartment that never fires (``du = 4095``,
+    ``dv = 0``, ``vth = VTH_MAX``) at the scale :func:`fixedpoint.readout_scale` picks (the largest that keeps
+    the weights within ``weight_bits`` and a window's voltage below the firing boundary)."""
+    wmax = fx.weight_max(weight_bits)
+    if isinstance(syn, Voting):      # one weight 1/k per group member
+        w_eff = np.full((1, int(syn.voting_size)), 1.0 / int(syn.voting_size))
+        b = None
+    elif isinstance(syn, (Linear, Dense)):
+        w_eff = syn.weight.astype(np.float64)
+        b = None if syn.bias is None else syn.bias.astype(np.float64)
+    else:
+        raise UnsupportedLayer(f"a readout of a '{syn.kind}' layer", where=f"layer '{neu.name}'",
+                               hint="read out the current of a Linear layer")
+    s = fx.readout_scale(w_eff, b, T, wmax)
+    q, raw = fx.round_weights(w_eff, s, wmax)
+    q = q.astype(np.int64)
+    n_clipped = int(np.sum(raw != q))
+    bias_v = fx.voltage_units(b, s) if b is not None else np.zeros(neu.out_shape)
+    mant, exp, b_clipped = _bias(np.asarray(bias_v, np.float64).reshape(neu.out_shape))
+    fixed = LoihiNeuron(du=fx.DECAY_MAX, dv=0, vth=fx.VTH_MAX, bias_mant=mant, bias_exp=exp)
+    if isinstance(syn, Voting):
+        q = np.array(int(q.reshape(-1)[0]), dtype=np.int64)
+        max_in = int(q) * int(syn.voting_size)
+    else:
+        max_in = _max_input(q, syn)
+    bias_max = float(np.max(np.abs(fx.effective_bias(mant, exp)))) if mant.size else 0.0
+    reach = T * (max_in * (1 << fx.ACT_SHIFT) + bias_max)
+    record = {"layer": neu.name, "synapse": syn.name, "scale": s, "vth": fx.VTH_MAX, "theta": None,
+              "weight_bits": weight_bits, "weights_clipped": n_clipped, "weights_total": int(q.size) if q.ndim else 1,
+              "bias_clipped": b_clipped, "dv": 0, "decay_error": 0.0, "max_input": max_in,
+              "current_may_wrap": bool(max_in * (1 << fx.ACT_SHIFT) >= fx.MAX_STATE),
+              "readout": {"value_unit": 64 * s, "window_reach": reach,
+                          "never_fires": bool(reach <= fx.VTH_MAX << fx.VTH_SHIFT),
+                          "rule": "a compartment that never fires: du=4095 (u = 64 a), dv=0 (v accumulates), "
+                                  "vth=VTH_MAX; v read every step, value[t] = v[t]-v[t-1]; the scale is the "
+                                  "largest keeping the weights in weight_bits and T steps of the largest input "
+                                  "below 64*vth"},
+              "threshold_rule": "none: a readout never fires (class = argmax of v at the end of the window)"}
+    return q, fixed, record
+
+
 def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
     """Attach ``qweight`` to synapses and ``fixed`` to neurons; record what was clipped."""
     if not 2 <= weight_bits <= fx.WEIGHT_BITS:
@@ -220,6 +263,8 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
     for syn, neu in pairs:
         if isinstance(neu, Threshold):
             q, fixed, rec = _quantize_or(syn, neu)
+        elif isinstance(neu, Readout):
+            q, fixed, rec = _quantize_readout(syn, neu, weight_bits, int(graph.meta["timesteps"]))
         elif isinstance(neu, CubaLIF):
             q, rq, qi, fixed, rec = quantize_cuba(syn, neu, weight_bits)
             replaced[syn.name] = syn.replace(qweight=q)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from neurocomp import fixedpoint as fx
 from neurocomp.errors import BadGraph, UnsupportedLayer
 from neurocomp.ir import (AvgPool2d, BatchNorm, Conv2d, CubaLIF, Dense, Flatten, GradedSpikes, Input, LIF, Linear,
-                          MAAttention, MALIF, Scale, SpikeAttention, SumPool2d, Threshold)
+                          MAAttention, MALIF, Readout, Scale, SpikeAttention, SumPool2d, Threshold, Voting)
 from neurocomp.sim.cuba import run_fixed_cuba
 from neurocomp.sim.walk import refusal
 
@@ -157,10 +157,44 @@ def _graded_spikes(run, node, s):
     return s.to(torch.int64) * torch.as_tensor(np.asarray(node.qscale, np.int64))
 
 
+def _voting(run, node, s):
+    """Each group's spike count times the vote's integer weight (a Dense of one weight per group)."""
+    if node.qweight is None:
+        raise BadGraph("the vote has no quantized weight", where=f"layer '{node.name}'",
+                       hint="run_fixed takes a quantized graph (passes.pipeline.lower)")
+    if s.dtype != torch.bool:
+        raise UnsupportedLayer("a vote over currents has no fixed-point form (fold_voting folds it into the Linear "
+                               "before it)", where=f"layer '{node.name}'")
+    k = int(node.voting_size)
+    counts = s.to(torch.int64).reshape(tuple(s.shape[:-1]) + (-1, k)).sum(-1)
+    return counts * int(node.qweight)
+
+
+def _readout(run, node, a):
+    """The non-firing integrator, step by step as Lava's LIF computes it (``fx.lif_step``: 24-bit current
+    wrap, voltage saturation, and the firing it is scaled never to reach); the value of step ``t`` is
+    ``v[t] - v[t-1]``, so the window's sum is the final ``v``."""
+    p = _compartment(node)
+    bias = torch.as_tensor(fx.effective_bias(p.bias_mant.astype("int64"), p.bias_exp.astype("int64")),
+                           dtype=torch.int64)
+    u = torch.zeros_like(a[0])
+    v = torch.zeros_like(a[0])
+    out = torch.zeros(a.shape, dtype=torch.int64)
+    counts = {"voltage_saturations": 0, "current_wraps": 0}
+    fired = 0
+    for t in range(a.shape[0]):
+        prev = v
+        u, v, s = fx.lif_step(u, v, a[t], p.du, p.dv, bias, int(p.vth), torch.clamp, counts)
+        fired += int(s.sum())
+        out[t] = v - prev
+    run.stats[node.name] = {**counts, "fired": fired}
+    return out
+
+
 _FOLDED = "the passes fold it before quantize (run_fixed takes a quantized graph)"
 
 FIXED_OPS = {Input: _input, Linear: _linear, Dense: _dense, Conv2d: _conv2d, SumPool2d: _sumpool2d,
              Flatten: _flatten, Threshold: _loihi_neuron, LIF: _loihi_neuron, MALIF: _loihi_neuron,
              CubaLIF: _cuba_lif, GradedSpikes: _graded_spikes, MAAttention: _ma_attention,
-             SpikeAttention: _spike_attention,
+             SpikeAttention: _spike_attention, Voting: _voting, Readout: _readout,
              AvgPool2d: refusal(_FOLDED), BatchNorm: refusal(_FOLDED), Scale: refusal(_FOLDED)}

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from neurocomp.ir import (AvgPool2d, BatchNorm, Conv2d, CubaLIF, Dense, Flatten, GradedSpikes, Input, LIF, Linear,
-                          MAAttention, MALIF, Scale, SpikeAttention, SumPool2d, Threshold)
+                          MAAttention, MALIF, Readout, Scale, SpikeAttention, SumPool2d, Threshold, Voting)
 from neurocomp.sim.cuba import run_float_cuba
 
 
@@ -291,7 +291,18 @@ def _spike_attention(run, node, x):
     return x * a
 
 
+def _voting(run, node, x):
+    """SpikingJelly's VotingLayer, op for op: ``avg_pool1d`` of each step over the last dim."""
+    k = int(node.voting_size)
+    return _per_step(lambda v: F.avg_pool1d(v.unsqueeze(1), k, k).squeeze(1), x)
+
+
+def _readout(run, node, x):
+    """The head's value per step is its input current (the class: argmax of the sum over T)."""
+    return x
+
+
 FLOAT_OPS = {Input: _input, Linear: _linear, Dense: _dense, Conv2d: _conv2d, SumPool2d: _sumpool2d,
              AvgPool2d: _avgpool2d, BatchNorm: _batchnorm, Flatten: _flatten, Threshold: _threshold, LIF: _lif,
              MALIF: _malif_op, CubaLIF: _cuba_lif, Scale: _scale, GradedSpikes: _graded_spikes,
-             MAAttention: _ma_attention, SpikeAttention: _spike_attention}
+             MAAttention: _ma_attention, SpikeAttention: _spike_attention, Voting: _voting, Readout: _readout}

@@ -22,7 +22,7 @@ from neurocomp.backends.lava.layout import (check_conv_params, conv_weight_to_la
 from neurocomp.backends.lava.runtime import ensure_lava_runtime
 from neurocomp.errors import BadInput, UnsupportedLayer
 from neurocomp.ir import (Conv2d, CubaLIF, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MAAttention, MALIF,
-                          SpikeAttention, SumPool2d, Threshold)
+                          Readout, SpikeAttention, SumPool2d, Threshold, Voting)
 from neurocomp.ir.rules import check_lowerable
 from neurocomp.ir.timing import time_alignment
 
@@ -34,6 +34,7 @@ class _Emitted:
         self.source = None
         self.layers = []     # (neuron name, lif process, recording path or None, lava shape, torch shape)
         self.procs = []
+        self.graded = set()  # the layers whose recording holds values (a readout's voltage), not spikes
 
 
 class _Walk:
@@ -63,9 +64,13 @@ class _Walk:
         syn, out_shape = self.synapse, lava_shape(neu.out_shape)
         a_port = syn.a_out.reshape(out_shape) if syn.a_out.shape != out_shape else syn.a_out
         a_port.connect(targets)
+        graded = None
+        if neu.graded_output:
+            graded = np.int32 if self.fixed else np.float64
+            self.net.graded.add(neu.name)
         if self.record is None or neu.name in self.record:
             path = os.path.join(self.record_dir, f"{len(self.net.layers)}.npy")
-            self.net.procs += [syn, lif, emit_recorder(lif.s_out, path, out_shape, self.total_steps)]
+            self.net.procs += [syn, lif, emit_recorder(lif.s_out, path, out_shape, self.total_steps, graded)]
         else:
             path = None
             self.net.procs += [syn, lif]
@@ -118,6 +123,11 @@ def _graded_spikes(node, w: _Walk) -> None:
 
 
 # ---- synapses -------------------------------------------------------------------------------
+def _quantize_record(w: _Walk, neu) -> dict:
+    return next(r for p in w.graph.meta["passes"] if p["pass"] == "quantize" for r in p["layers"]
+                if r["layer"] == neu.name)
+
+
 def _float_gain(neu) -> float:
     return 1.0 / neu.tau if (getattr(neu, "tau", None) is not None and neu.decay_input) else 1.0
 
@@ -127,9 +137,7 @@ def _weight(node, w: _Walk) -> np.ndarray:
     if w.fixed:
         return node.qweight
     neu = w.pairs[node.name]
-    rec = next(r for p in w.graph.meta["passes"] if p["pass"] == "quantize" for r in p["layers"]
-               if r["layer"] == neu.name)
-    return node.weight.astype(np.float64) * _float_gain(neu) * rec["scale"]
+    return node.weight.astype(np.float64) * _float_gain(neu) * _quantize_record(w, neu)["scale"]
 
 
 def _dense_process(node, w: _Walk, weights) -> None:
@@ -188,6 +196,16 @@ def _sumpool(node, w: _Walk) -> None:
     _conv_process(node, w, weights, C, node.stride, node.padding, (1, 1))
 
 
+def _voting(node, w: _Walk) -> None:
+    """A vote over spikes: a Dense of the vote's integer weight from each group member to its group."""
+    k, n_out = int(node.voting_size), int(node.out_shape[0])
+    value = float(node.qweight) if w.fixed else _quantize_record(w, w.pairs[node.name])["scale"] / k
+    weights = np.kron(np.eye(n_out), np.full((1, k), value))
+    if w.flat_from is not None:           # columns in Lava's flattened (W, H, C) order
+        weights = weights[:, flatten_permutation(w.flat_from)]
+    _dense_process(node, w, weights)
+
+
 # ---- neurons --------------------------------------------------------------------------------
 def _lif_reset(neu, out_shape, T, delay, fixed):
     """Lava's stock LIFReset for a plain Loihi compartment."""
@@ -232,6 +250,14 @@ def _cuba_neuron(neu, w: _Walk) -> None:
     w.feed_neuron(neu, lif, lif.a_in, delay)
 
 
+def _readout(neu, w: _Walk) -> None:
+    """The head: Lava's LIFReset arithmetic, never firing, its voltage sent and recorded every step."""
+    from neurocomp.backends.lava.readout import emit_readout
+    delay = w.timing["layer_delay"][neu.name]
+    lif = emit_readout(neu, lava_shape(neu.out_shape), w.T, delay, w.fixed, _quantize_record(w, neu)["scale"])
+    w.feed_neuron(neu, lif, lif.a_in, delay)
+
+
 # The one table: IR node class -> its emitter. A new node kind is one entry here.
 EMITTERS = {
     Input: _input,
@@ -247,6 +273,8 @@ EMITTERS = {
     MALIF: _loihi_neuron,
     Threshold: _loihi_neuron,
     CubaLIF: _cuba_neuron,
+    Voting: _voting,
+    Readout: _readout,
 }
 
 

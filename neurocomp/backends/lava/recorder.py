@@ -19,22 +19,24 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 
 class SpikeRecorder(AbstractProcess):
-    """Records ``a_in != 0`` at every step into ``path`` (an ``.npy`` of shape (steps, *shape), uint8)."""
+    """Records ``a_in != 0`` at every step into ``path`` (an ``.npy`` of shape (steps, *shape), uint8);
+    ``graded``: the values themselves (a readout's voltage; float64 under ``floating_pt``, else int32)."""
 
-    def __init__(self, *, shape, path: str, steps: int, name=None):
-        super().__init__(shape=shape, path=path, steps=steps, name=name)
+    def __init__(self, *, shape, path: str, steps: int, graded: bool = False, name=None):
+        super().__init__(shape=shape, path=path, steps=steps, graded=graded, name=name)
         self.a_in = InPort(shape=shape)
 
 
-def create_file(path: str, shape, steps: int) -> None:
-    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(steps,) + tuple(shape))
+def create_file(path: str, shape, steps: int, dtype=np.uint8) -> None:
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(steps,) + tuple(shape))
     del mm
 
 
-def emit_recorder(port, path: str, shape, steps: int) -> SpikeRecorder:
-    """Record the spikes of ``port`` (Lava shape ``shape``) for ``steps`` steps into ``path``."""
-    create_file(path, shape, steps)
-    sink = SpikeRecorder(shape=shape, path=path, steps=steps)
+def emit_recorder(port, path: str, shape, steps: int, graded=None) -> SpikeRecorder:
+    """Record the spikes of ``port`` (Lava shape ``shape``) for ``steps`` steps into ``path``; ``graded``
+    (a numpy dtype, or None for spikes): record the values ``port`` sends, in that dtype."""
+    create_file(path, shape, steps, np.uint8 if graded is None else graded)
+    sink = SpikeRecorder(shape=shape, path=path, steps=steps, graded=graded is not None)
     port.connect(sink.a_in)
     return sink
 
@@ -50,7 +52,7 @@ class _RecorderModel(PyLoihiProcessModel):
             self._mm = np.load(self.proc_params["path"], mmap_mode="r+")
         t = self.time_step - 1
         if t < self._mm.shape[0]:
-            self._mm[t] = data != 0
+            self._mm[t] = data if self.proc_params["graded"] else data != 0
             if t == self._mm.shape[0] - 1:
                 self._mm.flush()
 

@@ -39,8 +39,9 @@ class LavaRecording:
     uint8), read back and time-aligned per slice of samples, so a caller can compare batch by batch
     with memory bounded by the batch. ``close()`` (or leaving the ``with`` block) removes the files."""
 
-    def __init__(self, layers, record_dir, timing, samples, stats):
+    def __init__(self, layers, record_dir, timing, samples, stats, graded=()):
         self.record_dir = record_dir
+        self.graded = set(graded)      # layers recorded as values (a readout's voltage), not spikes
         self.timing = timing
         self.samples = samples
         self.stats = stats
@@ -66,7 +67,9 @@ class LavaRecording:
         return list(self._files)
 
     def spikes(self, sl: slice) -> dict:
-        """``{layer: bool tensor [T, n, *torch_shape]}`` for samples ``sl`` of the run."""
+        """``{layer: bool tensor [T, n, *torch_shape]}`` for samples ``sl`` of the run; a readout's entry
+        is its value per step, ``v[t] - v[t-1]`` within each sample's window (int64; float64 under
+        ``floating_pt``), as the reference simulator returns it."""
         T = self.timing["timesteps"]
         start, stop, _ = sl.indices(self.samples)
         n = max(0, stop - start)
@@ -82,7 +85,12 @@ class LavaRecording:
                 raise LavaRunError(f"the recording of layer '{name}' is incomplete", where=fh.name,
                                    hint="rerun the simulation")
             sel = np.frombuffer(buf, dtype).reshape((n, T) + lshape).swapaxes(0, 1)   # (T, n, *lava_shape)
-            out[name] = torch.as_tensor(to_torch_layout(sel, lead=2) != 0)
+            sel = to_torch_layout(sel, lead=2)
+            if name in self.graded:      # v recorded every step; v is 0 before each window (reset)
+                v = sel.astype(np.float64 if dtype.kind == "f" else np.int64)
+                out[name] = torch.as_tensor(np.diff(v, axis=0, prepend=np.zeros_like(v[:1])))
+            else:
+                out[name] = torch.as_tensor(sel != 0)
         return out
 
     def close(self) -> None:
@@ -167,7 +175,7 @@ def record_lava(graph, x_seq, tag: str = "fixed_pt", timeout: float | None = Non
     try:
         signals.check()
         return LavaRecording(net.layers, record_dir, timing, B,
-                             {"wall_s": time.monotonic() - start, "steps": total})
+                             {"wall_s": time.monotonic() - start, "steps": total}, graded=net.graded)
     except BaseException:
         shutil.rmtree(record_dir, ignore_errors=True)
         raise
