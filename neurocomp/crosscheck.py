@@ -18,7 +18,9 @@ counts, per-sample classes and the accumulators below are kept.
 
 All spikes are time-aligned (``spikes[layer][t]`` is the output for input frame ``t``). For every pair
 of adjacent stages the check gives, per layer and step, the fraction of (sample, neuron) entries that
-agree, each layer's first differing step, the first diverging layer and step, and the fraction of
+agree (a readout head's values: exactly between the integer stages fixed and Lava, within float32 rounding
+between float stages, and not entry by entry between float and fixed, whose values differ by quantization:
+their classes are compared), each layer's first differing step, the first diverging layer and step, and the fraction of
 samples identical in every layer and step.
 """
 from __future__ import annotations
@@ -49,11 +51,26 @@ def torch_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class _PairAcc:
-    """Accumulates the agreement of two stages over batches."""
+def _agree(a: torch.Tensor, b: torch.Tensor, graded: bool, exact: bool) -> torch.Tensor:
+    """Entry-wise agreement: spikes are equal or not; a readout head's values are compared exactly between
+    integer stages and within float32 rounding between float stages."""
+    if not graded:
+        return a.bool() == b.bool()
+    if exact:
+        return a == b
+    a, b = a.to(torch.float64), b.to(torch.float64)
+    T, B = a.shape[:2]
+    scale = torch.maximum(a.abs(), b.abs()).reshape(T, B, -1).amax(-1)      # per sample and step
+    return (a - b).abs() <= 1e-5 * scale.reshape((T, B) + (1,) * (a.dim() - 2))
 
-    def __init__(self, layers, T):
+
+class _PairAcc:
+    """Accumulates the agreement of two stages over batches (``graded``: the readout heads among the
+    layers; ``exact``: both stages compute in integers, so their values must be equal)."""
+
+    def __init__(self, layers, T, graded=(), exact=False):
         self.layers = list(layers)
+        self.graded, self.exact = set(graded), bool(exact)
         self.T = T
         self.equal = {l: np.zeros(T, dtype=np.int64) for l in self.layers}
         self.total = {l: np.zeros(T, dtype=np.int64) for l in self.layers}
@@ -67,8 +84,7 @@ class _PairAcc:
         B = pa.shape[0]
         any_diff = torch.zeros(B, dtype=torch.bool)
         for l in self.layers:
-            a, b = sa[l].bool(), sb[l].bool()
-            eq = (a == b).reshape(self.T, B, -1)
+            eq = _agree(sa[l], sb[l], l in self.graded, self.exact).reshape(self.T, B, -1)
             self.equal[l] += eq.sum((1, 2)).numpy()
             self.total[l] += eq.shape[1] * eq.shape[2]
             diff_tb = ~eq.all(-1)                    # [T, B]
@@ -100,14 +116,15 @@ class _PairAcc:
 
 
 class _StageAcc:
-    def __init__(self, layers, T):
+    def __init__(self, layers, T, graded=()):
         self.counts = {l: np.zeros(T, dtype=np.int64) for l in layers}
+        self.graded = set(graded)        # readout heads send values, no spikes: their count stays 0
         self.correct = 0
         self.samples = 0
 
     def add(self, spikes, pred, labels):
         for l, c in self.counts.items():
-            if l in spikes:
+            if l in spikes and l not in self.graded:
                 c += spikes[l].reshape(spikes[l].shape[0], -1).sum(1).numpy().astype(np.int64)
         if labels is not None:
             self.correct += int((pred == labels).sum())
@@ -135,6 +152,7 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
     T, N = int(x.shape[0]), int(x.shape[1])
     layers = [n.name for n in graph.neurons()]
     sizes = {n.name: int(np.prod(n.out_shape)) for n in graph.neurons()}
+    graded = [n.name for n in graph.neurons() if n.graded_output]   # readout heads: values, not spikes
     labels = None if labels is None else torch.as_tensor(labels)
     device = device or torch_device()
     models = {}
@@ -143,7 +161,7 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
     static_path = os.path.join(artifact.path, "static_model.pt")
     if os.path.exists(static_path):                  # attention folded as calibrated static maps
         models["static"] = load_checkpoint(static_path).model
-    stage = {s: _StageAcc(layers, T) for s in STAGES}
+    stage = {s: _StageAcc(layers, T, graded) for s in STAGES}
     pairs = {}
     torch_layers = {}
     chain = list(models) + ["float", "fixed"]
@@ -181,7 +199,9 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
             for a, b in zip(chain, chain[1:]):
                 if (a, b) not in pairs:
                     common = [l for l in layers if l in torch_layers.get(a, layers) and l in torch_layers.get(b, layers)]
-                    pairs[(a, b)] = _PairAcc(common, T)
+                    if (a, b) == ("float", "fixed"):    # a head's float and integer values differ by quantization:
+                        common = [l for l in common if l not in graded]   # compared by class (same_class)
+                    pairs[(a, b)] = _PairAcc(common, T, graded)
                 pairs[(a, b)].add(runs[a][0], runs[b][0], runs[a][1], runs[b][1])
             if want_activity:
                 activity = add_activity(activity, layer_activity(graph, xb, rq.spikes))
@@ -198,7 +218,7 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
                 yl = None if yb is None else yb[:k]
                 stage["lava"].add(lb, lp, yl)
                 if ("fixed", "lava") not in pairs:
-                    pairs[("fixed", "lava")] = _PairAcc(layers, T)
+                    pairs[("fixed", "lava")] = _PairAcc(layers, T, graded, exact=True)
                 pairs[("fixed", "lava")].add(fixed_k, lb, runs["fixed"][1][:k], lp)
                 lava_preds.append(lp)
                 for name in chain:
@@ -246,6 +266,7 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
         "pairs": {f"{a}->{b}": p.result() for (a, b), p in pairs.items()},
         "lava": lava, "accuracy_on_lava_sample": subset_acc or None,
         "activity_fixed": activity, "fixed_stats": stats,
+        "graded_layers": graded,
         "torch_layers_missing": {s: [l for l in layers if l not in ls] for s, ls in torch_layers.items()
                                  if len(ls) < len(layers)},
         "attention": getattr(artifact, "manifest", {}).get("attention"),

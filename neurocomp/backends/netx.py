@@ -13,7 +13,7 @@ phases (netx resets layer i at ``reset_offset + 1 + i``).
 What netx 0.6 cannot load is lowered or refused here: a sum pool in front of neurons becomes a
 depthwise (groups = C) convolution of its integer window weight; a sum pool in front of a synapse was
 already fused into it (``passes.fuse_sumpool``). Refused with a one-line error: reset by
-subtraction, recurrent weights, non-spiking readouts, a current bias on a neuron with current memory,
+subtraction, recurrent weights, non-spiking readouts (CUBA LI layers, and the readout and voting heads), a current bias on a neuron with current memory,
 a bias that is not a multiple of 64 (netx fixes ``bias_exp = 6``), and the SpikingJelly-only nodes.
 ``exact=False`` (the bench's timing comparison, not an exactness one) writes what exact mode refuses
 the nearest way instead: biases rounded to that grid (clipped to the mantissa range, one value per
@@ -29,7 +29,7 @@ from neurocomp import fixedpoint as fx
 from neurocomp.errors import UnsupportedLayer
 from neurocomp.backends.lava.layout import regroup_conv_weight, source_data, to_torch_layout
 from neurocomp.ir import (Conv2d, CubaLIF, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MAAttention, MALIF,
-                          SpikeAttention, SumPool2d, Threshold)
+                          Readout, SpikeAttention, SumPool2d, Threshold, Voting)
 from neurocomp.ir.rules import check_lowerable
 
 HINT = "compile with --target lava (neurocomp's own Lava emission runs it)"
@@ -159,6 +159,8 @@ REFUSED = {
     SpikeAttention: "dynamic spike attention (TCJA/PFA) has no netx form",
     GradedSpikes: "graded spike payloads have no netx form",
     Dense: "an unrolled convolution (Dense) has no netx form",
+    Voting: "a voting head has no netx form (netx layers end in spiking CUBA neurons)",
+    Readout: "a non-spiking readout head has no netx form (netx layers send spikes, not their voltage)",
 }
 
 

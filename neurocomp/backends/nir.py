@@ -14,6 +14,8 @@ carried in node metadata under the ``neurocomp.`` prefix, so that re-importing w
 | SumPool2d, AvgPool2d, Flatten, Threshold | the same NIR node | ``lowered_from`` where a MaxPool became SumPool -> Threshold |
 | Scale (static attention map) | Scale with the map's mean over time | ``op=attention``, ``scale_map`` (the full calibrated ``[T, ...]`` map), ``rectify``, ``meta`` (module type) |
 | MALIF (MA-SNN cell) | LIF with the same per-step leak, ``v_reset = v_threshold`` | ``reset=to_threshold``, ``alpha``, ``beta``, ``threshold_rule`` |
+| Voting (VotingLayer) | Linear with the group-mean matrix (``1/k`` per group member) | ``op=voting``, ``voting_size`` |
+| Readout (non-spiking head) | I (integrator) with ``r = 1/dt``: its state at the end of the window is the summed current | ``kind=readout`` |
 
 Graph metadata: ``neurocomp.dt`` (seconds per step), ``neurocomp.timesteps``, ``neurocomp.encoding``.
 NIR fires on ``v > threshold``; SpikingJelly on ``v >= threshold``: the ``threshold_rule`` key
@@ -26,7 +28,8 @@ import json
 import nir
 import numpy as np
 
-from neurocomp.ir import (MAAttention, MALIF, Scale, SpikeAttention, AvgPool2d, BatchNorm, Conv2d, Flatten, Input, LIF, Linear, SumPool2d, Threshold)
+from neurocomp.ir import (MAAttention, MALIF, Scale, SpikeAttention, AvgPool2d, BatchNorm, Conv2d, Flatten, Input, LIF, Linear,
+                          Readout, SumPool2d, Threshold, Voting)
 
 from neurocomp.ir import DEFAULT_DT
 PREFIX = "neurocomp."
@@ -161,11 +164,25 @@ def _lif(node, shape, md, dt):
                    v_threshold=_full(shape, node.v_threshold), v_reset=_full(shape, v_reset), metadata=md)
 
 
+def _voting(node, shape, md, dt):
+    # the vote is linear: a foreign consumer runs the group-mean matrix; neurocomp reads the vote back
+    k, n_out = int(node.voting_size), int(node.out_shape[0])
+    md.update({PREFIX + "op": "voting", PREFIX + "voting_size": k})
+    return nir.Linear(weight=np.kron(np.eye(n_out), np.full((1, k), 1.0 / k)).astype(np.float32), metadata=md)
+
+
+def _readout(node, shape, md, dt):
+    # NIR's integrator (dv/dt = r * input) with r = 1/dt adds one step's current per step: its state at the
+    # end of a window is the summed current whose argmax is the class
+    return nir.I(r=_full(shape, 1.0 / dt), metadata=md)
+
+
 # One NIR writer per IR node class (looked up along the class's MRO, so MALIF finds its own entry
 # before LIF's); the quantized-only nodes (Dense, GradedSpikes, CubaLIF) have no NIR form.
 WRITERS = {Input: _input, Conv2d: _conv2d, Linear: _linear, BatchNorm: _batchnorm, SumPool2d: _sumpool2d,
            AvgPool2d: _avgpool2d, Threshold: _threshold, Flatten: _flatten, Scale: _scale,
-           MAAttention: _ma_attention, SpikeAttention: _spike_attention, MALIF: _malif, LIF: _lif}
+           MAAttention: _ma_attention, SpikeAttention: _spike_attention, MALIF: _malif, LIF: _lif,
+           Voting: _voting, Readout: _readout}
 
 
 def node_to_nir(node, dt: float = DEFAULT_DT):

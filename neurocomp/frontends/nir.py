@@ -24,7 +24,7 @@ from neurocomp.frontends.nir_common import (MAX_NEURONS, MAX_NIR_NODES, check_bi
                                             uniform)
 from neurocomp.frontends.nir_foreign import NIRWarning, foreign_to_graph
 from neurocomp.ir import (MAAttention, MALIF, Scale, SpikeAttention, BatchNorm, Conv2d, Flatten, Graph, Input, LIF,
-                          Linear, Threshold)
+                          Linear, Readout, Threshold, Voting)
 
 PREFIX = "neurocomp."
 __all__ = ["read_nir_file", "nir_to_graph", "is_neurocomp_graph", "open_nir", "check_hdf5", "MAX_NEURONS",
@@ -77,6 +77,12 @@ def _read_conv2d(name, node, in_shape, md, meta, where):
 def _read_affine(name, node, in_shape, md, meta, where):
     if md.get(PREFIX + "op") == "batchnorm":
         return [_batchnorm(name, in_shape, md, meta)]
+    if md.get(PREFIX + "op") == "voting":
+        k = int(md[PREFIX + "voting_size"])
+        if len(in_shape) != 1 or k < 1 or in_shape[0] % k:
+            raise BadGraph(f"a vote over groups of {k} on an input of shape {tuple(in_shape)}", where=where,
+                           hint="re-export the graph with neurocomp")
+        return [Voting(name=name, in_shape=in_shape, out_shape=(in_shape[0] // k,), voting_size=k, meta=meta)]
     w = linear_weight(node, in_shape, where)
     bias = np.asarray(node.bias, dtype=np.float32) if isinstance(node, nir.Affine) else None
     check_bias(bias, w.shape[0], where)
@@ -166,11 +172,19 @@ def _read_neuron(name, node, in_shape, md, meta, where):
                 decay_input=bool(md[PREFIX + "decay_input"]), v_threshold=th, v_reset=v_reset, meta=meta)]
 
 
+def _read_integrator(name, node, in_shape, md, meta, where):
+    """neurocomp's readout head (an integrator of the current, read at the end of the window)."""
+    if _text(md.get(PREFIX + "kind", "")) != "readout":
+        return None
+    return [Readout(name=name, in_shape=in_shape, out_shape=in_shape, meta=meta)]
+
+
 # One reader per NIR node class of a neurocomp graph (the mirror of backends.nir.WRITERS); each
 # returns the IR nodes the NIR node stands for, or None when it is not one neurocomp writes.
 READERS = {nir.Conv2d: _read_conv2d, nir.Affine: _read_affine, nir.Linear: _read_affine,
            nir.SumPool2d: _read_pool, nir.AvgPool2d: _read_pool, nir.Threshold: _read_threshold,
-           nir.Flatten: _read_flatten, nir.Scale: _read_scale, nir.LIF: _read_neuron, nir.IF: _read_neuron}
+           nir.Flatten: _read_flatten, nir.Scale: _read_scale, nir.LIF: _read_neuron, nir.IF: _read_neuron,
+           nir.I: _read_integrator}
 
 
 def _convert(name, node, in_shape, md):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from neurocomp.errors import escape
 from neurocomp.ir.graph import Graph
-from neurocomp.ir.nodes import Conv2d, LIF, Linear, SumPool2d, AvgPool2d, Threshold, BatchNorm
+from neurocomp.ir.nodes import Conv2d, LIF, Linear, SumPool2d, AvgPool2d, Threshold, BatchNorm, Readout, Voting
 
 
 def _fmt_shape(s) -> str:
@@ -27,6 +27,10 @@ def describe(node) -> str:
         d = f"{kind} th={node.v_threshold:g} {reset}" + ("" if node.decay_input or node.tau is None else " no-decay-input")
     elif isinstance(node, Threshold):
         d = f"x>{node.threshold:g}"
+    elif isinstance(node, Voting):
+        d = f"mean of groups of {node.voting_size}"
+    elif isinstance(node, Readout):
+        d = "readout: current summed over T, class = argmax"
     elif node.kind == "graded_spikes" and getattr(node, "qscale", None) is not None:
         d = f"payload int[{int(node.qscale.min())},{int(node.qscale.max())}] / 2^{node.shift}"
     else:

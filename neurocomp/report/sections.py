@@ -74,7 +74,10 @@ def sec_crosscheck(ctx: Context):
     cc = ctx.crosscheck
     md = ["Agreement is the fraction of (sample, neuron) entries with the same spike, per layer and time "
           "step (time-aligned: step t is the output for input frame t). The first divergence is the "
-          "earliest step at which any layer differs, and the first layer in graph order at that step.", ""]
+          "earliest step at which any layer differs, and the first layer in graph order at that step. A readout "
+          "head's values are compared exactly between the fixed-point reference and Lava, within float32 rounding "
+          "between float stages, and by class only between the float and fixed-point stages (its values differ "
+          "by quantization there).", ""]
     rows = []
     for name, p in cc["pairs"].items():
         fd = p["first_diverging"]
