@@ -159,8 +159,8 @@ REFUSED = {
     SpikeAttention: "dynamic spike attention (TCJA/PFA) has no netx form",
     GradedSpikes: "graded spike payloads have no netx form",
     Dense: "an unrolled convolution (Dense) has no netx form",
-    Voting: "a voting head has no netx form (netx layers end in spiking CUBA neurons)",
-    Readout: "a non-spiking readout head has no netx form (netx layers send spikes, not their voltage)",
+    Voting: "a voting head (netx layers end in spiking CUBA neurons) has no netx form",
+    Readout: "a non-spiking readout head (netx layers send spikes, not their voltage) has no netx form",
 }
 
 
