@@ -55,7 +55,8 @@ MAX_TIMESTEPS = 100_000
 
 SUPPORTED = ("Conv2d, Linear, BatchNorm1d/2d, MaxPool2d, AvgPool2d, Flatten, Dropout (torch or SpikingJelly "
              "activation_based), SpikingJelly LIFNode/IFNode/ParametricLIFNode, clock_driven "
-             "MultiStepLIFNode/MultiStepIFNode/MultiStepParametricLIFNode, neurocomp.nn modules, in nn.Sequential, "
+             "MultiStepLIFNode/MultiStepIFNode/MultiStepParametricLIFNode, VotingLayer, neurocomp.nn modules "
+             "(neurocomp.nn.Readout for a non-spiking head), in nn.Sequential, "
              "SeqToANNContainer or MultiStepContainer")
 
 

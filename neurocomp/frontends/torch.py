@@ -9,6 +9,11 @@ one step; a plain ``nn.Flatten(start_dim=2)`` outside them flattens the per-samp
 ``[T, B, ...]`` (the IR's ``Flatten``). ``clock_driven`` multi-step neurons read as their
 ``activation_based`` equivalents; a ParametricLIFNode's learned tau is frozen (``1 / sigmoid(w)``).
 
+The model ends in a spiking layer (class: argmax of spike counts) or in a head: ``neurocomp.nn.Readout``
+after the last Linear (an IR ``Readout``: the current summed over T), or SpikingJelly's ``VotingLayer``
+(an IR ``Voting`` and a ``Readout`` named ``<vote>_readout``; after a Linear read out, the vote comes
+before the readout, the readout being the identity per step).
+
 MaxPool over spikes becomes ``SumPool2d -> Threshold(0)`` (an OR, exact for binary spikes);
 MaxPool over anything else is refused. Dropout and Identity vanish (inference no-ops). The
 ``neurocomp.nn`` modules are lowered by :func:`add_attention` (a calibrated ``StaticMap`` becomes a
@@ -105,9 +110,9 @@ def _add_leaf(b: _Builder, path: str, m) -> None:
             return
         b.refuse(path, m, "not a supported layer",
                  "use SpikingJelly layers (Conv2d, Linear, BatchNorm, MaxPool2d, AvgPool2d, Flatten, Dropout, "
-                 "LIFNode, IFNode, ParametricLIFNode; clock_driven MultiStepLIFNode, MultiStepIFNode, "
+                 "LIFNode, IFNode, ParametricLIFNode, VotingLayer; clock_driven MultiStepLIFNode, MultiStepIFNode, "
                  "MultiStepParametricLIFNode, in Sequential / SeqToANNContainer / MultiStepContainer) or "
-                 "neurocomp.nn modules")
+                 "neurocomp.nn modules (Readout for a non-spiking head)")
         return
     short = kind.split(".")[-1]
     if short in VANISH:
