@@ -19,6 +19,7 @@ Each model is made busy, saved with ``save_checkpoint`` and compiled through ``n
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -80,7 +81,7 @@ def tcja_readout_net():
     """An attention backbone (TCJA on the conv spikes) ending in a Linear read out."""
     return nn.Sequential(layer.Conv2d(2, 4, 3, padding=1), layer.BatchNorm2d(4), lif(),
                          TCJA(kernel_size_t=2, kernel_size_c=3, T=T, channel=4), layer.MaxPool2d(2),
-                         layer.Flatten(), layer.Linear(64, 16), lif(), layer.Linear(16, 5), ReadoutModule())
+                         layer.Flatten(), layer.Linear(64, 16), lif(), nn.Linear(16, 5), ReadoutModule())
 
 
 NETS = {"spiking_vote": (spiking_vote_net, IMG), "readout": (readout_net, FLAT),
@@ -213,6 +214,47 @@ def test_attention_backbone_with_a_readout_head(mode, tmp_path):
         assert_float_equals_torch(fgraph, load_checkpoint(os.path.join(out, "static_model.pt")).model, x)
     ref = assert_lava_exact(qgraph, x)
     assert_integrator(qgraph, ref)
+
+
+def test_readout_scale_is_the_largest_that_stays_below_the_firing_boundary():
+    limit = fx.VTH_MAX << fx.VTH_SHIFT
+    gen = np.random.default_rng(0)
+
+    def reach(w, b, steps, s):        # the worst window: every input spiking at every step
+        q = np.clip(np.round(np.abs(w) * s), 0, 128)
+        return steps * np.max(64 * q.sum(1) + 64 * s * np.abs(b))
+
+    w, b = gen.normal(size=(10, 32)), gen.normal(size=10) * 0.1
+    s = fx.readout_scale(w, b, 5, 127)
+    assert s == pytest.approx(127 / np.abs(w).max())            # small: the weight bits decide
+    assert reach(w, b, 5, s) <= limit
+    w, b = gen.normal(size=(10, 2048)), gen.normal(size=10)
+    s = fx.readout_scale(w, b, 20, 127)                          # large fan-in, long window: the voltage decides
+    assert s < 127 / np.abs(w).max()
+    assert reach(w, b, 20, s) <= limit < reach(w, b, 20, s * 1.01)
+
+
+def test_the_reference_models_what_lava_does_beyond_the_integrators_range(tmp_path):
+    """Forced out of its range (a negative window past -2**23 saturates; a small threshold fires and resets),
+    the readout's reference still equals Lava step for step: it is Lava's arithmetic, not an idealised sum."""
+    from neurocomp.ir import Graph
+    from neurocomp.passes.pipeline import lower
+    steps = 10
+    m = nn.Sequential(layer.Linear(64, 3), ReadoutModule()).eval()
+    q = lower(module_to_graph(m, FLAT, steps))
+    syn, head = q.nodes[-2], q.nodes[-1]
+    w = np.full((3, 64), -128, np.int64)
+    w[1] = 100                                                  # neuron 1: positive input, fires at a small vth
+    w[2, 32:] = 0
+    p = dataclasses.replace(head.fixed, vth=2000, bias_mant=np.array([-4096, 0, -4096]),
+                            bias_exp=np.array([7, 0, 7]))
+    g = Graph.chain([*q.nodes[:-2], syn.replace(qweight=w), head.replace(fixed=p)], q.meta)
+    x = torch.ones((steps, 2) + FLAT)
+    ref = assert_lava_exact(g, x)
+    st = ref.stats[head.name]
+    assert st["voltage_saturations"] > 0 and st["fired"] > 0, st
+    v_end = ref.output.sum(0)                                    # the final voltage of each window
+    assert int(v_end[0, 0]) == -(fx.MAX_STATE - 1)               # saturated, as Lava's LIF clips
 
 
 def test_predictions_are_the_argmax_of_the_summed_value():
