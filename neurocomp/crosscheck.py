@@ -146,13 +146,15 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
     ``stage_bar`` (default ``progress``) the reference stages' bar; ``activity=False`` skips the synaptic
     event counts (``activity_fixed`` is then ``None``). Besides the figures, the result keeps
     per-sample ``predictions`` of every stage, and ``float_equals_torch_samples``: the samples whose float
-    output equals the last torch stage's (the static-attention model when there is one)."""
+    output equals the last torch stage's (the static-attention model when there is one; a readout head's
+    values within float32 rounding)."""
     graph = artifact.fixed_graph
     fgraph = graph if float_graph is None else float_graph
     T, N = int(x.shape[0]), int(x.shape[1])
     layers = [n.name for n in graph.neurons()]
     sizes = {n.name: int(np.prod(n.out_shape)) for n in graph.neurons()}
     graded = [n.name for n in graph.neurons() if n.graded_output]   # readout heads: values, not spikes
+    head_graded = fgraph.output_node.graded_output
     labels = None if labels is None else torch.as_tensor(labels)
     device = device or torch_device()
     models = {}
@@ -192,7 +194,8 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
             runs["float"] = (rf.spikes, rf.predictions())
             runs["fixed"] = (rq.spikes, rq.predictions())
             float_match += int(xb.shape[1]) if out_last is None else \
-                int((rf.output != out_last).flatten(2).any(-1).any(0).logical_not().sum())
+                int((_agree(rf.output, out_last, True, False) if head_graded else rf.output == out_last)
+                    .flatten(2).all(-1).all(0).sum())
             for name, (sp, pred) in runs.items():
                 stage[name].add(sp, pred, yb)
                 preds[name].append(pred)

@@ -26,7 +26,7 @@ def fold_voting(graph):
         prev = out[-1] if out else None
         if isinstance(node, Voting) and isinstance(prev, Linear):
             k = int(node.voting_size)
-            out[-1] = prev.replace(name=prev.name, out_shape=tuple(node.out_shape), weight=_group_mean(prev.weight, k),
+            out[-1] = prev.replace(out_shape=tuple(node.out_shape), weight=_group_mean(prev.weight, k),
                                    bias=None if prev.bias is None else _group_mean(prev.bias, k),
                                    meta={**prev.meta, "folded_voting": node.name})
             folded.append({"voting": node.name, "into": prev.name, "voting_size": k})

@@ -240,7 +240,7 @@ def _quantize_readout(syn, neu: Readout, weight_bits: int, T: int):
     bias_max = float(np.max(np.abs(fx.effective_bias(mant, exp)))) if mant.size else 0.0
     reach = T * (max_in * (1 << fx.ACT_SHIFT) + bias_max)
     record = {"layer": neu.name, "synapse": syn.name, "scale": s, "vth": fx.VTH_MAX, "theta": None,
-              "weight_bits": weight_bits, "weights_clipped": n_clipped, "weights_total": int(q.size) if q.ndim else 1,
+              "weight_bits": weight_bits, "weights_clipped": n_clipped, "weights_total": int(q.size),
               "bias_clipped": b_clipped, "dv": 0, "decay_error": 0.0, "max_input": max_in,
               "current_may_wrap": bool(max_in * (1 << fx.ACT_SHIFT) >= fx.MAX_STATE),
               "readout": {"value_unit": 64 * s, "window_reach": reach,
