@@ -32,6 +32,7 @@ import torch.nn as nn
 from spikingjelly.activation_based import functional, layer, neuron
 
 from busy_nets import bernoulli, make_busy
+from nc_testutils import randomize_bn
 from neurocomp import api
 from neurocomp import fixedpoint as fx
 from neurocomp.backends.lava import run_lava
@@ -63,8 +64,9 @@ def spiking_vote_net():
 
 
 def readout_net():
-    """PFA / MA-SNN style: the last Linear's current read out over time."""
-    return nn.Sequential(layer.Linear(64, 32), lif(), layer.SeqToANNContainer(nn.Linear(32, 10)), ReadoutModule())
+    """PFA / MA-SNN style: the last Linear's current (batch-normalised, the BN folded) read out over time."""
+    return nn.Sequential(layer.Linear(64, 32), lif(), layer.SeqToANNContainer(nn.Linear(32, 10), nn.BatchNorm1d(10)),
+                         ReadoutModule())
 
 
 def linear_vote_net():
@@ -92,6 +94,7 @@ def _build(factory, shape, seed):
     torch.manual_seed(seed)
     model = factory()
     functional.set_step_mode(model, "m")
+    randomize_bn(model, torch.Generator().manual_seed(seed))
     model.eval()
     make_busy(model, bernoulli(T, 32, shape, p=0.3, seed=seed), rate=(0.15, 0.35), seed=seed, iters=16)
     return model
@@ -188,6 +191,9 @@ def test_head_compiles_exactly(name, tmp_path):
     back = read_nir_file(os.path.join(out, "model.nir"))
     assert back.digest() == fgraph.digest()
     assert torch.equal(run_float(back, x).output, r.output)
+    if name == "readout":          # ... and compiles through the NIR door to the same fixed-point network
+        again = load_graph(os.path.join(api.compile(os.path.join(out, "model.nir"), str(tmp_path / "nir")), "fixed"))
+        assert torch.equal(run_fixed(again, x).output, ref.output)
     # netx cannot express a readout: one line naming the head (exact=False lets the off-grid biases of the
     # layers before it through, so that the head is what is refused)
     for exact in (True, False):
@@ -255,6 +261,20 @@ def test_the_reference_models_what_lava_does_beyond_the_integrators_range(tmp_pa
     assert st["voltage_saturations"] > 0 and st["fired"] > 0, st
     v_end = ref.output.sum(0)                                    # the final voltage of each window
     assert int(v_end[0, 0]) == -(fx.MAX_STATE - 1)               # saturated, as Lava's LIF clips
+
+
+def test_nir_writer_and_reader_mirror_the_head_nodes():
+    from neurocomp.backends.nir import node_to_nir
+    from neurocomp.frontends import nir as nir_reader
+    import nir
+    for node, cls in ((Voting(name="v", in_shape=(12,), out_shape=(3,), voting_size=4), nir.Linear),
+                      (Readout(name="r", in_shape=(3,), out_shape=(3,)), nir.I)):
+        written = node_to_nir(node)
+        assert isinstance(written, cls)
+        back = nir_reader._convert(node.name, written, tuple(node.in_shape), dict(written.metadata))
+        assert len(back) == 1 and type(back[0]) is type(node) and back[0].out_shape == node.out_shape
+    w = node_to_nir(Voting(name="v", in_shape=(12,), out_shape=(3,), voting_size=4)).weight
+    assert np.allclose(w @ np.arange(12.0), np.arange(12.0).reshape(3, 4).mean(1))   # what a foreign consumer runs
 
 
 def test_predictions_are_the_argmax_of_the_summed_value():
