@@ -35,7 +35,7 @@ is not the step ``u >= Vthres``.
 """
 from __future__ import annotations
 
-import copy
+import collections
 
 import torch
 import torch.nn as tnn
@@ -243,7 +243,7 @@ def _cell(module, path, cell_name):
                                   f"{float(t.min()):.4g} .. {float(t.max()):.4g}), which neurocomp's MALIFNode and "
                                   "its Loihi lowering do not have", "train with pa_train_self=False (one Vthres, alpha "
                                                                     "and beta for the layer)")
-        values[attr] = float(t[0])
+        values[attr] = float(v) if isinstance(v, (int, float)) else float(t[0])
     fn = getattr(cell, "spikeActFun", None)
     probe = torch.tensor([-1.0, -1e-6, 0.0, 1e-6, 1.0])
     try:
@@ -268,7 +268,7 @@ def _batchnorm(module, path, cls):
         _refuse(path, module, "its BNLayer has no running statistics (track_running_stats=False normalises each batch "
                               "by its own statistics, which no compiled network can)",
                 "train with track_running_stats=True")
-    return [copy.deepcopy(bn)]
+    return [bn]
 
 
 def _wrapper_common(module, path):
@@ -277,6 +277,7 @@ def _wrapper_common(module, path):
 
 
 def _per_step(*layers):
+    """The wrapper's own per-step layers (the same modules, as ``as_sequential`` keeps a user's layers)."""
     return CONTAINER_TYPES["SeqToANNContainer"](*layers)
 
 
@@ -285,13 +286,13 @@ def _conv_att_lif(module, path):
     conv = getattr(module, "conv2d", None)
     if type(conv) is not tnn.Conv2d:
         _refuse(path, module, f"its conv2d is {type(conv).__name__}, not the nn.Conv2d of MA-SNN's ConvAttLIF")
-    layers = [copy.deepcopy(conv)] + _batchnorm(module, path, tnn.BatchNorm2d)
+    layers = [conv] + _batchnorm(module, path, tnn.BatchNorm2d)
     k = int(getattr(module, "pooling_kernel_size", 1) or 1)
     if k > 1:
         pool = getattr(module, "pooling", None)
         if type(pool) is not tnn.AvgPool2d:
             _refuse(path, module, f"pooling_kernel_size={k} but its pooling is {type(pool).__name__}, not nn.AvgPool2d")
-        layers.append(copy.deepcopy(pool))
+        layers.append(pool)
     seq = [("0", _per_step(*layers))]
     flag = getattr(module, "attention_flag", "no")
     if flag != "no":
@@ -301,7 +302,7 @@ def _conv_att_lif(module, path):
                                   f"({', '.join(MA_CLASSES)}) in `attention`")
         seq.append(("attention", _ma(att, f"{path}.attention")))
     seq.append(("cell", _cell(module, path, "ConvIF")))
-    return tnn.Sequential(dict(seq))
+    return tnn.Sequential(collections.OrderedDict(seq))
 
 
 def _att_lif(module, path):
@@ -309,7 +310,7 @@ def _att_lif(module, path):
     lin = getattr(module, "linear", None)
     if type(lin) is not tnn.Linear:
         _refuse(path, module, f"its linear is {type(lin).__name__}, not the nn.Linear of MA-SNN's AttLIF")
-    seq = [("0", _per_step(tnn.Flatten(1), copy.deepcopy(lin), *_batchnorm(module, path, tnn.BatchNorm1d)))]
+    seq = [("0", _per_step(tnn.Flatten(1), lin, *_batchnorm(module, path, tnn.BatchNorm1d)))]
     flag = getattr(module, "attention_flag", "no")
     if flag == "TA":
         att = getattr(module, "attention", None)
@@ -320,7 +321,7 @@ def _att_lif(module, path):
         _refuse(path, module, f"attention={flag!r}: MA-SNN's AttLIF builds only 'TA' or 'no' (its forward fails "
                               "for any other)", "build it with attention='TA' or 'no'")
     seq.append(("cell", _cell(module, path, "IF")))
-    return tnn.Sequential(dict(seq))
+    return tnn.Sequential(collections.OrderedDict(seq))
 
 
 RECOGNISERS = {
