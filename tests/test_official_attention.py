@@ -27,7 +27,7 @@ import official_fixtures as of
 from busy_nets import bernoulli, lava_mismatches, make_busy
 from nc_testutils import randomize_bn
 from neurocomp import api
-from neurocomp.errors import UnsupportedLayer
+from neurocomp.errors import BadInput, UnsupportedLayer
 from neurocomp.frontends.checkpoint import load_checkpoint, save_checkpoint
 from neurocomp.frontends.official import recognise
 from neurocomp.frontends.torch import run_torch_model
@@ -362,3 +362,14 @@ def test_model_with_official_classes_compiles_exactly(busy, tmp_path_factory, na
     bad = {k: v for k, v in mism.items() if v[0]}
     assert not bad, f"Lava != reference (layer: mismatches, reference-only, Lava-only): {bad}"
     assert sum(int(s.sum()) for s in ref.spikes.values()) > 0
+
+
+def test_t_mismatch_of_an_official_module_is_one_line(tmp_path):
+    model = nn.Sequential(_per_step(nn.Conv2d(2, 4, 3, padding=1)), _lif(), of.TCJA(2, 2, 4, 4),
+                          _per_step(nn.MaxPool2d(2)), nn.Flatten(2), _per_step(nn.Linear(4 * 4 * 4, 3)), _lif()).eval()
+    torch.save(model, tmp_path / "model.pt")
+    with pytest.raises(BadInput) as e:
+        api.compile(str(tmp_path / "model.pt"), str(tmp_path / "art"), trust_pickle=True, input_shape=SHAPE,
+                    timesteps=6, encoding="bernoulli", code_path=[HERE])
+    _one_line(e, "layer '2'", "TCJA", "T=4", "pass --timesteps 4")
+    assert not (tmp_path / "art").exists()
