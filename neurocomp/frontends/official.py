@@ -48,10 +48,24 @@ MA_CLASSES = {"TCSA": TCSA, "TCA": TCA, "TSA": TSA, "CSA": CSA, "TA": TA, "CA": 
 TCJA_CLASSES = {"TCJA": TCJA, "TLA": TLA, "CLA": CLA}
 _MA_NAMES = {"T": ("ta.sharedMLP.0.weight", "ta.sharedMLP.2.weight"),
              "C": ("ca.sharedMLP.0.weight", "ca.sharedMLP.2.weight"), "S": ("sa.conv.weight",)}
-_HINT = "rebuild the layer from neurocomp.nn (TCJA, TLA, CLA, TCSA, ..., TA, PFA, MALIFNode) and load its weights"
+# what a layer refused for its layout can be rebuilt as (the next step that works)
+_BUILD_AS = {
+    **{n: "neurocomp.nn.TCJA / TLA / CLA(kernel_size_t, kernel_size_c, T, channel)" for n in ("TCJA", "TLA", "CLA",
+                                                                                            "TCJA_for_TET")},
+    **{n: f"neurocomp.nn.{n}(T, channels, t_ratio=..., c_ratio=..., kernel_size=3 or 7)" for n in MA_CLASSES},
+    "TCSAModule": "neurocomp.nn.PFA(H, W, T, C, kernel_sizeTS, rank)",
+    "MultiDimensionalAttention": "neurocomp.nn.TCSA(T, channels, t_ratio, c_ratio, kernel_size)",
+    "TemporalWiseAttention": "neurocomp.nn.TA(T, channels, t_ratio, fc=..., relu=False)",
+    "MultiStepTemporalWiseAttention": "neurocomp.nn.TA(T, channels, t_ratio, fc=..., relu=False)",
+    "ConvAttLIF": "SeqToANNContainer(Conv2d, BatchNorm2d[, AvgPool2d]), a neurocomp.nn attention module, "
+                  "neurocomp.nn.MALIFNode",
+    "AttLIF": "SeqToANNContainer(Flatten, Linear, BatchNorm1d), neurocomp.nn.TA(..., fc=True), neurocomp.nn.MALIFNode",
+}
 
 
-def _refuse(path, module, what, hint=_HINT):
+def _refuse(path, module, what, hint=None):
+    if hint is None:
+        hint = f"build the layer as {_BUILD_AS[type(module).__name__]} (the official state-dict names) and load its weights"
     raise UnsupportedLayer(f"{type(module).__name__}: {what}", where=f"layer '{path}'", hint=hint)
 
 
@@ -202,8 +216,8 @@ def _pfa(module, path):
     got = _layout(module)
     if "weight" not in got and {"TS_conv.weight", "TC_FC.weight", "SC_FC.weight"} <= set(got):
         _refuse(path, module, "the additive TCSAModule (PFA's FMNIST variant, relu(A + x) with the map summed over "
-                              "the rank) adds a per-sample map to the input current, which neurocomp cannot lower to "
-                              "Loihi", "use the multiplicative TCSAModule (the CIFAR variant, relu(A * x), with its "
+                              "the rank) adds a per-sample map to the input current: a per-step, per-neuron offset "
+                              "that neurocomp's neurons and its Loihi lowering do not have", "use the multiplicative TCSAModule (the CIFAR variant, relu(A * x), with its "
                                        "`weight`), or leave the layer out")
     got = _check_names(module, path, ["weight", "TS_conv.weight", "TS_conv.bias", "TC_FC.weight", "TC_FC.bias",
                                       "SC_FC.weight", "SC_FC.bias"], official)
