@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 import torch
 
-from neurocomp.frontends.torch import ATTENTION, RECTIFIED, iter_leaves, module_timesteps, run_torch_model
+from neurocomp.frontends.torch import ATTENTION, RECTIFIED, iter_leaves, module_timesteps, rectifies, run_torch_model
 from neurocomp.nn import StaticMap
 
 __all__ = ["attention_modules", "calibrate", "make_static", "timesteps_mismatch", "ATTENTION", "RECTIFIED"]
@@ -114,7 +114,8 @@ def make_static(model, stats: dict):
         parts = path.split(".")
         for p in parts[:-1]:
             parent = getattr(parent, p)
-        sm = StaticMap(shape=list(st["static_map"].shape), rectify=st["module"] in RECTIFIED, source=st["module"])
+        sm = StaticMap(shape=list(st["static_map"].shape), rectify=rectifies(getattr(parent, parts[-1])),
+                       source=st["module"])
         sm.map.copy_(torch.as_tensor(st["static_map"]))
         setattr(parent, parts[-1], sm)
     return static.eval()

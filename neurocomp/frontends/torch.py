@@ -40,6 +40,12 @@ from neurocomp.ir import (DEFAULT_DT, Graph, Input, Linear, Conv2d, SumPool2d, A
 RECTIFIED = {"TCSA", "TCA", "TSA", "CSA", "TA", "CA", "SA", "PFA"}   # attention modules ending in ReLU
 ATTENTION = RECTIFIED | {"TCJA", "TLA", "CLA"}                          # the neurocomp.nn attention modules
 
+
+def rectifies(module) -> bool:
+    """Whether a neurocomp.nn attention module ends in ReLU: MA-SNN's and PFA's do, unless built with
+    ``relu=False`` (``TA(..., relu=False)``, SpikingJelly's TemporalWiseAttention)."""
+    return type(module).__name__ in RECTIFIED and bool((getattr(module, "config", None) or {}).get("relu", True))
+
 _CONTAINERS = (tnn.Sequential, *PER_STEP_CONTAINERS)   # SpikingJelly's containers are Sequentials too
 
 

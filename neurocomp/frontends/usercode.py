@@ -18,6 +18,7 @@ under which unpickling runs code anyway) lead here.
 from __future__ import annotations
 
 import ast
+import collections
 import contextlib
 import hashlib
 import importlib.util
@@ -262,7 +263,7 @@ def as_sequential(module, path="model"):
         children = [(n, as_sequential(c, f"{path}.{n}" if path != "model" else n)) for n, c in module.named_children()]
         if all(c is module._modules[n] for n, c in children):
             return module
-        return tnn.Sequential(dict(children))
+        return tnn.Sequential(collections.OrderedDict(children))
     if type_name(module) is not None:
         return module
     from neurocomp.frontends.official import recognise
@@ -271,7 +272,7 @@ def as_sequential(module, path="model"):
         return known
     cls = type(module)
     if isinstance(module, tnn.Sequential) and cls.forward is tnn.Sequential.forward:
-        return as_sequential(tnn.Sequential(dict(module.named_children())), path)
+        return as_sequential(tnn.Sequential(collections.OrderedDict(module.named_children())), path)
     child, file, line = _forward_child(cls)
     if child is not None and isinstance(getattr(module, child, None), tnn.Module):
         return as_sequential(getattr(module, child), f"{path}.{child}" if path != "model" else child)

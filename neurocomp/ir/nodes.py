@@ -209,6 +209,12 @@ class MAAttention(Node):
     def state(self) -> dict:
         return {name: getattr(self, f) for f, name in self.STATE_NAMES.items() if getattr(self, f) is not None}
 
+    @property
+    def rectify(self) -> bool:
+        """Whether the consuming neuron rectifies its input: MA-SNN's modules end in ReLU; a module
+        built with ``relu=False`` (SpikingJelly's TemporalWiseAttention) does not."""
+        return bool(self.meta.get("config", {}).get("relu", True))
+
 
 @dataclass(frozen=True, eq=False)
 class SpikeAttention(Node):

@@ -12,6 +12,9 @@ variant of TA) and permute to the official ``[B, T, ...]`` layout internally.
 - TCSA applies them in sequence, each map computed from the already-reweighted tensor, then ReLU:
   ``X1 = TA(X)·X; X2 = CA(X1)·X1; X3 = SA(X2)·X2; out = ReLU(X3)``.
   The variants TCA, TSA, CSA, TA, CA, SA drop the unnamed parts; all end in ReLU.
+- ``relu=False`` leaves the ReLU out: ``out = M ⊙ X``. With ``TA`` that is SpikingJelly's
+  ``TemporalWiseAttention`` (Yao et al., ICCV 2021: the same TA map, no ReLU), which
+  :mod:`neurocomp.frontends.official` maps onto ``TA(..., relu=False)``.
 
 Parameters of TCSA = ``2T⌊T/r_t⌋ + 2C⌊C/r_c⌋ + 18``. State-dict names match the official code
 (``ta.sharedMLP.0.weight``, ``ca.sharedMLP.2.weight``, ``sa.conv.weight``; 1×1 Conv3d/Conv1d
@@ -84,9 +87,10 @@ class _MultiDimAttention(nn.Module):
     PARTS = "TCS"
 
     def __init__(self, T: int, channels: int, t_ratio: int = 16, c_ratio: int = 16,
-                 kernel_size: int = 3, fc: bool = False):
+                 kernel_size: int = 3, fc: bool = False, relu: bool = True):
         super().__init__()
         store_config(self, locals())
+        self.relu = bool(relu)
         if fc and self.PARTS != "T":
             raise ValueError("fc=True is only defined for TA")
         if "T" in self.PARTS:
@@ -109,14 +113,14 @@ class _MultiDimAttention(nn.Module):
         return out, total
 
     def attention(self, x_seq: torch.Tensor) -> torch.Tensor:
-        """The composite map ``M`` (``out = ReLU(M ⊙ X)``), broadcast to ``[T, B, ...]``."""
+        """The composite map ``M`` (``out = ReLU(M ⊙ X)``, or ``M ⊙ X`` without ReLU), broadcast to ``[T, B, ...]``."""
         x = x_seq.transpose(0, 1)
         _, m = self._maps(x)
         return m.expand_as(x).transpose(0, 1)
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         out, _ = self._maps(x_seq.transpose(0, 1))
-        return torch.relu(out).transpose(0, 1)
+        return (torch.relu(out) if self.relu else out).transpose(0, 1)
 
 
 @register
@@ -145,7 +149,8 @@ class CSA(_MultiDimAttention):
 
 @register
 class TA(_MultiDimAttention):
-    """Temporal attention, then ReLU. ``fc=True`` accepts ``[T, B, N]`` (after a Linear layer)."""
+    """Temporal attention, then ReLU. ``fc=True`` accepts ``[T, B, N]`` (after a Linear layer);
+    ``relu=False`` is SpikingJelly's ``TemporalWiseAttention``."""
     PARTS = "T"
 
 

@@ -287,7 +287,7 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
             rec = next(r for r in records if r["layer"] == neu.name)
             nodes[k] = n.replace(x_scale=float((1 << fx.ACT_SHIFT) * rec["scale"]))
             nodes[k + 1] = neu.replace(fixed=dataclasses.replace(neu.fixed, dynamic_gain=True, gain_shift=12,
-                                                                 rectify=True, gain_on_bias=True))
+                                                                 rectify=n.rectify, gain_on_bias=True))
             rec["attention"] = "dynamic: per-sample gains, 12-bit, sigmoid by lookup table"
         if isinstance(n, SpikeAttention):   # graded payloads: the consumer divides its input by 2**8
             j = next(m for m in range(k + 1, len(nodes)) if nodes[m].is_synapse)
