@@ -12,8 +12,8 @@ stores, so nothing later needs the user's code. The forwards it reads:
 
 - leaves called on ``[T, B, ...]`` (multi-step) or on ``[T*B, ...]`` (``x.flatten(0, 1)``,
   ``x.view(T * B, ...)``, back with ``.reshape(T, B, -1)`` / ``.view(T, B, ...)``);
-- loops over time: ``y.append(self.net(x[t]))`` then ``torch.stack(y)`` (or ``out[t] = ...`` into a
-  ``torch.zeros`` tensor), and the accumulation ``out += self.net(x[t])`` ... ``out / T``;
+- loops over time: ``y.append(self.net(x[t]))`` then ``torch.stack(y)`` (or ``out[t, ...] = ...`` into a
+  ``torch.zeros`` tensor: torch does not route a plain ``out[t] = ...`` through the mode), and the accumulation ``out += self.net(x[t])`` ... ``out / T``;
 - flattening of one sample (``x.flatten(2)``, ``x.view(T, B, -1)``, ``x.flatten(1)`` of a step);
 - the ``[B, T, ...]`` layout of MA-SNN's code (``x.permute(1, 0, ...)`` / ``transpose(0, 1)``, at the
   input or inside): :attr:`Traced.input_layout` records how the user calls the model, the chain is
@@ -141,6 +141,7 @@ class Traced:
     output_layout: str
     reduction: str | None
     readout: bool
+    sources: dict = dataclasses.field(default_factory=dict)   # chain child name -> the user's module path
 
     def user_output(self, y):
         """The user's model's output, from the chain's output ``y`` ``[T, B, ...]``."""
@@ -401,7 +402,10 @@ class _Tracer(TorchFunctionMode):
         v = self.get(xs[0])
         if v is None:
             _refuse(f"calls layer '{path}' on a tensor that does not come from the model's input",
-                    "compute every layer's input from the input x")
+                    "compute every layer's input from the input x; time steps written with out[t] = ... are not "
+                    "seen: collect them in a list and torch.stack it (or write out[t, ...] = ...)")
+        if kind == "multi" and isinstance(v, Seq) and len(v.axes) == 2:
+            self.bind_time(v.axes[0])                 # it runs over its input's axis 0: that is time
         self.calls.append((True, (v, xs[0], _user_frame())))
         return None
 
@@ -602,6 +606,8 @@ class _Tracer(TorchFunctionMode):
     def setitem(self, args):
         out, idx, val = args[0], args[1], args[2]
         vv = self.get(val) if torch.is_tensor(val) else None
+        if isinstance(idx, tuple) and idx and idx[-1] is Ellipsis:
+            idx = idx[:-1]
         if isinstance(idx, tuple) and len(idx) == 1:
             idx = idx[0]
         axis, t = (0, idx) if isinstance(idx, int) else \
@@ -836,30 +842,32 @@ def _ends_in_linear(chain) -> bool:
     return False
 
 
-def _build(chain) -> tuple[tnn.Sequential, bool]:
+def _build(chain):
+    """``(nn.Sequential, readout appended, {child name: user path})``."""
     from neurocomp.nn import Readout
-    seq, used = tnn.Sequential(), set()
+    seq, sources = tnn.Sequential(), {}
 
-    def add(name, module):
-        base, n = name.replace(".", "_") or "layer", 1
-        while name.replace(".", "_") in used or not name:
+    def add(name, module, source=None):
+        base = name.replace(".", "_") or "layer"
+        name, n = base, 1
+        while name in seq._modules:
             n += 1
             name = f"{base}_{n}"
-        name = name.replace(".", "_")
-        used.add(name)
         seq.add_module(name, module)
+        if source is not None:
+            sources[name] = source
 
     for e in chain:
         if e.kind == "flatten":
             add("flatten", tnn.Flatten(2))
         elif e.mode == "step":
-            add(e.path, _multi_step_copy(e.module))
+            add(e.path, _multi_step_copy(e.module), e.path)
         else:
-            add(e.path, _whole_copy(e.module))
+            add(e.path, _whole_copy(e.module), e.path)
     readout = _ends_in_linear(chain)
     if readout:
         add("readout", Readout())
-    return seq, readout
+    return seq, readout, sources
 
 
 def example_input(input_shape, T, B, layout, seed=0):
@@ -960,8 +968,8 @@ def trace(model, input_shape, timesteps, path="model") -> Traced:
         if result is None:
             raise _failure(first_error, T, B, input_shape) from None
         out_layout, reduction = result
-        seq, readout = _build(tracer.chain)
-        traced = Traced(seq.to(device), layout, out_layout, reduction, readout)
+        seq, readout, sources = _build(tracer.chain)
+        traced = Traced(seq.to(device), layout, out_layout, reduction, readout, sources)
         _verify(traced, prep, input_shape, T, B, device)
     return traced
 
