@@ -400,8 +400,8 @@ SCRIPT_PY = textwrap.dedent('''
         torch.manual_seed(0)
         model = Net()
         with torch.no_grad():
-            model.block.conv.weight.mul_(4.0)
-            model.fc.weight.mul_(6.0)
+            model.block.conv.weight.mul_(8.0)
+            model.fc.weight.mul_(20.0)
         model.eval()
         torch.save(model, "model.pt")
         np.save("inputs.npy", (np.random.default_rng(0).random((3, 10, 2, 16, 16)) < 0.3).astype(np.float32))
@@ -430,3 +430,5 @@ def test_done_when_command_on_a_script_pickle_with_a_custom_forward(tmp_path):
     assert torch.equal(r.output.sum(0), y_user)
     assert torch.equal(r.spikes["block_lif"].bool(), s_user["block.lif"])
     assert torch.equal(r.spikes["out"].bool(), s_user["out"]) and s_user["out"].any()
+    # Lava == the fixed-point reference on every layer and step (one sample: T=10 on 2x16x16)
+    assert_lava_exact(load_graph(str(art / "fixed")), x[:, :1])
