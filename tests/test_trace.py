@@ -159,10 +159,10 @@ NETS_PY = textwrap.dedent('''
         def __init__(self):
             super().__init__()
             self.a = neuron.LIFNode(step_mode="m")
-            self.b = neuron.LIFNode(step_mode="m")
 
         def forward(self, x):
-            return torch.cat([self.a(x), self.b(x)], 2)  # marker: cat
+            y = self.a(x)
+            return torch.cat([y, y], 2)  # marker: cat
 
 
     class Unknown(nn.Module):
@@ -432,3 +432,63 @@ def test_done_when_command_on_a_script_pickle_with_a_custom_forward(tmp_path):
     assert torch.equal(r.spikes["out"].bool(), s_user["out"]) and s_user["out"].any()
     # Lava == the fixed-point reference on every layer and step (one sample: T=10 on 2x16x16)
     assert_lava_exact(load_graph(str(art / "fixed")), x[:, :1])
+
+
+# ---- every unsupported operation: one line, its source line, what to do -------------------------------
+ERRORS = {  # class -> (marker, words the message holds)
+    "Residual": ("residual", ["adds the outputs of two layers", "residual"]),
+    "Cat": ("cat", ["torch.cat"]),
+    "Unknown": ("unknown", ["applies sigmoid"]),
+    "Branchy": ("data", ["data-dependent control flow", "__bool__"]),
+    "ReLUNet": ("module", ["'act' (ReLU)", "does not compile"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ERRORS))
+def test_an_unsupported_operation_is_one_line_with_its_source_line(nets, tmp_path, name):
+    mod, _ = nets
+    marker, words = ERRORS[name]
+    with pytest.raises(UnsupportedLayer) as e:
+        save_checkpoint(getattr(mod, name)().eval(), str(tmp_path / "m.pt"), input_shape=SHAPE, timesteps=T)
+    line = e.value.one_line()
+    assert "\n" not in line and f"{name}.forward (nets.py:{_line(marker)})" in line, line
+    for w in words:
+        assert w in line, (w, line)
+    assert e.value.hint and not os.path.exists(tmp_path / "m.pt")
+
+
+def test_an_unsupported_operation_through_the_cli_is_one_error_line(nets, tmp_path):
+    mod, d = nets
+    (tmp_path / "save.py").write_text("import torch\nfrom nets import Residual\ntorch.save(Residual().eval(), 'model.pt')\n")
+    p = subprocess.run([sys.executable, "save.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env={**_env(), "PYTHONPATH": os.pathsep.join([ROOT, str(d)])})
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run([sys.executable, "-m", "neurocomp", "compile", "model.pt", "--trust-pickle", "--input-shape",
+                        "2,8,8", "--timesteps", "4", "--encoding", "bernoulli", "--code-path", str(d)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=600, env=_env())
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error")]
+    assert len(errors) == 1, p.stderr
+    assert f"model.pt: Residual.forward (nets.py:{_line('residual')})" in errors[0], errors[0]
+    assert "(hint: " in errors[0] and not (tmp_path / "model.neurocomp").exists()
+
+
+class _OwnT(torch.nn.Module):
+    """Loops over its own T (3), whatever the input holds."""
+
+    def __init__(self):
+        super().__init__()
+        from spikingjelly.activation_based import layer, neuron
+        self.net = torch.nn.Sequential(layer.Flatten(), layer.Linear(128, 4), neuron.LIFNode())
+
+    def forward(self, x):
+        return torch.stack([self.net(x[t]) for t in range(3)])
+
+
+def test_a_loop_over_another_t_names_the_t_to_pass():
+    from neurocomp.frontends.usercode import as_sequential
+    with pytest.raises(UnsupportedLayer) as e:
+        as_sequential(_OwnT().eval(), input_shape=SHAPE, timesteps=T)
+    assert "(3 steps) where the model has T=4" in str(e.value) and "pass --timesteps 3" in str(e.value), str(e.value)
+    seq = as_sequential(_OwnT().eval(), input_shape=SHAPE, timesteps=3)      # the hint works
+    assert [type(m).__name__ for m in seq] == ["Flatten", "Linear", "LIFNode"]

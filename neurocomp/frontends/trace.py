@@ -113,6 +113,12 @@ class Fill:
     feat: tuple
 
 
+@dataclasses.dataclass(frozen=True)
+class _Opaque:
+    """The result of an operation neurocomp cannot compile: refused (``error``) once something uses it."""
+    error: object
+
+
 @dataclasses.dataclass
 class _Stream:
     feat: tuple
@@ -300,6 +306,12 @@ class _Tracer(TorchFunctionMode):
         self.values[key] = (weakref.ref(t, lambda _r, k=key: self.values.pop(k, None)), v)
 
     def get(self, t):
+        v = self.lookup(t)
+        if isinstance(v, _Opaque):
+            raise v.error
+        return v
+
+    def lookup(self, t):
         got = self.values.get(id(t))
         if got is not None and got[0]() is t:
             v = got[1]
@@ -509,22 +521,29 @@ class _Tracer(TorchFunctionMode):
                 return func(*args, **kwargs)
             finally:
                 self.suspended -= 1
-        ins = [t for t in _tensors((args, kwargs))]
-        traced = [(t, self.get(t)) for t in ins]
-        traced = [(t, v) for t, v in traced if v is not None]
+        raws = [self.lookup(t) for t in _tensors((args, kwargs))]
+        traced = [r for r in raws if r is not None]
+        if name in _DATA_READS and traced:
+            _refuse(f"reads a tensor's value ({name}): data-dependent control flow",
+                    "write forward without reading tensor values (no `if x.sum() > 0`, no .item())")
+        opaque = next((r for r in traced if isinstance(r, _Opaque)), None)
         if name == "__setitem__" and traced:
+            if opaque is not None:
+                raise opaque.error
             self.setitem(args)
             return func(*args, **kwargs)
         result = func(*args, **kwargs)
-        if not traced:
-            return result                                        # constants (torch.zeros, ...)
         outs = list(_tensors(result))
-        if not outs:
-            if name in _DATA_READS:
-                _refuse(f"reads a tensor's value ({name}): data-dependent control flow",
-                        "write forward without reading tensor values (no `if x.sum() > 0`, no .item())")
-            return result
-        self.op(name, args, kwargs, result)
+        if not traced or not outs:
+            return result                # constants (torch.zeros, ...), sizes (x.shape, x.dim())
+        if opaque is None:
+            try:
+                self.op(name, args, kwargs, result)
+                return result
+            except UnsupportedLayer as e:    # refused when used: dead code is harmless
+                opaque = _Opaque(e)
+        for o in outs:
+            self.put(o, opaque)
         return result
 
     def op(self, name, args, kwargs, result):
