@@ -268,11 +268,12 @@ def save_checkpoint(model, path, input_shape, timesteps, encoding="bernoulli", d
     """Write ``model`` in neurocomp's checkpoint format (atomically) and return the path.
 
     ``model`` is an ``nn.Sequential`` of supported layers, or a user class reduced to one by
-    :func:`~neurocomp.frontends.usercode.as_sequential` (``forward`` is ``return self.net(x)``)."""
+    :func:`~neurocomp.frontends.usercode.as_sequential` (``forward`` is ``return self.net(x)``, or
+    any forward :mod:`neurocomp.frontends.trace` reads)."""
     from neurocomp.frontends.usercode import as_sequential
     if encoding not in ENCODINGS:
         raise BadCheckpoint(f"unknown encoding {encoding!r}", where="encoding", hint=f"use one of {ENCODINGS}")
-    model = as_sequential(model)
+    model = as_sequential(model, input_shape=input_shape, timesteps=timesteps)
     found = timesteps_mismatch(model, timesteps)
     if found:
         path_, cls, t = found
@@ -452,7 +453,7 @@ def _safe_copy(module, facts, path, route):
     if missing:
         return LoadedModel(module.eval(), (), 0, None, path=path, route=route, missing=missing)
     try:
-        seq = as_sequential(module)
+        seq = as_sequential(module, input_shape=facts["input_shape"], timesteps=facts["timesteps"])
         spec = describe(seq)
     except NeurocompError as e:                      # name the file too: `model.pt: layer 'net.3': ...`
         e.where = f"{path}: {e.where}" if e.where else str(path)

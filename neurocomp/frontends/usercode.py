@@ -8,9 +8,10 @@ user class accepted by its children.
   ``sys.path``; a class pickled from a script (module ``__main__``) is looked up in the file given by
   ``--model FILE.py``, else in the ``.py`` file of the code path that defines it (found by reading
   the files' syntax, without running any of them).
-- :func:`as_sequential` turns a user class into the ``nn.Sequential`` neurocomp compiles when its
+- :func:`as_sequential` turns a user class into the ``nn.Sequential`` neurocomp compiles: when its
   ``forward`` is ``return self.<child>(x)`` (the child is used) or it is an ``nn.Sequential`` subclass
-  that keeps Sequential's ``forward``.
+  that keeps Sequential's ``forward``, by its children; any other ``forward`` by tracing it
+  (:mod:`neurocomp.frontends.trace`).
 
 Importing a user's file runs their code: only ``--model`` / ``--code-path`` (and ``--trust-pickle``,
 under which unpickling runs code anyway) lead here.
@@ -252,15 +253,35 @@ def _forward_child(cls):
     return None, file, line
 
 
-def as_sequential(module, path="model"):
+class _NeedsTrace(Exception):
+    """A user class whose forward is more than ``return self.<child>(x)``: the model is traced."""
+
+    def __init__(self, what, path):
+        super().__init__(what)
+        self.what, self.path = what, path
+
+
+def as_sequential(module, path="model", input_shape=None, timesteps=None):
     """``module`` as neurocomp compiles it: an ``nn.Sequential`` (nested ones kept), a supported layer,
-    or a user class reduced to its children (see the module docstring). A class that is none of these
-    is an :class:`UnsupportedLayer` naming its ``forward``'s source line."""
+    or a user class reduced to its children (see the module docstring). A model holding a class with
+    any other ``forward`` is traced (:func:`neurocomp.frontends.trace.trace`) on an input of
+    ``timesteps`` steps of ``input_shape``; without them it is an :class:`UnsupportedLayer` naming the
+    class's ``forward`` and its source line."""
+    try:
+        return _structural(module, path)
+    except _NeedsTrace as need:
+        if input_shape is None or timesteps is None:
+            return _refuse(need.what, need.path)
+        from neurocomp.frontends.trace import trace
+        return trace(module, input_shape, timesteps, path).sequential
+
+
+def _structural(module, path):
     from neurocomp.frontends.modules import PER_STEP_CONTAINERS, type_name
     if isinstance(module, PER_STEP_CONTAINERS):    # SpikingJelly's containers: their children, each per step
         return module
     if type(module) is tnn.Sequential:
-        children = [(n, as_sequential(c, f"{path}.{n}" if path != "model" else n)) for n, c in module.named_children()]
+        children = [(n, _structural(c, f"{path}.{n}" if path != "model" else n)) for n, c in module.named_children()]
         if all(c is module._modules[n] for n, c in children):
             return module
         return tnn.Sequential(collections.OrderedDict(children))
@@ -272,19 +293,20 @@ def as_sequential(module, path="model"):
         return known
     cls = type(module)
     if isinstance(module, tnn.Sequential) and cls.forward is tnn.Sequential.forward:
-        return as_sequential(tnn.Sequential(collections.OrderedDict(module.named_children())), path)
+        return _structural(tnn.Sequential(collections.OrderedDict(module.named_children())), path)
     child, file, line = _forward_child(cls)
     if child is not None and isinstance(getattr(module, child, None), tnn.Module):
-        return as_sequential(getattr(module, child), f"{path}.{child}" if path != "model" else child)
+        return _structural(getattr(module, child), f"{path}.{child}" if path != "model" else child)
     at = f" ({os.path.basename(file)}:{line})" if file else ""
     if file is None:
         what = f"the source of {cls.__name__}.forward cannot be read, so its order of layers is unknown"
     else:
         what = f"{cls.__name__}.forward{at} is not `return self.<child>(x)`, so neurocomp cannot read its order of layers"
-    return _refuse(what, path)
+    raise _NeedsTrace(what, path)
 
 
 def _refuse(what, path):
     raise UnsupportedLayer(what, where=f"layer '{path}'",
-                           hint="put the layers in an nn.Sequential attribute (e.g. self.net) and make forward "
+                           hint="pass the input shape and timesteps so that neurocomp traces forward, or put the "
+                                "layers in an nn.Sequential attribute (e.g. self.net) and make forward "
                                 "`return self.net(x)`")
