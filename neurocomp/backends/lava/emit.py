@@ -34,7 +34,7 @@ class _Emitted:
         self.source = None
         self.layers = []     # (neuron name, lif process, recording path or None, lava shape, torch shape)
         self.procs = []
-        self.graded = set()  # the layers whose recording holds values (a readout's voltage), not spikes
+        self.graded = {}     # layers recorded as values, not spikes -> whether they are read as v[t] - v[t-1]
 
 
 class _Walk:
@@ -67,7 +67,7 @@ class _Walk:
         graded = None
         if neu.graded_output:
             graded = np.int32 if self.fixed else np.float64
-            self.net.graded.add(neu.name)
+            self.net.graded[neu.name] = isinstance(neu, Readout)
         if self.record is None or neu.name in self.record:
             path = os.path.join(self.record_dir, f"{len(self.net.layers)}.npy")
             self.net.procs += [syn, lif, emit_recorder(lif.s_out, path, out_shape, self.total_steps, graded)]

@@ -39,9 +39,10 @@ class LavaRecording:
     uint8), read back and time-aligned per slice of samples, so a caller can compare batch by batch
     with memory bounded by the batch. ``close()`` (or leaving the ``with`` block) removes the files."""
 
-    def __init__(self, layers, record_dir, timing, samples, stats, graded=()):
+    def __init__(self, layers, record_dir, timing, samples, stats, graded=None):
         self.record_dir = record_dir
-        self.graded = set(graded)      # layers recorded as values (a readout's voltage), not spikes
+        # layers recorded as values, not spikes -> True: a readout's voltage, read as v[t] - v[t-1]
+        self.graded = dict(graded or {})
         self.timing = timing
         self.samples = samples
         self.stats = stats
@@ -86,9 +87,11 @@ class LavaRecording:
                                    hint="rerun the simulation")
             sel = np.frombuffer(buf, dtype).reshape((n, T) + lshape).swapaxes(0, 1)   # (T, n, *lava_shape)
             sel = to_torch_layout(sel, lead=2)
-            if name in self.graded:      # v recorded every step; v is 0 before each window (reset)
+            if name in self.graded:
                 v = sel.astype(np.float64 if dtype.kind == "f" else np.int64)
-                out[name] = torch.as_tensor(np.diff(v, axis=0, prepend=np.zeros_like(v[:1])))
+                if self.graded[name]:    # v recorded every step; v is 0 before each window (reset)
+                    v = np.diff(v, axis=0, prepend=np.zeros_like(v[:1]))
+                out[name] = torch.as_tensor(v)
             else:
                 out[name] = torch.as_tensor(sel != 0)
         return out
