@@ -27,8 +27,8 @@ What is recognised (class name -> equivalent; every equivalent is time-major ``[
   ``activation_based.layer.TemporalWiseAttention`` and ``clock_driven.layer.MultiStepTemporalWiseAttention``
   -> ``TA(relu=False)`` (its MLP's Linear weights as 1x1 convolutions; ``dimension=2`` -> ``fc=True``).
 
-Refused in one line, with the reason: the additive FMNIST ``TCSAModule`` (``relu(A + x)``, no
-``weight``: an additive per-sample map on the input current has no lowering here), MA-SNN cells
+Refused in one line, with the reason: a ``TCSAModule`` without ``weight`` (the additive FMNIST variant,
+``relu(A + x)``: an additive per-sample map on the input current has no lowering here), MA-SNN cells
 with learned per-channel parameters that differ between channels (``pa_train_self=True``), cells
 in ``mem`` mode, ``onlyLast=True``, BatchNorm without running statistics, and a spike function that
 is not the step ``u >= Vthres``.
@@ -215,9 +215,10 @@ def _pfa(module, path):
     official = "RisingEntropy/PFA's TCSAModule"
     got = _layout(module)
     if "weight" not in got and {"TS_conv.weight", "TC_FC.weight", "SC_FC.weight"} <= set(got):
-        _refuse(path, module, "the additive TCSAModule (PFA's FMNIST variant, relu(A + x) with the map summed over "
-                              "the rank) adds a per-sample map to the input current: a per-step, per-neuron offset "
-                              "that neurocomp's neurons and its Loihi lowering do not have", "use the multiplicative TCSAModule (the CIFAR variant, relu(A * x), with its "
+        _refuse(path, module, "a TCSAModule without `weight` is PFA's additive FMNIST variant (relu(A + x), the map "
+                              "summed over the rank; its FSVAE copy is [N, C, H, W, T]): a per-sample map added to the "
+                              "input current is a per-step, per-neuron offset that neurocomp's neurons and its Loihi "
+                              "lowering do not have", "use the multiplicative TCSAModule (the CIFAR variant, relu(A * x), with its "
                                        "`weight`), or leave the layer out")
     got = _check_names(module, path, ["weight", "TS_conv.weight", "TS_conv.bias", "TC_FC.weight", "TC_FC.bias",
                                       "SC_FC.weight", "SC_FC.bias"], official)
