@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import torch
 
-from busy_nets import bernoulli, make_busy
+from busy_nets import bernoulli, lava_mismatches, make_busy
 from nc_testutils import randomize_bn
 from test_sj_containers import assert_lava_exact
 from neurocomp import api
@@ -492,3 +492,69 @@ def test_a_loop_over_another_t_names_the_t_to_pass():
     assert "(3 steps) where the model has T=4" in str(e.value) and "pass --timesteps 3" in str(e.value), str(e.value)
     seq = as_sequential(_OwnT().eval(), input_shape=SHAPE, timesteps=3)      # the hint works
     assert [type(m).__name__ for m in seq] == ["Flatten", "Linear", "LIFNode"]
+
+
+# ---- the heads (Readout, VotingLayer): compiled once the heads' lowering is there ------------------------
+def _heads_lowered():
+    import neurocomp.ir
+    return hasattr(neurocomp.ir, "Readout")
+
+
+@pytest.mark.skipif(not _heads_lowered(), reason="the Readout / VotingLayer lowering (branch heads) is not merged")
+@pytest.mark.parametrize("name", ["VoteNet", "FillNet"])
+def test_traced_heads_compile_exactly(nets, tmp_path, name):
+    mod, _ = nets
+    model = busy(mod, name, seed=len(name))
+    path = save_checkpoint(model, str(tmp_path / "m.pt"), input_shape=SHAPE, timesteps=T)
+    out = api.compile(path, str(tmp_path / "art"))
+    x = bernoulli(T, 3, SHAPE, p=0.3, seed=12)
+    r = run_float(load_graph(os.path.join(out, "float")), x)
+    _, s_user = user_spikes(model, x)
+    back = {p: c for c, p in trace(model, SHAPE, T).sources.items()}
+    for p, s in s_user.items():
+        assert torch.equal(r.spikes[back[p]].bool(), s), p
+    ref, mism = lava_mismatches(load_graph(os.path.join(out, "fixed")), x)   # the head's values are graded
+    assert not {k: v for k, v in mism.items() if v[0]}, mism
+    assert all(ref.spikes[back[p]].any() for p in s_user)
+
+
+# ---- an official class in the [B, T, ...] layout: its layout read from what it computes ------------------
+class _BTCell(torch.nn.Module):
+    """Stands for an official batch-major cell (MA-SNN's AttLIF takes [B, T, ...])."""
+
+    def __init__(self):
+        super().__init__()
+        from spikingjelly.activation_based import neuron
+        self.lif = neuron.LIFNode(tau=2.0, step_mode="m")
+
+    def forward(self, x):
+        return self.lif(x.transpose(0, 1)).transpose(0, 1)
+
+
+class _BTModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(128, 6)
+        self.cell = _BTCell()
+
+    def forward(self, x):                           # [B, T, 2, 8, 8], never permuted
+        return self.cell(self.fc(x.flatten(2)))
+
+
+def test_a_recognised_batch_major_class_makes_the_input_batch_major(monkeypatch):
+    from spikingjelly.activation_based import neuron
+    import neurocomp.frontends.official as official
+
+    def recognise(module, path="model"):
+        return neuron.LIFNode(tau=2.0, step_mode="m") if isinstance(module, _BTCell) else None
+    monkeypatch.setattr(official, "recognise", recognise)
+    model = _BTModel().eval()
+    with torch.no_grad():
+        model.fc.weight.mul_(8.0)
+    tr = trace(model, SHAPE, T)
+    assert (tr.input_layout, tr.output_layout, tr.reduction) == ("BT", "BT", None)
+    assert [type(m).__name__ for m in tr.sequential] == ["Flatten", "SeqToANNContainer", "LIFNode"]
+    x = bernoulli(T, 3, SHAPE, p=0.3, seed=4)
+    y_user, _ = user_spikes(model, x.transpose(0, 1).contiguous())
+    y_chain = run_torch_model(tr.sequential, x)
+    assert y_chain.any() and torch.equal(y_chain.transpose(0, 1), y_user)
