@@ -32,7 +32,7 @@ from busy_nets import bernoulli, lava_mismatches, make_busy
 from nc_testutils import randomize_bn
 from test_sj_containers import assert_lava_exact
 from neurocomp import api
-from neurocomp.errors import NeurocompError, UnsupportedLayer
+from neurocomp.errors import UnsupportedLayer
 from neurocomp.frontends.checkpoint import build, describe, load_checkpoint, save_checkpoint
 from neurocomp.frontends.torch import run_torch_model
 from neurocomp.frontends.trace import trace
@@ -558,3 +558,16 @@ def test_a_recognised_batch_major_class_makes_the_input_batch_major(monkeypatch)
     y_user, _ = user_spikes(model, x.transpose(0, 1).contiguous())
     y_chain = run_torch_model(tr.sequential, x)
     assert y_chain.any() and torch.equal(y_chain.transpose(0, 1), y_user)
+
+
+def test_without_the_facts_or_with_wrong_ones_the_message_says_what_to_pass(nets, tmp_path):
+    mod, _ = nets
+    from neurocomp.frontends.usercode import as_sequential
+    with pytest.raises(UnsupportedLayer) as e:                      # nothing to trace it with
+        as_sequential(mod.ClockLoop().eval())
+    assert "ClockLoop.forward (nets.py:" in str(e.value) and "input shape and timesteps" in e.value.hint
+    with pytest.raises(UnsupportedLayer) as e:                      # the forward fails on this shape
+        save_checkpoint(mod.ClockLoop().eval(), str(tmp_path / "m.pt"), input_shape=(3, 8, 8), timesteps=T)
+    line = e.value.one_line()
+    assert "ClockLoop.forward (nets.py:" in line and "RuntimeError" in line and "\n" not in line, line
+    assert "--input-shape" in e.value.hint and not os.path.exists(tmp_path / "m.pt")

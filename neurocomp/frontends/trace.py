@@ -55,8 +55,9 @@ from torch.overrides import TorchFunctionMode
 
 from neurocomp.errors import NeurocompError, UnsupportedLayer
 from neurocomp.frontends.modules import MODULES, PER_STEP_CONTAINERS, type_name
+from neurocomp.frontends.torch import _set_backend, reset_state, run_torch_model
 
-from spikingjelly.activation_based import base as ab_base, layer as ab_layer, neuron as ab_neuron  # noqa: E402
+from spikingjelly.activation_based import base as ab_base, layer as ab_layer  # noqa: E402
 from spikingjelly.clock_driven import base as cd_base, neuron as cd_neuron  # noqa: E402
 
 _LIBRARIES = tuple(os.path.dirname(os.path.realpath(m.__file__)) + os.sep
@@ -339,7 +340,7 @@ class _Tracer(TorchFunctionMode):
 
     def bind_time(self, label):
         if label != "T":
-            raise _LayoutMismatch()
+            raise _LayoutMismatch(_at())
 
     # ---- the chain
     def extend(self, k, feat, entry_key, make_entry, out_feat, step=None):
@@ -490,7 +491,6 @@ class _Tracer(TorchFunctionMode):
     def _recognised(self, m, repl, v, x, y, path, frame):
         """An official class: its neurocomp equivalent (time-major) must give its output on this input,
         with the axes as traced; with the axes swapped it means the forward's time is the other axis."""
-        from neurocomp.frontends.torch import run_torch_model
         canon = (lambda t: t) if v.axes == ("T", "B") else (lambda t: t.transpose(0, 1))
         swap = (lambda t: t.transpose(0, 1)) if v.axes == ("T", "B") else (lambda t: t)
 
@@ -503,7 +503,7 @@ class _Tracer(TorchFunctionMode):
             return got.shape == want.shape and torch.allclose(got, want, rtol=1e-4, atol=1e-5)
         if not same(canon):
             if same(swap):
-                raise _LayoutMismatch()
+                raise _LayoutMismatch(_at(frame))
             _refuse(f"calls '{path}' ({type(m).__name__}), whose neurocomp equivalent does not reproduce it here",
                     "report this; meanwhile rebuild the layer with neurocomp.nn modules", frame)
         entry = lambda: _Entry("leaf", repl, "whole", path)  # noqa: E731
@@ -909,7 +909,6 @@ class _Prepared:
         self.model = model
 
     def __enter__(self):
-        from neurocomp.frontends.torch import _set_backend, reset_state
         self.training = [(m, m.training) for m in self.model.modules()]
         self.cupy = [m for m in self.model.modules() if getattr(m, "backend", None) == "cupy"]
         self.model.eval()
@@ -924,7 +923,6 @@ class _Prepared:
         return self
 
     def run(self, x):
-        from neurocomp.frontends.torch import reset_state
         reset_state(self.model)
         try:
             return self.model(x)
@@ -932,7 +930,6 @@ class _Prepared:
             reset_state(self.model)
 
     def __exit__(self, *exc):
-        from neurocomp.frontends.torch import _set_backend, reset_state
         self.warn.__exit__(*exc)
         self.grad.__exit__(*exc)
         reset_state(self.model)
@@ -972,18 +969,23 @@ def trace(model, input_shape, timesteps, path="model") -> Traced:
             try:
                 result = tracer.run(x)
                 break
-            except _LayoutMismatch:
-                if layout == "BT":
-                    raise UnsupportedLayer(f"{_at()} treats both of the input's first two axes as time",
-                                           hint="index time on one axis only") from None
-                continue
+            except _LayoutMismatch as e:                     # the forward's time is the other axis
+                if layout == "TB":
+                    continue
+                if first_error is None:                      # [T, B] said "axis 1 is time", [B, T] "axis 0"
+                    raise UnsupportedLayer(f"{e.args[0]} treats the input's first axis as time, and before it "
+                                           "the second", hint="keep one axis as time: [T, B, ...] throughout, or "
+                                                              "[B, T, ...] turned once with x.transpose(0, 1)") from None
             except NeurocompError:
-                raise
+                if layout == "TB" or first_error is None:
+                    raise
             except Exception as e:  # noqa: BLE001 - the user's forward failed on this input
                 first_error = first_error or e
-                continue
+                if layout == "TB":
+                    continue
             finally:
-                reset_state_quiet(model)
+                reset_state(model)
+            break                     # [B, T] was a guess after [T, B] failed: report [T, B]'s failure
         if result is None:
             raise _failure(first_error, T, B, input_shape) from None
         out_layout, reduction = result
@@ -993,14 +995,8 @@ def trace(model, input_shape, timesteps, path="model") -> Traced:
     return traced
 
 
-def reset_state_quiet(model):
-    from neurocomp.frontends.torch import reset_state
-    reset_state(model)
-
-
 def _verify(traced, prep, input_shape, T, B, device):
     """The chain, run time-major on a fresh input, gives the user's model's output on it."""
-    from neurocomp.frontends.torch import run_torch_model
     x = example_input(input_shape, T, B + 1, "TB", seed=1).to(device)
     want = prep.run(x if traced.input_layout == "TB" else x.transpose(0, 1).contiguous())
     got = traced.user_output(run_torch_model(traced.sequential, x))
