@@ -571,3 +571,43 @@ def test_without_the_facts_or_with_wrong_ones_the_message_says_what_to_pass(nets
     line = e.value.one_line()
     assert "ClockLoop.forward (nets.py:" in line and "RuntimeError" in line and "\n" not in line, line
     assert "--input-shape" in e.value.hint and not os.path.exists(tmp_path / "m.pt")
+
+
+class _Neurons(torch.nn.Module):
+    """Single-step neurons of both APIs, ParametricLIF's learned tau included, iterated as `for xt in x`."""
+
+    def __init__(self):
+        super().__init__()
+        from spikingjelly.activation_based import neuron
+        from spikingjelly.clock_driven import neuron as cd_neuron
+        self.fc = torch.nn.Linear(128, 8)
+        self.plif = cd_neuron.ParametricLIFNode(init_tau=3.0)
+        self.if_ = cd_neuron.IFNode()
+        self.fc2 = torch.nn.Linear(8, 4)
+        self.plif2 = neuron.ParametricLIFNode(init_tau=2.5)
+
+    def forward(self, x):
+        outs = []
+        for xt in x:
+            outs.append(self.plif2(self.fc2(self.if_(self.plif(self.fc(xt.flatten(1)))))))
+        return torch.stack(outs, 1)                                   # [B, T, 4]
+
+
+def test_single_step_neurons_of_both_apis_become_multi_step():
+    from spikingjelly.activation_based import neuron
+    model = _Neurons().eval()
+    with torch.no_grad():
+        model.fc.weight.mul_(6.0)
+        model.fc2.weight.mul_(6.0)
+        model.plif.w.fill_(-0.5)
+    tr = trace(model, SHAPE, T)
+    assert (tr.input_layout, tr.output_layout) == ("TB", "BT")
+    kinds = {name: m for name, m in tr.sequential.named_children()}
+    assert type(kinds["plif"]) is neuron.ParametricLIFNode and kinds["plif"].step_mode == "m"
+    assert torch.equal(kinds["plif"].w, model.plif.w) and type(kinds["if_"]) is neuron.IFNode
+    x = bernoulli(T, 3, SHAPE, p=0.4, seed=2)
+    y_user, s_user = user_spikes(model, x)
+    y_chain, s_chain = run_torch_model(tr.sequential, x, record=list(tr.sources))
+    assert torch.equal(y_chain.transpose(0, 1), y_user) and y_user.any()
+    for p in ("plif", "if_", "plif2"):
+        assert torch.equal(s_chain[p], s_user[p]) and s_user[p].any(), p

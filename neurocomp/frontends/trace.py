@@ -355,7 +355,7 @@ class _Tracer(TorchFunctionMode):
             key, out = self.next_of[k]
             if key != entry_key:
                 first, now = self._entry_name(key), self._entry_name(entry_key)
-                _refuse(f"uses the output of {self._stream_name(k)} a second time, for {now} (it fed {first} "
+                _refuse(f"uses {self._stream_name(k)} a second time, for {now} (it fed {first} "
                         "before): a branch or skip connection, which neurocomp does not compile yet",
                         "compile a chain: each layer's output feeds the next layer only")
             if step is not None and entry_key[0] != "flatten":
@@ -381,8 +381,8 @@ class _Tracer(TorchFunctionMode):
         return f"layer '{self.paths.get(key[1], '?')}'"
 
     def _stream_name(self, k):
-        return "the input" if k == 0 else \
-            ("a flatten" if self.chain[k - 1].kind == "flatten" else f"layer '{self.chain[k - 1].path}'")
+        return "the input" if k == 0 else ("the output of a flatten" if self.chain[k - 1].kind == "flatten"
+                                           else f"the output of layer '{self.chain[k - 1].path}'")
 
     # ---- leaves
     def pre_hook(self, module, args, kwargs):
@@ -833,7 +833,7 @@ class _Tracer(TorchFunctionMode):
                 f"the sum over time scaled by {v.scale:g}"
             _refuse(f"returns {what}", "return the sum or the mean over all time steps")
         if v.stream != end:
-            _refuse(f"returns the output of {self._stream_name(v.stream)}, not of the last layer it calls "
+            _refuse(f"returns {self._stream_name(v.stream)}, not that of the last layer it calls "
                     f"({self._stream_name(end)})", "return the last layer's output")
         if tuple(v.feat) != tuple(self.streams[end].feat):
             self.extend(end, self.streams[end].feat, ("flatten",), lambda: _Entry("flatten"), v.feat)
