@@ -548,6 +548,7 @@ def test_a_recognised_batch_major_class_makes_the_input_batch_major(monkeypatch)
     def recognise(module, path="model"):
         return neuron.LIFNode(tau=2.0, step_mode="m") if isinstance(module, _BTCell) else None
     monkeypatch.setattr(official, "recognise", recognise)
+    torch.manual_seed(0)
     model = _BTModel().eval()
     with torch.no_grad():
         model.fc.weight.mul_(8.0)

@@ -489,20 +489,28 @@ class _Tracer(TorchFunctionMode):
         return Acc(out, v.steps, v.scale, tuple(y.shape[1:]))
 
     def _recognised(self, m, repl, v, x, y, path, frame):
-        """An official class: its neurocomp equivalent (time-major) must give its output on this input,
-        with the axes as traced; with the axes swapped it means the forward's time is the other axis."""
+        """An official class: its neurocomp equivalent (time-major) must give its output with the axes as
+        traced; given with the axes swapped, the forward's time is the other axis. Checked on the
+        traced input and on a dense probe of its shape (spikes alone may leave both readings silent)."""
         canon = (lambda t: t) if v.axes == ("T", "B") else (lambda t: t.transpose(0, 1))
         swap = (lambda t: t.transpose(0, 1)) if v.axes == ("T", "B") else (lambda t: t)
+        gen = torch.Generator().manual_seed(0)
+        probe = (torch.rand(x.shape, generator=gen) * 3).to(x.device)
+        reset_state(m)
+        try:
+            cases = [(x, y), (probe, m(probe))]
+        finally:
+            reset_state(m)
 
-        def same(to):
+        def same(to, xi, yi):
             try:
-                got = run_torch_model(repl, to(x).contiguous())
+                got = run_torch_model(repl, to(xi).contiguous())
             except Exception:  # noqa: BLE001 - a shape that does not fit: not this layout
                 return False
-            want = to(y)
-            return got.shape == want.shape and torch.allclose(got, want, rtol=1e-4, atol=1e-5)
-        if not same(canon):
-            if same(swap):
+            want = to(yi)
+            return torch.is_tensor(got) and got.shape == want.shape and torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+        if not all(same(canon, xi, yi) for xi, yi in cases):
+            if all(same(swap, xi, yi) for xi, yi in cases):
                 raise _LayoutMismatch(_at(frame))
             _refuse(f"calls '{path}' ({type(m).__name__}), whose neurocomp equivalent does not reproduce it here",
                     "report this; meanwhile rebuild the layer with neurocomp.nn modules", frame)
