@@ -596,6 +596,7 @@ class _Neurons(torch.nn.Module):
 
 def test_single_step_neurons_of_both_apis_become_multi_step():
     from spikingjelly.activation_based import neuron
+    torch.manual_seed(0)
     model = _Neurons().eval()
     with torch.no_grad():
         model.fc.weight.mul_(6.0)
