@@ -146,6 +146,19 @@ NETS_PY = textwrap.dedent('''
             return self.fc2(h).sum(0)
 
 
+    class MeanFC(nn.Module):
+        """A Linear on the mean over time of the spikes (moves before the mean: it is affine)."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv = layer.Conv2d(2, 4, 3, padding=1, step_mode="m")
+            self.lif = neuron.LIFNode(tau=2.0, step_mode="m")
+            self.fc = nn.Linear(4 * 8 * 8, 3)
+
+        def forward(self, x):
+            return self.fc(self.lif(self.conv(x)).flatten(2).mean(0))
+
+
     class Residual(nn.Module):
         def __init__(self):
             super().__init__()
@@ -276,6 +289,7 @@ CASES = {  # class -> (input layout, output layout, reduction, Readout appended)
     "StackNet": ("TB", "TB", None, False),
     "VoteNet": ("TB", "TB", "mean", False),
     "FillNet": ("TB", "TB", "sum", True),
+    "MeanFC": ("TB", "TB", "mean", True),
 }
 
 
@@ -417,6 +431,10 @@ def test_done_when_command_on_a_script_pickle_with_a_custom_forward(tmp_path):
                         "2,16,16", "--timesteps", "10", "--encoding", "events", "--calib", "inputs.npy", "-q"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=600, env=_env())
     assert p.returncode == 0, p.stderr
+    p = subprocess.run([sys.executable, "-m", "neurocomp", "inspect", "model.pt", "--trust-pickle", "--input-shape",
+                        "2,16,16", "--timesteps", "10", "--encoding", "events"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=600, env=_env())
+    assert p.returncode == 0 and "block_conv" in p.stdout and "block_lif" in p.stdout, p.stdout + p.stderr
     art = tmp_path / "model.neurocomp"
     stored = load_checkpoint(str(art / "model.pt"))                 # safe: no pickle, no user code
     assert stored.input_shape == (2, 16, 16) and stored.timesteps == 10 and stored.encoding == "events"
@@ -501,7 +519,7 @@ def _heads_lowered():
 
 
 @pytest.mark.skipif(not _heads_lowered(), reason="the Readout / VotingLayer lowering (branch heads) is not merged")
-@pytest.mark.parametrize("name", ["VoteNet", "FillNet"])
+@pytest.mark.parametrize("name", ["VoteNet", "FillNet", "MeanFC"])
 def test_traced_heads_compile_exactly(nets, tmp_path, name):
     mod, _ = nets
     model = busy(mod, name, seed=len(name))
