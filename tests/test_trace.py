@@ -6,7 +6,8 @@ single-step neurons in a loop over time summed then divided by T (``ClockLoop``)
 ``neurocomp.nn.TCSA`` (``MANet``); activation_based single-step layers called per step, stacked, then
 a TCJA and clock_driven containers on the whole sequence (``StackNet``); a voting head after the mean
 over time (``VoteNet``); steps written into a ``torch.zeros`` tensor and a Linear read out over time
-(``FillNet``). Each is made busy, and:
+(``FillNet``); a Linear on the mean over time (``MeanFC``); SpikingJelly's ``functional`` helpers
+(``Functional``). Each is made busy, and:
 
 - the reduced ``nn.Sequential`` computes the user's model: the same output and the same spikes on
   every neuron, the user's model called the user's way (``[B, T, ...]`` for MANet);
@@ -48,7 +49,7 @@ NETS_PY = textwrap.dedent('''
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
-    from spikingjelly.activation_based import layer, neuron
+    from spikingjelly.activation_based import functional, layer, neuron
     from spikingjelly.clock_driven import layer as cd_layer, neuron as cd_neuron
 
     from neurocomp.nn import TCJA, TCSA
@@ -157,6 +158,21 @@ NETS_PY = textwrap.dedent('''
 
         def forward(self, x):
             return self.fc(self.lif(self.conv(x)).flatten(2).mean(0))
+
+
+    class Functional(nn.Module):
+        """SpikingJelly's functional helpers in the forward: seq_to_ann_forward, multi_step_forward."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 4, 3, padding=1)
+            self.lif = neuron.LIFNode(tau=2.0)
+            self.fc = nn.Linear(4 * 8 * 8, 3)
+            self.out = neuron.LIFNode(tau=2.0, step_mode="m")
+
+        def forward(self, x):
+            y = functional.multi_step_forward(functional.seq_to_ann_forward(x, self.conv), self.lif)
+            return self.out(functional.seq_to_ann_forward(y.flatten(2), self.fc))
 
 
     class Residual(nn.Module):
@@ -290,6 +306,7 @@ CASES = {  # class -> (input layout, output layout, reduction, Readout appended)
     "VoteNet": ("TB", "TB", "mean", False),
     "FillNet": ("TB", "TB", "sum", True),
     "MeanFC": ("TB", "TB", "mean", True),
+    "Functional": ("TB", "TB", None, False),
 }
 
 

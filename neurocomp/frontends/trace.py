@@ -15,6 +15,7 @@ stores, so nothing later needs the user's code. The forwards it reads:
 - loops over time: ``y.append(self.net(x[t]))`` then ``torch.stack(y)`` (or ``out[t, ...] = ...`` into a
   ``torch.zeros`` tensor: torch does not route a plain ``out[t] = ...`` through the mode), and the accumulation ``out += self.net(x[t])`` ... ``out / T``;
 - flattening of one sample (``x.flatten(2)``, ``x.view(T, B, -1)``, ``x.flatten(1)`` of a step);
+  SpikingJelly's ``functional.seq_to_ann_forward`` / ``multi_step_forward`` (the same operations);
 - the ``[B, T, ...]`` layout of MA-SNN's code (``x.permute(1, 0, ...)`` / ``transpose(0, 1)``, at the
   input or inside): :attr:`Traced.input_layout` records how the user calls the model, the chain is
   time-major;
