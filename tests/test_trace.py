@@ -471,7 +471,7 @@ def test_done_when_command_on_a_script_pickle_with_a_custom_forward(tmp_path):
 
 # ---- every unsupported operation: one line, its source line, what to do -------------------------------
 ERRORS = {  # class -> (marker, words the message holds)
-    "Residual": ("residual", ["adds the outputs of two layers", "residual"]),
+    "Residual": ("residual", ["adds the input and the output of layer 'a.1'", "residual or skip connection"]),
     "Cat": ("cat", ["torch.cat"]),
     "Unknown": ("unknown", ["applies sigmoid"]),
     "Branchy": ("data", ["data-dependent control flow", "__bool__"]),

@@ -752,8 +752,9 @@ class _Tracer(TorchFunctionMode):
         if sa is None or sb is None or sa.stream != sb.stream or sa.feat != sb.feat or sa.steps & sb.steps \
                 or sa.scale != 1.0 or sb.scale != 1.0:
             if isinstance(va, (Seq, Step)) and isinstance(vb, (Seq, Step)) and va.stream != vb.stream:
-                _refuse("adds the outputs of two layers (a residual or skip connection), which neurocomp does "
-                        "not compile yet", "compile a chain without the skip connection")
+                _refuse(f"adds {self._stream_name(va.stream)} and {self._stream_name(vb.stream)} (a residual or "
+                        "skip connection), which neurocomp does not compile yet",
+                        "compile a chain without the skip connection")
             _refuse("adds tensors that are not time steps of one layer's output",
                     "sum a layer's output over the time steps: out += net(x[t])")
         return Acc(sa.stream, sa.steps | sb.steps, 1.0, sa.feat)
