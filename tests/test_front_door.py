@@ -260,7 +260,8 @@ def test_pickle_naming_a_module_of_the_users_asks_for_the_code_path(user, tmp_pa
 
 def test_user_class_with_its_own_forward(user, tmp_path, capsys):
     """Was: "UserNet cannot be described in a checkpoint": save_checkpoint now takes a class whose forward
-    is ``return self.net(x)``; a forward that does more is refused with its source line and the fix."""
+    is ``return self.net(x)``; a forward that does more is traced, and what neurocomp cannot compile in it
+    (here ``y * 2``) is refused with its source line and the fix."""
     from neurocomp import save_checkpoint
     from neurocomp.errors import UnsupportedLayer
     from neurocomp.frontends.usercode import import_file
@@ -273,11 +274,11 @@ def test_user_class_with_its_own_forward(user, tmp_path, capsys):
     with pytest.raises(UnsupportedLayer) as e:
         save_checkpoint(mod.Busy(), str(tmp_path / "busy.pt"), input_shape=(2, 16, 16), timesteps=10)
     line = e.value.one_line()
-    lineno = [i for i, ln in enumerate(NET_PY.splitlines(), 1) if ln == "    def forward(self, x):"][-1]
-    assert f"Busy.forward (net.py:{lineno}) is not `return self.<child>(x)`" in line, line
-    assert "return self.net(x)" in e.value.hint and "cannot be described" not in line
+    lineno = [i for i, ln in enumerate(NET_PY.splitlines(), 1) if ln == "        return y * 2"][-1]
+    assert f"Busy.forward (net.py:{lineno}) scales a layer's output by 2" in line, line
+    assert "remove the scaling" in e.value.hint and "cannot be described" not in line
     assert not os.path.exists(tmp_path / "busy.pt")
-    # following the hint (the layers in self.net, forward returning self.net(x)) is the Net class above
+    # following the hint (no scaling: forward returning self.net(x)) is the Net class above
 
 
 def test_dictionary_without_weights_says_save_checkpoint_and_it_works(tmp_path, capsys):

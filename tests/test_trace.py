@@ -6,7 +6,8 @@ single-step neurons in a loop over time summed then divided by T (``ClockLoop``)
 ``neurocomp.nn.TCSA`` (``MANet``); activation_based single-step layers called per step, stacked, then
 a TCJA and clock_driven containers on the whole sequence (``StackNet``); a voting head after the mean
 over time (``VoteNet``); steps written into a ``torch.zeros`` tensor and a Linear read out over time
-(``FillNet``). Each is made busy, and:
+(``FillNet``); a Linear on the mean over time (``MeanFC``); SpikingJelly's ``functional`` helpers
+(``Functional``). Each is made busy, and:
 
 - the reduced ``nn.Sequential`` computes the user's model: the same output and the same spikes on
   every neuron, the user's model called the user's way (``[B, T, ...]`` for MANet);
@@ -28,11 +29,11 @@ import numpy as np
 import pytest
 import torch
 
-from busy_nets import bernoulli, make_busy
+from busy_nets import bernoulli, lava_mismatches, make_busy
 from nc_testutils import randomize_bn
 from test_sj_containers import assert_lava_exact
 from neurocomp import api
-from neurocomp.errors import NeurocompError, UnsupportedLayer
+from neurocomp.errors import UnsupportedLayer
 from neurocomp.frontends.checkpoint import build, describe, load_checkpoint, save_checkpoint
 from neurocomp.frontends.torch import run_torch_model
 from neurocomp.frontends.trace import trace
@@ -48,7 +49,7 @@ NETS_PY = textwrap.dedent('''
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
-    from spikingjelly.activation_based import layer, neuron
+    from spikingjelly.activation_based import functional, layer, neuron
     from spikingjelly.clock_driven import layer as cd_layer, neuron as cd_neuron
 
     from neurocomp.nn import TCJA, TCSA
@@ -144,6 +145,34 @@ NETS_PY = textwrap.dedent('''
             for t in range(T):
                 h[t, ...] = self.lif(self.fc1(x[t].flatten(1)))
             return self.fc2(h).sum(0)
+
+
+    class MeanFC(nn.Module):
+        """A Linear on the mean over time of the spikes (moves before the mean: it is affine)."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv = layer.Conv2d(2, 4, 3, padding=1, step_mode="m")
+            self.lif = neuron.LIFNode(tau=2.0, step_mode="m")
+            self.fc = nn.Linear(4 * 8 * 8, 3)
+
+        def forward(self, x):
+            return self.fc(self.lif(self.conv(x)).flatten(2).mean(0))
+
+
+    class Functional(nn.Module):
+        """SpikingJelly's functional helpers in the forward: seq_to_ann_forward, multi_step_forward."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 4, 3, padding=1)
+            self.lif = neuron.LIFNode(tau=2.0)
+            self.fc = nn.Linear(4 * 8 * 8, 3)
+            self.out = neuron.LIFNode(tau=2.0, step_mode="m")
+
+        def forward(self, x):
+            y = functional.multi_step_forward(functional.seq_to_ann_forward(x, self.conv), self.lif)
+            return self.out(functional.seq_to_ann_forward(y.flatten(2), self.fc))
 
 
     class Residual(nn.Module):
@@ -276,6 +305,8 @@ CASES = {  # class -> (input layout, output layout, reduction, Readout appended)
     "StackNet": ("TB", "TB", None, False),
     "VoteNet": ("TB", "TB", "mean", False),
     "FillNet": ("TB", "TB", "sum", True),
+    "MeanFC": ("TB", "TB", "mean", True),
+    "Functional": ("TB", "TB", None, False),
 }
 
 
@@ -417,6 +448,10 @@ def test_done_when_command_on_a_script_pickle_with_a_custom_forward(tmp_path):
                         "2,16,16", "--timesteps", "10", "--encoding", "events", "--calib", "inputs.npy", "-q"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=600, env=_env())
     assert p.returncode == 0, p.stderr
+    p = subprocess.run([sys.executable, "-m", "neurocomp", "inspect", "model.pt", "--trust-pickle", "--input-shape",
+                        "2,16,16", "--timesteps", "10", "--encoding", "events"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=600, env=_env())
+    assert p.returncode == 0 and "block_conv" in p.stdout and "block_lif" in p.stdout, p.stdout + p.stderr
     art = tmp_path / "model.neurocomp"
     stored = load_checkpoint(str(art / "model.pt"))                 # safe: no pickle, no user code
     assert stored.input_shape == (2, 16, 16) and stored.timesteps == 10 and stored.encoding == "events"
@@ -436,7 +471,7 @@ def test_done_when_command_on_a_script_pickle_with_a_custom_forward(tmp_path):
 
 # ---- every unsupported operation: one line, its source line, what to do -------------------------------
 ERRORS = {  # class -> (marker, words the message holds)
-    "Residual": ("residual", ["adds the outputs of two layers", "residual"]),
+    "Residual": ("residual", ["adds the input and the output of layer 'a.1'", "residual or skip connection"]),
     "Cat": ("cat", ["torch.cat"]),
     "Unknown": ("unknown", ["applies sigmoid"]),
     "Branchy": ("data", ["data-dependent control flow", "__bool__"]),
@@ -492,3 +527,124 @@ def test_a_loop_over_another_t_names_the_t_to_pass():
     assert "(3 steps) where the model has T=4" in str(e.value) and "pass --timesteps 3" in str(e.value), str(e.value)
     seq = as_sequential(_OwnT().eval(), input_shape=SHAPE, timesteps=3)      # the hint works
     assert [type(m).__name__ for m in seq] == ["Flatten", "Linear", "LIFNode"]
+
+
+# ---- the heads (Readout, VotingLayer): compiled once the heads' lowering is there ------------------------
+def _heads_lowered():
+    import neurocomp.ir
+    return hasattr(neurocomp.ir, "Readout")
+
+
+@pytest.mark.skipif(not _heads_lowered(), reason="the Readout / VotingLayer lowering (branch heads) is not merged")
+@pytest.mark.parametrize("name", ["VoteNet", "FillNet", "MeanFC"])
+def test_traced_heads_compile_exactly(nets, tmp_path, name):
+    mod, _ = nets
+    model = busy(mod, name, seed=len(name))
+    path = save_checkpoint(model, str(tmp_path / "m.pt"), input_shape=SHAPE, timesteps=T)
+    out = api.compile(path, str(tmp_path / "art"))
+    x = bernoulli(T, 3, SHAPE, p=0.3, seed=12)
+    r = run_float(load_graph(os.path.join(out, "float")), x)
+    _, s_user = user_spikes(model, x)
+    back = {p: c for c, p in trace(model, SHAPE, T).sources.items()}
+    for p, s in s_user.items():
+        assert torch.equal(r.spikes[back[p]].bool(), s), p
+    ref, mism = lava_mismatches(load_graph(os.path.join(out, "fixed")), x)   # the head's values are graded
+    assert not {k: v for k, v in mism.items() if v[0]}, mism
+    assert all(ref.spikes[back[p]].any() for p in s_user)
+
+
+# ---- an official class in the [B, T, ...] layout: its layout read from what it computes ------------------
+class _BTCell(torch.nn.Module):
+    """Stands for an official batch-major cell (MA-SNN's AttLIF takes [B, T, ...])."""
+
+    def __init__(self):
+        super().__init__()
+        from spikingjelly.activation_based import neuron
+        self.lif = neuron.LIFNode(tau=2.0, step_mode="m")
+
+    def forward(self, x):
+        return self.lif(x.transpose(0, 1)).transpose(0, 1)
+
+
+class _BTModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(128, 6)
+        self.cell = _BTCell()
+
+    def forward(self, x):                           # [B, T, 2, 8, 8], never permuted
+        return self.cell(self.fc(x.flatten(2)))
+
+
+def test_a_recognised_batch_major_class_makes_the_input_batch_major(monkeypatch):
+    from spikingjelly.activation_based import neuron
+    import neurocomp.frontends.official as official
+
+    def recognise(module, path="model"):
+        return neuron.LIFNode(tau=2.0, step_mode="m") if isinstance(module, _BTCell) else None
+    monkeypatch.setattr(official, "recognise", recognise)
+    torch.manual_seed(0)
+    model = _BTModel().eval()
+    with torch.no_grad():
+        model.fc.weight.mul_(8.0)
+    tr = trace(model, SHAPE, T)
+    assert (tr.input_layout, tr.output_layout, tr.reduction) == ("BT", "BT", None)
+    assert [type(m).__name__ for m in tr.sequential] == ["Flatten", "SeqToANNContainer", "LIFNode"]
+    x = bernoulli(T, 3, SHAPE, p=0.3, seed=4)
+    y_user, _ = user_spikes(model, x.transpose(0, 1).contiguous())
+    y_chain = run_torch_model(tr.sequential, x)
+    assert y_chain.any() and torch.equal(y_chain.transpose(0, 1), y_user)
+
+
+def test_without_the_facts_or_with_wrong_ones_the_message_says_what_to_pass(nets, tmp_path):
+    mod, _ = nets
+    from neurocomp.frontends.usercode import as_sequential
+    with pytest.raises(UnsupportedLayer) as e:                      # nothing to trace it with
+        as_sequential(mod.ClockLoop().eval())
+    assert "ClockLoop.forward (nets.py:" in str(e.value) and "input shape and timesteps" in e.value.hint
+    with pytest.raises(UnsupportedLayer) as e:                      # the forward fails on this shape
+        save_checkpoint(mod.ClockLoop().eval(), str(tmp_path / "m.pt"), input_shape=(3, 8, 8), timesteps=T)
+    line = e.value.one_line()
+    assert "ClockLoop.forward (nets.py:" in line and "RuntimeError" in line and "\n" not in line, line
+    assert "--input-shape" in e.value.hint and not os.path.exists(tmp_path / "m.pt")
+
+
+class _Neurons(torch.nn.Module):
+    """Single-step neurons of both APIs, ParametricLIF's learned tau included, iterated as `for xt in x`."""
+
+    def __init__(self):
+        super().__init__()
+        from spikingjelly.activation_based import neuron
+        from spikingjelly.clock_driven import neuron as cd_neuron
+        self.fc = torch.nn.Linear(128, 8)
+        self.plif = cd_neuron.ParametricLIFNode(init_tau=3.0)
+        self.if_ = cd_neuron.IFNode()
+        self.fc2 = torch.nn.Linear(8, 4)
+        self.plif2 = neuron.ParametricLIFNode(init_tau=2.5)
+
+    def forward(self, x):
+        outs = []
+        for xt in x:
+            outs.append(self.plif2(self.fc2(self.if_(self.plif(self.fc(xt.flatten(1)))))))
+        return torch.stack(outs, 1)                                   # [B, T, 4]
+
+
+def test_single_step_neurons_of_both_apis_become_multi_step():
+    from spikingjelly.activation_based import neuron
+    torch.manual_seed(0)
+    model = _Neurons().eval()
+    with torch.no_grad():
+        model.fc.weight.mul_(6.0)
+        model.fc2.weight.mul_(6.0)
+        model.plif.w.fill_(-0.5)
+    tr = trace(model, SHAPE, T)
+    assert (tr.input_layout, tr.output_layout) == ("TB", "BT")
+    kinds = {name: m for name, m in tr.sequential.named_children()}
+    assert type(kinds["plif"]) is neuron.ParametricLIFNode and kinds["plif"].step_mode == "m"
+    assert torch.equal(kinds["plif"].w, model.plif.w) and type(kinds["if_"]) is neuron.IFNode
+    x = bernoulli(T, 3, SHAPE, p=0.4, seed=2)
+    y_user, s_user = user_spikes(model, x)
+    y_chain, s_chain = run_torch_model(tr.sequential, x, record=list(tr.sources))
+    assert torch.equal(y_chain.transpose(0, 1), y_user) and y_user.any()
+    for p in ("plif", "if_", "plif2"):
+        assert torch.equal(s_chain[p], s_user[p]) and s_user[p].any(), p

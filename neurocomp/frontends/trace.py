@@ -15,6 +15,7 @@ stores, so nothing later needs the user's code. The forwards it reads:
 - loops over time: ``y.append(self.net(x[t]))`` then ``torch.stack(y)`` (or ``out[t, ...] = ...`` into a
   ``torch.zeros`` tensor: torch does not route a plain ``out[t] = ...`` through the mode), and the accumulation ``out += self.net(x[t])`` ... ``out / T``;
 - flattening of one sample (``x.flatten(2)``, ``x.view(T, B, -1)``, ``x.flatten(1)`` of a step);
+  SpikingJelly's ``functional.seq_to_ann_forward`` / ``multi_step_forward`` (the same operations);
 - the ``[B, T, ...]`` layout of MA-SNN's code (``x.permute(1, 0, ...)`` / ``transpose(0, 1)``, at the
   input or inside): :attr:`Traced.input_layout` records how the user calls the model, the chain is
   time-major;
@@ -55,8 +56,9 @@ from torch.overrides import TorchFunctionMode
 
 from neurocomp.errors import NeurocompError, UnsupportedLayer
 from neurocomp.frontends.modules import MODULES, PER_STEP_CONTAINERS, type_name
+from neurocomp.frontends.torch import _set_backend, reset_state, run_torch_model
 
-from spikingjelly.activation_based import base as ab_base, layer as ab_layer, neuron as ab_neuron  # noqa: E402
+from spikingjelly.activation_based import base as ab_base, layer as ab_layer  # noqa: E402
 from spikingjelly.clock_driven import base as cd_base, neuron as cd_neuron  # noqa: E402
 
 _LIBRARIES = tuple(os.path.dirname(os.path.realpath(m.__file__)) + os.sep
@@ -339,7 +341,7 @@ class _Tracer(TorchFunctionMode):
 
     def bind_time(self, label):
         if label != "T":
-            raise _LayoutMismatch()
+            raise _LayoutMismatch(_at())
 
     # ---- the chain
     def extend(self, k, feat, entry_key, make_entry, out_feat, step=None):
@@ -354,7 +356,7 @@ class _Tracer(TorchFunctionMode):
             key, out = self.next_of[k]
             if key != entry_key:
                 first, now = self._entry_name(key), self._entry_name(entry_key)
-                _refuse(f"uses the output of {self._stream_name(k)} a second time, for {now} (it fed {first} "
+                _refuse(f"uses {self._stream_name(k)} a second time, for {now} (it fed {first} "
                         "before): a branch or skip connection, which neurocomp does not compile yet",
                         "compile a chain: each layer's output feeds the next layer only")
             if step is not None and entry_key[0] != "flatten":
@@ -380,8 +382,8 @@ class _Tracer(TorchFunctionMode):
         return f"layer '{self.paths.get(key[1], '?')}'"
 
     def _stream_name(self, k):
-        return "the input" if k == 0 else \
-            ("a flatten" if self.chain[k - 1].kind == "flatten" else f"layer '{self.chain[k - 1].path}'")
+        return "the input" if k == 0 else ("the output of a flatten" if self.chain[k - 1].kind == "flatten"
+                                           else f"the output of layer '{self.chain[k - 1].path}'")
 
     # ---- leaves
     def pre_hook(self, module, args, kwargs):
@@ -488,22 +490,29 @@ class _Tracer(TorchFunctionMode):
         return Acc(out, v.steps, v.scale, tuple(y.shape[1:]))
 
     def _recognised(self, m, repl, v, x, y, path, frame):
-        """An official class: its neurocomp equivalent (time-major) must give its output on this input,
-        with the axes as traced; with the axes swapped it means the forward's time is the other axis."""
-        from neurocomp.frontends.torch import run_torch_model
+        """An official class: its neurocomp equivalent (time-major) must give its output with the axes as
+        traced; given with the axes swapped, the forward's time is the other axis. Checked on the
+        traced input and on a dense probe of its shape (spikes alone may leave both readings silent)."""
         canon = (lambda t: t) if v.axes == ("T", "B") else (lambda t: t.transpose(0, 1))
         swap = (lambda t: t.transpose(0, 1)) if v.axes == ("T", "B") else (lambda t: t)
+        gen = torch.Generator().manual_seed(0)
+        probe = (torch.rand(x.shape, generator=gen) * 3).to(x.device)
+        reset_state(m)
+        try:
+            cases = [(x, y), (probe, m(probe))]
+        finally:
+            reset_state(m)
 
-        def same(to):
+        def same(to, xi, yi):
             try:
-                got = run_torch_model(repl, to(x).contiguous())
+                got = run_torch_model(repl, to(xi).contiguous())
             except Exception:  # noqa: BLE001 - a shape that does not fit: not this layout
                 return False
-            want = to(y)
-            return got.shape == want.shape and torch.allclose(got, want, rtol=1e-4, atol=1e-5)
-        if not same(canon):
-            if same(swap):
-                raise _LayoutMismatch()
+            want = to(yi)
+            return torch.is_tensor(got) and got.shape == want.shape and torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+        if not all(same(canon, xi, yi) for xi, yi in cases):
+            if all(same(swap, xi, yi) for xi, yi in cases):
+                raise _LayoutMismatch(_at(frame))
             _refuse(f"calls '{path}' ({type(m).__name__}), whose neurocomp equivalent does not reproduce it here",
                     "report this; meanwhile rebuild the layer with neurocomp.nn modules", frame)
         entry = lambda: _Entry("leaf", repl, "whole", path)  # noqa: E731
@@ -743,8 +752,9 @@ class _Tracer(TorchFunctionMode):
         if sa is None or sb is None or sa.stream != sb.stream or sa.feat != sb.feat or sa.steps & sb.steps \
                 or sa.scale != 1.0 or sb.scale != 1.0:
             if isinstance(va, (Seq, Step)) and isinstance(vb, (Seq, Step)) and va.stream != vb.stream:
-                _refuse("adds the outputs of two layers (a residual or skip connection), which neurocomp does "
-                        "not compile yet", "compile a chain without the skip connection")
+                _refuse(f"adds {self._stream_name(va.stream)} and {self._stream_name(vb.stream)} (a residual or "
+                        "skip connection), which neurocomp does not compile yet",
+                        "compile a chain without the skip connection")
             _refuse("adds tensors that are not time steps of one layer's output",
                     "sum a layer's output over the time steps: out += net(x[t])")
         return Acc(sa.stream, sa.steps | sb.steps, 1.0, sa.feat)
@@ -833,7 +843,7 @@ class _Tracer(TorchFunctionMode):
                 f"the sum over time scaled by {v.scale:g}"
             _refuse(f"returns {what}", "return the sum or the mean over all time steps")
         if v.stream != end:
-            _refuse(f"returns the output of {self._stream_name(v.stream)}, not of the last layer it calls "
+            _refuse(f"returns {self._stream_name(v.stream)}, not that of the last layer it calls "
                     f"({self._stream_name(end)})", "return the last layer's output")
         if tuple(v.feat) != tuple(self.streams[end].feat):
             self.extend(end, self.streams[end].feat, ("flatten",), lambda: _Entry("flatten"), v.feat)
@@ -909,7 +919,6 @@ class _Prepared:
         self.model = model
 
     def __enter__(self):
-        from neurocomp.frontends.torch import _set_backend, reset_state
         self.training = [(m, m.training) for m in self.model.modules()]
         self.cupy = [m for m in self.model.modules() if getattr(m, "backend", None) == "cupy"]
         self.model.eval()
@@ -924,7 +933,6 @@ class _Prepared:
         return self
 
     def run(self, x):
-        from neurocomp.frontends.torch import reset_state
         reset_state(self.model)
         try:
             return self.model(x)
@@ -932,7 +940,6 @@ class _Prepared:
             reset_state(self.model)
 
     def __exit__(self, *exc):
-        from neurocomp.frontends.torch import _set_backend, reset_state
         self.warn.__exit__(*exc)
         self.grad.__exit__(*exc)
         reset_state(self.model)
@@ -972,18 +979,23 @@ def trace(model, input_shape, timesteps, path="model") -> Traced:
             try:
                 result = tracer.run(x)
                 break
-            except _LayoutMismatch:
-                if layout == "BT":
-                    raise UnsupportedLayer(f"{_at()} treats both of the input's first two axes as time",
-                                           hint="index time on one axis only") from None
-                continue
+            except _LayoutMismatch as e:                     # the forward's time is the other axis
+                if layout == "TB":
+                    continue
+                if first_error is None:                      # [T, B] said "axis 1 is time", [B, T] "axis 0"
+                    raise UnsupportedLayer(f"{e.args[0]} treats the input's first axis as time, and before it "
+                                           "the second", hint="keep one axis as time: [T, B, ...] throughout, or "
+                                                              "[B, T, ...] turned once with x.transpose(0, 1)") from None
             except NeurocompError:
-                raise
+                if layout == "TB" or first_error is None:
+                    raise
             except Exception as e:  # noqa: BLE001 - the user's forward failed on this input
                 first_error = first_error or e
-                continue
+                if layout == "TB":
+                    continue
             finally:
-                reset_state_quiet(model)
+                reset_state(model)
+            break                     # [B, T] was a guess after [T, B] failed: report [T, B]'s failure
         if result is None:
             raise _failure(first_error, T, B, input_shape) from None
         out_layout, reduction = result
@@ -993,14 +1005,8 @@ def trace(model, input_shape, timesteps, path="model") -> Traced:
     return traced
 
 
-def reset_state_quiet(model):
-    from neurocomp.frontends.torch import reset_state
-    reset_state(model)
-
-
 def _verify(traced, prep, input_shape, T, B, device):
     """The chain, run time-major on a fresh input, gives the user's model's output on it."""
-    from neurocomp.frontends.torch import run_torch_model
     x = example_input(input_shape, T, B + 1, "TB", seed=1).to(device)
     want = prep.run(x if traced.input_layout == "TB" else x.transpose(0, 1).contiguous())
     got = traced.user_output(run_torch_model(traced.sequential, x))

@@ -294,6 +294,8 @@ def _structural(module, path):
     cls = type(module)
     if isinstance(module, tnn.Sequential) and cls.forward is tnn.Sequential.forward:
         return _structural(tnn.Sequential(collections.OrderedDict(module.named_children())), path)
+    if cls.__module__.split(".")[0] in ("torch", "spikingjelly", "neurocomp"):
+        return module                  # a library layer neurocomp has no entry for: refused with its path later
     child, file, line = _forward_child(cls)
     if child is not None and isinstance(getattr(module, child, None), tnn.Module):
         return _structural(getattr(module, child), f"{path}.{child}" if path != "model" else child)
