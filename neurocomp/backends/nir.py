@@ -12,7 +12,7 @@ carried in node metadata under the ``neurocomp.`` prefix, so that re-importing w
 | LIF (SpikingJelly) | LIF with ``tau = tau_steps * dt``, ``r`` (1, or tau for undecayed input), ``v_leak = v_reset`` | ``tau_steps``, ``decay_input``, ``reset`` (hard/soft), ``threshold_rule`` (``>=``) |
 | IF | IF(r=1) | ``reset``, ``threshold_rule`` |
 | SumPool2d, AvgPool2d, Flatten, Threshold | the same NIR node | ``lowered_from`` where a MaxPool became SumPool -> Threshold |
-| Scale (static attention map) | Scale with the map's mean over time | ``op=attention``, ``scale_map`` (the full calibrated ``[T, ...]`` map), ``rectify``, ``meta`` (module type) |
+| Scale (static attention map) | Scale with the map's mean over time (an additive map: Scale 1, NIR has no elementwise offset) | ``op=attention``, ``scale_map`` (the full calibrated ``[T, ...]`` map), ``rectify``, ``additive`` (only when set), ``meta`` (module type) |
 | MALIF (MA-SNN cell) | LIF with the same per-step leak, ``v_reset = v_threshold`` | ``reset=to_threshold``, ``alpha``, ``beta``, ``threshold_rule`` |
 
 Graph metadata: ``neurocomp.dt`` (seconds per step), ``neurocomp.timesteps``, ``neurocomp.encoding``.
@@ -109,6 +109,9 @@ def _scale(node, shape, md, dt):
     # reads back the full calibrated map [T, ...] from the metadata.
     md.update({PREFIX + "op": "attention", PREFIX + "scale_map": np.asarray(node.scale),
                PREFIX + "rectify": bool(node.rectify)})
+    if node.additive:     # relu(x + map): no NIR node adds an elementwise offset; a foreign consumer gets 1
+        md[PREFIX + "additive"] = True
+        return nir.Scale(scale=np.ones(shape, dtype=np.float64), metadata=md)
     mean_t = np.broadcast_to(np.asarray(node.scale).mean(axis=0).reshape(
         np.asarray(node.scale).shape[1:] + (1,) * (len(shape) - (node.scale.ndim - 1))), shape)
     return nir.Scale(scale=np.ascontiguousarray(mean_t, dtype=np.float64), metadata=md)

@@ -132,7 +132,8 @@ def _read_ma_attention(name, node, in_shape, md, meta, where):
 def _read_static_scale(name, node, in_shape, md, meta, where):
     return [Scale(name=name, in_shape=in_shape, out_shape=in_shape,
                   scale=np.asarray(md[PREFIX + "scale_map"], dtype=np.float32),
-                  rectify=bool(md.get(PREFIX + "rectify", False)), meta=meta)]
+                  rectify=bool(md.get(PREFIX + "rectify", False)), additive=bool(md.get(PREFIX + "additive", False)),
+                  meta=meta)]
 
 
 # A neurocomp Scale is one of three IR nodes; its ``neurocomp.op`` says which.

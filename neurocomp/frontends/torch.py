@@ -41,6 +41,12 @@ def rectifies(module) -> bool:
     ``relu=False`` (``TA(..., relu=False)``, SpikingJelly's TemporalWiseAttention)."""
     return type(module).__name__ in RECTIFIED and bool((getattr(module, "config", None) or {}).get("relu", True))
 
+
+def is_additive(module) -> bool:
+    """Whether a neurocomp.nn module adds its map to its input (PFA's additive FMNIST variant)."""
+    return type(module).__name__ == "PFA" and bool((getattr(module, "config", None) or {}).get("additive", False))
+
+
 _CONTAINERS = (tnn.Sequential, *PER_STEP_CONTAINERS)   # SpikingJelly's containers are Sequentials too
 
 
@@ -300,9 +306,15 @@ def add_attention(builder, path, module) -> None:
                            "recalibrate the model")
             return
         builder.add(Scale(name=path, in_shape=shape, out_shape=shape, scale=m, rectify=bool(module.rectify),
+                          additive=bool(getattr(module, "additive", False)),
                           meta={"attention": module.config.get("source", "")}))
         return
     if name in ATTENTION and getattr(builder, "attention_mode", None) == "dynamic":
+        if is_additive(module):
+            builder.refuse(path, module, "PFA's additive variant (relu(A + x) on the input current) has no "
+                                         "--attention dynamic lowering", "compile with --attention static (its "
+                                         "calibrated map becomes a per-step offset on the neuron input)")
+            return
         if name in RECTIFIED and name != "PFA":
             state = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in module.state_dict().items()}
             fields = {f: state.get(n) for f, n in MAAttention.STATE_NAMES.items()}
@@ -338,7 +350,7 @@ def _take_spatially_constant_scale(b: _Builder):
             and b.nodes[-2].is_neuron:   # TCJA kept dynamic: its map is per (t, c), >= 0
         b.nodes.pop()
         return last
-    if not isinstance(last, Scale) or len(b.nodes) < 2 or not b.nodes[-2].is_neuron:
+    if not isinstance(last, Scale) or last.additive or len(b.nodes) < 2 or not b.nodes[-2].is_neuron:
         return None
     sc = last.scale
     spatial = sc.shape[-2:] if sc.ndim >= 4 else (1, 1)

@@ -137,12 +137,14 @@ class LoihiNeuron:
     gain_shift: int = 0                      # gain = gain_mant / 2**gain_shift
     gain_on_bias: bool = False               # the gain scales synaptic input + bias (current maps)
     rectify: bool = False                    # ReLU on the input current before the gain
+    offset: Optional[np.ndarray] = None      # int [T, *shape]: per-step voltage offset added before the ReLU
     v_reset: int = 0                         # voltage after a spike (MA-SNN: the threshold)
     dynamic_gain: bool = False               # gains come per sample from an attention process
 
     @property
     def gain_scheduled(self) -> bool:
-        return self.gain_mant is not None or self.v_reset != 0 or self.rectify or self.dynamic_gain
+        return (self.gain_mant is not None or self.v_reset != 0 or self.rectify or self.dynamic_gain
+                or self.offset is not None)
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,6 +162,9 @@ class LIF(Node):
     input_gain: Optional[np.ndarray] = None   # float [T, *shape]
     gain_on_bias: bool = False                # the gain scales the bias too (map on input current)
     rectify_input: bool = False
+    # A static additive map on the input current (PFA's additive variant): x_t becomes
+    # x_t + input_offset[t] (bias included), then the ReLU when rectify_input.
+    input_offset: Optional[np.ndarray] = None  # float [T, *shape]
     fixed: Optional[LoihiNeuron] = None
     kind = "lif"
     is_neuron = True
@@ -174,6 +179,7 @@ class MALIF(Node):
     input_gain: Optional[np.ndarray] = None
     gain_on_bias: bool = True
     rectify_input: bool = False
+    input_offset: Optional[np.ndarray] = None  # as LIF's
     fixed: Optional[LoihiNeuron] = None
     kind = "malif"
     is_neuron = True
@@ -248,13 +254,15 @@ class SpikeAttention(Node):
 
 @dataclass(frozen=True, eq=False)
 class Scale(Node):
-    """A static, time-indexed elementwise map: ``y[t] = x[t] * scale[t]`` (then ReLU if ``rectify``).
+    """A static, time-indexed elementwise map: ``y[t] = x[t] * scale[t]`` (then ReLU if ``rectify``);
+    ``additive``: ``y[t] = x[t] + scale[t]`` (PFA's additive variant, a map on the input current).
 
     ``scale`` has shape ``[T, *b]`` where ``b`` broadcasts against the tensor shape. It is how a
     calibrated attention module enters the IR (``meta['attention']`` names the module type).
     """
     scale: np.ndarray = None
     rectify: bool = False
+    additive: bool = False
     kind = "scale"
 
 

@@ -111,9 +111,13 @@ def _quantize_lif(syn, neu, weight_bits: int):
         dv = fx.lif_dv(neu.tau)
         decay_error = abs(dv / fx.DECAY_UNITY - 1.0 / neu.tau)
     gain_mant, gain_shift = _quantize_gain(neu)
+    offset = getattr(neu, "input_offset", None)
+    if offset is not None:   # an additive map: voltage units like the bias, added with it before the ReLU
+        offset = np.round(fx.voltage_units(np.asarray(offset, np.float64) * gain, s)).astype(np.int64)
     fixed = LoihiNeuron(du=fx.DECAY_MAX, dv=dv, vth=int(vth), bias_mant=mant, bias_exp=exp,
-                        gain_mant=gain_mant, gain_shift=gain_shift,
-                        gain_on_bias=bool(getattr(neu, "gain_on_bias", False)) and gain_mant is not None,
+                        gain_mant=gain_mant, gain_shift=gain_shift, offset=offset,
+                        gain_on_bias=(bool(getattr(neu, "gain_on_bias", False)) and gain_mant is not None)
+                        or offset is not None,
                         rectify=bool(getattr(neu, "rectify_input", False)),
                         # MA-SNN resets to its threshold: 64*s*V_th = 64*vth + 1 exactly
                         v_reset=(64 * int(vth) + 1) if is_ma else 0)
@@ -124,6 +128,7 @@ def _quantize_lif(syn, neu, weight_bits: int):
               "max_input": max_in, "current_may_wrap": bool(max_in * (1 << fx.ACT_SHIFT) >= fx.MAX_STATE),
               "threshold_rule": ">= mapped exactly (v > 64*vth with theta*64*s = 64*vth + 1)",
               "gain_shift": gain_shift if gain_mant is not None else None,
+              "offset_max": int(np.max(np.abs(offset))) if offset is not None else None,
               "gain_error": (float(np.max(np.abs(gain_mant / (1 << gain_shift) - neu.input_gain)))
                              if gain_mant is not None else None)}
     return q, fixed, record

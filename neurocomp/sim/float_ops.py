@@ -167,10 +167,14 @@ def _synapse(run, node, x, fn, bias_shape=None):
 
 
 def _neuron_input(node, x):
-    """Folded attention: ``x * gain[t]`` (ReLU'd if asked), a deferred bias added after the gain."""
-    if node.input_gain is None and not node.rectify_input:
+    """Folded attention: ``x * gain[t]`` or ``x + offset[t]`` (ReLU'd if asked), a deferred bias added
+    after the gain."""
+    offset = getattr(node, "input_offset", None)
+    if node.input_gain is None and not node.rectify_input and offset is None:
         return x
     x, bias = (x.current, x.bias) if isinstance(x, Deferred) else (x, None)
+    if offset is not None:
+        x = x + torch.as_tensor(offset, dtype=torch.float32).unsqueeze(1)
     if node.input_gain is not None:
         x = x * torch.as_tensor(node.input_gain, dtype=torch.float32).unsqueeze(1)
     if node.rectify_input:
@@ -259,8 +263,10 @@ def _cuba_lif(run, node, x):
 
 
 def _scale(run, node, x):
-    """``x[t] * scale[t]`` broadcast over the batch, as neurocomp.nn.StaticMap computes it."""
-    y = x * torch.as_tensor(node.scale, dtype=torch.float32).unsqueeze(1)
+    """``x[t] * scale[t]`` (additive: ``x[t] + scale[t]``) broadcast over the batch, as
+    neurocomp.nn.StaticMap computes it."""
+    m = torch.as_tensor(node.scale, dtype=torch.float32).unsqueeze(1)
+    y = x + m if node.additive else x * m
     return torch.relu(y) if node.rectify else y
 
 
