@@ -182,6 +182,32 @@ def test_conv_att_lif_is_conv_bn_pool_attention_cell(kw):
     assert 0 < float(y.mean()) < 1
 
 
+def _learned_per_channel(module, seed):
+    """An MA-SNN wrapper whose cell learned its Vthres and alpha per channel (pa_train_self=True)."""
+    gen = torch.Generator().manual_seed(seed)
+    cell = _cell_of(module)
+    cell.Vthres.data.copy_(torch.rand(cell.Vthres.shape, generator=gen) * 0.4 + 0.2)
+    cell.alpha.data.copy_(torch.rand(cell.alpha.shape, generator=gen) * 0.5 + 0.2)
+    return module
+
+
+@pytest.mark.parametrize("make,x_shape", [(lambda: _conv_att_lif("TCSA", pa_train_self=True), (T, 3, 2, 8, 8)),
+                                          (lambda: _att_lif(24, 10, "TA", pa_train_self=True), (T, 3, 24))],
+                         ids=["ConvAttLIF", "AttLIF"])
+def test_cell_with_learned_per_channel_parameters_maps_onto_malif(make, x_shape):
+    user = _learned_per_channel(_randomize(make(), seed=12), seed=13)
+    eq = recognise(user)
+    cell, official = eq[-1], _cell_of(user)
+    assert type(cell) is MALIFNode
+    assert cell.config["v_threshold"] == official.Vthres.detach().flatten().tolist()
+    assert cell.config["alpha"] == official.alpha.detach().flatten().tolist()
+    assert len(set(cell.config["v_threshold"])) == official.hiddenSize      # they do differ
+    x = _x(x_shape, seed=14, signed=len(x_shape) == 3)
+    y = run_torch_model(eq, x)
+    assert torch.equal(y, _bt(user, x))
+    assert 0 < float(y.mean()) < 1
+
+
 def test_att_lif_is_flatten_linear_bn_ta_cell():
     user = _randomize(_att_lif(24, 10), seed=8)
     eq = recognise(user)
@@ -215,9 +241,9 @@ REFUSED = {
     "ma-kernel": (lambda: _with(of.SA(T, 8), lambda m: setattr(m.sa, "conv", nn.Conv2d(2, 1, 5, padding=2, bias=False))),
                   ["SA", "sa.conv.weight", "[1, 2, 5, 5]"]),
     "pfa-fsvae": (lambda: of.fsvae.TCSAModule(6, 6, T, 8, rank=2), ["TCSAModule", "FSVAE", "[N, C, H, W, T]"]),
-    "cell-per-channel": (lambda: _with(_conv_att_lif(pa_train_self=True),
-                                       lambda m: _cell_of(m).Vthres.data.uniform_(0.2, 0.4)),
-                         ["ConvAttLIF", "per-channel", "Vthres", "pa_train_self=False"]),
+    "cell-per-channel-beta": (lambda: _with(_conv_att_lif(pa_train_self=True),
+                                            lambda m: _cell_of(m).beta.data.uniform_(0.0, 0.1)),
+                              ["ConvAttLIF", "per-channel", "beta differs"]),
     "cell-mem": (lambda: _conv_att_lif(mode_select="mem"), ["mode_select='mem'"]),
     "only-last": (lambda: _att_lif(8, 4, onlyLast=True), ["AttLIF", "onlyLast=True"]),
     "bn-batch-stats": (lambda: _conv_att_lif(track_running_stats=False), ["running statistics",
@@ -306,7 +332,14 @@ def net_pfa_additive():      # PFA's FMNIST model: Conv-BN -> TCSAModule (relu(A
         _per_step(nn.Linear(8 * 2 * 2, 6)), _lif())
 
 
+def net_ma_per_channel():   # cells that learned Vthres and alpha per channel (pa_train_self=True)
+    return nn.Sequential(_conv_att_lif("TCSA"),
+                         _learned_per_channel(_conv_att_lif("no", 8, 8, pooling_kernel_size=2, pa_train_self=True), 3),
+                         nn.Flatten(2), _learned_per_channel(_att_lif(8 * 4 * 4, 4, "no", pa_train_self=True), 4))
+
+
 NETS = {"tcja_tla": (net_tcja_tla, False, "pickle"), "pfa_cla": (net_pfa_cla, False, "checkpoint"),
+        "ma_per_channel": (net_ma_per_channel, True, "checkpoint"),
         "pfa_additive": (net_pfa_additive, False, "pickle"),
         "ma_a": (net_ma_a, True, "pickle"), "ma_b": (net_ma_b, True, "checkpoint"),
         "spikingjelly": (net_spikingjelly, False, "pickle")}
@@ -385,6 +418,9 @@ def test_model_with_official_classes_compiles_exactly(busy, tmp_path_factory, na
         assert set(offs) == {"2", "5"}, offs
         assert all(p.rectify and p.gain_on_bias and p.gain_mant is None and int(abs(p.offset).max()) > 0
                    for p in offs.values())
+    if name == "ma_per_channel":              # one leak per channel: a dv per neuron, differing by channel
+        dvs = {n.name: n.fixed.dv for n in fixed if isinstance(n, MALIF)}
+        assert np.ndim(dvs["0.cell"]) == 0 and len(np.unique(dvs["1.cell"])) == 8 and len(np.unique(dvs["3.cell"])) == 4
     ref, mism = lava_mismatches(fixed, x)
     bad = {k: v for k, v in mism.items() if v[0]}
     assert not bad, f"Lava != reference (layer: mismatches, reference-only, Lava-only): {bad}"
@@ -408,6 +444,18 @@ def test_additive_pfa_in_portable_mode_folds_its_mean_into_the_bias(busy, tmp_pa
     assert not any(n.fixed.gain_scheduled for n in fixed if isinstance(n, LIF))      # stock Lava LIF only
     ref, mism = lava_mismatches(fixed, bernoulli(T, 2, SHAPE, p=0.3, seed=3))
     assert not {k: v for k, v in mism.items() if v[0]}
+
+
+def test_dynamic_ma_attention_into_a_per_channel_cell_is_one_line(tmp_path):
+    user = _randomize(nn.Sequential(_learned_per_channel(_conv_att_lif("SA", pa_train_self=True), 5), nn.Flatten(2),
+                                    _att_lif(8 * 8 * 8, 4, "no")), seed=15)
+    save_checkpoint(user, str(tmp_path / "model.pt"), input_shape=SHAPE, timesteps=T, encoding="bernoulli")
+    np.save(tmp_path / "calib.npy", np.swapaxes(bernoulli(T, 4, SHAPE, p=0.3, seed=2).numpy(), 0, 1))
+    with pytest.raises(UnsupportedLayer) as e:
+        api.compile(str(tmp_path / "model.pt"), str(tmp_path / "art"), attention="dynamic",
+                    calib=str(tmp_path / "calib.npy"))
+    _one_line(e, "layer '0.cell'", "per-channel", "--attention static")
+    assert not (tmp_path / "art").exists()
 
 
 def test_t_mismatch_of_an_official_module_is_one_line(tmp_path):

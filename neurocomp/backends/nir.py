@@ -142,12 +142,19 @@ def _spike_attention(node, shape, md, dt):
 def _malif(node, shape, md, dt):
     # MA-SNN's cell (reset to threshold, then leak alpha) has no NIR node: the closest standard
     # one is a LIF with the same per-step leak; the exact cell is described in the metadata.
+    # Per-channel v_threshold / alpha (learned per channel) are per-neuron NIR parameters, and the
+    # per-channel alpha is the metadata's array.
     md.update({PREFIX + "threshold_rule": ">=", PREFIX + "reset": "to_threshold",
-               PREFIX + "alpha": float(node.alpha), PREFIX + "beta": float(node.beta)})
-    tau = dt / max(1e-12, 1.0 - float(node.alpha))
-    return nir.LIF(tau=_full(shape, tau), r=_full(shape, tau / dt), v_leak=_full(shape, 0.0),
-                   v_threshold=_full(shape, node.v_threshold), v_reset=_full(shape, node.v_threshold),
-                   metadata=md)
+               PREFIX + "alpha": (np.asarray(node.alpha, np.float64) if isinstance(node.alpha, np.ndarray)
+                                  else float(node.alpha)), PREFIX + "beta": float(node.beta)})
+    if not node.per_channel:
+        tau = dt / max(1e-12, 1.0 - float(node.alpha))
+        return nir.LIF(tau=_full(shape, tau), r=_full(shape, tau / dt), v_leak=_full(shape, 0.0),
+                       v_threshold=_full(shape, node.v_threshold), v_reset=_full(shape, node.v_threshold),
+                       metadata=md)
+    tau = dt / np.maximum(1e-12, 1.0 - np.array(node.channel_values("alpha")))
+    vth = np.ascontiguousarray(node.channel_values("v_threshold"), np.float64)
+    return nir.LIF(tau=tau, r=tau / dt, v_leak=_full(shape, 0.0), v_threshold=vth, v_reset=vth.copy(), metadata=md)
 
 
 def _lif(node, shape, md, dt):

@@ -148,9 +148,21 @@ def _read_scale(name, node, in_shape, md, meta, where):
 
 def _read_neuron(name, node, in_shape, md, meta, where):
     if isinstance(node, nir.LIF) and md.get(PREFIX + "reset") == "to_threshold":
+        alpha = np.asarray(md[PREFIX + "alpha"], np.float64)
+        vth = np.asarray(node.v_threshold, np.float64).reshape(tuple(in_shape))
+        if alpha.ndim == 0 and np.all(vth == vth.flat[0]):
+            return [MALIF(name=name, in_shape=in_shape, out_shape=in_shape,
+                          v_threshold=uniform(node.v_threshold, where, "v_threshold"),
+                          alpha=float(alpha), beta=float(md[PREFIX + "beta"]), meta=meta)]
+        per_c = vth.reshape(vth.shape[0], -1)        # learned per channel: one value per channel
+        if not np.all(per_c == per_c[:, :1]):
+            raise UnsupportedLayer("an MA-SNN cell whose v_threshold varies within a channel", where=where,
+                                   hint="one v_threshold per channel, or one for the layer")
         return [MALIF(name=name, in_shape=in_shape, out_shape=in_shape,
-                      v_threshold=uniform(node.v_threshold, where, "v_threshold"),
-                      alpha=float(md[PREFIX + "alpha"]), beta=float(md[PREFIX + "beta"]), meta=meta)]
+                      v_threshold=per_c[:, 0].astype(np.float32) if not np.all(per_c == per_c[0, 0])
+                      else float(per_c[0, 0]),
+                      alpha=alpha.astype(np.float32) if alpha.ndim else float(alpha),
+                      beta=float(md[PREFIX + "beta"]), meta=meta)]
     if (PREFIX + "threshold_rule") not in md:
         return None
     reset = md.get(PREFIX + "reset", "hard")

@@ -19,7 +19,8 @@ What is recognised (class name -> equivalent; every equivalent is time-major ``[
   the weight shapes). ``LIF_Module.py``: ``ConvAttLIF`` -> ``SeqToANNContainer(conv2d, BNLayer,
   pooling)``, its attention, ``MALIFNode``; ``AttLIF`` -> ``SeqToANNContainer(Flatten, linear,
   BNLayer)``, ``TA(fc=True)`` or nothing, ``MALIFNode`` (the cell's ``Vthres``, ``alpha``, ``beta``;
-  ``Vreset`` is never used by the cell).
+  ``Vreset`` is never used by the cell; ``Vthres`` and ``alpha`` learned per channel with
+  ``pa_train_self=True`` become per-channel lists).
 - RisingEntropy/PFA ``TCSAttention.py``: ``TCSAModule`` with its ``weight`` (the multiplicative CIFAR
   variant) -> ``neurocomp.nn.PFA``; ``FMNIST/TCSAttention.py``'s ``TCSAModule`` without ``weight``
   (``relu(A + x)``, the rank terms summed, on the input current) -> ``PFA(..., additive=True)``.
@@ -29,7 +30,7 @@ What is recognised (class name -> equivalent; every equivalent is time-major ``[
   -> ``TA(relu=False)`` (its MLP's Linear weights as 1x1 convolutions; ``dimension=2`` -> ``fc=True``).
 
 Refused in one line, with the reason: MA-SNN cells
-with learned per-channel parameters that differ between channels (``pa_train_self=True``), cells
+whose learned ``beta`` differs between channels, cells
 in ``mem`` mode, ``onlyLast=True``, BatchNorm without running statistics, and a spike function that
 is not the step ``u >= Vthres``.
 """
@@ -264,12 +265,18 @@ def _cell(module, path, cell_name):
         t = torch.as_tensor(v.detach() if isinstance(v, torch.Tensor) else v, dtype=torch.float32).flatten()
         if t.numel() == 0 or not torch.isfinite(t).all():
             _refuse(path, module, f"its cell's {attr} is {v!r}, not a finite number")
-        if not bool((t == t[0]).all()):
-            _refuse(path, module, f"its cell has learned per-channel parameters ({attr} differs between channels: "
+        if bool((t == t[0]).all()):
+            values[attr] = float(v) if isinstance(v, (int, float)) else float(t[0])
+        elif attr == "beta":      # the cell's per-step bias: neurocomp's Loihi lowering has none (beta = 0)
+            _refuse(path, module, f"its cell has learned per-channel parameters (beta differs between channels: "
                                   f"{float(t.min()):.4g} .. {float(t.max()):.4g}), which neurocomp's MALIFNode and "
-                                  "its Loihi lowering do not have", "train with pa_train_self=False (one Vthres, alpha "
-                                                                    "and beta for the layer)")
-        values[attr] = float(v) if isinstance(v, (int, float)) else float(t[0])
+                                  "its Loihi lowering do not have", "train with beta fixed (pa_dict's beta, "
+                                                                    "0 for Loihi)")
+        elif t.numel() != int(getattr(cell, "hiddenSize", -1)):
+            _refuse(path, module, f"its cell's {attr} has {t.numel()} values for {getattr(cell, 'hiddenSize', '?')} "
+                                  "channels (one per channel, as pa_train_self=True learns them)")
+        else:                     # learned per channel (pa_train_self=True): one value per output channel
+            values[attr] = [float(x) for x in t]
     fn = getattr(cell, "spikeActFun", None)
     probe = torch.tensor([-1.0, -1e-6, 0.0, 1e-6, 1.0])
     try:

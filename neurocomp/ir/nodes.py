@@ -172,7 +172,10 @@ class LIF(Node):
 
 @dataclass(frozen=True, eq=False)
 class MALIF(Node):
-    """MA-SNN's neuron: ``u = h + x``; fire ``u >= v_threshold``; reset to the threshold; ``h = alpha*u' + beta``."""
+    """MA-SNN's neuron: ``u = h + x``; fire ``u >= v_threshold``; reset to the threshold; ``h = alpha*u' + beta``.
+
+    ``v_threshold`` and ``alpha`` are floats, or float32 arrays ``(C,)`` with one value per channel (axis 0
+    of the shape; MA-SNN's cells learned with ``pa_train_self=True``)."""
     v_threshold: float = 0.3
     alpha: float = 0.3
     beta: float = 0.0
@@ -182,6 +185,16 @@ class MALIF(Node):
     input_offset: Optional[np.ndarray] = None  # as LIF's
     fixed: Optional[LoihiNeuron] = None
     kind = "malif"
+
+    @property
+    def per_channel(self) -> bool:
+        return isinstance(self.v_threshold, np.ndarray) or isinstance(self.alpha, np.ndarray)
+
+    def channel_values(self, name: str) -> np.ndarray:
+        """``v_threshold`` or ``alpha`` per neuron (float64, the layer's shape)."""
+        v = np.asarray(getattr(self, name), np.float64)
+        return np.broadcast_to(v.reshape(v.shape + (1,) * (len(self.out_shape) - v.ndim)) if v.ndim else v,
+                               tuple(self.out_shape))
     is_neuron = True
 
 

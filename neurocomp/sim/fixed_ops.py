@@ -71,11 +71,12 @@ def _gain_neuron(node, p, a_seq: torch.Tensor, bias: torch.Tensor, stats: dict, 
     out = torch.zeros(a_seq.shape, dtype=torch.bool)
     gains = None if p.gain_mant is None else torch.as_tensor(p.gain_mant.astype("int64"))
     offsets = None if p.offset is None else torch.as_tensor(np.asarray(p.offset).astype("int64"))
+    dv = torch.as_tensor(p.dv.astype("int64")) if isinstance(p.dv, np.ndarray) else int(p.dv)   # per neuron, or one
     if att is not None:
         gains = dynamic_gains(att, a_seq, bias)
     for t in range(a_seq.shape[0]):
         v, s = fx.gain_lif_step(v, a_seq[t], bias, None if gains is None else gains[t], int(p.gain_shift),
-                                int(p.dv), int(p.vth), int(p.v_reset), bool(p.rectify), bool(p.gain_on_bias),
+                                dv, int(p.vth), int(p.v_reset), bool(p.rectify), bool(p.gain_on_bias),
                                 torch.clamp, None if offsets is None else offsets[t])
         out[t] = s
     stats[node.name] = {"voltage_saturations": None, "current_wraps": 0}

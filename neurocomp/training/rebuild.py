@@ -119,6 +119,9 @@ def graph_to_module(graph, lens: float = 0.25):
                     gain_at, gain_kind = syn_at, "spikes"
                     syn_at += 1
             if isinstance(n, MALIF):
+                if n.per_channel:
+                    raise UnsupportedLayer("an MA-SNN cell with per-channel parameters cannot be fine-tuned",
+                                           where=where, hint="use the artifact as compiled")
                 if n.beta != 0:
                     raise UnsupportedLayer(f"MA-SNN cell with beta={n.beta}", where=where)
                 mods.append(MALIFNode(v_threshold=float(n.v_threshold), alpha=float(n.alpha), beta=float(n.beta),

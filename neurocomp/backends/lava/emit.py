@@ -129,7 +129,10 @@ def _weight(node, w: _Walk) -> np.ndarray:
     neu = w.pairs[node.name]
     rec = next(r for p in w.graph.meta["passes"] if p["pass"] == "quantize" for r in p["layers"]
                if r["layer"] == neu.name)
-    return node.weight.astype(np.float64) * _float_gain(neu) * rec["scale"]
+    scale = np.asarray(rec["scale"], np.float64)    # per output channel for per-channel MA-SNN thresholds
+    if scale.ndim:
+        scale = scale.reshape((-1,) + (1,) * (node.weight.ndim - 1))
+    return node.weight.astype(np.float64) * _float_gain(neu) * scale
 
 
 def _dense_process(node, w: _Walk, weights) -> None:

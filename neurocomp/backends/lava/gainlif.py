@@ -39,9 +39,15 @@ class GainLIF(AbstractProcess):
         self.bias = Var(shape=shape, init=bias)
         self.gain = Var(shape=(window,) + tuple(shape), init=gain)
         self.offset = Var(shape=(window,) + tuple(shape), init=0 if offset is None else offset)
-        self.dv = Var(shape=(1,), init=dv)
+        dv = np.asarray(dv)    # one decay, or one per neuron (MA-SNN cells with a leak per channel)
+        self.dv = Var(shape=dv.shape if dv.ndim else (1,), init=dv if dv.ndim else dv.reshape(1))
         self.vth = Var(shape=(1,), init=vth)
         self.v_reset = Var(shape=(1,), init=v_reset)
+
+
+def _decay(dv: np.ndarray):
+    """The process's ``dv`` as ``gain_lif_step`` takes it: one int, or an int64 array per neuron."""
+    return dv.astype(np.int64) if dv.size > 1 else int(dv[0])
 
 
 class _GainLIFModel(PyLoihiProcessModel):
@@ -70,7 +76,7 @@ class PyGainLIFFixed(_GainLIFModel):
         v = self.v.astype(np.int64) * (t != 0)          # a new sample window starts from rest
         p = self.proc_params
         v, s = fx.gain_lif_step(v, a, self.bias.astype(np.int64), self.gain[t].astype(np.int64),
-                                int(p["gain_shift"]), int(self.dv[0]), int(self.vth[0]), int(self.v_reset[0]),
+                                int(p["gain_shift"]), _decay(self.dv), int(self.vth[0]), int(self.v_reset[0]),
                                 bool(p["rectify"]), bool(p["gain_on_bias"]), np.clip, self.offset[t].astype(np.int64))
         self.v[:] = v
         self.s_out.send(s.astype(np.int32))
@@ -102,7 +108,7 @@ class PyGainLIFFloat(_GainLIFModel):
         x = x * self.gain[t] / (1 << int(p["gain_shift"]))
         if not p["gain_on_bias"]:
             x = x + self.bias
-        v = v * (1.0 - self.dv[0]) + x
+        v = v * (1.0 - (self.dv if self.dv.size > 1 else self.dv[0])) + x
         s = v > self.vth[0]
         self.v[:] = np.where(s, self.v_reset[0], v)
         self.s_out.send(s.astype(float))
@@ -119,11 +125,12 @@ def emit_gain_lif(neu, out_shape, T, delay, fixed):
         gain = np.ascontiguousarray(to_lava_layout(np.asarray(p.gain_mant), lead=1), np.int64)
         shift = int(p.gain_shift)
     offset = None if p.offset is None else np.ascontiguousarray(to_lava_layout(np.asarray(p.offset), lead=1), np.int64)
+    dv = np.ascontiguousarray(to_lava_layout(p.dv), np.int64) if isinstance(p.dv, np.ndarray) else p.dv
     if fixed:
-        return GainLIF(shape=out_shape, gain=gain, gain_shift=shift, bias=bias, dv=p.dv, vth=p.vth,
+        return GainLIF(shape=out_shape, gain=gain, gain_shift=shift, bias=bias, dv=dv, vth=p.vth,
                        v_reset=p.v_reset, rectify=p.rectify, gain_on_bias=p.gain_on_bias, window=T,
                        window_offset=delay, offset=offset, name=neu.name)
     return GainLIF(shape=out_shape, gain=gain.astype(np.float64), gain_shift=shift, bias=bias / 64.0,
-                   dv=p.dv / fx.DECAY_UNITY, vth=p.vth + 1.0 / 64, v_reset=p.v_reset / 64.0, rectify=p.rectify,
+                   dv=dv / fx.DECAY_UNITY, vth=p.vth + 1.0 / 64, v_reset=p.v_reset / 64.0, rectify=p.rectify,
                    gain_on_bias=p.gain_on_bias, window=T, window_offset=delay,
                    offset=None if offset is None else offset / 64.0, name=neu.name)
