@@ -13,7 +13,10 @@ threshold land exactly on Lava's firing boundary: the "≥" is mapped exactly, n
 Scale. ``s`` is the largest that keeps every weight within ``weight_bits`` (so the weights use
 the full range), refined among the top quarter of thresholds to the one with the smallest
 weight-rounding error. Hard resets to ``v_reset != 0`` are shifted to 0 (``theta' = theta -
-v_reset``). What is clipped or may overflow is recorded per layer in ``graph.meta['passes']``.
+v_reset``). An MA-SNN cell with a threshold per channel divides each output channel's weights and
+bias by its threshold (normalised threshold 1, one ``vth`` and one reset value for the layer, the
+scale ``s / V_th[c]`` per channel); a leak per channel is a ``dv`` per neuron. PFA's additive map is
+a per-step offset ``64 * s * A[t]`` per neuron, added with the bias before the ReLU. What is clipped or may overflow is recorded per layer in ``graph.meta['passes']``.
 """
 from __future__ import annotations
 
