@@ -374,9 +374,6 @@ def busy():
     return get
 
 
-STATIC_ONLY = {"pfa_additive"}     # refused in dynamic mode, in one line (test below)
-
-
 def _compile_kw(route):
     return dict(trust_pickle=True, input_shape=SHAPE, timesteps=T, encoding="bernoulli", code_path=[HERE]) \
         if route == "pickle" else {}
@@ -385,8 +382,6 @@ def _compile_kw(route):
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 @pytest.mark.parametrize("name", sorted(NETS))
 def test_model_with_official_classes_compiles_exactly(busy, tmp_path_factory, name, mode):
-    if mode == "dynamic" and name in STATIC_ONLY:
-        pytest.skip("refused in dynamic mode (test_additive_pfa_in_dynamic_mode_is_one_line)")
     user, batch_major, route, d = busy(name, tmp_path_factory.getbasetemp())
     kw = _compile_kw(route)
     out = api.compile(str(d / "model.pt"), str(d / f"art_{mode}"), attention=mode, calib=str(d / "calib.npy"), **kw)
@@ -413,11 +408,14 @@ def test_model_with_official_classes_compiles_exactly(busy, tmp_path_factory, na
     if name == "spikingjelly":                 # TemporalWiseAttention has no ReLU, MultiDimensionalAttention has
         rect = {n.name: bool(n.fixed.rectify) for n in fixed if isinstance(n, (LIF, MALIF))}
         assert rect["2"] and not rect["5"] and not rect["9"], rect
-    if name == "pfa_additive":                # each map is a per-step offset into a rectifying GainLIF
+    if name == "pfa_additive" and mode == "static":     # each map: a per-step offset into a rectifying GainLIF
         offs = {n.name: n.fixed for n in fixed if isinstance(n, LIF) and n.fixed.offset is not None}
         assert set(offs) == {"2", "5"}, offs
         assert all(p.rectify and p.gain_on_bias and p.gain_mant is None and int(abs(p.offset).max()) > 0
                    for p in offs.values())
+    if name == "pfa_additive" and mode == "dynamic":    # per-sample offsets from the attention process
+        atts = [n for n in fixed if n.kind == "ma_attention"]
+        assert [n.name for n in atts] == ["1", "4"] and all(n.additive for n in atts)
     if name == "ma_per_channel":              # one leak per channel: a dv per neuron, differing by channel
         dvs = {n.name: n.fixed.dv for n in fixed if isinstance(n, MALIF)}
         assert np.ndim(dvs["0.cell"]) == 0 and len(np.unique(dvs["1.cell"])) == 8 and len(np.unique(dvs["3.cell"])) == 4
@@ -425,15 +423,6 @@ def test_model_with_official_classes_compiles_exactly(busy, tmp_path_factory, na
     bad = {k: v for k, v in mism.items() if v[0]}
     assert not bad, f"Lava != reference (layer: mismatches, reference-only, Lava-only): {bad}"
     assert sum(int(s.sum()) for s in ref.spikes.values()) > 0
-
-
-def test_additive_pfa_in_dynamic_mode_is_one_line(busy, tmp_path_factory):
-    user, _, route, d = busy("pfa_additive", tmp_path_factory.getbasetemp())
-    with pytest.raises((UnsupportedLayer, UnsupportedLayers)) as e:
-        api.compile(str(d / "model.pt"), str(d / "art_dyn_refused"), attention="dynamic", calib=str(d / "calib.npy"),
-                    **_compile_kw(route))
-    _one_line(e, "layer '1'", "additive", "--attention dynamic", "--attention static")
-    assert not (d / "art_dyn_refused").exists()
 
 
 def test_additive_pfa_in_portable_mode_folds_its_mean_into_the_bias(busy, tmp_path_factory):

@@ -126,6 +126,12 @@ def _ma_attention(node, shape, md, dt):
     for f in MAAttention.STATE_NAMES:
         if getattr(node, f) is not None:
             md[PREFIX + "state." + f] = np.asarray(getattr(node, f))
+    if node.state_flat is not None:   # PFA's additive variant: its weights packed; a foreign consumer gets 1
+        md.update({PREFIX + "state_flat": np.asarray(node.state_flat),
+                   PREFIX + "state_spec": json.dumps([[k, list(v)] for k, v in node.state_spec])})
+        if node.static_map is not None:
+            md[PREFIX + "static_map"] = np.asarray(node.static_map)
+        return nir.Scale(scale=np.ones(shape, dtype=np.float64), metadata=md)
     return _time_mean_scale(node.static_map, shape, md)
 
 

@@ -251,6 +251,76 @@ def ma_cost(shape, T: int, state: dict, parts: str) -> dict:
             "bits_in": 24 * T * n, "bits_out": GAIN_SHIFT * T * n, "arithmetic": arithmetic_note()}
 
 
+# ---- PFA's additive variant: a map added to the input current, offsets of the neuron's input ----------
+
+def pfa_offset_program(state: dict, shape, x_scale: float) -> dict:
+    """Integer program of PFA's additive variant (``relu(A + x)``) reading the neuron's integer input
+    current ``x`` ``[C, H, W]`` per step (the float current times ``x_scale``).
+
+    The factors are PFA's (sigmoids of ``TS_conv`` over the channel mean, ``TC_FC`` / ``SC_FC`` over
+    the spatial mean), computed like :func:`spike_program`'s on current sums whose denominators include
+    ``x_scale``; ``A = sum_r s_r tau_r kappa_r`` (unweighted, ``2**36`` per unit) becomes the offset
+    ``A * x_scale`` in voltage units by a ``MULT_BITS``-bit multiplier and a rounding shift."""
+    if not (x_scale and x_scale > 0):
+        raise ValueError("PFA offset program needs the layer's positive x_scale (set by the quantize pass)")
+    C, H, W = (int(d) for d in shape)
+    x_bound = 2.0 ** INPUT_BOUND_BITS
+    prog = {"kind": "pfa_offset"}
+    for key, wname, bname, n in (("s", "TS_conv.weight", "TS_conv.bias", C), ("tau", "TC_FC.weight", "TC_FC.bias", H * W),
+                                 ("kappa", "SC_FC.weight", "SC_FC.bias", H * W)):
+        q, e = quantize_weights(state[wname])
+        den = n * x_scale                             # a mean over n currents of scale x_scale
+        b = np.round(np.asarray(state[bname], np.float64) * 2.0 ** e * den).astype(np.int64)
+        fan = np.abs(q).reshape(q.shape[0], -1).sum(1)
+        bound = float((n * x_bound * fan + np.abs(b)).max())
+        _check_fits(bound, f"PFA's {wname}")
+        prog[key] = {"w": q, "b": b, "rq": requantizer(LUT_STEP / (den * 2.0 ** e), bound)}
+    factor = x_scale / 2.0 ** (3 * GAIN_SHIFT)
+    shift = max(0, (MULT_BITS - 1) - math.floor(math.log2(factor)))
+    prog["mult"], prog["shift"] = int(round(factor * 2.0 ** shift)), int(shift)
+    R = int(np.asarray(state["TS_conv.weight"]).shape[0])
+    _check_fits(float(R) * 2.0 ** (3 * GAIN_SHIFT) * prog["mult"], "PFA's offset")
+    return prog
+
+
+def pfa_offsets(x: np.ndarray, prog: dict) -> np.ndarray:
+    """Offsets (voltage units) ``[B, T, C, H, W]`` for a window of integer currents ``x`` ``[B, T, C, H, W]``."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "iu":
+        raise TypeError("pfa_offsets takes the integer input current (64*a + bias), not floats")
+    x = x.astype(np.int64)
+    ps, pt, pk = prog["s"], prog["tau"], prog["kappa"]
+    s = sigmoid_of_acc(_conv2d_same(x.sum(axis=2), ps["w"]) + ps["b"][None, :, None, None], ps["rq"])   # [B, R, H, W]
+    z = x.sum(axis=(3, 4))                                                                        # [B, T, C]
+    tau = sigmoid_of_acc(z @ pt["w"].T + pt["b"], pt["rq"])                                       # [B, T, R]
+    kappa = sigmoid_of_acc(z.transpose(0, 2, 1) @ pk["w"].T + pk["b"], pk["rq"])                  # [B, C, R]
+    acc = np.einsum("brhw,btr,bcr->btchw", s, tau, kappa)
+    return _shift_round(acc * prog["mult"], prog["shift"])
+
+
+def current_program(module: str, state: dict, parts: str, shape, x_scale: float) -> dict:
+    """The program of an attention on the input current: MA-SNN's gains or PFA's additive offsets."""
+    return pfa_offset_program(state, shape, x_scale) if module == "PFA" else ma_program(state, parts, x_scale)
+
+
+def current_attention(x: np.ndarray, prog: dict) -> np.ndarray:
+    """What the program computes from a window of integer currents: gain mantissas or offsets."""
+    return pfa_offsets(x, prog) if prog.get("kind") == "pfa_offset" else ma_gains(x, prog)
+
+
+def pfa_offset_cost(shape, T: int, state: dict) -> dict:
+    """Operations and bits per inference of PFA's additive attention process (as :func:`pfa_offsets`)."""
+    C = int(shape[0])
+    n = int(np.prod(shape))
+    hw = n // C
+    R = int(np.asarray(state["TS_conv.weight"]).shape[0])
+    k2 = int(np.prod(np.asarray(state["TS_conv.weight"]).shape[2:]))
+    ops = {"pool": 2 * T * n, "mac": R * T * k2 * hw + 2 * R * C * T, "lut": R * (hw + T + C),
+           "mul": 3 * R * T * C * hw + T * n}
+    return {"operations": ops, "total_operations": int(sum(ops.values())),
+            "bits_in": 24 * T * n, "bits_out": 24 * T * n, "arithmetic": arithmetic_note()}
+
+
 def arithmetic_note() -> str:
     return (f"integer: {WEIGHT_BITS}-bit weights with power-of-two scales, 64-bit accumulators, "
             f"{MULT_BITS}-bit requantizing multipliers, {GAIN_SHIFT}-bit sigmoid table over "

@@ -125,6 +125,9 @@ def _read_spike_attention(name, node, in_shape, md, meta, where):
 def _read_ma_attention(name, node, in_shape, md, meta, where):
     fields = {f: np.asarray(md[PREFIX + "state." + f], dtype=np.float32)
               for f in MAAttention.STATE_NAMES if PREFIX + "state." + f in md}
+    if PREFIX + "state_flat" in md:     # PFA's additive variant: its weights packed
+        fields["state_flat"] = np.asarray(md[PREFIX + "state_flat"], dtype=np.float32)
+        fields["state_spec"] = tuple((k, tuple(v)) for k, v in json.loads(_text(md[PREFIX + "state_spec"])))
     return [MAAttention(name=name, in_shape=in_shape, out_shape=in_shape, parts=_text(md[PREFIX + "parts"]),
                         static_map=_static_map(md), meta=_module_meta(md, meta), **fields)]
 

@@ -319,10 +319,15 @@ def add_attention(builder, path, module) -> None:
                           meta={"attention": module.config.get("source", "")}))
         return
     if name in ATTENTION and getattr(builder, "attention_mode", None) == "dynamic":
-        if is_additive(module):
-            builder.refuse(path, module, "PFA's additive variant (relu(A + x) on the input current) has no "
-                                         "--attention dynamic lowering", "compile with --attention static (its "
-                                         "calibrated map becomes a per-step offset on the neuron input)")
+        if is_additive(module):      # relu(A + x) on the current: per-sample offsets into the neuron
+            if len(shape) != 3:
+                builder.refuse(path, module, f"PFA needs [C, H, W] inputs, got {shape}", "place it after a conv layer")
+                return
+            flat, spec = SpikeAttention.pack({k: v.detach().cpu().numpy() for k, v in module.state_dict().items()})
+            calib = (getattr(builder, "calibration", None) or {}).get(path)
+            builder.add(MAAttention(name=path, in_shape=shape, out_shape=shape, parts="", state_flat=flat,
+                                    state_spec=spec, static_map=None if calib is None else calib["static_map"],
+                                    meta={"module": name, "config": dict(module.config)}))
             return
         if name in RECTIFIED and name != "PFA":
             state = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in module.state_dict().items()}

@@ -198,6 +198,16 @@ class MALIF(Node):
     is_neuron = True
 
 
+def _unpack(flat, spec) -> dict:
+    """``{name: array}`` from parameters concatenated in ``flat``, split by ``spec`` ((name, shape), ...)."""
+    out, i = {}, 0
+    for name, shape in spec:
+        n = int(np.prod(shape)) if len(shape) else 1
+        out[name] = np.asarray(flat[i:i + n]).reshape(tuple(shape))
+        i += n
+    return out
+
+
 @dataclass(frozen=True, eq=False)
 class MAAttention(Node):
     """MA-SNN's attention kept dynamic (``--attention dynamic``): the module's exact per-sample maps.
@@ -215,13 +225,24 @@ class MAAttention(Node):
     sa_w: Optional[np.ndarray] = None
     static_map: Optional[np.ndarray] = None   # calibrated mean map [T, ...] (for NIR consumers, reports)
     x_scale: Optional[float] = None
+    # PFA's additive variant (``meta['module'] == 'PFA'``, relu(A + x) on the current): its parameters,
+    # packed as SpikeAttention.pack does; its map is a per-sample offset of the neuron's input, not a gain
+    state_flat: Optional[np.ndarray] = None
+    state_spec: tuple = ()
     kind = "ma_attention"
 
     STATE_NAMES = {"ta_w1": "ta.sharedMLP.0.weight", "ta_w2": "ta.sharedMLP.2.weight",
                    "ca_w1": "ca.sharedMLP.0.weight", "ca_w2": "ca.sharedMLP.2.weight", "sa_w": "sa.conv.weight"}
 
     def state(self) -> dict:
+        if self.state_flat is not None:
+            return _unpack(self.state_flat, self.state_spec)
         return {name: getattr(self, f) for f, name in self.STATE_NAMES.items() if getattr(self, f) is not None}
+
+    @property
+    def additive(self) -> bool:
+        """PFA's additive variant: the attention process sends per-sample offsets, not gains."""
+        return self.meta.get("module") == "PFA"
 
     @property
     def rectify(self) -> bool:
@@ -250,12 +271,7 @@ class SpikeAttention(Node):
     kind = "spike_attention"
 
     def state(self) -> dict:
-        out, i = {}, 0
-        for name, shape in self.state_spec:
-            n = int(np.prod(shape)) if len(shape) else 1
-            out[name] = np.asarray(self.state_flat[i:i + n]).reshape(tuple(shape))
-            i += n
-        return out
+        return _unpack(self.state_flat, self.state_spec)
 
     @staticmethod
     def pack(state: dict):

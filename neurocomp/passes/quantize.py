@@ -279,10 +279,13 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
                 raise UnsupportedLayer("dynamic MA-SNN attention into a cell with per-channel parameters (the "
                                        "attention process pools currents of one scale)", where=f"layer '{neu.name}'",
                                        hint="compile with --attention static")
-            nodes[k] = n.replace(x_scale=float((1 << fx.ACT_SHIFT) * rec["scale"]))
+            # the integer current is 64 * s * (the LIF's input factor, 1/tau when it decays its input) * x
+            w_gain = fx.input_weight_gain(neu.tau, neu.decay_input) if isinstance(neu, LIF) else 1.0
+            nodes[k] = n.replace(x_scale=float((1 << fx.ACT_SHIFT) * rec["scale"] * w_gain))
             nodes[k + 1] = neu.replace(fixed=dataclasses.replace(neu.fixed, dynamic_gain=True, gain_shift=12,
                                                                  rectify=n.rectify, gain_on_bias=True))
-            rec["attention"] = "dynamic: per-sample gains, 12-bit, sigmoid by lookup table"
+            rec["attention"] = ("dynamic: per-sample offsets (PFA's relu(A + x)), sigmoid by lookup table"
+                                if n.additive else "dynamic: per-sample gains, 12-bit, sigmoid by lookup table")
         if isinstance(n, SpikeAttention):   # graded payloads: the consumer divides its input by 2**8
             j = next(m for m in range(k + 1, len(nodes)) if nodes[m].is_synapse)
             neu = nodes[j + 1]
