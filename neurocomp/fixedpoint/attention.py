@@ -24,7 +24,10 @@ How the float module becomes integer arithmetic (a *program*, built once per mod
   denominators and the layer's scale: no float at run time;
 - **gains and payloads**: MA-SNN's gain table is the product of its 12-bit maps (``>> 12`` after each
   multiply; ``x1 = TA*x``, ``x2 = CA*x1`` are rounded integer currents); TCJA's payload is its 12-bit
-  map ``>> 4``; PFA's is ``sum_r w_r s_r tau_r kappa_r`` of 12-bit factors with one rounding at the end.
+  map ``>> 4``; PFA's is ``sum_r w_r s_r tau_r kappa_r`` of 12-bit factors with one rounding at the end;
+- **offsets** (PFA's additive variant, ``relu(A + x)``, on the input current like MA-SNN): the same
+  factors from current sums, ``A = sum_r s_r tau_r kappa_r`` times ``x_scale`` by a ``MULT_BITS``-bit
+  multiplier and a rounding shift, added to the neuron's input before its ReLU.
 """
 from __future__ import annotations
 

@@ -23,7 +23,9 @@ What is recognised (class name -> equivalent; every equivalent is time-major ``[
   ``pa_train_self=True`` become per-channel lists).
 - RisingEntropy/PFA ``TCSAttention.py``: ``TCSAModule`` with its ``weight`` (the multiplicative CIFAR
   variant) -> ``neurocomp.nn.PFA``; ``FMNIST/TCSAttention.py``'s ``TCSAModule`` without ``weight``
-  (``relu(A + x)``, the rank terms summed, on the input current) -> ``PFA(..., additive=True)``.
+  (``relu(A + x)``, the rank terms summed, on the input current) -> ``PFA(..., additive=True)``; the
+  FSVAE copy (``Generation/fsvae_models/TCSA.py``: the same layout on ``[N, C, H, W, T]``,
+  ``relu(A * x)``) is told apart by its forward's source and refused.
 - SpikingJelly: ``activation_based.layer.MultiDimensionalAttention`` -> TCSA (0.0.0.0.14's own forward
   calls a ``self.relu`` it never defines; the ReLU is what the class and MA-SNN mean);
   ``activation_based.layer.TemporalWiseAttention`` and ``clock_driven.layer.MultiStepTemporalWiseAttention``
