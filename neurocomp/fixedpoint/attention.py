@@ -159,12 +159,26 @@ def ma_weights(state: dict, parts: str) -> dict:
     return p
 
 
-def ma_program(state: dict, parts: str, x_scale: float) -> dict:
+CHANNEL_SHIFT = MULT_BITS    # per-channel current scales brought to one: x * mult_c >> 15
+
+
+def ma_program(state: dict, parts: str, x_scale) -> dict:
     """Integer program of an MA-SNN module whose input current is scaled by ``x_scale`` (= 64*s).
 
     TA/CA: ``arg = (f(avg) + f(max)) / x_scale`` with ``f`` the ReLU MLP; run on the integer pooled
     currents with the quantized matrices, ``arg * 32`` is the accumulator times
-    ``32 * 2**pre / (x_scale * 2**(e1+e2))``. SA likewise with the kernel's exponent."""
+    ``32 * 2**pre / (x_scale * 2**(e1+e2))``. SA likewise with the kernel's exponent.
+    ``x_scale`` may be a sequence, one scale per channel (an MA-SNN cell with per-channel thresholds):
+    the currents are first brought to the smallest of them (``x * mult_c >> 15``, rounded), the
+    scale the maps are then computed at."""
+    if np.ndim(x_scale):
+        scales = np.asarray(x_scale, np.float64)
+        if not np.all(scales > 0):
+            raise ValueError("MA attention program needs the layer's positive x_scale (set by the quantize pass)")
+        common = float(scales.min())
+        prog = ma_program(state, parts, common)
+        prog["channel_mult"] = np.round(common / scales * (1 << CHANNEL_SHIFT)).astype(np.int64)
+        return prog
     if not (x_scale and x_scale > 0):
         raise ValueError("MA attention program needs the layer's positive x_scale (set by the quantize pass)")
     w = ma_weights(state, parts)
@@ -202,6 +216,9 @@ def ma_gains(x: np.ndarray, prog: dict) -> np.ndarray:
     if x.dtype.kind not in "iu":
         raise TypeError("ma_gains takes the integer input current (64*a + bias), not floats")
     x = x.astype(np.int64)
+    if "channel_mult" in prog:     # per-channel scales -> the common one (the maps only read x)
+        m = prog["channel_mult"]
+        x = _shift_round(x * m.reshape((1, 1, -1) + (1,) * (x.ndim - 3)), CHANNEL_SHIFT)
     parts = prog["parts"]
     B, T = x.shape[:2]
     half = 1 << (GAIN_SHIFT - 1)
@@ -301,9 +318,14 @@ def pfa_offsets(x: np.ndarray, prog: dict) -> np.ndarray:
     return _shift_round(acc * prog["mult"], prog["shift"])
 
 
-def current_program(module: str, state: dict, parts: str, shape, x_scale: float) -> dict:
-    """The program of an attention on the input current: MA-SNN's gains or PFA's additive offsets."""
-    return pfa_offset_program(state, shape, x_scale) if module == "PFA" else ma_program(state, parts, x_scale)
+def current_program(module: str, state: dict, parts: str, shape, x_scale) -> dict:
+    """The program of an attention on the input current: MA-SNN's gains or PFA's additive offsets
+    (``x_scale``: one scale, or MA-SNN's one per channel)."""
+    if module == "PFA":
+        if np.ndim(x_scale):
+            raise ValueError("PFA's additive attention needs one current scale for the layer")
+        return pfa_offset_program(state, shape, float(x_scale))
+    return ma_program(state, parts, x_scale)
 
 
 def current_attention(x: np.ndarray, prog: dict) -> np.ndarray:

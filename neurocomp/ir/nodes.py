@@ -215,7 +215,8 @@ class MAAttention(Node):
     Float semantics: the neurocomp.nn module itself (``meta['module']``, ``meta['config']``) with
     these weights. Fixed point: ``neurocomp.fixedpoint.attention.ma_gains`` on the layer's integer
     current, with the integer program ``ma_program(state, parts, x_scale)`` (``x_scale`` = 64 * s, set
-    by quantize), as a per-sample gain table of the consuming neuron (rectified, bias included). In Lava it costs T steps of latency.
+    by quantize; one per channel, a tuple, into an MA-SNN cell with per-channel thresholds), as a per-sample
+    gain table of the consuming neuron (rectified, bias included). In Lava it costs T steps of latency.
     """
     parts: str = "TCS"
     ta_w1: Optional[np.ndarray] = None

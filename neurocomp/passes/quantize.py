@@ -275,13 +275,15 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
         if isinstance(n, MAAttention):
             neu = nodes[k + 1]
             rec = next(r for r in records if r["layer"] == neu.name)
-            if isinstance(neu, MALIF) and neu.per_channel:
-                raise UnsupportedLayer("dynamic MA-SNN attention into a cell with per-channel parameters (the "
-                                       "attention process pools currents of one scale)", where=f"layer '{neu.name}'",
-                                       hint="compile with --attention static")
-            # the integer current is 64 * s * (the LIF's input factor, 1/tau when it decays its input) * x
+            if n.additive and isinstance(rec["scale"], list):
+                raise UnsupportedLayer("PFA's additive attention into an MA-SNN cell with per-channel thresholds",
+                                       where=f"layer '{neu.name}'", hint="compile with --attention static")
+            # the integer current is 64 * s * (the LIF's input factor, 1/tau when it decays its input) * x;
+            # one scale per channel for an MA-SNN cell with per-channel thresholds
             w_gain = fx.input_weight_gain(neu.tau, neu.decay_input) if isinstance(neu, LIF) else 1.0
-            nodes[k] = n.replace(x_scale=float((1 << fx.ACT_SHIFT) * rec["scale"] * w_gain))
+            x_scale = (tuple(float((1 << fx.ACT_SHIFT) * sc) for sc in rec["scale"]) if isinstance(rec["scale"], list)
+                       else float((1 << fx.ACT_SHIFT) * rec["scale"] * w_gain))
+            nodes[k] = n.replace(x_scale=x_scale)
             nodes[k + 1] = neu.replace(fixed=dataclasses.replace(neu.fixed, dynamic_gain=True, gain_shift=12,
                                                                  rectify=n.rectify, gain_on_bias=True))
             rec["attention"] = ("dynamic: per-sample offsets (PFA's relu(A + x)), sigmoid by lookup table"

@@ -63,7 +63,7 @@ def dynamic_gains(att: MAAttention, a_seq: torch.Tensor, bias: torch.Tensor) -> 
     (offsets in voltage units for PFA's additive variant)."""
     from neurocomp.fixedpoint.attention import current_attention, current_program
     x = (a_seq.to(torch.int64) * (1 << fx.ACT_SHIFT) + bias).numpy()
-    prog = current_program(att.meta.get("module", ""), att.state(), att.parts, tuple(att.out_shape), float(att.x_scale))
+    prog = current_program(att.meta.get("module", ""), att.state(), att.parts, tuple(att.out_shape), att.x_scale)
     g = current_attention(x.swapaxes(0, 1), prog)
     return torch.as_tensor(g.swapaxes(0, 1))
 

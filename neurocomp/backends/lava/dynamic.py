@@ -111,7 +111,8 @@ class GainLIFDynamic(AbstractProcess):
         self.s_out = OutPort(shape=shape)
         self.v = Var(shape=shape, init=0)
         self.bias = Var(shape=shape, init=bias)
-        self.dv = Var(shape=(1,), init=dv)
+        dv = np.asarray(dv)    # one decay, or one per neuron (MA-SNN cells with a leak per channel)
+        self.dv = Var(shape=dv.shape if dv.ndim else (1,), init=dv if dv.ndim else dv.reshape(1))
         self.vth = Var(shape=(1,), init=vth)
         self.v_reset = Var(shape=(1,), init=v_reset)
 
@@ -136,7 +137,8 @@ class PyGainLIFDynamicFixed(PyLoihiProcessModel):
         t = (self.time_step - 1 - p["window_offset"]) % p["window"]
         v = self.v.astype(np.int64) * (t != 0)
         gain, offset = (None, g) if p["offsets"] else (g, None)
-        v, s = fx.gain_lif_step(v, a, self.bias.astype(np.int64), gain, int(p["gain_shift"]), int(self.dv[0]),
+        dv = self.dv.astype(np.int64) if self.dv.size > 1 else int(self.dv[0])
+        v, s = fx.gain_lif_step(v, a, self.bias.astype(np.int64), gain, int(p["gain_shift"]), dv,
                                 int(self.vth[0]), int(self.v_reset[0]), bool(p["rectify"]), bool(p["gain_on_bias"]),
                                 np.clip, offset)
         self.v[:] = v
@@ -201,10 +203,10 @@ def emit_ma_attention(neu, att, out_shape, T, delay):
     bias = to_lava_layout(fx.effective_bias(np.asarray(p.bias_mant, np.int64), np.asarray(p.bias_exp, np.int64)))
     line = DelayLine(shape=out_shape, delay=T)
     # the program is built once here; the process model runs it at the end of every window
-    program = current_program(att.meta.get("module", ""), att.state(), att.parts, tuple(att.out_shape),
-                              float(att.x_scale))
+    program = current_program(att.meta.get("module", ""), att.state(), att.parts, tuple(att.out_shape), att.x_scale)
     proc = MAAttentionProcess(shape=out_shape, program=program, bias=bias, window=T, window_offset=delay - T)
-    lif = GainLIFDynamic(shape=out_shape, gain_shift=int(p.gain_shift), bias=bias, dv=p.dv, vth=p.vth,
+    dv = np.ascontiguousarray(to_lava_layout(p.dv), np.int64) if isinstance(p.dv, np.ndarray) else p.dv
+    lif = GainLIFDynamic(shape=out_shape, gain_shift=int(p.gain_shift), bias=bias, dv=dv, vth=p.vth,
                          v_reset=p.v_reset, rectify=p.rectify, gain_on_bias=p.gain_on_bias, window=T,
                          window_offset=delay, offsets=att.additive, name=neu.name)
     line.a_out.connect(lif.a_in)
