@@ -23,7 +23,7 @@ from neurocomp.passes import pipeline
 from neurocomp.passes.pipeline import ATTENTION_MODES
 from neurocomp.crosscheck import crosscheck
 from neurocomp.data.registry import load_inputs
-from neurocomp.fixedpoint.attention import ma_cost, spike_cost
+from neurocomp.fixedpoint.attention import ma_cost, pfa_offset_cost, spike_cost
 from neurocomp.targets import load_target, targets_dir
 
 TARGETS = ("lava",)
@@ -295,7 +295,8 @@ class _NirDoor:
 def _attention_cost(graph):
     """Per dynamic attention module: operations and bits per inference of its attention process."""
     T = int(graph.meta["timesteps"])
-    out = {n.name: ma_cost(n.out_shape, T, n.state(), n.parts)
+    out = {n.name: pfa_offset_cost(n.out_shape, T, n.state()) if n.additive else ma_cost(n.out_shape, T, n.state(),
+                                                                                         n.parts)
            for n in graph if n.kind == "ma_attention"}
     out.update({n.name: spike_cost(n.meta["module"], n.state(), n.out_shape, T, tuple(n.pool))
                 for n in graph if n.kind == "spike_attention"})

@@ -41,7 +41,9 @@ def lowered_table(graph) -> str:
             qw = getattr(n, "qweight", None)
             rng = f"[{int(np.min(qw))},{int(np.max(qw))}]" if qw is not None else ""
             bits = r.get("weight_bits")
-            quant = (f"{bits}b w{rng} scale={r['scale']:.4g}" if bits else f"w{rng}") + \
+            sc = r["scale"]     # a list for per-channel scales (MA-SNN cells with per-channel thresholds)
+            sc = f"{min(sc):.4g}..{max(sc):.4g}" if isinstance(sc, list) else f"{sc:.4g}"
+            quant = (f"{bits}b w{rng} scale={sc}" if bits else f"w{rng}") + \
                     (f" clip={r['weights_clipped']}" if r.get("weights_clipped") else "")
         elif r is not None and n.is_neuron:
             quant = f"vth={r['vth']} dv={r['dv']}" + (f" bias_clip={r['bias_clipped']}" if r.get("bias_clipped") else "") \

@@ -128,7 +128,8 @@ def same_quantization(a, b) -> bool:
         fa, fb = getattr(na, "fixed", None), getattr(nb, "fixed", None)
         if (fa is None) != (fb is None):
             return False
-        if fa is not None and ((fa.du, fa.dv, fa.vth) != (fb.du, fb.dv, fb.vth)
+        if fa is not None and ((fa.du, fa.vth) != (fb.du, fb.vth) or not np.array_equal(fa.dv, fb.dv)
+                               or not np.array_equal(fa.offset, fb.offset)
                                or not np.array_equal(fa.bias_mant, fb.bias_mant)
                                or not np.array_equal(fa.bias_exp, fb.bias_exp)):
             return False

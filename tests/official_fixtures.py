@@ -361,6 +361,17 @@ class fmnist:                                  # noqa: N801 - a namespace: PFA's
             return F.relu(a + x).transpose(0, 1)
 
 
+class fsvae:                                   # noqa: N801 - a namespace: PFA's Generation/fsvae_models/TCSA.py
+    class TCSAModule(fmnist.TCSAModule):
+        """The FSVAE copy: the FMNIST layout on ``[N, C, H, W, T]``, ``relu(A * x)`` (A summed)."""
+
+        def forward(self, x):
+            x = x.permute(0, 4, 1, 2, 3)            # "n c h w t -> n t c h w"
+            s, tau, kappa = _pfa_factors(self, x)
+            a = sum(_outer(s[r], tau[r], kappa[r], x.shape[3], x.shape[4]) for r in range(self.rank))
+            return F.relu(a * x).permute(0, 2, 3, 4, 1)
+
+
 # ---- SpikingJelly's MultiDimensionalAttention (its own needs einops, and its forward calls a
 # self.relu it never defines): the same children and names, TA -> CA -> SA -> ReLU on [T, N, ...] -----
 class MultiDimensionalAttention(nn.Module):

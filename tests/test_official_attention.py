@@ -27,7 +27,7 @@ import official_fixtures as of
 from busy_nets import bernoulli, lava_mismatches, make_busy
 from nc_testutils import randomize_bn
 from neurocomp import api
-from neurocomp.errors import BadInput, UnsupportedLayer
+from neurocomp.errors import BadInput, UnsupportedLayer, UnsupportedLayers
 from neurocomp.frontends.checkpoint import load_checkpoint, save_checkpoint
 from neurocomp.frontends.official import recognise
 from neurocomp.frontends.torch import run_torch_model
@@ -84,6 +84,7 @@ TIME_MAJOR = {      # name: (make the stand-in, the neurocomp class it becomes, 
     "TLA": (lambda: of.TLA(2, 3, T, 8), TLA, False),
     "CLA": (lambda: of.CLA(4, 3, T, 8), CLA, False),
     "TCSAModule": (lambda: of.TCSAModule(6, 6, T, 8, rank=3), PFA, False),
+    "fmnist.TCSAModule": (lambda: of.fmnist.TCSAModule(6, 6, T, 8, rank=3), PFA, True),
     "MultiDimensionalAttention": (lambda: of.MultiDimensionalAttention(T, 8, 2, 4, kernel_size=7), NC_TCSA, True),
     "TemporalWiseAttention": (lambda: of.TemporalWiseAttention(T, 2), TA, True),
     "MultiStepTemporalWiseAttention": (lambda: of.MultiStepTemporalWiseAttention(T, 2, dimension=4), TA, True),
@@ -104,6 +105,9 @@ def test_time_major_class_maps_onto_neurocomp_exactly(name):
     assert float(want.abs().sum()) > 0
     if "TemporalWise" in name:                      # no ReLU: negative currents pass
         assert eq.config["relu"] is False and bool((got < 0).any())
+    if name.startswith("fmnist"):                   # relu(A + x): A in (0, R) lifts currents, zero below -A
+        assert eq.config["additive"] and "weight" not in dict(eq.named_parameters())
+        assert bool((got == 0).any()) and bool(((got > 0) & (x < 0)).any())
 
 
 def test_temporal_wise_attention_on_sequences_becomes_ta_fc():
@@ -178,6 +182,32 @@ def test_conv_att_lif_is_conv_bn_pool_attention_cell(kw):
     assert 0 < float(y.mean()) < 1
 
 
+def _learned_per_channel(module, seed):
+    """An MA-SNN wrapper whose cell learned its Vthres and alpha per channel (pa_train_self=True)."""
+    gen = torch.Generator().manual_seed(seed)
+    cell = _cell_of(module)
+    cell.Vthres.data.copy_(torch.rand(cell.Vthres.shape, generator=gen) * 0.4 + 0.2)
+    cell.alpha.data.copy_(torch.rand(cell.alpha.shape, generator=gen) * 0.5 + 0.2)
+    return module
+
+
+@pytest.mark.parametrize("make,x_shape", [(lambda: _conv_att_lif("TCSA", pa_train_self=True), (T, 3, 2, 8, 8)),
+                                          (lambda: _att_lif(24, 10, "TA", pa_train_self=True), (T, 3, 24))],
+                         ids=["ConvAttLIF", "AttLIF"])
+def test_cell_with_learned_per_channel_parameters_maps_onto_malif(make, x_shape):
+    user = _learned_per_channel(_randomize(make(), seed=12), seed=13)
+    eq = recognise(user)
+    cell, official = eq[-1], _cell_of(user)
+    assert type(cell) is MALIFNode
+    assert cell.config["v_threshold"] == official.Vthres.detach().flatten().tolist()
+    assert cell.config["alpha"] == official.alpha.detach().flatten().tolist()
+    assert len(set(cell.config["v_threshold"])) == official.hiddenSize      # they do differ
+    x = _x(x_shape, seed=14, signed=len(x_shape) == 3)
+    y = run_torch_model(eq, x)
+    assert torch.equal(y, _bt(user, x))
+    assert 0 < float(y.mean()) < 1
+
+
 def test_att_lif_is_flatten_linear_bn_ta_cell():
     user = _randomize(_att_lif(24, 10), seed=8)
     eq = recognise(user)
@@ -210,10 +240,10 @@ REFUSED = {
     "tcja-tuple": (lambda: of.BrokenTCJA(), ["TCJA", "tuple", "trailing comma"]),
     "ma-kernel": (lambda: _with(of.SA(T, 8), lambda m: setattr(m.sa, "conv", nn.Conv2d(2, 1, 5, padding=2, bias=False))),
                   ["SA", "sa.conv.weight", "[1, 2, 5, 5]"]),
-    "pfa-additive": (lambda: of.fmnist.TCSAModule(6, 6, T, 8, rank=2), ["TCSAModule", "additive", "relu(A + x)"]),
-    "cell-per-channel": (lambda: _with(_conv_att_lif(pa_train_self=True),
-                                       lambda m: _cell_of(m).Vthres.data.uniform_(0.2, 0.4)),
-                         ["ConvAttLIF", "per-channel", "Vthres", "pa_train_self=False"]),
+    "pfa-fsvae": (lambda: of.fsvae.TCSAModule(6, 6, T, 8, rank=2), ["TCSAModule", "FSVAE", "[N, C, H, W, T]"]),
+    "cell-per-channel-beta": (lambda: _with(_conv_att_lif(pa_train_self=True),
+                                            lambda m: _cell_of(m).beta.data.uniform_(0.0, 0.1)),
+                              ["ConvAttLIF", "per-channel", "beta differs"]),
     "cell-mem": (lambda: _conv_att_lif(mode_select="mem"), ["mode_select='mem'"]),
     "only-last": (lambda: _att_lif(8, 4, onlyLast=True), ["AttLIF", "onlyLast=True"]),
     "bn-batch-stats": (lambda: _conv_att_lif(track_running_stats=False), ["running statistics",
@@ -239,7 +269,7 @@ def test_matching_name_with_another_layout_or_an_unlowerable_variant_is_one_line
 
 def test_refusal_names_the_path_in_the_users_model(tmp_path):
     model = nn.Sequential(ab_layer.SeqToANNContainer(nn.Conv2d(2, 8, 3, padding=1)), ab_neuron.LIFNode(step_mode="m"),
-                          nn.Sequential(nn.Identity(), of.fmnist.TCSAModule(8, 8, T, 8, rank=2)))
+                          nn.Sequential(nn.Identity(), of.fsvae.TCSAModule(8, 8, T, 8, rank=2)))
     with pytest.raises(UnsupportedLayer) as e:
         save_checkpoint(model, str(tmp_path / "m.pt"), input_shape=SHAPE, timesteps=T)
     _one_line(e, "layer '2.1'", "TCSAModule")
@@ -294,7 +324,23 @@ def net_spikingjelly():
         of.MultiStepTemporalWiseAttention(T, 2, dimension=2), _lif(), _per_step(nn.Linear(16, 4)), _lif())
 
 
+def net_pfa_additive():      # PFA's FMNIST model: Conv-BN -> TCSAModule (relu(A + x)) -> LIF
+    return nn.Sequential(
+        _per_step(nn.Conv2d(2, 8, 3, padding=1), nn.BatchNorm2d(8)), of.fmnist.TCSAModule(8, 8, T, 8, rank=2), _lif(),
+        _per_step(nn.MaxPool2d(2), nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)),
+        of.fmnist.TCSAModule(4, 4, T, 8, rank=3), _lif(), _per_step(nn.MaxPool2d(2)), nn.Flatten(2),
+        _per_step(nn.Linear(8 * 2 * 2, 6)), _lif())
+
+
+def net_ma_per_channel():   # cells that learned Vthres and alpha per channel (pa_train_self=True)
+    return nn.Sequential(_learned_per_channel(_conv_att_lif("TCSA", pa_train_self=True), 2),
+                         _learned_per_channel(_conv_att_lif("no", 8, 8, pooling_kernel_size=2, pa_train_self=True), 3),
+                         nn.Flatten(2), _learned_per_channel(_att_lif(8 * 4 * 4, 4, "TA", pa_train_self=True), 4))
+
+
 NETS = {"tcja_tla": (net_tcja_tla, False, "pickle"), "pfa_cla": (net_pfa_cla, False, "checkpoint"),
+        "ma_per_channel": (net_ma_per_channel, True, "checkpoint"),
+        "pfa_additive": (net_pfa_additive, False, "pickle"),
         "ma_a": (net_ma_a, True, "pickle"), "ma_b": (net_ma_b, True, "checkpoint"),
         "spikingjelly": (net_spikingjelly, False, "pickle")}
 
@@ -328,12 +374,16 @@ def busy():
     return get
 
 
+def _compile_kw(route):
+    return dict(trust_pickle=True, input_shape=SHAPE, timesteps=T, encoding="bernoulli", code_path=[HERE]) \
+        if route == "pickle" else {}
+
+
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 @pytest.mark.parametrize("name", sorted(NETS))
 def test_model_with_official_classes_compiles_exactly(busy, tmp_path_factory, name, mode):
     user, batch_major, route, d = busy(name, tmp_path_factory.getbasetemp())
-    kw = dict(trust_pickle=True, input_shape=SHAPE, timesteps=T, encoding="bernoulli", code_path=[HERE]) \
-        if route == "pickle" else {}
+    kw = _compile_kw(route)
     out = api.compile(str(d / "model.pt"), str(d / f"art_{mode}"), attention=mode, calib=str(d / "calib.npy"), **kw)
     x = bernoulli(T, 4, SHAPE, p=0.3, seed=9)
 
@@ -358,10 +408,33 @@ def test_model_with_official_classes_compiles_exactly(busy, tmp_path_factory, na
     if name == "spikingjelly":                 # TemporalWiseAttention has no ReLU, MultiDimensionalAttention has
         rect = {n.name: bool(n.fixed.rectify) for n in fixed if isinstance(n, (LIF, MALIF))}
         assert rect["2"] and not rect["5"] and not rect["9"], rect
+    if name == "pfa_additive" and mode == "static":     # each map: a per-step offset into a rectifying GainLIF
+        offs = {n.name: n.fixed for n in fixed if isinstance(n, LIF) and n.fixed.offset is not None}
+        assert set(offs) == {"2", "5"}, offs
+        assert all(p.rectify and p.gain_on_bias and p.gain_mant is None and int(abs(p.offset).max()) > 0
+                   for p in offs.values())
+    if name == "pfa_additive" and mode == "dynamic":    # per-sample offsets from the attention process
+        atts = [n for n in fixed if n.kind == "ma_attention"]
+        assert [n.name for n in atts] == ["1", "4"] and all(n.additive for n in atts)
+    if name == "ma_per_channel":              # one leak per channel: a dv per neuron, differing by channel
+        dvs = {n.name: n.fixed.dv for n in fixed if isinstance(n, MALIF)}
+        assert [len(np.unique(dvs[k])) for k in ("0.cell", "1.cell", "3.cell")] == [8, 8, 4], dvs
+        if mode == "dynamic":                 # the attention process reads currents of one scale per channel
+            assert all(len(n.x_scale) == n.out_shape[0] for n in fixed if n.kind == "ma_attention")
     ref, mism = lava_mismatches(fixed, x)
     bad = {k: v for k, v in mism.items() if v[0]}
     assert not bad, f"Lava != reference (layer: mismatches, reference-only, Lava-only): {bad}"
     assert sum(int(s.sum()) for s in ref.spikes.values()) > 0
+
+
+def test_additive_pfa_in_portable_mode_folds_its_mean_into_the_bias(busy, tmp_path_factory):
+    user, _, route, d = busy("pfa_additive", tmp_path_factory.getbasetemp())
+    out = api.compile(str(d / "model.pt"), str(d / "art_portable"), attention="portable", calib=str(d / "calib.npy"),
+                      **_compile_kw(route))
+    fixed = load_graph(os.path.join(out, "fixed"))
+    assert not any(n.fixed.gain_scheduled for n in fixed if isinstance(n, LIF))      # stock Lava LIF only
+    ref, mism = lava_mismatches(fixed, bernoulli(T, 2, SHAPE, p=0.3, seed=3))
+    assert not {k: v for k, v in mism.items() if v[0]}
 
 
 def test_t_mismatch_of_an_official_module_is_one_line(tmp_path):

@@ -12,7 +12,7 @@ carried in node metadata under the ``neurocomp.`` prefix, so that re-importing w
 | LIF (SpikingJelly) | LIF with ``tau = tau_steps * dt``, ``r`` (1, or tau for undecayed input), ``v_leak = v_reset`` | ``tau_steps``, ``decay_input``, ``reset`` (hard/soft), ``threshold_rule`` (``>=``) |
 | IF | IF(r=1) | ``reset``, ``threshold_rule`` |
 | SumPool2d, AvgPool2d, Flatten, Threshold | the same NIR node | ``lowered_from`` where a MaxPool became SumPool -> Threshold |
-| Scale (static attention map) | Scale with the map's mean over time | ``op=attention``, ``scale_map`` (the full calibrated ``[T, ...]`` map), ``rectify``, ``meta`` (module type) |
+| Scale (static attention map) | Scale with the map's mean over time (an additive map: Scale 1, NIR has no elementwise offset) | ``op=attention``, ``scale_map`` (the full calibrated ``[T, ...]`` map), ``rectify``, ``additive`` (only when set), ``meta`` (module type) |
 | MALIF (MA-SNN cell) | LIF with the same per-step leak, ``v_reset = v_threshold`` | ``reset=to_threshold``, ``alpha``, ``beta``, ``threshold_rule`` |
 | Voting (VotingLayer) | Linear with the group-mean matrix (``1/k`` per group member) | ``op=voting``, ``voting_size`` |
 | Readout (non-spiking head) | I (integrator) with ``r = 1/dt``: its state at the end of the window is the summed current | ``kind=readout`` |
@@ -112,6 +112,9 @@ def _scale(node, shape, md, dt):
     # reads back the full calibrated map [T, ...] from the metadata.
     md.update({PREFIX + "op": "attention", PREFIX + "scale_map": np.asarray(node.scale),
                PREFIX + "rectify": bool(node.rectify)})
+    if node.additive:     # relu(x + map): no NIR node adds an elementwise offset; a foreign consumer gets 1
+        md[PREFIX + "additive"] = True
+        return nir.Scale(scale=np.ones(shape, dtype=np.float64), metadata=md)
     mean_t = np.broadcast_to(np.asarray(node.scale).mean(axis=0).reshape(
         np.asarray(node.scale).shape[1:] + (1,) * (len(shape) - (node.scale.ndim - 1))), shape)
     return nir.Scale(scale=np.ascontiguousarray(mean_t, dtype=np.float64), metadata=md)
@@ -126,6 +129,12 @@ def _ma_attention(node, shape, md, dt):
     for f in MAAttention.STATE_NAMES:
         if getattr(node, f) is not None:
             md[PREFIX + "state." + f] = np.asarray(getattr(node, f))
+    if node.state_flat is not None:   # PFA's additive variant: its weights packed; a foreign consumer gets 1
+        md.update({PREFIX + "state_flat": np.asarray(node.state_flat),
+                   PREFIX + "state_spec": json.dumps([[k, list(v)] for k, v in node.state_spec])})
+        if node.static_map is not None:
+            md[PREFIX + "static_map"] = np.asarray(node.static_map)
+        return nir.Scale(scale=np.ones(shape, dtype=np.float64), metadata=md)
     return _time_mean_scale(node.static_map, shape, md)
 
 
@@ -142,12 +151,19 @@ def _spike_attention(node, shape, md, dt):
 def _malif(node, shape, md, dt):
     # MA-SNN's cell (reset to threshold, then leak alpha) has no NIR node: the closest standard
     # one is a LIF with the same per-step leak; the exact cell is described in the metadata.
+    # Per-channel v_threshold / alpha (learned per channel) are per-neuron NIR parameters, and the
+    # per-channel alpha is the metadata's array.
     md.update({PREFIX + "threshold_rule": ">=", PREFIX + "reset": "to_threshold",
-               PREFIX + "alpha": float(node.alpha), PREFIX + "beta": float(node.beta)})
-    tau = dt / max(1e-12, 1.0 - float(node.alpha))
-    return nir.LIF(tau=_full(shape, tau), r=_full(shape, tau / dt), v_leak=_full(shape, 0.0),
-                   v_threshold=_full(shape, node.v_threshold), v_reset=_full(shape, node.v_threshold),
-                   metadata=md)
+               PREFIX + "alpha": (np.asarray(node.alpha, np.float64) if isinstance(node.alpha, np.ndarray)
+                                  else float(node.alpha)), PREFIX + "beta": float(node.beta)})
+    if not node.per_channel:
+        tau = dt / max(1e-12, 1.0 - float(node.alpha))
+        return nir.LIF(tau=_full(shape, tau), r=_full(shape, tau / dt), v_leak=_full(shape, 0.0),
+                       v_threshold=_full(shape, node.v_threshold), v_reset=_full(shape, node.v_threshold),
+                       metadata=md)
+    tau = dt / np.maximum(1e-12, 1.0 - np.array(node.channel_values("alpha")))
+    vth = np.ascontiguousarray(node.channel_values("v_threshold"), np.float64)
+    return nir.LIF(tau=tau, r=tau / dt, v_leak=_full(shape, 0.0), v_threshold=vth, v_reset=vth.copy(), metadata=md)
 
 
 def _lif(node, shape, md, dt):

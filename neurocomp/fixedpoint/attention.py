@@ -24,7 +24,10 @@ How the float module becomes integer arithmetic (a *program*, built once per mod
   denominators and the layer's scale: no float at run time;
 - **gains and payloads**: MA-SNN's gain table is the product of its 12-bit maps (``>> 12`` after each
   multiply; ``x1 = TA*x``, ``x2 = CA*x1`` are rounded integer currents); TCJA's payload is its 12-bit
-  map ``>> 4``; PFA's is ``sum_r w_r s_r tau_r kappa_r`` of 12-bit factors with one rounding at the end.
+  map ``>> 4``; PFA's is ``sum_r w_r s_r tau_r kappa_r`` of 12-bit factors with one rounding at the end;
+- **offsets** (PFA's additive variant, ``relu(A + x)``, on the input current like MA-SNN): the same
+  factors from current sums, ``A = sum_r s_r tau_r kappa_r`` times ``x_scale`` by a ``MULT_BITS``-bit
+  multiplier and a rounding shift, added to the neuron's input before its ReLU.
 """
 from __future__ import annotations
 
@@ -156,12 +159,26 @@ def ma_weights(state: dict, parts: str) -> dict:
     return p
 
 
-def ma_program(state: dict, parts: str, x_scale: float) -> dict:
+CHANNEL_SHIFT = MULT_BITS    # per-channel current scales brought to one: x * mult_c >> 15
+
+
+def ma_program(state: dict, parts: str, x_scale) -> dict:
     """Integer program of an MA-SNN module whose input current is scaled by ``x_scale`` (= 64*s).
 
     TA/CA: ``arg = (f(avg) + f(max)) / x_scale`` with ``f`` the ReLU MLP; run on the integer pooled
     currents with the quantized matrices, ``arg * 32`` is the accumulator times
-    ``32 * 2**pre / (x_scale * 2**(e1+e2))``. SA likewise with the kernel's exponent."""
+    ``32 * 2**pre / (x_scale * 2**(e1+e2))``. SA likewise with the kernel's exponent.
+    ``x_scale`` may be a sequence, one scale per channel (an MA-SNN cell with per-channel thresholds):
+    the currents are first brought to the smallest of them (``x * mult_c >> 15``, rounded), the
+    scale the maps are then computed at."""
+    if np.ndim(x_scale):
+        scales = np.asarray(x_scale, np.float64)
+        if not np.all(scales > 0):
+            raise ValueError("MA attention program needs the layer's positive x_scale (set by the quantize pass)")
+        common = float(scales.min())
+        prog = ma_program(state, parts, common)
+        prog["channel_mult"] = np.round(common / scales * (1 << CHANNEL_SHIFT)).astype(np.int64)
+        return prog
     if not (x_scale and x_scale > 0):
         raise ValueError("MA attention program needs the layer's positive x_scale (set by the quantize pass)")
     w = ma_weights(state, parts)
@@ -199,6 +216,9 @@ def ma_gains(x: np.ndarray, prog: dict) -> np.ndarray:
     if x.dtype.kind not in "iu":
         raise TypeError("ma_gains takes the integer input current (64*a + bias), not floats")
     x = x.astype(np.int64)
+    if "channel_mult" in prog:     # per-channel scales -> the common one (the maps only read x)
+        m = prog["channel_mult"]
+        x = _shift_round(x * m.reshape((1, 1, -1) + (1,) * (x.ndim - 3)), CHANNEL_SHIFT)
     parts = prog["parts"]
     B, T = x.shape[:2]
     half = 1 << (GAIN_SHIFT - 1)
@@ -249,6 +269,81 @@ def ma_cost(shape, T: int, state: dict, parts: str) -> dict:
         ops["mul"] += T * n
     return {"operations": ops, "total_operations": int(sum(ops.values())),
             "bits_in": 24 * T * n, "bits_out": GAIN_SHIFT * T * n, "arithmetic": arithmetic_note()}
+
+
+# ---- PFA's additive variant: a map added to the input current, offsets of the neuron's input ----------
+
+def pfa_offset_program(state: dict, shape, x_scale: float) -> dict:
+    """Integer program of PFA's additive variant (``relu(A + x)``) reading the neuron's integer input
+    current ``x`` ``[C, H, W]`` per step (the float current times ``x_scale``).
+
+    The factors are PFA's (sigmoids of ``TS_conv`` over the channel mean, ``TC_FC`` / ``SC_FC`` over
+    the spatial mean), computed like :func:`spike_program`'s on current sums whose denominators include
+    ``x_scale``; ``A = sum_r s_r tau_r kappa_r`` (unweighted, ``2**36`` per unit) becomes the offset
+    ``A * x_scale`` in voltage units by a ``MULT_BITS``-bit multiplier and a rounding shift."""
+    if not (x_scale and x_scale > 0):
+        raise ValueError("PFA offset program needs the layer's positive x_scale (set by the quantize pass)")
+    C, H, W = (int(d) for d in shape)
+    x_bound = 2.0 ** INPUT_BOUND_BITS
+    prog = {"kind": "pfa_offset"}
+    for key, wname, bname, n in (("s", "TS_conv.weight", "TS_conv.bias", C), ("tau", "TC_FC.weight", "TC_FC.bias", H * W),
+                                 ("kappa", "SC_FC.weight", "SC_FC.bias", H * W)):
+        q, e = quantize_weights(state[wname])
+        den = n * x_scale                             # a mean over n currents of scale x_scale
+        b = np.round(np.asarray(state[bname], np.float64) * 2.0 ** e * den).astype(np.int64)
+        fan = np.abs(q).reshape(q.shape[0], -1).sum(1)
+        bound = float((n * x_bound * fan + np.abs(b)).max())
+        _check_fits(bound, f"PFA's {wname}")
+        prog[key] = {"w": q, "b": b, "rq": requantizer(LUT_STEP / (den * 2.0 ** e), bound)}
+    factor = x_scale / 2.0 ** (3 * GAIN_SHIFT)
+    shift = max(0, (MULT_BITS - 1) - math.floor(math.log2(factor)))
+    prog["mult"], prog["shift"] = int(round(factor * 2.0 ** shift)), int(shift)
+    R = int(np.asarray(state["TS_conv.weight"]).shape[0])
+    _check_fits(float(R) * 2.0 ** (3 * GAIN_SHIFT) * prog["mult"], "PFA's offset")
+    return prog
+
+
+def pfa_offsets(x: np.ndarray, prog: dict) -> np.ndarray:
+    """Offsets (voltage units) ``[B, T, C, H, W]`` for a window of integer currents ``x`` ``[B, T, C, H, W]``."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "iu":
+        raise TypeError("pfa_offsets takes the integer input current (64*a + bias), not floats")
+    x = x.astype(np.int64)
+    ps, pt, pk = prog["s"], prog["tau"], prog["kappa"]
+    s = sigmoid_of_acc(_conv2d_same(x.sum(axis=2), ps["w"]) + ps["b"][None, :, None, None], ps["rq"])   # [B, R, H, W]
+    z = x.sum(axis=(3, 4))                                                                        # [B, T, C]
+    tau = sigmoid_of_acc(z @ pt["w"].T + pt["b"], pt["rq"])                                       # [B, T, R]
+    kappa = sigmoid_of_acc(z.transpose(0, 2, 1) @ pk["w"].T + pk["b"], pk["rq"])                  # [B, C, R]
+    acc = np.einsum("brhw,btr,bcr->btchw", s, tau, kappa)
+    return _shift_round(acc * prog["mult"], prog["shift"])
+
+
+def current_program(module: str, state: dict, parts: str, shape, x_scale) -> dict:
+    """The program of an attention on the input current: MA-SNN's gains or PFA's additive offsets
+    (``x_scale``: one scale, or MA-SNN's one per channel)."""
+    if module == "PFA":
+        if np.ndim(x_scale):
+            raise ValueError("PFA's additive attention needs one current scale for the layer")
+        return pfa_offset_program(state, shape, float(x_scale))
+    return ma_program(state, parts, x_scale)
+
+
+def current_attention(x: np.ndarray, prog: dict) -> np.ndarray:
+    """What the program computes from a window of integer currents: gain mantissas or offsets."""
+    return pfa_offsets(x, prog) if prog.get("kind") == "pfa_offset" else ma_gains(x, prog)
+
+
+def pfa_offset_cost(shape, T: int, state: dict) -> dict:
+    """Operations and bits per inference of PFA's additive attention process (as :func:`pfa_offsets`)."""
+    C = int(shape[0])
+    n = int(np.prod(shape))
+    hw = n // C
+    R = int(np.asarray(state["TS_conv.weight"]).shape[0])
+    k2 = int(np.prod(np.asarray(state["TS_conv.weight"]).shape[2:]))
+    ops = {"pool": 2 * T * n, "mac": R * T * k2 * hw + 2 * R * C * T, "lut": R * (hw + T + C),
+           "mul": 3 * R * T * C * hw + T * n}
+    return {"operations": ops, "total_operations": int(sum(ops.values())),
+            "bits_in": 24 * T * n, "bits_out": 24 * T * n, "arithmetic": arithmetic_note()}
 
 
 def arithmetic_note() -> str:

@@ -28,10 +28,11 @@ def _is_torch(x) -> bool:
 
 
 def trunc_decay(x, keep):
-    """``sign(x) * (|x| * keep >> 12)``: Loihi's decay, truncating toward zero."""
-    if keep == 0:
+    """``sign(x) * (|x| * keep >> 12)``: Loihi's decay, truncating toward zero. ``keep`` is an int or
+    an integer array broadcasting against ``x`` (a decay per neuron)."""
+    if isinstance(keep, int) and keep == 0:
         return x * 0
-    if keep == DECAY_UNITY:
+    if isinstance(keep, int) and keep == DECAY_UNITY:
         return x
     y = x * keep
     if _is_torch(y):   # the same truncating division, in one kernel
@@ -110,18 +111,23 @@ def trunc_shift(x, shift: int):
     return q - 2 * q * (x < 0)
 
 
-def gain_lif_step(v, a, bias, gain_t, gain_shift, dv, vth, v_reset, rectify, gain_on_bias, xp_clip):
+def gain_lif_step(v, a, bias, gain_t, gain_shift, dv, vth, v_reset, rectify, gain_on_bias, xp_clip, offset_t=None):
     """One step of neurocomp's gain-scheduled LIF (attention as membrane-potential scaling).
 
     The input current ``x = a * 2**6`` (plus the bias when the gain covers it) is rectified if
     asked, multiplied by the step's gain mantissa and shifted right by ``gain_shift`` (truncating
     toward zero); the voltage then integrates like Loihi's LIF with no current memory
     (``du = 4095``). After a spike the voltage is set to ``v_reset`` (0, or MA-SNN's threshold).
-    ``gain_t`` may be None (gain 1). Returns ``(v, s)``.
+    ``dv`` is an int or an integer array per neuron (MA-SNN cells with a leak per channel).
+    ``gain_t`` may be None (gain 1). ``offset_t`` (voltage units, or None) is the step's additive map
+    (PFA's additive variant), added with the bias before the ReLU (the neuron's gain covers its bias).
+    Returns ``(v, s)``.
     """
     x = a * (1 << ACT_SHIFT)
     if gain_on_bias:
         x = x + bias
+    if offset_t is not None:
+        x = x + offset_t
     if rectify:
         x = x * (x > 0)
     if gain_t is not None:

@@ -3,7 +3,8 @@
 TCJA, MA-SNN and PFA compute their maps from the whole time window of a sample, so a step-by-step
 core cannot evaluate them online. ``calibrate`` runs the torch model over calibration samples and
 records every attention map at its natural index set; ``make_static`` replaces each module by a
-:class:`neurocomp.nn.StaticMap` holding the calibration mean; the torch frontend then lowers each
+:class:`neurocomp.nn.StaticMap` holding the calibration mean (added, not multiplied, for PFA's additive
+variant); the torch frontend then lowers each
 ``StaticMap`` to an IR ``Scale`` node (``frontends.torch.add_attention``), which
 ``passes.fold_attention`` folds into weights and gain-scheduled neurons.
 
@@ -22,7 +23,8 @@ import warnings
 import numpy as np
 import torch
 
-from neurocomp.frontends.torch import ATTENTION, RECTIFIED, iter_leaves, module_timesteps, rectifies, run_torch_model
+from neurocomp.frontends.torch import (ATTENTION, RECTIFIED, is_additive, iter_leaves, module_timesteps, rectifies,
+                                       run_torch_model)
 from neurocomp.nn import StaticMap
 
 __all__ = ["attention_modules", "calibrate", "make_static", "timesteps_mismatch", "ATTENTION", "RECTIFIED"]
@@ -85,7 +87,7 @@ def calibrate(model, x_seq: torch.Tensor, labels=None, batch: int = 128) -> dict
                           for k in np.unique(y))
             explained = between / total
         stat = {"module": type(mod).__name__, "map_shape": list(m.shape[:1] + m.shape[2:]),
-                "index_set": _index_set(type(mod).__name__), "acts_on": _acts_on(type(mod).__name__),
+                "index_set": _index_set(type(mod).__name__), "acts_on": _acts_on(mod),
                 "variation": variation, "class_explained": explained, "samples": int(m.shape[1]),
                 "warning": None}
         if variation > VARIATION_WARN and explained is not None and explained > CLASS_WARN:
@@ -102,8 +104,10 @@ def _index_set(name):
             "TA": "(t)", "CA": "(c)", "SA": "(h, w)"}.get(name, "(t, c, h, w) = TA(t) CA(c) SA(h, w)")
 
 
-def _acts_on(name):
-    return "spikes" if name in ("TCJA", "TLA", "CLA", "PFA") else "input current"
+def _acts_on(mod):
+    if is_additive(mod):        # PFA's additive variant: relu(A + x) on the current in front of a neuron
+        return "input current (additive)"
+    return "spikes" if type(mod).__name__ in ("TCJA", "TLA", "CLA", "PFA") else "input current"
 
 
 def make_static(model, stats: dict):
@@ -114,8 +118,9 @@ def make_static(model, stats: dict):
         parts = path.split(".")
         for p in parts[:-1]:
             parent = getattr(parent, p)
-        sm = StaticMap(shape=list(st["static_map"].shape), rectify=rectifies(getattr(parent, parts[-1])),
-                       source=st["module"])
+        mod = getattr(parent, parts[-1])
+        sm = StaticMap(shape=list(st["static_map"].shape), rectify=rectifies(mod), source=st["module"],
+                       additive=is_additive(mod))
         sm.map.copy_(torch.as_tensor(st["static_map"]))
         setattr(parent, parts[-1], sm)
     return static.eval()

@@ -131,6 +131,9 @@ def _read_spike_attention(name, node, in_shape, md, meta, where):
 def _read_ma_attention(name, node, in_shape, md, meta, where):
     fields = {f: np.asarray(md[PREFIX + "state." + f], dtype=np.float32)
               for f in MAAttention.STATE_NAMES if PREFIX + "state." + f in md}
+    if PREFIX + "state_flat" in md:     # PFA's additive variant: its weights packed
+        fields["state_flat"] = np.asarray(md[PREFIX + "state_flat"], dtype=np.float32)
+        fields["state_spec"] = tuple((k, tuple(v)) for k, v in json.loads(_text(md[PREFIX + "state_spec"])))
     return [MAAttention(name=name, in_shape=in_shape, out_shape=in_shape, parts=_text(md[PREFIX + "parts"]),
                         static_map=_static_map(md), meta=_module_meta(md, meta), **fields)]
 
@@ -138,7 +141,8 @@ def _read_ma_attention(name, node, in_shape, md, meta, where):
 def _read_static_scale(name, node, in_shape, md, meta, where):
     return [Scale(name=name, in_shape=in_shape, out_shape=in_shape,
                   scale=np.asarray(md[PREFIX + "scale_map"], dtype=np.float32),
-                  rectify=bool(md.get(PREFIX + "rectify", False)), meta=meta)]
+                  rectify=bool(md.get(PREFIX + "rectify", False)), additive=bool(md.get(PREFIX + "additive", False)),
+                  meta=meta)]
 
 
 # A neurocomp Scale is one of three IR nodes; its ``neurocomp.op`` says which.
@@ -153,9 +157,21 @@ def _read_scale(name, node, in_shape, md, meta, where):
 
 def _read_neuron(name, node, in_shape, md, meta, where):
     if isinstance(node, nir.LIF) and md.get(PREFIX + "reset") == "to_threshold":
+        alpha = np.asarray(md[PREFIX + "alpha"], np.float64)
+        vth = np.asarray(node.v_threshold, np.float64).reshape(tuple(in_shape))
+        if alpha.ndim == 0 and np.all(vth == vth.flat[0]):
+            return [MALIF(name=name, in_shape=in_shape, out_shape=in_shape,
+                          v_threshold=uniform(node.v_threshold, where, "v_threshold"),
+                          alpha=float(alpha), beta=float(md[PREFIX + "beta"]), meta=meta)]
+        per_c = vth.reshape(vth.shape[0], -1)        # learned per channel: one value per channel
+        if not np.all(per_c == per_c[:, :1]):
+            raise UnsupportedLayer("an MA-SNN cell whose v_threshold varies within a channel", where=where,
+                                   hint="one v_threshold per channel, or one for the layer")
         return [MALIF(name=name, in_shape=in_shape, out_shape=in_shape,
-                      v_threshold=uniform(node.v_threshold, where, "v_threshold"),
-                      alpha=float(md[PREFIX + "alpha"]), beta=float(md[PREFIX + "beta"]), meta=meta)]
+                      v_threshold=per_c[:, 0].astype(np.float32) if not np.all(per_c == per_c[0, 0])
+                      else float(per_c[0, 0]),
+                      alpha=alpha.astype(np.float32) if alpha.ndim else float(alpha),
+                      beta=float(md[PREFIX + "beta"]), meta=meta)]
     if (PREFIX + "threshold_rule") not in md:
         return None
     reset = md.get(PREFIX + "reset", "hard")

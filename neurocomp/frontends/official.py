@@ -19,23 +19,27 @@ What is recognised (class name -> equivalent; every equivalent is time-major ``[
   the weight shapes). ``LIF_Module.py``: ``ConvAttLIF`` -> ``SeqToANNContainer(conv2d, BNLayer,
   pooling)``, its attention, ``MALIFNode``; ``AttLIF`` -> ``SeqToANNContainer(Flatten, linear,
   BNLayer)``, ``TA(fc=True)`` or nothing, ``MALIFNode`` (the cell's ``Vthres``, ``alpha``, ``beta``;
-  ``Vreset`` is never used by the cell).
+  ``Vreset`` is never used by the cell; ``Vthres`` and ``alpha`` learned per channel with
+  ``pa_train_self=True`` become per-channel lists).
 - RisingEntropy/PFA ``TCSAttention.py``: ``TCSAModule`` with its ``weight`` (the multiplicative CIFAR
-  variant) -> ``neurocomp.nn.PFA``.
+  variant) -> ``neurocomp.nn.PFA``; ``FMNIST/TCSAttention.py``'s ``TCSAModule`` without ``weight``
+  (``relu(A + x)``, the rank terms summed, on the input current) -> ``PFA(..., additive=True)``; the
+  FSVAE copy (``Generation/fsvae_models/TCSA.py``: the same layout on ``[N, C, H, W, T]``,
+  ``relu(A * x)``) is told apart by its forward's source and refused.
 - SpikingJelly: ``activation_based.layer.MultiDimensionalAttention`` -> TCSA (0.0.0.0.14's own forward
   calls a ``self.relu`` it never defines; the ReLU is what the class and MA-SNN mean);
   ``activation_based.layer.TemporalWiseAttention`` and ``clock_driven.layer.MultiStepTemporalWiseAttention``
   -> ``TA(relu=False)`` (its MLP's Linear weights as 1x1 convolutions; ``dimension=2`` -> ``fc=True``).
 
-Refused in one line, with the reason: a ``TCSAModule`` without ``weight`` (the additive FMNIST variant,
-``relu(A + x)``: an additive per-sample map on the input current has no lowering here), MA-SNN cells
-with learned per-channel parameters that differ between channels (``pa_train_self=True``), cells
+Refused in one line, with the reason: MA-SNN cells
+whose learned ``beta`` differs between channels, cells
 in ``mem`` mode, ``onlyLast=True``, BatchNorm without running statistics, and a spike function that
 is not the step ``u >= Vthres``.
 """
 from __future__ import annotations
 
 import collections
+import inspect
 
 import torch
 import torch.nn as tnn
@@ -53,7 +57,7 @@ _BUILD_AS = {
     **{n: "neurocomp.nn.TCJA / TLA / CLA(kernel_size_t, kernel_size_c, T, channel)" for n in ("TCJA", "TLA", "CLA",
                                                                                             "TCJA_for_TET")},
     **{n: f"neurocomp.nn.{n}(T, channels, t_ratio=..., c_ratio=..., kernel_size=3 or 7)" for n in MA_CLASSES},
-    "TCSAModule": "neurocomp.nn.PFA(H, W, T, C, kernel_sizeTS, rank)",
+    "TCSAModule": "neurocomp.nn.PFA(H, W, T, C, kernel_sizeTS, rank[, additive=True])",
     "MultiDimensionalAttention": "neurocomp.nn.TCSA(T, channels, t_ratio, c_ratio, kernel_size)",
     "TemporalWiseAttention": "neurocomp.nn.TA(T, channels, t_ratio, fc=..., relu=False)",
     "MultiStepTemporalWiseAttention": "neurocomp.nn.TA(T, channels, t_ratio, fc=..., relu=False)",
@@ -211,29 +215,39 @@ def _temporal_wise(module, path):
 
 
 # ---- PFA ----------------------------------------------------------------------------------------------
+def _forward_source(module) -> str:
+    """The source of the module's ``forward`` where Python can find it, else ``""``."""
+    try:
+        return inspect.getsource(type(module).forward)
+    except (OSError, TypeError):
+        return ""
+
+
 def _pfa(module, path):
+    """PFA's TCSAModule: with ``weight``, the multiplicative CIFAR variant (``relu(A * x)``, on spikes);
+    without, the additive FMNIST variant (``relu(A + x)``, A the unweighted sum over the rank, on the
+    input current) -> ``PFA(..., additive=True)``."""
     official = "RisingEntropy/PFA's TCSAModule"
-    got = _layout(module)
-    if "weight" not in got and {"TS_conv.weight", "TC_FC.weight", "SC_FC.weight"} <= set(got):
-        _refuse(path, module, "a TCSAModule without `weight` is PFA's additive FMNIST variant (relu(A + x), the map "
-                              "summed over the rank; its FSVAE copy is [N, C, H, W, T]): a per-sample map added to the "
-                              "input current is a per-step, per-neuron offset that neurocomp's neurons and its Loihi "
-                              "lowering do not have", "use the multiplicative TCSAModule (the CIFAR variant, relu(A * x), with its "
-                                       "`weight`), or leave the layer out")
-    got = _check_names(module, path, ["weight", "TS_conv.weight", "TS_conv.bias", "TC_FC.weight", "TC_FC.bias",
-                                      "SC_FC.weight", "SC_FC.bias"], official)
+    additive = "weight" not in _layout(module)
+    if additive and "n c h w t" in _forward_source(module):
+        _refuse(path, module, "this weightless TCSAModule is PFA's FSVAE copy ([N, C, H, W, T] in and out, "
+                              "relu(A * x) with the rank terms summed), not the FMNIST variant (relu(A + x))",
+                "use the CIFAR TCSAModule (with `weight`) on [T, N, C, H, W], or leave the layer out")
+    got = _check_names(module, path, ([] if additive else ["weight"]) + ["TS_conv.weight", "TS_conv.bias",
+                                                                          "TC_FC.weight", "TC_FC.bias",
+                                                                          "SC_FC.weight", "SC_FC.bias"], official)
     conv, tc, sc = module.TS_conv, module.TC_FC, module.SC_FC
     if not (isinstance(conv, tnn.Conv2d) and isinstance(tc, tnn.Linear) and isinstance(sc, tnn.Linear)):
         _refuse(path, module, f"TS_conv / TC_FC / SC_FC are not the Conv2d / Linear / Linear of {official}")
     R, T, kh, kw = (int(d) for d in got["TS_conv.weight"])
     k = kh
     if not (kh == kw and tuple(conv.padding) == ((1, 1) if k == 3 else (0, 0)) and tuple(conv.stride) == (1, 1)
-            and tuple(conv.dilation) == (1, 1) and conv.groups == 1 and got["weight"] == (R,)
+            and tuple(conv.dilation) == (1, 1) and conv.groups == 1 and (additive or got["weight"] == (R,))
             and tc.out_features == R and sc.out_features == R and sc.in_features == T):
         _shape_error(path, module, official, "TS_conv.weight", got["TS_conv.weight"],
                      "[R, T, k, k] (padding 1 for k = 3, else 0), weight [R], TC_FC C -> R and SC_FC T -> R")
     H, W = (int(getattr(module, a, 1) or 1) for a in ("H", "W"))
-    eq = PFA(H=H, W=W, T=T, C=int(tc.in_features), kernel_sizeTS=k, rank=R)
+    eq = PFA(H=H, W=W, T=T, C=int(tc.in_features), kernel_sizeTS=k, rank=R, additive=additive)
     return _load(eq, module, path, module.state_dict())
 
 
@@ -253,12 +267,18 @@ def _cell(module, path, cell_name):
         t = torch.as_tensor(v.detach() if isinstance(v, torch.Tensor) else v, dtype=torch.float32).flatten()
         if t.numel() == 0 or not torch.isfinite(t).all():
             _refuse(path, module, f"its cell's {attr} is {v!r}, not a finite number")
-        if not bool((t == t[0]).all()):
-            _refuse(path, module, f"its cell has learned per-channel parameters ({attr} differs between channels: "
+        if bool((t == t[0]).all()):
+            values[attr] = float(v) if isinstance(v, (int, float)) else float(t[0])
+        elif attr == "beta":      # the cell's per-step bias: neurocomp's Loihi lowering has none (beta = 0)
+            _refuse(path, module, f"its cell has learned per-channel parameters (beta differs between channels: "
                                   f"{float(t.min()):.4g} .. {float(t.max()):.4g}), which neurocomp's MALIFNode and "
-                                  "its Loihi lowering do not have", "train with pa_train_self=False (one Vthres, alpha "
-                                                                    "and beta for the layer)")
-        values[attr] = float(v) if isinstance(v, (int, float)) else float(t[0])
+                                  "its Loihi lowering do not have", "train with beta fixed (pa_dict's beta, "
+                                                                    "0 for Loihi)")
+        elif t.numel() != int(getattr(cell, "hiddenSize", -1)):
+            _refuse(path, module, f"its cell's {attr} has {t.numel()} values for {getattr(cell, 'hiddenSize', '?')} "
+                                  "channels (one per channel, as pa_train_self=True learns them)")
+        else:                     # learned per channel (pa_train_self=True): one value per output channel
+            values[attr] = [float(x) for x in t]
     fn = getattr(cell, "spikeActFun", None)
     probe = torch.tensor([-1.0, -1e-6, 0.0, 1e-6, 1.0])
     try:

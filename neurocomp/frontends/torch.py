@@ -46,6 +46,12 @@ def rectifies(module) -> bool:
     ``relu=False`` (``TA(..., relu=False)``, SpikingJelly's TemporalWiseAttention)."""
     return type(module).__name__ in RECTIFIED and bool((getattr(module, "config", None) or {}).get("relu", True))
 
+
+def is_additive(module) -> bool:
+    """Whether a neurocomp.nn module adds its map to its input (PFA's additive FMNIST variant)."""
+    return type(module).__name__ == "PFA" and bool((getattr(module, "config", None) or {}).get("additive", False))
+
+
 _CONTAINERS = (tnn.Sequential, *PER_STEP_CONTAINERS)   # SpikingJelly's containers are Sequentials too
 
 
@@ -329,8 +335,17 @@ def add_attention(builder, path, module) -> None:
         _read_readout(builder, path, module, shape)
         return
     if name == "MALIFNode":
-        builder.add(MALIF(name=path, in_shape=shape, out_shape=shape, v_threshold=float(module.v_threshold),
-                          alpha=float(module.alpha), beta=float(module.beta)))
+        values = {}
+        for attr in ("v_threshold", "alpha"):      # a float, or one value per channel (axis 0 of the shape)
+            v = getattr(module, attr)
+            if isinstance(v, tuple) and len(v) != shape[0]:
+                builder.refuse(path, module, f"{len(v)} per-channel {attr} values for a layer of {shape[0]} channels",
+                               f"give one {attr} per channel, or one for the layer")
+                return
+            arr = np.asarray(v, np.float32)
+            values[attr] = arr if isinstance(v, tuple) and not np.all(arr == arr.flat[0]) else \
+                float(v[0] if isinstance(v, tuple) else v)
+        builder.add(MALIF(name=path, in_shape=shape, out_shape=shape, beta=float(module.beta), **values))
         return
     if name == "StaticMap":
         m = module.map.detach().cpu().numpy().astype(np.float32)
@@ -340,9 +355,20 @@ def add_attention(builder, path, module) -> None:
                            "recalibrate the model")
             return
         builder.add(Scale(name=path, in_shape=shape, out_shape=shape, scale=m, rectify=bool(module.rectify),
+                          additive=bool(getattr(module, "additive", False)),
                           meta={"attention": module.config.get("source", "")}))
         return
     if name in ATTENTION and getattr(builder, "attention_mode", None) == "dynamic":
+        if is_additive(module):      # relu(A + x) on the current: per-sample offsets into the neuron
+            if len(shape) != 3:
+                builder.refuse(path, module, f"PFA needs [C, H, W] inputs, got {shape}", "place it after a conv layer")
+                return
+            flat, spec = SpikeAttention.pack({k: v.detach().cpu().numpy() for k, v in module.state_dict().items()})
+            calib = (getattr(builder, "calibration", None) or {}).get(path)
+            builder.add(MAAttention(name=path, in_shape=shape, out_shape=shape, parts="", state_flat=flat,
+                                    state_spec=spec, static_map=None if calib is None else calib["static_map"],
+                                    meta={"module": name, "config": dict(module.config)}))
+            return
         if name in RECTIFIED and name != "PFA":
             state = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in module.state_dict().items()}
             fields = {f: state.get(n) for f, n in MAAttention.STATE_NAMES.items()}
@@ -378,7 +404,7 @@ def _take_spatially_constant_scale(b: _Builder):
             and b.nodes[-2].is_neuron:   # TCJA kept dynamic: its map is per (t, c), >= 0
         b.nodes.pop()
         return last
-    if not isinstance(last, Scale) or len(b.nodes) < 2 or not b.nodes[-2].is_neuron:
+    if not isinstance(last, Scale) or last.additive or len(b.nodes) < 2 or not b.nodes[-2].is_neuron:
         return None
     sc = last.scale
     spatial = sc.shape[-2:] if sc.ndim >= 4 else (1, 1)

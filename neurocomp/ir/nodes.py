@@ -142,12 +142,14 @@ class LoihiNeuron:
     gain_shift: int = 0                      # gain = gain_mant / 2**gain_shift
     gain_on_bias: bool = False               # the gain scales synaptic input + bias (current maps)
     rectify: bool = False                    # ReLU on the input current before the gain
+    offset: Optional[np.ndarray] = None      # int [T, *shape]: per-step voltage offset added before the ReLU
     v_reset: int = 0                         # voltage after a spike (MA-SNN: the threshold)
     dynamic_gain: bool = False               # gains come per sample from an attention process
 
     @property
     def gain_scheduled(self) -> bool:
-        return self.gain_mant is not None or self.v_reset != 0 or self.rectify or self.dynamic_gain
+        return (self.gain_mant is not None or self.v_reset != 0 or self.rectify or self.dynamic_gain
+                or self.offset is not None)
 
 
 @dataclass(frozen=True, eq=False)
@@ -165,6 +167,9 @@ class LIF(Node):
     input_gain: Optional[np.ndarray] = None   # float [T, *shape]
     gain_on_bias: bool = False                # the gain scales the bias too (map on input current)
     rectify_input: bool = False
+    # A static additive map on the input current (PFA's additive variant): x_t becomes
+    # x_t + input_offset[t] (bias included), then the ReLU when rectify_input.
+    input_offset: Optional[np.ndarray] = None  # float [T, *shape]
     fixed: Optional[LoihiNeuron] = None
     kind = "lif"
     is_neuron = True
@@ -172,16 +177,40 @@ class LIF(Node):
 
 @dataclass(frozen=True, eq=False)
 class MALIF(Node):
-    """MA-SNN's neuron: ``u = h + x``; fire ``u >= v_threshold``; reset to the threshold; ``h = alpha*u' + beta``."""
+    """MA-SNN's neuron: ``u = h + x``; fire ``u >= v_threshold``; reset to the threshold; ``h = alpha*u' + beta``.
+
+    ``v_threshold`` and ``alpha`` are floats, or float32 arrays ``(C,)`` with one value per channel (axis 0
+    of the shape; MA-SNN's cells learned with ``pa_train_self=True``)."""
     v_threshold: float = 0.3
     alpha: float = 0.3
     beta: float = 0.0
     input_gain: Optional[np.ndarray] = None
     gain_on_bias: bool = True
     rectify_input: bool = False
+    input_offset: Optional[np.ndarray] = None  # as LIF's
     fixed: Optional[LoihiNeuron] = None
     kind = "malif"
+
+    @property
+    def per_channel(self) -> bool:
+        return isinstance(self.v_threshold, np.ndarray) or isinstance(self.alpha, np.ndarray)
+
+    def channel_values(self, name: str) -> np.ndarray:
+        """``v_threshold`` or ``alpha`` per neuron (float64, the layer's shape)."""
+        v = np.asarray(getattr(self, name), np.float64)
+        return np.broadcast_to(v.reshape(v.shape + (1,) * (len(self.out_shape) - v.ndim)) if v.ndim else v,
+                               tuple(self.out_shape))
     is_neuron = True
+
+
+def _unpack(flat, spec) -> dict:
+    """``{name: array}`` from parameters concatenated in ``flat``, split by ``spec`` ((name, shape), ...)."""
+    out, i = {}, 0
+    for name, shape in spec:
+        n = int(np.prod(shape)) if len(shape) else 1
+        out[name] = np.asarray(flat[i:i + n]).reshape(tuple(shape))
+        i += n
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,7 +220,8 @@ class MAAttention(Node):
     Float semantics: the neurocomp.nn module itself (``meta['module']``, ``meta['config']``) with
     these weights. Fixed point: ``neurocomp.fixedpoint.attention.ma_gains`` on the layer's integer
     current, with the integer program ``ma_program(state, parts, x_scale)`` (``x_scale`` = 64 * s, set
-    by quantize), as a per-sample gain table of the consuming neuron (rectified, bias included). In Lava it costs T steps of latency.
+    by quantize; one per channel, a tuple, into an MA-SNN cell with per-channel thresholds), as a per-sample
+    gain table of the consuming neuron (rectified, bias included). In Lava it costs T steps of latency.
     """
     parts: str = "TCS"
     ta_w1: Optional[np.ndarray] = None
@@ -201,13 +231,24 @@ class MAAttention(Node):
     sa_w: Optional[np.ndarray] = None
     static_map: Optional[np.ndarray] = None   # calibrated mean map [T, ...] (for NIR consumers, reports)
     x_scale: Optional[float] = None
+    # PFA's additive variant (``meta['module'] == 'PFA'``, relu(A + x) on the current): its parameters,
+    # packed as SpikeAttention.pack does; its map is a per-sample offset of the neuron's input, not a gain
+    state_flat: Optional[np.ndarray] = None
+    state_spec: tuple = ()
     kind = "ma_attention"
 
     STATE_NAMES = {"ta_w1": "ta.sharedMLP.0.weight", "ta_w2": "ta.sharedMLP.2.weight",
                    "ca_w1": "ca.sharedMLP.0.weight", "ca_w2": "ca.sharedMLP.2.weight", "sa_w": "sa.conv.weight"}
 
     def state(self) -> dict:
+        if self.state_flat is not None:
+            return _unpack(self.state_flat, self.state_spec)
         return {name: getattr(self, f) for f, name in self.STATE_NAMES.items() if getattr(self, f) is not None}
+
+    @property
+    def additive(self) -> bool:
+        """PFA's additive variant: the attention process sends per-sample offsets, not gains."""
+        return self.meta.get("module") == "PFA"
 
     @property
     def rectify(self) -> bool:
@@ -236,12 +277,7 @@ class SpikeAttention(Node):
     kind = "spike_attention"
 
     def state(self) -> dict:
-        out, i = {}, 0
-        for name, shape in self.state_spec:
-            n = int(np.prod(shape)) if len(shape) else 1
-            out[name] = np.asarray(self.state_flat[i:i + n]).reshape(tuple(shape))
-            i += n
-        return out
+        return _unpack(self.state_flat, self.state_spec)
 
     @staticmethod
     def pack(state: dict):
@@ -253,13 +289,15 @@ class SpikeAttention(Node):
 
 @dataclass(frozen=True, eq=False)
 class Scale(Node):
-    """A static, time-indexed elementwise map: ``y[t] = x[t] * scale[t]`` (then ReLU if ``rectify``).
+    """A static, time-indexed elementwise map: ``y[t] = x[t] * scale[t]`` (then ReLU if ``rectify``);
+    ``additive``: ``y[t] = x[t] + scale[t]`` (PFA's additive variant, a map on the input current).
 
     ``scale`` has shape ``[T, *b]`` where ``b`` broadcasts against the tensor shape. It is how a
     calibrated attention module enters the IR (``meta['attention']`` names the module type).
     """
     scale: np.ndarray = None
     rectify: bool = False
+    additive: bool = False
     kind = "scale"
 
 

@@ -1,6 +1,8 @@
 """The graph as a readable table (``neurocomp inspect``, ``print(graph)``)."""
 from __future__ import annotations
 
+import numpy as np
+
 from neurocomp.errors import escape
 from neurocomp.ir.graph import Graph
 from neurocomp.ir.nodes import Conv2d, LIF, Linear, SumPool2d, AvgPool2d, Threshold, BatchNorm, Readout, Voting
@@ -40,7 +42,8 @@ def describe(node) -> str:
         d += f" | w int[{int(q.min())},{int(q.max())}]"
     fx = getattr(node, "fixed", None)
     if fx is not None:
-        d += f" | du={fx.du} dv={fx.dv} vth={fx.vth}"
+        dv = f"{int(np.min(fx.dv))}..{int(np.max(fx.dv))}" if np.ndim(fx.dv) else f"{fx.dv}"   # per neuron: range
+        d += f" | du={fx.du} dv={dv} vth={fx.vth}"
     return d
 
 

@@ -10,6 +10,9 @@ Per step t, for the whole multi-step input current X[t] (h_0 = 0 at the start of
 Defaults V_th = 0.3, α = 0.3, β = 0. Backward uses the rectangular surrogate
 ``ds/du = 1/(2·lens)`` for ``|u − V_th| < lens`` (lens = 0.25 in the DVS Gesture config, 0.5 for
 CIFAR10-DVS). The reset is not detached from the gradient, as in the official cell.
+
+``v_threshold`` and ``alpha`` may each be a list, one value per channel (the official cell's learned
+per-channel parameters, ``pa_train_self=True``): channel = axis 1 of each step's ``[B, C, ...]``.
 """
 from __future__ import annotations
 
@@ -35,6 +38,20 @@ class RectSpike(torch.autograd.Function):
         return grad * window, None
 
 
+def _value(v):
+    """A float, or a per-channel tuple of floats."""
+    return tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else float(v)
+
+
+def _per_channel(v, x: torch.Tensor):
+    """A float as is; per-channel values as a float32 tensor broadcasting over ``x`` ``[B, C, ...]``."""
+    if not isinstance(v, tuple):
+        return v
+    if x.dim() < 2 or x.shape[1] != len(v):
+        raise ValueError(f"MALIFNode: {len(v)} per-channel values for an input of shape {tuple(x.shape)}")
+    return torch.tensor(v, dtype=x.dtype, device=x.device).reshape((len(v),) + (1,) * (x.dim() - 2))
+
+
 @register
 class MALIFNode(nn.Module):
     """MA-SNN's LIF cell as a multi-step layer: input current ``[T, B, ...]`` -> spikes ``[T, B, ...]``.
@@ -43,24 +60,25 @@ class MALIFNode(nn.Module):
     forward, ``self.v_seq`` holds the pre-fire potentials ``u_t`` (detached) for inspection.
     """
 
-    def __init__(self, v_threshold: float = 0.3, alpha: float = 0.3, beta: float = 0.0,
+    def __init__(self, v_threshold: float | list = 0.3, alpha: float | list = 0.3, beta: float = 0.0,
                  lens: float = 0.25):
         super().__init__()
         store_config(self, locals())
-        self.v_threshold = float(v_threshold)
-        self.alpha = float(alpha)
+        self.v_threshold = _value(v_threshold)
+        self.alpha = _value(alpha)
         self.beta = float(beta)
         self.lens = float(lens)
         self.v_seq = None
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         h = torch.zeros_like(x_seq[0])
+        v_th, alpha = (_per_channel(v, x_seq[0]) for v in (self.v_threshold, self.alpha))
         spikes, potentials = [], []
         for x in x_seq:
             u = h + x
-            s = RectSpike.apply(u - self.v_threshold, self.lens)
-            h_hat = s * self.v_threshold + (1.0 - s) * u
-            h = self.alpha * h_hat + self.beta
+            s = RectSpike.apply(u - v_th, self.lens)
+            h_hat = s * v_th + (1.0 - s) * u
+            h = alpha * h_hat + self.beta
             spikes.append(s)
             potentials.append(u.detach())
         self.v_seq = torch.stack(potentials)

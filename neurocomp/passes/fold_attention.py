@@ -18,6 +18,9 @@ Rules (each exact for the static map it realises, or with its error recorded):
   square of the layer (only an overlapping pool in between still unrolls the conv into a Dense).
   ``g[t]`` becomes the consuming neuron's input gain on its synaptic input (the bias is not scaled).
   Two static spike maps in a row (a fine-tuned model's payload and gain maps) multiply into one.
+- **Additive map on input current** (PFA's FMNIST variant, ``relu(x + A)`` right before a neuron):
+  the map becomes the neuron's per-step, per-neuron input offset (bias included), the ReLU its input
+  rectification. Exact.
 - ``mode="portable"`` keeps only what stock Lava LIF/Dense/Conv run: spike maps fold ``mean_t g``
   into the weights; current maps fold their per-channel time/space mean into the producing
   synapse's output channel; what is dropped is recorded as a relative error.
@@ -54,6 +57,9 @@ def _full(scale: np.ndarray, shape) -> np.ndarray:
 
 
 def _combine_gain(neuron, gain: np.ndarray, on_bias: bool, rectify: bool):
+    if getattr(neuron, "input_offset", None) is not None:
+        raise UnsupportedLayer("an attention gain and an additive attention map meet at one neuron",
+                               where=f"layer '{neuron.name}'", hint="one map per neuron is supported")
     if neuron.input_gain is not None:
         if bool(neuron.gain_on_bias) != on_bias:
             raise UnsupportedLayer("two attention maps of different kinds meet at one neuron",
@@ -155,7 +161,8 @@ def _merge_spike_maps(nodes, records, mode):
     out = []
     for n in nodes:
         prev = out[-1] if out else None
-        if isinstance(n, Scale) and isinstance(prev, Scale) and (not prev.rectify or not np.any(n.scale < 0)):
+        if isinstance(n, Scale) and isinstance(prev, Scale) and not (n.additive or prev.additive) \
+                and (not prev.rectify or not np.any(n.scale < 0)):
             a, b = prev.scale.astype(np.float64), n.scale.astype(np.float64)
             nd = len(n.in_shape) + 1
             a = a.reshape(a.shape + (1,) * (nd - a.ndim))
@@ -168,6 +175,40 @@ def _merge_spike_maps(nodes, records, mode):
             continue
         out.append(n)
     return out
+
+
+def _fold_offset(nodes, i, node, nxt, mode, rec):
+    """An additive map on the input current (PFA's additive variant, ``relu(x + A[t])`` right before a
+    neuron). Static: the neuron's per-step, per-neuron input offset, with the ReLU as input
+    rectification (exact). Portable: the per-channel mean of ``A`` added to the producing synapse's
+    bias, the ReLU dropped (the rest recorded as the error)."""
+    if not isinstance(nxt, (LIF, MALIF)):
+        raise UnsupportedLayer("an additive attention map (PFA's relu(A + x)) must feed a neuron directly",
+                               where=f"layer '{node.name}'", hint="place the module between the Conv/BatchNorm "
+                                                                  "and its LIF, as PFA's FMNIST model does")
+    full = _full(node.scale.astype(np.float64), nxt.in_shape)
+    if mode == "static":
+        if nxt.input_gain is not None or nxt.input_offset is not None:
+            raise UnsupportedLayer("two attention maps meet at one neuron", where=f"layer '{nxt.name}'",
+                                   hint="one map per neuron is supported")
+        nodes[i + 1] = nxt.replace(input_offset=full.astype(np.float32),
+                                   rectify_input=bool(nxt.rectify_input or node.rectify))
+        rec.update(acts_on="input current", rule="additive: per-step offset on the neuron input (bias included)"
+                   + (", then the ReLU" if node.rectify else ""), consumer=nxt.name, error=0.0)
+        return
+    prev = nodes[i - 1]
+    syn_idx = i - 1 if prev.is_synapse else (i - 2 if isinstance(prev, AvgPool2d) else None)
+    if syn_idx is None or not nodes[syn_idx].is_synapse or isinstance(nodes[syn_idx], Dense):
+        raise UnsupportedLayer("no conv/linear synapse to fold the additive map into", where=f"layer '{node.name}'",
+                               hint="compile with --attention static")
+    syn = nodes[syn_idx]
+    per_c = full.reshape(full.shape[0], full.shape[1], -1).mean(axis=(0, 2)) if full.ndim > 2 else full.mean(axis=0)
+    bias = np.zeros(per_c.shape) if syn.bias is None else syn.bias.astype(np.float64)
+    nodes[syn_idx] = syn.replace(bias=(bias + per_c).astype(np.float32))
+    approx = np.broadcast_to(per_c.reshape((1, -1) + (1,) * (full.ndim - 2)), full.shape)
+    err = float(np.linalg.norm(full - approx) / max(np.linalg.norm(full), 1e-30))
+    rec.update(acts_on="input current", rule="additive: per-channel mean added to the producing synapse's bias"
+               + ("; ReLU dropped" if node.rectify else ""), consumer=nxt.name, error=err)
 
 
 def fold_attention(graph, mode: str = "static"):
@@ -194,6 +235,11 @@ def fold_attention(graph, mode: str = "static"):
         nxt = nodes[i + 1] if i + 1 < len(nodes) else None
         M = node.scale.astype(np.float64)
         rec = {"layer": node.name, "module": node.meta.get("attention", ""), "mode": mode}
+        if node.additive:                                       # relu(x + A) on the input current
+            _fold_offset(nodes, i, node, nxt, mode, rec)
+            del nodes[i]
+            records.append(rec)
+            continue
         if isinstance(nxt, (LIF, MALIF)):                       # map on input current
             full = _full(M, nxt.in_shape)
             if mode == "static":
@@ -269,6 +315,9 @@ def fold_attention(graph, mode: str = "static"):
         records.append(rec)
     if mode == "portable":   # MA-SNN's reset-to-threshold cell has no stock Lava equivalent
         for k, n in enumerate(nodes):
+            if isinstance(n, MALIF) and n.per_channel:
+                raise UnsupportedLayer("an MA-SNN cell with per-channel parameters has no stock Lava LIF form",
+                                       where=f"layer '{n.name}'", hint="compile with --attention static or dynamic")
             if isinstance(n, MALIF):
                 nodes[k] = LIF(name=n.name, in_shape=n.in_shape, out_shape=n.out_shape,
                                tau=1.0 / (1.0 - n.alpha), decay_input=False, v_threshold=n.v_threshold,

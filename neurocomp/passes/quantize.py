@@ -13,7 +13,10 @@ threshold land exactly on Lava's firing boundary: the "≥" is mapped exactly, n
 Scale. ``s`` is the largest that keeps every weight within ``weight_bits`` (so the weights use
 the full range), refined among the top quarter of thresholds to the one with the smallest
 weight-rounding error. Hard resets to ``v_reset != 0`` are shifted to 0 (``theta' = theta -
-v_reset``). What is clipped or may overflow is recorded per layer in ``graph.meta['passes']``.
+v_reset``). An MA-SNN cell with a threshold per channel divides each output channel's weights and
+bias by its threshold (normalised threshold 1, one ``vth`` and one reset value for the layer, the
+scale ``s / V_th[c]`` per channel); a leak per channel is a ``dv`` per neuron. PFA's additive map is
+a per-step offset ``64 * s * A[t]`` per neuron, added with the bias before the ReLU. What is clipped or may overflow is recorded per layer in ``graph.meta['passes']``.
 """
 from __future__ import annotations
 
@@ -63,7 +66,7 @@ def _quantize_lif(syn, neu, weight_bits: int):
         if neu.beta != 0:
             raise UnsupportedLayer(f"MA-SNN cell with beta={neu.beta}", where=f"layer '{neu.name}'",
                                    hint="train with beta=0")
-        if not 0 < neu.alpha <= 1:
+        if not np.all((0 < np.asarray(neu.alpha)) & (np.asarray(neu.alpha) <= 1)):
             raise QuantizationError(f"alpha={neu.alpha}", where=f"layer '{neu.name}'", hint="0 < alpha <= 1")
         neu_reset = 0.0
     elif neu.v_reset is None:
@@ -71,7 +74,21 @@ def _quantize_lif(syn, neu, weight_bits: int):
                                where=f"layer '{neu.name}'", hint="train with a hard reset (v_reset=0.0)")
     else:
         neu_reset = float(neu.v_reset)
-    theta = fx.lif_theta(neu.v_threshold, neu_reset)
+    # MA-SNN cells with a threshold per channel (learned, pa_train_self=True): each output channel's
+    # weights and bias are divided by its threshold, so every channel fires at the same normalised
+    # threshold 1 (one vth, one reset-to-threshold value); the layer's scale is per channel, s / V_th[c].
+    theta_c = np.asarray(neu.v_threshold, np.float64) if isinstance(neu, MALIF) and \
+        isinstance(neu.v_threshold, np.ndarray) else None
+    if theta_c is not None:
+        if not isinstance(syn, (Conv2d, Linear)):
+            raise UnsupportedLayer(f"an MA-SNN cell with per-channel thresholds after a {syn.kind} layer",
+                                   where=f"layer '{neu.name}'", hint="per-channel thresholds need a conv or linear "
+                                                                     "layer in front; use one threshold for the layer")
+        if not np.all(np.isfinite(theta_c) & (theta_c > 0)):
+            raise QuantizationError(f"per-channel thresholds {theta_c.min():g} .. {theta_c.max():g} are not all "
+                                    "positive and finite", where=f"layer '{neu.name}'", hint="v_threshold > 0")
+    theta = 1.0 if theta_c is not None else fx.lif_theta(neu.v_threshold, neu_reset)
+    per_row = 1.0 if theta_c is None else 1.0 / theta_c.reshape((-1,) + (1,) * (syn.weight.ndim - 1))
     if not theta > 0:
         raise QuantizationError(f"threshold {neu.v_threshold} is not above the reset value {neu_reset}",
                                 where=f"layer '{neu.name}'", hint="v_threshold must exceed v_reset")
@@ -81,7 +98,7 @@ def _quantize_lif(syn, neu, weight_bits: int):
     is_ma = isinstance(neu, MALIF)
     gain = 1.0 if is_ma else fx.input_weight_gain(neu.tau, neu.decay_input)
     wmax = fx.weight_max(weight_bits)
-    w_eff = syn.weight.astype(np.float64) * gain
+    w_eff = syn.weight.astype(np.float64) * gain * per_row
     vth = fx.choose_vth(w_eff, theta, wmax)
     s = fx.lif_scale(vth, theta)
     q, raw = fx.round_weights(w_eff, s, wmax)
@@ -97,13 +114,20 @@ def _quantize_lif(syn, neu, weight_bits: int):
                                 hint=f"v_threshold - v_reset must be below ~{fx.VTH_MAX} x max|w| (rescale)")
     out_shape = neu.out_shape
     b = syn.bias.astype(np.float64) * gain if syn.bias is not None else np.zeros(syn.weight.shape[0])
+    if theta_c is not None:
+        b = b / theta_c
     bias_v = fx.voltage_units(b, s)
     if isinstance(syn, Conv2d):  # per output channel -> per neuron (C, H, W)
         bias_v = np.broadcast_to(bias_v[:, None, None], out_shape)
     elif isinstance(syn, Dense):
         bias_v = bias_v.reshape(out_shape)
     mant, exp, b_clipped = _bias(bias_v)
-    if is_ma:   # h = alpha * u': the voltage keeps alpha per step
+    if is_ma and isinstance(neu.alpha, np.ndarray):   # a leak per channel: dv per neuron
+        dv_c = [fx.ma_dv(a) for a in np.asarray(neu.alpha, np.float64).tolist()]
+        decay_error = float(max(abs((fx.DECAY_UNITY - d) / fx.DECAY_UNITY - a) for d, a in zip(dv_c, neu.alpha)))
+        dv = np.ascontiguousarray(np.broadcast_to(np.asarray(dv_c, np.int64).reshape(
+            (-1,) + (1,) * (len(out_shape) - 1)), tuple(out_shape)))
+    elif is_ma:   # h = alpha * u': the voltage keeps alpha per step
         dv = fx.ma_dv(neu.alpha)
         decay_error = abs((fx.DECAY_UNITY - dv) / fx.DECAY_UNITY - neu.alpha)
     elif neu.tau is None:
@@ -112,19 +136,27 @@ def _quantize_lif(syn, neu, weight_bits: int):
         dv = fx.lif_dv(neu.tau)
         decay_error = abs(dv / fx.DECAY_UNITY - 1.0 / neu.tau)
     gain_mant, gain_shift = _quantize_gain(neu)
+    offset = getattr(neu, "input_offset", None)
+    if offset is not None:   # an additive map: voltage units like the bias, added with it before the ReLU
+        chan = 1.0 if theta_c is None else 1.0 / neu.channel_values("v_threshold")
+        offset = np.round(fx.voltage_units(np.asarray(offset, np.float64) * gain * chan, s)).astype(np.int64)
     fixed = LoihiNeuron(du=fx.DECAY_MAX, dv=dv, vth=int(vth), bias_mant=mant, bias_exp=exp,
-                        gain_mant=gain_mant, gain_shift=gain_shift,
-                        gain_on_bias=bool(getattr(neu, "gain_on_bias", False)) and gain_mant is not None,
+                        gain_mant=gain_mant, gain_shift=gain_shift, offset=offset,
+                        gain_on_bias=(bool(getattr(neu, "gain_on_bias", False)) and gain_mant is not None)
+                        or offset is not None,
                         rectify=bool(getattr(neu, "rectify_input", False)),
                         # MA-SNN resets to its threshold: 64*s*V_th = 64*vth + 1 exactly
                         v_reset=(64 * int(vth) + 1) if is_ma else 0)
     max_in = _max_input(q, syn)
-    record = {"layer": neu.name, "synapse": syn.name, "scale": s, "vth": int(vth), "theta": theta,
+    record = {"layer": neu.name, "synapse": syn.name, "vth": int(vth),
+              "scale": s if theta_c is None else [s / t for t in theta_c.tolist()],
+              "theta": theta if theta_c is None else theta_c.tolist(),
               "weight_bits": weight_bits, "weights_clipped": n_clipped, "weights_total": int(q.size),
-              "bias_clipped": b_clipped, "dv": dv, "decay_error": decay_error,
+              "bias_clipped": b_clipped, "dv": dv_c if isinstance(dv, np.ndarray) else dv, "decay_error": decay_error,
               "max_input": max_in, "current_may_wrap": bool(max_in * (1 << fx.ACT_SHIFT) >= fx.MAX_STATE),
               "threshold_rule": ">= mapped exactly (v > 64*vth with theta*64*s = 64*vth + 1)",
               "gain_shift": gain_shift if gain_mant is not None else None,
+              "offset_max": int(np.max(np.abs(offset))) if offset is not None else None,
               "gain_error": (float(np.max(np.abs(gain_mant / (1 << gain_shift) - neu.input_gain)))
                              if gain_mant is not None else None)}
     return q, fixed, record
@@ -152,6 +184,9 @@ def _payload_voltage_scale(syn, neu, q, fixed, rec, pay, weight_bits: int, T: in
     if fixed.gain_on_bias:
         raise UnsupportedLayer("graded spike payloads into a neuron whose gain covers its bias", where=f"layer '{neu.name}'",
                                hint="one attention map per neuron is supported")
+    if isinstance(rec["scale"], list):
+        raise UnsupportedLayer("graded spike payloads into an MA-SNN cell with per-channel thresholds",
+                               where=f"layer '{neu.name}'", hint="use one threshold for the layer, or --attention dynamic")
     bits = fx.payload_bits_for(rec["max_input"])
     got = fx.quantize_payload(pay.scale, bits)
     if got is None or (got[1] == 0 and np.max(pay.scale) > (1 << bits) - 1):
@@ -285,10 +320,19 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
         if isinstance(n, MAAttention):
             neu = nodes[k + 1]
             rec = next(r for r in records if r["layer"] == neu.name)
-            nodes[k] = n.replace(x_scale=float((1 << fx.ACT_SHIFT) * rec["scale"]))
+            if n.additive and isinstance(rec["scale"], list):
+                raise UnsupportedLayer("PFA's additive attention into an MA-SNN cell with per-channel thresholds",
+                                       where=f"layer '{neu.name}'", hint="compile with --attention static")
+            # the integer current is 64 * s * (the LIF's input factor, 1/tau when it decays its input) * x;
+            # one scale per channel for an MA-SNN cell with per-channel thresholds
+            w_gain = fx.input_weight_gain(neu.tau, neu.decay_input) if isinstance(neu, LIF) else 1.0
+            x_scale = (tuple(float((1 << fx.ACT_SHIFT) * sc) for sc in rec["scale"]) if isinstance(rec["scale"], list)
+                       else float((1 << fx.ACT_SHIFT) * rec["scale"] * w_gain))
+            nodes[k] = n.replace(x_scale=x_scale)
             nodes[k + 1] = neu.replace(fixed=dataclasses.replace(neu.fixed, dynamic_gain=True, gain_shift=12,
                                                                  rectify=n.rectify, gain_on_bias=True))
-            rec["attention"] = "dynamic: per-sample gains, 12-bit, sigmoid by lookup table"
+            rec["attention"] = ("dynamic: per-sample offsets (PFA's relu(A + x)), sigmoid by lookup table"
+                                if n.additive else "dynamic: per-sample gains, 12-bit, sigmoid by lookup table")
         if isinstance(n, SpikeAttention):   # graded payloads: the consumer divides its input by 2**8
             j = next(m for m in range(k + 1, len(nodes)) if nodes[m].is_synapse)
             neu = nodes[j + 1]

@@ -59,10 +59,12 @@ def _compartment(node):
 
 
 def dynamic_gains(att: MAAttention, a_seq: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Per-sample gain mantissas ``[T, B, *shape]`` the attention process computes from a window."""
-    from neurocomp.fixedpoint.attention import ma_gains, ma_program
+    """Per-sample gain mantissas ``[T, B, *shape]`` the attention process computes from a window
+    (offsets in voltage units for PFA's additive variant)."""
+    from neurocomp.fixedpoint.attention import current_attention, current_program
     x = (a_seq.to(torch.int64) * (1 << fx.ACT_SHIFT) + bias).numpy()
-    g = ma_gains(x.swapaxes(0, 1), ma_program(att.state(), att.parts, float(att.x_scale)))
+    prog = current_program(att.meta.get("module", ""), att.state(), att.parts, tuple(att.out_shape), att.x_scale)
+    g = current_attention(x.swapaxes(0, 1), prog)
     return torch.as_tensor(g.swapaxes(0, 1))
 
 
@@ -70,12 +72,16 @@ def _gain_neuron(node, p, a_seq: torch.Tensor, bias: torch.Tensor, stats: dict, 
     v = torch.zeros_like(a_seq[0])
     out = torch.zeros(a_seq.shape, dtype=torch.bool)
     gains = None if p.gain_mant is None else torch.as_tensor(p.gain_mant.astype("int64"))
-    if att is not None:
+    offsets = None if p.offset is None else torch.as_tensor(np.asarray(p.offset).astype("int64"))
+    dv = torch.as_tensor(p.dv.astype("int64")) if isinstance(p.dv, np.ndarray) else int(p.dv)   # per neuron, or one
+    if att is not None and att.additive:
+        offsets = dynamic_gains(att, a_seq, bias)
+    elif att is not None:
         gains = dynamic_gains(att, a_seq, bias)
     for t in range(a_seq.shape[0]):
         v, s = fx.gain_lif_step(v, a_seq[t], bias, None if gains is None else gains[t], int(p.gain_shift),
-                                int(p.dv), int(p.vth), int(p.v_reset), bool(p.rectify), bool(p.gain_on_bias),
-                                torch.clamp)
+                                dv, int(p.vth), int(p.v_reset), bool(p.rectify), bool(p.gain_on_bias),
+                                torch.clamp, None if offsets is None else offsets[t])
         out[t] = s
     stats[node.name] = {"voltage_saturations": None, "current_wraps": 0}
     return out

@@ -134,6 +134,20 @@ def _malif(x_seq: torch.Tensor, v_threshold: float, alpha: float, beta: float):
     return spikes
 
 
+@torch.jit.script
+def _malif_channels(x_seq: torch.Tensor, v_threshold: torch.Tensor, alpha: torch.Tensor, beta: float):
+    """:func:`_malif` with per-neuron ``v_threshold`` and ``alpha`` (float32, broadcasting over a step)."""
+    spikes = torch.zeros_like(x_seq)
+    h = torch.zeros_like(x_seq[0])
+    for t in range(x_seq.shape[0]):
+        u = h + x_seq[t]
+        spike = (u - v_threshold >= 0).to(x_seq)
+        h_hat = spike * v_threshold + (1.0 - spike) * u
+        h = alpha * h_hat + beta
+        spikes[t] = spike
+    return spikes
+
+
 # ---- helpers -------------------------------------------------------------------------------------
 class Deferred(NamedTuple):
     """A synapse's output without its bias, for a consumer that adds the bias after its gain."""
@@ -167,10 +181,14 @@ def _synapse(run, node, x, fn, bias_shape=None):
 
 
 def _neuron_input(node, x):
-    """Folded attention: ``x * gain[t]`` (ReLU'd if asked), a deferred bias added after the gain."""
-    if node.input_gain is None and not node.rectify_input:
+    """Folded attention: ``x * gain[t]`` or ``x + offset[t]`` (ReLU'd if asked), a deferred bias added
+    after the gain."""
+    offset = getattr(node, "input_offset", None)
+    if node.input_gain is None and not node.rectify_input and offset is None:
         return x
     x, bias = (x.current, x.bias) if isinstance(x, Deferred) else (x, None)
+    if offset is not None:
+        x = x + torch.as_tensor(offset, dtype=torch.float32).unsqueeze(1)
     if node.input_gain is not None:
         x = x * torch.as_tensor(node.input_gain, dtype=torch.float32).unsqueeze(1)
     if node.rectify_input:
@@ -251,6 +269,9 @@ def _lif(run, node, x):
 
 
 def _malif_op(run, node, x):
+    if node.per_channel:
+        vth, alpha = (torch.tensor(node.channel_values(k), dtype=torch.float32) for k in ("v_threshold", "alpha"))
+        return _malif_channels(_neuron_input(node, x), vth, alpha, float(node.beta))
     return _malif(_neuron_input(node, x), float(node.v_threshold), float(node.alpha), float(node.beta))
 
 
@@ -259,8 +280,10 @@ def _cuba_lif(run, node, x):
 
 
 def _scale(run, node, x):
-    """``x[t] * scale[t]`` broadcast over the batch, as neurocomp.nn.StaticMap computes it."""
-    y = x * torch.as_tensor(node.scale, dtype=torch.float32).unsqueeze(1)
+    """``x[t] * scale[t]`` (additive: ``x[t] + scale[t]``) broadcast over the batch, as
+    neurocomp.nn.StaticMap computes it."""
+    m = torch.as_tensor(node.scale, dtype=torch.float32).unsqueeze(1)
+    y = x + m if node.additive else x * m
     return torch.relu(y) if node.rectify else y
 
 

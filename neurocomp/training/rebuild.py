@@ -95,6 +95,9 @@ def graph_to_module(graph, lens: float = 0.25):
             if syn_at is None:
                 raise UnsupportedLayer("neuron without a synapse in front", where=where)
             gain_at, gain_kind, theta, w_gain = None, None, None, 1.0
+            if getattr(n, "input_offset", None) is not None:
+                raise UnsupportedLayer("an additive attention map (PFA's relu(A + x)) cannot be fine-tuned",
+                                       where=where, hint="use the artifact as compiled")
             G = getattr(n, "input_gain", None)
             if G is not None:
                 G = np.asarray(G, np.float32)
@@ -116,6 +119,9 @@ def graph_to_module(graph, lens: float = 0.25):
                     gain_at, gain_kind = syn_at, "spikes"
                     syn_at += 1
             if isinstance(n, MALIF):
+                if n.per_channel:
+                    raise UnsupportedLayer("an MA-SNN cell with per-channel parameters cannot be fine-tuned",
+                                           where=where, hint="use the artifact as compiled")
                 if n.beta != 0:
                     raise UnsupportedLayer(f"MA-SNN cell with beta={n.beta}", where=where)
                 mods.append(MALIFNode(v_threshold=float(n.v_threshold), alpha=float(n.alpha), beta=float(n.beta),

@@ -9,7 +9,9 @@ The attention process buffers one window of the layer's integer current, compute
 gain table at the window's last step in integer arithmetic (``neurocomp.fixedpoint.attention.ma_gains``
 on the program ``ma_program`` built at emit time, the functions the reference simulator calls) and,
 during the next window, sends row ``t`` at the step when the delayed current of step ``t`` reaches
-the neuron. On Loihi 2 this process would run on the chip's
+the neuron. PFA's additive variant (``relu(A + x)``) is wired the same way: its process computes
+per-sample offsets (``pfa_offsets``) that the neuron adds to its input before the ReLU. On Loihi 2
+this process would run on the chip's
 embedded x86 cores and the delay would be synaptic/axonal delays. ``emit_ma_attention`` and
 ``emit_spike_attention_gate`` build these processes for the IR's ``MAAttention`` (with the neuron
 after it) and ``SpikeAttention``.
@@ -29,7 +31,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from neurocomp import fixedpoint as fx
 from neurocomp.backends.lava.layout import lava_shape, to_lava_layout, to_torch_layout
-from neurocomp.fixedpoint.attention import ma_gains, ma_program, spike_payload, spike_program
+from neurocomp.fixedpoint.attention import current_attention, current_program, spike_payload, spike_program
 
 
 class DelayLine(AbstractProcess):
@@ -59,7 +61,8 @@ class PyDelayLineFixed(PyLoihiProcessModel):
 
 
 class MAAttentionProcess(AbstractProcess):
-    """Computes MA-SNN's gains from one window of a layer's current; streams them one window later."""
+    """Computes MA-SNN's gains (PFA's additive offsets) from one window of a layer's current; streams
+    them one window later."""
 
     def __init__(self, *, shape, program: dict, bias, window: int, window_offset: int):
         super().__init__(shape=shape, program=program, window=window, window_offset=window_offset)
@@ -73,7 +76,7 @@ class MAAttentionProcess(AbstractProcess):
 @tag("fixed_pt")
 class PyMAAttentionFixed(PyLoihiProcessModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
-    g_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=13)
+    g_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     bias: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
 
     def __init__(self, proc_params):
@@ -92,22 +95,24 @@ class PyMAAttentionFixed(PyLoihiProcessModel):
         if t == T - 1:
             x = self._window * (1 << fx.ACT_SHIFT) + self.bias.astype(np.int64)
             # maps are computed on (T, C, H, W); Lava neurons are (T, W, H, C)
-            self._gains = to_lava_layout(ma_gains(to_torch_layout(x, lead=1)[None], p["program"])[0], lead=1)
+            self._gains = to_lava_layout(current_attention(to_torch_layout(x, lead=1)[None], p["program"])[0], lead=1)
 
 
 class GainLIFDynamic(AbstractProcess):
-    """GainLIF whose gain for the current step arrives on ``g_in`` (see gainlif.GainLIF)."""
+    """GainLIF whose gain for the current step arrives on ``g_in`` (see gainlif.GainLIF); with
+    ``offsets``, what arrives is the step's offset (PFA's additive variant), added before the ReLU."""
 
     def __init__(self, *, shape, gain_shift: int, bias, dv, vth, v_reset=0, rectify=True, gain_on_bias=True,
-                 window: int, window_offset: int, name=None):
+                 window: int, window_offset: int, offsets: bool = False, name=None):
         super().__init__(shape=shape, gain_shift=gain_shift, rectify=rectify, gain_on_bias=gain_on_bias,
-                         window=window, window_offset=window_offset, name=name)
+                         window=window, window_offset=window_offset, offsets=offsets, name=name)
         self.a_in = InPort(shape=shape)
         self.g_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
         self.v = Var(shape=shape, init=0)
         self.bias = Var(shape=shape, init=bias)
-        self.dv = Var(shape=(1,), init=dv)
+        dv = np.asarray(dv)    # one decay, or one per neuron (MA-SNN cells with a leak per channel)
+        self.dv = Var(shape=dv.shape if dv.ndim else (1,), init=dv if dv.ndim else dv.reshape(1))
         self.vth = Var(shape=(1,), init=vth)
         self.v_reset = Var(shape=(1,), init=v_reset)
 
@@ -117,7 +122,7 @@ class GainLIFDynamic(AbstractProcess):
 @tag("fixed_pt")
 class PyGainLIFDynamicFixed(PyLoihiProcessModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
-    g_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=13)
+    g_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     v: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     bias: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
@@ -131,9 +136,11 @@ class PyGainLIFDynamicFixed(PyLoihiProcessModel):
         g = self.g_in.recv().astype(np.int64)
         t = (self.time_step - 1 - p["window_offset"]) % p["window"]
         v = self.v.astype(np.int64) * (t != 0)
-        v, s = fx.gain_lif_step(v, a, self.bias.astype(np.int64), g, int(p["gain_shift"]), int(self.dv[0]),
+        gain, offset = (None, g) if p["offsets"] else (g, None)
+        dv = self.dv.astype(np.int64) if self.dv.size > 1 else int(self.dv[0])
+        v, s = fx.gain_lif_step(v, a, self.bias.astype(np.int64), gain, int(p["gain_shift"]), dv,
                                 int(self.vth[0]), int(self.v_reset[0]), bool(p["rectify"]), bool(p["gain_on_bias"]),
-                                np.clip)
+                                np.clip, offset)
         self.v[:] = v
         self.s_out.send(s.astype(np.int32))
 
@@ -196,11 +203,12 @@ def emit_ma_attention(neu, att, out_shape, T, delay):
     bias = to_lava_layout(fx.effective_bias(np.asarray(p.bias_mant, np.int64), np.asarray(p.bias_exp, np.int64)))
     line = DelayLine(shape=out_shape, delay=T)
     # the program is built once here; the process model runs it at the end of every window
-    proc = MAAttentionProcess(shape=out_shape, program=ma_program(att.state(), att.parts, float(att.x_scale)),
-                              bias=bias, window=T, window_offset=delay - T)
-    lif = GainLIFDynamic(shape=out_shape, gain_shift=int(p.gain_shift), bias=bias, dv=p.dv, vth=p.vth,
+    program = current_program(att.meta.get("module", ""), att.state(), att.parts, tuple(att.out_shape), att.x_scale)
+    proc = MAAttentionProcess(shape=out_shape, program=program, bias=bias, window=T, window_offset=delay - T)
+    dv = np.ascontiguousarray(to_lava_layout(p.dv), np.int64) if isinstance(p.dv, np.ndarray) else p.dv
+    lif = GainLIFDynamic(shape=out_shape, gain_shift=int(p.gain_shift), bias=bias, dv=dv, vth=p.vth,
                          v_reset=p.v_reset, rectify=p.rectify, gain_on_bias=p.gain_on_bias, window=T,
-                         window_offset=delay, name=neu.name)
+                         window_offset=delay, offsets=att.additive, name=neu.name)
     line.a_out.connect(lif.a_in)
     proc.g_out.connect(lif.g_in)
     return lif, [line.a_in, proc.a_in], [line, proc]

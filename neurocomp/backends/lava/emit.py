@@ -137,7 +137,10 @@ def _weight(node, w: _Walk) -> np.ndarray:
     if w.fixed:
         return node.qweight
     neu = w.pairs[node.name]
-    return node.weight.astype(np.float64) * _float_gain(neu) * _quantize_record(w, neu)["scale"]
+    scale = np.asarray(_quantize_record(w, neu)["scale"], np.float64)   # per output channel for per-channel MA-SNN thresholds
+    if scale.ndim:
+        scale = scale.reshape((-1,) + (1,) * (node.weight.ndim - 1))
+    return node.weight.astype(np.float64) * _float_gain(neu) * scale
 
 
 def _dense_process(node, w: _Walk, weights) -> None:

@@ -5,7 +5,8 @@ step within the sample window and by the neuron (mantissa / 2**shift), and integ
 LIF without current memory; after a spike the voltage is set to ``v_reset`` (MA-SNN: its
 threshold). The ``fixed_pt`` model calls ``neurocomp.fixedpoint.gain_lif_step``, the same function
 the reference simulator uses, so the two cannot drift. The gain table is a Var (``gain``) that a
-host or an attention process may rewrite between samples. The state resets at the start of each
+host or an attention process may rewrite between samples. ``offset`` (``(window, *shape)``, zero unless
+the neuron carries PFA's additive map) is added to the input current, with the bias, before the ReLU. The state resets at the start of each
 sample window, as ``LIFReset`` does. ``emit_gain_lif`` builds it for a gain-scheduled IR neuron.
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ from neurocomp.backends.lava.layout import to_lava_layout
 
 class GainLIF(AbstractProcess):
     def __init__(self, *, shape, gain, gain_shift: int, bias, dv, vth, v_reset=0, rectify=False,
-                 gain_on_bias=False, window: int, window_offset: int, name=None):
+                 gain_on_bias=False, window: int, window_offset: int, offset=None, name=None):
         """``gain``: ``(window, *shape)`` table; ``window_offset``: the layer's delay (the step of
         the first sample frame is ``1 + window_offset``)."""
         super().__init__(shape=shape, gain_shift=gain_shift, rectify=rectify, gain_on_bias=gain_on_bias,
@@ -37,9 +38,16 @@ class GainLIF(AbstractProcess):
         self.v = Var(shape=shape, init=0)
         self.bias = Var(shape=shape, init=bias)
         self.gain = Var(shape=(window,) + tuple(shape), init=gain)
-        self.dv = Var(shape=(1,), init=dv)
+        self.offset = Var(shape=(window,) + tuple(shape), init=0 if offset is None else offset)
+        dv = np.asarray(dv)    # one decay, or one per neuron (MA-SNN cells with a leak per channel)
+        self.dv = Var(shape=dv.shape if dv.ndim else (1,), init=dv if dv.ndim else dv.reshape(1))
         self.vth = Var(shape=(1,), init=vth)
         self.v_reset = Var(shape=(1,), init=v_reset)
+
+
+def _decay(dv: np.ndarray):
+    """The process's ``dv`` as ``gain_lif_step`` takes it: one int, or an int64 array per neuron."""
+    return dv.astype(np.int64) if dv.size > 1 else int(dv[0])
 
 
 class _GainLIFModel(PyLoihiProcessModel):
@@ -57,6 +65,7 @@ class PyGainLIFFixed(_GainLIFModel):
     v: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     bias: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     gain: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=16)
+    offset: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     dv: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=12)
     vth: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=17)
     v_reset: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
@@ -67,8 +76,8 @@ class PyGainLIFFixed(_GainLIFModel):
         v = self.v.astype(np.int64) * (t != 0)          # a new sample window starts from rest
         p = self.proc_params
         v, s = fx.gain_lif_step(v, a, self.bias.astype(np.int64), self.gain[t].astype(np.int64),
-                                int(p["gain_shift"]), int(self.dv[0]), int(self.vth[0]), int(self.v_reset[0]),
-                                bool(p["rectify"]), bool(p["gain_on_bias"]), np.clip)
+                                int(p["gain_shift"]), _decay(self.dv), int(self.vth[0]), int(self.v_reset[0]),
+                                bool(p["rectify"]), bool(p["gain_on_bias"]), np.clip, self.offset[t].astype(np.int64))
         self.v[:] = v
         self.s_out.send(s.astype(np.int32))
 
@@ -83,6 +92,7 @@ class PyGainLIFFloat(_GainLIFModel):
     v: np.ndarray = LavaPyType(np.ndarray, float)
     bias: np.ndarray = LavaPyType(np.ndarray, float)
     gain: np.ndarray = LavaPyType(np.ndarray, float)
+    offset: np.ndarray = LavaPyType(np.ndarray, float)
     dv: np.ndarray = LavaPyType(np.ndarray, float)
     vth: np.ndarray = LavaPyType(np.ndarray, float)
     v_reset: np.ndarray = LavaPyType(np.ndarray, float)
@@ -92,13 +102,13 @@ class PyGainLIFFloat(_GainLIFModel):
         t = self.local_step()
         p = self.proc_params
         v = self.v * (t != 0)
-        x = a + (self.bias if p["gain_on_bias"] else 0.0)
+        x = a + (self.bias if p["gain_on_bias"] else 0.0) + self.offset[t]
         if p["rectify"]:
             x = np.maximum(x, 0.0)
         x = x * self.gain[t] / (1 << int(p["gain_shift"]))
         if not p["gain_on_bias"]:
             x = x + self.bias
-        v = v * (1.0 - self.dv[0]) + x
+        v = v * (1.0 - (self.dv if self.dv.size > 1 else self.dv[0])) + x
         s = v > self.vth[0]
         self.v[:] = np.where(s, self.v_reset[0], v)
         self.s_out.send(s.astype(float))
@@ -114,10 +124,13 @@ def emit_gain_lif(neu, out_shape, T, delay, fixed):
     else:
         gain = np.ascontiguousarray(to_lava_layout(np.asarray(p.gain_mant), lead=1), np.int64)
         shift = int(p.gain_shift)
+    offset = None if p.offset is None else np.ascontiguousarray(to_lava_layout(np.asarray(p.offset), lead=1), np.int64)
+    dv = np.ascontiguousarray(to_lava_layout(p.dv), np.int64) if isinstance(p.dv, np.ndarray) else p.dv
     if fixed:
-        return GainLIF(shape=out_shape, gain=gain, gain_shift=shift, bias=bias, dv=p.dv, vth=p.vth,
+        return GainLIF(shape=out_shape, gain=gain, gain_shift=shift, bias=bias, dv=dv, vth=p.vth,
                        v_reset=p.v_reset, rectify=p.rectify, gain_on_bias=p.gain_on_bias, window=T,
-                       window_offset=delay, name=neu.name)
+                       window_offset=delay, offset=offset, name=neu.name)
     return GainLIF(shape=out_shape, gain=gain.astype(np.float64), gain_shift=shift, bias=bias / 64.0,
-                   dv=p.dv / fx.DECAY_UNITY, vth=p.vth + 1.0 / 64, v_reset=p.v_reset / 64.0, rectify=p.rectify,
-                   gain_on_bias=p.gain_on_bias, window=T, window_offset=delay, name=neu.name)
+                   dv=dv / fx.DECAY_UNITY, vth=p.vth + 1.0 / 64, v_reset=p.v_reset / 64.0, rectify=p.rectify,
+                   gain_on_bias=p.gain_on_bias, window=T, window_offset=delay,
+                   offset=None if offset is None else offset / 64.0, name=neu.name)
