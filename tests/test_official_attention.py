@@ -446,3 +446,30 @@ def test_t_mismatch_of_an_official_module_is_one_line(tmp_path):
                     timesteps=6, encoding="bernoulli", code_path=[HERE])
     _one_line(e, "layer '2'", "TCJA", "T=4", "pass --timesteps 4")
     assert not (tmp_path / "art").exists()
+
+
+# ---- the TCJA code's own VotingLayer (src/dvs128.py) -------------------------------------------------
+class VotingLayer(nn.Module):
+    """As the TCJA DVS128 code builds its vote: an AvgPool1d over groups of the last dim."""
+
+    def __init__(self, k, stride=None):
+        super().__init__()
+        self.voting = nn.AvgPool1d(k, k if stride is None else stride)
+
+    def forward(self, x):
+        return self.voting(x.unsqueeze(1)).squeeze(1)
+
+
+def test_tcja_voting_layer_maps_onto_spikingjelly_voting():
+    from spikingjelly.activation_based import layer as ab_layer
+    got = recognise(VotingLayer(5), "vote")
+    assert type(got) is ab_layer.VotingLayer and got.voting_size == 5
+    x = torch.rand(3, 20)
+    assert torch.equal(got(x), VotingLayer(5)(x))
+
+
+def test_a_voting_layer_with_overlapping_groups_is_one_line():
+    with pytest.raises(UnsupportedLayer) as e:
+        recognise(VotingLayer(4, stride=2), "head.vote")
+    msg = e.value.one_line()
+    assert "\n" not in msg and "head.vote" in msg and "stride 2" in msg and "VotingLayer(k)" in msg

@@ -224,6 +224,40 @@ NETS_PY = textwrap.dedent('''
             return self.a(self.act(x))  # marker: module
 
 
+    class VotingLayer(nn.Module):
+        """The TCJA code's own vote (src/dvs128.py): an AvgPool1d over groups of the last dim."""
+
+        def __init__(self, voter_num):
+            super().__init__()
+            self.voting = nn.AvgPool1d(voter_num, voter_num)
+
+        def forward(self, x):
+            return self.voting(x.unsqueeze(1)).squeeze(1)
+
+
+    class TCJAVote(nn.Module):
+        """The TCJA paper's DVS128 net as its code writes it: [N, T, ...] input permuted to time-major,
+        clock_driven containers and neurons, a TCJA, then its own VotingLayer on the mean over time."""
+
+        def __init__(self, T=4):
+            super().__init__()
+            self.conv = nn.Sequential(
+                cd_layer.SeqToANNContainer(nn.Conv2d(2, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)),
+                cd_neuron.MultiStepLIFNode(tau=2.0, detach_reset=True, backend="torch"),
+                TCJA(2, 3, T, 4),
+                cd_layer.SeqToANNContainer(nn.MaxPool2d(2, 2)))
+            self.fc = nn.Sequential(
+                nn.Flatten(2), cd_layer.MultiStepDropout(0.5),
+                cd_layer.SeqToANNContainer(nn.Linear(4 * 4 * 4, 12, bias=False)),
+                cd_neuron.MultiStepLIFNode(tau=2.0, detach_reset=True, backend="torch"))
+            self.vote = VotingLayer(4)
+
+        def forward(self, x):
+            x = x.permute(1, 0, 2, 3, 4)
+            out_spikes = self.fc(self.conv(x))
+            return self.vote(out_spikes.mean(0))
+
+
     def factory(kind, **kw):
         return globals()[kind](**kw)
 ''')
@@ -246,7 +280,7 @@ def _line(marker):
 
 def _user_input(cls_name, x):
     """The user's way of calling the model: MANet takes [B, T, ...]."""
-    return x.transpose(0, 1).contiguous() if cls_name == "MANet" else x
+    return x.transpose(0, 1).contiguous() if cls_name in ("MANet", "TCJAVote") else x
 
 
 def _randomize(model, seed, gain=2.5):
@@ -307,6 +341,7 @@ CASES = {  # class -> (input layout, output layout, reduction, Readout appended)
     "FillNet": ("TB", "TB", "sum", True),
     "MeanFC": ("TB", "TB", "mean", True),
     "Functional": ("TB", "TB", None, False),
+    "TCJAVote": ("BT", "TB", "mean", False),
 }
 
 
@@ -529,25 +564,25 @@ def test_a_loop_over_another_t_names_the_t_to_pass():
     assert [type(m).__name__ for m in seq] == ["Flatten", "Linear", "LIFNode"]
 
 
-# ---- the heads (Readout, VotingLayer): compiled once the heads' lowering is there ------------------------
-def _heads_lowered():
-    import neurocomp.ir
-    return hasattr(neurocomp.ir, "Readout")
-
-
-@pytest.mark.skipif(not _heads_lowered(), reason="the Readout / VotingLayer lowering (branch heads) is not merged")
-@pytest.mark.parametrize("name", ["VoteNet", "FillNet", "MeanFC"])
+# ---- the heads (Readout, VotingLayer), compiled -------------------------------------------------------------
+@pytest.mark.parametrize("name", ["VoteNet", "FillNet", "MeanFC", "TCJAVote"])
 def test_traced_heads_compile_exactly(nets, tmp_path, name):
     mod, _ = nets
     model = busy(mod, name, seed=len(name))
     path = save_checkpoint(model, str(tmp_path / "m.pt"), input_shape=SHAPE, timesteps=T)
-    out = api.compile(path, str(tmp_path / "art"))
+    # the TCJA net is compared with the user's model itself: its attention computed as the model does
+    calib = str(tmp_path / "calib.npy")
+    np.save(calib, np.swapaxes(bernoulli(T, 16, SHAPE, p=0.3, seed=4).numpy(), 0, 1))
+    out = api.compile(path, str(tmp_path / "art"), attention="dynamic" if name == "TCJAVote" else "static",
+                      calib=calib)
     x = bernoulli(T, 3, SHAPE, p=0.3, seed=12)
     r = run_float(load_graph(os.path.join(out, "float")), x)
-    _, s_user = user_spikes(model, x)
+    y_user, s_user = user_spikes(model, _user_input(name, x))
     back = {p: c for c, p in trace(model, SHAPE, T).sources.items()}
     for p, s in s_user.items():
         assert torch.equal(r.spikes[back[p]].bool(), s), p
+    if name in ("VoteNet", "TCJAVote"):          # the vote of the mean over time == the mean of the votes
+        assert _close(r.output.float().mean(0), y_user)
     ref, mism = lava_mismatches(load_graph(os.path.join(out, "fixed")), x)   # the head's values are graded
     assert not {k: v for k, v in mism.items() if v[0]}, mism
     assert all(ref.spikes[back[p]].any() for p in s_user)

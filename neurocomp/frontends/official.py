@@ -26,6 +26,8 @@ What is recognised (class name -> equivalent; every equivalent is time-major ``[
   (``relu(A + x)``, the rank terms summed, on the input current) -> ``PFA(..., additive=True)``; the
   FSVAE copy (``Generation/fsvae_models/TCSA.py``: the same layout on ``[N, C, H, W, T]``,
   ``relu(A * x)``) is told apart by its forward's source and refused.
+- ridgerchu/TCJA ``src/dvs128.py``: its own ``VotingLayer`` (``voting = nn.AvgPool1d(k, k)``) ->
+  SpikingJelly's ``VotingLayer(k)`` (the output head; see ``frontends/torch``).
 - SpikingJelly: ``activation_based.layer.MultiDimensionalAttention`` -> TCSA (0.0.0.0.14's own forward
   calls a ``self.relu`` it never defines; the ReLU is what the class and MA-SNN mean);
   ``activation_based.layer.TemporalWiseAttention`` and ``clock_driven.layer.MultiStepTemporalWiseAttention``
@@ -46,6 +48,7 @@ import torch.nn as tnn
 
 from neurocomp.errors import UnsupportedLayer
 from neurocomp.frontends.modules import CONTAINER_TYPES
+from spikingjelly.activation_based import layer as ab_layer  # noqa: E402  (quietly imported by modules)
 from neurocomp.nn import CA, CLA, CSA, MALIFNode, PFA, SA, TA, TCA, TCJA, TCSA, TLA, TSA
 
 MA_CLASSES = {"TCSA": TCSA, "TCA": TCA, "TSA": TSA, "CSA": CSA, "TA": TA, "CA": CA, "SA": SA}
@@ -359,7 +362,24 @@ def _att_lif(module, path):
     return tnn.Sequential(collections.OrderedDict(seq))
 
 
+def _voting(module, path):
+    """ridgerchu/TCJA ``src/dvs128.py``'s own ``VotingLayer``: ``voting = nn.AvgPool1d(k, k)`` over the
+    last dim of ``x.unsqueeze(1)``, SpikingJelly's ``VotingLayer(k)`` op for op."""
+    pool = getattr(module, "voting", None)
+    if [n for n, _ in module.named_children()] != ["voting"] or not isinstance(pool, tnn.AvgPool1d) \
+            or any(True for _ in module.parameters()):
+        _refuse(path, module, "a VotingLayer whose one child is not `voting = nn.AvgPool1d(k, k)`",
+                "use spikingjelly.activation_based.layer.VotingLayer(k)")
+    k, s, p = int(pool.kernel_size[0]), int(pool.stride[0]), int(pool.padding[0])
+    if s != k or p != 0 or pool.ceil_mode:
+        _refuse(path, module, f"its AvgPool1d has kernel {k}, stride {s}, padding {p}, ceil_mode {pool.ceil_mode} "
+                              "(a vote is kernel = stride, no padding)",
+                "use spikingjelly.activation_based.layer.VotingLayer(k)")
+    return ab_layer.VotingLayer(k)        # single-step, as the user calls it (on one step or the mean)
+
+
 RECOGNISERS = {
+    "VotingLayer": _voting,
     **{name: _tcja for name in ("TCJA", "TLA", "CLA", "TCJA_for_TET")},
     **{name: _ma for name in MA_CLASSES},
     "TCSAModule": _pfa,

@@ -437,6 +437,10 @@ class _Tracer(TorchFunctionMode):
         kind, repl = self.kinds[id(m)]
         path = self.paths[id(m)]
         name = f"layer '{path}' ({type(m).__name__})"
+        if kind == "recognised" and not (type_name(repl) or "neurocomp.nn.").startswith("neurocomp.nn.") \
+                and not _stateful(repl):
+            m = repl                                    # mapped onto one stateless library layer (the TCJA
+            kind, _ = leaf_kind(repl, path)             # code's own VotingLayer): traced as that layer
         key = ("leaf", id(m))
         if kind == "identity":
             return v
