@@ -121,22 +121,9 @@ def _float_lif(node: LIF, x_seq: torch.Tensor) -> torch.Tensor:
 
 
 @torch.jit.script
-def _malif(x_seq: torch.Tensor, v_threshold: float, alpha: float, beta: float):
-    """MA-SNN's cell, op for op as neurocomp.nn.MALIFNode (eval): reset to threshold, then leak."""
-    spikes = torch.zeros_like(x_seq)
-    h = torch.zeros_like(x_seq[0])
-    for t in range(x_seq.shape[0]):
-        u = h + x_seq[t]
-        spike = (u - v_threshold >= 0).to(x_seq)
-        h_hat = spike * v_threshold + (1.0 - spike) * u
-        h = alpha * h_hat + beta
-        spikes[t] = spike
-    return spikes
-
-
-@torch.jit.script
-def _malif_channels(x_seq: torch.Tensor, v_threshold: torch.Tensor, alpha: torch.Tensor, beta: float):
-    """:func:`_malif` with per-neuron ``v_threshold`` and ``alpha`` (float32, broadcasting over a step)."""
+def _malif(x_seq: torch.Tensor, v_threshold: torch.Tensor, alpha: torch.Tensor, beta: float):
+    """MA-SNN's cell, op for op as neurocomp.nn.MALIFNode (eval): reset to threshold, then leak;
+    ``v_threshold`` and ``alpha`` per layer (0-d) or per neuron (float32, broadcasting over a step)."""
     spikes = torch.zeros_like(x_seq)
     h = torch.zeros_like(x_seq[0])
     for t in range(x_seq.shape[0]):
@@ -271,8 +258,9 @@ def _lif(run, node, x):
 def _malif_op(run, node, x):
     if node.per_channel:
         vth, alpha = (torch.tensor(node.channel_values(k), dtype=torch.float32) for k in ("v_threshold", "alpha"))
-        return _malif_channels(_neuron_input(node, x), vth, alpha, float(node.beta))
-    return _malif(_neuron_input(node, x), float(node.v_threshold), float(node.alpha), float(node.beta))
+    else:
+        vth, alpha = (torch.tensor(float(getattr(node, k)), dtype=torch.float32) for k in ("v_threshold", "alpha"))
+    return _malif(_neuron_input(node, x), vth, alpha, float(node.beta))
 
 
 def _cuba_lif(run, node, x):
