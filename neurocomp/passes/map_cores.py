@@ -136,7 +136,7 @@ def map_cores(graph, target, max_chips: int | None = None):
                          "fan-in per core is an upper bound min(inputs, neurons x max fan-in per neuron)"]}
     meta = dict(graph.meta)
     meta["mapping"] = mapping
-    g = graph.with_nodes(graph.nodes, meta)
+    g = graph.rewrite(graph.nodes, meta)
     summary = {"target": tname, "cores": cores, "chips": chips,
                "cores_per_layer": {l["layer"]: l["cores"] for l in layers}}
     return with_record(g, "map_cores", summary)
