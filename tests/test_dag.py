@@ -191,3 +191,11 @@ def test_bad_graphs_are_one_line_naming_the_edge():
         Graph.build([i, a, s], {"a": ("s",), "s": ("a", "x")})
     with pytest.raises(BadGraph, match=r"edge 'q' -> 's'"):
         Graph.build([i, a, s], {"a": ("x",), "s": ("a", "q")})
+
+
+def test_netx_refuses_a_branching_graph_naming_the_edge(tmp_path):
+    from neurocomp.backends.netx import write_netx
+    from neurocomp.errors import UnsupportedLayer
+    with pytest.raises(UnsupportedLayer, match=r"edge '\S+' -> '\S+' branches") as e:
+        write_netx(lower(_spiking_resnet().graph()), str(tmp_path / "net.h5"))
+    assert "\n" not in e.value.one_line() and not (tmp_path / "net.h5").exists()

@@ -83,6 +83,9 @@ class Graph:
             sys.setrecursionlimit(limit)
         g = Graph(tuple(order), inputs, dict(meta or {}))
         g.validate()
+        dead = g._unconnected()
+        if dead:
+            raise BadGraph("; ".join(dead), hint="connect the layer or remove it")
         return g
 
     def rewrite(self, nodes, meta=None) -> "Graph":
@@ -157,8 +160,8 @@ class Graph:
 
     # ---- checks ---------------------------------------------------------------------
     def validate(self) -> None:
-        """Every name unique, every edge known and earlier (so no cycle), every edge's shapes agreeing,
-        every node on a path from the Input to the output (the last node)."""
+        """Every name unique, every edge known and earlier (so no cycle), every edge's shapes agreeing
+        (``Graph.build`` also asks every node to lie on a path from the Input to the output)."""
         problems = []
         seen = {}
         if not self.nodes or not isinstance(self.nodes[0], Input):
@@ -200,8 +203,6 @@ class Graph:
                 if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
                     problems.append(f"layer '{n.name}': field '{key}' holds NaN or inf")
             seen[n.name] = n
-        if not problems and self.nodes:
-            problems += self._unconnected()
         if problems:
             raise BadGraph("; ".join(problems), hint="fix the model or file that produced this graph")
 
