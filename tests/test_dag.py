@@ -199,3 +199,43 @@ def test_netx_refuses_a_branching_graph_naming_the_edge(tmp_path):
     with pytest.raises(UnsupportedLayer, match=r"edge '\S+' -> '\S+' branches") as e:
         write_netx(lower(_spiking_resnet().graph()), str(tmp_path / "net.h5"))
     assert "\n" not in e.value.one_line() and not (tmp_path / "net.h5").exists()
+
+
+def test_core_mapping_sums_fan_in_over_groups_and_addends():
+    from neurocomp.passes.map_cores import map_cores
+    m = map_cores(lower(_spiking_resnet().graph()), "loihi2").meta["mapping"]
+    lay = {l["layer"]: l for l in m["layers"]}
+    # b2.sn2: a 3x3 conv over 4 channels (36 taps) plus a 1x1 conv over 2 channels (2) per centre neuron
+    assert lay["b2.sn2"]["max_fan_in_per_neuron"] == 36 + 2 and lay["b2.sn2"]["inputs"] == 4 * 64 + 2 * 64
+    # b1.sn2: 3x3 over 2 channels (18) plus the identity shortcut (1 depthwise tap)
+    assert lay["b1.sn2"]["max_fan_in_per_neuron"] == 19
+    m = map_cores(lower(_sew_concat().graph()), "loihi2").meta["mapping"]
+    lay = {l["layer"]: l for l in m["layers"]}
+    assert lay["mid.sn"]["max_fan_in_per_neuron"] == 2 * 18      # the conv once per addend of the SEW add
+    assert lay["head.sn"]["max_fan_in_per_neuron"] == 36         # the concat's 4 channels, split in two parts
+
+
+def test_a_graph_round_trips_through_the_ir_files(tmp_path):
+    from neurocomp.ir.serialize import load_graph, save_graph
+    q = lower(_sew_concat().graph())
+    save_graph(q, str(tmp_path))
+    back = load_graph(str(tmp_path))
+    assert back.digest() == q.digest() and back.inputs["cat"] == ("mid.sn", "stem.sn") and not back.is_chain()
+
+
+def test_what_is_not_lowered_yet_is_refused_in_one_line():
+    from neurocomp.errors import UnsupportedLayer
+    # MS-ResNet's membrane shortcut: one synapse's current into two neurons
+    n = Net(3)
+    s0 = n.lif("stem.sn", n.conv_bn("stem", "x", 2, 2), SHAPE)
+    c = n.conv_bn("b.1", s0, 2, 2)
+    n.lif("b.sn1", c, SHAPE)
+    n.add(Add("b.add", SHAPE, SHAPE), [c, n.conv_bn("b.2", s0, 2, 2)])
+    n.lif("b.sn2", "b.add", SHAPE)
+    n.add(Add("out", SHAPE, SHAPE), ["b.sn1", "b.sn2"])
+    n.add(Conv2d("head", SHAPE, SHAPE, weight=np.ones((2, 2, 1, 1), np.float32)), "out")
+    n.lif("head.sn", "head", SHAPE)
+    with pytest.raises(UnsupportedLayer, match=r"the current of 'b\.1\.conv' feeds two neurons "
+                                               r"\('b\.sn1' and 'b\.sn2'\)") as e:
+        lower(n.graph())
+    assert "\n" not in e.value.one_line()
