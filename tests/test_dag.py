@@ -133,12 +133,27 @@ def _sew_concat():
     return n.busy(_inputs(5))
 
 
+def _ms_resnet():
+    """MS-ResNet: membrane shortcuts, i.e. adds of currents. The stem's current feeds block 1's neuron
+    and its sum; each block's sum feeds the next block's neuron and the next sum. The last sum goes
+    into a LIF head."""
+    n = Net(4)
+    s0 = n.lif("stem.sn", n.conv_bn("stem", "x", 2, 2), SHAPE)
+    cur = n.conv_bn("c0", s0, 2, 2)
+    for b in (1, 2):
+        s1 = n.lif(f"b{b}.sn1", cur, SHAPE)
+        s2 = n.lif(f"b{b}.sn2", n.conv_bn(f"b{b}.1", s1, 2, 2), SHAPE)
+        cur = n.add(Add(f"b{b}.add", SHAPE, SHAPE), [n.conv_bn(f"b{b}.2", s2, 2, 2), cur])
+    n.lif("head.sn", cur, SHAPE)
+    return n.busy(_inputs(5))
+
+
 def _inputs(seed=0):
     g = torch.Generator().manual_seed(seed)
     return (torch.rand((T, B) + SHAPE, generator=g) < 0.4).float()
 
 
-@pytest.mark.parametrize("build", [_spiking_resnet, _sew_concat])
+@pytest.mark.parametrize("build", [_spiking_resnet, _sew_concat, _ms_resnet])
 def test_float_reference_equals_torch(build):
     net, x = build(), _inputs()
     ref = run_float(net.graph(), x)
@@ -149,7 +164,7 @@ def test_float_reference_equals_torch(build):
         assert torch.equal(spikes, want[name]), name
 
 
-@pytest.mark.parametrize("build", [_spiking_resnet, _sew_concat])
+@pytest.mark.parametrize("build", [_spiking_resnet, _sew_concat, _ms_resnet])
 def test_lava_equals_fixed_reference(build):
     from busy_nets import lava_mismatches
     q = lower(build().graph())
@@ -223,9 +238,24 @@ def test_a_graph_round_trips_through_the_ir_files(tmp_path):
     assert back.digest() == q.digest() and back.inputs["cat"] == ("mid.sn", "stem.sn") and not back.is_chain()
 
 
+def test_a_current_into_several_neurons_is_copied_per_neuron():
+    q = lower(_ms_resnet().graph())
+    groups = {r["layer"]: r.get("groups") for p in q.meta["passes"] if p["pass"] == "quantize" for r in p["layers"]}
+    assert groups["b1.sn1"] is None and groups["b2.sn1"] == ["b1.2.conv", "c0.conv@b2.sn1"]
+    assert groups["head.sn"] == ["b2.2.conv", "b1.2.conv@head.sn", "c0.conv@head.sn"]
+    assert np.array_equal(q["c0.conv@head.sn"].weight, q["c0.conv"].weight)
+    assert "b1.add" not in {n.name for n in q}           # the shared sums are replaced by each neuron's own
+    # the head's groups come from neurons at delays 5, 3 and 1: the shallower ones are delayed to arrive with the deepest
+    tim = time_alignment(q)
+    # (b2.sn1: b1.2.conv from b1.sn2 at delay 3 arrives at 4; the stem's copy at 2 waits 2 steps)
+    assert tim["added_delay"] == {"stem.sn->c0.conv@b2.sn1": 2, "b1.sn2->b1.2.conv@head.sn": 2,
+                                  "stem.sn->c0.conv@head.sn": 4}
+    assert tim["layer_delay"]["head.sn"] == 6 and tim["added_delay_cost"]["extra_steps"] == 8
+
+
 def test_what_is_not_lowered_yet_is_refused_in_one_line():
     from neurocomp.errors import UnsupportedLayer
-    # MS-ResNet's membrane shortcut: one synapse's current into two neurons
+    # one synapse's current into two neurons, in a graph given straight to the quantizer
     n = Net(3)
     s0 = n.lif("stem.sn", n.conv_bn("stem", "x", 2, 2), SHAPE)
     c = n.conv_bn("b.1", s0, 2, 2)
@@ -235,7 +265,9 @@ def test_what_is_not_lowered_yet_is_refused_in_one_line():
     n.add(Add("out", SHAPE, SHAPE), ["b.sn1", "b.sn2"])
     n.add(Conv2d("head", SHAPE, SHAPE, weight=np.ones((2, 2, 1, 1), np.float32)), "out")
     n.lif("head.sn", "head", SHAPE)
+    from neurocomp.passes.fold_bn import fold_batchnorm
+    from neurocomp.passes.quantize import quantize
     with pytest.raises(UnsupportedLayer, match=r"the current of 'b\.1\.conv' feeds two neurons "
                                                r"\('b\.sn1' and 'b\.sn2'\)") as e:
-        lower(n.graph())
+        quantize(fold_batchnorm(n.graph()))
     assert "\n" not in e.value.one_line()
