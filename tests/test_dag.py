@@ -271,3 +271,21 @@ def test_what_is_not_lowered_yet_is_refused_in_one_line():
                                                r"\('b\.sn1' and 'b\.sn2'\)") as e:
         quantize(fold_batchnorm(n.graph()))
     assert "\n" not in e.value.one_line()
+
+
+def test_activity_counts_every_group_and_addend():
+    import torch.nn.functional as F
+    from neurocomp.metrics import layer_activity
+    q, x = lower(_sew_concat().graph()), _inputs(1)
+    ref = run_fixed(q, x)
+    act = layer_activity(q, x, ref.spikes)["layers"]
+
+    def reach(s, c_out):        # events of a 3x3 'same' conv: each spike reaches the c_out x (in-bounds 3x3) targets
+        return int(F.conv2d(s.flatten(0, 1).double(), torch.ones(c_out, s.shape[2], 3, 3, dtype=torch.float64),
+                            padding=1).sum())
+    sp = {k: v.bool() for k, v in ref.spikes.items()}
+    assert act["mid.sn"]["synaptic_ops"] == reach(sp["sew.sn2"], 2) + reach(sp["stem.sn"], 2)
+    assert act["head.sn"]["synaptic_ops"] == reach(sp["mid.sn"], 2) + reach(sp["stem.sn"], 2)
+    q = lower(_spiking_resnet().graph())
+    act = layer_activity(q, x, run_fixed(q, x).spikes)["layers"]
+    assert set(act["b2.sn2"]["groups"]) == {"b2.2.conv", "b2.down.conv"} and "groups" not in act["b1.sn1"]
