@@ -14,7 +14,7 @@ import torch
 from spikingjelly.activation_based import neuron
 
 from neurocomp.errors import BadGraph
-from neurocomp.ir import Add, BatchNorm, Concat, Conv2d, Graph, Input, LIF
+from neurocomp.ir import Add, AvgPool2d, BatchNorm, Concat, Conv2d, Graph, Input, LIF
 from neurocomp.ir.timing import time_alignment
 from neurocomp.passes.pipeline import lower
 from neurocomp.sim import run_fixed, run_float
@@ -30,8 +30,8 @@ class Net:
         self.gen = torch.Generator().manual_seed(seed)
         self.nodes, self.inputs, self.torch = [Input("x", SHAPE, SHAPE)], {}, {}
 
-    def conv_bn(self, name, src, c_in, c_out, k=3):
-        conv = torch.nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False)
+    def conv_bn(self, name, src, c_in, c_out, k=3, hw=SHAPE[1:], stride=1):
+        conv = torch.nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False, stride=stride)
         bn = torch.nn.BatchNorm2d(c_out).eval()
         with torch.no_grad():
             conv.weight.copy_(torch.randn(conv.weight.shape, generator=self.gen) / (c_in * k * k) ** 0.5 * 1.5)
@@ -39,9 +39,10 @@ class Net:
             bn.running_var.copy_(torch.rand(c_out, generator=self.gen) * 0.5 + 0.5)
             bn.weight.copy_(torch.rand(c_out, generator=self.gen) + 0.5)
             bn.bias.copy_(torch.rand(c_out, generator=self.gen) * 0.6 + 0.3)
-        shape_in, shape_out = (c_in,) + SHAPE[1:], (c_out,) + SHAPE[1:]
+        hw_out = tuple((h + 2 * (k // 2) - k) // stride + 1 for h in hw)
+        shape_in, shape_out = (c_in,) + tuple(hw), (c_out,) + hw_out
         self.add(Conv2d(f"{name}.conv", shape_in, shape_out, weight=conv.weight.detach().numpy().copy(),
-                        padding=(k // 2, k // 2)), src, conv)
+                        padding=(k // 2, k // 2), stride=(stride, stride)), src, conv)
         self.add(BatchNorm(f"{name}.bn", shape_out, shape_out, mean=bn.running_mean.numpy().copy(),
                            var=bn.running_var.numpy().copy(), weight=bn.weight.detach().numpy().copy(),
                            bias=bn.bias.detach().numpy().copy(), eps=bn.eps), f"{name}.conv", bn)
@@ -148,12 +149,27 @@ def _ms_resnet():
     return n.busy(_inputs(5))
 
 
+def _avgpool_shortcut():
+    """A downsampling block whose shortcut is an average pool then a 1x1 conv + BN (the pool folds into
+    that conv); the residual branch is a stride-2 conv."""
+    n = Net(6)
+    s0 = n.lif("stem.sn", n.conv_bn("stem", "x", 2, 2), SHAPE)
+    small = (2, 4, 4)
+    s1 = n.lif("b.sn1", n.conv_bn("b.1", s0, 2, 2, stride=2), small)
+    pool = n.add(AvgPool2d("b.pool", SHAPE, small, kernel=(2, 2), stride=(2, 2)), s0,
+                 torch.nn.AvgPool2d(2, 2))
+    a = n.add(Add("b.add", small, small), [n.conv_bn("b.2", s1, 2, 2, hw=small[1:]),
+                                           n.conv_bn("b.down", pool, 2, 2, k=1, hw=small[1:])])
+    n.lif("b.sn2", a, small)
+    return n.busy(_inputs(5))
+
+
 def _inputs(seed=0):
     g = torch.Generator().manual_seed(seed)
     return (torch.rand((T, B) + SHAPE, generator=g) < 0.4).float()
 
 
-@pytest.mark.parametrize("build", [_spiking_resnet, _sew_concat, _ms_resnet])
+@pytest.mark.parametrize("build", [_spiking_resnet, _sew_concat, _ms_resnet, _avgpool_shortcut])
 def test_float_reference_equals_torch(build):
     net, x = build(), _inputs()
     ref = run_float(net.graph(), x)
@@ -164,7 +180,7 @@ def test_float_reference_equals_torch(build):
         assert torch.equal(spikes, want[name]), name
 
 
-@pytest.mark.parametrize("build", [_spiking_resnet, _sew_concat, _ms_resnet])
+@pytest.mark.parametrize("build", [_spiking_resnet, _sew_concat, _ms_resnet, _avgpool_shortcut])
 def test_lava_equals_fixed_reference(build):
     from busy_nets import lava_mismatches
     q = lower(build().graph())

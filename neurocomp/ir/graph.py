@@ -71,14 +71,14 @@ class Graph:
         try:
             consumed = {src for v in inputs.values() for src in v}
             outputs = [n.name for n in nodes if n.name not in consumed]
-            for n in nodes:                    # sources first so the Input leads
+            for n in nodes:                    # the Input leads; then depth first from the outputs, so a
+                                               # node with one input directly follows a producer it alone reads
                 if isinstance(n, Input):
-                    visit(n.name, [])
-            for n in nodes:
-                if n.name not in outputs:
                     visit(n.name, [])
             for name in outputs:
                 visit(name, [])
+            for n in nodes:                    # left unvisited only inside a cycle (nothing reads out of it)
+                visit(n.name, [])
         finally:
             sys.setrecursionlimit(limit)
         g = Graph(tuple(order), inputs, dict(meta or {}))
