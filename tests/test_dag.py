@@ -305,3 +305,10 @@ def test_activity_counts_every_group_and_addend():
     q = lower(_spiking_resnet().graph())
     act = layer_activity(q, x, run_fixed(q, x).spikes)["layers"]
     assert set(act["b2.sn2"]["groups"]) == {"b2.2.conv", "b2.down.conv"} and "groups" not in act["b1.sn1"]
+
+
+def test_the_table_shows_what_each_branch_reads():
+    from neurocomp.ir import table
+    rows = {line.split()[0]: line for line in table(lower(_sew_concat().graph())).splitlines()[2:]}
+    assert "<- mid.sn | stem.sn" in rows["cat"] and "<- sew.sn2 + stem.sn" in rows["sew.add"]
+    assert "<-" not in rows["stem.sn"]          # it reads the row above it
