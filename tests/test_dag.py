@@ -14,7 +14,7 @@ import torch
 from spikingjelly.activation_based import neuron
 
 from neurocomp.errors import BadGraph
-from neurocomp.ir import Add, AvgPool2d, BatchNorm, Concat, Conv2d, Graph, Input, LIF
+from neurocomp.ir import Add, AvgPool2d, BatchNorm, Concat, Conv2d, Flatten, Graph, Input, LIF, Linear, Readout
 from neurocomp.ir.timing import time_alignment
 from neurocomp.passes.pipeline import lower
 from neurocomp.sim import run_fixed, run_float
@@ -95,6 +95,8 @@ class Net:
                         out = out + a
                 elif isinstance(n, Concat):
                     out = torch.cat(args, dim=2)
+                elif isinstance(n, Readout):
+                    out = args[0]
                 elif isinstance(n, LIF):
                     m.reset()
                     out = m(args[0])
@@ -312,3 +314,21 @@ def test_the_table_shows_what_each_branch_reads():
     rows = {line.split()[0]: line for line in table(lower(_sew_concat().graph())).splitlines()[2:]}
     assert "<- mid.sn | stem.sn" in rows["cat"] and "<- sew.sn2 + stem.sn" in rows["sew.add"]
     assert "<-" not in rows["stem.sn"]          # it reads the row above it
+
+
+
+def test_a_readout_head_after_a_residual_block_is_exact_in_lava():
+    from neurocomp.backends.lava import run_lava
+    n = _spiking_resnet()
+    flat = n.add(Flatten("flat", (4, 8, 8), (256,)), "b2.sn2", torch.nn.Flatten())
+    fc = torch.nn.Linear(256, 10, bias=False)
+    with torch.no_grad():
+        fc.weight.copy_(torch.randn(10, 256, generator=n.gen) * 0.1)
+    n.add(Linear("fc", (256,), (10,), weight=fc.weight.detach().numpy().copy()), flat, fc)
+    n.add(Readout("out", (10,), (10,)), "fc")
+    x = _inputs(2)
+    assert torch.equal(run_float(n.graph(), x).output, n.run_torch(x)["out"])
+    q = lower(n.graph())
+    ref, lava = run_fixed(q, x), run_lava(q, x)
+    assert ref.output.abs().sum() > 0 and torch.equal(lava.spikes["out"].to(torch.int64), ref.spikes["out"])
+    assert all(torch.equal(lava.spikes[k].bool(), ref.spikes[k].bool()) for k in ref.spikes if k != "out")
