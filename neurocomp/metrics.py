@@ -67,6 +67,8 @@ def layer_activity(graph, x, spikes: dict) -> dict:
     neuron_updates_active, spikes}}}``."""
     T, B = x.shape[:2]
     s = torch.as_tensor(x).to(torch.bool)
+    if not graph.is_chain():
+        return _dag_activity(graph, s, spikes)
     out = {"input_spikes": int(s.sum()), "layers": {}}
     ev, syn = None, None
     for node in graph:
@@ -137,3 +139,38 @@ def energy_per_inference(counts: dict, target) -> dict:
     return {"target": target.name, "terms": terms, "total_pJ": total, "total_uJ": total * 1e-6,
             "estimate": estimate, "scope": "dynamic energy of the neuromorphic cores per inference; static power, "
                                             "host I/O and x86 cores not included"}
+
+
+def _dag_activity(graph, s: torch.Tensor, spikes: dict) -> dict:
+    """:func:`layer_activity` of a graph with branches: a synapse's events are counted on what it reads
+    (an Add of spikes counts each addend's spikes, a Concat its parts; the counters are linear), a
+    neuron's synaptic ops are the sum over its synapse groups."""
+    from neurocomp.ir.rules import neuron_groups, check_lowerable
+    T, B = s.shape[:2]
+    val, events = {}, {}
+    out = {"input_spikes": int(s.sum()), "layers": {}}
+    groups = neuron_groups(check_lowerable(graph))
+    for node in graph:
+        srcs = graph.inputs.get(node.name, ())
+        if isinstance(node, Input):
+            val[node.name] = s
+        elif node.is_synapse:
+            events[node.name] = synaptic_events(node, val[srcs[0]].flatten(0, 1))
+        elif node.is_neuron:
+            sp = spikes[node.name]
+            if not getattr(node, "spiking", True):
+                sp = torch.zeros(sp.shape, dtype=torch.bool)
+            ev = sum(events[g.name] for g in groups[node.name])
+            n = int(np.prod(node.out_shape))
+            out["layers"][node.name] = {
+                "synapse": groups[node.name][0].name, "neurons": n,
+                "synaptic_ops": int(ev.sum().round()), "neuron_updates": n * T * B,
+                "neuron_updates_active": int((ev > 0).sum()), "spikes": int(sp.sum()),
+                **({"groups": [g.name for g in groups[node.name]]} if len(groups[node.name]) > 1 else {})}
+            val[node.name] = sp.to(torch.bool)
+        elif isinstance(node, Flatten):
+            val[node.name] = val[srcs[0]].flatten(2)
+        elif srcs and all(x in val for x in srcs):   # Add / Concat of spikes (counts stay counts)
+            parts = [val[x].to(torch.float64) for x in srcs]
+            val[node.name] = torch.cat(parts, dim=2) if node.kind == "concat" else sum(parts)
+    return out

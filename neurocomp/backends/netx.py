@@ -28,7 +28,7 @@ import numpy as np
 from neurocomp import fixedpoint as fx
 from neurocomp.errors import UnsupportedLayer
 from neurocomp.backends.lava.layout import regroup_conv_weight, source_data, to_torch_layout
-from neurocomp.ir import (Conv2d, CubaLIF, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MAAttention, MALIF,
+from neurocomp.ir import (Add, Concat, Conv2d, CubaLIF, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MAAttention, MALIF,
                           Readout, SpikeAttention, SumPool2d, Threshold, Voting)
 from neurocomp.ir.rules import check_lowerable
 
@@ -161,7 +161,24 @@ REFUSED = {
     Dense: "an unrolled convolution (Dense) has no netx form",
     Voting: "a voting head (netx layers end in spiking CUBA neurons) has no netx form",
     Readout: "a non-spiking readout head (netx layers send spikes, not their voltage) has no netx form",
+    Add: "a skip connection (add) has no netx form",
+    Concat: "a concatenation has no netx form",
 }
+
+
+def _check_chain(graph) -> None:
+    """netx describes a sequence of layers: the first edge that leaves the chain is refused by name."""
+    if graph.is_chain():
+        return
+    prev = None
+    for n in graph:
+        srcs = tuple(graph.inputs.get(n.name, ()))
+        if prev is not None and srcs != (prev,):
+            src = next((s for s in srcs if s != prev), srcs[0] if srcs else prev)
+            raise UnsupportedLayer(f"netx describes chains of layers; edge '{src}' -> '{n.name}' branches",
+                                   where=f"layer '{n.name}'",
+                                   hint="run the graph in Lava through neurocomp (neurocomp simulate --backend lava)")
+        prev = n.name
 
 
 def _check_cuba(neu, exact: bool) -> None:
@@ -206,6 +223,7 @@ def writer_for(node):
 def check_netx(graph, exact: bool = True) -> list:
     """Raise a one-line error for what netx 0.6 cannot run; returns the (synapse, neuron) pairs.
     ``exact=False`` lets threshold neurons and off-grid biases through (see the module docstring)."""
+    _check_chain(graph)
     pairs = check_lowerable(graph)
     for syn, neu in pairs:
         check = NEURON_CHECKS.get(type(neu))

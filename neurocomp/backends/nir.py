@@ -28,7 +28,8 @@ import json
 import nir
 import numpy as np
 
-from neurocomp.ir import (MAAttention, MALIF, Scale, SpikeAttention, AvgPool2d, BatchNorm, Conv2d, Flatten, Input, LIF, Linear,
+from neurocomp.errors import UnsupportedLayer
+from neurocomp.ir import (Add, Concat, MAAttention, MALIF, Scale, SpikeAttention, AvgPool2d, BatchNorm, Conv2d, Flatten, Input, LIF, Linear,
                           Readout, SumPool2d, Threshold, Voting)
 
 from neurocomp.ir import DEFAULT_DT
@@ -193,9 +194,19 @@ def _readout(node, shape, md, dt):
     return nir.I(r=_full(shape, 1.0 / dt), metadata=md)
 
 
+def _add(node, shape, md, dt):
+    # NIR sums every edge into a node's input, so an add is a unit scale of its summed edges
+    return nir.Scale(scale=np.ones(shape, np.float32), metadata=md)
+
+
+def _concat(node, shape, md, dt):
+    raise UnsupportedLayer("NIR 1.0 has no concatenation node", where=f"layer '{node.name}'",
+                           hint="write the graph as a neurocomp artifact (neurocomp compile) instead of NIR")
+
+
 # One NIR writer per IR node class (looked up along the class's MRO, so MALIF finds its own entry
 # before LIF's); the quantized-only nodes (Dense, GradedSpikes, CubaLIF) have no NIR form.
-WRITERS = {Input: _input, Conv2d: _conv2d, Linear: _linear, BatchNorm: _batchnorm, SumPool2d: _sumpool2d,
+WRITERS = {Add: _add, Concat: _concat, Input: _input, Conv2d: _conv2d, Linear: _linear, BatchNorm: _batchnorm, SumPool2d: _sumpool2d,
            AvgPool2d: _avgpool2d, Threshold: _threshold, Flatten: _flatten, Scale: _scale,
            MAAttention: _ma_attention, SpikeAttention: _spike_attention, MALIF: _malif, LIF: _lif,
            Voting: _voting, Readout: _readout}

@@ -1,7 +1,7 @@
 """neurocomp's graph IR: typed nodes with known shapes, a graph, printing and (de)serialisation."""
 from neurocomp.ir.nodes import (Node, Input, Linear, Conv2d, SumPool2d, AvgPool2d, BatchNorm, Flatten,
                                 LIF, Threshold, CubaLIF, MALIF, Scale, Dense, MAAttention, SpikeAttention, LoihiNeuron, NODE_TYPES,
-                                GradedSpikes, Voting, Readout)
+                                GradedSpikes, Voting, Readout, Add, Concat)
 from neurocomp.ir.graph import Graph
 from neurocomp.ir.printing import table
 
@@ -9,4 +9,4 @@ from neurocomp.ir.printing import table
 DEFAULT_DT = 1e-3
 
 __all__ = ["Node", "Input", "Linear", "Conv2d", "SumPool2d", "AvgPool2d", "BatchNorm", "Flatten", "LIF",
-           "Threshold", "CubaLIF", "MALIF", "Scale", "Dense", "MAAttention", "SpikeAttention", "LoihiNeuron", "NODE_TYPES", "GradedSpikes", "Voting", "Readout", "Graph", "table", "DEFAULT_DT"]
+           "Threshold", "CubaLIF", "MALIF", "Scale", "Dense", "MAAttention", "SpikeAttention", "LoihiNeuron", "NODE_TYPES", "GradedSpikes", "Voting", "Readout", "Add", "Concat", "Graph", "table", "DEFAULT_DT"]

@@ -393,6 +393,25 @@ class Readout(Node):
     spiking = False
 
 
-NODE_TYPES = {cls.kind: cls for cls in (Input, Linear, Conv2d, SumPool2d, AvgPool2d, BatchNorm,
+@dataclass(frozen=True, eq=False)
+class Add(Node):
+    """The element-wise sum of its inputs (two or more edges of the same shape).
+
+    Of currents (its consumer is a neuron): MS-ResNet / Spiking-ResNet shortcuts; the neuron after it
+    receives every addend's synapse group (Lava sums all connections into the neuron's ``a_in``).
+    Of spikes (its consumer is a synapse): SEW-ResNet's ADD, a graded value ``0..k`` into the next
+    synapse, realised in Lava by linearity (that synapse applied to each addend, summed in the neuron)."""
+    kind = "add"
+
+
+@dataclass(frozen=True, eq=False)
+class Concat(Node):
+    """Its inputs concatenated along axis 0 of the per-sample shape (channels, or features).
+    Realised in Lava by routing: the consumer synapse's weights split along its input axis, one part
+    per input, summed in the neuron."""
+    kind = "concat"
+
+
+NODE_TYPES = {cls.kind: cls for cls in (Add, Concat, Input, Linear, Conv2d, SumPool2d, AvgPool2d, BatchNorm,
                                         Flatten, LIF, Threshold, CubaLIF, MALIF, Scale, Dense, MAAttention, SpikeAttention,
                                         GradedSpikes, Voting, Readout)}

@@ -60,8 +60,21 @@ def format_rows(rows) -> list:
     return lines
 
 
+def _reads(graph: Graph, i: int) -> str:
+    """``'<- a, b  '`` where a node of a graph with branches does not just read the row above it."""
+    n, srcs = graph.nodes[i], tuple(graph.inputs.get(graph.nodes[i].name, ()))
+    if not srcs or (i and srcs == (graph.nodes[i - 1].name,)):
+        return ""
+    join = " + " if n.kind == "add" else " | " if n.kind == "concat" else ", "
+    return "<- " + join.join(srcs) + "  "
+
+
 def table(graph: Graph) -> str:
+    """One row per layer; in a graph with branches each row also says what it reads when that is not
+    the row above it (``<- a + b`` for an add, ``<- a | b`` for a concat)."""
     rows = [("layer", "kind", "in", "out", "params", "details")]
-    for n in graph:
-        rows.append((n.name, n.kind, _fmt_shape(n.in_shape), _fmt_shape(n.out_shape), str(n.params()), describe(n)))
+    branching = not graph.is_chain()
+    for i, n in enumerate(graph):
+        rows.append((n.name, n.kind, _fmt_shape(n.in_shape), _fmt_shape(n.out_shape), str(n.params()),
+                     (_reads(graph, i) if branching else "") + describe(n)))
     return "\n".join(format_rows(rows))

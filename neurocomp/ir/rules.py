@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from neurocomp.errors import UnsupportedLayer
-from neurocomp.ir.nodes import (CubaLIF, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MAAttention, MALIF, Node,
+from neurocomp.ir.nodes import (Add, AvgPool2d, BatchNorm, Concat, Conv2d, CubaLIF, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MAAttention, MALIF, Node,
                                 Readout, SpikeAttention, SumPool2d, Threshold, Voting)
 
 
@@ -143,9 +143,121 @@ def lowering_violations(graph) -> tuple:
     return pairs, found + ([last] if last is not None else [])
 
 
+# ---- graphs with branches ------------------------------------------------------------------------
+# In a DAG a neuron receives one or more *synapse groups* (synapses summed by Adds of currents), and a
+# synapse reads one or more *spike pieces* (neuron or input spikes, joined by Adds of spikes and Concats,
+# possibly flattened). Lava realises both by linearity: one synapse process per (synapse, piece), every
+# group's a_out connected into the neuron's a_in.
+
+def carries_current(graph, name: str) -> bool:
+    """Whether ``name``'s output is a synaptic current (a synapse, a BN/scale on one, an Add of currents)."""
+    n = graph[name]
+    if n.is_synapse:
+        return True
+    if isinstance(n, (BatchNorm, MAAttention)):
+        return True
+    if isinstance(n, Add):
+        return all(carries_current(graph, s) for s in graph.inputs[name])
+    return False
+
+
+def current_groups(graph, name: str) -> list:
+    """The synapses whose currents reach the neuron reading ``name`` (through Adds of currents)."""
+    n = graph[name]
+    if n.is_synapse:
+        return [n]
+    if isinstance(n, Add) and carries_current(graph, name):
+        return [g for s in graph.inputs[name] for g in current_groups(graph, s)]
+    if isinstance(n, Add):
+        raise UnsupportedLayer("an add of a current and spikes reached lowering", where=_where(n),
+                               hint="run passes.shortcuts.lower_shortcuts (neurocomp.compile does)")
+    raise UnsupportedLayer(f"a neuron reads '{name}' ({n.kind}), not a synapse or an add of synapse currents",
+                           where=_where(n), hint="each neuron needs conv/linear inputs")
+
+
+def spike_pieces(graph, name: str) -> list:
+    """What the spikes read from ``name`` are made of: ``[(source, c0, c1)]``, a source (neuron or
+    Input) entering channels ``c0:c1`` of the reader's input, once per addend of an Add of spikes."""
+    n = graph[name]
+    if isinstance(n, Input) or n.is_neuron:
+        return [(name, 0, int(n.out_shape[0]))]
+    if isinstance(n, Add):
+        return [p for s in graph.inputs[name] for p in spike_pieces(graph, s)]
+    if isinstance(n, Concat):
+        out, off = [], 0
+        for s in graph.inputs[name]:
+            out += [(src, off + a, off + b) for src, a, b in spike_pieces(graph, s)]
+            off += int(graph[s].out_shape[0])
+        return out
+    if isinstance(n, Flatten):
+        (src,) = graph.inputs[name]
+        inner = spike_pieces(graph, src)
+        if len(inner) != 1 or isinstance(graph[src], (Add, Concat)):
+            raise UnsupportedLayer("a Flatten of an add or concat of spikes is not lowered yet", where=_where(n),
+                                   hint="flatten each branch, or feed the add/concat to a conv")
+        return [(inner[0][0], 0, int(n.out_shape[0]))]
+    raise UnsupportedLayer(f"a synapse reads '{name}' ({n.kind}) in a branching graph; only spikes, adds of "
+                           "spikes, concats and flattens are lowered there", where=_where(n),
+                           hint="compile attention models as chains for now")
+
+
+def dag_pairs(graph) -> list:
+    """``(synapse, neuron)`` for every synapse group of every neuron, in graph order; raises the first
+    violation of the branching-graph rules (one line naming the layer)."""
+    pairs, fed = [], {}
+    for n in graph:
+        if isinstance(n, Input) or isinstance(n, (Add, Concat, Flatten)):
+            if isinstance(n, Concat) and any(carries_current(graph, s) for s in graph.inputs[n.name]):
+                raise UnsupportedLayer("a concat of currents", where=_where(n), hint="concatenate spikes")
+            continue
+        if isinstance(n, (BatchNorm, AvgPool2d)) or not (n.is_synapse or n.is_neuron):
+            raise UnsupportedLayer(f"'{n.kind}' cannot be lowered to Loihi cores in a branching graph", where=_where(n),
+                                   hint="run the fold passes first (neurocomp.compile does)")
+        if n.is_synapse:
+            (src,) = graph.inputs[n.name]
+            pieces = spike_pieces(graph, src)
+            if len(pieces) > 1 and not isinstance(n, (Conv2d, Linear, Dense)):
+                raise UnsupportedLayer(f"a {n.kind} reads an add or concat of spikes", where=_where(n),
+                                       hint="feed branches to a conv or linear layer")
+            if len(pieces) > 1 and isinstance(n, Conv2d) and n.groups != 1 and isinstance(graph[src], Concat):
+                raise UnsupportedLayer("a grouped conv reads a concat", where=_where(n), hint="use groups=1")
+            continue
+        (src,) = graph.inputs[n.name]
+        groups = current_groups(graph, src)
+        if isinstance(n, (Threshold, CubaLIF)) and len(groups) > 1:
+            raise UnsupportedLayer(f"a {n.kind} fed by {len(groups)} synapse groups", where=_where(n),
+                                   hint="sum groups into a LIF/IF or MA-SNN neuron")
+        for syn in groups:
+            if syn.name in fed:
+                raise UnsupportedLayer(f"the current of '{syn.name}' feeds two neurons ('{fed[syn.name]}' and "
+                                       f"'{n.name}')", where=_where(syn),
+                                       hint="give each neuron its own synapse (one scale per neuron layer)")
+            fed[syn.name] = n.name
+            pairs.append((syn, n))
+    orphan = next((n for n in graph if n.is_synapse and n.name not in fed), None)
+    if orphan is not None:
+        raise UnsupportedLayer("a synapse whose current reaches no neuron", where=_where(orphan),
+                               hint="end every branch in a neuron")
+    if graph.output_node.is_synapse or not graph.output_node.is_neuron:
+        raise UnsupportedLayer("the graph does not end with a neuron", where=_where(graph.output_node),
+                               hint="end the model with a spiking layer")
+    return pairs
+
+
+def neuron_groups(pairs) -> dict:
+    """``{neuron name: [synapses]}`` from :func:`check_lowerable`'s pairs, in order."""
+    out = {}
+    for syn, neu in pairs:
+        out.setdefault(neu.name, []).append(syn)
+    return out
+
+
 def check_lowerable(graph) -> list:
     """Pairs ``(synapse, neuron)`` in order; raises the first rule violation (an ``UnsupportedLayer``)
-    if the chain is not ``Input ([Flatten] synapse neuron)*`` (attention nodes where they may sit)."""
+    if the chain is not ``Input ([Flatten] synapse neuron)*`` (attention nodes where they may sit).
+    A graph with branches: one pair per synapse group of each neuron (:func:`dag_pairs`)."""
+    if not graph.is_chain():
+        return dag_pairs(graph)
     pairs, found = lowering_violations(graph)
     if found:
         raise found[0]

@@ -30,7 +30,8 @@ from __future__ import annotations
 import numpy as np
 
 from neurocomp.errors import UnsupportedLayer
-from neurocomp.ir import AvgPool2d, Conv2d, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MALIF, Scale, SpikeAttention
+from neurocomp.ir import (AvgPool2d, Conv2d, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MAAttention, MALIF, Scale,
+                          SpikeAttention)
 from neurocomp.passes._util import with_record
 from neurocomp.passes.lower_pooling import _square_pool
 
@@ -214,6 +215,12 @@ def _fold_offset(nodes, i, node, nxt, mode, rec):
 def fold_attention(graph, mode: str = "static"):
     if mode not in ("static", "portable", "dynamic"):
         raise UnsupportedLayer(f"attention mode {mode!r}", where="--attention", hint="use static, portable or dynamic")
+    if not graph.is_chain():
+        att = next((n for n in graph if isinstance(n, (Scale, SpikeAttention, MAAttention))), None)
+        if att is not None:
+            raise UnsupportedLayer("attention in a branching graph is not folded yet (only chains)",
+                                   where=f"layer '{att.name}'",
+                                   hint="compile the block without its attention module, or as a chain")
     nodes = list(graph.nodes)
     records = []
     for k, node in enumerate(nodes):   # dynamic PFA after an average pool: scale the pre-pool spikes

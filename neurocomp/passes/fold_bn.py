@@ -15,10 +15,25 @@ from neurocomp.passes._util import with_record
 
 
 def fold_batchnorm(graph):
+    """Each BatchNorm folded into the conv/linear it reads (per branch in a DAG: consumers of the BN then
+    read that conv, ``Graph.rewrite``); the conv must feed only that BN."""
     out, folded = [], []
+    at = {}                                    # layer name -> index in `out` of what carries its value
+    readers = {}
+    for n in graph:
+        for src in graph.inputs.get(n.name, ()):
+            readers.setdefault(src, []).append(n.name)
     for node in graph:
         if isinstance(node, BatchNorm):
-            prev = out[-1] if out else None
+            srcs = graph.inputs.get(node.name, ())
+            k_prev = at.get(srcs[0]) if len(srcs) == 1 else None
+            prev = out[k_prev] if k_prev is not None else None
+            others = [c for c in readers.get(srcs[0], ()) if c != node.name] if srcs else []
+            if prev is not None and others:
+                raise UnsupportedLayer(f"BatchNorm reads '{srcs[0]}', whose output also feeds "
+                                       f"{', '.join(repr(c) for c in others)}",
+                                       where=f"layer '{node.name}'",
+                                       hint="give each branch its own conv (a BN can only fold into a conv it alone reads)")
             if not isinstance(prev, (Conv2d, Linear)):
                 raise UnsupportedLayer(f"BatchNorm follows '{prev.name if prev else None}' "
                                        f"({prev.kind if prev else 'nothing'}), not a conv/linear layer",
@@ -29,9 +44,11 @@ def fold_batchnorm(graph):
             shape = (-1,) + (1,) * (prev.weight.ndim - 1)
             w = prev.weight.astype(np.float64) * np.reshape(k, shape)
             bias = (b - node.mean.astype(np.float64)) * k + beta
-            out[-1] = prev.replace(weight=w.astype(np.float32), bias=np.asarray(bias, dtype=np.float32),
+            out[k_prev] = prev.replace(weight=w.astype(np.float32), bias=np.asarray(bias, dtype=np.float32),
                                    meta={**prev.meta, "folded_bn": node.name})
             folded.append({"bn": node.name, "into": prev.name})
+            at[node.name] = k_prev
         else:
+            at[node.name] = len(out)
             out.append(node)
     return with_record(graph, "fold_batchnorm", {"folded": folded}, out)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from neurocomp.ir import Linear, Voting
-from neurocomp.passes._util import with_record
+from neurocomp.passes._util import feeds_only, with_record
 
 
 def _group_mean(a: np.ndarray, k: int) -> np.ndarray:
@@ -24,7 +24,7 @@ def fold_voting(graph):
     out, folded = [], []
     for node in graph:
         prev = out[-1] if out else None
-        if isinstance(node, Voting) and isinstance(prev, Linear):
+        if isinstance(node, Voting) and isinstance(prev, Linear) and feeds_only(graph, prev, node):
             k = int(node.voting_size)
             out[-1] = prev.replace(out_shape=tuple(node.out_shape), weight=_group_mean(prev.weight, k),
                                    bias=None if prev.bias is None else _group_mean(prev.bias, k),

@@ -13,7 +13,7 @@ import numpy as np
 
 from neurocomp.errors import UnsupportedLayer
 from neurocomp.ir import AvgPool2d, Conv2d, Flatten, Linear, SumPool2d
-from neurocomp.passes._util import with_record
+from neurocomp.passes._util import feeds_only, with_record
 from neurocomp.passes.lower_pooling import pooling_matrix
 
 
@@ -40,14 +40,15 @@ def fuse_sumpool(graph):
     out, fused, i = [], [], 0
     while i < len(nodes):
         n = nodes[i]
-        if isinstance(n, SumPool2d) and i + 1 < len(nodes):
+        if isinstance(n, SumPool2d) and i + 1 < len(nodes) and feeds_only(graph, n, nodes[i + 1]):
             nxt = nodes[i + 1]
             if isinstance(nxt, Conv2d):
                 out.append(_pool_conv(n, nxt))
                 fused.append([n.name, nxt.name])
                 i += 2
                 continue
-            if isinstance(nxt, Flatten) and i + 2 < len(nodes) and isinstance(nodes[i + 2], Linear):
+            if isinstance(nxt, Flatten) and i + 2 < len(nodes) and isinstance(nodes[i + 2], Linear) \
+                    and feeds_only(graph, nxt, nodes[i + 2]):
                 lin = nodes[i + 2]
                 ap = AvgPool2d(name=n.name, in_shape=n.in_shape, out_shape=n.out_shape, kernel=n.kernel,
                                stride=n.stride, padding=n.padding)

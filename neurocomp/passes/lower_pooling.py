@@ -20,7 +20,7 @@ import numpy as np
 
 from neurocomp.errors import UnsupportedLayer
 from neurocomp.ir import AvgPool2d, Conv2d, Dense, Flatten, Linear
-from neurocomp.passes._util import with_record
+from neurocomp.passes._util import feeds_only, with_record
 
 
 def pooling_matrix(pool: AvgPool2d) -> np.ndarray:
@@ -89,6 +89,10 @@ def fold_avgpool(graph):
             continue
         prev = nodes[i - 1]
         nxt = nodes[i + 1] if i + 1 < len(nodes) else None
+        if not feeds_only(graph, prev, node):       # in a graph with branches only edge neighbours merge
+            prev = None
+        if nxt is not None and not feeds_only(graph, node, nxt):
+            nxt = None
         if isinstance(prev, Conv2d):
             nodes[i - 1:i + 1] = [_conv_then_pool(prev, node)]
             records.append({"pool": node.name, "into": prev.name, "rule": "conv->pool composed"})

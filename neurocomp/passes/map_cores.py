@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from neurocomp.errors import DoesNotFit
 from neurocomp.ir import Conv2d, Dense, Linear, SumPool2d, Voting
 from neurocomp.passes._util import with_record
-from neurocomp.ir.rules import check_lowerable
+from neurocomp.ir.rules import check_lowerable, neuron_groups, spike_pieces
 from neurocomp.targets import Target, load_target
 
 
@@ -60,6 +60,15 @@ def _limit_name(target_name, field):
     return f"{field} (target {target_name})"
 
 
+def _copies(graph, syn) -> int:
+    """How many times a synapse is instantiated: once per addend of an Add of spikes it reads (Lava
+    realises the add by linearity); a Concat's parts split its weights (once in all)."""
+    if graph.is_chain():
+        return 1
+    pieces = spike_pieces(graph, graph.inputs[syn.name][0])
+    return max(1, round(sum(c1 - c0 for _, c0, c1 in pieces) / int(syn.in_shape[0])))
+
+
 def map_cores(graph, target, max_chips: int | None = None):
     """Return ``graph`` with ``meta['mapping']``; ``target`` is a :class:`neurocomp.targets.Target`
     or a name/path for :func:`neurocomp.targets.load_target`."""
@@ -71,10 +80,17 @@ def map_cores(graph, target, max_chips: int | None = None):
     tname = target.name
     layers = []
     next_core = 0
+    groups, seen = neuron_groups(check_lowerable(graph)), set()
     for syn, neu in check_lowerable(graph):
-        conn = connections_per_neuron(syn)
+        if neu.name in seen:
+            continue
+        seen.add(neu.name)
+        group = groups[neu.name]     # a neuron fed by several synapse groups: its fan-in is their sum
+        conn = connections_per_neuron(syn) * _copies(graph, syn)
+        for other in group[1:]:
+            conn = conn.reshape(-1) + connections_per_neuron(other).reshape(-1) * _copies(graph, other)
         n = int(np.prod(neu.out_shape))
-        n_in = int(np.prod(syn.in_shape))
+        n_in = sum(int(np.prod(o.in_shape)) for o in group)
         rec = getattr(neu, "rec_weight", None)
         if rec is not None:     # recurrent layer: every neuron also receives the layer's own spikes
             conn = conn.reshape(-1) + int(np.asarray(rec).shape[1])
@@ -113,7 +129,8 @@ def map_cores(graph, target, max_chips: int | None = None):
         layers.append({"layer": neu.name, "synapse": syn.name, "kind": syn.kind, "neurons": n, "inputs": n_in,
                        "synapses": int(conn.sum()), "max_fan_in_per_neuron": f, "cores": k,
                        "neurons_per_core_max": max(s["neurons"] for s in slices),
-                       "split_by": binding, "slices": slices})
+                       "split_by": binding, "slices": slices,
+                       **({"groups": [o.name for o in group]} if len(group) > 1 else {})})
     if fan_out is not None:
         for a, b in zip(layers, layers[1:]):
             if b["cores"] > fan_out:
@@ -136,7 +153,7 @@ def map_cores(graph, target, max_chips: int | None = None):
                          "fan-in per core is an upper bound min(inputs, neurons x max fan-in per neuron)"]}
     meta = dict(graph.meta)
     meta["mapping"] = mapping
-    g = graph.with_nodes(graph.nodes, meta)
+    g = graph.rewrite(graph.nodes, meta)
     summary = {"target": tname, "cores": cores, "chips": chips,
                "cores_per_layer": {l["layer"]: l["cores"] for l in layers}}
     return with_record(g, "map_cores", summary)

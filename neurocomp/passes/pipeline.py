@@ -2,7 +2,8 @@
 
 There is one folding sequence and two ways to finish it:
 
-- :func:`fold`: ``fold_batchnorm -> fold_attention -> fold_avgpool -> fold_voting``. The float IR with
+- :func:`fold`: ``fold_batchnorm -> fold_attention -> fold_avgpool -> fold_voting -> lower_shortcuts``
+  (the last only in a graph with branches: spike addends of a current get an identity synapse). The float IR with
   BatchNorm, static attention maps, average pooling and a vote over a Linear's current folded into weights
   and gain tables; still float
   (fine-tuning rebuilds this graph as a torch model and trains it against the quantizer).
@@ -25,6 +26,7 @@ from neurocomp.passes.fuse_sumpool import fuse_sumpool
 from neurocomp.passes.lower_pooling import fold_avgpool
 from neurocomp.passes.map_cores import map_cores
 from neurocomp.passes.quantize import quantize
+from neurocomp.passes.shortcuts import lower_shortcuts
 
 ATTENTION_MODES = ("static", "portable", "dynamic")
 
@@ -32,7 +34,7 @@ ATTENTION_MODES = ("static", "portable", "dynamic")
 def fold(float_graph, attention: str = "static"):
     """The float IR after every folding pass (BatchNorm, attention as ``attention`` says, average
     pooling): :func:`lower` without ``quantize``."""
-    return fold_voting(fold_avgpool(fold_attention(fold_batchnorm(float_graph), mode=attention)))
+    return lower_shortcuts(fold_voting(fold_avgpool(fold_attention(fold_batchnorm(float_graph), mode=attention))))
 
 
 def lower(float_graph, weight_bits: int = 8, target=None, attention: str = "static"):

@@ -1,6 +1,7 @@
 """Quantize a lowered float graph to Loihi fixed point (Lava's units), layer by layer.
 
-Each neuron layer has one synapse in front of it. In Lava units (see ``neurocomp.fixedpoint``)
+Each neuron layer has one synapse in front of it (in a graph with branches: one or more synapse groups,
+quantized at the one scale of the layer). In Lava units (see ``neurocomp.fixedpoint``)
 the neuron's voltage is ``v = 64 * s * H`` where H is the float membrane potential and ``s`` the
 layer's weight scale: integer weights ``round(s * w_eff)`` (``w_eff = w / tau`` when the input
 is decayed), bias ``64 * s * b_eff`` as mantissa/exponent, voltage decay ``dv = 4096 / tau``,
@@ -29,7 +30,7 @@ from neurocomp import fixedpoint as fx
 from neurocomp.errors import QuantizationError, UnsupportedLayer
 from neurocomp.ir import (Conv2d, CubaLIF, Dense, GradedSpikes, MAAttention, SpikeAttention, LIF, Linear, LoihiNeuron,
                           MALIF, Readout, SumPool2d, Threshold, Voting)
-from neurocomp.ir.rules import check_lowerable
+from neurocomp.ir.rules import check_lowerable, neuron_groups
 from neurocomp.passes._util import with_record
 from neurocomp.passes.quantize_cuba import quantize_cuba
 
@@ -62,6 +63,20 @@ def _quantize_gain(neu):
 
 
 def _quantize_lif(syn, neu, weight_bits: int):
+    qs, fixed, record = _quantize_lif_groups([syn], neu, weight_bits)
+    return qs[0], fixed, record
+
+
+def _per_row(theta_c, syn):
+    """Per-channel thresholds as a factor on each output row of ``syn``'s weights (1 for one threshold)."""
+    return 1.0 if theta_c is None else 1.0 / theta_c.reshape((-1,) + (1,) * (syn.weight.ndim - 1))
+
+
+def _quantize_lif_groups(syns, neu, weight_bits: int):
+    """A LIF/MALIF fed by one or more synapse groups (an Add of currents): ONE scale ``s`` for the layer,
+    chosen from every group's weights, so each group's integer current is in the neuron's units; the
+    biases add up, as do the largest inputs."""
+    syn = syns[0]
     if isinstance(neu, MALIF):
         if neu.beta != 0:
             raise UnsupportedLayer(f"MA-SNN cell with beta={neu.beta}", where=f"layer '{neu.name}'",
@@ -80,15 +95,15 @@ def _quantize_lif(syn, neu, weight_bits: int):
     theta_c = np.asarray(neu.v_threshold, np.float64) if isinstance(neu, MALIF) and \
         isinstance(neu.v_threshold, np.ndarray) else None
     if theta_c is not None:
-        if not isinstance(syn, (Conv2d, Linear)):
-            raise UnsupportedLayer(f"an MA-SNN cell with per-channel thresholds after a {syn.kind} layer",
+        other = next((o for o in syns if not isinstance(o, (Conv2d, Linear))), None)
+        if other is not None:
+            raise UnsupportedLayer(f"an MA-SNN cell with per-channel thresholds after a {other.kind} layer",
                                    where=f"layer '{neu.name}'", hint="per-channel thresholds need a conv or linear "
                                                                      "layer in front; use one threshold for the layer")
         if not np.all(np.isfinite(theta_c) & (theta_c > 0)):
             raise QuantizationError(f"per-channel thresholds {theta_c.min():g} .. {theta_c.max():g} are not all "
                                     "positive and finite", where=f"layer '{neu.name}'", hint="v_threshold > 0")
     theta = 1.0 if theta_c is not None else fx.lif_theta(neu.v_threshold, neu_reset)
-    per_row = 1.0 if theta_c is None else 1.0 / theta_c.reshape((-1,) + (1,) * (syn.weight.ndim - 1))
     if not theta > 0:
         raise QuantizationError(f"threshold {neu.v_threshold} is not above the reset value {neu_reset}",
                                 where=f"layer '{neu.name}'", hint="v_threshold must exceed v_reset")
@@ -98,12 +113,16 @@ def _quantize_lif(syn, neu, weight_bits: int):
     is_ma = isinstance(neu, MALIF)
     gain = 1.0 if is_ma else fx.input_weight_gain(neu.tau, neu.decay_input)
     wmax = fx.weight_max(weight_bits)
-    w_eff = syn.weight.astype(np.float64) * gain * per_row
+    effs = [o.weight.astype(np.float64) * gain * _per_row(theta_c, o) for o in syns]
+    w_eff = effs[0] if len(effs) == 1 else np.concatenate([e.ravel() for e in effs])
     vth = fx.choose_vth(w_eff, theta, wmax)
     s = fx.lif_scale(vth, theta)
-    q, raw = fx.round_weights(w_eff, s, wmax)
-    q = q.astype(np.int64)
-    n_clipped = int(np.sum(raw != q))
+    qs, n_clipped = [], 0
+    for e in effs:
+        q, raw = fx.round_weights(e, s, wmax)
+        qs.append(q.astype(np.int64))
+        n_clipped += int(np.sum(raw != q))
+    q = np.concatenate([x.ravel() for x in qs]) if len(qs) > 1 else qs[0]
     if n_clipped and vth == 0:
         raise QuantizationError(f"threshold {theta:g} is too small for weights up to {np.max(np.abs(w_eff)):g}: "
                                 f"{n_clipped} weights would clip at {weight_bits} bits", where=f"layer '{neu.name}'",
@@ -113,14 +132,17 @@ def _quantize_lif(syn, neu, weight_bits: int):
                                 "fire from its inputs)", where=f"layer '{neu.name}'",
                                 hint=f"v_threshold - v_reset must be below ~{fx.VTH_MAX} x max|w| (rescale)")
     out_shape = neu.out_shape
-    b = syn.bias.astype(np.float64) * gain if syn.bias is not None else np.zeros(syn.weight.shape[0])
-    if theta_c is not None:
-        b = b / theta_c
-    bias_v = fx.voltage_units(b, s)
-    if isinstance(syn, Conv2d):  # per output channel -> per neuron (C, H, W)
-        bias_v = np.broadcast_to(bias_v[:, None, None], out_shape)
-    elif isinstance(syn, Dense):
-        bias_v = bias_v.reshape(out_shape)
+    bias_v = 0.0
+    for o in syns:
+        b = o.bias.astype(np.float64) * gain if o.bias is not None else np.zeros(o.weight.shape[0])
+        if theta_c is not None:
+            b = b / theta_c
+        bv = fx.voltage_units(b, s)
+        if isinstance(o, Conv2d):  # per output channel -> per neuron (C, H, W)
+            bv = np.broadcast_to(bv[:, None, None], out_shape)
+        elif isinstance(o, Dense):
+            bv = bv.reshape(out_shape)
+        bias_v = bv if len(syns) == 1 else bias_v + np.broadcast_to(bv, out_shape)
     mant, exp, b_clipped = _bias(bias_v)
     if is_ma and isinstance(neu.alpha, np.ndarray):   # a leak per channel: dv per neuron
         dv_c = [fx.ma_dv(a) for a in np.asarray(neu.alpha, np.float64).tolist()]
@@ -147,7 +169,7 @@ def _quantize_lif(syn, neu, weight_bits: int):
                         rectify=bool(getattr(neu, "rectify_input", False)),
                         # MA-SNN resets to its threshold: 64*s*V_th = 64*vth + 1 exactly
                         v_reset=(64 * int(vth) + 1) if is_ma else 0)
-    max_in = _max_input(q, syn)
+    max_in = sum(_max_input(x, o) for x, o in zip(qs, syns))
     record = {"layer": neu.name, "synapse": syn.name, "vth": int(vth),
               "scale": s if theta_c is None else [s / t for t in theta_c.tolist()],
               "theta": theta if theta_c is None else theta_c.tolist(),
@@ -159,7 +181,10 @@ def _quantize_lif(syn, neu, weight_bits: int):
               "offset_max": int(np.max(np.abs(offset))) if offset is not None else None,
               "gain_error": (float(np.max(np.abs(gain_mant / (1 << gain_shift) - neu.input_gain)))
                              if gain_mant is not None else None)}
-    return q, fixed, record
+    if len(syns) > 1:
+        record["groups"] = [o.name for o in syns]
+        record["scale_rule"] = "one scale for the layer, chosen from every group's weights"
+    return qs, fixed, record
 
 
 def _payload_consumers(nodes) -> dict:
@@ -295,7 +320,20 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
     pairs = check_lowerable(graph)
     replaced, records = {}, []
     payload_into = _payload_consumers(list(graph.nodes))
+    groups = neuron_groups(pairs)
     for syn, neu in pairs:
+        if len(groups[neu.name]) > 1:          # several synapse groups: one scale for the neuron
+            if neu.name in replaced:
+                continue
+            if not isinstance(neu, (LIF, MALIF)):
+                raise UnsupportedLayer(f"a {neu.kind} fed by several synapse groups", where=f"layer '{neu.name}'",
+                                       hint="sum synapse groups into a LIF/IF or MA-SNN neuron")
+            qs, fixed, rec = _quantize_lif_groups(groups[neu.name], neu, weight_bits)
+            for o, q in zip(groups[neu.name], qs):
+                replaced[o.name] = o.replace(qweight=q)
+            replaced[neu.name] = neu.replace(fixed=fixed)
+            records.append(rec)
+            continue
         if isinstance(neu, Threshold):
             q, fixed, rec = _quantize_or(syn, neu)
         elif isinstance(neu, Readout):

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from neurocomp import fixedpoint as fx
 from neurocomp.errors import BadGraph, UnsupportedLayer
-from neurocomp.ir import (AvgPool2d, BatchNorm, Conv2d, CubaLIF, Dense, Flatten, GradedSpikes, Input, LIF, Linear,
+from neurocomp.ir import (Add, Concat, AvgPool2d, BatchNorm, Conv2d, CubaLIF, Dense, Flatten, GradedSpikes, Input, LIF, Linear,
                           MAAttention, MALIF, Readout, Scale, SpikeAttention, SumPool2d, Threshold, Voting)
 from neurocomp.sim.cuba import run_fixed_cuba
 from neurocomp.sim.walk import refusal
@@ -197,9 +197,35 @@ def _readout(run, node, a):
     return out
 
 
+def _integers(node, xs):
+    for x in xs:
+        if isinstance(x, Gained):
+            raise UnsupportedLayer("dynamic attention in front of an add/concat", where=f"layer '{node.name}'",
+                                   hint="put the attention between the add and its neuron's synapse group")
+    return xs
+
+
+def _add(run, node, *xs):
+    """Integer sum: of synaptic inputs (each group's current as its synapse delivers it; the neuron adds
+    them as Lava sums every connection into ``a_in``), or of spikes (graded ``0..k`` into the next synapse)."""
+    xs = _integers(node, xs)
+    out = xs[0].to(torch.int64)
+    for x in xs[1:]:
+        out = out + x.to(torch.int64)
+    return out
+
+
+def _concat(run, node, *xs):
+    """Channels joined; spikes stay spikes (bool) unless one input carries graded values."""
+    xs = _integers(node, xs)
+    if all(x.dtype == torch.bool for x in xs):
+        return torch.cat(xs, dim=2)
+    return torch.cat([x.to(torch.int64) for x in xs], dim=2)
+
+
 _FOLDED = "the passes fold it before quantize (run_fixed takes a quantized graph)"
 
-FIXED_OPS = {Input: _input, Linear: _linear, Dense: _dense, Conv2d: _conv2d, SumPool2d: _sumpool2d,
+FIXED_OPS = {Add: _add, Concat: _concat, Input: _input, Linear: _linear, Dense: _dense, Conv2d: _conv2d, SumPool2d: _sumpool2d,
              Flatten: _flatten, Threshold: _loihi_neuron, LIF: _loihi_neuron, MALIF: _loihi_neuron,
              CubaLIF: _cuba_lif, GradedSpikes: _graded_spikes, MAAttention: _ma_attention,
              SpikeAttention: _spike_attention, Voting: _voting, Readout: _readout,

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from neurocomp.ir import (AvgPool2d, BatchNorm, Conv2d, CubaLIF, Dense, Flatten, GradedSpikes, Input, LIF, Linear,
+from neurocomp.errors import UnsupportedLayer
+from neurocomp.ir import (Add, Concat, AvgPool2d, BatchNorm, Conv2d, CubaLIF, Dense, Flatten, GradedSpikes, Input, LIF, Linear,
                           MAAttention, MALIF, Readout, Scale, SpikeAttention, SumPool2d, Threshold, Voting)
 from neurocomp.sim.cuba import run_float_cuba
 
@@ -308,12 +309,34 @@ def _voting(run, node, x):
     return _per_step(lambda v: F.avg_pool1d(v.unsqueeze(1), k, k).squeeze(1), x)
 
 
+def _plain(node, xs):
+    for x in xs:
+        if isinstance(x, Deferred):
+            raise UnsupportedLayer("a gained neuron (folded attention without its bias) behind an add/concat",
+                                   where=f"layer '{node.name}'", hint="put the attention map after the add")
+    return xs
+
+
+def _add(run, node, *xs):
+    """The element-wise sum of its inputs, as torch's ``a + b + ...`` (left to right)."""
+    xs = _plain(node, xs)
+    out = xs[0].to(torch.float32)
+    for x in xs[1:]:
+        out = out + x.to(torch.float32)
+    return out
+
+
+def _concat(run, node, *xs):
+    """``torch.cat`` along the channel axis (axis 0 of a sample, 2 of ``[T, B, ...]``)."""
+    return torch.cat([x.to(torch.float32) for x in _plain(node, xs)], dim=2)
+
+
 def _readout(run, node, x):
     """The head's value per step is its input current (the class: argmax of the sum over T)."""
     return x
 
 
-FLOAT_OPS = {Input: _input, Linear: _linear, Dense: _dense, Conv2d: _conv2d, SumPool2d: _sumpool2d,
+FLOAT_OPS = {Add: _add, Concat: _concat, Input: _input, Linear: _linear, Dense: _dense, Conv2d: _conv2d, SumPool2d: _sumpool2d,
              AvgPool2d: _avgpool2d, BatchNorm: _batchnorm, Flatten: _flatten, Threshold: _threshold, LIF: _lif,
              MALIF: _malif_op, CubaLIF: _cuba_lif, Scale: _scale, GradedSpikes: _graded_spikes,
              MAAttention: _ma_attention, SpikeAttention: _spike_attention, Voting: _voting, Readout: _readout}

@@ -9,6 +9,12 @@ its spikes recorded (``recorder``). Attention on spikes is a gate process in fro
 class without an entry is refused with a one-line ``UnsupportedLayer`` before anything is built.
 Every neuron layer resets its state when its own window starts (``reset_offset = (1 + delay) mod T``,
 the delays of ``ir.timing``), so samples run back to back never leak into each other.
+
+A graph with branches is walked by :func:`_emit_dag` with the same emitters, by linearity: a synapse
+reading several spike *pieces* (an Add of spikes: SEW-ResNet; a Concat: its weights split along the
+input channels) is emitted once per piece, a neuron fed by several synapse groups (an Add of currents)
+gets every group's ``a_out`` connected into its ``a_in`` (Lava sums them), and a piece that arrives
+earlier than the longest path (``ir.timing``'s ``added_delay``) goes through a ``DelayDense``.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from neurocomp.backends.lava.layout import (check_conv_params, conv_weight_to_la
                                             lava_shape, lava_xy, regroup_conv_weight, to_lava_layout)
 from neurocomp.backends.lava.runtime import ensure_lava_runtime
 from neurocomp.errors import BadInput, UnsupportedLayer
-from neurocomp.ir import (Conv2d, CubaLIF, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MAAttention, MALIF,
+from neurocomp.ir import (Add, Concat, Conv2d, CubaLIF, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MAAttention, MALIF,
                           Readout, SpikeAttention, SumPool2d, Threshold, Voting)
 from neurocomp.ir.rules import check_lowerable
 from neurocomp.ir.timing import time_alignment
@@ -54,6 +60,13 @@ class _Walk:
         self.out_ports = {}                               # neuron name -> its spike OutPort
         self.synapse = None                               # the synapse process waiting for its neuron
 
+    def load(self, piece) -> None:
+        """Make ``piece`` (a branch's spikes, see ``_emit_dag``) what the next emitter reads."""
+        self.port, self.shape, self.flat_from, self.graded, self.port_delay = piece[:5]
+
+    def piece(self, src, c0, c1):
+        return (self.port, self.shape, self.flat_from, self.graded, self.port_delay, src, c0, c1)
+
     def feed_synapse(self, syn) -> None:
         self.port.connect(syn.s_in)
         self.synapse = syn
@@ -61,19 +74,22 @@ class _Walk:
     def feed_neuron(self, neu, lif, targets, delay: int) -> None:
         """Connect the waiting synapse to ``targets``, record ``lif``'s spikes, and carry them on."""
         from neurocomp.backends.lava.recorder import emit_recorder
-        syn, out_shape = self.synapse, lava_shape(neu.out_shape)
-        a_port = syn.a_out.reshape(out_shape) if syn.a_out.shape != out_shape else syn.a_out
-        a_port.connect(targets)
+        syns, out_shape = self.synapse, lava_shape(neu.out_shape)
+        syns = syns if isinstance(syns, list) else [syns]
+        for syn in syns:               # several synapse groups: Lava sums every connection into a_in
+            a_port = syn.a_out.reshape(out_shape) if syn.a_out.shape != out_shape else syn.a_out
+            a_port.connect(targets)
+        syn = syns[0]
         graded = None
         if neu.graded_output:
             graded = np.int32 if self.fixed else np.float64
             self.net.graded[neu.name] = isinstance(neu, Readout)
         if self.record is None or neu.name in self.record:
             path = os.path.join(self.record_dir, f"{len(self.net.layers)}.npy")
-            self.net.procs += [syn, lif, emit_recorder(lif.s_out, path, out_shape, self.total_steps, graded)]
+            self.net.procs += syns + [lif, emit_recorder(lif.s_out, path, out_shape, self.total_steps, graded)]
         else:
             path = None
-            self.net.procs += [syn, lif]
+            self.net.procs += syns + [lif]
         self.net.layers.append((neu.name, lif, path, out_shape, tuple(neu.out_shape)))
         self.port, self.shape, self.flat_from = lif.s_out, tuple(neu.out_shape), None
         self.out_ports[neu.name] = lif.s_out
@@ -261,8 +277,110 @@ def _readout(neu, w: _Walk) -> None:
     w.feed_neuron(neu, lif, lif.a_in, delay)
 
 
+# ---- graphs with branches -------------------------------------------------------------------------
+def _joined_in_walk(node, w: _Walk) -> None:
+    """Add / Concat: no process; ``_emit_dag`` routes their pieces (linearity) into the synapses
+    or neurons that read them."""
+
+
+def _slice(node, c0: int, c1: int):
+    """``node`` restricted to input channels ``c0:c1`` (a Concat's part; weights only, biases sit in the neuron)."""
+    C = int(node.in_shape[0])
+    if (c0, c1) == (0, C):
+        return node
+    rest = tuple(node.in_shape)[1:]
+    if isinstance(node, Conv2d):
+        cut = lambda a: None if a is None else np.ascontiguousarray(a[:, c0:c1])
+    else:                                   # Linear (vectors) or Dense (torch-flattened (C, H, W) columns)
+        k = int(np.prod(rest)) if rest else 1
+        cut = lambda a: None if a is None else np.ascontiguousarray(a[:, c0 * k:c1 * k])
+    return node.replace(weight=cut(node.weight), qweight=cut(node.qweight), in_shape=(c1 - c0,) + rest)
+
+
+def _unrolled(node, weights, in_shape) -> np.ndarray:
+    """The synapse as a matrix ``(prod(out), prod(in))`` in torch flatten order."""
+    if not isinstance(node, Conv2d):
+        return np.asarray(weights, np.float64)
+    import torch
+    import torch.nn.functional as F
+    n = int(np.prod(in_shape))
+    eye = torch.eye(n, dtype=torch.float64).reshape((n,) + tuple(in_shape))
+    y = F.conv2d(eye, torch.as_tensor(np.asarray(weights, np.float64)), None, tuple(node.stride),
+                 tuple(node.padding), tuple(node.dilation), int(node.groups))
+    return y.reshape(n, -1).T.numpy()
+
+
+def _delayed_synapse(node, w: _Walk, extra: int) -> None:
+    """A synapse whose input arrives ``extra`` steps early: a DelayDense (bit-accurate; delay 0 is Dense's
+    one step) of the unrolled weights, every synapse delayed ``extra`` steps."""
+    from lava.proc.dense.process import DelayDense
+    from lava.utils.weightutils import SignMode
+    if isinstance(node, SumPool2d) or not isinstance(node, (Conv2d, Linear, Dense)):
+        raise UnsupportedLayer(f"a delayed '{node.kind}' synapse", where=f"layer '{node.name}'",
+                               hint="equalise the branch depths with a conv or linear layer")
+    weights = _unrolled(node, _weight(node, w), node.in_shape)
+    if w.flat_from is not None:
+        weights = weights[:, flatten_permutation(w.flat_from)]
+    if len(w.shape) == 3:
+        w.port = w.port.flatten()
+        weights = weights[:, flatten_permutation(w.shape)]
+    out = tuple(w.pairs[node.name].out_shape)
+    if len(out) == 3:
+        weights = weights[flatten_permutation(out), :]
+    if w.fixed:
+        w2, wexp = fx.dense_lava_weights(np.round(weights).astype(np.int64))
+        syn = DelayDense(weights=w2, delays=int(extra), weight_exp=wexp, num_weight_bits=8, sign_mode=SignMode.MIXED,
+                         num_message_bits=8 if w.graded else 0, name=node.name)
+    else:
+        syn = DelayDense(weights=weights, delays=int(extra), name=node.name)
+    w.feed_synapse(syn)
+
+
+def _emit_dag(graph, emitters, w: _Walk, timing) -> None:
+    """The walk of a graph with branches: each node's value is a list of spike pieces
+    ``(port, shape, flat_from, graded, delay, source, c0, c1)`` or of synapse processes."""
+    added = timing.get("added_delay", {})
+    state = {}
+    for node, fn in emitters:
+        srcs = graph.inputs.get(node.name, ())
+        if isinstance(node, Input):
+            state[node.name] = [w.piece(node.name, 0, int(node.out_shape[0]))]
+        elif isinstance(node, Add):
+            state[node.name] = [x for s in srcs for x in state[s]]
+        elif isinstance(node, Concat):
+            parts, off = [], 0
+            for s in srcs:
+                parts += [p[:6] + (off + p[6], off + p[7]) for p in state[s]]
+                off += int(graph[s].out_shape[0])
+            state[node.name] = parts
+        elif node.is_synapse:
+            syns = []
+            for p in state[srcs[0]]:
+                w.load(p)
+                part = _slice(node, p[6], p[7])
+                extra = added.get(f"{p[5]}->{node.name}", 0)
+                if extra:
+                    _delayed_synapse(part, w, extra)
+                else:
+                    fn(part, w)
+                syns.append(w.synapse)
+                w.synapse = None
+            state[node.name] = syns
+        elif node.is_neuron:
+            w.synapse = list(state[srcs[0]])
+            fn(node, w)
+            state[node.name] = [w.piece(node.name, 0, int(node.out_shape[0]))]
+        else:                                 # Flatten (of one branch's spikes)
+            (p,) = state[srcs[0]]
+            w.load(p)
+            fn(node, w)
+            state[node.name] = [w.piece(p[5], 0, int(node.out_shape[0]))]
+
+
 # The one table: IR node class -> its emitter. A new node kind is one entry here.
 EMITTERS = {
+    Add: _joined_in_walk,
+    Concat: _joined_in_walk,
     Input: _input,
     Flatten: _flatten,
     SpikeAttention: _spike_attention,
@@ -303,6 +421,9 @@ def emit(graph, inputs_lava: np.ndarray, total_steps: int, record_dir: str, tag:
     net = _Emitted()
     net.source = Source(data=inputs_lava)
     walk = _Walk(graph, pairs, timing, tag == "fixed_pt", record, record_dir, total_steps, net)
+    if not graph.is_chain():
+        _emit_dag(graph, emitters, walk, timing)
+        return net
     for node, fn in emitters:
         fn(node, walk)
     return net
