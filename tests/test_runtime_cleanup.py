@@ -133,7 +133,7 @@ def test_lava_error_stops_runtime_in_process(artifact, monkeypatch):
     x[:, :, :, ::2, ::2] = 1
     before = descendants(os.getpid())
     real_create = lava_recorder.create_file
-    monkeypatch.setattr(lava_recorder, "create_file", lambda path, shape, steps: None)   # nothing to record into
+    monkeypatch.setattr(lava_recorder, "create_file", lambda path, shape, steps, *dtype: None)   # nothing to record into
     from neurocomp.errors import LavaRunError
     with pytest.raises(LavaRunError, match="Lava run failed") as info:
         lava_backend.run_lava(g, x)
