@@ -130,6 +130,7 @@ def same_quantization(a, b) -> bool:
             return False
         if fa is not None and ((fa.du, fa.vth) != (fb.du, fb.vth) or not np.array_equal(fa.dv, fb.dv)
                                or not np.array_equal(fa.offset, fb.offset)
+                               or not np.array_equal(fa.step_bias, fb.step_bias)
                                or not np.array_equal(fa.bias_mant, fb.bias_mant)
                                or not np.array_equal(fa.bias_exp, fb.bias_exp)):
             return False

@@ -139,3 +139,92 @@ def test_registry_rebuild_from_config():
     torch.testing.assert_close(m(x), m2(x))
     n = REGISTRY["MALIFNode"](**MALIFNode(v_threshold=0.5, lens=0.5).config)
     assert (n.v_threshold, n.lens) == (0.5, 0.5)
+
+
+# ---- beta: the cell's per-step constant (learned per channel with pa_train_self=True) -----------------
+def official_cell(x, vth, alpha, beta):
+    """MA-SNN's IFCell / ConvIFCell arithmetic written out: ``u = h + x``; ``s = (u - Vthres >= 0)``;
+    ``h = (s*Vthres + (1-s)*u) * alpha + beta``, with ``h_0 = 0``."""
+    h, out = torch.zeros_like(x[0]), []
+    for xt in x:
+        u = h + xt
+        s = (u - vth >= 0).float()
+        h = (s * vth + (1 - s) * u) * alpha + beta
+        out.append(s)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("per_channel", [True, False], ids=["per-channel", "one-beta"])
+def test_malif_beta_equals_the_official_cell(per_channel):
+    g = torch.Generator().manual_seed(3)
+    C = 4
+    x = torch.randn(9, 2, C, 3, 3, generator=g) * 0.2
+    vth, alpha = torch.rand(C, 1, 1, generator=g) * 0.4 + 0.2, torch.rand(C, 1, 1, generator=g) * 0.5 + 0.2
+    beta = (torch.rand(C, 1, 1, generator=g) * 0.2 - 0.05) if per_channel else torch.tensor(0.07)
+    n = MALIFNode(v_threshold=vth.flatten().tolist(), alpha=alpha.flatten().tolist(),
+                  beta=beta.flatten().tolist() if per_channel else float(beta))
+    want = official_cell(x, vth, alpha, beta)
+    assert torch.equal(n(x), want)
+    assert not torch.equal(want, official_cell(x, vth, alpha, 0.0))       # beta changes the spikes
+    assert torch.equal(n(x[:1]), official_cell(x[:1], vth, alpha, 0.0))   # no beta at the first step
+
+
+def _beta_net(per_channel: bool):
+    """Conv-BN -> MALIF -> pool -> Flatten -> Linear -> MALIF on [T, B, 2, 8, 8], as neurocomp.nn builds MA-SNN."""
+    import torch.nn as nn
+    from spikingjelly.activation_based import layer
+    g = torch.Generator().manual_seed(21)
+    C = 6
+    if per_channel:    # pa_train_self=True: Vthres, alpha and beta learned per channel, all differing
+        cell = MALIFNode(v_threshold=(torch.rand(C, generator=g) * 0.4 + 0.2).tolist(),
+                         alpha=(torch.rand(C, generator=g) * 0.5 + 0.2).tolist(),
+                         beta=(torch.rand(C, generator=g) * 0.12 - 0.04).tolist())
+    else:
+        cell = MALIFNode(v_threshold=0.3, alpha=0.4, beta=0.06)
+    net = nn.Sequential(layer.SeqToANNContainer(nn.Conv2d(2, C, 3, padding=1), nn.BatchNorm2d(C)), cell,
+                        layer.SeqToANNContainer(nn.AvgPool2d(2)), layer.SeqToANNContainer(nn.Flatten(), nn.Linear(C * 16, 5)),
+                        MALIFNode(v_threshold=0.3, alpha=0.3, beta=-0.02 if per_channel else 0.0))
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            m.weight.data.copy_(torch.randn(m.weight.shape, generator=g) * 0.5)
+            m.bias.data.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    return net
+
+
+@pytest.mark.parametrize("per_channel", [True, False], ids=["pa_train_self", "one-beta"])
+def test_cell_with_beta_compiles_exactly(per_channel, tmp_path):
+    """float reference == torch spike for spike on every layer; Lava == the fixed-point reference on every
+    layer and step; beta is a voltage per neuron added after the leak."""
+    import numpy as np
+    from busy_nets import bernoulli, lava_mismatches, make_busy
+    from neurocomp import api
+    from neurocomp.frontends.checkpoint import save_checkpoint
+    from neurocomp.frontends.torch import run_torch_model
+    from neurocomp.ir import MALIF
+    from neurocomp.ir.serialize import load_graph
+    from neurocomp.sim import run_float
+    T, shape = 4, (2, 8, 8)
+    net = _beta_net(per_channel)
+    make_busy(net, bernoulli(T, 16, shape, p=0.3, seed=2), rate=(0.15, 0.35), seed=1, iters=16)
+    save_checkpoint(net, str(tmp_path / "model.pt"), input_shape=shape, timesteps=T, encoding="bernoulli")
+    out = api.compile(str(tmp_path / "model.pt"), str(tmp_path / "art"))
+    x = bernoulli(T, 3, shape, p=0.3, seed=9)
+
+    float_graph = load_graph(str(tmp_path / "art" / "float"))
+    r = run_float(float_graph, x)
+    y, spikes = run_torch_model(net, x, record=list(r.spikes))
+    assert torch.equal(r.output, y) and set(spikes) == set(r.spikes)
+    for layer_name, s in r.spikes.items():
+        assert torch.equal(s.bool(), spikes[layer_name]), layer_name
+        assert int(s.sum()) > 0, layer_name
+
+    fixed = load_graph(str(tmp_path / "art" / "fixed"))
+    cells = [n for n in fixed if isinstance(n, MALIF)]
+    first = cells[0].fixed.step_bias
+    assert first is not None and int(np.abs(first).max()) > 0
+    assert len(np.unique(first)) == (6 if per_channel else 1)
+    assert (cells[1].fixed.step_bias is None) == (not per_channel)
+    ref, mism = lava_mismatches(fixed, x)
+    assert not {k: v for k, v in mism.items() if v[0]}, mism
+    assert all(int(s.sum()) > 0 for s in ref.spikes.values())
+    assert out

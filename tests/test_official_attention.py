@@ -183,11 +183,12 @@ def test_conv_att_lif_is_conv_bn_pool_attention_cell(kw):
 
 
 def _learned_per_channel(module, seed):
-    """An MA-SNN wrapper whose cell learned its Vthres and alpha per channel (pa_train_self=True)."""
+    """An MA-SNN wrapper whose cell learned its Vthres, alpha and beta per channel (pa_train_self=True)."""
     gen = torch.Generator().manual_seed(seed)
     cell = _cell_of(module)
     cell.Vthres.data.copy_(torch.rand(cell.Vthres.shape, generator=gen) * 0.4 + 0.2)
     cell.alpha.data.copy_(torch.rand(cell.alpha.shape, generator=gen) * 0.5 + 0.2)
+    cell.beta.data.copy_(torch.rand(cell.beta.shape, generator=gen) * 0.1 - 0.03)   # some negative
     return module
 
 
@@ -201,7 +202,9 @@ def test_cell_with_learned_per_channel_parameters_maps_onto_malif(make, x_shape)
     assert type(cell) is MALIFNode
     assert cell.config["v_threshold"] == official.Vthres.detach().flatten().tolist()
     assert cell.config["alpha"] == official.alpha.detach().flatten().tolist()
+    assert cell.config["beta"] == official.beta.detach().flatten().tolist()
     assert len(set(cell.config["v_threshold"])) == official.hiddenSize      # they do differ
+    assert len(set(cell.config["beta"])) == official.hiddenSize
     x = _x(x_shape, seed=14, signed=len(x_shape) == 3)
     y = run_torch_model(eq, x)
     assert torch.equal(y, _bt(user, x))
@@ -241,9 +244,6 @@ REFUSED = {
     "ma-kernel": (lambda: _with(of.SA(T, 8), lambda m: setattr(m.sa, "conv", nn.Conv2d(2, 1, 5, padding=2, bias=False))),
                   ["SA", "sa.conv.weight", "[1, 2, 5, 5]"]),
     "pfa-fsvae": (lambda: of.fsvae.TCSAModule(6, 6, T, 8, rank=2), ["TCSAModule", "FSVAE", "[N, C, H, W, T]"]),
-    "cell-per-channel-beta": (lambda: _with(_conv_att_lif(pa_train_self=True),
-                                            lambda m: _cell_of(m).beta.data.uniform_(0.0, 0.1)),
-                              ["ConvAttLIF", "per-channel", "beta differs"]),
     "cell-mem": (lambda: _conv_att_lif(mode_select="mem"), ["mode_select='mem'"]),
     "only-last": (lambda: _att_lif(8, 4, onlyLast=True), ["AttLIF", "onlyLast=True"]),
     "bn-batch-stats": (lambda: _conv_att_lif(track_running_stats=False), ["running statistics",
@@ -419,6 +419,9 @@ def test_model_with_official_classes_compiles_exactly(busy, tmp_path_factory, na
     if name == "ma_per_channel":              # one leak per channel: a dv per neuron, differing by channel
         dvs = {n.name: n.fixed.dv for n in fixed if isinstance(n, MALIF)}
         assert [len(np.unique(dvs[k])) for k in ("0.cell", "1.cell", "3.cell")] == [8, 8, 4], dvs
+        betas = {n.name: n.fixed.step_bias for n in fixed if isinstance(n, MALIF)}    # beta: a voltage per neuron
+        assert [len(np.unique(betas[k])) for k in ("0.cell", "1.cell", "3.cell")] == [8, 8, 4], betas
+        assert all(np.any(b < 0) and np.any(b > 0) for b in betas.values()), betas
         if mode == "dynamic":                 # the attention process reads currents of one scale per channel
             assert all(len(n.x_scale) == n.out_shape[0] for n in fixed if n.kind == "ma_attention")
     ref, mism = lava_mismatches(fixed, x)

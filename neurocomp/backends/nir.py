@@ -156,7 +156,8 @@ def _malif(node, shape, md, dt):
     # per-channel alpha is the metadata's array.
     md.update({PREFIX + "threshold_rule": ">=", PREFIX + "reset": "to_threshold",
                PREFIX + "alpha": (np.asarray(node.alpha, np.float64) if isinstance(node.alpha, np.ndarray)
-                                  else float(node.alpha)), PREFIX + "beta": float(node.beta)})
+                                  else float(node.alpha)), PREFIX + "beta": (np.asarray(node.beta, np.float64) if isinstance(node.beta, np.ndarray)
+                                                                    else float(node.beta))})
     if not node.per_channel:
         tau = dt / max(1e-12, 1.0 - float(node.alpha))
         return nir.LIF(tau=_full(shape, tau), r=_full(shape, tau / dt), v_leak=_full(shape, 0.0),

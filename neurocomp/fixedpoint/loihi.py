@@ -111,7 +111,14 @@ def trunc_shift(x, shift: int):
     return q - 2 * q * (x < 0)
 
 
-def gain_lif_step(v, a, bias, gain_t, gain_shift, dv, vth, v_reset, rectify, gain_on_bias, xp_clip, offset_t=None):
+def window_step_bias(step_bias, t: int):
+    """The step bias ``gain_lif_step`` takes at step ``t`` of a sample window: none at ``t = 0`` (MA-SNN's
+    ``h_0 = 0`` has no ``beta``; from ``t = 1`` on, ``h = alpha*u' + beta``), else ``step_bias`` (may be None)."""
+    return None if step_bias is None or t == 0 else step_bias
+
+
+def gain_lif_step(v, a, bias, gain_t, gain_shift, dv, vth, v_reset, rectify, gain_on_bias, xp_clip, offset_t=None,
+                  step_bias_t=None):
     """One step of neurocomp's gain-scheduled LIF (attention as membrane-potential scaling).
 
     The input current ``x = a * 2**6`` (plus the bias when the gain covers it) is rectified if
@@ -121,6 +128,8 @@ def gain_lif_step(v, a, bias, gain_t, gain_shift, dv, vth, v_reset, rectify, gai
     ``dv`` is an int or an integer array per neuron (MA-SNN cells with a leak per channel).
     ``gain_t`` may be None (gain 1). ``offset_t`` (voltage units, or None) is the step's additive map
     (PFA's additive variant), added with the bias before the ReLU (the neuron's gain covers its bias).
+    ``step_bias_t`` (voltage units per neuron, or None) is added to the decayed voltage, outside gain and
+    ReLU: MA-SNN's ``beta``, which callers pass at every step but a window's first (:func:`window_step_bias`).
     Returns ``(v, s)``.
     """
     x = a * (1 << ACT_SHIFT)
@@ -134,7 +143,10 @@ def gain_lif_step(v, a, bias, gain_t, gain_shift, dv, vth, v_reset, rectify, gai
         x = trunc_shift(x * gain_t, gain_shift)
     if not gain_on_bias:
         x = x + bias
-    v = clip_voltage(trunc_decay(v, DECAY_UNITY - dv) + x, xp_clip)
+    v = trunc_decay(v, DECAY_UNITY - dv)
+    if step_bias_t is not None:
+        v = v + step_bias_t
+    v = clip_voltage(v + x, xp_clip)
     s = v > (vth << VTH_SHIFT)
     v = v * (~s) + v_reset * s
     return v, s

@@ -158,11 +158,12 @@ def _read_scale(name, node, in_shape, md, meta, where):
 def _read_neuron(name, node, in_shape, md, meta, where):
     if isinstance(node, nir.LIF) and md.get(PREFIX + "reset") == "to_threshold":
         alpha = np.asarray(md[PREFIX + "alpha"], np.float64)
+        beta = np.asarray(md[PREFIX + "beta"], np.float64)      # one value, or one per channel
         vth = np.asarray(node.v_threshold, np.float64).reshape(tuple(in_shape))
-        if alpha.ndim == 0 and np.all(vth == vth.flat[0]):
+        if alpha.ndim == 0 and beta.ndim == 0 and np.all(vth == vth.flat[0]):
             return [MALIF(name=name, in_shape=in_shape, out_shape=in_shape,
                           v_threshold=uniform(node.v_threshold, where, "v_threshold"),
-                          alpha=float(alpha), beta=float(md[PREFIX + "beta"]), meta=meta)]
+                          alpha=float(alpha), beta=float(beta), meta=meta)]
         per_c = vth.reshape(vth.shape[0], -1)        # learned per channel: one value per channel
         if not np.all(per_c == per_c[:, :1]):
             raise UnsupportedLayer("an MA-SNN cell whose v_threshold varies within a channel", where=where,
@@ -171,7 +172,7 @@ def _read_neuron(name, node, in_shape, md, meta, where):
                       v_threshold=per_c[:, 0].astype(np.float32) if not np.all(per_c == per_c[0, 0])
                       else float(per_c[0, 0]),
                       alpha=alpha.astype(np.float32) if alpha.ndim else float(alpha),
-                      beta=float(md[PREFIX + "beta"]), meta=meta)]
+                      beta=beta.astype(np.float32) if beta.ndim else float(beta), meta=meta)]
     if (PREFIX + "threshold_rule") not in md:
         return None
     reset = md.get(PREFIX + "reset", "hard")

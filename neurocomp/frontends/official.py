@@ -19,7 +19,7 @@ What is recognised (class name -> equivalent; every equivalent is time-major ``[
   the weight shapes). ``LIF_Module.py``: ``ConvAttLIF`` -> ``SeqToANNContainer(conv2d, BNLayer,
   pooling)``, its attention, ``MALIFNode``; ``AttLIF`` -> ``SeqToANNContainer(Flatten, linear,
   BNLayer)``, ``TA(fc=True)`` or nothing, ``MALIFNode`` (the cell's ``Vthres``, ``alpha``, ``beta``;
-  ``Vreset`` is never used by the cell; ``Vthres`` and ``alpha`` learned per channel with
+  ``Vreset`` is never used by the cell; ``Vthres``, ``alpha`` and ``beta`` learned per channel with
   ``pa_train_self=True`` become per-channel lists).
 - RisingEntropy/PFA ``TCSAttention.py``: ``TCSAModule`` with its ``weight`` (the multiplicative CIFAR
   variant) -> ``neurocomp.nn.PFA``; ``FMNIST/TCSAttention.py``'s ``TCSAModule`` without ``weight``
@@ -33,9 +33,7 @@ What is recognised (class name -> equivalent; every equivalent is time-major ``[
   ``activation_based.layer.TemporalWiseAttention`` and ``clock_driven.layer.MultiStepTemporalWiseAttention``
   -> ``TA(relu=False)`` (its MLP's Linear weights as 1x1 convolutions; ``dimension=2`` -> ``fc=True``).
 
-Refused in one line, with the reason: MA-SNN cells
-whose learned ``beta`` differs between channels, cells
-in ``mem`` mode, ``onlyLast=True``, BatchNorm without running statistics, and a spike function that
+Refused in one line, with the reason: MA-SNN cells in ``mem`` mode, ``onlyLast=True``, BatchNorm without running statistics, and a spike function that
 is not the step ``u >= Vthres``.
 """
 from __future__ import annotations
@@ -272,11 +270,6 @@ def _cell(module, path, cell_name):
             _refuse(path, module, f"its cell's {attr} is {v!r}, not a finite number")
         if bool((t == t[0]).all()):
             values[attr] = float(v) if isinstance(v, (int, float)) else float(t[0])
-        elif attr == "beta":      # the cell's per-step bias: neurocomp's Loihi lowering has none (beta = 0)
-            _refuse(path, module, f"its cell has learned per-channel parameters (beta differs between channels: "
-                                  f"{float(t.min()):.4g} .. {float(t.max()):.4g}), which neurocomp's MALIFNode and "
-                                  "its Loihi lowering do not have", "train with beta fixed (pa_dict's beta, "
-                                                                    "0 for Loihi)")
         elif t.numel() != int(getattr(cell, "hiddenSize", -1)):
             _refuse(path, module, f"its cell's {attr} has {t.numel()} values for {getattr(cell, 'hiddenSize', '?')} "
                                   "channels (one per channel, as pa_train_self=True learns them)")

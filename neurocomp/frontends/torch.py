@@ -336,7 +336,7 @@ def add_attention(builder, path, module) -> None:
         return
     if name == "MALIFNode":
         values = {}
-        for attr in ("v_threshold", "alpha"):      # a float, or one value per channel (axis 0 of the shape)
+        for attr in ("v_threshold", "alpha", "beta"):   # a float, or one value per channel (axis 0 of the shape)
             v = getattr(module, attr)
             if isinstance(v, tuple) and len(v) != shape[0]:
                 builder.refuse(path, module, f"{len(v)} per-channel {attr} values for a layer of {shape[0]} channels",
@@ -345,7 +345,7 @@ def add_attention(builder, path, module) -> None:
             arr = np.asarray(v, np.float32)
             values[attr] = arr if isinstance(v, tuple) and not np.all(arr == arr.flat[0]) else \
                 float(v[0] if isinstance(v, tuple) else v)
-        builder.add(MALIF(name=path, in_shape=shape, out_shape=shape, beta=float(module.beta), **values))
+        builder.add(MALIF(name=path, in_shape=shape, out_shape=shape, **values))
         return
     if name == "StaticMap":
         m = module.map.detach().cpu().numpy().astype(np.float32)

@@ -145,11 +145,13 @@ class LoihiNeuron:
     offset: Optional[np.ndarray] = None      # int [T, *shape]: per-step voltage offset added before the ReLU
     v_reset: int = 0                         # voltage after a spike (MA-SNN: the threshold)
     dynamic_gain: bool = False               # gains come per sample from an attention process
+    step_bias: Optional[np.ndarray] = None   # int per neuron: added after the decay at every step but a
+    #                                          window's first (MA-SNN's beta; fixedpoint.window_step_bias)
 
     @property
     def gain_scheduled(self) -> bool:
         return (self.gain_mant is not None or self.v_reset != 0 or self.rectify or self.dynamic_gain
-                or self.offset is not None)
+                or self.offset is not None or self.step_bias is not None)
 
 
 @dataclass(frozen=True, eq=False)
@@ -179,8 +181,9 @@ class LIF(Node):
 class MALIF(Node):
     """MA-SNN's neuron: ``u = h + x``; fire ``u >= v_threshold``; reset to the threshold; ``h = alpha*u' + beta``.
 
-    ``v_threshold`` and ``alpha`` are floats, or float32 arrays ``(C,)`` with one value per channel (axis 0
-    of the shape; MA-SNN's cells learned with ``pa_train_self=True``)."""
+    ``v_threshold``, ``alpha`` and ``beta`` are floats, or float32 arrays ``(C,)`` with one value per channel
+    (axis 0 of the shape; MA-SNN's cells learned with ``pa_train_self=True``). With ``h_0 = 0``, ``beta`` is
+    a constant added after the leak at every step of a sample window but the first."""
     v_threshold: float = 0.3
     alpha: float = 0.3
     beta: float = 0.0
@@ -193,10 +196,10 @@ class MALIF(Node):
 
     @property
     def per_channel(self) -> bool:
-        return isinstance(self.v_threshold, np.ndarray) or isinstance(self.alpha, np.ndarray)
+        return any(isinstance(getattr(self, k), np.ndarray) for k in ("v_threshold", "alpha", "beta"))
 
     def channel_values(self, name: str) -> np.ndarray:
-        """``v_threshold`` or ``alpha`` per neuron (float64, the layer's shape)."""
+        """``v_threshold``, ``alpha`` or ``beta`` per neuron (float64, the layer's shape)."""
         v = np.asarray(getattr(self, name), np.float64)
         return np.broadcast_to(v.reshape(v.shape + (1,) * (len(self.out_shape) - v.ndim)) if v.ndim else v,
                                tuple(self.out_shape))

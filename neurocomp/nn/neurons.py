@@ -60,25 +60,25 @@ class MALIFNode(nn.Module):
     forward, ``self.v_seq`` holds the pre-fire potentials ``u_t`` (detached) for inspection.
     """
 
-    def __init__(self, v_threshold: float | list = 0.3, alpha: float | list = 0.3, beta: float = 0.0,
+    def __init__(self, v_threshold: float | list = 0.3, alpha: float | list = 0.3, beta: float | list = 0.0,
                  lens: float = 0.25):
         super().__init__()
         store_config(self, locals())
         self.v_threshold = _value(v_threshold)
         self.alpha = _value(alpha)
-        self.beta = float(beta)
+        self.beta = _value(beta)
         self.lens = float(lens)
         self.v_seq = None
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         h = torch.zeros_like(x_seq[0])
-        v_th, alpha = (_per_channel(v, x_seq[0]) for v in (self.v_threshold, self.alpha))
+        v_th, alpha, beta = (_per_channel(v, x_seq[0]) for v in (self.v_threshold, self.alpha, self.beta))
         spikes, potentials = [], []
         for x in x_seq:
             u = h + x
             s = RectSpike.apply(u - v_th, self.lens)
             h_hat = s * v_th + (1.0 - s) * u
-            h = alpha * h_hat + self.beta
+            h = alpha * h_hat + beta
             spikes.append(s)
             potentials.append(u.detach())
         self.v_seq = torch.stack(potentials)

@@ -325,6 +325,9 @@ def fold_attention(graph, mode: str = "static"):
             if isinstance(n, MALIF) and n.per_channel:
                 raise UnsupportedLayer("an MA-SNN cell with per-channel parameters has no stock Lava LIF form",
                                        where=f"layer '{n.name}'", hint="compile with --attention static or dynamic")
+            if isinstance(n, MALIF) and n.beta != 0:
+                raise UnsupportedLayer(f"an MA-SNN cell with beta={n.beta:g} has no stock Lava LIF form",
+                                       where=f"layer '{n.name}'", hint="compile with --attention static or dynamic")
             if isinstance(n, MALIF):
                 nodes[k] = LIF(name=n.name, in_shape=n.in_shape, out_shape=n.out_shape,
                                tau=1.0 / (1.0 - n.alpha), decay_input=False, v_threshold=n.v_threshold,

@@ -72,15 +72,31 @@ def _per_row(theta_c, syn):
     return 1.0 if theta_c is None else 1.0 / theta_c.reshape((-1,) + (1,) * (syn.weight.ndim - 1))
 
 
+def _step_bias(neu, theta_c, s):
+    """MA-SNN's ``beta`` as an integer voltage per neuron (``64 s beta``, per channel ``64 s beta_c / V_th[c]``
+    like the bias), added after the decay at every step but a window's first; None when beta is 0.
+    Returns ``(step_bias, beta_error)``: the largest rounding error, in the cell's float units."""
+    if not np.any(np.asarray(neu.beta) != 0):
+        return None, None
+    chan = 1.0 if theta_c is None else neu.channel_values("v_threshold")
+    exact = fx.voltage_units(neu.channel_values("beta") / chan, s)
+    q = np.round(exact).astype(np.int64)
+    if np.max(np.abs(q)) >= fx.MAX_STATE:
+        raise QuantizationError(f"beta up to {np.max(np.abs(neu.channel_values('beta'))):g} exceeds the 24-bit voltage "
+                                "range at this layer's scale", where=f"layer '{neu.name}'",
+                                hint="|beta| must stay below the threshold's range (rescale beta and threshold)")
+    return np.ascontiguousarray(q), float(np.max(np.abs(q - exact) * chan) / (64.0 * s))
+
+
 def _quantize_lif_groups(syns, neu, weight_bits: int):
     """A LIF/MALIF fed by one or more synapse groups (an Add of currents): ONE scale ``s`` for the layer,
     chosen from every group's weights, so each group's integer current is in the neuron's units; the
     biases add up, as do the largest inputs."""
     syn = syns[0]
     if isinstance(neu, MALIF):
-        if neu.beta != 0:
-            raise UnsupportedLayer(f"MA-SNN cell with beta={neu.beta}", where=f"layer '{neu.name}'",
-                                   hint="train with beta=0")
+        if not np.all(np.isfinite(np.asarray(neu.beta, np.float64))):
+            raise QuantizationError(f"beta={neu.beta} is not finite", where=f"layer '{neu.name}'",
+                                    hint="give beta a finite value")
         if not np.all((0 < np.asarray(neu.alpha)) & (np.asarray(neu.alpha) <= 1)):
             raise QuantizationError(f"alpha={neu.alpha}", where=f"layer '{neu.name}'", hint="0 < alpha <= 1")
         neu_reset = 0.0
@@ -162,7 +178,8 @@ def _quantize_lif_groups(syns, neu, weight_bits: int):
     if offset is not None:   # an additive map: voltage units like the bias, added with it before the ReLU
         chan = 1.0 if theta_c is None else 1.0 / neu.channel_values("v_threshold")
         offset = np.round(fx.voltage_units(np.asarray(offset, np.float64) * gain * chan, s)).astype(np.int64)
-    fixed = LoihiNeuron(du=fx.DECAY_MAX, dv=dv, vth=int(vth), bias_mant=mant, bias_exp=exp,
+    step_bias, beta_error = _step_bias(neu, theta_c, s) if is_ma else (None, None)
+    fixed = LoihiNeuron(du=fx.DECAY_MAX, dv=dv, vth=int(vth), bias_mant=mant, bias_exp=exp, step_bias=step_bias,
                         gain_mant=gain_mant, gain_shift=gain_shift, offset=offset,
                         gain_on_bias=(bool(getattr(neu, "gain_on_bias", False)) and gain_mant is not None)
                         or offset is not None,
@@ -179,6 +196,7 @@ def _quantize_lif_groups(syns, neu, weight_bits: int):
               "threshold_rule": ">= mapped exactly (v > 64*vth with theta*64*s = 64*vth + 1)",
               "gain_shift": gain_shift if gain_mant is not None else None,
               "offset_max": int(np.max(np.abs(offset))) if offset is not None else None,
+              "beta_error": beta_error,
               "gain_error": (float(np.max(np.abs(gain_mant / (1 << gain_shift) - neu.input_gain)))
                              if gain_mant is not None else None)}
     if len(syns) > 1:

@@ -74,6 +74,7 @@ def _gain_neuron(node, p, a_seq: torch.Tensor, bias: torch.Tensor, stats: dict, 
     gains = None if p.gain_mant is None else torch.as_tensor(p.gain_mant.astype("int64"))
     offsets = None if p.offset is None else torch.as_tensor(np.asarray(p.offset).astype("int64"))
     dv = torch.as_tensor(p.dv.astype("int64")) if isinstance(p.dv, np.ndarray) else int(p.dv)   # per neuron, or one
+    step_bias = None if p.step_bias is None else torch.as_tensor(np.asarray(p.step_bias).astype("int64"))
     if att is not None and att.additive:
         offsets = dynamic_gains(att, a_seq, bias)
     elif att is not None:
@@ -81,7 +82,7 @@ def _gain_neuron(node, p, a_seq: torch.Tensor, bias: torch.Tensor, stats: dict, 
     for t in range(a_seq.shape[0]):
         v, s = fx.gain_lif_step(v, a_seq[t], bias, None if gains is None else gains[t], int(p.gain_shift),
                                 dv, int(p.vth), int(p.v_reset), bool(p.rectify), bool(p.gain_on_bias),
-                                torch.clamp, None if offsets is None else offsets[t])
+                                torch.clamp, None if offsets is None else offsets[t], fx.window_step_bias(step_bias, t))
         out[t] = s
     stats[node.name] = {"voltage_saturations": None, "current_wraps": 0}
     return out

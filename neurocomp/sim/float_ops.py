@@ -122,9 +122,9 @@ def _float_lif(node: LIF, x_seq: torch.Tensor) -> torch.Tensor:
 
 
 @torch.jit.script
-def _malif(x_seq: torch.Tensor, v_threshold: torch.Tensor, alpha: torch.Tensor, beta: float):
+def _malif(x_seq: torch.Tensor, v_threshold: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor):
     """MA-SNN's cell, op for op as neurocomp.nn.MALIFNode (eval): reset to threshold, then leak;
-    ``v_threshold`` and ``alpha`` per layer (0-d) or per neuron (float32, broadcasting over a step)."""
+    ``v_threshold``, ``alpha`` and ``beta`` per layer (0-d) or per neuron (float32, broadcasting over a step)."""
     spikes = torch.zeros_like(x_seq)
     h = torch.zeros_like(x_seq[0])
     for t in range(x_seq.shape[0]):
@@ -257,11 +257,12 @@ def _lif(run, node, x):
 
 
 def _malif_op(run, node, x):
+    keys = ("v_threshold", "alpha", "beta")
     if node.per_channel:
-        vth, alpha = (torch.tensor(node.channel_values(k), dtype=torch.float32) for k in ("v_threshold", "alpha"))
+        vth, alpha, beta = (torch.tensor(node.channel_values(k), dtype=torch.float32) for k in keys)
     else:
-        vth, alpha = (torch.tensor(float(getattr(node, k)), dtype=torch.float32) for k in ("v_threshold", "alpha"))
-    return _malif(_neuron_input(node, x), vth, alpha, float(node.beta))
+        vth, alpha, beta = (torch.tensor(float(getattr(node, k)), dtype=torch.float32) for k in keys)
+    return _malif(_neuron_input(node, x), vth, alpha, beta)
 
 
 def _cuba_lif(run, node, x):

@@ -30,6 +30,7 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from neurocomp import fixedpoint as fx
+from neurocomp.backends.lava.gainlif import lava_step_bias
 from neurocomp.backends.lava.layout import lava_shape, to_lava_layout, to_torch_layout
 from neurocomp.fixedpoint.attention import current_attention, current_program, spike_payload, spike_program
 
@@ -103,7 +104,7 @@ class GainLIFDynamic(AbstractProcess):
     ``offsets``, what arrives is the step's offset (PFA's additive variant), added before the ReLU."""
 
     def __init__(self, *, shape, gain_shift: int, bias, dv, vth, v_reset=0, rectify=True, gain_on_bias=True,
-                 window: int, window_offset: int, offsets: bool = False, name=None):
+                 window: int, window_offset: int, offsets: bool = False, step_bias=None, name=None):
         super().__init__(shape=shape, gain_shift=gain_shift, rectify=rectify, gain_on_bias=gain_on_bias,
                          window=window, window_offset=window_offset, offsets=offsets, name=name)
         self.a_in = InPort(shape=shape)
@@ -111,6 +112,7 @@ class GainLIFDynamic(AbstractProcess):
         self.s_out = OutPort(shape=shape)
         self.v = Var(shape=shape, init=0)
         self.bias = Var(shape=shape, init=bias)
+        self.step_bias = Var(shape=shape, init=0 if step_bias is None else step_bias)   # MA-SNN's beta
         dv = np.asarray(dv)    # one decay, or one per neuron (MA-SNN cells with a leak per channel)
         self.dv = Var(shape=dv.shape if dv.ndim else (1,), init=dv if dv.ndim else dv.reshape(1))
         self.vth = Var(shape=(1,), init=vth)
@@ -126,6 +128,7 @@ class PyGainLIFDynamicFixed(PyLoihiProcessModel):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     v: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     bias: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    step_bias: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     dv: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=12)
     vth: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=17)
     v_reset: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
@@ -140,7 +143,7 @@ class PyGainLIFDynamicFixed(PyLoihiProcessModel):
         dv = self.dv.astype(np.int64) if self.dv.size > 1 else int(self.dv[0])
         v, s = fx.gain_lif_step(v, a, self.bias.astype(np.int64), gain, int(p["gain_shift"]), dv,
                                 int(self.vth[0]), int(self.v_reset[0]), bool(p["rectify"]), bool(p["gain_on_bias"]),
-                                np.clip, offset)
+                                np.clip, offset, fx.window_step_bias(self.step_bias.astype(np.int64), t))
         self.v[:] = v
         self.s_out.send(s.astype(np.int32))
 
@@ -208,7 +211,7 @@ def emit_ma_attention(neu, att, out_shape, T, delay):
     dv = np.ascontiguousarray(to_lava_layout(p.dv), np.int64) if isinstance(p.dv, np.ndarray) else p.dv
     lif = GainLIFDynamic(shape=out_shape, gain_shift=int(p.gain_shift), bias=bias, dv=dv, vth=p.vth,
                          v_reset=p.v_reset, rectify=p.rectify, gain_on_bias=p.gain_on_bias, window=T,
-                         window_offset=delay, offsets=att.additive, name=neu.name)
+                         window_offset=delay, offsets=att.additive, step_bias=lava_step_bias(p), name=neu.name)
     line.a_out.connect(lif.a_in)
     proc.g_out.connect(lif.g_in)
     return lif, [line.a_in, proc.a_in], [line, proc]

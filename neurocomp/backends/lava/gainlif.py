@@ -6,7 +6,8 @@ LIF without current memory; after a spike the voltage is set to ``v_reset`` (MA-
 threshold). The ``fixed_pt`` model calls ``neurocomp.fixedpoint.gain_lif_step``, the same function
 the reference simulator uses, so the two cannot drift. The gain table is a Var (``gain``) that a
 host or an attention process may rewrite between samples. ``offset`` (``(window, *shape)``, zero unless
-the neuron carries PFA's additive map) is added to the input current, with the bias, before the ReLU. The state resets at the start of each
+the neuron carries PFA's additive map) is added to the input current, with the bias, before the ReLU; ``step_bias``
+(MA-SNN's beta) is added after the decay at every step of a window but the first. The state resets at the start of each
 sample window, as ``LIFReset`` does. ``emit_gain_lif`` builds it for a gain-scheduled IR neuron.
 """
 from __future__ import annotations
@@ -28,9 +29,10 @@ from neurocomp.backends.lava.layout import to_lava_layout
 
 class GainLIF(AbstractProcess):
     def __init__(self, *, shape, gain, gain_shift: int, bias, dv, vth, v_reset=0, rectify=False,
-                 gain_on_bias=False, window: int, window_offset: int, offset=None, name=None):
+                 gain_on_bias=False, window: int, window_offset: int, offset=None, step_bias=None, name=None):
         """``gain``: ``(window, *shape)`` table; ``window_offset``: the layer's delay (the step of
-        the first sample frame is ``1 + window_offset``)."""
+        the first sample frame is ``1 + window_offset``); ``step_bias``: MA-SNN's beta per neuron (or None),
+        added after the decay at every step of a window but the first."""
         super().__init__(shape=shape, gain_shift=gain_shift, rectify=rectify, gain_on_bias=gain_on_bias,
                          window=window, window_offset=window_offset, name=name)
         self.a_in = InPort(shape=shape)
@@ -39,6 +41,7 @@ class GainLIF(AbstractProcess):
         self.bias = Var(shape=shape, init=bias)
         self.gain = Var(shape=(window,) + tuple(shape), init=gain)
         self.offset = Var(shape=(window,) + tuple(shape), init=0 if offset is None else offset)
+        self.step_bias = Var(shape=shape, init=0 if step_bias is None else step_bias)
         dv = np.asarray(dv)    # one decay, or one per neuron (MA-SNN cells with a leak per channel)
         self.dv = Var(shape=dv.shape if dv.ndim else (1,), init=dv if dv.ndim else dv.reshape(1))
         self.vth = Var(shape=(1,), init=vth)
@@ -66,6 +69,7 @@ class PyGainLIFFixed(_GainLIFModel):
     bias: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     gain: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=16)
     offset: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    step_bias: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     dv: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=12)
     vth: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=17)
     v_reset: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
@@ -77,7 +81,8 @@ class PyGainLIFFixed(_GainLIFModel):
         p = self.proc_params
         v, s = fx.gain_lif_step(v, a, self.bias.astype(np.int64), self.gain[t].astype(np.int64),
                                 int(p["gain_shift"]), _decay(self.dv), int(self.vth[0]), int(self.v_reset[0]),
-                                bool(p["rectify"]), bool(p["gain_on_bias"]), np.clip, self.offset[t].astype(np.int64))
+                                bool(p["rectify"]), bool(p["gain_on_bias"]), np.clip, self.offset[t].astype(np.int64),
+                                fx.window_step_bias(self.step_bias.astype(np.int64), t))
         self.v[:] = v
         self.s_out.send(s.astype(np.int32))
 
@@ -93,6 +98,7 @@ class PyGainLIFFloat(_GainLIFModel):
     bias: np.ndarray = LavaPyType(np.ndarray, float)
     gain: np.ndarray = LavaPyType(np.ndarray, float)
     offset: np.ndarray = LavaPyType(np.ndarray, float)
+    step_bias: np.ndarray = LavaPyType(np.ndarray, float)
     dv: np.ndarray = LavaPyType(np.ndarray, float)
     vth: np.ndarray = LavaPyType(np.ndarray, float)
     v_reset: np.ndarray = LavaPyType(np.ndarray, float)
@@ -108,10 +114,15 @@ class PyGainLIFFloat(_GainLIFModel):
         x = x * self.gain[t] / (1 << int(p["gain_shift"]))
         if not p["gain_on_bias"]:
             x = x + self.bias
-        v = v * (1.0 - (self.dv if self.dv.size > 1 else self.dv[0])) + x
+        v = v * (1.0 - (self.dv if self.dv.size > 1 else self.dv[0])) + self.step_bias * (t != 0) + x
         s = v > self.vth[0]
         self.v[:] = np.where(s, self.v_reset[0], v)
         self.s_out.send(s.astype(float))
+
+
+def lava_step_bias(p):
+    """The compartment's step bias (MA-SNN's beta) in Lava's layout, int64, or None."""
+    return None if p.step_bias is None else np.ascontiguousarray(to_lava_layout(np.asarray(p.step_bias)), np.int64)
 
 
 def emit_gain_lif(neu, out_shape, T, delay, fixed):
@@ -126,11 +137,13 @@ def emit_gain_lif(neu, out_shape, T, delay, fixed):
         shift = int(p.gain_shift)
     offset = None if p.offset is None else np.ascontiguousarray(to_lava_layout(np.asarray(p.offset), lead=1), np.int64)
     dv = np.ascontiguousarray(to_lava_layout(p.dv), np.int64) if isinstance(p.dv, np.ndarray) else p.dv
+    step_bias = lava_step_bias(p)
     if fixed:
         return GainLIF(shape=out_shape, gain=gain, gain_shift=shift, bias=bias, dv=dv, vth=p.vth,
                        v_reset=p.v_reset, rectify=p.rectify, gain_on_bias=p.gain_on_bias, window=T,
-                       window_offset=delay, offset=offset, name=neu.name)
+                       window_offset=delay, offset=offset, step_bias=step_bias, name=neu.name)
     return GainLIF(shape=out_shape, gain=gain.astype(np.float64), gain_shift=shift, bias=bias / 64.0,
                    dv=dv / fx.DECAY_UNITY, vth=p.vth + 1.0 / 64, v_reset=p.v_reset / 64.0, rectify=p.rectify,
                    gain_on_bias=p.gain_on_bias, window=T, window_offset=delay,
-                   offset=None if offset is None else offset / 64.0, name=neu.name)
+                   offset=None if offset is None else offset / 64.0,
+                   step_bias=None if step_bias is None else step_bias / 64.0, name=neu.name)
