@@ -224,7 +224,47 @@ def test_cell_with_beta_compiles_exactly(per_channel, tmp_path):
     assert first is not None and int(np.abs(first).max()) > 0
     assert len(np.unique(first)) == (6 if per_channel else 1)
     assert (cells[1].fixed.step_bias is None) == (not per_channel)
+    quant = next(p for p in fixed.meta["passes"] if p["pass"] == "quantize")
+    rec = {r["layer"]: r for r in quant["layers"]}[cells[0].name]       # beta's rounding, in the cell's units:
+    scales = np.atleast_1d(rec["scale"])                                 # at most half a voltage unit, 1/(64 s)
+    assert 0 <= rec["beta_error"] <= 0.5 / (64 * scales.min()) + 1e-12, rec
     ref, mism = lava_mismatches(fixed, x)
     assert not {k: v for k, v in mism.items() if v[0]}, mism
     assert all(int(s.sum()) > 0 for s in ref.spikes.values())
     assert out
+
+
+def test_beta_enters_from_the_second_step_of_every_sample_window():
+    """No input, leak-free cell (alpha = 1), V_th 0.3: the potential is beta * t, so a channel with
+    beta 0.11 first fires at step 3 (0.33), then every step (0.3 + 0.11); beta 0.07 first at step 5
+    (0.35); beta -0.05 never. Float reference, fixed-point reference and Lava all give that, in both
+    samples (the second window starts from rest again)."""
+    import torch.nn as nn
+    from spikingjelly.activation_based import layer
+    from busy_nets import lower_for
+    from neurocomp.backends.lava import run_lava
+    from neurocomp.frontends.torch import module_to_graph
+    from neurocomp.sim import run_fixed, run_float
+    T = 6
+    lin = nn.Linear(4, 3)
+    lin.weight.data.copy_(torch.tensor([[0.2, -0.1, 0.05, 0.1]] * 3))
+    lin.bias.data.zero_()
+    net = nn.Sequential(layer.SeqToANNContainer(lin), MALIFNode(v_threshold=0.3, alpha=1.0, beta=[0.11, 0.07, -0.05]))
+    x = torch.zeros(T, 2, 4)
+    want = torch.tensor([[0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 1], [0] * 6], dtype=torch.bool).T[:, None].expand(T, 2, 3)
+    assert torch.equal(net(x).bool(), want)
+    assert torch.equal(run_float(module_to_graph(net, (4,), T), x).output.bool(), want)
+    q = lower_for(net, (4,), T)
+    assert torch.equal(run_fixed(q, x).output.bool(), want)
+    assert torch.equal(run_lava(q, x).output.bool(), want)
+
+
+@pytest.mark.parametrize("per_channel", [True, False], ids=["per-channel", "one-beta"])
+def test_beta_in_portable_mode_is_one_line(per_channel):
+    """Stock Lava LIF has no per-step constant after the leak: portable mode refuses, naming the layer."""
+    from busy_nets import lower_for
+    from neurocomp.errors import UnsupportedLayer
+    with pytest.raises(UnsupportedLayer) as e:
+        lower_for(_beta_net(per_channel), (2, 8, 8), 4, mode="portable")
+    line = str(e.value)
+    assert "\n" not in line and "layer '1'" in line and "--attention static or dynamic" in line, line
