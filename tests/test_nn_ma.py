@@ -268,3 +268,19 @@ def test_beta_in_portable_mode_is_one_line(per_channel):
         lower_for(_beta_net(per_channel), (2, 8, 8), 4, mode="portable")
     line = str(e.value)
     assert "\n" not in line and "layer '1'" in line and "--attention static or dynamic" in line, line
+
+
+def test_per_channel_beta_survives_nir_export_and_import(tmp_path):
+    from neurocomp.backends.nir import write_nir
+    from neurocomp.frontends.nir import read_nir_file
+    from neurocomp.frontends.torch import module_to_graph
+    from neurocomp.ir import MALIF
+    from neurocomp.sim import run_float
+    net = _beta_net(True)
+    g = module_to_graph(net, (2, 8, 8), 4)
+    write_nir(g, str(tmp_path / "m.nir"))
+    h = read_nir_file(str(tmp_path / "m.nir"), timesteps=4)
+    cell = next(n for n in h if isinstance(n, MALIF))
+    assert list(cell.beta) == net[1].config["beta"]
+    x = (torch.rand(4, 3, 2, 8, 8, generator=torch.Generator().manual_seed(4)) < 0.3).float()
+    assert torch.equal(run_float(g, x).output, run_float(h, x).output)
