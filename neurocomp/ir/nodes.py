@@ -186,7 +186,7 @@ class MALIF(Node):
     a constant added after the leak at every step of a sample window but the first."""
     v_threshold: float = 0.3
     alpha: float = 0.3
-    beta: float = 0.0
+    beta: float = 0.0            # or float32 (C,)
     input_gain: Optional[np.ndarray] = None
     gain_on_bias: bool = True
     rectify_input: bool = False

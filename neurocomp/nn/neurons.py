@@ -58,6 +58,8 @@ class MALIFNode(nn.Module):
 
     Stateless between calls (the official cell is re-initialised at every forward). After a
     forward, ``self.v_seq`` holds the pre-fire potentials ``u_t`` (detached) for inspection.
+    ``v_threshold``, ``alpha`` and ``beta`` are each a float or a list with one value per channel (axis 1
+    of ``[T, B, C, ...]``; MA-SNN's cells learned with ``pa_train_self=True``).
     """
 
     def __init__(self, v_threshold: float | list = 0.3, alpha: float | list = 0.3, beta: float | list = 0.0,

@@ -16,7 +16,10 @@ the full range), refined among the top quarter of thresholds to the one with the
 weight-rounding error. Hard resets to ``v_reset != 0`` are shifted to 0 (``theta' = theta -
 v_reset``). An MA-SNN cell with a threshold per channel divides each output channel's weights and
 bias by its threshold (normalised threshold 1, one ``vth`` and one reset value for the layer, the
-scale ``s / V_th[c]`` per channel); a leak per channel is a ``dv`` per neuron. PFA's additive map is
+scale ``s / V_th[c]`` per channel); a leak per channel is a ``dv`` per neuron. The cell's ``beta`` (one,
+or one per channel) is an integer voltage per neuron, ``64 s beta`` (per channel ``64 s beta_c / V_th[c]``,
+like the bias), added after the decay at every step of a sample window but the first (``h_0 = 0``); its
+rounding error is recorded as ``beta_error``. PFA's additive map is
 a per-step offset ``64 * s * A[t]`` per neuron, added with the bias before the ReLU. What is clipped or may overflow is recorded per layer in ``graph.meta['passes']``.
 """
 from __future__ import annotations
