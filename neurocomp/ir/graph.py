@@ -190,8 +190,8 @@ class Graph:
                         problems.append(f"edge '{src}' -> '{n.name}': concat expects (*, {', '.join(map(str, want))}) "
                                         f"but '{src}' gives {got}")
                 elif got != tuple(n.in_shape):
-                    problems.append(f"edge '{src}' -> '{n.name}': '{n.name}' expects shape {tuple(n.in_shape)} but "
-                                    f"'{src}' gives {got}")
+                    problems.append(f"edge '{src}' -> '{n.name}': layer '{n.name}' expects shape {tuple(n.in_shape)} "
+                                    f"but '{src}' gives {got}")
             if isinstance(n, Concat) and all(s in seen for s in srcs) and srcs:
                 total = sum(int(seen[s].out_shape[0]) for s in srcs)
                 if total != int(n.out_shape[0]) or tuple(n.out_shape)[1:] != tuple(n.in_shape)[1:]:
