@@ -132,3 +132,20 @@ class NotFromInput(nn.Module):
 
     def forward(self, x):
         return self.sn(self.a(x) + torch.ones(x.shape))
+
+
+class CSABlockNet(nn.Module):
+    """MA-SNN's CSA on the residual branch's current (before the membrane-level add)."""
+
+    def __init__(self):
+        super().__init__()
+        from neurocomp.nn import CSA
+        self.stem = nn.Sequential(conv_bn(2, 4), lif())
+        self.conv = conv_bn(4, 4)
+        self.att = CSA(4, 4, t_ratio=2, c_ratio=2)
+        self.sn = lif()
+        self.head = nn.Sequential(layer.Flatten(step_mode="m"), layer.Linear(4 * 64, 3, step_mode="m"), lif())
+
+    def forward(self, x):
+        s = self.stem(x)
+        return self.head(self.sn(self.att(self.conv(s)) + s))

@@ -10,10 +10,12 @@ on every neuron layer; Lava equals the fixed-point reference on every layer and 
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -125,8 +127,22 @@ def test_cli_compile_simulate_inspect(tmp_path):
     art = str(tmp_path / "art")
     c = run("compile", ckpt, "-o", art)
     assert c.returncode == 0, c.stderr[-2000:]
-    s = run("simulate", art, "--backend", "lava", "--samples", "2")
+    np.save(tmp_path / "x.npy", bernoulli(T, 2, SHAPE, p=0.3, seed=3).numpy().swapaxes(0, 1))   # [N, T, ...]
+    s = run("simulate", art, "--backend", "lava", "--inputs", str(tmp_path / "x.npy"), "--json", str(tmp_path / "s.json"))
     assert s.returncode == 0, s.stderr[-2000:]
+    assert json.load(open(tmp_path / "s.json"))["exact_match_fraction"] == 1.0
+    assert json.load(open(os.path.join(art, "manifest.json")))["nir_round_trip"]["checked"] is False
     i = run("inspect", art)
     assert i.returncode == 0, i.stderr[-2000:]
     assert "layer2.sn2" in i.stdout and "add" in i.stdout
+
+
+def test_attention_inside_a_branching_graph_is_refused_in_one_line(tmp_path):
+    model = rm.CSABlockNet().eval()
+    ckpt = save_checkpoint(model, str(tmp_path / "m.pt"), input_shape=SHAPE, timesteps=T, encoding="bernoulli")
+    np.save(tmp_path / "calib.npy", bernoulli(T, 8, SHAPE, p=0.3, seed=4).numpy().swapaxes(0, 1))
+    with pytest.raises(NeurocompError) as e:
+        api.compile(ckpt, str(tmp_path / "art"), attention="static", calib=str(tmp_path / "calib.npy"))
+    msg = e.value.one_line()
+    assert "branching graph" in msg and "\n" not in msg
+    assert not os.path.exists(tmp_path / "art")

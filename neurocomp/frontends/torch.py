@@ -33,6 +33,7 @@ import torch.nn as tnn
 
 
 from neurocomp.errors import UnsupportedLayer, UnsupportedLayers, BadCheckpoint
+from neurocomp.frontends.graphmodule import GraphModule
 from neurocomp.frontends.modules import PER_STEP_CONTAINERS, plif_tau, type_name
 from neurocomp.ir import (DEFAULT_DT, Add, Concat, Graph, Input, Linear, Conv2d, SumPool2d, AvgPool2d, BatchNorm, Flatten, LIF,
                           MAAttention, MALIF, Readout, Scale, SpikeAttention, Threshold, Voting)
@@ -75,7 +76,14 @@ def iter_leaves(module, prefix=""):
 
 def walk_leaves(module, prefix="", per_step=False):
     """Yield ``(path, module, per_step)`` for the leaves of nested sequential containers, in forward
-    order; ``per_step``: the leaf sits in a per-step container (it sees one step, not ``[T, B, ...]``)."""
+    order; ``per_step``: the leaf sits in a per-step container (it sees one step, not ``[T, B, ...]``).
+    A :class:`~neurocomp.frontends.graphmodule.GraphModule` yields its layers' leaves in the order of its ops."""
+    if isinstance(module, GraphModule):
+        for op in module.ops:
+            if op["op"] == "module":
+                yield from walk_leaves(module.layer(op["name"]), f"{prefix}.{op['name']}" if prefix else op["name"],
+                                       per_step)
+        return
     if isinstance(module, _CONTAINERS):
         inner = per_step or isinstance(module, PER_STEP_CONTAINERS)
         for name, child in module.named_children():
@@ -422,7 +430,6 @@ def module_to_graph(model, input_shape, timesteps: int, encoding: str = "bernoul
     b = _Builder(input_shape, int(timesteps))
     b.attention_mode, b.calibration = attention_mode, calibration
     b.nodes[0] = b.nodes[0].replace(meta={"binary": encoding in ("bernoulli", "events", "spikes")})
-    from neurocomp.frontends.graphmodule import GraphModule
     edges = None
     if isinstance(model, GraphModule):
         edges = _read_graph_module(b, model)
