@@ -972,17 +972,6 @@ def _failure(e, T, B, shape):
 def trace(model, input_shape, timesteps, path="model") -> Traced:
     """Reduce ``model`` (a module with its own ``forward``) to the time-major ``nn.Sequential`` that
     computes it (see the module docstring); ``input_shape`` is one time step of one sample."""
-    try:
-        return _trace_chain(model, input_shape, timesteps)
-    except UnsupportedLayer as chain_error:          # a forward with branches: read it as a graph
-        from neurocomp.frontends.trace_graph import trace_graph
-        traced, graph_error = trace_graph(model, input_shape, timesteps, path)
-        if traced is not None:
-            return traced
-        raise (graph_error or chain_error) from None
-
-
-def _trace_chain(model, input_shape, timesteps) -> Traced:
     T = int(timesteps)
     B = 3 if T == 2 else 2
     device = _device(model)
