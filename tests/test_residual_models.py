@@ -146,3 +146,34 @@ def test_attention_inside_a_branching_graph_is_refused_in_one_line(tmp_path):
     msg = e.value.one_line()
     assert "branching graph" in msg and "\n" not in msg
     assert not os.path.exists(tmp_path / "art")
+
+
+@pytest.mark.parametrize("edit,field", [
+    (lambda s: s["ops"].__setitem__(0, {**s["ops"][0], "op": "mul"}), "ops[0].op"),
+    (lambda s: s["ops"][-1].__setitem__("inputs", ["stem", "nowhere"]), "ops[2]"),
+    (lambda s: s["ops"][-1].__setitem__("dim", 1), "ops[2].dim"),
+    (lambda s: s["ops"].__setitem__(1, {**s["ops"][1], "name": "stem"}), "ops[1].name"),
+    (lambda s: s["modules"].append(["extra", s["modules"][0][1]]), "modules"),
+    (lambda s: s.__setitem__("modules", "x"), "modules"),
+])
+def test_a_bad_graph_description_is_one_line_naming_the_field(edit, field):
+    from neurocomp.errors import BadCheckpoint
+    from neurocomp.frontends.checkpoint import build, describe
+    from neurocomp.frontends.usercode import as_sequential
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.deep = rm.lif(), rm.lif()
+
+        def forward(self, x):
+            s = self.stem(x)
+            return torch.cat([self.deep(s), s], dim=2)
+
+    spec = describe(as_sequential(Net(), input_shape=SHAPE, timesteps=T))
+    assert [op["op"] for op in spec["ops"]] == ["module", "module", "cat"]
+    build(spec)
+    edit(spec)
+    with pytest.raises(BadCheckpoint) as e:
+        build(spec)
+    assert field in e.value.one_line() and "\n" not in e.value.one_line()
