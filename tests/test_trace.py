@@ -506,12 +506,23 @@ def test_done_when_command_on_a_script_pickle_with_a_custom_forward(tmp_path):
 
 # ---- every unsupported operation: one line, its source line, what to do -------------------------------
 ERRORS = {  # class -> (marker, words the message holds)
-    "Residual": ("residual", ["adds the input and the output of layer 'a.1'", "residual or skip connection"]),
-    "Cat": ("cat", ["torch.cat"]),
     "Unknown": ("unknown", ["applies sigmoid"]),
     "Branchy": ("data", ["data-dependent control flow", "__bool__"]),
     "ReLUNet": ("module", ["'act' (ReLU)", "does not compile"]),
 }
+
+
+@pytest.mark.parametrize("name", ["Residual", "Cat"])
+def test_a_residual_add_or_a_cat_is_traced_as_a_graph(nets, tmp_path, name):
+    """Refused before graphs (issue 15); now reduced to neurocomp's GraphModule and stored."""
+    from neurocomp.frontends.graphmodule import GraphModule
+    mod, _ = nets
+    model = getattr(mod, name)().eval()
+    save_checkpoint(model, str(tmp_path / "m.pt"), input_shape=SHAPE, timesteps=T)
+    stored = load_checkpoint(str(tmp_path / "m.pt")).model
+    assert type(stored) is GraphModule and [op["op"] for op in stored.ops][-1] == ("add" if name == "Residual" else "cat")
+    x = (torch.rand((T, 2) + tuple(SHAPE)) < 0.5).float()
+    assert torch.equal(run_torch_model(stored, x), run_torch_model(model, x))
 
 
 @pytest.mark.parametrize("name", sorted(ERRORS))
@@ -529,7 +540,7 @@ def test_an_unsupported_operation_is_one_line_with_its_source_line(nets, tmp_pat
 
 def test_an_unsupported_operation_through_the_cli_is_one_error_line(nets, tmp_path):
     mod, d = nets
-    (tmp_path / "save.py").write_text("import torch\nfrom nets import Residual\ntorch.save(Residual().eval(), 'model.pt')\n")
+    (tmp_path / "save.py").write_text("import torch\nfrom nets import Unknown\ntorch.save(Unknown().eval(), 'model.pt')\n")
     p = subprocess.run([sys.executable, "save.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                        env={**_env(), "PYTHONPATH": os.pathsep.join([ROOT, str(d)])})
     assert p.returncode == 0, p.stderr
@@ -539,7 +550,7 @@ def test_an_unsupported_operation_through_the_cli_is_one_error_line(nets, tmp_pa
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error")]
     assert len(errors) == 1, p.stderr
-    assert f"model.pt: Residual.forward (nets.py:{_line('residual')})" in errors[0], errors[0]
+    assert f"model.pt: Unknown.forward (nets.py:{_line('unknown')})" in errors[0], errors[0]
     assert "(hint: " in errors[0] and not (tmp_path / "model.neurocomp").exists()
 
 

@@ -44,6 +44,7 @@ import torch.nn as tnn
 from neurocomp import memory, safeio
 from neurocomp.errors import BadCheckpoint, BadInput, NeurocompError, UnsupportedLayer, UnsupportedLayers
 from neurocomp.frontends.attention import timesteps_mismatch
+from neurocomp.frontends.graphmodule import GraphModule
 from neurocomp.frontends.modules import CONTAINER_TYPES, EQUIVALENT, MODULES, container_type, type_name
 from neurocomp.nn import REGISTRY
 
@@ -71,6 +72,9 @@ def describe(module, path="") -> dict:
     problems = []
 
     def walk(m, p):
+        if isinstance(m, GraphModule):
+            return {"type": "Graph", "ops": [dict(op) for op in m.ops],
+                    "modules": [[n, walk(m.layer(n), f"{p}.{n}" if p else n)] for n in m.layer_paths]}
         kind = "Sequential" if type(m) is tnn.Sequential else container_type(m)
         if kind is not None:
             spec = {"type": kind, "children": [[n, walk(c, f"{p}.{n}" if p else n)] for n, c in m.named_children()]}
@@ -201,6 +205,8 @@ def build(spec: dict, where="architecture", _depth=0, _count=None):
         raise _bad(f"Sequential containers nest deeper than {MAX_DEPTH} levels", where,
                    "flatten the model's nesting or check the file")
     t = _check_node(spec, where)
+    if t == "Graph":
+        return _build_graph(spec, where, _depth, _count)
     if t == "Sequential" or t in CONTAINER_TYPES:
         children = spec.get("children", [])
         if not isinstance(children, (list, tuple)):
@@ -241,6 +247,27 @@ def build(spec: dict, where="architecture", _depth=0, _count=None):
         why = str(e).strip().splitlines()[0][:160] if str(e).strip() else "rejected by the layer's constructor"
         raise BadCheckpoint(f"bad arguments for {t} ({shown}): {why}", where=where,
                             hint="fix the values (e.g. tau must be > 1) or re-save with save_checkpoint")
+
+
+def _build_graph(spec, where, depth, count):
+    """A ``"type": "Graph"`` entry: ``modules`` ([[path, spec], ...], each built as above) and ``ops``
+    (:mod:`neurocomp.frontends.graphmodule`), rebuilt as neurocomp's :class:`GraphModule`."""
+    from neurocomp.frontends.graphmodule import _name_ok
+    modules = spec.get("modules")
+    if not isinstance(modules, (list, tuple)) or not modules:
+        raise _bad(f"'modules' is {type(modules).__name__}, not a non-empty list of [path, spec]", f"{where}: modules")
+    layers = {}
+    for i, item in enumerate(modules):
+        if not (isinstance(item, (list, tuple)) and len(item) == 2):
+            raise _bad("module entries must be [path, spec]", f"{where}: modules[{i}]")
+        path = item[0]
+        if not _name_ok(path):
+            raise _bad(f"module path {_short(path)} is not a layer path (identifiers joined by '.')",
+                       f"{where}: modules[{i}]")
+        if path in layers:
+            raise _bad(f"module path {path!r} appears twice", f"{where}: modules[{i}]")
+        layers[path] = build(item[1], f"{where}.{path}", depth + 1, count)
+    return GraphModule(layers, spec.get("ops"), where=where)
 
 
 def check_architecture_size(spec, where="architecture"):

@@ -33,8 +33,9 @@ import torch.nn as tnn
 
 
 from neurocomp.errors import UnsupportedLayer, UnsupportedLayers, BadCheckpoint
+from neurocomp.frontends.graphmodule import GraphModule
 from neurocomp.frontends.modules import PER_STEP_CONTAINERS, plif_tau, type_name
-from neurocomp.ir import (DEFAULT_DT, Graph, Input, Linear, Conv2d, SumPool2d, AvgPool2d, BatchNorm, Flatten, LIF,
+from neurocomp.ir import (DEFAULT_DT, Add, Concat, Graph, Input, Linear, Conv2d, SumPool2d, AvgPool2d, BatchNorm, Flatten, LIF,
                           MAAttention, MALIF, Readout, Scale, SpikeAttention, Threshold, Voting)
 
 RECTIFIED = {"TCSA", "TCA", "TSA", "CSA", "TA", "CA", "SA", "PFA"}   # attention modules ending in ReLU
@@ -75,7 +76,14 @@ def iter_leaves(module, prefix=""):
 
 def walk_leaves(module, prefix="", per_step=False):
     """Yield ``(path, module, per_step)`` for the leaves of nested sequential containers, in forward
-    order; ``per_step``: the leaf sits in a per-step container (it sees one step, not ``[T, B, ...]``)."""
+    order; ``per_step``: the leaf sits in a per-step container (it sees one step, not ``[T, B, ...]``).
+    A :class:`~neurocomp.frontends.graphmodule.GraphModule` yields its layers' leaves in the order of its ops."""
+    if isinstance(module, GraphModule):
+        for op in module.ops:
+            if op["op"] == "module":
+                yield from walk_leaves(module.layer(op["name"]), f"{prefix}.{op['name']}" if prefix else op["name"],
+                                       per_step)
+        return
     if isinstance(module, _CONTAINERS):
         inner = per_step or isinstance(module, PER_STEP_CONTAINERS)
         for name, child in module.named_children():
@@ -422,9 +430,13 @@ def module_to_graph(model, input_shape, timesteps: int, encoding: str = "bernoul
     b = _Builder(input_shape, int(timesteps))
     b.attention_mode, b.calibration = attention_mode, calibration
     b.nodes[0] = b.nodes[0].replace(meta={"binary": encoding in ("bernoulli", "events", "spikes")})
-    for path, m, per_step in walk_leaves(model):
-        b.per_step = per_step
-        _add_leaf(b, path, m)
+    edges = None
+    if isinstance(model, GraphModule):
+        edges = _read_graph_module(b, model)
+    else:
+        for path, m, per_step in walk_leaves(model):
+            b.per_step = per_step
+            _add_leaf(b, path, m)
     if b.problems:
         raise b.problems[0] if len(b.problems) == 1 else UnsupportedLayers(b.problems)
     if not b.nodes[-1].is_neuron:
@@ -436,7 +448,60 @@ def module_to_graph(model, input_shape, timesteps: int, encoding: str = "bernoul
                                                                       if isinstance(last, Linear) else ""))
     g_meta = {"timesteps": int(timesteps), "encoding": encoding, "input_shape": list(input_shape), "dt": DEFAULT_DT}
     g_meta.update(meta or {})
+    if edges is not None:
+        return Graph.build(b.nodes, edges, g_meta)
     return Graph.chain(b.nodes, g_meta)
+
+
+def _read_graph_module(b: _Builder, model) -> dict:
+    """A :class:`~neurocomp.frontends.graphmodule.GraphModule`: each layer's leaves read as a chain from
+    the value it is applied to, ``add`` an IR ``Add`` (of currents, of spikes, or of both: the passes
+    tell them apart by what reads them), ``cat`` an IR ``Concat`` of channels. Leaves the nodes in
+    ``b.nodes`` (any order) and returns their input edges for ``Graph.build``."""
+    last = {"input": b.nodes[0]}          # value name -> the IR node that produces it
+    edges, nodes = {}, [b.nodes[0]]
+    for op in model.ops:
+        name = op["name"]
+        if op["op"] == "module":
+            src = last[op["input"]]
+            b.nodes = [src]
+            for path, m, per_step in walk_leaves(model.layer(name), name):
+                b.per_step = per_step
+                _add_leaf(b, path, m)
+            if not b.nodes or b.nodes[0] is not src:    # a head reader popped the node before the layer
+                b.refuse(name, model.layer(name), "a head that changes the layer before it, inside a branch",
+                         "put the head at the end of the model")
+                return edges
+            made = b.nodes[1:]
+            for i, n in enumerate(made):
+                edges[n.name] = ((made[i - 1] if i else src).name,)
+            nodes.extend(made)
+            last[name] = made[-1] if made else src        # Dropout / Identity vanish
+            continue
+        parts = [last[s] for s in op["inputs"]]
+        shapes = [tuple(p.out_shape) for p in parts]
+        if op["op"] == "add":
+            if len(set(shapes)) != 1:
+                b.problems.append(UnsupportedLayer(
+                    f"adds values of shapes {', '.join(map(str, shapes))} ({', '.join(p.name for p in parts)})",
+                    where=f"layer '{name}'", hint="add tensors of one shape (a 1x1 conv shortcut changes channels)"))
+                return edges
+            node = Add(name=name, in_shape=shapes[0], out_shape=shapes[0])
+        else:
+            if len({s[1:] for s in shapes}) != 1 or any(not s for s in shapes):
+                b.problems.append(UnsupportedLayer(
+                    f"concatenates channels of shapes {', '.join(map(str, shapes))}", where=f"layer '{name}'",
+                    hint="concatenate tensors that differ in channels only"))
+                return edges
+            out = (sum(s[0] for s in shapes),) + shapes[0][1:]
+            node = Concat(name=name, in_shape=shapes[0], out_shape=out)
+        edges[name] = tuple(p.name for p in parts)
+        nodes.append(node)
+        last[name] = node
+    out = last[model.ops[-1]["name"]]
+    # the output last (b.nodes[-1] is what module_to_graph checks as the model's end)
+    b.nodes = [n for n in nodes if n is not out] + [out]
+    return edges
 
 
 def _device_of(model) -> torch.device:

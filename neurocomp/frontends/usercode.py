@@ -273,7 +273,14 @@ def as_sequential(module, path="model", input_shape=None, timesteps=None):
         if input_shape is None or timesteps is None:
             return _refuse(need.what, need.path)
         from neurocomp.frontends.trace import trace
-        return trace(module, input_shape, timesteps, path).sequential
+        try:
+            return trace(module, input_shape, timesteps, path).sequential
+        except UnsupportedLayer as chain_error:      # a forward with branches: read it as a graph
+            from neurocomp.frontends.trace_graph import trace_graph
+            traced, graph_error = trace_graph(module, input_shape, timesteps, path)
+            if traced is not None:
+                return traced.sequential
+            raise (graph_error or chain_error) from None
 
 
 def _structural(module, path):

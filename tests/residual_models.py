@@ -1,0 +1,151 @@
+"""Residual and branching models written the way users write them (SpikingJelly multi-step layers,
+block classes with their own forward), for tests/test_residual_models.py."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import layer, neuron
+
+
+def lif():
+    return neuron.LIFNode(tau=2.0, step_mode="m")
+
+
+def conv_bn(ci, co, k=3, stride=1):
+    return nn.Sequential(layer.Conv2d(ci, co, k, stride=stride, padding=k // 2, bias=False, step_mode="m"),
+                         layer.BatchNorm2d(co, step_mode="m"))
+
+
+class BasicBlock(nn.Module):
+    """Spiking-ResNet: the shortcut (identity, or a 1x1 conv + BN when it downsamples) joins the
+    second conv's current before the second neuron."""
+
+    def __init__(self, ci, co, stride=1):
+        super().__init__()
+        self.conv1 = layer.Conv2d(ci, co, 3, stride=stride, padding=1, bias=False, step_mode="m")
+        self.bn1 = layer.BatchNorm2d(co, step_mode="m")
+        self.sn1 = lif()
+        self.conv2 = layer.Conv2d(co, co, 3, padding=1, bias=False, step_mode="m")
+        self.bn2 = layer.BatchNorm2d(co, step_mode="m")
+        self.sn2 = lif()
+        self.shortcut = nn.Sequential()
+        if stride != 1 or ci != co:
+            self.shortcut = conv_bn(ci, co, 1, stride)
+
+    def forward(self, x):
+        out = self.sn1(self.bn1(self.conv1(x)))
+        out = self.sn2(self.bn2(self.conv2(out)) + self.shortcut(x))
+        return out
+
+
+class SpikingResNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = layer.Conv2d(2, 4, 3, padding=1, bias=False, step_mode="m")
+        self.bn = layer.BatchNorm2d(4, step_mode="m")
+        self.sn = lif()
+        self.layer1 = BasicBlock(4, 4)
+        self.layer2 = BasicBlock(4, 8, stride=2)          # downsampling: 1x1 conv + BN shortcut
+        self.fc = layer.Linear(8 * 4 * 4, 3, step_mode="m")
+        self.out = lif()
+
+    def forward(self, x):
+        x = self.sn(self.bn(self.conv(x)))
+        x = self.layer2(self.layer1(x))
+        return self.out(self.fc(x.flatten(2))).mean(0)
+
+
+class MSBlock(nn.Module):
+    """MS-ResNet: neuron first; the block's input current joins the branch's current (membrane shortcut)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.sn1, self.conv1, self.bn1 = lif(), layer.Conv2d(c, c, 3, padding=1, bias=False, step_mode="m"), \
+            layer.BatchNorm2d(c, step_mode="m")
+        self.sn2, self.conv2, self.bn2 = lif(), layer.Conv2d(c, c, 3, padding=1, bias=False, step_mode="m"), \
+            layer.BatchNorm2d(c, step_mode="m")
+
+    def forward(self, x):
+        out = self.bn1(self.conv1(self.sn1(x)))
+        out = self.bn2(self.conv2(self.sn2(out)))
+        return out + x
+
+
+class MSResNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = conv_bn(2, 4)
+        self.block = MSBlock(4)
+        self.sn = lif()
+        self.fc = layer.Linear(4 * 64, 3, step_mode="m")
+        self.out = lif()
+
+    def forward(self, x):
+        x = self.block(self.stem(x))
+        return self.out(self.fc(self.sn(x).flatten(2)))
+
+
+class SEWBlock(nn.Module):
+    """SEW-ResNet's ADD: spikes of the branch plus the block's input spikes, after the neuron."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Sequential(conv_bn(c, c), lif(), conv_bn(c, c), lif())
+
+    def forward(self, x):
+        return self.conv(x) + x
+
+
+class SEWResNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(conv_bn(2, 4), lif())
+        self.block = SEWBlock(4)
+        self.head = nn.Sequential(conv_bn(4, 4), lif(), layer.Flatten(step_mode="m"), layer.Linear(4 * 64, 3, step_mode="m"),
+                                  lif())
+
+    def forward(self, x):
+        return self.head(self.block(self.stem(x)))
+
+
+class CatNet(nn.Module):
+    """Channels concatenated from branches of unequal depth: two conv layers on one, none on the other."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(conv_bn(2, 2), lif())
+        self.deep = nn.Sequential(conv_bn(2, 2), lif(), conv_bn(2, 2), lif())
+        self.mix = nn.Sequential(conv_bn(4, 4), lif(), layer.Flatten(step_mode="m"),
+                                 layer.Linear(4 * 64, 3, step_mode="m"), lif())
+
+    def forward(self, x):
+        s = self.stem(x)
+        return self.mix(torch.cat([self.deep(s), s], dim=2))
+
+
+class NotFromInput(nn.Module):
+    """Adds a tensor that does not come from the input: refused."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.sn = conv_bn(2, 2), lif()
+
+    def forward(self, x):
+        return self.sn(self.a(x) + torch.ones(x.shape))
+
+
+class CSABlockNet(nn.Module):
+    """MA-SNN's CSA on the residual branch's current (before the membrane-level add)."""
+
+    def __init__(self):
+        super().__init__()
+        from neurocomp.nn import CSA
+        self.stem = nn.Sequential(conv_bn(2, 4), lif())
+        self.conv = conv_bn(4, 4)
+        self.att = CSA(4, 4, t_ratio=2, c_ratio=2)
+        self.sn = lif()
+        self.head = nn.Sequential(layer.Flatten(step_mode="m"), layer.Linear(4 * 64, 3, step_mode="m"), lif())
+
+    def forward(self, x):
+        s = self.stem(x)
+        return self.head(self.sn(self.att(self.conv(s)) + s))
