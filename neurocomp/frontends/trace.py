@@ -26,7 +26,9 @@ stores, so nothing later needs the user's code. The forwards it reads:
 Anything else (a residual ``x + y``, ``torch.cat``, a function neurocomp has no layer for, reading a
 tensor's value for control flow, a layer called on a tensor the input does not lead to) is one
 :class:`~neurocomp.errors.UnsupportedLayer` naming the operation, the user's ``file:line`` (the
-innermost frame of the call outside torch, SpikingJelly and neurocomp) and what to do.
+innermost frame of the call outside torch, SpikingJelly and neurocomp) and what to do. A chain is all
+this module reads: ``usercode.as_sequential`` then tries ``frontends.trace_graph``, which reads the
+residual adds and concats into a ``GraphModule``.
 
 Why concrete execution and not ``torch.fx``: fx traces symbolically, so ``for t in range(x.shape[0])``
 (the loop over time every SNN forward has) and ``T, B = x.shape[:2]`` are proxies it cannot iterate
