@@ -209,9 +209,7 @@ class _CheckpointDoor:
                                           attention_mode=attention if stats else None, calibration=stats)
 
     def float_graph(self, tmp):
-        nir_path = os.path.join(tmp, "model.nir")
-        if not self.traced.is_chain():
-            return self._graph_without_nir_reread(nir_path)
+        nir_path = os.path.join(tmp, "model.nir")   # chains and graphs with branches alike
         write_nir(self.traced, nir_path)
         float_graph = read_nir_file(nir_path, meta=self.meta or None)
         if float_graph.digest() != self.traced.digest():
@@ -222,20 +220,6 @@ class _CheckpointDoor:
     def lower(self, float_graph):
         with _about(self.path):
             return pipeline.lower(float_graph, self.weight_bits, target=self.hw, attention=self.attention)
-
-    def _graph_without_nir_reread(self, nir_path):
-        """A graph with branches: ``model.nir`` is written where the NIR writer expresses it (an add as a
-        unit scale of its summed edges; a concat it refuses), but the NIR reader reads chains only, so
-        the round trip is skipped and the manifest says why (``nir_round_trip``)."""
-        try:
-            write_nir(self.traced, nir_path)
-            self.nir_note = {"checked": False, "written": True,
-                             "why": "the graph has branches; neurocomp's NIR reader reads chains only"}
-        except NeurocompError as e:
-            if os.path.exists(nir_path):
-                os.remove(nir_path)
-            self.nir_note = {"checked": False, "written": False, "why": e.one_line()[:300]}
-        return self.traced
 
     def write_files(self, tmp, fixed_graph):
         loaded, hw = self.loaded, self.hw
@@ -255,8 +239,6 @@ class _CheckpointDoor:
     def record(self, float_graph, fixed_graph) -> dict:
         rec = {"encoding": self.loaded.encoding, "dataset": self.loaded.dataset, "hardware_target": self.hw.name,
                "mapping": fixed_graph.meta.get("mapping"), "attention": self.attention_info}
-        if getattr(self, "nir_note", None) is not None:
-            rec["nir_round_trip"] = self.nir_note
         return rec
 
 

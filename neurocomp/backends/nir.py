@@ -16,6 +16,15 @@ carried in node metadata under the ``neurocomp.`` prefix, so that re-importing w
 | MALIF (MA-SNN cell) | LIF with the same per-step leak, ``v_reset = v_threshold`` | ``reset=to_threshold``, ``alpha``, ``beta``, ``threshold_rule`` |
 | Voting (VotingLayer) | Linear with the group-mean matrix (``1/k`` per group member) | ``op=voting``, ``voting_size`` |
 | Readout (non-spiking head) | I (integrator) with ``r = 1/dt``: its state at the end of the window is the summed current | ``kind=readout`` |
+| Add (of currents or spikes) | Scale of ones; its inputs are its edges (NIR sums the edges into a node) | ``kind=add``, ``inputs`` (the IR's order, JSON) |
+| Concat (channels or features) | Scale of ones over the output, fed by one placement part per input (below) | ``kind=concat`` |
+| (a Concat's part ``CAT.partK``) | 1x1 Conv2d of a selection kernel (``(C, H, W)``) or Linear of a selection matrix (vectors): input ``K``'s channels at their offset, zeros elsewhere | ``op=concat_part``, ``concat`` (the join's name), ``part`` (K) |
+
+A graph with branches is written edge for edge: a layer read by several others has one edge to each,
+and every node name is the IR layer's. NIR has no concatenation node; the placement parts above
+express one in standard nodes exactly (a foreign consumer runs it as written: each part copies its
+input's values into its channels, the Scale's summed edges join them), and neurocomp reads the parts
+back as the one Concat.
 
 Graph metadata: ``neurocomp.dt`` (seconds per step), ``neurocomp.timesteps``, ``neurocomp.encoding``.
 NIR fires on ``v > threshold``; SpikingJelly on ``v >= threshold``: the ``threshold_rule`` key
@@ -196,13 +205,41 @@ def _readout(node, shape, md, dt):
 
 
 def _add(node, shape, md, dt):
-    # NIR sums every edge into a node's input, so an add is a unit scale of its summed edges
+    # NIR sums every edge into a node, so an add is a unit scale of its summed edges (their IR order kept)
     return nir.Scale(scale=np.ones(shape, np.float32), metadata=md)
 
 
 def _concat(node, shape, md, dt):
-    raise UnsupportedLayer("NIR 1.0 has no concatenation node", where=f"layer '{node.name}'",
-                           hint="write the graph as a neurocomp artifact (neurocomp compile) instead of NIR")
+    # NIR has no concatenation: the join is a unit scale of the summed edges from its placement parts
+    # (_concat_parts), each of which puts one input's channels at their offset
+    return nir.Scale(scale=np.ones(tuple(node.out_shape), np.float32), metadata=md)
+
+
+def _concat_parts(node, in_shapes, taken) -> list:
+    """``[(name, nir node)]``: per input of a Concat, the standard NIR map placing its channels at their
+    offset in the output (zeros elsewhere): a 1x1 Conv2d of a selection kernel on ``(C, H, W)``, a Linear
+    of a selection matrix on ``(N,)``. Their outputs sum, in the concat's Scale, to the concatenation."""
+    total, parts, off = int(node.out_shape[0]), [], 0
+    for i, shape in enumerate(in_shapes):
+        c = int(shape[0])
+        sel = np.zeros((total, c), np.float32)
+        sel[off:off + c] = np.eye(c, dtype=np.float32)
+        md = {PREFIX + "op": "concat_part", PREFIX + "concat": node.name, PREFIX + "part": i}
+        if len(shape) == 3:
+            part = nir.Conv2d(input_shape=tuple(shape[1:]), weight=sel[:, :, None, None], stride=1, padding=0,
+                              dilation=1, groups=1, bias=np.zeros(total, np.float32), metadata=md)
+        elif len(shape) == 1:
+            part = nir.Linear(weight=sel, metadata=md)
+        else:
+            raise UnsupportedLayer(f"a concat of {len(shape)}-D tensors has no NIR form", where=f"layer '{node.name}'",
+                                   hint="concatenate (C, H, W) feature maps or vectors")
+        name = f"{node.name}.part{i}"
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        parts.append((name, part))
+        off += c
+    return parts
 
 
 # One NIR writer per IR node class (looked up along the class's MRO, so MALIF finds its own entry
@@ -228,7 +265,20 @@ def graph_to_nir(graph, dt: float = DEFAULT_DT) -> nir.NIRGraph:
     nodes = {n.name: node_to_nir(n, dt) for n in graph}
     out_shape = np.array(graph.output_node.out_shape)
     nodes["output"] = nir.Output(output_type={"output": out_shape})
-    edges = [(src, n.name) for n in graph for src in graph.inputs[n.name]]
+    edges, taken = [], set(nodes)
+    for n in graph:
+        srcs = graph.inputs[n.name]
+        if len(set(srcs)) < len(srcs) and not isinstance(n, Concat):
+            raise UnsupportedLayer(f"an add of the same tensor '{srcs[0]}' twice has no NIR form (one edge per pair "
+                                   "of nodes)", where=f"layer '{n.name}'", hint="scale the tensor by 2 instead")
+        if isinstance(n, Add):
+            nodes[n.name].metadata[PREFIX + "inputs"] = json.dumps(list(srcs))
+        if isinstance(n, Concat):
+            for src, (part, pnode) in zip(srcs, _concat_parts(n, [graph[s].out_shape for s in srcs], taken)):
+                nodes[part] = pnode
+                edges += [(src, part), (part, n.name)]
+            continue
+        edges += [(src, n.name) for src in srcs]
     edges.append((graph.output_node.name, "output"))
     meta = {PREFIX + "dt": float(dt), PREFIX + "timesteps": int(graph.meta.get("timesteps", 0)),
             PREFIX + "encoding": str(graph.meta.get("encoding", "")), PREFIX + "threshold_rule": ">="}

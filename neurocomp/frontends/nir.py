@@ -7,7 +7,8 @@ declared sizes are checked before any data is read (:func:`check_hdf5`); ``nir.r
 then a graph written by neurocomp (``neurocomp.*`` metadata, see ``neurocomp.backends.nir``) comes
 back as exactly the IR it was written from (:func:`nir_to_graph`), any other by its standard NIR
 meaning, discretised in steps of ``dt`` (:func:`neurocomp.frontends.nir_foreign.foreign_to_graph`).
-Shape rules and the chain walk both readers share live in ``neurocomp.frontends.nir_common``.
+Shape rules and the walk over the graph (branches in and out) both readers share live in
+``neurocomp.frontends.nir_common``.
 """
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ import numpy as np
 
 from neurocomp import memory, safeio
 from neurocomp.errors import BadGraph, BadInput, NeurocompError, TooLarge, UnsupportedLayer, UnsupportedLayers
-from neurocomp.frontends.nir_common import (MAX_NEURONS, MAX_NIR_NODES, check_bias, check_edges, check_layer, chain,
-                                            conv_geometry, input_shape, linear_weight, node_where, pool_node, ports,
+from neurocomp.frontends.nir_common import (MAX_NEURONS, MAX_NIR_NODES, check_bias, check_edges, check_layer, dag,
+                                            conv_geometry, join, input_shape, linear_weight, node_where, pool_node, ports,
                                             uniform)
 from neurocomp.frontends.nir_foreign import NIRWarning, foreign_to_graph
-from neurocomp.ir import (MAAttention, MALIF, Scale, SpikeAttention, BatchNorm, Conv2d, Flatten, Graph, Input, LIF,
+from neurocomp.ir import (Add, Concat, MAAttention, MALIF, Scale, SpikeAttention, BatchNorm, Conv2d, Flatten, Graph, Input, LIF,
                           Linear, Readout, Threshold, Voting)
 
 PREFIX = "neurocomp."
@@ -213,34 +214,93 @@ def _convert(name, node, in_shape, md):
     return None
 
 
+def _add_order(name, md, srcs, where) -> list:
+    """An Add's sources in the IR's order (``neurocomp.inputs``; NIR's edge order otherwise)."""
+    raw = md.get(PREFIX + "inputs")
+    if raw is None:
+        return srcs
+    order = json.loads(_text(raw))
+    if not isinstance(order, list) or sorted(map(str, order)) != sorted(srcs):
+        raise BadGraph(f"neurocomp.inputs {order!r} does not name the edges into it ({', '.join(srcs)})", where=where,
+                       hint="the graph file is inconsistent; re-export it with neurocomp")
+    return [str(k) for k in order]
+
+
+def _concat_sources(name, srcs, part_src, nodes, where) -> list:
+    """A Concat's sources, in channel order: what feeds each of its placement parts (``neurocomp.part``)."""
+    parts = []
+    for p in srcs:
+        md = _md(nodes[p]) if p in nodes else {}
+        if p not in part_src or _text(md.get(PREFIX + "concat", "")) != name:
+            raise BadGraph(f"'{p}' feeds the concat but is not one of its parts", where=where,
+                           hint="the graph file is inconsistent; re-export it with neurocomp")
+        parts.append((int(md[PREFIX + "part"]), part_src[p]))
+    if sorted(k for k, _ in parts) != list(range(len(parts))):
+        raise BadGraph(f"concat parts numbered {sorted(k for k, _ in parts)}", where=where,
+                       hint="the graph file is inconsistent; re-export it with neurocomp")
+    return [s for _, s in sorted(parts)]
+
+
 def nir_to_graph(graph: nir.NIRGraph, meta=None) -> Graph:
-    """Convert a NIR graph written by neurocomp to the IR it was written from (exactly)."""
+    """Convert a NIR graph written by neurocomp to the IR it was written from (exactly): chains and
+    graphs with branches (an Add is a unit Scale of its summed edges, a Concat a unit Scale of
+    placement parts, see ``neurocomp.backends.nir``)."""
     nodes, edges = graph.nodes, [(s, d) for s, d in graph.edges]
     check_edges(nodes, edges)
-    order = chain(nodes, edges, *ports(nodes))
+    top_in, top_out = ports(nodes)
+    order, preds = dag(nodes, edges, top_in, top_out)
     gmd = _md(graph)
-    ir_nodes, problems = [], []
-    shape = None
+    ir_nodes, problems, inputs, shapes, ir_name, part_src = [], [], {}, {}, {}, {}
+    taken = set(nodes)
     for name in order:
         node = nodes[name]
         md = _md(node)
+        where = node_where(name)
         if isinstance(node, nir.Input):
             shape = input_shape(node, name)
             ir_nodes.append(Input(name=name, in_shape=shape, out_shape=shape, meta=_meta_of(md)))
-            continue
-        if isinstance(node, nir.Output):
+            ir_name[name], shapes[name] = name, shape
             continue
         try:
-            converted = _convert(name, node, shape, md)
+            if any(s not in ir_name for s in preds[name]):
+                continue                               # behind a node that could not be read
+            srcs = [ir_name[s] for s in preds[name]]
+            op, kind = _text(md.get(PREFIX + "op", "")), _text(md.get(PREFIX + "kind", ""))
+            if op == "concat_part":                    # a placement into a concat: read with the concat
+                if len(srcs) != 1:
+                    raise BadGraph(f"a concat part with {len(srcs)} inputs", where=where,
+                                   hint="the graph file is inconsistent; re-export it with neurocomp")
+                part_src[name] = ir_name[name] = srcs[0]
+                continue
+            if isinstance(node, nir.Scale) and kind in ("add", "concat"):
+                if kind == "add":
+                    srcs = _add_order(name, md, srcs, where)
+                    made = [Add(name=name, in_shape=shapes[srcs[0]], out_shape=shapes[srcs[0]], meta=_meta_of(md))]
+                else:
+                    srcs = _concat_sources(name, preds[name], part_src, nodes, where)
+                    first = shapes[srcs[0]]
+                    made = [Concat(name=name, in_shape=first, out_shape=check_layer(np.shape(node.scale), where),
+                                   meta=_meta_of(md))]
+            else:
+                for a in join(name, srcs, shapes, taken):   # NIR sums the edges into a node
+                    ir_nodes.append(a)
+                    inputs[a.name], shapes[a.name] = tuple(srcs), tuple(a.out_shape)
+                    srcs = [a.name]
+                if isinstance(node, nir.Output):
+                    continue
+                made = _convert(name, node, shapes[srcs[0]], md)
+                if made is None:
+                    raise UnsupportedLayer(f"{type(node).__name__} cannot be imported", where=where,
+                                           hint="see the README for supported NIR node types")
         except (UnsupportedLayer, BadGraph) as e:
             problems.append(e)
             continue
-        if converted is None:
-            problems.append(UnsupportedLayer(f"{type(node).__name__} cannot be imported", where=node_where(name),
-                                             hint="see the README for supported NIR node types"))
-            continue
-        ir_nodes.extend(converted)
-        shape = tuple(converted[-1].out_shape)
+        for m in made:
+            ir_nodes.append(m)
+            inputs[m.name] = tuple(srcs)
+            shapes[m.name] = tuple(m.out_shape)
+            srcs = [m.name]
+        ir_name[name] = srcs[0]
     if problems:
         raise problems[0] if len(problems) == 1 else UnsupportedLayers(problems)
     g_meta = {}
@@ -254,7 +314,7 @@ def nir_to_graph(graph: nir.NIRGraph, meta=None) -> Graph:
     g_meta.update(meta or {})
     if ir_nodes and "input_shape" not in g_meta:
         g_meta["input_shape"] = list(ir_nodes[0].out_shape)
-    return Graph.chain(ir_nodes, g_meta)
+    return Graph.build(ir_nodes, inputs, g_meta)
 
 
 # Limits checked on the HDF5 file *before* anything is read into memory (a small gzip-compressed

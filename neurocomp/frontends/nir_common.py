@@ -2,7 +2,8 @@
 exactly) and ``frontends/nir_foreign.py`` (other frameworks' graphs, discretised).
 
 Shapes (a layer's size cap, the Input's shape, convolution and pooling geometry, a linear weight
-against its input), one value per layer, the edge check and the chain walk. Each raises the typed
+against its input), one value per layer, the edge check and the walk over the graph (:func:`dag`, branches in and out;
+:func:`join`, NIR's sum of several edges into a node as an IR ``Add``). Each raises the typed
 one-line error both readers raise, naming the NIR node or edge; the file reader adds the path.
 """
 from __future__ import annotations
@@ -11,11 +12,12 @@ import nir
 import numpy as np
 
 from neurocomp.errors import BadGraph, UnsupportedLayer
-from neurocomp.ir import AvgPool2d, SumPool2d
+from neurocomp.ir import Add, AvgPool2d, SumPool2d
 
 MAX_NEURONS = 10_000_000   # per layer; larger shapes are refused before anything is allocated
 MAX_NIR_NODES = 1_000      # NIR nodes, nested graphs included (nir.read's type inference is quadratic)
-CHAIN_HINT = "only chains are supported (plus, in graphs from other frameworks, a neuron layer's own recurrent weight)"
+DAG_HINT = ("a feed-forward graph is supported (branches in and out, edges into a node summed), plus, in graphs "
+            "from other frameworks, a neuron layer's own recurrent weight")
 
 
 def node_where(name) -> str:
@@ -154,35 +156,77 @@ def ports(nodes) -> tuple[str, str]:
     return ins[0], outs[0]
 
 
-def chain(nodes, edges, start, end, aside=(), cycle_note="") -> list:
-    """The node names from ``start`` to ``end`` along ``edges``, which must form one chain: a node that
-    feeds several nodes, one that sums several inputs, a cycle, a chain that ends elsewhere and a node
-    off the chain (except those in ``aside``) are each one error naming the nodes."""
-    succ, pred = {}, {}
+def dag(nodes, edges, start, end, aside=(), cycle_note="") -> tuple[list, dict]:
+    """``(order, preds)``: the node names from ``start`` to ``end`` in an order where every node follows
+    what feeds it, and each node's sources (``{name: [source, ...]}``, in edge order; NIR sums the edges
+    into a node). Branches in and out are allowed; a cycle, an edge into the Input or out of the
+    Output, and a node off every path from the input to the output (except those in ``aside``) are each
+    one error naming a node. Linear in the number of nodes and edges."""
+    succ, preds = {}, {}
     for s, d in edges:
-        succ.setdefault(s, []).append(d)
-        pred.setdefault(d, []).append(s)
-    order, cur, seen = [], start, set()
-    while True:
-        if cur in seen:
-            raise UnsupportedLayer(f"a cycle through '{cur}'{cycle_note}", where="NIR graph", hint=CHAIN_HINT)
-        seen.add(cur)
-        order.append(cur)
-        nxt = succ.get(cur, [])
-        if not nxt:
-            break
-        if len(nxt) > 1:
-            raise UnsupportedLayer(f"node '{cur}' feeds {len(nxt)} nodes ({', '.join(map(repr, nxt))})",
-                                   where="NIR graph", hint=CHAIN_HINT)
-        if len(pred.get(nxt[0], [])) > 1:
-            raise UnsupportedLayer(f"node '{nxt[0]}' sums {len(pred[nxt[0]])} inputs "
-                                   f"({', '.join(map(repr, pred[nxt[0]]))})", where="NIR graph", hint=CHAIN_HINT)
-        cur = nxt[0]
-    if order[-1] != end:
-        raise BadGraph(f"the chain from the input ends at '{order[-1]}', not at the Output", where="NIR graph",
+        if d not in succ.setdefault(s, {}):          # a repeated edge counts once
+            succ[s][d] = None
+            preds.setdefault(d, []).append(s)
+    if preds.get(start):
+        raise BadGraph(f"an edge into the Input node '{start}' (from '{preds[start][0]}')", where="NIR graph",
+                       hint="the graph file is inconsistent; only the input feeds the graph")
+    if succ.get(end):
+        raise BadGraph(f"an edge out of the Output node '{end}' (to '{next(iter(succ[end]))}')", where="NIR graph",
                        hint="the graph file is inconsistent")
-    unused = [k for k in nodes if k not in seen and k not in aside]
+
+    def reach(first, step):
+        seen, todo = {first}, [first]
+        while todo:
+            for k in step(todo.pop()):
+                if k not in seen:
+                    seen.add(k)
+                    todo.append(k)
+        return seen
+
+    ahead = reach(start, lambda k: succ.get(k, ()))
+    behind = reach(end, lambda k: preds.get(k, ()))
+    if end not in ahead:
+        raise BadGraph("no path from the input leads to the Output", where="NIR graph",
+                       hint="the graph file is inconsistent")
+    unused = [k for k in nodes if (k not in ahead or k not in behind) and k not in aside]
     if unused:
-        raise BadGraph(f"node(s) {', '.join(map(repr, unused[:5]))} are not connected to the input-output chain",
+        raise BadGraph(f"node(s) {', '.join(map(repr, unused[:5]))} are not on a path from the input to the output",
                        where="NIR graph", hint="remove or connect them")
-    return order
+    live = ahead & behind
+    missing = {k: sum(1 for s in preds.get(k, ()) if s in live) for k in live}
+    order, ready = [], [start]
+    while ready:                                       # Kahn's algorithm, sources first
+        k = ready.pop()
+        order.append(k)
+        for d in succ.get(k, ()):
+            if d in live:
+                missing[d] -= 1
+                if missing[d] == 0:
+                    ready.append(d)
+    if len(order) < len(live):                         # what is left lies on or after a cycle: walk back onto one
+        left = {k for k in live if missing[k] > 0}
+        cur, seen = next(k for k in nodes if k in left), set()
+        while cur not in seen:
+            seen.add(cur)
+            cur = next(s for s in preds[cur] if s in left)
+        raise UnsupportedLayer(f"a cycle through '{cur}'{cycle_note}", where="NIR graph", hint=DAG_HINT)
+    return order, {k: [s for s in preds.get(k, ()) if s in live] for k in order}
+
+
+def join(name, srcs, shapes, taken) -> list:
+    """The IR nodes that stand for NIR's sum of the edges into node ``name`` (several sources): one Add
+    named ``name.sum``, the sum of ``srcs`` (IR names, ``shapes`` their shapes); none for one source.
+    ``taken``: the names in use (the new one is added)."""
+    if len(srcs) < 2:
+        return []
+    first = tuple(shapes[srcs[0]])
+    other = next((s for s in srcs[1:] if tuple(shapes[s]) != first), None)
+    if other is not None:
+        raise BadGraph(f"the edges into it carry shapes {first} (from '{srcs[0]}') and {tuple(shapes[other])} "
+                       f"(from '{other}'); NIR sums the edges into a node, so they must have one shape",
+                       where=node_where(name), hint="the graph file is inconsistent; flatten or reshape a branch")
+    add = f"{name}.sum"
+    while add in taken:
+        add += "_"
+    taken.add(add)
+    return [Add(name=add, in_shape=first, out_shape=first, meta={"nir_sum_of_edges_into": name})]

@@ -20,7 +20,9 @@ the caller's ``reset`` ("zero", the NIR spec's reset to ``v_reset``, default; or
 Structure: nested subgraphs are flattened (their Input/Output become pass-throughs); a synapse
 (Affine/Linear) that reads a neuron layer and writes back only into it is a recurrent weight of
 that layer (``CubaLIF.rec_weight``, applied to the previous step's spikes, which is what Lava's
-one-step Dense delay gives); what remains must be a chain. Affine/Linear/Scale, Conv1d/Conv2d,
+one-step Dense delay gives); what remains must be feed-forward: branches in and out, several edges into
+a node summed (an IR ``Add`` named ``NODE.sum`` in front of it, as NIR specifies), e.g. two paths into one
+LIF (the current of each synapse summed in the neuron) or spikes of two layers into one Affine. Affine/Linear/Scale, Conv1d/Conv2d,
 SumPool2d/AvgPool2d and Flatten map to the IR's synapse nodes (Conv1d as a Conv2d of height 1);
 a Delay of 0 steps is a pass-through, other delays are refused.
 
@@ -40,7 +42,7 @@ import numpy as np
 
 from neurocomp import memory
 from neurocomp.errors import BadGraph, TooLarge, UnsupportedLayer
-from neurocomp.frontends.nir_common import (MAX_NIR_NODES, chain, check_bias, check_edges, check_layer, conv_geometry,
+from neurocomp.frontends.nir_common import (MAX_NIR_NODES, check_bias, dag, join, check_edges, check_layer, conv_geometry,
                                             input_shape, linear_weight, node_where, pool_node, ports, uniform)
 from neurocomp.ir import Conv2d, CubaLIF, Flatten, Graph, Input, Linear
 
@@ -259,7 +261,7 @@ def _synapse(name, node, shape):
 
 # ---- structure -----------------------------------------------------------------------------------
 def foreign_to_graph(g, dt=None, reset: str = "zero", meta=None) -> Graph:
-    """Convert a foreign NIR graph to an IR chain (neurons as CubaLIF, recurrence folded in)."""
+    """Convert a foreign NIR graph to an IR graph (neurons as CubaLIF, recurrence folded in, edges into a node summed)."""
     if reset not in RESET_MODES:
         raise BadGraph(f"unknown reset mode {reset!r}", where="--reset", hint="use zero or subtract")
     dt = graph_dt(g) if graph_dt(g) is not None else dt
@@ -290,14 +292,24 @@ def foreign_to_graph(g, dt=None, reset: str = "zero", meta=None) -> Graph:
             rec[tgt] = name
     rec_syn = set(rec.values())
     edges = [(s, d) for s, d in edges if s not in rec_syn and d not in rec_syn]
-    order = chain(nodes, edges, top_in, top_out, aside=rec_syn,
-                  cycle_note=" that is not a neuron's own recurrent weight")
+    order, preds = dag(nodes, edges, top_in, top_out, aside=rec_syn,
+                       cycle_note=" that is not a neuron's own recurrent weight")
     shape = nir_shape = input_shape(nodes[top_in], top_in)
     conv1d = any(isinstance(nodes[k], nir.Conv1d) for k in order)
     if conv1d and len(shape) == 2:
         shape = (shape[0], 1, shape[1])
     ir = [Input(name=top_in, in_shape=shape, out_shape=shape, meta={"nir_input_shape": list(nir_shape)})]
-    for name in order[1:-1]:
+    inputs, shapes, ir_name, taken = {}, {top_in: shape}, {top_in: top_in}, set(nodes)
+    for name in order[1:]:
+        srcs = [ir_name[s] for s in preds[name]]
+        joined = join(name, srcs, shapes, taken)    # several edges into a node: NIR sums them
+        for a in joined:
+            ir.append(a)
+            inputs[a.name], shapes[a.name] = tuple(srcs), tuple(a.out_shape)
+            srcs = [a.name]
+        if name == top_out:
+            break
+        shape = shapes[srcs[0]]
         node = nodes[name]
         if isinstance(node, NEURONS):
             n = _neuron(name, node, shape, dt, reset)
@@ -314,10 +326,14 @@ def foreign_to_graph(g, dt=None, reset: str = "zero", meta=None) -> Graph:
                     w_in = n.w_in if n.w_in is not None else np.ones(shape, np.float32)
                     kw["i_bias"] = (w_in * b).astype(np.float32)
                 n = n.replace(**kw)
-            ir.append(n)
+            made = [n]
         else:
-            ir.extend(_synapse(name, node, shape))
-        shape = check_layer(ir[-1].out_shape, node_where(name))
+            made = _synapse(name, node, shape)
+        for m in made:
+            ir.append(m)
+            inputs[m.name], shapes[m.name] = tuple(srcs), check_layer(m.out_shape, node_where(name))
+            srcs = [m.name]
+        ir_name[name] = srcs[0]
     gm = {"source": "nir", "dt": dt, "reset": reset, "input_shape": list(ir[0].out_shape)}
     gm.update(meta or {})
-    return Graph.chain(ir, gm)
+    return Graph.build(ir, inputs, gm)

@@ -224,9 +224,9 @@ def dag_pairs(graph) -> list:
             continue
         (src,) = graph.inputs[n.name]
         groups = current_groups(graph, src)
-        if isinstance(n, (Threshold, CubaLIF)) and len(groups) > 1:
+        if isinstance(n, Threshold) and len(groups) > 1:
             raise UnsupportedLayer(f"a {n.kind} fed by {len(groups)} synapse groups", where=_where(n),
-                                   hint="sum groups into a LIF/IF or MA-SNN neuron")
+                                   hint="sum groups into a LIF/IF, CUBA or MA-SNN neuron")
         for syn in groups:
             if syn.name in fed:
                 raise UnsupportedLayer(f"the current of '{syn.name}' feeds two neurons ('{fed[syn.name]}' and "

@@ -346,13 +346,18 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
         if len(groups[neu.name]) > 1:          # several synapse groups: one scale for the neuron
             if neu.name in replaced:
                 continue
-            if not isinstance(neu, (LIF, MALIF)):
+            if not isinstance(neu, (LIF, MALIF, CubaLIF)):
                 raise UnsupportedLayer(f"a {neu.kind} fed by several synapse groups", where=f"layer '{neu.name}'",
-                                       hint="sum synapse groups into a LIF/IF or MA-SNN neuron")
-            qs, fixed, rec = _quantize_lif_groups(groups[neu.name], neu, weight_bits)
+                                       hint="sum synapse groups into a LIF/IF, CUBA or MA-SNN neuron")
+            if isinstance(neu, CubaLIF):
+                qs, rq, qi, fixed, rec = quantize_cuba(groups[neu.name], neu, weight_bits)
+                extra = {"rec_qweight": rq, "qi_bias": qi}
+            else:
+                qs, fixed, rec = _quantize_lif_groups(groups[neu.name], neu, weight_bits)
+                extra = {}
             for o, q in zip(groups[neu.name], qs):
                 replaced[o.name] = o.replace(qweight=q)
-            replaced[neu.name] = neu.replace(fixed=fixed)
+            replaced[neu.name] = neu.replace(fixed=fixed, **extra)
             records.append(rec)
             continue
         if isinstance(neu, Threshold):
@@ -360,7 +365,7 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
         elif isinstance(neu, Readout):
             q, fixed, rec = _quantize_readout(syn, neu, weight_bits, int(graph.meta["timesteps"]))
         elif isinstance(neu, CubaLIF):
-            q, rq, qi, fixed, rec = quantize_cuba(syn, neu, weight_bits)
+            (q,), rq, qi, fixed, rec = quantize_cuba([syn], neu, weight_bits)
             replaced[syn.name] = syn.replace(qweight=q)
             replaced[neu.name] = neu.replace(fixed=fixed, rec_qweight=rq, qi_bias=qi)
             records.append(rec)
