@@ -156,6 +156,9 @@ def test_a_residual_artifact_round_trips_through_nir(cls, joins, tmp_path):
     fg = load_graph(os.path.join(out, "float"))
     back = read_nir_file(os.path.join(out, "model.nir"))
     assert back.digest() == fg.digest() and not back.is_chain()
+    from neurocomp.backends.nir import write_nir
+    write_nir(back, str(tmp_path / "again.nir"))                # and writes back byte for byte
+    assert (tmp_path / "again.nir").read_bytes() == open(os.path.join(out, "model.nir"), "rb").read()
     assert {type(n).__name__ for n in back if isinstance(n, (Add, Concat))} == joins
     g = nir.read(os.path.join(out, "model.nir"))                # standard NIR, type-checked
     if cls is rm.CatNet:                                        # a concat as standard nodes: placement convs
