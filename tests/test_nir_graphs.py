@@ -195,3 +195,27 @@ def test_edges_of_different_shapes_into_one_node_name_it(tmp_path):
         read_nir_file(path, dt=DT)
     msg = e.value.one_line()
     assert "NIR node 'n'" in msg and "(3,)" in msg and "(2,)" in msg and "\n" not in msg
+
+
+def test_attention_on_one_branch_round_trips_through_nir(tmp_path):
+    """A calibrated attention map (static Scale, MA-SNN's CSA on the residual branch's current) on one branch
+    of an add: written as today's standard Scale plus neurocomp metadata, read back as the same graph."""
+    from neurocomp.backends.nir import write_nir
+    from neurocomp.ir import DEFAULT_DT, Conv2d, Graph, Input, LIF, Scale
+    rng = np.random.default_rng(0)
+    s = (4, 6, 6)
+    conv = lambda name, ci: Conv2d(name, (ci, 6, 6), s, weight=rng.standard_normal((4, ci, 3, 3)).astype(np.float32),  # noqa: E731
+                                   bias=None, padding=(1, 1))
+    nodes = [Input("x", SHAPE, SHAPE), conv("a", 2), LIF("n1", s, s), conv("b", 4),
+             Scale("att", s, s, scale=rng.random((T, 4, 1, 1)).astype(np.float32) + 0.5, rectify=True,
+                   meta={"attention": "CSA"}),
+             conv("short", 2), Add("sum", s, s), LIF("n2", s, s)]
+    g = Graph.build(nodes, {"a": ("x",), "n1": ("a",), "b": ("n1",), "att": ("b",), "short": ("x",),
+                            "sum": ("att", "short"), "n2": ("sum",)},
+                    {"timesteps": T, "encoding": "bernoulli", "dt": DEFAULT_DT, "input_shape": list(SHAPE)})
+    path = str(tmp_path / "att.nir")
+    write_nir(g, path)
+    back = read_nir_file(path)
+    assert back.digest() == g.digest()
+    assert np.array_equal(back["att"].scale, g["att"].scale) and back.inputs["sum"] == ("att", "short")
+    assert isinstance(nir.read(path).nodes["att"], nir.Scale)

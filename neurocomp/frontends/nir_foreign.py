@@ -28,7 +28,7 @@ a Delay of 0 steps is a pass-through, other delays are refused.
 
 Files come in through :func:`neurocomp.frontends.nir.read_nir_file` (safety checks, ``nir.read``; a
 graph that ``nir.read`` accepts only with ``type_check=False`` is read that way with a warning);
-this module converts the graph it read. Shape rules and the chain walk are shared with the reader of
+this module converts the graph it read. Shape rules and the graph walk are shared with the reader of
 neurocomp's own graphs (``neurocomp.frontends.nir_common``). Every failure is one
 :class:`~neurocomp.errors.NeurocompError` naming the node or edge.
 """
