@@ -209,8 +209,9 @@ def test_attention_on_one_branch_round_trips_through_nir(tmp_path):
     from neurocomp.ir import DEFAULT_DT, Conv2d, Graph, Input, LIF, Scale
     rng = np.random.default_rng(0)
     s = (4, 6, 6)
-    conv = lambda name, ci: Conv2d(name, (ci, 6, 6), s, weight=rng.standard_normal((4, ci, 3, 3)).astype(np.float32),  # noqa: E731
-                                   bias=None, padding=(1, 1))
+    def conv(name, ci):
+        return Conv2d(name, (ci, 6, 6), s, weight=rng.standard_normal((4, ci, 3, 3)).astype(np.float32), bias=None,
+                      padding=(1, 1))
     nodes = [Input("x", SHAPE, SHAPE), conv("a", 2), LIF("n1", s, s), conv("b", 4),
              Scale("att", s, s, scale=rng.random((T, 4, 1, 1)).astype(np.float32) + 0.5, rectify=True,
                    meta={"attention": "CSA"}),

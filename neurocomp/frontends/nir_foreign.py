@@ -20,11 +20,11 @@ the caller's ``reset`` ("zero", the NIR spec's reset to ``v_reset``, default; or
 Structure: nested subgraphs are flattened (their Input/Output become pass-throughs); a synapse
 (Affine/Linear) that reads a neuron layer and writes back only into it is a recurrent weight of
 that layer (``CubaLIF.rec_weight``, applied to the previous step's spikes, which is what Lava's
-one-step Dense delay gives); what remains must be feed-forward: branches in and out, several edges into
-a node summed (an IR ``Add`` named ``NODE.sum`` in front of it, as NIR specifies), e.g. two paths into one
-LIF (the current of each synapse summed in the neuron) or spikes of two layers into one Affine. Affine/Linear/Scale, Conv1d/Conv2d,
-SumPool2d/AvgPool2d and Flatten map to the IR's synapse nodes (Conv1d as a Conv2d of height 1);
-a Delay of 0 steps is a pass-through, other delays are refused.
+one-step Dense delay gives); what remains must be feed-forward: branches in and out, several edges
+into a node summed (an IR ``Add`` named ``NODE.sum`` in front of it, as NIR specifies), e.g. two paths
+into one LIF (each synapse's current summed in the neuron) or the spikes of two layers into one Affine.
+Affine/Linear/Scale, Conv1d/Conv2d, SumPool2d/AvgPool2d and Flatten map to the IR's synapse nodes
+(Conv1d as a Conv2d of height 1); a Delay of 0 steps is a pass-through, other delays are refused.
 
 Files come in through :func:`neurocomp.frontends.nir.read_nir_file` (safety checks, ``nir.read``; a
 graph that ``nir.read`` accepts only with ``type_check=False`` is read that way with a warning);
@@ -42,8 +42,8 @@ import numpy as np
 
 from neurocomp import memory
 from neurocomp.errors import BadGraph, TooLarge, UnsupportedLayer
-from neurocomp.frontends.nir_common import (MAX_NIR_NODES, check_bias, dag, join, check_edges, check_layer, conv_geometry,
-                                            input_shape, linear_weight, node_where, pool_node, ports, uniform)
+from neurocomp.frontends.nir_common import (MAX_NIR_NODES, check_bias, check_edges, check_layer, conv_geometry, dag,
+                                            input_shape, join, linear_weight, node_where, pool_node, ports, uniform)
 from neurocomp.ir import Conv2d, CubaLIF, Flatten, Graph, Input, Linear
 
 RESET_MODES = ("zero", "subtract")
@@ -261,7 +261,8 @@ def _synapse(name, node, shape):
 
 # ---- structure -----------------------------------------------------------------------------------
 def foreign_to_graph(g, dt=None, reset: str = "zero", meta=None) -> Graph:
-    """Convert a foreign NIR graph to an IR graph (neurons as CubaLIF, recurrence folded in, edges into a node summed)."""
+    """Convert a foreign NIR graph to an IR graph (neurons as CubaLIF, recurrence folded in, the edges into a
+    node summed)."""
     if reset not in RESET_MODES:
         raise BadGraph(f"unknown reset mode {reset!r}", where="--reset", hint="use zero or subtract")
     dt = graph_dt(g) if graph_dt(g) is not None else dt
@@ -308,7 +309,7 @@ def foreign_to_graph(g, dt=None, reset: str = "zero", meta=None) -> Graph:
             inputs[a.name], shapes[a.name] = tuple(srcs), tuple(a.out_shape)
             srcs = [a.name]
         if name == top_out:
-            break
+            continue
         shape = shapes[srcs[0]]
         node = nodes[name]
         if isinstance(node, NEURONS):
