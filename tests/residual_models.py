@@ -149,3 +149,91 @@ class CSABlockNet(nn.Module):
     def forward(self, x):
         s = self.stem(x)
         return self.head(self.sn(self.att(self.conv(s)) + s))
+
+
+# ---- the remaining residual kinds (tests/test_residual_kinds.py) ------------------------------------------
+class SEWLogicBlock(nn.Module):
+    """SEW-ResNet's AND / IAND, written out by the user: ``a`` the branch's spikes, ``b`` the shortcut's."""
+
+    def __init__(self, c, cnf):
+        super().__init__()
+        self.cnf = cnf
+        self.conv = nn.Sequential(conv_bn(c, c), lif())
+
+    def forward(self, x):
+        a = self.conv(x)
+        return a * x if self.cnf == "AND" else (1. - a) * x
+
+
+class SJSewBlock(nn.Module):
+    """SpikingJelly's own connect function (``model.sew_resnet.sew_function(identity, out, cnf)``, as its
+    BasicBlock calls it: IAND = identity * (1 - out))."""
+
+    def __init__(self, c, cnf):
+        super().__init__()
+        self.cnf = cnf
+        self.conv = nn.Sequential(conv_bn(c, c), lif(), conv_bn(c, c), lif())
+
+    def forward(self, x):
+        from spikingjelly.activation_based.model.sew_resnet import sew_function
+        return sew_function(x, self.conv(x), self.cnf)
+
+
+class SEWLogicNet(nn.Module):
+    def __init__(self, block):
+        super().__init__()
+        self.stem = nn.Sequential(conv_bn(2, 4), lif())
+        self.block = block
+        self.head = nn.Sequential(conv_bn(4, 4), lif(), layer.Flatten(step_mode="m"), layer.Linear(4 * 64, 3, step_mode="m"),
+                                  lif())
+
+    def forward(self, x):
+        return self.head(self.block(self.stem(x)))
+
+
+class AvgPoolDownBlock(nn.Module):
+    """A downsampling Spiking-ResNet block whose shortcut is AvgPool2d then 1x1 conv + BN (ResNet-D style),
+    joining the branch's current before the neuron; the branch is two convs deep, the shortcut one."""
+
+    def __init__(self, ci, co):
+        super().__init__()
+        self.conv1 = conv_bn(ci, co, 3, stride=2)
+        self.sn1 = lif()
+        self.conv2 = conv_bn(co, co)
+        self.down = nn.Sequential(layer.AvgPool2d(2, 2, step_mode="m"), conv_bn(ci, co, 1))
+        self.sn2 = lif()
+
+    def forward(self, x):
+        return self.sn2(self.conv2(self.sn1(self.conv1(x))) + self.down(x))
+
+
+class AvgPoolSEWBlock(nn.Module):
+    """SEW's ADD with an AvgPool2d of the input spikes alone as the downsampling shortcut."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Sequential(conv_bn(c, c, 3, stride=2), lif())
+        self.pool = layer.AvgPool2d(2, 2, step_mode="m")
+
+    def forward(self, x):
+        return self.conv(x) + self.pool(x)
+
+
+class DeepShortNet(nn.Module):
+    """An add of currents from branches of unequal depth (three convs against one) and both pooled blocks."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(conv_bn(2, 4), lif())
+        self.deep = nn.Sequential(conv_bn(4, 4), lif(), conv_bn(4, 4), lif(), conv_bn(4, 4))
+        self.short = conv_bn(4, 4, 1)
+        self.sn = lif()
+        self.down = AvgPoolDownBlock(4, 4)
+        self.sew = AvgPoolSEWBlock(4)
+        self.head = nn.Sequential(conv_bn(4, 4), lif(), layer.Flatten(step_mode="m"),
+                                  layer.Linear(4 * 4, 3, step_mode="m"), lif())
+
+    def forward(self, x):
+        s = self.stem(x)
+        s = self.sn(self.deep(s) + self.short(s))
+        return self.head(self.sew(self.down(s)))

@@ -7,7 +7,9 @@ spikes and records, by tensor identity, each leaf (what :func:`neurocomp.fronten
 calls one, applied to the whole sequence: multi-step SpikingJelly layers and neurons, per-step
 containers, ``neurocomp.nn`` modules) with the value it reads, each sum of two traced values
 (``a + b``, ``torch.add``, ``out += y``: a residual, of currents before a neuron as in MS-ResNet and
-Spiking-ResNet, or of spikes after it as in SEW-ResNet), each ``torch.cat(..., dim=2)`` (channels)
+Spiking-ResNet, or of spikes after it as in SEW-ResNet), each product of two traced values and each
+``1. - a`` (SEW-ResNet's AND ``a * b`` and IAND ``(1. - a) * b``, SpikingJelly's ``sew_function``; the
+IR reads them as neuron logic, ``frontends.torch``), each ``torch.cat(..., dim=2)`` (channels)
 and, at the very end, a mean or sum over time of the output. Identity shortcuts (the value itself,
 an empty ``nn.Sequential``, ``nn.Identity``, Dropout) are the value they read. Anything else between
 leaves (a constant added, a tensor not from the input, another function) is one
@@ -30,6 +32,8 @@ GRAPH_HINT = ("write the block as layers joined by `+` (residual) or torch.cat(.
               "(README 'Supported layers')")
 _ADDS = {"add", "__add__", "__radd__", "__iadd__", "add_"}
 _CATS = {"cat", "concat", "concatenate"}
+_MULS = {"mul", "multiply", "__mul__", "__rmul__", "__imul__", "mul_"}
+_NOTS = {"__rsub__", "rsub"}            # 1. - a: the negation inside SEW's IAND
 _HARMLESS = {"size", "dim", "__len__", "numel", "__repr__", "__str__", "__format__", "__hash__"}
 
 
@@ -121,6 +125,10 @@ class _GraphTracer(TorchFunctionMode):
             self.join("add", args, kwargs, result)
         elif name in _CATS:
             self.join("cat", flat, kwargs, result, dim=kwargs.get("dim", args[1] if len(args) > 1 else 0))
+        elif name in _MULS:
+            self.join("mul", args, kwargs, result)
+        elif name in _NOTS or (name in ("sub", "__sub__") and len(args) == 2 and not torch.is_tensor(args[0])):
+            self.negate(args, kwargs, result)
         elif name in ("mean", "sum") and self.reduction is None:
             dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
             if dim not in (0, (0,), [0]) or kwargs.get("keepdim", False):
@@ -147,16 +155,35 @@ class _GraphTracer(TorchFunctionMode):
             _refuse(f"applies {name} between layers, which neurocomp has no layer for", GRAPH_HINT)
         return result
 
+    def negate(self, args, kwargs, result):
+        """``1. - a`` (``a.__rsub__(1.)``): SEW's IAND negation, recorded as a ``not`` op."""
+        tensor, const = (args[0], args[1]) if torch.is_tensor(args[0]) else (args[1], args[0])
+        if (torch.is_tensor(const) or kwargs.get("alpha", 1) != 1 or not isinstance(const, (int, float))
+                or float(const) != 1.0):
+            _refuse(f"subtracts a layer's output from {const!r}", "negate spikes as 1. - s (SEW's IAND: "
+                    "(1. - a) * b); fold other constants into a layer's bias")
+        src = self.get(tensor)
+        self.read(src)
+        self.branched = True
+        self.n_joins += 1
+        name = f"not{self.n_joins}"
+        self.ops.append({"op": "not", "name": name, "input": src})
+        self.put(result, name)
+
     def join(self, kind, parts, kwargs, result, dim=None):
-        if kind == "add":
+        if kind in ("add", "mul"):
             if kwargs.get("alpha", 1) != 1 or len(parts) != 2:
-                _refuse("adds with a factor (alpha)", GRAPH_HINT)
+                _refuse(f"{kind}s with a factor (alpha)", GRAPH_HINT)
             names = [self.get(p) for p in parts]
             if any(n is None for n in names):
                 other = parts[names.index(None)]
                 what = "a constant" if not torch.is_tensor(other) else "a tensor that does not come from the input"
-                _refuse(f"adds {what} to a layer's output: both addends must come from the model's input",
-                        "add two branches' outputs (fold constants into a layer's bias)")
+                verb, noun = ("adds", "addends") if kind == "add" else ("multiplies", "factors")
+                _refuse(f"{verb} {what} {'to' if kind == 'add' else 'with'} a layer's output: both {noun} must "
+                        "come from the model's input",
+                        "add two branches' outputs (fold constants into a layer's bias)" if kind == "add" else
+                        "multiply two branches' spikes (SEW's AND: a * b, IAND: (1. - a) * b); fold constant "
+                        "factors into a layer's weights")
         else:
             names = [self.get(p) for p in parts]
             if any(n is None for n in names) or len(parts) < 2:
@@ -165,8 +192,10 @@ class _GraphTracer(TorchFunctionMode):
             if not isinstance(dim, int) or dim % nd != 2 or nd < 3:
                 _refuse(f"concatenates along dim {dim!r} of [T, B, ...] tensors of {nd} dims",
                         "concatenate channels: torch.cat([a, b], dim=2) on [T, B, C, ...]")
-        if INPUT in names and len(set(names)) == 1:
-            _refuse(f"{'adds' if kind == 'add' else 'concatenates'} the input to itself", GRAPH_HINT)
+        if len(set(names)) == 1 and (INPUT in names or kind == "mul"):
+            verb = {"add": "adds", "cat": "concatenates", "mul": "multiplies"}[kind]
+            _refuse(f"{verb} {'the input' if INPUT in names else 'a value'} {'with' if kind == 'mul' else 'to'} itself",
+                    GRAPH_HINT)
         for n in names:
             self.read(n)
         self.branched = True
