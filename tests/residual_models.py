@@ -180,12 +180,28 @@ class SJSewBlock(nn.Module):
 
 
 class SEWLogicNet(nn.Module):
-    def __init__(self, block):
+    """An AND block written out (``a * b``) then SpikingJelly's ``sew_function(..., 'IAND')``."""
+
+    def __init__(self):
         super().__init__()
         self.stem = nn.Sequential(conv_bn(2, 4), lif())
-        self.block = block
+        self.block1 = SEWLogicBlock(4, "AND")
+        self.block2 = SJSewBlock(4, "IAND")
         self.head = nn.Sequential(conv_bn(4, 4), lif(), layer.Flatten(step_mode="m"), layer.Linear(4 * 64, 3, step_mode="m"),
                                   lif())
+
+    def forward(self, x):
+        return self.head(self.block2(self.block1(self.stem(x))))
+
+
+class IANDBlockNet(nn.Module):
+    """IAND written out, ``(1. - a) * b``."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(conv_bn(2, 4), lif())
+        self.block = SEWLogicBlock(4, "IAND")
+        self.head = nn.Sequential(layer.Flatten(step_mode="m"), layer.Linear(4 * 64, 3, step_mode="m"), lif())
 
     def forward(self, x):
         return self.head(self.block(self.stem(x)))
@@ -219,8 +235,22 @@ class AvgPoolSEWBlock(nn.Module):
         return self.conv(x) + self.pool(x)
 
 
+class PoolCurrentBlock(nn.Module):
+    """Spiking-ResNet downsampling with AvgPool2d alone as the shortcut, added to the branch's current."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conv = conv_bn(c, c, 3, stride=2)
+        self.pool = layer.AvgPool2d(2, 2, step_mode="m")
+        self.sn = lif()
+
+    def forward(self, x):
+        return self.sn(self.conv(x) + self.pool(x))
+
+
 class DeepShortNet(nn.Module):
-    """An add of currents from branches of unequal depth (three convs against one) and both pooled blocks."""
+    """An add of currents from branches of unequal depth (three convs against one) and three pooled
+    shortcuts: AvgPool2d + 1x1 conv + BN, AvgPool2d alone into an add of currents, into an add of spikes."""
 
     def __init__(self):
         super().__init__()
@@ -229,11 +259,12 @@ class DeepShortNet(nn.Module):
         self.short = conv_bn(4, 4, 1)
         self.sn = lif()
         self.down = AvgPoolDownBlock(4, 4)
+        self.pooled = PoolCurrentBlock(4)
         self.sew = AvgPoolSEWBlock(4)
         self.head = nn.Sequential(conv_bn(4, 4), lif(), layer.Flatten(step_mode="m"),
-                                  layer.Linear(4 * 4, 3, step_mode="m"), lif())
+                                  layer.Linear(4, 3, step_mode="m"), lif())
 
     def forward(self, x):
         s = self.stem(x)
         s = self.sn(self.deep(s) + self.short(s))
-        return self.head(self.sew(self.down(s)))
+        return self.head(self.sew(self.pooled(self.down(s))))
