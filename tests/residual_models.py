@@ -182,9 +182,9 @@ class SJSewBlock(nn.Module):
 class SEWLogicNet(nn.Module):
     """An AND block written out (``a * b``) then SpikingJelly's ``sew_function(..., 'IAND')``."""
 
-    def __init__(self):
+    def __init__(self, cin=2):
         super().__init__()
-        self.stem = nn.Sequential(conv_bn(2, 4), lif())
+        self.stem = nn.Sequential(conv_bn(cin, 4), lif())
         self.block1 = SEWLogicBlock(4, "AND")
         self.block2 = SJSewBlock(4, "IAND")
         self.head = nn.Sequential(conv_bn(4, 4), lif(), layer.Flatten(step_mode="m"), layer.Linear(4 * 64, 3, step_mode="m"),
