@@ -158,6 +158,7 @@ class _GraphTracer(TorchFunctionMode):
     def negate(self, args, kwargs, result):
         """``1. - a`` (``a.__rsub__(1.)``): SEW's IAND negation, recorded as a ``not`` op."""
         tensor, const = (args[0], args[1]) if torch.is_tensor(args[0]) else (args[1], args[0])
+        self.branched = True                   # this tracer's refusal, not the chain tracer's, names it
         if (torch.is_tensor(const) or kwargs.get("alpha", 1) != 1 or not isinstance(const, (int, float))
                 or float(const) != 1.0):
             _refuse(f"subtracts a layer's output from {const!r}", "negate spikes as 1. - s (SEW's IAND: "
