@@ -268,3 +268,38 @@ class DeepShortNet(nn.Module):
         s = self.stem(x)
         s = self.sn(self.deep(s) + self.short(s))
         return self.head(self.sew(self.pooled(self.down(s))))
+
+
+class LoopSEWNet(nn.Module):
+    """A SEW block written with single-step layers in a loop over time (``x[t]``, ``torch.stack``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Sequential(layer.Conv2d(2, 4, 3, padding=1, bias=False), layer.BatchNorm2d(4))
+        self.sn1 = neuron.LIFNode(tau=2.0)
+        self.conv2 = nn.Sequential(layer.Conv2d(4, 4, 3, padding=1, bias=False), layer.BatchNorm2d(4))
+        self.sn2 = neuron.LIFNode(tau=2.0)
+        self.fc = layer.Linear(4 * 64, 3)
+        self.sn3 = neuron.LIFNode(tau=2.0)
+
+    def forward(self, x):
+        out = []
+        for t in range(x.shape[0]):
+            s = self.sn1(self.conv1(x[t]))
+            y = self.sn2(self.conv2(s)) + s
+            out.append(self.sn3(self.fc(y.flatten(1))))
+        return torch.stack(out).mean(0)
+
+
+class BTResNet(nn.Module):
+    """A Spiking-ResNet block on MA-SNN's [B, T, ...] layout: turned to [T, B, ...] once, and back."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(conv_bn(2, 4), lif())
+        self.block = BasicBlock(4, 4)
+        self.head = nn.Sequential(layer.Flatten(step_mode="m"), layer.Linear(4 * 64, 3, step_mode="m"), lif())
+
+    def forward(self, x):
+        x = x.transpose(0, 1)
+        return self.head(self.block(self.stem(x))).transpose(0, 1)
