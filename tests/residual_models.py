@@ -279,15 +279,17 @@ class LoopSEWNet(nn.Module):
         self.sn1 = neuron.LIFNode(tau=2.0)
         self.conv2 = nn.Sequential(layer.Conv2d(4, 4, 3, padding=1, bias=False), layer.BatchNorm2d(4))
         self.sn2 = neuron.LIFNode(tau=2.0)
-        self.fc = layer.Linear(4 * 64, 3)
+        self.conv3 = nn.Sequential(layer.Conv2d(4, 4, 3, padding=1, bias=False), layer.BatchNorm2d(4))
         self.sn3 = neuron.LIFNode(tau=2.0)
+        self.fc = layer.Linear(4 * 64, 3)
+        self.sn4 = neuron.LIFNode(tau=2.0)
 
     def forward(self, x):
         out = []
         for t in range(x.shape[0]):
             s = self.sn1(self.conv1(x[t]))
-            y = self.sn2(self.conv2(s)) + s
-            out.append(self.sn3(self.fc(y.flatten(1))))
+            y = self.sn3(self.conv3(self.sn2(self.conv2(s)) + s))
+            out.append(self.sn4(self.fc(y.flatten(1))))
         return torch.stack(out).mean(0)
 
 

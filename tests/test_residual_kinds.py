@@ -158,3 +158,64 @@ def test_products_that_are_not_logic_of_spikes_are_one_line_errors(kind, words, 
     msg = e.value.one_line()
     assert words in msg and "\n" not in msg and isinstance(e.value, UnsupportedLayer)
     assert not os.path.exists(tmp_path / "art")
+
+
+def _user_spikes(model, x, names):
+    """The user's model run as its forward is written (no step-mode change), each named neuron's output
+    recorded time-major (stacked over the calls of a loop over time)."""
+    from spikingjelly.activation_based import functional
+    got = {n: [] for n in names}
+    mods = dict(model.named_modules())
+    hooks = [mods[n].register_forward_hook(lambda m, a, o, n=n: got[n].append(o.detach())) for n in names]
+    functional.reset_net(model)
+    with torch.no_grad():
+        y = model(x)
+    functional.reset_net(model)
+    for h in hooks:
+        h.remove()
+    return y, {n: (torch.stack(v) if len(v) > 1 else v[0]).bool() for n, v in got.items()}
+
+
+def _busy_direct(model, x):
+    """Every BatchNorm normalises what it reads in the user's own forward (over all its calls) and shifts
+    it towards the threshold; the Linear's outputs are scaled to fire too."""
+    gen = torch.Generator().manual_seed(3)
+    model.eval()
+    for m in [m for m in model.modules() if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.Linear))]:
+        seen = []
+        h = m.register_forward_pre_hook(lambda mod, a: seen.append(a[0].detach()))
+        _user_spikes(model, x, [])
+        h.remove()
+        y = torch.cat([s.reshape((-1,) + tuple(s.shape[-3:])) if s.dim() >= 4 else s.reshape(-1, s.shape[-1])
+                       for s in seen])
+        with torch.no_grad():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(y.mean((0, 2, 3)))
+                m.running_var.copy_(y.var((0, 2, 3), unbiased=False) + 1e-3)
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) * 0.6 + 0.6)
+                m.bias.copy_(torch.rand(m.num_features, generator=gen) * 0.5 + 0.5)
+            else:
+                out = torch.nn.functional.linear(y, m.weight)
+                m.weight.mul_(1.0 / (float(out.std()) + 1e-3))
+                m.bias.fill_(0.8)
+    return model
+
+
+@pytest.mark.parametrize("cls,layout", [(rm.LoopSEWNet, "TB"), (rm.BTResNet, "BT")], ids=["loop_over_time", "BT_layout"])
+def test_branching_forwards_that_loop_over_time_or_take_BT_compile_exactly(cls, layout, tmp_path):
+    from busy_nets import lava_mismatches
+    torch.manual_seed(0)
+    model = cls()
+    turn = (lambda v: v) if layout == "TB" else (lambda v: v.transpose(0, 1).contiguous())
+    _busy_direct(model, turn(bernoulli(T, 8, (2, 8, 8), p=0.3, seed=1)))
+    ckpt = save_checkpoint(model, str(tmp_path / "model.pt"), input_shape=(2, 8, 8), timesteps=T, encoding="bernoulli")
+    out = api.compile(ckpt, str(tmp_path / "art"), attention="static")
+    x = bernoulli(T, 2, (2, 8, 8), p=0.3, seed=5)                       # time-major, as the artifact runs
+    neurons = [p for p, m in model.named_modules() if type(m).__name__ == "LIFNode"]
+    _, want = _user_spikes(model, turn(x), neurons)
+    r = run_float(load_graph(os.path.join(out, "float")), x)
+    for n in neurons:                                                    # the user's own forward, spike for spike
+        assert torch.equal(r.spikes[n].bool(), want[n]), n
+        assert want[n].sum() > 0, n
+    _, mism = lava_mismatches(load_graph(os.path.join(out, "fixed")), x)
+    assert not {k: v for k, v in mism.items() if v[0]}
