@@ -149,7 +149,7 @@ def test_attention_inside_a_branching_graph_is_refused_in_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("edit,field", [
-    (lambda s: s["ops"].__setitem__(0, {**s["ops"][0], "op": "mul"}), "ops[0].op"),
+    (lambda s: s["ops"].__setitem__(0, {**s["ops"][0], "op": "pow"}), "ops[0].op"),
     (lambda s: s["ops"][-1].__setitem__("inputs", ["stem", "nowhere"]), "ops[2]"),
     (lambda s: s["ops"][-1].__setitem__("dim", 1), "ops[2].dim"),
     (lambda s: s["ops"].__setitem__(1, {**s["ops"][1], "name": "stem"}), "ops[1].name"),
