@@ -10,7 +10,12 @@ containers, ``neurocomp.nn`` modules) with the value it reads, each sum of two t
 Spiking-ResNet, or of spikes after it as in SEW-ResNet), each product of two traced values and each
 ``1. - a`` (SEW-ResNet's AND ``a * b`` and IAND ``(1. - a) * b``, SpikingJelly's ``sew_function``; the
 IR reads them as neuron logic, ``frontends.torch``), each ``torch.cat(..., dim=2)`` (channels)
-and, at the very end, a mean or sum over time of the output. Identity shortcuts (the value itself,
+and, at the very end, a mean or sum over time of the output. As the chain tracer
+(:mod:`neurocomp.frontends.trace`) reads them, and with its helpers: loops over time (single-step layers
+and neurons called on ``x[t]``, the steps joined with ``torch.stack``; each layer is stored as its
+multi-step copy, each join of a step is the join of the sequences) and the ``[B, T, ...]`` layout
+(``x.transpose(0, 1)`` / ``permute(1, 0, ...)``; traced again as ``[B, T, ...]`` when a layer meets the
+input's axes swapped). Identity shortcuts (the value itself,
 an empty ``nn.Sequential``, ``nn.Identity``, Dropout) are the value they read. Anything else between
 leaves (a constant added, a tensor not from the input, another function) is one
 :class:`~neurocomp.errors.UnsupportedLayer` naming the user's ``file:line``. The graph module is then
