@@ -114,10 +114,10 @@ def test_inspect_shows_forks_joins_and_edge_delays(logic):
 
 
 def test_report_on_a_residual_artifact(logic):
-    from neurocomp.cli import main
+    from neurocomp.measure import report          # what `neurocomp report` runs, with a two-point sweep
     from neurocomp.report.sections import layer_labels
     _, out = logic
-    assert main(["report", out, "--samples", "8", "--lava-samples", "2", "-q"]) == 0
+    report(out, samples=4, lava_samples=1, progress=False, bits=(4, 8))
     doc = json.load(open(os.path.join(out, "report.json")))
     fixed = load_graph(os.path.join(out, "fixed"))
     neurons = [n.name for n in fixed.neurons()]
