@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from neurocomp.errors import escape
+from neurocomp.errors import NeurocompError, escape
 from neurocomp.ir.graph import Graph
 from neurocomp.ir.nodes import Conv2d, LIF, Linear, SumPool2d, AvgPool2d, Threshold, BatchNorm, Readout, Voting
+from neurocomp.ir.rules import spike_pieces
+from neurocomp.ir.timing import time_alignment
 
 
 def _fmt_shape(s) -> str:
@@ -85,8 +87,6 @@ def table(graph: Graph) -> str:
 def _timing(graph):
     """The graph's time alignment, or None where it cannot be computed yet (a float graph before the
     folds: BatchNorm and pooling between synapses and neurons)."""
-    from neurocomp.errors import NeurocompError
-    from neurocomp.ir.timing import time_alignment
     try:
         return time_alignment(graph)
     except (NeurocompError, KeyError, IndexError, ValueError):
@@ -101,7 +101,6 @@ def branches(graph: Graph) -> str:
     aligns a shorter branch (``ir.timing``'s ``added_delay``)."""
     if graph.is_chain():
         return ""
-    from neurocomp.ir.rules import spike_pieces
     tm = _timing(graph)
     delay = {} if tm is None else {graph.input_node.name: 0, **tm["layer_delay"]}
     added = {} if tm is None else tm.get("added_delay", {})
@@ -120,7 +119,6 @@ def branches(graph: Graph) -> str:
             return f"{src} ({', '.join(parts)})"
         return f"{src} @{delay[src]}" if src in delay else src
 
-    from neurocomp.errors import NeurocompError
     forks = [(n.name, graph.consumers(n.name)) for n in graph if len(graph.consumers(n.name)) > 1]
     joins = [n for n in graph if len(graph.inputs.get(n.name, ())) > 1]
     lines = [f"branches: {len(forks)} fork(s), {len(joins)} join(s)" + (
