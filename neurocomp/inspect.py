@@ -16,7 +16,7 @@ import numpy as np
 from neurocomp.artifact import Artifact
 from neurocomp.errors import BadInput, NeurocompError, escape
 from neurocomp.ir import table
-from neurocomp.ir.printing import _fmt_shape, describe, format_rows
+from neurocomp.ir.printing import _fmt_shape, branches, describe, format_rows, reads
 
 
 def _quant_by_layer(graph) -> dict:
@@ -25,7 +25,8 @@ def _quant_by_layer(graph) -> dict:
         if p.get("pass") == "quantize":
             for r in p.get("layers", []):
                 recs[r["layer"]] = r
-                recs[r["synapse"]] = r
+                for syn in r.get("groups") or [r["synapse"]]:     # every synapse group of the neuron
+                    recs[syn] = r
     return recs
 
 
@@ -34,7 +35,8 @@ def lowered_table(graph) -> str:
     q = _quant_by_layer(graph)
     mapping = {l["layer"]: l for l in (graph.meta.get("mapping") or {}).get("layers", [])}
     rows = [("layer", "kind", "in", "out", "params", "quantization", "cores", "details")]
-    for n in graph:
+    branching = not graph.is_chain()
+    for i, n in enumerate(graph):
         r = q.get(n.name)
         quant = ""
         if r is not None and n.is_synapse:
@@ -50,14 +52,22 @@ def lowered_table(graph) -> str:
                     + (" may-wrap" if r.get("current_may_wrap") else "")
         m = mapping.get(n.name)
         cores = "" if m is None else (f"{m['cores']}" + (f" (split: {m['split_by']})" if m["split_by"] else ""))
-        d = describe(n).split(" | ")[0]
+        d = (reads(graph, i) if branching else "") + describe(n).split(" | ")[0]
         rows.append((n.name, n.kind, _fmt_shape(n.in_shape), _fmt_shape(n.out_shape), str(n.params()), quant,
                      cores, d))
     lines = format_rows(rows)
+    if branching:
+        lines.append("\n" + branches(graph))
     mp = graph.meta.get("mapping")
     if mp:
         lines.append("\n" + escape(f"mapped on {mp['target']}: {mp['cores']} cores, {mp['chips']} chip(s)"))
     return "\n".join(lines)
+
+
+def _with_branches(graph) -> str:
+    """The float graph's table, and for a graph with branches where it forks and joins."""
+    b = branches(graph)
+    return table(graph) + ("\n\n" + b if b else "")
 
 
 def _preview(graph, weight_bits=8, target="lava", nir_file=False) -> str:
@@ -133,7 +143,7 @@ def inspect_path(path: str, trust_pickle: bool = False, dt=None, reset: str = "z
         m = g.meta
         made = ("from another framework: neurons discretised with dt=" f"{m.get('dt')} s, reset {m.get('reset')}"
                 if m.get("source") == "nir" else "written by neurocomp")
-        return (_head([f"NIR file {path}  ({made})"] + _graph_header(g)) + "\n\n" + table(g)
+        return (_head([f"NIR file {path}  ({made})"] + _graph_header(g)) + "\n\n" + _with_branches(g)
                 + _preview(g, nir_file=True))
     if ext in (".pt", ".pth"):
         from neurocomp.frontends.checkpoint import load_checkpoint
@@ -157,6 +167,6 @@ def inspect_path(path: str, trust_pickle: bool = False, dt=None, reset: str = "z
                            f"input={_fmt_shape(loaded.input_shape)})", f"not traceable to the IR yet: {e.one_line()}"])
                     + "\n\n" + module_text(loaded.model))
         head = [f"checkpoint {path}  ({type(loaded.model).__name__}, {n:,} torch parameters)"] + _graph_header(g)
-        return _head(head) + "\n\n" + table(g) + _preview(g)
+        return _head(head) + "\n\n" + _with_branches(g) + _preview(g)
     raise BadInput(f"unknown file type {ext or '(none)'}", where=path,
                    hint="pass a .pt checkpoint, a .nir file or an artifact folder")

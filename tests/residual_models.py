@@ -149,3 +149,159 @@ class CSABlockNet(nn.Module):
     def forward(self, x):
         s = self.stem(x)
         return self.head(self.sn(self.att(self.conv(s)) + s))
+
+
+# ---- the remaining residual kinds (tests/test_residual_kinds.py) ------------------------------------------
+class SEWLogicBlock(nn.Module):
+    """SEW-ResNet's AND / IAND, written out by the user: ``a`` the branch's spikes, ``b`` the shortcut's."""
+
+    def __init__(self, c, cnf):
+        super().__init__()
+        self.cnf = cnf
+        self.conv = nn.Sequential(conv_bn(c, c), lif())
+
+    def forward(self, x):
+        a = self.conv(x)
+        return a * x if self.cnf == "AND" else (1. - a) * x
+
+
+class SJSewBlock(nn.Module):
+    """SpikingJelly's own connect function (``model.sew_resnet.sew_function(identity, out, cnf)``, as its
+    BasicBlock calls it: IAND = identity * (1 - out))."""
+
+    def __init__(self, c, cnf):
+        super().__init__()
+        self.cnf = cnf
+        self.conv = nn.Sequential(conv_bn(c, c), lif(), conv_bn(c, c), lif())
+
+    def forward(self, x):
+        from spikingjelly.activation_based.model.sew_resnet import sew_function
+        return sew_function(x, self.conv(x), self.cnf)
+
+
+class SEWLogicNet(nn.Module):
+    """An AND block written out (``a * b``) then SpikingJelly's ``sew_function(..., 'IAND')``."""
+
+    def __init__(self, cin=2):
+        super().__init__()
+        self.stem = nn.Sequential(conv_bn(cin, 4), lif())
+        self.block1 = SEWLogicBlock(4, "AND")
+        self.block2 = SJSewBlock(4, "IAND")
+        self.head = nn.Sequential(conv_bn(4, 4), lif(), layer.Flatten(step_mode="m"), layer.Linear(4 * 64, 3, step_mode="m"),
+                                  lif())
+
+    def forward(self, x):
+        return self.head(self.block2(self.block1(self.stem(x))))
+
+
+class IANDBlockNet(nn.Module):
+    """IAND written out, ``(1. - a) * b``."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(conv_bn(2, 4), lif())
+        self.block = SEWLogicBlock(4, "IAND")
+        self.head = nn.Sequential(layer.Flatten(step_mode="m"), layer.Linear(4 * 64, 3, step_mode="m"), lif())
+
+    def forward(self, x):
+        return self.head(self.block(self.stem(x)))
+
+
+class AvgPoolDownBlock(nn.Module):
+    """A downsampling Spiking-ResNet block whose shortcut is AvgPool2d then 1x1 conv + BN (ResNet-D style),
+    joining the branch's current before the neuron; the branch is two convs deep, the shortcut one."""
+
+    def __init__(self, ci, co):
+        super().__init__()
+        self.conv1 = conv_bn(ci, co, 3, stride=2)
+        self.sn1 = lif()
+        self.conv2 = conv_bn(co, co)
+        self.down = nn.Sequential(layer.AvgPool2d(2, 2, step_mode="m"), conv_bn(ci, co, 1))
+        self.sn2 = lif()
+
+    def forward(self, x):
+        return self.sn2(self.conv2(self.sn1(self.conv1(x))) + self.down(x))
+
+
+class AvgPoolSEWBlock(nn.Module):
+    """SEW's ADD with an AvgPool2d of the input spikes alone as the downsampling shortcut."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Sequential(conv_bn(c, c, 3, stride=2), lif())
+        self.pool = layer.AvgPool2d(2, 2, step_mode="m")
+
+    def forward(self, x):
+        return self.conv(x) + self.pool(x)
+
+
+class PoolCurrentBlock(nn.Module):
+    """Spiking-ResNet downsampling with AvgPool2d alone as the shortcut, added to the branch's current."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conv = conv_bn(c, c, 3, stride=2)
+        self.pool = layer.AvgPool2d(2, 2, step_mode="m")
+        self.sn = lif()
+
+    def forward(self, x):
+        return self.sn(self.conv(x) + self.pool(x))
+
+
+class DeepShortNet(nn.Module):
+    """An add of currents from branches of unequal depth (three convs against one) and three pooled
+    shortcuts: AvgPool2d + 1x1 conv + BN, AvgPool2d alone into an add of currents, into an add of spikes."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(conv_bn(2, 4), lif())
+        self.deep = nn.Sequential(conv_bn(4, 4), lif(), conv_bn(4, 4), lif(), conv_bn(4, 4))
+        self.short = conv_bn(4, 4, 1)
+        self.sn = lif()
+        self.down = AvgPoolDownBlock(4, 4)
+        self.pooled = PoolCurrentBlock(4)
+        self.sew = AvgPoolSEWBlock(4)
+        self.head = nn.Sequential(conv_bn(4, 4), lif(), layer.Flatten(step_mode="m"),
+                                  layer.Linear(4, 3, step_mode="m"), lif())
+
+    def forward(self, x):
+        s = self.stem(x)
+        s = self.sn(self.deep(s) + self.short(s))
+        return self.head(self.sew(self.pooled(self.down(s))))
+
+
+class LoopSEWNet(nn.Module):
+    """A SEW block written with single-step layers in a loop over time (``x[t]``, ``torch.stack``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Sequential(layer.Conv2d(2, 4, 3, padding=1, bias=False), layer.BatchNorm2d(4))
+        self.sn1 = neuron.LIFNode(tau=2.0)
+        self.conv2 = nn.Sequential(layer.Conv2d(4, 4, 3, padding=1, bias=False), layer.BatchNorm2d(4))
+        self.sn2 = neuron.LIFNode(tau=2.0)
+        self.conv3 = nn.Sequential(layer.Conv2d(4, 4, 3, padding=1, bias=False), layer.BatchNorm2d(4))
+        self.sn3 = neuron.LIFNode(tau=2.0)
+        self.fc = layer.Linear(4 * 64, 3)
+        self.sn4 = neuron.LIFNode(tau=2.0)
+
+    def forward(self, x):
+        out = []
+        for t in range(x.shape[0]):
+            s = self.sn1(self.conv1(x[t]))
+            y = self.sn3(self.conv3(self.sn2(self.conv2(s)) + s))
+            out.append(self.sn4(self.fc(y.flatten(1))))
+        return torch.stack(out).mean(0)
+
+
+class BTResNet(nn.Module):
+    """A Spiking-ResNet block on MA-SNN's [B, T, ...] layout: turned to [T, B, ...] once, and back."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(conv_bn(2, 4), lif())
+        self.block = BasicBlock(4, 4)
+        self.head = nn.Sequential(layer.Flatten(step_mode="m"), layer.Linear(4 * 64, 3, step_mode="m"), lif())
+
+    def forward(self, x):
+        x = x.transpose(0, 1)
+        return self.head(self.block(self.stem(x))).transpose(0, 1)

@@ -282,7 +282,11 @@ def graph_to_nir(graph, dt: float = DEFAULT_DT) -> nir.NIRGraph:
     edges.append((graph.output_node.name, "output"))
     meta = {PREFIX + "dt": float(dt), PREFIX + "timesteps": int(graph.meta.get("timesteps", 0)),
             PREFIX + "encoding": str(graph.meta.get("encoding", "")), PREFIX + "threshold_rule": ">="}
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+    try:
+        return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+    except ValueError as e:             # the nir library's type inference (it ignores a conv's groups)
+        raise UnsupportedLayer(f"the nir library cannot type this graph: {str(e)[:200]}", where="model.nir",
+                               hint="a grouped conv in a graph with branches is not expressible in NIR 1.0") from None
 
 
 def write_nir(graph, path: str, dt: float = DEFAULT_DT) -> None:

@@ -7,7 +7,11 @@ so its ``state_dict`` keys are the user's, and ``ops``, an ordered list of plain
   its output is the value ``PATH`` (each layer is applied once);
 - ``{"op": "add", "name": NAME, "inputs": [SRC, SRC, ...]}``: the element-wise sum (a residual);
 - ``{"op": "cat", "name": NAME, "inputs": [SRC, ...], "dim": 2}``: channels joined (``torch.cat`` on
-  ``[T, B, C, ...]``).
+  ``[T, B, C, ...]``);
+- ``{"op": "mul", "name": NAME, "inputs": [SRC, SRC, ...]}``: the element-wise product (SEW-ResNet's AND
+  of spikes, ``a * b``);
+- ``{"op": "not", "name": NAME, "input": SRC}``: ``1. - SRC`` (the negation inside SEW's IAND,
+  ``(1. - a) * b``; only a product may read it).
 
 ``SRC`` is ``"input"`` or the name of an earlier operation; the last operation is the output. The
 forward is time-major (``[T, B, ...]``), as every model neurocomp compiles. :func:`check_ops` is the
@@ -20,7 +24,7 @@ import torch.nn as tnn
 
 from neurocomp.errors import BadCheckpoint
 
-OPS = ("module", "add", "cat")
+OPS = ("module", "add", "cat", "mul", "not")
 INPUT = "input"
 MAX_OPS = 100_000
 
@@ -56,13 +60,14 @@ def check_ops(ops, modules, where="architecture"):
         if name in defined:
             raise BadCheckpoint(f"name '{name}' is defined twice", where=f"{at}.name",
                                 hint="apply each layer once; give each add / cat its own name")
-        if kind == "module":
+        if kind in ("module", "not"):
             srcs = [op.get("input")]
+        if kind == "module":
             if name not in modules:
                 raise BadCheckpoint(f"applies '{name}', which is not among the graph's modules", where=f"{at}.name",
                                     hint="name a module listed under 'modules'")
             used.add(name)
-        else:
+        elif kind != "not":
             srcs = op.get("inputs")
             if not isinstance(srcs, (list, tuple)) or len(srcs) < 2:
                 raise BadCheckpoint(f"'inputs' of {kind} is {str(srcs)[:40]!r}, not a list of two or more values",
@@ -116,10 +121,12 @@ class GraphModule(tnn.Module):
         for op in self.ops:
             if op["op"] == "module":
                 env[op["name"]] = self.get_submodule(op["name"])(env[op["input"]])
-            elif op["op"] == "add":
+            elif op["op"] == "not":
+                env[op["name"]] = 1. - env[op["input"]]
+            elif op["op"] in ("add", "mul"):
                 out = env[op["inputs"][0]]
                 for s in op["inputs"][1:]:
-                    out = out + env[s]
+                    out = out + env[s] if op["op"] == "add" else out * env[s]
                 env[op["name"]] = out
             else:
                 env[op["name"]] = torch.cat([env[s] for s in op["inputs"]], dim=op["dim"])

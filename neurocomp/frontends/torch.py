@@ -14,7 +14,9 @@ after the last Linear (an IR ``Readout``: the current summed over T), or Spiking
 (an IR ``Voting`` and a ``Readout`` named ``<vote>_readout``; after a Linear read out, the vote comes
 before the readout, the readout being the identity per step).
 
-MaxPool over spikes becomes ``SumPool2d -> Threshold(0)`` (an OR, exact for binary spikes);
+MaxPool over spikes becomes ``SumPool2d -> Threshold(0)`` (an OR, exact for binary spikes); in a
+branching model SEW-ResNet's AND / IAND of spikes become identity synapses (+1, -1 when negated) into a
+``Threshold`` (:func:`_neuron_logic`);
 MaxPool over anything else is refused. Dropout and Identity vanish (inference no-ops). The
 ``neurocomp.nn`` modules are lowered by :func:`add_attention` (a calibrated ``StaticMap`` becomes a
 ``Scale``; with ``attention_mode="dynamic"`` the attention modules become attention nodes).
@@ -37,6 +39,7 @@ from neurocomp.frontends.graphmodule import GraphModule
 from neurocomp.frontends.modules import PER_STEP_CONTAINERS, plif_tau, type_name
 from neurocomp.ir import (DEFAULT_DT, Add, Concat, Graph, Input, Linear, Conv2d, SumPool2d, AvgPool2d, BatchNorm, Flatten, LIF,
                           MAAttention, MALIF, Readout, Scale, SpikeAttention, Threshold, Voting)
+from neurocomp.ir.nodes import identity_synapse
 
 RECTIFIED = {"TCSA", "TCA", "TSA", "CSA", "TA", "CA", "SA", "PFA"}   # attention modules ending in ReLU
 ATTENTION = RECTIFIED | {"TCJA", "TLA", "CLA"}                          # the neurocomp.nn attention modules
@@ -460,8 +463,27 @@ def _read_graph_module(b: _Builder, model) -> dict:
     ``b.nodes`` (any order) and returns their input edges for ``Graph.build``."""
     last = {"input": b.nodes[0]}          # value name -> the IR node that produces it
     edges, nodes = {}, [b.nodes[0]]
+    negated = {}                          # a ``not`` op's name -> the IR node it negates
     for op in model.ops:
         name = op["name"]
+        reads = [op["input"]] if "input" in op else list(op["inputs"])
+        if op["op"] != "mul" and any(r in negated for r in reads):
+            b.problems.append(UnsupportedLayer(
+                f"reads 1. - '{negated[next(r for r in reads if r in negated)].name}' outside a product",
+                where=f"layer '{name}'", hint="negate spikes only inside SEW's IAND: (1. - a) * b"))
+            return edges
+        if op["op"] == "not":
+            negated[name] = last[op["input"]]
+            continue
+        if op["op"] == "mul":
+            made = _neuron_logic(b, name, [(negated[s], True) if s in negated else (last[s], False) for s in reads])
+            if made is None:
+                return edges
+            for n, srcs in made:
+                edges[n.name] = srcs
+                nodes.append(n)
+            last[name] = made[-1][0]
+            continue
         if op["op"] == "module":
             src = last[op["input"]]
             b.nodes = [src]
@@ -498,10 +520,55 @@ def _read_graph_module(b: _Builder, model) -> dict:
         edges[name] = tuple(p.name for p in parts)
         nodes.append(node)
         last[name] = node
+    if model.ops[-1]["name"] in negated:
+        b.problems.append(UnsupportedLayer("the model returns 1. - spikes", where=f"layer '{model.ops[-1]['name']}'",
+                                           hint="negate spikes only inside SEW's IAND: (1. - a) * b"))
+        return edges
     out = last[model.ops[-1]["name"]]
     # the output last (b.nodes[-1] is what module_to_graph checks as the model's end)
     b.nodes = [n for n in nodes if n is not out] + [out]
     return edges
+
+
+LOGIC_NAMES = {(False, False): "AND", (True, False): "IAND", (False, True): "IAND"}
+
+
+def _neuron_logic(b: _Builder, name: str, factors):
+    """A product of spikes, some negated (``[(node, negated)]``: SEW-ResNet's AND ``a * b``, IAND
+    ``(1. - a) * b``), as neuron logic: each factor reaches a memoryless threshold neuron through an
+    identity synapse of weight +1 (-1 when negated), and the neuron fires iff the integer sum is at least
+    the number of plain factors ``P`` (``Threshold(P - 1)``): exactly when every plain factor spiked and no
+    negated one did. Returns ``[(node, input names)]`` in order (the neuron last), or None (refused)."""
+    for node, _ in factors:
+        spikes = (not node.graded_output) if node.is_neuron else (isinstance(node, Input) and node.meta.get("binary"))
+        if not spikes:
+            b.problems.append(UnsupportedLayer(
+                f"multiplies '{node.name}' ({node.kind}), which is not binary spikes", where=f"layer '{name}'",
+                hint="multiply spikes only (SEW's AND / IAND after the neurons); currents and sums are not logic"))
+            return None
+    shapes = {tuple(n.out_shape) for n, _ in factors}
+    if len(shapes) != 1:
+        b.problems.append(UnsupportedLayer(f"multiplies values of shapes {', '.join(map(str, sorted(shapes)))}",
+                                           where=f"layer '{name}'", hint="multiply spikes of one shape"))
+        return None
+    plain = sum(1 for _, neg in factors if not neg)
+    if plain == 0:
+        b.problems.append(UnsupportedLayer("multiplies negations only, which fires without any input spike",
+                                           where=f"layer '{name}'", hint="keep one factor plain: (1. - a) * b"))
+        return None
+    shape = shapes.pop()
+    logic = LOGIC_NAMES.get(tuple(neg for _, neg in factors), f"AND of {len(factors)}")
+    made, syns = [], []
+    for k, (node, neg) in enumerate(factors):
+        syn = identity_synapse(f"{name}.in{k}", shape, -1.0 if neg else 1.0,
+                               meta={"logic_input": node.name, "negated": neg})
+        made.append((syn, (node.name,)))
+        syns.append(syn.name)
+    made.append((Add(name=f"{name}.sum", in_shape=shape, out_shape=shape), tuple(syns)))
+    made.append((Threshold(name=name, in_shape=shape, out_shape=shape, threshold=float(plain - 1),
+                           meta={"logic": logic, "of": [("1 - " if neg else "") + n.name for n, neg in factors]}),
+                 (f"{name}.sum",)))
+    return made
 
 
 def _device_of(model) -> torch.device:

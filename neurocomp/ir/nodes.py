@@ -415,6 +415,20 @@ class Concat(Node):
     kind = "concat"
 
 
+def identity_synapse(name: str, shape: tuple, weight: float = 1.0, meta=None):
+    """A synapse passing spikes of ``shape`` one to one, times ``weight``: a depthwise 1x1 ``Conv2d`` of
+    ``(C, H, W)`` tensors, a ``Linear`` (``weight`` times the identity) of vectors. The synapse an identity
+    shortcut or a neuron-logic input (SEW's AND / IAND) reaches its neuron through."""
+    shape, meta = tuple(int(v) for v in shape), dict(meta or {})
+    if len(shape) == 3:
+        C = shape[0]
+        return Conv2d(name=name, in_shape=shape, out_shape=shape, weight=np.full((C, 1, 1, 1), weight, np.float32),
+                      bias=None, groups=C, meta=meta)
+    n = int(np.prod(shape))
+    return Linear(name=name, in_shape=shape, out_shape=shape, weight=(weight * np.eye(n)).astype(np.float32), bias=None,
+                  meta=meta)
+
+
 NODE_TYPES = {cls.kind: cls for cls in (Add, Concat, Input, Linear, Conv2d, SumPool2d, AvgPool2d, BatchNorm,
                                         Flatten, LIF, Threshold, CubaLIF, MALIF, Scale, Dense, MAAttention, SpikeAttention,
                                         GradedSpikes, Voting, Readout)}

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from neurocomp.errors import escape
+from neurocomp.errors import NeurocompError, escape
 from neurocomp.ir.graph import Graph
 from neurocomp.ir.nodes import Conv2d, LIF, Linear, SumPool2d, AvgPool2d, Threshold, BatchNorm, Readout, Voting
+from neurocomp.ir.rules import spike_pieces
+from neurocomp.ir.timing import time_alignment
 
 
 def _fmt_shape(s) -> str:
@@ -27,6 +29,8 @@ def describe(node) -> str:
         kind = "IF" if node.tau is None else f"tau={node.tau:g}"
         reset = "soft" if node.v_reset is None else f"reset={node.v_reset:g}"
         d = f"{kind} th={node.v_threshold:g} {reset}" + ("" if node.decay_input or node.tau is None else " no-decay-input")
+    elif isinstance(node, Threshold) and node.meta.get("logic"):
+        d = f"{node.meta['logic']}({', '.join(map(str, node.meta.get('of', ())))}): fires iff x>{node.threshold:g}"
     elif isinstance(node, Threshold):
         d = f"x>{node.threshold:g}"
     elif isinstance(node, Voting):
@@ -60,7 +64,7 @@ def format_rows(rows) -> list:
     return lines
 
 
-def _reads(graph: Graph, i: int) -> str:
+def reads(graph: Graph, i: int) -> str:
     """``'<- a, b  '`` where a node of a graph with branches does not just read the row above it."""
     n, srcs = graph.nodes[i], tuple(graph.inputs.get(graph.nodes[i].name, ()))
     if not srcs or (i and srcs == (graph.nodes[i - 1].name,)):
@@ -76,5 +80,53 @@ def table(graph: Graph) -> str:
     branching = not graph.is_chain()
     for i, n in enumerate(graph):
         rows.append((n.name, n.kind, _fmt_shape(n.in_shape), _fmt_shape(n.out_shape), str(n.params()),
-                     (_reads(graph, i) if branching else "") + describe(n)))
+                     (reads(graph, i) if branching else "") + describe(n)))
     return "\n".join(format_rows(rows))
+
+
+def _timing(graph):
+    """The graph's time alignment, or None where it cannot be computed yet (a float graph before the
+    folds: BatchNorm and pooling between synapses and neurons)."""
+    try:
+        return time_alignment(graph)
+    except (NeurocompError, KeyError, IndexError, ValueError):
+        return None
+
+
+def branches(graph: Graph) -> str:
+    """Where a graph with branches forks and joins, and the delay of every edge into a join (empty for a
+    chain): ``fork  a -> b, c`` for an output read by several layers; ``join  j (add) <- x @d, y @d +k``
+    for each Add / Concat, ``@d`` the step at which the spikes an input carries left their neuron (its
+    ``layer_delay``; a synapse adds one step) and ``+k`` the extra synaptic delay (``DelayDense``) that
+    aligns a shorter branch (``ir.timing``'s ``added_delay``)."""
+    if graph.is_chain():
+        return ""
+    tm = _timing(graph)
+    delay = {} if tm is None else {graph.input_node.name: 0, **tm["layer_delay"]}
+    added = {} if tm is None else tm.get("added_delay", {})
+
+    def edge(src):
+        node = graph[src]
+        if tm is None:
+            return src
+        if node.is_synapse:
+            try:
+                pieces = spike_pieces(graph, graph.inputs[src][0])
+            except NeurocompError:
+                return src
+            parts = [f"{p}@{delay.get(p, '?')}" + (f" +{added[f'{p}->{src}']}" if added.get(f"{p}->{src}") else "")
+                     for p, _, _ in pieces]
+            return f"{src} ({', '.join(parts)})"
+        return f"{src} @{delay[src]}" if src in delay else src
+
+    forks = [(n.name, graph.consumers(n.name)) for n in graph if len(graph.consumers(n.name)) > 1]
+    joins = [n for n in graph if len(graph.inputs.get(n.name, ())) > 1]
+    lines = [f"branches: {len(forks)} fork(s), {len(joins)} join(s)" + (
+        "" if tm is None else f"; depth {tm['depth']} steps, {len(added)} edge(s) delayed by "
+                              f"{sum(added.values())} step(s) in all (@d: step the spikes left their neuron, "
+                              "+k: extra synaptic delay)")]
+    rows = [("", "layer", "kind", "edges")]
+    rows += [("fork", name, graph[name].kind, "-> " + ", ".join(c)) for name, c in forks]
+    rows += [("join", n.name, n.kind, "<- " + (" + " if n.kind == "add" else " | ").join(
+        edge(s) for s in graph.inputs[n.name])) for n in joins]
+    return "\n".join(lines + format_rows(rows))

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
+
 from neurocomp.errors import UnsupportedLayer
 from neurocomp.ir.nodes import (Add, AvgPool2d, BatchNorm, Concat, Conv2d, CubaLIF, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MAAttention, MALIF, Node,
                                 Readout, SpikeAttention, SumPool2d, Threshold, Voting)
@@ -201,6 +203,14 @@ def spike_pieces(graph, name: str) -> list:
                            hint="compile attention models as chains for now")
 
 
+def logic_synapse(node) -> bool:
+    """Whether ``node`` is an input of neuron logic (SEW's AND / IAND): integer weights, no bias, so the
+    threshold neuron after it sums integers (``frontends.torch`` builds them with ``nodes.identity_synapse``)."""
+    w = getattr(node, "weight", None)
+    return (isinstance(node, (Conv2d, Linear)) and getattr(node, "bias", None) is None and w is not None
+            and bool(np.all(w == np.round(w))) and "logic_input" in node.meta)
+
+
 def dag_pairs(graph) -> list:
     """``(synapse, neuron)`` for every synapse group of every neuron, in graph order; raises the first
     violation of the branching-graph rules (one line naming the layer)."""
@@ -224,9 +234,9 @@ def dag_pairs(graph) -> list:
             continue
         (src,) = graph.inputs[n.name]
         groups = current_groups(graph, src)
-        if isinstance(n, Threshold) and len(groups) > 1:
-            raise UnsupportedLayer(f"a {n.kind} fed by {len(groups)} synapse groups", where=_where(n),
-                                   hint="sum groups into a LIF/IF, CUBA or MA-SNN neuron")
+        if isinstance(n, Threshold) and len(groups) > 1 and not all(logic_synapse(s) for s in groups):
+            raise UnsupportedLayer(f"a threshold fed by {len(groups)} synapse groups that are not neuron logic",
+                                   where=_where(n), hint="sum groups into a LIF/IF, CUBA or MA-SNN neuron")
         for syn in groups:
             if syn.name in fed:
                 raise UnsupportedLayer(f"the current of '{syn.name}' feeds two neurons ('{fed[syn.name]}' and "

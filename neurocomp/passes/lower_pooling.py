@@ -12,6 +12,12 @@ convolution or linear layer:
   one conv of kernel ``K+k-1``, stride ``k``, padding ``p``, the full convolution of W with a
   ``k x k`` box of ``1/k^2``.
 
+In a graph with branches an average pool may be an addend of a residual (a downsampling shortcut,
+:func:`_pools_in_adds`): into an add of currents (Spiking-ResNet's ``sn(bn(conv(x)) + pool(x))``) the pool
+is its own synapse group, a depthwise conv of ``1/(kh*kw)``; into an add of spikes (SEW's ``f(x) + pool(x)``)
+each synapse reading the sum is applied to each addend by linearity (``S(a + pool(x)) = S(a) + S'(x)``,
+``S'`` the pool folded into ``S`` as above, without the bias), the two currents added before the neuron.
+
 MaxPool over spikes is not handled here: the frontend already made it ``SumPool2d -> Threshold``.
 """
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from neurocomp.errors import UnsupportedLayer
-from neurocomp.ir import AvgPool2d, Conv2d, Dense, Flatten, Linear
+from neurocomp.ir import Add, AvgPool2d, Conv2d, Dense, Flatten, Graph, Linear
 from neurocomp.passes._util import feeds_only, with_record
 
 
@@ -78,9 +84,70 @@ def _conv_then_pool(conv: Conv2d, pool: AvgPool2d) -> Conv2d:
                         meta={**conv.meta, "folded_avgpool": pool.name})
 
 
-def fold_avgpool(graph):
-    nodes = list(graph.nodes)
+def _pool_synapse(pool: AvgPool2d) -> Conv2d:
+    """The pool as a synapse: a depthwise conv of its geometry with every tap ``1/(kh*kw)`` (zero padding
+    counted, as torch's ``count_include_pad=True``)."""
+    C = int(pool.in_shape[0])
+    kh, kw = pool.kernel
+    return Conv2d(name=pool.name, in_shape=tuple(pool.in_shape), out_shape=tuple(pool.out_shape),
+                  weight=np.full((C, 1, kh, kw), 1.0 / (kh * kw), np.float32), bias=None, stride=tuple(pool.stride),
+                  padding=tuple(pool.padding), dilation=(1, 1), groups=C, meta={**pool.meta, "avgpool_as_synapse": True})
+
+
+def _pools_in_adds(graph):
+    """``(graph, records)`` with every average pool that is an addend of an Add lowered (module docstring)."""
+    if graph.is_chain():
+        return graph, []
+    nodes, inputs = {n.name: n for n in graph}, {k: tuple(v) for k, v in graph.inputs.items()}
     records = []
+    for pool in [n for n in graph if isinstance(n, AvgPool2d)]:
+        readers = graph.consumers(pool.name)
+        if len(readers) != 1 or not isinstance(graph[readers[0]], Add):
+            continue
+        add = graph[readers[0]]
+        after = [graph[c] for c in graph.consumers(add.name)]
+        if any(c.is_neuron for c in after) or any(_current(graph, s) for s in graph.inputs[add.name]):
+            nodes[pool.name] = _pool_synapse(pool)
+            records.append({"pool": pool.name, "into": add.name, "rule": "pool as a depthwise synapse group"})
+            continue
+        if not after or not all(isinstance(c, Conv2d) for c in after):
+            bad = next((c for c in after if not isinstance(c, Conv2d)), None)
+            raise UnsupportedLayer(f"an average pool added to spikes ('{add.name}') is read by "
+                                   f"{repr(bad.name) + ' (' + bad.kind + ')' if bad else 'nothing'}, not by convs only",
+                                   where=f"layer '{pool.name}'",
+                                   hint="feed a pooled shortcut's sum to a conv, or put a 1x1 conv + BN after the pool")
+        rest = tuple(s for s in graph.inputs[add.name] if s != pool.name)
+        if len(rest) == 1:
+            rest_src = rest[0]
+        else:
+            rest_src = f"{add.name}.rest"
+            nodes[rest_src] = add.replace(name=rest_src)
+            inputs[rest_src] = rest
+        for syn in after:
+            folded = _pool_then_conv(pool, syn).replace(name=f"{syn.name}.pool", bias=None)
+            nodes[folded.name] = folded
+            inputs[folded.name] = graph.inputs[pool.name]
+            inputs[syn.name] = (rest_src,)
+            total = f"{syn.name}.sum"
+            nodes[total] = Add(name=total, in_shape=tuple(syn.out_shape), out_shape=tuple(syn.out_shape))
+            inputs[total] = (syn.name, folded.name)
+            for c in graph.consumers(syn.name):
+                inputs[c] = tuple(total if s == syn.name else s for s in inputs[c])
+            records.append({"pool": pool.name, "into": syn.name, "rule": "pool->conv composed per addend (linearity)"})
+        del nodes[pool.name], nodes[add.name], inputs[pool.name], inputs[add.name]
+    if not records:
+        return graph, []
+    return Graph.build(list(nodes.values()), inputs, graph.meta), records
+
+
+def _current(graph, name) -> bool:
+    n = graph[name]
+    return n.is_synapse or isinstance(n, Add) and any(_current(graph, s) for s in graph.inputs[name])
+
+
+def fold_avgpool(graph):
+    graph, records = _pools_in_adds(graph)
+    nodes = list(graph.nodes)
     i = 0
     while i < len(nodes):
         node = nodes[i]

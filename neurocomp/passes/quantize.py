@@ -292,6 +292,34 @@ def _quantize_or(syn: SumPool2d, neu: Threshold):
     return np.array(1, dtype=np.int64), fixed, record
 
 
+def _quantize_logic(syns, neu: Threshold, weight_bits: int):
+    """Neuron logic (SEW's AND / IAND, ``frontends.torch``): integer weights (+1, -1 for a negated input)
+    kept as they are, a memoryless compartment (``du = dv = 4095``: nothing carries over a step) that fires
+    iff the integer sum > ``floor(theta)``, exactly the float ``x > theta`` on integer sums."""
+    theta, wmax = float(neu.threshold), fx.weight_max(weight_bits)
+    if not (0 <= theta < 64):
+        raise QuantizationError(f"logic threshold {theta} outside [0, 64)", where=f"layer '{neu.name}'",
+                                hint="keep one plain factor in each product of spikes")
+    qs = []
+    for syn in syns:
+        w = np.asarray(syn.weight, np.float64)
+        if syn.bias is not None or not np.all(w == np.round(w)) or np.abs(w).max() > wmax:
+            raise UnsupportedLayer(f"a threshold neuron fed by '{syn.name}', whose weights are not small integers",
+                                   where=f"layer '{neu.name}'", hint="sum synapse groups into a LIF/IF neuron")
+        qs.append(np.round(w).astype(np.int64))
+    vth, shape = int(math.floor(theta)), neu.out_shape
+    fixed = LoihiNeuron(du=fx.DECAY_MAX, dv=fx.DECAY_MAX, vth=vth, bias_mant=np.zeros(shape, np.int64),
+                        bias_exp=np.zeros(shape, np.int64))
+    max_in = int(sum(_max_input(np.clip(q, 0, None), o) for q, o in zip(qs, syns)))
+    record = {"layer": neu.name, "synapse": syns[0].name, "groups": [s.name for s in syns], "scale": 1.0, "vth": vth, "theta": theta,
+              "weight_bits": None, "weights_clipped": 0, "weights_total": int(sum(q.size for q in qs)),
+              "bias_clipped": 0, "dv": fx.DECAY_MAX, "decay_error": 0.0, "max_input": max_in,
+              "current_may_wrap": False,
+              "threshold_rule": f"neuron logic ({neu.meta.get('logic', 'of spikes')}): integer weights, "
+                                "fires iff their sum > floor(theta), nothing carried over a step"}
+    return qs, fixed, record
+
+
 def _quantize_readout(syn, neu: Readout, weight_bits: int, T: int):
     """A readout head: the synapse's current integrated by a compartment that never fires (``du = 4095``,
     ``dv = 0``, ``vth = VTH_MAX``) at the scale :func:`fixedpoint.readout_scale` picks (the largest that keeps
@@ -346,15 +374,17 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
         if len(groups[neu.name]) > 1:          # several synapse groups: one scale for the neuron
             if neu.name in replaced:
                 continue
-            if not isinstance(neu, (LIF, MALIF, CubaLIF)):
-                raise UnsupportedLayer(f"a {neu.kind} fed by several synapse groups", where=f"layer '{neu.name}'",
-                                       hint="sum synapse groups into a LIF/IF, CUBA or MA-SNN neuron")
-            if isinstance(neu, CubaLIF):
+            extra = {}
+            if isinstance(neu, Threshold):
+                qs, fixed, rec = _quantize_logic(groups[neu.name], neu, weight_bits)
+            elif isinstance(neu, CubaLIF):
                 qs, rq, qi, fixed, rec = quantize_cuba(groups[neu.name], neu, weight_bits)
                 extra = {"rec_qweight": rq, "qi_bias": qi}
-            else:
+            elif isinstance(neu, (LIF, MALIF)):
                 qs, fixed, rec = _quantize_lif_groups(groups[neu.name], neu, weight_bits)
-                extra = {}
+            else:
+                raise UnsupportedLayer(f"a {neu.kind} fed by several synapse groups", where=f"layer '{neu.name}'",
+                                       hint="sum synapse groups into a LIF/IF, CUBA or MA-SNN neuron")
             for o, q in zip(groups[neu.name], qs):
                 replaced[o.name] = o.replace(qweight=q)
             replaced[neu.name] = neu.replace(fixed=fixed, **extra)

@@ -16,20 +16,10 @@ returned unchanged.
 """
 from __future__ import annotations
 
-import numpy as np
 
-from neurocomp.ir import Add, Conv2d, Graph, Linear
+from neurocomp.ir import Add, Graph
+from neurocomp.ir.nodes import identity_synapse
 from neurocomp.ir.rules import carries_current, current_groups
-
-
-def _identity(name: str, shape: tuple, source: str):
-    meta = {"shortcut_of": source}
-    if len(shape) == 3:
-        C = int(shape[0])
-        return Conv2d(name=name, in_shape=shape, out_shape=shape, weight=np.ones((C, 1, 1, 1), np.float32),
-                      bias=None, groups=C, meta=meta)
-    n = int(np.prod(shape))
-    return Linear(name=name, in_shape=shape, out_shape=shape, weight=np.eye(n, dtype=np.float32), bias=None, meta=meta)
 
 
 def lower_shortcuts(graph):
@@ -54,7 +44,7 @@ def lower_shortcuts(graph):
             while name in names:
                 name += "_"
             names.add(name)
-            nodes.append(_identity(name, tuple(graph[s].out_shape), s))
+            nodes.append(identity_synapse(name, tuple(graph[s].out_shape), meta={"shortcut_of": s}))
             inputs[name] = (s,)
             new_srcs.append(name)
             added.append({"add": n.name, "from": s, "synapse": name})

@@ -32,6 +32,20 @@ def _save(fig, folder, name):
     return path
 
 
+def _layer_ticks(ax, positions, layers, labels=None, axis="x"):
+    """Tick labels naming layers: ``labels`` (layer -> text, e.g. a branch node marked ``[join]``) where
+    given; slanted on the x axis when there are many or long names (a graph's dotted block paths)."""
+    texts = [(labels or {}).get(l, l) for l in layers]
+    if axis == "y":
+        ax.set_yticks(list(positions))
+        ax.set_yticklabels(texts)
+        return
+    ax.set_xticks(list(positions))
+    slant = len(texts) > 6 or max((len(t) for t in texts), default=0) * len(texts) > 60
+    ax.set_xticklabels(texts, rotation=35 if slant else 0, ha="right" if slant else "center",
+                       fontsize=8 if slant else None)
+
+
 def accuracy_per_stage(folder, full: dict, subset: dict | None, n_full: int, n_subset: int | None):
     """``full``/``subset``: stage label -> accuracy in [0, 1] (None skipped)."""
     plt = _plt()
@@ -58,7 +72,7 @@ def accuracy_per_stage(folder, full: dict, subset: dict | None, n_full: int, n_s
     return _save(fig, folder, "accuracy_per_stage.png")
 
 
-def agreement_heatmap(folder, pairs: dict, all_layers: list):
+def agreement_heatmap(folder, pairs: dict, all_layers: list, labels=None):
     """``pairs``: "a->b" -> crosscheck pair result (agreement[layer] = per-step fraction)."""
     plt = _plt()
     names = list(pairs)
@@ -70,8 +84,7 @@ def agreement_heatmap(folder, pairs: dict, all_layers: list):
         mat = np.array([[100 * v for v in p["agreement"][l]] for l in layers]) if layers else np.zeros((0, 0))
         im = ax.imshow(mat, aspect="auto", cmap="viridis", vmin=min(99.0, float(mat.min()) if mat.size else 99.0),
                        vmax=100.0, interpolation="nearest")
-        ax.set_yticks(range(len(layers)))
-        ax.set_yticklabels(layers)
+        _layer_ticks(ax, range(len(layers)), layers, labels, axis="y")
         ax.set_xlabel("time step (input frame, 0-based)")
         ax.set_ylabel("layer")
         ax.set_title(f"{name}  (N={p['samples']})", fontsize=9)
@@ -85,7 +98,7 @@ def agreement_heatmap(folder, pairs: dict, all_layers: list):
     return _save(fig, folder, "agreement_heatmap.png")
 
 
-def activity(folder, layers, rates: dict, synops_per_inf: dict):
+def activity(folder, layers, rates: dict, synops_per_inf: dict, labels=None):
     """``rates``: stage -> {layer: spikes/neuron/step}; ``synops_per_inf``: layer -> ops per inference."""
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -94,8 +107,7 @@ def activity(folder, layers, rates: dict, synops_per_inf: dict):
     x = np.arange(len(layers))
     for i, s in enumerate(stages):
         a1.bar(x + i * width, [rates[s].get(l, np.nan) for l in layers], width, label=s)
-    a1.set_xticks(x + width * (len(stages) - 1) / 2)
-    a1.set_xticklabels(layers)
+    _layer_ticks(a1, x + width * (len(stages) - 1) / 2, layers, labels)
     a1.set_xlabel("layer")
     a1.set_ylabel("spike rate (spikes per neuron per step)")
     a1.set_title("Spike rate per layer and stage")
@@ -104,8 +116,7 @@ def activity(folder, layers, rates: dict, synops_per_inf: dict):
     bars = a2.bar(x, vals, color="tab:orange")
     for b, v in zip(bars, vals):
         a2.text(b.get_x() + b.get_width() / 2, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=7)
-    a2.set_xticks(x)
-    a2.set_xticklabels(layers)
+    _layer_ticks(a2, x, layers, labels)
     a2.set_xlabel("layer (synapses in front of it)")
     a2.set_ylabel("synaptic operations per inference (count)")
     a2.set_title("Synaptic operations (fixed-point reference)")
@@ -135,7 +146,7 @@ def bit_sweep(folder, bits, accs, float_acc=None, artifact_bits=None, samples=No
     return _save(fig, folder, "bit_sweep.png")
 
 
-def clipping(folder, layers, series: dict):
+def clipping(folder, layers, series: dict, labels=None):
     """``series``: counter name -> {layer: count}."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -147,8 +158,7 @@ def clipping(folder, layers, series: dict):
         bars = ax.bar(x + i * width, vals, width, label=n)
         for b, v in zip(bars, vals):
             ax.text(b.get_x() + b.get_width() / 2, v, str(int(v)), ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(x + width * (len(names) - 1) / 2)
-    ax.set_xticklabels(layers)
+    _layer_ticks(ax, x + width * (len(names) - 1) / 2, layers, labels)
     ax.set_xlabel("layer")
     ax.set_ylabel("count (weights, biases, or neuron-steps)")
     ax.set_title("Saturation and clipping per layer")
@@ -156,12 +166,14 @@ def clipping(folder, layers, series: dict):
     return _save(fig, folder, "clipping.png")
 
 
-def cores(folder, mapping: dict):
+def cores(folder, mapping: dict, labels=None):
     plt = _plt()
     layers = [l["layer"] for l in mapping["layers"]]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     c = [l["cores"] for l in mapping["layers"]]
-    bars = a1.bar(layers, c, color="tab:green")
+    x = np.arange(len(layers))
+    bars = a1.bar(x, c, color="tab:green")
+    _layer_ticks(a1, x, layers, labels)
     for b, v in zip(bars, c):
         a1.text(b.get_x() + b.get_width() / 2, v, str(v), ha="center", va="bottom", fontsize=8)
     a1.set_xlabel("layer")
@@ -169,7 +181,8 @@ def cores(folder, mapping: dict):
     a1.set_title(f"Cores per layer on {mapping['target']} (total {mapping['cores']}, {mapping['chips']} chip(s))",
                  fontsize=9)
     N = mapping["limits"]["neurons_per_core"]
-    a2.bar(layers, [100 * l["neurons_per_core_max"] / N for l in mapping["layers"]], color="tab:purple")
+    a2.bar(x, [100 * l["neurons_per_core_max"] / N for l in mapping["layers"]], color="tab:purple")
+    _layer_ticks(a2, x, layers, labels)
     a2.set_xlabel("layer")
     a2.set_ylabel(f"fullest core's neurons (% of {N} per core)")
     a2.set_title("Neuron occupancy of the fullest core", fontsize=9)

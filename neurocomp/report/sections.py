@@ -36,6 +36,32 @@ class Context:
         return getattr(self.measured, name)
 
 
+def layer_labels(graph) -> dict:
+    """Plot labels of a graph's branch nodes (empty for a chain): a logic neuron ``name [AND]``, a neuron
+    fed by several synapse groups (an add or concat joins there) ``name [join]``, a layer whose spikes
+    several layers read ``name [fork]``."""
+    if graph.is_chain():
+        return {}
+    out = {}
+    for n in graph.neurons():
+        marks = []
+        if n.meta.get("logic"):
+            marks.append(str(n.meta["logic"]))
+        else:
+            src = graph.inputs[n.name][0]
+            if len(graph.inputs.get(src, ())) > 1:
+                marks.append("join")
+        if len(graph.consumers(n.name)) > 1:
+            marks.append("fork")
+        if marks:
+            out[n.name] = f"{n.name} [{', '.join(marks)}]"
+    return out
+
+
+def _labels(ctx) -> dict:
+    return layer_labels(ctx.artifact.fixed_graph)
+
+
 def _pct(v):
     return "n/a" if v is None else f"{100 * v:.2f} %"
 
@@ -88,7 +114,7 @@ def sec_crosscheck(ctx: Context):
                   "first diverging layer @ step", "mismatching entries per layer"], rows)
     for s, missing in (cc.get("torch_layers_missing") or {}).items():
         md += ["", f"Layers without a matching module in the {s} model (not compared): {', '.join(missing)}."]
-    plot = P.agreement_heatmap(ctx.plot_dir, cc["pairs"], cc["layers"])
+    plot = P.agreement_heatmap(ctx.plot_dir, cc["pairs"], cc["layers"], _labels(ctx))
     md += ["", f"![agreement heatmap]({PLOTS_DIR}/{os.path.basename(plot)})"]
     return Section("crosscheck", "Cross-check of all stages", md, {"pairs": cc["pairs"]}, [os.path.basename(plot)])
 
@@ -113,7 +139,7 @@ def sec_activity(ctx: Context):
           f"{act['input_spikes'] / N:,.1f}.", ""]
     md += _table(["layer", "synapse", "neurons", *(f"rate {s}" for s in rate_stages),
                   "spikes / inf.", "synaptic ops / inf.", "active updates / inf."], rows)
-    plot = P.activity(ctx.plot_dir, layers, rates, synops)
+    plot = P.activity(ctx.plot_dir, layers, rates, synops, _labels(ctx))
     md += ["", f"![activity]({PLOTS_DIR}/{os.path.basename(plot)})"]
     return Section("activity", "Spike rates and synaptic operations per layer", md,
                    {"rates": rates, "rates_unit": cc["rates_unit"], "per_inference": {
@@ -162,7 +188,7 @@ def sec_clipping(ctx: Context):
           f"wraps counted in neuron-steps by the fixed-point reference over {N} samples.", ""]
     md += _table(["layer", "weights clipped/total", "biases clipped", "current may wrap (bound)",
                   "voltage saturations", "current wraps"], rows)
-    plot = P.clipping(ctx.plot_dir, layers, series)
+    plot = P.clipping(ctx.plot_dir, layers, series, _labels(ctx))
     md += ["", f"![clipping]({PLOTS_DIR}/{os.path.basename(plot)})"]
     return Section("clipping", "Saturation and clipping", md, {"per_layer": series, "samples": N},
                    [os.path.basename(plot)])
@@ -171,7 +197,7 @@ def sec_clipping(ctx: Context):
 def sec_mapping(ctx: Context):
     m = ctx.mapping
     lim = m["limits"]
-    rows = [(l["layer"], l["synapse"], l["neurons"], l["synapses"], l["max_fan_in_per_neuron"], l["cores"],
+    rows = [(l["layer"], " + ".join(l.get("groups") or [l["synapse"]]), l["neurons"], l["synapses"], l["max_fan_in_per_neuron"], l["cores"],
              l["neurons_per_core_max"], l["split_by"] or "-") for l in m["layers"]]
     md = [f"Target **{m['target']}** (`{os.path.basename(m['target_file'])}`): {lim['neurons_per_core']} neurons, "
           f"{lim['synaptic_memory_bits']:,} bits of synaptic memory ({lim['bits_per_synapse']} bits per synapse), "
@@ -180,7 +206,7 @@ def sec_mapping(ctx: Context):
     md += _table(["layer", "synapse", "neurons", "synapses", "max fan-in", "cores", "neurons on fullest core",
                   "split by"], rows)
     md += [""] + [f"- {n}" for n in m.get("notes", [])]
-    plot = P.cores(ctx.plot_dir, m)
+    plot = P.cores(ctx.plot_dir, m, _labels(ctx))
     md += ["", f"![cores]({PLOTS_DIR}/{os.path.basename(plot)})"]
     return Section("mapping", "Cores per layer", md, m, [os.path.basename(plot)])
 

@@ -23,8 +23,9 @@ import os
 import numpy as np
 
 from neurocomp import fixedpoint as fx
+from neurocomp.backends.lava.lifreset import lif_reset_args
 from neurocomp.backends.lava.layout import (check_conv_params, conv_weight_to_lava, flatten_permutation,
-                                            lava_shape, lava_xy, regroup_conv_weight, to_lava_layout)
+                                            lava_shape, lava_xy, regroup_conv_weight)
 from neurocomp.backends.lava.runtime import ensure_lava_runtime
 from neurocomp.errors import BadInput, UnsupportedLayer
 from neurocomp.ir import (Add, Concat, Conv2d, CubaLIF, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MAAttention, MALIF,
@@ -229,16 +230,7 @@ def _voting(node, w: _Walk) -> None:
 def _lif_reset(neu, out_shape, T, delay, fixed):
     """Lava's stock LIFReset for a plain Loihi compartment."""
     from lava.proc.lif.process import LIFReset
-    p = neu.fixed
-    if fixed:
-        return LIFReset(shape=out_shape, du=p.du, dv=p.dv, vth=p.vth,
-                        bias_mant=to_lava_layout(np.asarray(p.bias_mant)).astype(np.int64),
-                        bias_exp=to_lava_layout(np.asarray(p.bias_exp)).astype(np.int64),
-                        reset_interval=T, reset_offset=(1 + delay) % T, name=neu.name)
-    bias = fx.effective_bias(np.asarray(p.bias_mant, np.float64), np.asarray(p.bias_exp, np.int64)) / 64.0
-    return LIFReset(shape=out_shape, du=1.0, dv=p.dv / fx.DECAY_UNITY, vth=p.vth + 1.0 / 64,
-                    bias_mant=to_lava_layout(bias), bias_exp=0,
-                    reset_interval=T, reset_offset=(1 + delay) % T, name=neu.name)
+    return LIFReset(**lif_reset_args(neu, out_shape, T, delay, fixed))
 
 
 def _loihi_neuron(neu, w: _Walk) -> None:
@@ -273,7 +265,7 @@ def _readout(neu, w: _Walk) -> None:
     """The head: Lava's LIFReset arithmetic, never firing, its voltage sent and recorded every step."""
     from neurocomp.backends.lava.readout import emit_readout
     delay = w.timing["layer_delay"][neu.name]
-    lif = emit_readout(neu, lava_shape(neu.out_shape), w.T, delay, w.fixed, _quantize_record(w, neu)["scale"])
+    lif = emit_readout(neu, lava_shape(neu.out_shape), w.T, delay, w.fixed)
     w.feed_neuron(neu, lif, lif.a_in, delay)
 
 

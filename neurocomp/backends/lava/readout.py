@@ -20,8 +20,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from lava.proc.lif.models import PyLifResetModelBitAcc, PyLifResetModelFloat
 from lava.proc.lif.process import LIFReset
 
-from neurocomp import fixedpoint as fx
-from neurocomp.backends.lava.layout import to_lava_layout
+from neurocomp.backends.lava.lifreset import lif_reset_args
 
 
 class ReadoutLIF(LIFReset):
@@ -65,15 +64,7 @@ class PyReadoutLIFFloat(PyLifResetModelFloat):
         _send_voltage(self)
 
 
-def emit_readout(neu, out_shape, T: int, delay: int, fixed: bool, scale: float) -> ReadoutLIF:
-    """The readout process of one :class:`~neurocomp.ir.Readout` layer (its window reset at its own phase).
-    ``floating_pt`` runs it in Lava's float units (``scale`` the layer's weight scale, as for the LIFs)."""
-    p = neu.fixed
-    if fixed:
-        return ReadoutLIF(shape=out_shape, du=p.du, dv=p.dv, vth=p.vth,
-                          bias_mant=to_lava_layout(np.asarray(p.bias_mant)).astype(np.int64),
-                          bias_exp=to_lava_layout(np.asarray(p.bias_exp)).astype(np.int64),
-                          reset_interval=T, reset_offset=(1 + delay) % T, name=neu.name)
-    bias = fx.effective_bias(np.asarray(p.bias_mant, np.float64), np.asarray(p.bias_exp, np.int64)) / 64.0
-    return ReadoutLIF(shape=out_shape, du=1.0, dv=0.0, vth=float(p.vth) + 1.0, bias_mant=to_lava_layout(bias),
-                      bias_exp=0, reset_interval=T, reset_offset=(1 + delay) % T, name=neu.name)
+def emit_readout(neu, out_shape, T: int, delay: int, fixed: bool) -> ReadoutLIF:
+    """The readout process of one :class:`~neurocomp.ir.Readout` layer (its window reset at its own phase),
+    with the arguments of every ``LIFReset`` (``lifreset.lif_reset_args``; ``floating_pt``: Lava's float units)."""
+    return ReadoutLIF(**lif_reset_args(neu, out_shape, T, delay, fixed))
