@@ -70,12 +70,29 @@ def _input(node, shape, md, dt):
     return nir.Input(input_type={"input": np.array(shape)}, metadata=md)
 
 
+def ungroup(weight: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped conv's ``(C_out, C_in/groups, kH, kW)`` weight as the block-diagonal ``(C_out, C_in, kH, kW)``
+    weight of the same convolution with ``groups=1`` (zeros between the groups)."""
+    if groups == 1:
+        return weight
+    co, ci_g = weight.shape[:2]
+    full = np.zeros((co, ci_g * groups) + weight.shape[2:], weight.dtype)
+    per = co // groups
+    for g in range(groups):
+        full[g * per:(g + 1) * per, g * ci_g:(g + 1) * ci_g] = weight[g * per:(g + 1) * per]
+    return full
+
+
 def _conv2d(node, shape, md, dt):
+    """A grouped conv is written block-diagonal with ``groups=1`` (the nir library's type inference
+    ignores ``groups``); ``groups`` in the metadata lets neurocomp's reader take the blocks back."""
     md[PREFIX + "has_bias"] = node.bias is not None
+    if int(node.groups) != 1:
+        md[PREFIX + "groups"] = int(node.groups)
     bias = node.bias if node.bias is not None else np.zeros(node.weight.shape[0], np.float32)
-    return nir.Conv2d(input_shape=tuple(shape[1:]), weight=node.weight, stride=tuple(node.stride),
-                      padding=tuple(node.padding), dilation=tuple(node.dilation), groups=int(node.groups),
-                      bias=bias, metadata=md)
+    return nir.Conv2d(input_shape=tuple(shape[1:]), weight=ungroup(node.weight, int(node.groups)),
+                      stride=tuple(node.stride), padding=tuple(node.padding), dilation=tuple(node.dilation),
+                      groups=1, bias=bias, metadata=md)
 
 
 def _linear(node, shape, md, dt):
@@ -286,7 +303,7 @@ def graph_to_nir(graph, dt: float = DEFAULT_DT) -> nir.NIRGraph:
         return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
     except ValueError as e:             # the nir library's type inference (it ignores a conv's groups)
         raise UnsupportedLayer(f"the nir library cannot type this graph: {str(e)[:200]}", where="model.nir",
-                               hint="a grouped conv in a graph with branches is not expressible in NIR 1.0") from None
+                               hint="a neurocomp bug in writing model.nir: please report it with the model") from None
 
 
 def write_nir(graph, path: str, dt: float = DEFAULT_DT) -> None:

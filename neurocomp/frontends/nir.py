@@ -62,10 +62,31 @@ def _text(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def regroup(w: np.ndarray, groups: int, where: str) -> np.ndarray:
+    """The ``(C_out, C_in/groups, kH, kW)`` blocks of a block-diagonal conv weight; anything off the
+    blocks is a BadGraph (the file does not hold the grouped conv its metadata says)."""
+    co, ci = w.shape[:2]
+    if groups < 1 or co % groups or ci % groups:
+        raise BadGraph(f"groups={groups} does not divide a {co}x{ci} conv weight", where=where,
+                       hint="re-export the model with neurocomp")
+    per, ci_g = co // groups, ci // groups
+    blocks = np.stack([w[g * per:(g + 1) * per, g * ci_g:(g + 1) * ci_g] for g in range(groups)])
+    mask = np.ones((co, ci), bool)
+    for g in range(groups):
+        mask[g * per:(g + 1) * per, g * ci_g:(g + 1) * ci_g] = False
+    if np.any(w[mask]):
+        raise BadGraph(f"a conv marked groups={groups} has weights outside its groups' blocks", where=where,
+                       hint="re-export the model with neurocomp")
+    return np.ascontiguousarray(blocks.reshape((co, ci_g) + w.shape[2:]))
+
+
 def _read_conv2d(name, node, in_shape, md, meta, where):
     if md.get(PREFIX + "op") == "batchnorm":
         return [_batchnorm(name, in_shape, md, meta)]
     w, stride, pad, dil, groups, out = conv_geometry(node, in_shape, where)
+    if int(md.get(PREFIX + "groups", 1)) != 1:        # written block-diagonal (backends.nir.ungroup)
+        groups = int(md[PREFIX + "groups"])
+        w = regroup(w, groups, where)
     has_bias = md.get(PREFIX + "has_bias", True)
     bias = np.asarray(node.bias, dtype=np.float32) if node.bias is not None else None
     if not has_bias or (bias is not None and PREFIX + "has_bias" not in md and not np.any(bias)):
