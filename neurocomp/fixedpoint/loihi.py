@@ -118,7 +118,7 @@ def window_step_bias(step_bias, t: int):
 
 
 def gain_lif_step(v, a, bias, gain_t, gain_shift, dv, vth, v_reset, rectify, gain_on_bias, xp_clip, offset_t=None,
-                  step_bias_t=None):
+                  step_bias_t=None, plain_a=None, plain_bias=None):
     """One step of neurocomp's gain-scheduled LIF (attention as membrane-potential scaling).
 
     The input current ``x = a * 2**6`` (plus the bias when the gain covers it) is rectified if
@@ -130,6 +130,8 @@ def gain_lif_step(v, a, bias, gain_t, gain_shift, dv, vth, v_reset, rectify, gai
     (PFA's additive variant), added with the bias before the ReLU (the neuron's gain covers its bias).
     ``step_bias_t`` (voltage units per neuron, or None) is added to the decayed voltage, outside gain and
     ReLU: MA-SNN's ``beta``, which callers pass at every step but a window's first (:func:`window_step_bias`).
+    ``plain_a`` (weight units, or None) is the input of the synapse groups the gain does not cover (a shortcut
+    beside an attention-scaled branch), added as ``plain_a * 2**6 + plain_bias`` after the gain, unrectified.
     Returns ``(v, s)``.
     """
     x = a * (1 << ACT_SHIFT)
@@ -143,6 +145,8 @@ def gain_lif_step(v, a, bias, gain_t, gain_shift, dv, vth, v_reset, rectify, gai
         x = trunc_shift(x * gain_t, gain_shift)
     if not gain_on_bias:
         x = x + bias
+    if plain_a is not None:
+        x = x + plain_a * (1 << ACT_SHIFT) + plain_bias
     v = trunc_decay(v, DECAY_UNITY - dv)
     if step_bias_t is not None:
         v = v + step_bias_t

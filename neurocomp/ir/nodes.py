@@ -147,11 +147,13 @@ class LoihiNeuron:
     dynamic_gain: bool = False               # gains come per sample from an attention process
     step_bias: Optional[np.ndarray] = None   # int per neuron: added after the decay at every step but a
     #                                          window's first (MA-SNN's beta; fixedpoint.window_step_bias)
+    plain_bias: Optional[np.ndarray] = None  # int per neuron (voltage units): the bias of the synapse groups the
+    #                                          gain does not cover (a neuron with ``gain_groups``), added ungained
 
     @property
     def gain_scheduled(self) -> bool:
         return (self.gain_mant is not None or self.v_reset != 0 or self.rectify or self.dynamic_gain
-                or self.offset is not None or self.step_bias is not None)
+                or self.offset is not None or self.step_bias is not None or self.plain_bias is not None)
 
 
 @dataclass(frozen=True, eq=False)
@@ -172,6 +174,9 @@ class LIF(Node):
     # A static additive map on the input current (PFA's additive variant): x_t becomes
     # x_t + input_offset[t] (bias included), then the ReLU when rectify_input.
     input_offset: Optional[np.ndarray] = None  # float [T, *shape]
+    # In a graph: the synapse groups (names) the gain and rectification apply to (MA-SNN's CSA on the
+    # residual branch's current: one gained and one plain group); () = the whole input.
+    gain_groups: tuple = ()
     fixed: Optional[LoihiNeuron] = None
     kind = "lif"
     is_neuron = True
@@ -191,6 +196,7 @@ class MALIF(Node):
     gain_on_bias: bool = True
     rectify_input: bool = False
     input_offset: Optional[np.ndarray] = None  # as LIF's
+    gain_groups: tuple = ()                    # as LIF's
     fixed: Optional[LoihiNeuron] = None
     kind = "malif"
 

@@ -30,8 +30,9 @@ from __future__ import annotations
 import numpy as np
 
 from neurocomp.errors import UnsupportedLayer
-from neurocomp.ir import (AvgPool2d, Conv2d, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MAAttention, MALIF, Scale,
+from neurocomp.ir import (Add, AvgPool2d, Conv2d, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MAAttention, MALIF, Scale,
                           SpikeAttention)
+from neurocomp.ir.rules import carries_current
 from neurocomp.passes._util import with_record
 from neurocomp.passes.lower_pooling import _square_pool
 
@@ -212,17 +213,93 @@ def _fold_offset(nodes, i, node, nxt, mode, rec):
                + ("; ReLU dropped" if node.rectify else ""), consumer=nxt.name, error=err)
 
 
+def _neurons_reached(graph, name: str) -> list:
+    """The neurons a current reaches through Adds of currents (MS-ResNet: the block's sum feeds the next
+    block's neuron and, as its shortcut, the next sum); anything else on the way is refused."""
+    out, todo = [], list(graph.consumers(name))
+    while todo:
+        c = graph[todo.pop(0)]
+        if isinstance(c, Add):
+            todo += list(graph.consumers(c.name))
+        elif isinstance(c, (LIF, MALIF)):
+            out.append(c)
+        else:
+            raise UnsupportedLayer(f"an attention map on a current that reaches '{c.name}' ({c.kind})",
+                                   where=f"layer '{name}'", hint="a map on a current must reach LIF/MA-SNN neurons "
+                                                                 "through adds only")
+    return out
+
+
+def _fold_branch_maps(graph, mode, records):
+    """Attention maps in a graph with branches. A map on one synapse group's current (MA-SNN's CSA on the
+    residual branch before the membrane-level add) becomes, on every neuron that current reaches, a gain
+    table on that group only (``gain_groups``; the shortcut's current stays plain): exact in static mode;
+    portable folds its per-channel mean into the synapse, as in a chain. A map on a neuron's whole input
+    is a chain's rule. Dynamic MA attention on one group stays a node (the quantizer wires it). Maps on
+    spikes in a branching graph are refused in one line."""
+    nodes = {n.name: n for n in graph}
+    drop = []
+    for n in graph:
+        if isinstance(n, SpikeAttention) or (isinstance(n, Scale) and not carries_current(graph, graph.inputs[n.name][0])):
+            raise UnsupportedLayer("an attention map on spikes inside a branching graph is not folded yet",
+                                   where=f"layer '{n.name}'", hint="place the map on a branch's current (MA-SNN's "
+                                   "CSA/TCSA before the add), or compile the model without it")
+        if isinstance(n, MAAttention):
+            src = graph[graph.inputs[n.name][0]]
+            if n.additive or not src.is_synapse or len(graph.consumers(n.name)) != 1:
+                raise UnsupportedLayer("dynamic attention in a branching graph must scale one synapse's current "
+                                       "into an add or a neuron", where=f"layer '{n.name}'",
+                                       hint="compile with --attention static")
+            continue
+        if not isinstance(n, Scale):
+            continue
+        src = graph[graph.inputs[n.name][0]]
+        cons = [graph[c] for c in graph.consumers(n.name)]
+        rec = {"layer": n.name, "module": n.meta.get("attention", ""), "mode": mode, "acts_on": "input current"}
+        if n.additive or not src.is_synapse or not all(isinstance(c, (Add, LIF, MALIF)) for c in cons):
+            raise UnsupportedLayer("this attention map in a branching graph is not folded yet (only maps on one "
+                                   "conv/linear layer's current into an add or a neuron)",
+                                   where=f"layer '{n.name}'", hint="put the map right after the branch's "
+                                   "conv/BatchNorm, or compile the model without it")
+        reached = _neurons_reached(graph, n.name)
+        full = _full(n.scale.astype(np.float64), src.out_shape)
+        if mode == "static":
+            for neu in reached:
+                neu = nodes[neu.name]
+                if neu.input_gain is not None or neu.input_offset is not None:
+                    raise UnsupportedLayer("two attention maps on different synapse groups of one neuron",
+                                           where=f"layer '{neu.name}'",
+                                           hint="one map per neuron is supported: put a neuron after each "
+                                                "attention branch's add, or use --attention dynamic")
+                nodes[neu.name] = neu.replace(input_gain=full.astype(np.float32), gain_on_bias=True,
+                                              rectify_input=bool(n.rectify), gain_groups=(src.name,))
+            rec.update(rule=f"gain table on the synapse group '{src.name}' only (bias included); the other "
+                            "groups (the shortcut) plain", consumer=[x.name for x in reached], gained_group=src.name,
+                       error=0.0)
+        else:
+            per_c = full.reshape(full.shape[0], full.shape[1], -1).mean(axis=(0, 2)) if full.ndim > 2 \
+                else full.mean(axis=0)
+            approx = np.broadcast_to(per_c.reshape((1, -1) + (1,) * (full.ndim - 2)), full.shape)
+            shape_w = (-1,) + (1,) * (src.weight.ndim - 1)
+            nodes[src.name] = src.replace(weight=(src.weight * per_c.reshape(shape_w)).astype(np.float32),
+                                          bias=None if src.bias is None else (src.bias * per_c).astype(np.float32))
+            rec.update(rule=f"per-channel mean folded into the synapse group '{src.name}'"
+                            + ("; ReLU dropped" if n.rectify else ""), consumer=[x.name for x in reached],
+                       error=float(np.linalg.norm(full - approx) / max(np.linalg.norm(full), 1e-30)))
+        records.append(rec)
+        drop.append(n.name)
+    if not drop:
+        return graph
+    return graph.rewrite([nodes[n.name] for n in graph if n.name not in drop])
+
+
 def fold_attention(graph, mode: str = "static"):
     if mode not in ("static", "portable", "dynamic"):
         raise UnsupportedLayer(f"attention mode {mode!r}", where="--attention", hint="use static, portable or dynamic")
-    if not graph.is_chain():
-        att = next((n for n in graph if isinstance(n, (Scale, SpikeAttention, MAAttention))), None)
-        if att is not None:
-            raise UnsupportedLayer("attention in a branching graph is not folded yet (only chains)",
-                                   where=f"layer '{att.name}'",
-                                   hint="compile the block without its attention module, or as a chain")
-    nodes = list(graph.nodes)
     records = []
+    if not graph.is_chain():
+        graph = _fold_branch_maps(graph, mode, records)
+    nodes = list(graph.nodes)
     for k, node in enumerate(nodes):   # dynamic PFA after an average pool: scale the pre-pool spikes
         if isinstance(node, SpikeAttention) and node.source is None and k > 0 and isinstance(nodes[k - 1], AvgPool2d):
             pool = nodes[k - 1]

@@ -151,7 +151,12 @@ def _quantize_lif_groups(syns, neu, weight_bits: int):
                                 "fire from its inputs)", where=f"layer '{neu.name}'",
                                 hint=f"v_threshold - v_reset must be below ~{fx.VTH_MAX} x max|w| (rescale)")
     out_shape = neu.out_shape
-    bias_v = 0.0
+    bias_v, plain_v = 0.0, None
+    gained = set(getattr(neu, "gain_groups", ()) or ())
+    plain = [o for o in syns if gained and o.name not in gained]
+    if gained and not any(o.name in gained for o in syns):
+        raise QuantizationError(f"the gained synapse groups {sorted(gained)} do not feed the neuron",
+                                where=f"layer '{neu.name}'", hint="report this: fold_attention names the group")
     for o in syns:
         b = o.bias.astype(np.float64) * gain if o.bias is not None else np.zeros(o.weight.shape[0])
         if theta_c is not None:
@@ -161,8 +166,16 @@ def _quantize_lif_groups(syns, neu, weight_bits: int):
             bv = np.broadcast_to(bv[:, None, None], out_shape)
         elif isinstance(o, Dense):
             bv = bv.reshape(out_shape)
+        if o in plain:                # the shortcut's bias: added ungained, after the gain
+            plain_v = np.broadcast_to(bv, out_shape) + (0.0 if plain_v is None else plain_v)
+            continue
         bias_v = bv if len(syns) == 1 else bias_v + np.broadcast_to(bv, out_shape)
-    mant, exp, b_clipped = _bias(bias_v)
+    mant, exp, b_clipped = _bias(np.broadcast_to(bias_v, out_shape) if plain else bias_v)
+    plain_bias = None
+    if plain:                         # voltage units per neuron, as the mantissa/exponent would give them
+        pm, pe, p_clipped = _bias(plain_v if plain_v is not None else np.zeros(out_shape))
+        plain_bias = np.ascontiguousarray(fx.effective_bias(pm, pe).astype(np.int64))
+        b_clipped += p_clipped
     if is_ma and isinstance(neu.alpha, np.ndarray):   # a leak per channel: dv per neuron
         dv_c = [fx.ma_dv(a) for a in np.asarray(neu.alpha, np.float64).tolist()]
         decay_error = float(max(abs((fx.DECAY_UNITY - d) / fx.DECAY_UNITY - a) for d, a in zip(dv_c, neu.alpha)))
@@ -183,7 +196,7 @@ def _quantize_lif_groups(syns, neu, weight_bits: int):
         offset = np.round(fx.voltage_units(np.asarray(offset, np.float64) * gain * chan, s)).astype(np.int64)
     step_bias, beta_error = _step_bias(neu, theta_c, s) if is_ma else (None, None)
     fixed = LoihiNeuron(du=fx.DECAY_MAX, dv=dv, vth=int(vth), bias_mant=mant, bias_exp=exp, step_bias=step_bias,
-                        gain_mant=gain_mant, gain_shift=gain_shift, offset=offset,
+                        plain_bias=plain_bias, gain_mant=gain_mant, gain_shift=gain_shift, offset=offset,
                         gain_on_bias=(bool(getattr(neu, "gain_on_bias", False)) and gain_mant is not None)
                         or offset is not None,
                         rectify=bool(getattr(neu, "rectify_input", False)),
@@ -204,6 +217,11 @@ def _quantize_lif_groups(syns, neu, weight_bits: int):
                              if gain_mant is not None else None)}
     if len(syns) > 1:
         record["groups"] = [o.name for o in syns]
+    if plain:
+        record["gained_groups"] = [o.name for o in syns if o not in plain]
+        record["plain_groups"] = [o.name for o in plain]
+        record["group_rule"] = ("the attention gain (and its rectification) covers the gained groups' current and "
+                                "bias; the plain groups' current and bias are added after it")
         record["scale_rule"] = "one scale for the layer, chosen from every group's weights"
     return qs, fixed, record
 

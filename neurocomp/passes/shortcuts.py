@@ -89,7 +89,7 @@ def _own_groups(graph):
             for o in groups:
                 owner[o.name] = n.name
             continue
-        own = []
+        own, renamed = [], {}
         for o in groups:
             if o.name not in owner:
                 owner[o.name] = n.name
@@ -102,7 +102,11 @@ def _own_groups(graph):
             nodes.append(o.replace(name=name, meta={**o.meta, "copy_of": o.name}))
             inputs[name] = graph.inputs[o.name]
             own.append(name)
+            renamed[o.name] = name
             copies.append({"synapse": o.name, "copy": name, "for": n.name})
+        if renamed and getattr(n, "gain_groups", ()):     # a gained group's copy stays the gained group
+            k = next(i for i, m in enumerate(nodes) if m.name == n.name)
+            nodes[k] = n.replace(gain_groups=tuple(renamed.get(g, g) for g in n.gain_groups))
         if len(own) == 1:
             inputs[n.name] = (own[0],)
         else:

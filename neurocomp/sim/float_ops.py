@@ -168,10 +168,39 @@ def _synapse(run, node, x, fn, bias_shape=None):
     return _per_step(lambda v: fn(v, _t(node.bias)), x)
 
 
+class Split(NamedTuple):
+    """An Add's value when its neuron gains only some synapse groups: the gained groups' sum and the
+    plain groups' sum (None when none yet), kept apart until the neuron applies the gain."""
+    gained: object
+    plain: object
+
+
+def _split_sum(run, node, xs):
+    """``xs`` summed left to right into gained and plain parts (:meth:`Run.gained_inputs`), or None when
+    the Add's neuron gains its whole input."""
+    flags = run.gained_inputs(node)
+    if not flags and not any(isinstance(x, Split) for x in xs):
+        return None
+    gained = plain = None
+    acc = lambda a, b: b if a is None else (None if b is None else a + b)   # noqa: E731
+    for x, g in zip(xs, flags or (False,) * len(xs)):
+        if isinstance(x, Split):
+            gained, plain = acc(gained, x.gained), acc(plain, x.plain)
+        elif g:
+            gained = acc(gained, x)
+        else:
+            plain = acc(plain, x)
+    return Split(gained, plain)
+
+
 def _neuron_input(node, x):
     """Folded attention: ``x * gain[t]`` or ``x + offset[t]`` (ReLU'd if asked), a deferred bias added
-    after the gain."""
+    after the gain; of a :class:`Split` input only the gained part, the plain part added after it."""
     offset = getattr(node, "input_offset", None)
+    if isinstance(x, Split):
+        plain = x.plain
+        y = _neuron_input(node, x.gained)
+        return y if plain is None else y + plain
     if node.input_gain is None and not node.rectify_input and offset is None:
         return x
     x, bias = (x.current, x.bias) if isinstance(x, Deferred) else (x, None)
@@ -321,6 +350,9 @@ def _plain(node, xs):
 def _add(run, node, *xs):
     """The element-wise sum of its inputs, as torch's ``a + b + ...`` (left to right)."""
     xs = _plain(node, xs)
+    split = _split_sum(run, node, [x.to(torch.float32) if not isinstance(x, Split) else x for x in xs])
+    if split is not None:
+        return split
     out = xs[0].to(torch.float32)
     for x in xs[1:]:
         out = out + x.to(torch.float32)

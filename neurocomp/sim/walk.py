@@ -68,6 +68,27 @@ class Run:
             self._consumers = {k: tuple(v) for k, v in by_name.items()}
         return self._consumers.get(node.name, ())
 
+    def gained_inputs(self, node) -> tuple:
+        """For an Add of currents whose neuron gains only some synapse groups (``gain_groups``): which of
+        ``node``'s inputs are gained (a bool per input edge); () when its neuron gains the whole input.
+        An input is gained when it is a gained group, or the dynamic attention on one."""
+        c, seen = node, 0
+        while not c.is_neuron:
+            cons = self.consumers(c)
+            if len(cons) != 1 or seen > len(self.graph.nodes):
+                return ()
+            c, seen = cons[0], seen + 1
+        groups = set(getattr(c, "gain_groups", ()) or ())
+        if not groups:
+            return ()
+        out = []
+        for src in self.graph.inputs.get(node.name, ()):
+            n = self.graph[src]
+            if n.kind == "ma_attention":
+                src = self.graph.inputs[src][0]
+            out.append(src in groups)
+        return tuple(out)
+
     # ---- the walk -------------------------------------------------------------------------
     def run_node(self, node):
         """Dispatch ``node`` to its entry with its input edges' values; failures name the layer."""

@@ -71,14 +71,20 @@ class _Walk:
         self.port.connect(syn.s_in)
         self.synapse = syn
 
-    def feed_neuron(self, neu, lif, targets, delay: int) -> None:
-        """Connect the waiting synapse to ``targets``, record ``lif``'s spikes, and carry them on."""
+    def feed_neuron(self, neu, lif, targets, delay: int, plain_targets=None) -> None:
+        """Connect the waiting synapse to ``targets``, record ``lif``'s spikes, and carry them on. A neuron
+        that gains only some synapse groups (``gain_groups``) takes the others on ``plain_targets``."""
         from neurocomp.backends.lava.recorder import emit_recorder
         syns, out_shape = self.synapse, lava_shape(neu.out_shape)
         syns = syns if isinstance(syns, list) else [syns]
+        gained = set(getattr(neu, "gain_groups", ()) or ())
         for syn in syns:               # several synapse groups: Lava sums every connection into a_in
             a_port = syn.a_out.reshape(out_shape) if syn.a_out.shape != out_shape else syn.a_out
-            a_port.connect(targets)
+            plain = bool(gained) and syn.name not in gained
+            if plain and plain_targets is None:
+                raise UnsupportedLayer(f"'{neu.name}' gains only some synapse groups but its process has no "
+                                       "plain input", where=f"layer '{neu.name}'", hint="report this")
+            a_port.connect(plain_targets if plain else targets)
         syn = syns[0]
         graded = None
         if neu.graded_output:
@@ -258,7 +264,7 @@ def _loihi_neuron(neu, w: _Walk) -> None:
     else:
         lif = _lif_reset(neu, out_shape, w.T, delay, w.fixed)
         targets = lif.a_in
-    w.feed_neuron(neu, lif, targets, delay)
+    w.feed_neuron(neu, lif, targets, delay, getattr(lif, "plain_in", None))
 
 
 def _cuba_neuron(neu, w: _Walk) -> None:
