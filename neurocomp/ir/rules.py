@@ -168,6 +168,8 @@ def current_groups(graph, name: str) -> list:
         return [n]
     if isinstance(n, Add) and carries_current(graph, name):
         return [g for s in graph.inputs[name] for g in current_groups(graph, s)]
+    if isinstance(n, MAAttention):      # dynamic attention on one group's current: that group
+        return current_groups(graph, graph.inputs[name][0])
     if isinstance(n, Add):
         raise UnsupportedLayer("an add of a current and spikes reached lowering", where=_where(n),
                                hint="run passes.shortcuts.lower_shortcuts (neurocomp.compile does)")
@@ -209,6 +211,12 @@ def dag_pairs(graph) -> list:
         if isinstance(n, Input) or isinstance(n, (Add, Concat, Flatten)):
             if isinstance(n, Concat) and any(carries_current(graph, s) for s in graph.inputs[n.name]):
                 raise UnsupportedLayer("a concat of currents", where=_where(n), hint="concatenate spikes")
+            continue
+        if isinstance(n, MAAttention):
+            src = graph[graph.inputs[n.name][0]]
+            if not src.is_synapse:
+                raise UnsupportedLayer("dynamic attention must scale a synapse's current", where=_where(n),
+                                       hint="MA-SNN attention acts on input current")
             continue
         if isinstance(n, (BatchNorm, AvgPool2d)) or not (n.is_synapse or n.is_neuron):
             raise UnsupportedLayer(f"'{n.kind}' cannot be lowered to Loihi cores in a branching graph", where=_where(n),

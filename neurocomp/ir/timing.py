@@ -46,6 +46,17 @@ def time_alignment(graph) -> dict:
     }
 
 
+def _upstream_of(graph, name: str) -> list:
+    """The nodes between a neuron and its synapse groups (Adds of currents, dynamic attention)."""
+    out, todo = [], [graph.inputs[name][0]]
+    while todo:
+        n = graph[todo.pop()]
+        if n.kind in ("add", "ma_attention"):
+            out.append(n)
+            todo += list(graph.inputs[n.name])
+    return out
+
+
 def dag_alignment(graph) -> dict:
     """:func:`time_alignment` of a graph with branches (longest paths, equalised per edge)."""
     from neurocomp.errors import UnsupportedLayer
@@ -62,10 +73,13 @@ def dag_alignment(graph) -> dict:
             syn_in[node.name] = pieces
         elif node.is_neuron:
             groups = current_groups(graph, graph.inputs[node.name][0])
+            # dynamic attention on one group delays the neuron's whole input by a window (its plain
+            # groups through a delay line of T beside the attention's)
+            late = T if any(n.kind == "ma_attention" for n in _upstream_of(graph, node.name)) else 0
             arrive = {}
             for syn in groups:
                 for src, _, _ in syn_in[syn.name]:
-                    arrive[(src, syn.name)] = delay[src] + 1
+                    arrive[(src, syn.name)] = delay[src] + 1 + late
             d = max(arrive.values())
             for (src, syn), a in arrive.items():
                 if d - a > 0:

@@ -238,7 +238,7 @@ def _fold_branch_maps(graph, mode, records):
     is a chain's rule. Dynamic MA attention on one group stays a node (the quantizer wires it). Maps on
     spikes in a branching graph are refused in one line."""
     nodes = {n.name: n for n in graph}
-    drop = []
+    drop, changed = [], False
     for n in graph:
         if isinstance(n, SpikeAttention) or (isinstance(n, Scale) and not carries_current(graph, graph.inputs[n.name][0])):
             raise UnsupportedLayer("an attention map on spikes inside a branching graph is not folded yet",
@@ -250,6 +250,22 @@ def _fold_branch_maps(graph, mode, records):
                 raise UnsupportedLayer("dynamic attention in a branching graph must scale one synapse's current "
                                        "into an add or a neuron", where=f"layer '{n.name}'",
                                        hint="compile with --attention static")
+            reached = _neurons_reached(graph, n.name)
+            if len(reached) != 1:
+                raise UnsupportedLayer(f"dynamic attention on a current that reaches {len(reached)} neurons "
+                                       f"({', '.join(x.name for x in reached)}; stacked MS-ResNet blocks)",
+                                       where=f"layer '{n.name}'", hint="put a neuron after the block's add, or "
+                                                                       "compile with --attention static")
+            neu = nodes[reached[0].name]
+            if neu.gain_groups or neu.input_gain is not None:
+                raise UnsupportedLayer("two attention maps on different synapse groups of one neuron",
+                                       where=f"layer '{neu.name}'", hint="one map per neuron is supported")
+            nodes[neu.name] = neu.replace(gain_groups=(src.name,))
+            records.append({"layer": n.name, "module": n.meta.get("module", ""), "mode": mode,
+                            "acts_on": "input current", "consumer": neu.name, "gained_group": src.name, "error": 0.0,
+                            "rule": f"dynamic: per-sample gains on the synapse group '{src.name}' only; the other "
+                                    "groups plain, delayed by the same window"})
+            changed = True
             continue
         if not isinstance(n, Scale):
             continue
@@ -288,7 +304,7 @@ def _fold_branch_maps(graph, mode, records):
                        error=float(np.linalg.norm(full - approx) / max(np.linalg.norm(full), 1e-30)))
         records.append(rec)
         drop.append(n.name)
-    if not drop:
+    if not drop and not changed:
         return graph
     return graph.rewrite([nodes[n.name] for n in graph if n.name not in drop])
 

@@ -352,6 +352,13 @@ def _quantize_readout(syn, neu: Readout, weight_bits: int, T: int):
     return q, fixed, record
 
 
+def _neuron_after(graph, name: str, nodes) -> int:
+    """Index in ``nodes`` of the neuron that ``name``'s current reaches (through Adds of currents)."""
+    while not graph[name].is_neuron:
+        (name,) = graph.consumers(name)
+    return next(i for i, n in enumerate(nodes) if n.name == name)
+
+
 def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
     """Attach ``qweight`` to synapses and ``fixed`` to neurons; record what was clipped."""
     if not 2 <= weight_bits <= fx.WEIGHT_BITS:
@@ -395,7 +402,8 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
     nodes = [replaced.get(n.name, n) for n in graph]
     for k, n in enumerate(nodes):   # dynamic attention: per-sample gains from the attention process
         if isinstance(n, MAAttention):
-            neu = nodes[k + 1]
+            at = k + 1 if graph.is_chain() else _neuron_after(graph, n.name, nodes)
+            neu = nodes[at]
             rec = next(r for r in records if r["layer"] == neu.name)
             if n.additive and isinstance(rec["scale"], list):
                 raise UnsupportedLayer("PFA's additive attention into an MA-SNN cell with per-channel thresholds",
@@ -406,7 +414,7 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
             x_scale = (tuple(float((1 << fx.ACT_SHIFT) * sc) for sc in rec["scale"]) if isinstance(rec["scale"], list)
                        else float((1 << fx.ACT_SHIFT) * rec["scale"] * w_gain))
             nodes[k] = n.replace(x_scale=x_scale)
-            nodes[k + 1] = neu.replace(fixed=dataclasses.replace(neu.fixed, dynamic_gain=True, gain_shift=12,
+            nodes[at] = neu.replace(fixed=dataclasses.replace(neu.fixed, dynamic_gain=True, gain_shift=12,
                                                                  rectify=n.rectify, gain_on_bias=True))
             rec["attention"] = ("dynamic: per-sample offsets (PFA's relu(A + x)), sigmoid by lookup table"
                                 if n.additive else "dynamic: per-sample gains, 12-bit, sigmoid by lookup table")

@@ -43,6 +43,16 @@ class _Emitted:
         self.graded = {}     # layers recorded as values, not spikes -> whether they are read as v[t] - v[t-1]
 
 
+def _neuron_after(graph, k: int, node) -> str:
+    """The neuron a dynamic attention's current reaches: the next node of a chain, else through Adds."""
+    if graph.is_chain():
+        return graph.nodes[k + 1].name
+    name = node.name
+    while not graph[name].is_neuron:
+        (name,) = graph.consumers(name)
+    return name
+
+
 class _Walk:
     """What the emitters share while the graph is walked: the port the next node reads and what it carries."""
 
@@ -51,7 +61,7 @@ class _Walk:
         self.record, self.record_dir, self.total_steps, self.net = record, record_dir, total_steps, net
         self.pairs = {syn.name: neu for syn, neu in pairs}     # synapse name -> its neuron
         nodes = list(graph.nodes)
-        self.attention_of = {nodes[k + 1].name: n for k, n in enumerate(nodes) if isinstance(n, MAAttention)}
+        self.attention_of = {_neuron_after(graph, k, n): n for k, n in enumerate(nodes) if isinstance(n, MAAttention)}
         self.port = net.source.s_out
         self.shape = tuple(graph.input_node.out_shape)   # torch shape of what `port` carries
         self.flat_from = None                             # torch 3-D shape if `port` is a flattened (W,H,C)
@@ -255,8 +265,10 @@ def _loihi_neuron(neu, w: _Walk) -> None:
     if p.dynamic_gain:
         from neurocomp.backends.lava.dynamic import emit_ma_attention
         _fixed_only(w)
-        lif, targets, extra = emit_ma_attention(neu, w.attention_of[neu.name], out_shape, w.T, delay)
+        lif, targets, extra, plain = emit_ma_attention(neu, w.attention_of[neu.name], out_shape, w.T, delay)
         w.net.procs += extra
+        w.feed_neuron(neu, lif, targets, delay, plain)
+        return
     elif p.gain_scheduled:
         from neurocomp.backends.lava.gainlif import emit_gain_lif
         lif = emit_gain_lif(neu, out_shape, w.T, delay, w.fixed)
@@ -353,6 +365,8 @@ def _emit_dag(graph, emitters, w: _Walk, timing) -> None:
             state[node.name] = [w.piece(node.name, 0, int(node.out_shape[0]))]
         elif isinstance(node, Add):
             state[node.name] = [x for s in srcs for x in state[s]]
+        elif isinstance(node, MAAttention):   # emitted with its neuron: the group's synapses pass through
+            state[node.name] = list(state[srcs[0]])
         elif isinstance(node, Concat):
             parts, off = [], 0
             for s in srcs:
