@@ -230,6 +230,60 @@ def _neurons_reached(graph, name: str) -> list:
     return out
 
 
+def _fold_branch_spike_map(graph, n, nodes, mode, records, gained_by):
+    """A static map on spikes in a graph (TCJA under an MS-ResNet block, PFA in a ResNet): ``M ~ g[t] B``;
+    ``B`` into the input weights of every synapse reading the scaled spikes (a per-position ``B`` in front
+    of a conv unrolls it into a Dense, exact), ``g[t]`` a gain on exactly those synapse groups of the neurons
+    their currents reach (``gain_groups``; the bias and the other groups -- the shortcut -- not scaled)."""
+    prod = graph[graph.inputs[n.name][0]]
+    if not (prod.is_neuron or isinstance(prod, Input)):
+        raise UnsupportedLayer(f"an attention map on spikes after '{prod.name}' ({prod.kind}) in a branching graph",
+                               where=f"layer '{n.name}'", hint="put the map right after a spiking layer, in front "
+                                                               "of a conv/linear layer")
+    cons = [nodes[c] for c in graph.consumers(n.name)]
+    bad = next((c for c in cons if not isinstance(c, (Conv2d, Linear, Dense))), None)
+    if bad is not None:
+        raise UnsupportedLayer(f"an attention map on spikes read by '{bad.name}' ({bad.kind}) in a branching graph",
+                               where=f"layer '{n.name}'", hint="feed the scaled spikes to conv/linear layers only")
+    g, B, err = rank1(n.scale.astype(np.float64))
+    if mode == "portable":
+        B, g = B * g.mean(), None
+    resid_max, consumers = 0.0, []
+    for syn in cons:
+        new, resid = _fold_into_synapse_inputs(syn, B, False, None)
+        nodes[syn.name] = new
+        resid_max = max(resid_max, resid)
+        if g is None:
+            continue
+        for neu in _neurons_reached(graph, syn.name):
+            neu = nodes[neu.name]
+            if neu.input_gain is not None or neu.input_offset is not None:
+                if gained_by.get(neu.name) != n.name:
+                    raise UnsupportedLayer("two attention maps on different synapse groups of one neuron",
+                                           where=f"layer '{neu.name}'",
+                                           hint="one map per neuron is supported: put a neuron between the maps")
+                nodes[neu.name] = neu.replace(gain_groups=tuple(neu.gain_groups) + (syn.name,))
+                continue
+            gained_by[neu.name] = n.name
+            nodes[neu.name] = neu.replace(input_gain=_full(g, neu.in_shape).astype(np.float32), gain_on_bias=False,
+                                          rectify_input=False, gain_groups=(syn.name,))
+            consumers.append(neu.name)
+    rec = {"layer": n.name, "module": n.meta.get("attention", ""), "mode": mode, "acts_on": "spikes",
+           "consumer": consumers, "gained_groups": [c.name for c in cons]}
+    if mode == "portable":
+        M = n.scale.astype(np.float64)
+        full_err = float(np.linalg.norm(M - np.broadcast_to(M.mean(axis=0, keepdims=True), M.shape))
+                         / max(np.linalg.norm(M), 1e-30))
+        rec.update(rule="time-mean folded into the next synapses", error=float(np.hypot(full_err, resid_max)))
+    else:
+        rec.update(rule="rank-1: g[t] gain on the consuming synapse groups only (not their bias, not the other "
+                        f"groups), B folded into {', '.join(repr(c.name) for c in cons)} input weights"
+                        + (" (a per-position B: the conv unrolled into a Dense)"
+                           if any(isinstance(nodes[c.name], Dense) and not isinstance(c, Dense) for c in cons) else ""),
+                   rank1_error=err, spatial_error=resid_max, error=float(np.hypot(err, resid_max)))
+    records.append(rec)
+
+
 def _fold_branch_maps(graph, mode, records):
     """Attention maps in a graph with branches. A map on one synapse group's current (MA-SNN's CSA on the
     residual branch before the membrane-level add) becomes, on every neuron that current reaches, a gain
@@ -238,12 +292,15 @@ def _fold_branch_maps(graph, mode, records):
     is a chain's rule. Dynamic MA attention on one group stays a node (the quantizer wires it). Maps on
     spikes in a branching graph are refused in one line."""
     nodes = {n.name: n for n in graph}
-    drop, changed = [], False
+    drop, changed, gained_by = [], False, {}
     for n in graph:
-        if isinstance(n, SpikeAttention) or (isinstance(n, Scale) and not carries_current(graph, graph.inputs[n.name][0])):
-            raise UnsupportedLayer("an attention map on spikes inside a branching graph is not folded yet",
-                                   where=f"layer '{n.name}'", hint="place the map on a branch's current (MA-SNN's "
-                                   "CSA/TCSA before the add), or compile the model without it")
+        if isinstance(n, SpikeAttention):
+            raise UnsupportedLayer("dynamic attention on spikes (TCJA/PFA) inside a branching graph is not built yet",
+                                   where=f"layer '{n.name}'", hint="compile with --attention static (or portable)")
+        if isinstance(n, Scale) and not n.additive and not carries_current(graph, graph.inputs[n.name][0]):
+            _fold_branch_spike_map(graph, n, nodes, mode, records, gained_by)
+            drop.append(n.name)
+            continue
         if isinstance(n, MAAttention):
             src = graph[graph.inputs[n.name][0]]
             if n.additive or not src.is_synapse or len(graph.consumers(n.name)) != 1:

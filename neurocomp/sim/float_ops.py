@@ -158,10 +158,24 @@ def _defers_bias(neuron) -> bool:
     return getattr(neuron, "input_gain", None) is not None and not getattr(neuron, "gain_on_bias", True)
 
 
+def _defers(run, node, consumer) -> bool:
+    """Whether ``consumer`` gains ``node``'s current before its bias: a neuron with a spike map's gain, or
+    an Add into a neuron that gains ``node``'s group that way (``gain_groups``)."""
+    if not isinstance(consumer, Add):
+        return _defers_bias(consumer)
+    c = consumer
+    while not c.is_neuron:
+        cons = run.consumers(c)
+        if len(cons) != 1:
+            return False
+        c = cons[0]
+    return _defers_bias(c) and node.name in (getattr(c, "gain_groups", ()) or ())
+
+
 def _synapse(run, node, x, fn, bias_shape=None):
     """``fn(x, bias)`` per step; the bias handed on separately when every consumer gains the current first."""
     consumers = run.consumers(node)
-    if node.bias is not None and consumers and all(_defers_bias(c) for c in consumers):
+    if node.bias is not None and consumers and all(_defers(run, node, c) for c in consumers):
         y = _per_step(lambda v: fn(v, None), x)
         shape = (-1,) + (1,) * (len(node.out_shape) - 1) if bias_shape is None else bias_shape
         return Deferred(y, _t(node.bias).reshape(shape))
@@ -182,7 +196,14 @@ def _split_sum(run, node, xs):
     if not flags and not any(isinstance(x, Split) for x in xs):
         return None
     gained = plain = None
-    acc = lambda a, b: b if a is None else (None if b is None else a + b)   # noqa: E731
+
+    def acc(a, b):
+        if a is None or b is None:
+            return b if a is None else a
+        if isinstance(a, Deferred) or isinstance(b, Deferred):     # gained currents whose bias is not gained
+            a, b = (x if isinstance(x, Deferred) else Deferred(x, 0.0) for x in (a, b))
+            return Deferred(a.current + b.current, a.bias + b.bias)
+        return a + b
     for x, g in zip(xs, flags or (False,) * len(xs)):
         if isinstance(x, Split):
             gained, plain = acc(gained, x.gained), acc(plain, x.plain)
@@ -349,10 +370,10 @@ def _plain(node, xs):
 
 def _add(run, node, *xs):
     """The element-wise sum of its inputs, as torch's ``a + b + ...`` (left to right)."""
-    xs = _plain(node, xs)
-    split = _split_sum(run, node, [x.to(torch.float32) if not isinstance(x, Split) else x for x in xs])
+    split = _split_sum(run, node, [x.to(torch.float32) if isinstance(x, torch.Tensor) else x for x in xs])
     if split is not None:
         return split
+    xs = _plain(node, xs)
     out = xs[0].to(torch.float32)
     for x in xs[1:]:
         out = out + x.to(torch.float32)
