@@ -189,14 +189,14 @@ class TCJAMSBlock(nn.Module):
     """An MS-ResNet block with TCJA on the spikes of its second neuron: the map's g[t] belongs to the conv
     after it, one synapse group of the next neuron (the block's input current is the other)."""
 
-    def __init__(self, c, T):
+    def __init__(self, c, T, tcja=None):
         super().__init__()
         from neurocomp.nn import TCJA
         self.sn1, self.conv1, self.bn1 = lif(), layer.Conv2d(c, c, 3, padding=1, bias=False, step_mode="m"), \
             layer.BatchNorm2d(c, step_mode="m")
         self.sn2, self.conv2, self.bn2 = lif(), layer.Conv2d(c, c, 3, padding=1, bias=False, step_mode="m"), \
             layer.BatchNorm2d(c, step_mode="m")
-        self.tcja = TCJA(kernel_size_t=2, kernel_size_c=1, T=T, channel=c)
+        self.tcja = tcja if tcja is not None else TCJA(kernel_size_t=2, kernel_size_c=1, T=T, channel=c)
 
     def forward(self, x):
         out = self.bn1(self.conv1(self.sn1(x)))
@@ -205,10 +205,10 @@ class TCJAMSBlock(nn.Module):
 
 
 class TCJAMSNet(nn.Module):
-    def __init__(self, T=4):
+    def __init__(self, T=4, tcja=None):
         super().__init__()
         self.stem = conv_bn(2, 4)
-        self.block = TCJAMSBlock(4, T)
+        self.block = TCJAMSBlock(4, T, tcja)
         self.sn = lif()
         self.fc = layer.Linear(4 * 64, 3, step_mode="m")
         self.out = lif()
