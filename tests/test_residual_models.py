@@ -137,17 +137,6 @@ def test_cli_compile_simulate_inspect(tmp_path):
     assert "layer2.sn2" in i.stdout and "add" in i.stdout
 
 
-def test_attention_inside_a_branching_graph_is_refused_in_one_line(tmp_path):
-    model = rm.CSABlockNet().eval()
-    ckpt = save_checkpoint(model, str(tmp_path / "m.pt"), input_shape=SHAPE, timesteps=T, encoding="bernoulli")
-    np.save(tmp_path / "calib.npy", bernoulli(T, 8, SHAPE, p=0.3, seed=4).numpy().swapaxes(0, 1))
-    with pytest.raises(NeurocompError) as e:
-        api.compile(ckpt, str(tmp_path / "art"), attention="static", calib=str(tmp_path / "calib.npy"))
-    msg = e.value.one_line()
-    assert "branching graph" in msg and "\n" not in msg
-    assert not os.path.exists(tmp_path / "art")
-
-
 @pytest.mark.parametrize("edit,field", [
     (lambda s: s["ops"].__setitem__(0, {**s["ops"][0], "op": "mul"}), "ops[0].op"),
     (lambda s: s["ops"][-1].__setitem__("inputs", ["stem", "nowhere"]), "ops[2]"),

@@ -93,7 +93,9 @@ def _own_groups(graph):
         for o in groups:
             if o.name not in owner:
                 owner[o.name] = n.name
-                own.append(o.name)
+                # a group under dynamic attention enters the neuron's sum through that attention
+                att = [r for r in readers.get(o.name, ()) if graph[r].kind == "ma_attention"]
+                own.append(att[0] if att else o.name)
                 continue
             name = f"{o.name}@{n.name}"
             while name in names:
