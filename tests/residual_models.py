@@ -263,3 +263,21 @@ class SharedSpikeMapNet(nn.Module):
     def forward(self, x):
         s = self.tcja(self.stem(x))
         return self.head(self.sn(self.conv(s) + s))
+
+
+class CSAMSNet2(nn.Module):
+    """Two stacked CSA-MS blocks: the neuron after the second add reads both branches' currents, each
+    with its own map, and the stem's current plain."""
+
+    def __init__(self, T=4):
+        super().__init__()
+        self.stem = conv_bn(2, 4)
+        self.block1 = CSAMSBlock(4, T)
+        self.block2 = CSAMSBlock(4, T)
+        self.sn = lif()
+        self.fc = layer.Linear(4 * 64, 3, step_mode="m")
+        self.out = lif()
+
+    def forward(self, x):
+        x = self.block2(self.block1(self.stem(x)))
+        return self.out(self.fc(self.sn(x).flatten(2)))

@@ -149,6 +149,13 @@ class LoihiNeuron:
     #                                          window's first (MA-SNN's beta; fixedpoint.window_step_bias)
     plain_bias: Optional[np.ndarray] = None  # int per neuron (voltage units): the bias of the synapse groups the
     #                                          gain does not cover (a neuron with ``gain_groups``), added ungained
+    # Further gained groups, each with its own map (stacked CSA-MS-ResNet blocks: every block's branch reaches
+    # the later neurons), see fixedpoint.group_gain_input: mantissas [K, T, *shape], one shift and one
+    # rectification per group, each group's bias (voltage units) [K, *shape], gained with it.
+    more_gain_mant: Optional[np.ndarray] = None
+    more_gain_shift: tuple = ()
+    more_rectify: tuple = ()
+    more_bias: Optional[np.ndarray] = None
 
     @property
     def gain_scheduled(self) -> bool:
@@ -177,6 +184,11 @@ class LIF(Node):
     # In a graph: the synapse groups (names) the gain and rectification apply to (MA-SNN's CSA on the
     # residual branch's current: one gained and one plain group); () = the whole input.
     gain_groups: tuple = ()
+    # Further synapse groups with maps of their own (one synapse each): names, gains [K, T, *shape] (bias
+    # included) and whether each is rectified; added after the first group's gain, like the plain groups.
+    more_groups: tuple = ()
+    more_gains: Optional[np.ndarray] = None
+    more_rectify: tuple = ()
     fixed: Optional[LoihiNeuron] = None
     kind = "lif"
     is_neuron = True
@@ -197,6 +209,9 @@ class MALIF(Node):
     rectify_input: bool = False
     input_offset: Optional[np.ndarray] = None  # as LIF's
     gain_groups: tuple = ()                    # as LIF's
+    more_groups: tuple = ()                    # as LIF's
+    more_gains: Optional[np.ndarray] = None
+    more_rectify: tuple = ()
     fixed: Optional[LoihiNeuron] = None
     kind = "malif"
 

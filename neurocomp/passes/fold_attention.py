@@ -339,11 +339,19 @@ def _fold_branch_maps(graph, mode, records):
         if mode == "static":
             for neu in reached:
                 neu = nodes[neu.name]
+                if neu.input_gain is not None and neu.gain_groups and neu.gain_on_bias:
+                    # a further branch map at this neuron (stacked CSA-MS blocks): a group gain of its own
+                    more = full.astype(np.float32)[None]
+                    nodes[neu.name] = neu.replace(
+                        more_groups=tuple(neu.more_groups) + (src.name,), more_rectify=tuple(neu.more_rectify)
+                        + (bool(n.rectify),), more_gains=more if neu.more_gains is None
+                        else np.concatenate([neu.more_gains, more]))
+                    continue
                 if neu.input_gain is not None or neu.input_offset is not None:
-                    raise UnsupportedLayer("two attention maps on different synapse groups of one neuron",
+                    raise UnsupportedLayer("two attention maps of different kinds on synapse groups of one neuron",
                                            where=f"layer '{neu.name}'",
                                            hint="one map per neuron is supported: put a neuron after each "
-                                                "attention branch's add, or use --attention dynamic")
+                                                "attention branch's add")
                 nodes[neu.name] = neu.replace(input_gain=full.astype(np.float32), gain_on_bias=True,
                                               rectify_input=bool(n.rectify), gain_groups=(src.name,))
             rec.update(rule=f"gain table on the synapse group '{src.name}' only (bias included); the other "

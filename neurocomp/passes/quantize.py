@@ -153,7 +153,12 @@ def _quantize_lif_groups(syns, neu, weight_bits: int):
     out_shape = neu.out_shape
     bias_v, plain_v = 0.0, None
     gained = set(getattr(neu, "gain_groups", ()) or ())
-    plain = [o for o in syns if gained and o.name not in gained]
+    more = list(getattr(neu, "more_groups", ()) or ())
+    plain = [o for o in syns if gained and o.name not in gained and o.name not in more]
+    more_bias = [None] * len(more)
+    if set(more) - {o.name for o in syns}:
+        raise QuantizationError(f"the gained synapse groups {sorted(set(more) - {o.name for o in syns})} do not feed "
+                                "the neuron", where=f"layer '{neu.name}'", hint="report this: fold_attention names them")
     if gained and not any(o.name in gained for o in syns):
         raise QuantizationError(f"the gained synapse groups {sorted(gained)} do not feed the neuron",
                                 where=f"layer '{neu.name}'", hint="report this: fold_attention names the group")
@@ -169,13 +174,30 @@ def _quantize_lif_groups(syns, neu, weight_bits: int):
         if o in plain:                # the shortcut's bias: added ungained, after the gain
             plain_v = np.broadcast_to(bv, out_shape) + (0.0 if plain_v is None else plain_v)
             continue
+        if o.name in more:            # a further gained group's bias: gained with its own map
+            more_bias[more.index(o.name)] = np.broadcast_to(bv, out_shape)
+            continue
         bias_v = bv if len(syns) == 1 else bias_v + np.broadcast_to(bv, out_shape)
     mant, exp, b_clipped = _bias(np.broadcast_to(bias_v, out_shape) if plain else bias_v)
     plain_bias = None
-    if plain:                         # voltage units per neuron, as the mantissa/exponent would give them
+    if plain or more:                 # voltage units per neuron, as the mantissa/exponent would give them
         pm, pe, p_clipped = _bias(plain_v if plain_v is not None else np.zeros(out_shape))
         plain_bias = np.ascontiguousarray(fx.effective_bias(pm, pe).astype(np.int64))
         b_clipped += p_clipped
+    more_fields, more_errors = {}, []
+    if more:                          # one mantissa table and shift per further gained group
+        mants, shifts, biases = [], [], []
+        for k, name in enumerate(more):
+            m, sh = fx.gain_mantissa(np.asarray(neu.more_gains[k], np.float64))
+            mants.append(m.astype(np.int64))
+            shifts.append(int(sh))
+            more_errors.append(float(np.max(np.abs(m / (1 << sh) - neu.more_gains[k]))))
+            bm, be, bc = _bias(more_bias[k] if more_bias[k] is not None else np.zeros(out_shape))
+            biases.append(fx.effective_bias(bm, be).astype(np.int64))
+            b_clipped += bc
+        more_fields = dict(more_gain_mant=np.ascontiguousarray(np.stack(mants)), more_gain_shift=tuple(shifts),
+                           more_rectify=tuple(bool(r) for r in neu.more_rectify),
+                           more_bias=np.ascontiguousarray(np.stack(biases)))
     if is_ma and isinstance(neu.alpha, np.ndarray):   # a leak per channel: dv per neuron
         dv_c = [fx.ma_dv(a) for a in np.asarray(neu.alpha, np.float64).tolist()]
         decay_error = float(max(abs((fx.DECAY_UNITY - d) / fx.DECAY_UNITY - a) for d, a in zip(dv_c, neu.alpha)))
@@ -196,7 +218,7 @@ def _quantize_lif_groups(syns, neu, weight_bits: int):
         offset = np.round(fx.voltage_units(np.asarray(offset, np.float64) * gain * chan, s)).astype(np.int64)
     step_bias, beta_error = _step_bias(neu, theta_c, s) if is_ma else (None, None)
     fixed = LoihiNeuron(du=fx.DECAY_MAX, dv=dv, vth=int(vth), bias_mant=mant, bias_exp=exp, step_bias=step_bias,
-                        plain_bias=plain_bias, gain_mant=gain_mant, gain_shift=gain_shift, offset=offset,
+                        plain_bias=plain_bias, **more_fields, gain_mant=gain_mant, gain_shift=gain_shift, offset=offset,
                         gain_on_bias=(bool(getattr(neu, "gain_on_bias", False)) and gain_mant is not None)
                         or offset is not None,
                         rectify=bool(getattr(neu, "rectify_input", False)),
@@ -217,9 +239,12 @@ def _quantize_lif_groups(syns, neu, weight_bits: int):
                              if gain_mant is not None else None)}
     if len(syns) > 1:
         record["groups"] = [o.name for o in syns]
-    if plain:
-        record["gained_groups"] = [o.name for o in syns if o not in plain]
+    if plain or more:
+        record["gained_groups"] = [o.name for o in syns if o not in plain and o.name not in more]
         record["plain_groups"] = [o.name for o in plain]
+        if more:
+            record["further_gained_groups"] = more
+            record["further_gain_errors"] = more_errors
         record["group_rule"] = ("the attention gain (and its rectification) covers the gained groups' current and "
                                 "bias; the plain groups' current and bias are added after it")
         record["scale_rule"] = "one scale for the layer, chosen from every group's weights"

@@ -108,7 +108,8 @@ def _own_groups(graph):
             copies.append({"synapse": o.name, "copy": name, "for": n.name})
         if renamed and getattr(n, "gain_groups", ()):     # a gained group's copy stays the gained group
             k = next(i for i, m in enumerate(nodes) if m.name == n.name)
-            nodes[k] = n.replace(gain_groups=tuple(renamed.get(g, g) for g in n.gain_groups))
+            nodes[k] = n.replace(gain_groups=tuple(renamed.get(g, g) for g in n.gain_groups),
+                                 more_groups=tuple(renamed.get(g, g) for g in n.more_groups))
         if len(own) == 1:
             inputs[n.name] = (own[0],)
         else:

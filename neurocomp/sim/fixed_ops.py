@@ -70,12 +70,14 @@ def dynamic_gains(att: MAAttention, a_seq: torch.Tensor, bias: torch.Tensor) -> 
 
 class Split(NamedTuple):
     """An Add's integer value when its neuron gains only some synapse groups: the gained groups' input
-    (a :class:`Gained` under dynamic attention) and the plain groups' input (None when none)."""
+    (a :class:`Gained` under dynamic attention), the plain groups' input (None when none) and the further
+    gained groups' inputs by index (``more_groups``)."""
     gained: object
     plain: object
+    more: tuple = ()
 
 
-def _gain_neuron(node, p, a_seq: torch.Tensor, bias: torch.Tensor, stats: dict, att=None, plain=None):
+def _gain_neuron(node, p, a_seq: torch.Tensor, bias: torch.Tensor, stats: dict, att=None, plain=None, more=()):
     v = torch.zeros_like(a_seq[0])
     out = torch.zeros(a_seq.shape, dtype=torch.bool)
     gains = None if p.gain_mant is None else torch.as_tensor(p.gain_mant.astype("int64"))
@@ -91,11 +93,21 @@ def _gain_neuron(node, p, a_seq: torch.Tensor, bias: torch.Tensor, stats: dict, 
         plain_bias = 0
     if plain is None and plain_bias is not None:
         plain = torch.zeros_like(a_seq)
+    more = dict(more)
+    for k in range(len(p.more_gain_shift)):      # a further gained group none of whose synapses reached here
+        more.setdefault(k, torch.zeros_like(a_seq))
+    more_mant = None if p.more_gain_mant is None else torch.as_tensor(np.asarray(p.more_gain_mant).astype("int64"))
+    more_bias = None if p.more_bias is None else torch.as_tensor(np.asarray(p.more_bias).astype("int64"))
     for t in range(a_seq.shape[0]):
+        gained_t = None
+        for k, a_k in sorted(more.items()):
+            x_k = fx.group_gain_input(a_k[t].to(torch.int64), more_bias[k], more_mant[k, t], int(p.more_gain_shift[k]),
+                                      bool(p.more_rectify[k]))
+            gained_t = x_k if gained_t is None else gained_t + x_k
         v, s = fx.gain_lif_step(v, a_seq[t], bias, None if gains is None else gains[t], int(p.gain_shift),
                                 dv, int(p.vth), int(p.v_reset), bool(p.rectify), bool(p.gain_on_bias),
                                 torch.clamp, None if offsets is None else offsets[t], fx.window_step_bias(step_bias, t),
-                                None if plain is None else plain[t], plain_bias)
+                                None if plain is None else plain[t], plain_bias, gained_t)
         out[t] = s
     stats[node.name] = {"voltage_saturations": None, "current_wraps": 0}
     return out
@@ -104,14 +116,14 @@ def _gain_neuron(node, p, a_seq: torch.Tensor, bias: torch.Tensor, stats: dict, 
 def _loihi_neuron(run, node, a):
     """A Loihi LIF compartment (LIF, MALIF, Threshold after quantize), gain-scheduled when asked."""
     p = _compartment(node)
-    a, plain = (a.gained, a.plain) if isinstance(a, Split) else (a, None)
+    a, plain, more = (a.gained, a.plain, a.more) if isinstance(a, Split) else (a, None, ())
     a, att = (a.current, a.attention) if isinstance(a, Gained) else (a, None)
     bias = torch.as_tensor(fx.effective_bias(p.bias_mant.astype("int64"), p.bias_exp.astype("int64")),
                            dtype=torch.int64)
     if a is None:                       # only plain groups reached the neuron in this Add
-        a = torch.zeros_like(plain)
+        a = torch.zeros_like(plain if plain is not None else more[0][1])
     if p.gain_scheduled:
-        return _gain_neuron(node, p, a, bias, run.stats, att, plain)
+        return _gain_neuron(node, p, a, bias, run.stats, att, plain, more)
     if plain is not None:
         a = a + plain
     u = torch.zeros_like(a[0])
@@ -231,14 +243,19 @@ def _split_sum(run, node, xs):
                                    where=f"layer '{node.name}'", hint="one attention map per neuron is supported")
         return a.to(torch.int64) + b.to(torch.int64)
     gained = plain = None
-    for x, g in zip(xs, flags or (False,) * len(xs)):
+    more = {}
+    for x, g in zip(xs, flags or ("plain",) * len(xs)):
         if isinstance(x, Split):
             gained, plain = acc(gained, x.gained), acc(plain, x.plain)
-        elif g:
+            for k, v in x.more:
+                more[k] = acc(more.get(k), v)
+        elif g == "gained":
             gained = acc(gained, x)
-        else:
+        elif g == "plain":
             plain = acc(plain, x)
-    return Split(gained, plain)
+        else:
+            more[g] = acc(more.get(g), x)
+    return Split(gained, plain, tuple(sorted(more.items())))
 
 
 def _integers(node, xs):

@@ -183,10 +183,12 @@ def _synapse(run, node, x, fn, bias_shape=None):
 
 
 class Split(NamedTuple):
-    """An Add's value when its neuron gains only some synapse groups: the gained groups' sum and the
-    plain groups' sum (None when none yet), kept apart until the neuron applies the gain."""
+    """An Add's value when its neuron gains only some synapse groups: the gained groups' sum, the plain
+    groups' sum (None when none yet) and the further gained groups' values by index, kept apart until the
+    neuron applies the gains."""
     gained: object
     plain: object
+    more: tuple = ()
 
 
 def _split_sum(run, node, xs):
@@ -196,6 +198,7 @@ def _split_sum(run, node, xs):
     if not flags and not any(isinstance(x, Split) for x in xs):
         return None
     gained = plain = None
+    more = {}
 
     def acc(a, b):
         if a is None or b is None:
@@ -204,14 +207,18 @@ def _split_sum(run, node, xs):
             a, b = (x if isinstance(x, Deferred) else Deferred(x, 0.0) for x in (a, b))
             return Deferred(a.current + b.current, a.bias + b.bias)
         return a + b
-    for x, g in zip(xs, flags or (False,) * len(xs)):
+    for x, g in zip(xs, flags or ("plain",) * len(xs)):
         if isinstance(x, Split):
             gained, plain = acc(gained, x.gained), acc(plain, x.plain)
-        elif g:
+            for k, v in x.more:
+                more[k] = acc(more.get(k), v)
+        elif g == "gained":
             gained = acc(gained, x)
-        else:
+        elif g == "plain":
             plain = acc(plain, x)
-    return Split(gained, plain)
+        else:
+            more[g] = acc(more.get(g), x)
+    return Split(gained, plain, tuple(sorted(more.items())))
 
 
 def _neuron_input(node, x):
@@ -219,9 +226,13 @@ def _neuron_input(node, x):
     after the gain; of a :class:`Split` input only the gained part, the plain part added after it."""
     offset = getattr(node, "input_offset", None)
     if isinstance(x, Split):
-        plain = x.plain
-        y = _neuron_input(node, x.gained)
-        return y if plain is None else y + plain
+        y = x.plain if x.gained is None else _neuron_input(node, x.gained)
+        if x.gained is not None and x.plain is not None:
+            y = y + x.plain
+        for k, v in x.more:                       # further groups, each with its own map (bias included)
+            g = v * torch.as_tensor(node.more_gains[k], dtype=torch.float32).unsqueeze(1)
+            y = y + (torch.relu(g) if node.more_rectify[k] else g)
+        return y
     if node.input_gain is None and not node.rectify_input and offset is None:
         return x
     x, bias = (x.current, x.bias) if isinstance(x, Deferred) else (x, None)

@@ -69,9 +69,10 @@ class Run:
         return self._consumers.get(node.name, ())
 
     def gained_inputs(self, node) -> tuple:
-        """For an Add of currents whose neuron gains only some synapse groups (``gain_groups``): which of
-        ``node``'s inputs are gained (a bool per input edge); () when its neuron gains the whole input.
-        An input is gained when it is a gained group, or the dynamic attention on one."""
+        """For an Add of currents whose neuron gains only some synapse groups (``gain_groups``): what each of
+        ``node``'s input edges is -- ``"gained"`` (a gained group, or the dynamic attention on one), ``"plain"``,
+        or ``k``, the index of a further gained group with a map of its own (``more_groups``); () when its
+        neuron gains the whole input."""
         c, seen = node, 0
         while not c.is_neuron:
             cons = self.consumers(c)
@@ -79,6 +80,7 @@ class Run:
                 return ()
             c, seen = cons[0], seen + 1
         groups = set(getattr(c, "gain_groups", ()) or ())
+        more = tuple(getattr(c, "more_groups", ()) or ())
         if not groups:
             return ()
         out = []
@@ -86,7 +88,7 @@ class Run:
             n = self.graph[src]
             if n.kind == "ma_attention":
                 src = self.graph.inputs[src][0]
-            out.append(src in groups)
+            out.append("gained" if src in groups else more.index(src) if src in more else "plain")
         return tuple(out)
 
     # ---- the walk -------------------------------------------------------------------------

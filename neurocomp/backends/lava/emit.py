@@ -81,7 +81,7 @@ class _Walk:
         self.port.connect(syn.s_in)
         self.synapse = syn
 
-    def feed_neuron(self, neu, lif, targets, delay: int, plain_targets=None) -> None:
+    def feed_neuron(self, neu, lif, targets, delay: int, plain_targets=None, more_targets=None) -> None:
         """Connect the waiting synapse to ``targets``, record ``lif``'s spikes, and carry them on. A neuron
         that gains only some synapse groups (``gain_groups``) takes the others on ``plain_targets``."""
         from neurocomp.backends.lava.recorder import emit_recorder
@@ -90,6 +90,9 @@ class _Walk:
         gained = set(getattr(neu, "gain_groups", ()) or ())
         for syn in syns:               # several synapse groups: Lava sums every connection into a_in
             a_port = syn.a_out.reshape(out_shape) if syn.a_out.shape != out_shape else syn.a_out
+            if more_targets and syn.name in more_targets:    # a further gained group: through its gate
+                a_port.connect(more_targets[syn.name])
+                continue
             plain = bool(gained) and syn.name not in gained
             if plain and plain_targets is None:
                 raise UnsupportedLayer(f"'{neu.name}' gains only some synapse groups but its process has no "
@@ -270,9 +273,12 @@ def _loihi_neuron(neu, w: _Walk) -> None:
         w.feed_neuron(neu, lif, targets, delay, plain)
         return
     elif p.gain_scheduled:
-        from neurocomp.backends.lava.gainlif import emit_gain_lif
+        from neurocomp.backends.lava.gainlif import emit_gain_lif, emit_group_gains
         lif = emit_gain_lif(neu, out_shape, w.T, delay, w.fixed)
-        targets = lif.a_in
+        more, gates = emit_group_gains(neu, lif, out_shape, w.T, delay, w.fixed)
+        w.net.procs += gates
+        w.feed_neuron(neu, lif, lif.a_in, delay, lif.plain_in, more)
+        return
     else:
         lif = _lif_reset(neu, out_shape, w.T, delay, w.fixed)
         targets = lif.a_in
