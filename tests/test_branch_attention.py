@@ -5,7 +5,8 @@ checked: the float reference equals the user's torch model (its static version i
 spike for spike on every neuron layer, and Lava equals the fixed-point reference on every layer and step.
 
 - MA-SNN's CSA-MS-ResNet block: CSA on the residual branch's current before the membrane-level add, in
-  static, portable and dynamic mode; the neuron after the add gains only that synapse group.
+  static (two stacked blocks: the last neuron gains two groups, each with its own map), portable and
+  dynamic mode; the neuron after the add gains only those synapse groups, the shortcut stays plain.
 - TCJA under an MS-ResNet block (the official TCJA class, torch.save + trust_pickle): the rank-1 g[t]
   applies to the conv after the map, one group of a two-group neuron.
 - PFA (a spatially varying map on spikes) inside a Spiking-ResNet block.
@@ -87,7 +88,7 @@ def _quantized(art, layer):
 
 @pytest.fixture(scope="module", params=["static", "portable", "dynamic"])
 def csa(request, tmp_path_factory):
-    return _build(rm.CSAMSNet, request.param, tmp_path_factory)
+    return _build(rm.CSAMSNet2 if request.param == "static" else rm.CSAMSNet, request.param, tmp_path_factory)
 
 
 def test_csa_ms_block_gains_only_the_residual_branch_exactly(csa):
@@ -96,18 +97,26 @@ def test_csa_ms_block_gains_only_the_residual_branch_exactly(csa):
     if csa["mode"] == "portable":        # the map's per-channel mean is in the branch conv: no gain at all
         assert not neu.gain_groups and not neu.fixed.gain_scheduled
         return
-    # the neuron after the add: the branch conv is its gained group, the stem's current (the shortcut) plain
-    assert neu.gain_groups == ("block.conv2",)
-    rec = _quantized(csa, "sn")
-    assert rec["gained_groups"] == ["block.conv2"] and len(rec["plain_groups"]) == 1
-    assert neu.fixed.plain_bias is not None and neu.fixed.gain_on_bias and neu.fixed.rectify
-    assert neu.fixed.dynamic_gain == (csa["mode"] == "dynamic")
     maps = next(p for p in csa["manifest"]["passes"] if p["pass"] == "fold_attention")["maps"]
-    assert [m["gained_group"] for m in maps] == ["block.conv2"]
-    if csa["mode"] == "static":          # the fold itself is exact: the folded float graph is the static model
+    if csa["mode"] == "static":
+        # block 2's first neuron: block 1's branch gained, the stem's current (the shortcut) plain; the last
+        # neuron: block 1's branch (its copy) gained, block 2's branch with its own map, the stem plain
+        assert csa["fixed"]["block2.sn1"].gain_groups == ("block1.conv2",)
+        assert neu.gain_groups == ("block1.conv2@sn",) and neu.more_groups == ("block2.conv2",)
+        assert neu.fixed.more_rectify == (True,) and neu.fixed.more_bias.shape == (1, 4, 8, 8)
+        rec = _quantized(csa, "sn")
+        assert rec["further_gained_groups"] == ["block2.conv2"] and rec["plain_groups"] == ["stem.0@sn"]
+        assert [m["gained_group"] for m in maps] == ["block1.conv2", "block2.conv2"]
+        # the fold itself is exact: the folded float graph is the static model, spike for spike
         folded = run_float(fold(csa["float"], "static"), X)
         for n, s in want.items():
             assert torch.equal(folded.spikes[n].bool(), s.bool()), n
+    else:
+        assert neu.gain_groups == ("block.conv2",) and neu.fixed.dynamic_gain
+        rec = _quantized(csa, "sn")
+        assert rec["gained_groups"] == ["block.conv2"] and rec["plain_groups"] == ["stem.0@sn"]
+        assert [m["gained_group"] for m in maps] == ["block.conv2"]
+    assert neu.fixed.plain_bias is not None and neu.fixed.gain_on_bias and neu.fixed.rectify
 
 
 def test_tcja_under_an_ms_block_official_class_pickled(tmp_path_factory):
@@ -129,7 +138,8 @@ def test_pfa_inside_a_resnet_block(tmp_path_factory):
 @pytest.mark.parametrize("cls,mode,words", [
     (rm.SharedSpikeMapNet, "static", "layer 'tcja'"),
     (rm.TCJAMSNet, "dynamic", "layer 'block.tcja'"),
-], ids=["spike_map_into_an_add", "dynamic_spike_attention"])
+    (rm.CSAMSNet2, "dynamic", "layer 'block1.att'"),
+], ids=["spike_map_into_an_add", "dynamic_spike_attention", "dynamic_map_reaching_two_neurons"])
 def test_unsupported_attention_in_a_graph_is_one_line(cls, mode, words, tmp_path):
     model = cls().eval()
     with pytest.raises(NeurocompError) as e:
