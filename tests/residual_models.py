@@ -222,12 +222,12 @@ class PFABlock(nn.Module):
     """A Spiking-ResNet block with PFA (a spatially varying map) on its first neuron's spikes, in front of
     the conv whose current joins the shortcut's."""
 
-    def __init__(self, c, T, H=8, W=8):
+    def __init__(self, c, T, H=8, W=8, pfa=None):
         super().__init__()
         from neurocomp.nn import PFA
         self.conv1, self.bn1, self.sn1 = layer.Conv2d(c, c, 3, padding=1, bias=False, step_mode="m"), \
             layer.BatchNorm2d(c, step_mode="m"), lif()
-        self.pfa = PFA(H=H, W=W, T=T, C=c, rank=2)
+        self.pfa = pfa if pfa is not None else PFA(H=H, W=W, T=T, C=c, rank=2)
         self.conv2, self.bn2 = layer.Conv2d(c, c, 3, padding=1, bias=False, step_mode="m"), \
             layer.BatchNorm2d(c, step_mode="m")
         self.sn2 = lif()
@@ -238,10 +238,10 @@ class PFABlock(nn.Module):
 
 
 class PFAResNet(nn.Module):
-    def __init__(self, T=4):
+    def __init__(self, T=4, pfa=None):
         super().__init__()
         self.stem = nn.Sequential(conv_bn(2, 4), lif())
-        self.block = PFABlock(4, T)
+        self.block = PFABlock(4, T, pfa=pfa)
         self.head = nn.Sequential(layer.Flatten(step_mode="m"), layer.Linear(4 * 64, 3, step_mode="m"), lif())
 
     def forward(self, x):

@@ -9,7 +9,8 @@ spike for spike on every neuron layer, and Lava equals the fixed-point reference
   dynamic mode; the neuron after the add gains only those synapse groups, the shortcut stays plain.
 - TCJA under an MS-ResNet block (the official TCJA class, torch.save + trust_pickle): the rank-1 g[t]
   applies to the conv after the map, one group of a two-group neuron.
-- PFA (a spatially varying map on spikes) inside a Spiking-ResNet block.
+- PFA (a spatially varying map on spikes; the official TCSAModule class, save_checkpoint) inside a
+  Spiking-ResNet block: B per position in front of the conv (the conv unrolled, exact), g[t] on that group.
 - One-line refusals for what is not built.
 """
 from __future__ import annotations
@@ -129,8 +130,8 @@ def test_tcja_under_an_ms_block_official_class_pickled(tmp_path_factory):
     assert rec["acts_on"] == "spikes" and rec["gained_groups"] == ["block.conv2"] and rec["consumer"] == ["sn"]
 
 
-def test_pfa_inside_a_resnet_block(tmp_path_factory):
-    art = _build(rm.PFAResNet, "static", tmp_path_factory)
+def test_pfa_inside_a_resnet_block_official_class(tmp_path_factory):
+    art = _build(rm.PFAResNet, "static", tmp_path_factory, pfa=of.TCSAModule(H=8, W=8, T=T, C=4, rank=2))
     _check_exact(art)
     assert art["fixed"]["block.sn2"].gain_groups == ("block.conv2",)
 
@@ -148,3 +149,13 @@ def test_unsupported_attention_in_a_graph_is_one_line(cls, mode, words, tmp_path
     assert words in msg and "\n" not in msg
     assert "--attention static" in msg or "feed the scaled spikes" in msg        # the next step that works
     assert not os.path.exists(tmp_path / "art")
+
+
+def test_a_spatial_map_too_large_to_unroll_in_a_graph_is_one_line(tmp_path, monkeypatch):
+    import neurocomp.passes.fold_attention as fa
+    monkeypatch.setattr(fa, "DENSE_UNROLL_LIMIT", 1 << 10)
+    with pytest.raises(NeurocompError) as e:
+        _compile(rm.PFAResNet().eval(), tmp_path, "static")
+    msg = e.value.one_line()
+    assert "layer 'block.conv2'" in msg and "'block.pfa'" in msg and "\n" not in msg
+    assert "per channel" in msg                      # the next step, not the chain's "--attention static"

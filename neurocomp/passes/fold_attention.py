@@ -250,7 +250,15 @@ def _fold_branch_spike_map(graph, n, nodes, mode, records, gained_by):
         B, g = B * g.mean(), None
     resid_max, consumers = 0.0, []
     for syn in cons:
-        new, resid = _fold_into_synapse_inputs(syn, B, False, None)
+        try:
+            new, resid = _fold_into_synapse_inputs(syn, B, False, None)
+        except UnsupportedLayer as e:         # a per-position B in a graph is folded by unrolling only
+            if "unrolling" not in str(e.message):
+                raise
+            raise UnsupportedLayer(f"{e.message} for the spatial map '{n.name}' in a branching "
+                                   "graph", where=f"layer '{syn.name}'",
+                                   hint="make the map per channel (TCJA-like) or the layer smaller; graded "
+                                        "payloads are not built in branching graphs yet") from None
         nodes[syn.name] = new
         resid_max = max(resid_max, resid)
         if g is None:
