@@ -64,6 +64,7 @@ def dag_alignment(graph) -> dict:
     T = int(graph.meta["timesteps"])
     delay = {}                          # neuron / input name -> steps its spikes lag input frame t
     syn_in = {}                         # synapse -> (pieces, delay its output would have unaligned)
+    gated = {}                          # synapse -> extra steps of the attention gate in front of it
     added = {}
     for node in graph:
         if node.kind == "input":
@@ -71,6 +72,8 @@ def dag_alignment(graph) -> dict:
         elif node.is_synapse:
             pieces = spike_pieces(graph, graph.inputs[node.name][0])
             syn_in[node.name] = pieces
+            # spikes through a dynamic attention gate arrive one window late
+            gated[node.name] = T if graph[graph.inputs[node.name][0]].kind == "spike_attention" else 0
         elif node.is_neuron:
             groups = current_groups(graph, graph.inputs[node.name][0])
             # dynamic attention on one group delays the neuron's whole input by a window (its plain
@@ -79,7 +82,7 @@ def dag_alignment(graph) -> dict:
             arrive = {}
             for syn in groups:
                 for src, _, _ in syn_in[syn.name]:
-                    arrive[(src, syn.name)] = delay[src] + 1 + late
+                    arrive[(src, syn.name)] = delay[src] + 1 + late + gated[syn.name]
             d = max(arrive.values())
             for (src, syn), a in arrive.items():
                 if d - a > 0:

@@ -302,9 +302,28 @@ def _fold_branch_maps(graph, mode, records):
     nodes = {n.name: n for n in graph}
     drop, changed, gained_by = [], False, {}
     for n in graph:
-        if isinstance(n, SpikeAttention):
-            raise UnsupportedLayer("dynamic attention on spikes (TCJA/PFA) inside a branching graph is not built yet",
-                                   where=f"layer '{n.name}'", hint="compile with --attention static (or portable)")
+        if isinstance(n, SpikeAttention):       # dynamic TCJA/PFA: the gate's payloads into one synapse group
+            prod = graph[graph.inputs[n.name][0]]
+            cons = [graph[c] for c in graph.consumers(n.name)]
+            if n.source not in (None, prod.name) or not (prod.is_neuron or isinstance(prod, Input)) or len(cons) != 1 \
+                    or not isinstance(cons[0], (Conv2d, Linear, Dense)):
+                raise UnsupportedLayer("dynamic attention on spikes in a branching graph must sit right after a "
+                                       "spiking layer and feed one conv/linear layer", where=f"layer '{n.name}'",
+                                       hint="compile with --attention static")
+            reached = _neurons_reached(graph, cons[0].name)
+            neu = nodes[reached[0].name]
+            if len(reached) != 1 or neu.gain_groups or neu.input_gain is not None:
+                raise UnsupportedLayer(f"dynamic attention on spikes whose synapse '{cons[0].name}' reaches "
+                                       f"{', '.join(x.name for x in reached)}", where=f"layer '{n.name}'",
+                                       hint="one neuron with no other attention map per dynamic map; or compile "
+                                            "with --attention static")
+            nodes[neu.name] = neu.replace(gain_groups=(cons[0].name,))
+            records.append({"layer": n.name, "module": n.meta.get("module", ""), "mode": mode, "acts_on": "spikes",
+                            "consumer": neu.name, "gained_group": cons[0].name, "error": 0.0,
+                            "rule": f"dynamic: graded payloads into '{cons[0].name}' only; the neuron divides that "
+                                    "group's input by 2**8, the other groups plain, delayed by the same window"})
+            changed = True
+            continue
         if isinstance(n, Scale) and not n.additive and not carries_current(graph, graph.inputs[n.name][0]):
             _fold_branch_spike_map(graph, n, nodes, mode, records, gained_by)
             drop.append(n.name)

@@ -444,13 +444,16 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
             rec["attention"] = ("dynamic: per-sample offsets (PFA's relu(A + x)), sigmoid by lookup table"
                                 if n.additive else "dynamic: per-sample gains, 12-bit, sigmoid by lookup table")
         if isinstance(n, SpikeAttention):   # graded payloads: the consumer divides its input by 2**8
-            j = next(m for m in range(k + 1, len(nodes)) if nodes[m].is_synapse)
-            neu = nodes[j + 1]
-            if neu.fixed.gain_scheduled:
+            if graph.is_chain():
+                j = next(m for m in range(k + 1, len(nodes)) if nodes[m].is_synapse) + 1
+            else:                           # the one synapse it feeds, and that synapse's neuron
+                j = _neuron_after(graph, graph.consumers(n.name)[0], nodes)
+            neu = nodes[j]
+            if dataclasses.replace(neu.fixed, plain_bias=None).gain_scheduled:
                 raise UnsupportedLayer("a neuron fed by dynamic spike attention cannot carry other gains",
                                        where=f"layer '{neu.name}'")
             T = int(graph.meta["timesteps"])
-            nodes[j + 1] = neu.replace(fixed=dataclasses.replace(
+            nodes[j] = neu.replace(fixed=dataclasses.replace(
                 neu.fixed, gain_mant=np.ones((T,) + tuple(neu.out_shape), np.int64), gain_shift=8))
             rec = next(r for r in records if r["layer"] == neu.name)
             rec["attention"] = "dynamic: 8-bit graded spike payloads from the attention gate"
