@@ -281,3 +281,21 @@ class CSAMSNet2(nn.Module):
     def forward(self, x):
         x = self.block2(self.block1(self.stem(x)))
         return self.out(self.fc(self.sn(x).flatten(2)))
+
+
+class CSAAfterAddNet(nn.Module):
+    """An MS block whose CSA map sits after the membrane-level add (on the whole sum, every group gained)."""
+
+    def __init__(self, T=4):
+        super().__init__()
+        from neurocomp.nn import CSA
+        self.stem = conv_bn(2, 4)
+        self.block = MSBlock(4)
+        self.att = CSA(T, 4, t_ratio=1, c_ratio=2)
+        self.sn = lif()
+        self.fc = layer.Linear(4 * 64, 3, step_mode="m")
+        self.out = lif()
+
+    def forward(self, x):
+        x = self.att(self.block(self.stem(x)))
+        return self.out(self.fc(self.sn(x).flatten(2)))

@@ -122,6 +122,15 @@ def test_csa_ms_block_gains_only_the_residual_branch_exactly(csa):
     assert neu.fixed.plain_bias is not None and neu.fixed.gain_on_bias and neu.fixed.rectify
 
 
+def test_a_map_after_the_add_gains_every_group(tmp_path_factory):
+    art = _build(rm.CSAAfterAddNet, "static", tmp_path_factory)
+    want = _check_exact(art)
+    neu = art["fixed"]["sn"]
+    assert neu.gain_groups == () and neu.input_gain is not None and neu.fixed.plain_bias is None
+    folded = run_float(fold(art["float"], "static"), X)
+    assert torch.equal(folded.spikes["sn"].bool(), want["sn"].bool())
+
+
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 def test_tcja_under_an_ms_block_official_class_pickled(mode, tmp_path_factory):
     art = _build(rm.TCJAMSNet, mode, tmp_path_factory, pickle=True, tcja=of.TCJA(2, 1, T, 4))
@@ -148,7 +157,9 @@ def test_pfa_inside_a_resnet_block_official_class(mode, tmp_path_factory):
     (rm.SharedSpikeMapNet, "static", "layer 'tcja'"),
     (rm.SharedSpikeMapNet, "dynamic", "layer 'tcja'"),
     (rm.CSAMSNet2, "dynamic", "layer 'block1.att'"),
-], ids=["spike_map_into_an_add", "dynamic_spike_map_into_an_add", "dynamic_map_reaching_two_neurons"])
+    (rm.CSAAfterAddNet, "portable", "layer 'att'"),
+], ids=["spike_map_into_an_add", "dynamic_spike_map_into_an_add", "dynamic_map_reaching_two_neurons",
+        "portable_map_on_a_shared_current"])
 def test_unsupported_attention_in_a_graph_is_one_line(cls, mode, words, tmp_path):
     model = cls().eval()
     with pytest.raises(NeurocompError) as e:

@@ -32,7 +32,7 @@ import numpy as np
 from neurocomp.errors import UnsupportedLayer
 from neurocomp.ir import (Add, AvgPool2d, Conv2d, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MAAttention, MALIF, Scale,
                           SpikeAttention)
-from neurocomp.ir.rules import carries_current
+from neurocomp.ir.rules import carries_current, current_groups
 from neurocomp.passes._util import with_record
 from neurocomp.passes.lower_pooling import _square_pool
 
@@ -292,6 +292,35 @@ def _fold_branch_spike_map(graph, n, nodes, mode, records, gained_by):
     records.append(rec)
 
 
+def _fold_sum_map(graph, n, add, neu, nodes, mode, rec):
+    """A current map on an Add of currents right before its neuron (the map after the membrane-level add):
+    static, the neuron's gain on its whole input, as in a chain; portable, the per-channel mean folded into
+    every synapse group of the sum."""
+    full = _full(n.scale.astype(np.float64), neu.in_shape)
+    if mode == "static":
+        nodes[neu.name] = _combine_gain(neu, full, on_bias=True, rectify=n.rectify)
+        rec.update(acts_on="input current", rule="gain table on the neuron input (every group, bias included)",
+                   consumer=neu.name, error=0.0)
+        return
+    if not carries_current(graph, add.name):
+        raise UnsupportedLayer("a map on a sum of a current and spikes has no portable form", where=f"layer '{n.name}'",
+                               hint="compile with --attention static")
+    per_c = full.reshape(full.shape[0], full.shape[1], -1).mean(axis=(0, 2)) if full.ndim > 2 else full.mean(axis=0)
+    for syn in current_groups(graph, add.name):
+        if len(graph.consumers(syn.name)) > 1:
+            raise UnsupportedLayer(f"the map's portable form would scale '{syn.name}', whose current also feeds "
+                                   f"{len(graph.consumers(syn.name)) - 1} other layer(s)", where=f"layer '{n.name}'",
+                                   hint="compile with --attention static")
+        syn = nodes[syn.name]
+        shape_w = (-1,) + (1,) * (syn.weight.ndim - 1)
+        nodes[syn.name] = syn.replace(weight=(syn.weight * per_c.reshape(shape_w)).astype(np.float32),
+                                      bias=None if syn.bias is None else (syn.bias * per_c).astype(np.float32))
+    approx = np.broadcast_to(per_c.reshape((1, -1) + (1,) * (full.ndim - 2)), full.shape)
+    rec.update(acts_on="input current", consumer=neu.name, rule="per-channel mean folded into every synapse group"
+               + ("; ReLU dropped" if n.rectify else ""),
+               error=float(np.linalg.norm(full - approx) / max(np.linalg.norm(full), 1e-30)))
+
+
 def _fold_branch_maps(graph, mode, records):
     """Attention maps in a graph with branches. A map on one synapse group's current (MA-SNN's CSA on the
     residual branch before the membrane-level add) becomes, on every neuron that current reaches, a gain
@@ -356,6 +385,11 @@ def _fold_branch_maps(graph, mode, records):
         src = graph[graph.inputs[n.name][0]]
         cons = [graph[c] for c in graph.consumers(n.name)]
         rec = {"layer": n.name, "module": n.meta.get("attention", ""), "mode": mode, "acts_on": "input current"}
+        if isinstance(src, Add) and not n.additive and len(cons) == 1 and isinstance(cons[0], (LIF, MALIF)):
+            _fold_sum_map(graph, n, src, nodes[cons[0].name], nodes, mode, rec)   # a map on the whole sum
+            records.append(rec)
+            drop.append(n.name)
+            continue
         if n.additive or not src.is_synapse or not all(isinstance(c, (Add, LIF, MALIF)) for c in cons):
             raise UnsupportedLayer("this attention map in a branching graph is not folded yet (only maps on one "
                                    "conv/linear layer's current into an add or a neuron)",
@@ -385,6 +419,9 @@ def _fold_branch_maps(graph, mode, records):
                             "groups (the shortcut) plain", consumer=[x.name for x in reached], gained_group=src.name,
                        error=0.0)
         else:
+            if len(graph.consumers(src.name)) > 1:
+                raise UnsupportedLayer(f"the map's portable form would scale '{src.name}', whose current also feeds "
+                                       "other layers", where=f"layer '{n.name}'", hint="compile with --attention static")
             per_c = full.reshape(full.shape[0], full.shape[1], -1).mean(axis=(0, 2)) if full.ndim > 2 \
                 else full.mean(axis=0)
             approx = np.broadcast_to(per_c.reshape((1, -1) + (1,) * (full.ndim - 2)), full.shape)
