@@ -22,7 +22,7 @@ import torch
 import residual_models as rm
 from busy_nets import bernoulli, lava_mismatches
 from neurocomp import api
-from neurocomp.errors import NeurocompError, UnsupportedLayer
+from neurocomp.errors import UnsupportedLayer
 from neurocomp.frontends.checkpoint import load_checkpoint, save_checkpoint
 from neurocomp.frontends.graphmodule import GraphModule
 from neurocomp.frontends.torch import run_torch_model

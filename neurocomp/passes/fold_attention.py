@@ -21,6 +21,12 @@ Rules (each exact for the static map it realises, or with its error recorded):
 - **Additive map on input current** (PFA's FMNIST variant, ``relu(x + A)`` right before a neuron):
   the map becomes the neuron's per-step, per-neuron input offset (bias included), the ReLU its input
   rectification. Exact.
+- **In a graph with branches** (:func:`_fold_branch_maps`): a map on one synapse's current before an add
+  (MA-SNN's CSA-MS-ResNet: the residual branch's current, not the shortcut's) becomes a gain table on that
+  synapse group only of every neuron the current reaches (``gain_groups``; a neuron reached by several
+  such branches -- stacked blocks -- gets one table per group, ``more_groups``); a map on spikes (TCJA, PFA)
+  folds ``B`` into the synapses reading them (a per-position ``B`` unrolls the conv) and ``g[t]`` onto those
+  groups only; dynamic attention on one group stays a node and the neuron gains only that group. Exact.
 - ``mode="portable"`` keeps only what stock Lava LIF/Dense/Conv run: spike maps fold ``mean_t g``
   into the weights; current maps fold their per-channel time/space mean into the producing
   synapse's output channel; what is dropped is recorded as a relative error.
