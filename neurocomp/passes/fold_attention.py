@@ -354,7 +354,7 @@ def _fold_branch_maps(graph, mode, records):
                                             "with --attention static")
             nodes[neu.name] = neu.replace(gain_groups=(cons[0].name,))
             records.append({"layer": n.name, "module": n.meta.get("module", ""), "mode": mode, "acts_on": "spikes",
-                            "consumer": neu.name, "gained_group": cons[0].name, "error": 0.0,
+                            "consumer": [neu.name], "gained_groups": [cons[0].name], "error": 0.0,
                             "rule": f"dynamic: graded payloads into '{cons[0].name}' only; the neuron divides that "
                                     "group's input by 2**8, the other groups plain, delayed by the same window"})
             changed = True
@@ -381,7 +381,8 @@ def _fold_branch_maps(graph, mode, records):
                                        where=f"layer '{neu.name}'", hint="one map per neuron is supported")
             nodes[neu.name] = neu.replace(gain_groups=(src.name,))
             records.append({"layer": n.name, "module": n.meta.get("module", ""), "mode": mode,
-                            "acts_on": "input current", "consumer": neu.name, "gained_group": src.name, "error": 0.0,
+                            "acts_on": "input current", "consumer": [neu.name], "gained_groups": [src.name],
+                            "error": 0.0,
                             "rule": f"dynamic: per-sample gains on the synapse group '{src.name}' only; the other "
                                     "groups plain, delayed by the same window"})
             changed = True
@@ -422,12 +423,13 @@ def _fold_branch_maps(graph, mode, records):
                 nodes[neu.name] = neu.replace(input_gain=full.astype(np.float32), gain_on_bias=True,
                                               rectify_input=bool(n.rectify), gain_groups=(src.name,))
             rec.update(rule=f"gain table on the synapse group '{src.name}' only (bias included); the other "
-                            "groups (the shortcut) plain", consumer=[x.name for x in reached], gained_group=src.name,
+                            "groups (the shortcut) plain", consumer=[x.name for x in reached], gained_groups=[src.name],
                        error=0.0)
         else:
             if len(graph.consumers(src.name)) > 1:
                 raise UnsupportedLayer(f"the map's portable form would scale '{src.name}', whose current also feeds "
-                                       "other layers", where=f"layer '{n.name}'", hint="compile with --attention static")
+                                       "other layers", where=f"layer '{n.name}'",
+                                       hint="compile with --attention static")
             per_c = full.reshape(full.shape[0], full.shape[1], -1).mean(axis=(0, 2)) if full.ndim > 2 \
                 else full.mean(axis=0)
             approx = np.broadcast_to(per_c.reshape((1, -1) + (1,) * (full.ndim - 2)), full.shape)

@@ -222,7 +222,8 @@ def emit_gain_lif(neu, out_shape, T, delay, fixed):
     offset = None if p.offset is None else np.ascontiguousarray(to_lava_layout(np.asarray(p.offset), lead=1), np.int64)
     dv = np.ascontiguousarray(to_lava_layout(p.dv), np.int64) if isinstance(p.dv, np.ndarray) else p.dv
     step_bias = lava_step_bias(p)
-    plain_bias = None if p.plain_bias is None else np.ascontiguousarray(to_lava_layout(np.asarray(p.plain_bias)), np.int64)
+    plain_bias = None if p.plain_bias is None else \
+        np.ascontiguousarray(to_lava_layout(np.asarray(p.plain_bias)), np.int64)
     if fixed:
         return GainLIF(shape=out_shape, gain=gain, gain_shift=shift, bias=bias, dv=dv, vth=p.vth,
                        v_reset=p.v_reset, rectify=p.rectify, gain_on_bias=p.gain_on_bias, window=T,
