@@ -22,7 +22,7 @@ import torch
 import residual_models as rm
 from busy_nets import bernoulli, lava_mismatches
 from neurocomp import api
-from neurocomp.errors import NeurocompError, UnsupportedLayer
+from neurocomp.errors import UnsupportedLayer
 from neurocomp.frontends.checkpoint import load_checkpoint, save_checkpoint
 from neurocomp.frontends.graphmodule import GraphModule
 from neurocomp.frontends.torch import run_torch_model
@@ -135,17 +135,6 @@ def test_cli_compile_simulate_inspect(tmp_path):
     i = run("inspect", art)
     assert i.returncode == 0, i.stderr[-2000:]
     assert "layer2.sn2" in i.stdout and "add" in i.stdout
-
-
-def test_attention_inside_a_branching_graph_is_refused_in_one_line(tmp_path):
-    model = rm.CSABlockNet().eval()
-    ckpt = save_checkpoint(model, str(tmp_path / "m.pt"), input_shape=SHAPE, timesteps=T, encoding="bernoulli")
-    np.save(tmp_path / "calib.npy", bernoulli(T, 8, SHAPE, p=0.3, seed=4).numpy().swapaxes(0, 1))
-    with pytest.raises(NeurocompError) as e:
-        api.compile(ckpt, str(tmp_path / "art"), attention="static", calib=str(tmp_path / "calib.npy"))
-    msg = e.value.one_line()
-    assert "branching graph" in msg and "\n" not in msg
-    assert not os.path.exists(tmp_path / "art")
 
 
 @pytest.mark.parametrize("edit,field", [

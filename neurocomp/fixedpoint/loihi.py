@@ -117,8 +117,18 @@ def window_step_bias(step_bias, t: int):
     return None if step_bias is None or t == 0 else step_bias
 
 
+def group_gain_input(a, bias, gain_t, gain_shift: int, rectify: bool):
+    """One further gained synapse group's input in voltage units: ``(a * 2**6 + bias)``, rectified if asked,
+    times the step's gain mantissa, shifted right by ``gain_shift`` (truncating toward zero) -- what
+    :func:`gain_lif_step` does to its first gained group with ``gain_on_bias``. Callers add it as ``gained_t``."""
+    x = a * (1 << ACT_SHIFT) + bias
+    if rectify:
+        x = x * (x > 0)
+    return trunc_shift(x * gain_t, gain_shift)
+
+
 def gain_lif_step(v, a, bias, gain_t, gain_shift, dv, vth, v_reset, rectify, gain_on_bias, xp_clip, offset_t=None,
-                  step_bias_t=None):
+                  step_bias_t=None, plain_a=None, plain_bias=None, gained_t=None):
     """One step of neurocomp's gain-scheduled LIF (attention as membrane-potential scaling).
 
     The input current ``x = a * 2**6`` (plus the bias when the gain covers it) is rectified if
@@ -130,6 +140,9 @@ def gain_lif_step(v, a, bias, gain_t, gain_shift, dv, vth, v_reset, rectify, gai
     (PFA's additive variant), added with the bias before the ReLU (the neuron's gain covers its bias).
     ``step_bias_t`` (voltage units per neuron, or None) is added to the decayed voltage, outside gain and
     ReLU: MA-SNN's ``beta``, which callers pass at every step but a window's first (:func:`window_step_bias`).
+    ``plain_a`` (weight units, or None) is the input of the synapse groups the gain does not cover (a shortcut
+    beside an attention-scaled branch), added as ``plain_a * 2**6 + plain_bias`` after the gain, unrectified;
+    ``gained_t`` (voltage units, or None) the sum of further gained groups (:func:`group_gain_input`).
     Returns ``(v, s)``.
     """
     x = a * (1 << ACT_SHIFT)
@@ -143,6 +156,10 @@ def gain_lif_step(v, a, bias, gain_t, gain_shift, dv, vth, v_reset, rectify, gai
         x = trunc_shift(x * gain_t, gain_shift)
     if not gain_on_bias:
         x = x + bias
+    if plain_a is not None:
+        x = x + plain_a * (1 << ACT_SHIFT) + plain_bias
+    if gained_t is not None:
+        x = x + gained_t
     v = trunc_decay(v, DECAY_UNITY - dv)
     if step_bias_t is not None:
         v = v + step_bias_t

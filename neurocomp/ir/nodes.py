@@ -147,11 +147,20 @@ class LoihiNeuron:
     dynamic_gain: bool = False               # gains come per sample from an attention process
     step_bias: Optional[np.ndarray] = None   # int per neuron: added after the decay at every step but a
     #                                          window's first (MA-SNN's beta; fixedpoint.window_step_bias)
+    plain_bias: Optional[np.ndarray] = None  # int per neuron (voltage units): the bias of the synapse groups the
+    #                                          gain does not cover (a neuron with ``gain_groups``), added ungained
+    # Further gained groups, each with its own map (stacked CSA-MS-ResNet blocks: every block's branch reaches
+    # the later neurons), see fixedpoint.group_gain_input: mantissas [K, T, *shape], one shift and one
+    # rectification per group, each group's bias (voltage units) [K, *shape], gained with it.
+    more_gain_mant: Optional[np.ndarray] = None
+    more_gain_shift: tuple = ()
+    more_rectify: tuple = ()
+    more_bias: Optional[np.ndarray] = None
 
     @property
     def gain_scheduled(self) -> bool:
         return (self.gain_mant is not None or self.v_reset != 0 or self.rectify or self.dynamic_gain
-                or self.offset is not None or self.step_bias is not None)
+                or self.offset is not None or self.step_bias is not None or self.plain_bias is not None)
 
 
 @dataclass(frozen=True, eq=False)
@@ -172,6 +181,14 @@ class LIF(Node):
     # A static additive map on the input current (PFA's additive variant): x_t becomes
     # x_t + input_offset[t] (bias included), then the ReLU when rectify_input.
     input_offset: Optional[np.ndarray] = None  # float [T, *shape]
+    # In a graph: the synapse groups (names) the gain and rectification apply to (MA-SNN's CSA on the
+    # residual branch's current: one gained and one plain group); () = the whole input.
+    gain_groups: tuple = ()
+    # Further synapse groups with maps of their own (one synapse each): names, gains [K, T, *shape] (bias
+    # included) and whether each is rectified; added after the first group's gain, like the plain groups.
+    more_groups: tuple = ()
+    more_gains: Optional[np.ndarray] = None
+    more_rectify: tuple = ()
     fixed: Optional[LoihiNeuron] = None
     kind = "lif"
     is_neuron = True
@@ -191,6 +208,10 @@ class MALIF(Node):
     gain_on_bias: bool = True
     rectify_input: bool = False
     input_offset: Optional[np.ndarray] = None  # as LIF's
+    gain_groups: tuple = ()                    # as LIF's
+    more_groups: tuple = ()                    # as LIF's
+    more_gains: Optional[np.ndarray] = None
+    more_rectify: tuple = ()
     fixed: Optional[LoihiNeuron] = None
     kind = "malif"
 

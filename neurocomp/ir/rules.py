@@ -170,6 +170,8 @@ def current_groups(graph, name: str) -> list:
         return [n]
     if isinstance(n, Add) and carries_current(graph, name):
         return [g for s in graph.inputs[name] for g in current_groups(graph, s)]
+    if isinstance(n, MAAttention):      # dynamic attention on one group's current: that group
+        return current_groups(graph, graph.inputs[name][0])
     if isinstance(n, Add):
         raise UnsupportedLayer("an add of a current and spikes reached lowering", where=_where(n),
                                hint="run passes.shortcuts.lower_shortcuts (neurocomp.compile does)")
@@ -183,6 +185,8 @@ def spike_pieces(graph, name: str) -> list:
     n = graph[name]
     if isinstance(n, Input) or n.is_neuron:
         return [(name, 0, int(n.out_shape[0]))]
+    if isinstance(n, SpikeAttention) and n.source in (None, graph.inputs[name][0]):   # a gate on its input's spikes
+        return spike_pieces(graph, graph.inputs[name][0])
     if isinstance(n, Add):
         return [p for s in graph.inputs[name] for p in spike_pieces(graph, s)]
     if isinstance(n, Concat):
@@ -216,9 +220,15 @@ def dag_pairs(graph) -> list:
     violation of the branching-graph rules (one line naming the layer)."""
     pairs, fed = [], {}
     for n in graph:
-        if isinstance(n, Input) or isinstance(n, (Add, Concat, Flatten)):
+        if isinstance(n, Input) or isinstance(n, (Add, Concat, Flatten, SpikeAttention)):
             if isinstance(n, Concat) and any(carries_current(graph, s) for s in graph.inputs[n.name]):
                 raise UnsupportedLayer("a concat of currents", where=_where(n), hint="concatenate spikes")
+            continue
+        if isinstance(n, MAAttention):
+            src = graph[graph.inputs[n.name][0]]
+            if not src.is_synapse:
+                raise UnsupportedLayer("dynamic attention must scale a synapse's current", where=_where(n),
+                                       hint="MA-SNN attention acts on input current")
             continue
         if isinstance(n, (BatchNorm, AvgPool2d)) or not (n.is_synapse or n.is_neuron):
             raise UnsupportedLayer(f"'{n.kind}' cannot be lowered to Loihi cores in a branching graph", where=_where(n),

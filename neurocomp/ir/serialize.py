@@ -124,7 +124,8 @@ def load_graph(folder: str) -> Graph:
                     v = tuple(v)
                 kw[k] = v
             if d.get("fixed"):
-                kw["fixed"] = LoihiNeuron(**{k: get(v, where) for k, v in d["fixed"].items()})
+                kw["fixed"] = LoihiNeuron(**{k: tuple(x) if isinstance(x, list) else x
+                                             for k, x in ((k, get(v, where)) for k, v in d["fixed"].items())})
             nodes.append(cls(name=d["name"], in_shape=tuple(d["in_shape"]), out_shape=tuple(d["out_shape"]),
                              meta=d.get("meta", {}), **kw))
             inputs[d["name"]] = tuple(d["inputs"])

@@ -46,6 +46,17 @@ def time_alignment(graph) -> dict:
     }
 
 
+def _upstream_of(graph, name: str) -> list:
+    """The nodes between a neuron and its synapse groups (Adds of currents, dynamic attention)."""
+    out, todo = [], [graph.inputs[name][0]]
+    while todo:
+        n = graph[todo.pop()]
+        if n.kind in ("add", "ma_attention"):
+            out.append(n)
+            todo += list(graph.inputs[n.name])
+    return out
+
+
 def dag_alignment(graph) -> dict:
     """:func:`time_alignment` of a graph with branches (longest paths, equalised per edge)."""
     from neurocomp.errors import UnsupportedLayer
@@ -53,6 +64,7 @@ def dag_alignment(graph) -> dict:
     T = int(graph.meta["timesteps"])
     delay = {}                          # neuron / input name -> steps its spikes lag input frame t
     syn_in = {}                         # synapse -> (pieces, delay its output would have unaligned)
+    gated = {}                          # synapse -> extra steps of the attention gate in front of it
     added = {}
     for node in graph:
         if node.kind == "input":
@@ -60,12 +72,17 @@ def dag_alignment(graph) -> dict:
         elif node.is_synapse:
             pieces = spike_pieces(graph, graph.inputs[node.name][0])
             syn_in[node.name] = pieces
+            # spikes through a dynamic attention gate arrive one window late
+            gated[node.name] = T if graph[graph.inputs[node.name][0]].kind == "spike_attention" else 0
         elif node.is_neuron:
             groups = current_groups(graph, graph.inputs[node.name][0])
+            # dynamic attention on one group delays the neuron's whole input by a window (its plain
+            # groups through a delay line of T beside the attention's)
+            late = T if any(n.kind == "ma_attention" for n in _upstream_of(graph, node.name)) else 0
             arrive = {}
             for syn in groups:
                 for src, _, _ in syn_in[syn.name]:
-                    arrive[(src, syn.name)] = delay[src] + 1
+                    arrive[(src, syn.name)] = delay[src] + 1 + late + gated[syn.name]
             d = max(arrive.values())
             for (src, syn), a in arrive.items():
                 if d - a > 0:

@@ -21,6 +21,12 @@ Rules (each exact for the static map it realises, or with its error recorded):
 - **Additive map on input current** (PFA's FMNIST variant, ``relu(x + A)`` right before a neuron):
   the map becomes the neuron's per-step, per-neuron input offset (bias included), the ReLU its input
   rectification. Exact.
+- **In a graph with branches** (:func:`_fold_branch_maps`): a map on one synapse's current before an add
+  (MA-SNN's CSA-MS-ResNet: the residual branch's current, not the shortcut's) becomes a gain table on that
+  synapse group only of every neuron the current reaches (``gain_groups``; a neuron reached by several
+  such branches -- stacked blocks -- gets one table per group, ``more_groups``); a map on spikes (TCJA, PFA)
+  folds ``B`` into the synapses reading them (a per-position ``B`` unrolls the conv) and ``g[t]`` onto those
+  groups only; dynamic attention on one group stays a node and the neuron gains only that group. Exact.
 - ``mode="portable"`` keeps only what stock Lava LIF/Dense/Conv run: spike maps fold ``mean_t g``
   into the weights; current maps fold their per-channel time/space mean into the producing
   synapse's output channel; what is dropped is recorded as a relative error.
@@ -30,8 +36,9 @@ from __future__ import annotations
 import numpy as np
 
 from neurocomp.errors import UnsupportedLayer
-from neurocomp.ir import (AvgPool2d, Conv2d, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MAAttention, MALIF, Scale,
+from neurocomp.ir import (Add, AvgPool2d, Conv2d, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MAAttention, MALIF, Scale,
                           SpikeAttention)
+from neurocomp.ir.rules import carries_current, current_groups
 from neurocomp.passes._util import with_record
 from neurocomp.passes.lower_pooling import _square_pool
 
@@ -212,17 +219,240 @@ def _fold_offset(nodes, i, node, nxt, mode, rec):
                + ("; ReLU dropped" if node.rectify else ""), consumer=nxt.name, error=err)
 
 
+def _neurons_reached(graph, name: str) -> list:
+    """The neurons a current reaches through Adds of currents (MS-ResNet: the block's sum feeds the next
+    block's neuron and, as its shortcut, the next sum); anything else on the way is refused."""
+    out, todo = [], list(graph.consumers(name))
+    while todo:
+        c = graph[todo.pop(0)]
+        if isinstance(c, Add):
+            todo += list(graph.consumers(c.name))
+        elif isinstance(c, (LIF, MALIF)):
+            out.append(c)
+        else:
+            raise UnsupportedLayer(f"an attention map on a current that reaches '{c.name}' ({c.kind})",
+                                   where=f"layer '{name}'", hint="a map on a current must reach LIF/MA-SNN neurons "
+                                                                 "through adds only")
+    return out
+
+
+def _fold_branch_spike_map(graph, n, nodes, mode, records, gained_by):
+    """A static map on spikes in a graph (TCJA under an MS-ResNet block, PFA in a ResNet): ``M ~ g[t] B``;
+    ``B`` into the input weights of every synapse reading the scaled spikes (a per-position ``B`` in front
+    of a conv unrolls it into a Dense, exact), ``g[t]`` a gain on exactly those synapse groups of the neurons
+    their currents reach (``gain_groups``; the bias and the other groups -- the shortcut -- not scaled)."""
+    prod = graph[graph.inputs[n.name][0]]
+    if not (prod.is_neuron or isinstance(prod, Input)):
+        raise UnsupportedLayer(f"an attention map on spikes after '{prod.name}' ({prod.kind}) in a branching graph",
+                               where=f"layer '{n.name}'", hint="put the map right after a spiking layer, in front "
+                                                               "of a conv/linear layer")
+    cons = [nodes[c] for c in graph.consumers(n.name)]
+    bad = next((c for c in cons if not isinstance(c, (Conv2d, Linear, Dense))), None)
+    if bad is not None:
+        raise UnsupportedLayer(f"an attention map on spikes read by '{bad.name}' ({bad.kind}) in a branching graph",
+                               where=f"layer '{n.name}'", hint="feed the scaled spikes to conv/linear layers only")
+    g, B, err = rank1(n.scale.astype(np.float64))
+    if mode == "portable":
+        B, g = B * g.mean(), None
+    resid_max, consumers = 0.0, []
+    for syn in cons:
+        try:
+            new, resid = _fold_into_synapse_inputs(syn, B, False, None)
+        except UnsupportedLayer as e:         # a per-position B in a graph is folded by unrolling only
+            if "unrolling" not in str(e.message):
+                raise
+            raise UnsupportedLayer(f"{e.message} for the spatial map '{n.name}' in a branching "
+                                   "graph", where=f"layer '{syn.name}'",
+                                   hint="make the map per channel (TCJA-like) or the layer smaller; graded "
+                                        "payloads are not built in branching graphs yet") from None
+        nodes[syn.name] = new
+        resid_max = max(resid_max, resid)
+        if g is None:
+            continue
+        for neu in _neurons_reached(graph, syn.name):
+            neu = nodes[neu.name]
+            if neu.input_gain is not None or neu.input_offset is not None:
+                if gained_by.get(neu.name) != n.name:
+                    raise UnsupportedLayer("two attention maps on different synapse groups of one neuron",
+                                           where=f"layer '{neu.name}'",
+                                           hint="one map per neuron is supported: put a neuron between the maps")
+                nodes[neu.name] = neu.replace(gain_groups=tuple(neu.gain_groups) + (syn.name,))
+                continue
+            gained_by[neu.name] = n.name
+            nodes[neu.name] = neu.replace(input_gain=_full(g, neu.in_shape).astype(np.float32), gain_on_bias=False,
+                                          rectify_input=False, gain_groups=(syn.name,))
+            consumers.append(neu.name)
+    rec = {"layer": n.name, "module": n.meta.get("attention", ""), "mode": mode, "acts_on": "spikes",
+           "consumer": consumers, "gained_groups": [c.name for c in cons]}
+    if mode == "portable":
+        M = n.scale.astype(np.float64)
+        full_err = float(np.linalg.norm(M - np.broadcast_to(M.mean(axis=0, keepdims=True), M.shape))
+                         / max(np.linalg.norm(M), 1e-30))
+        rec.update(rule="time-mean folded into the next synapses", error=float(np.hypot(full_err, resid_max)))
+    else:
+        rec.update(rule="rank-1: g[t] gain on the consuming synapse groups only (not their bias, not the other "
+                        f"groups), B folded into {', '.join(repr(c.name) for c in cons)} input weights"
+                        + (" (a per-position B: the conv unrolled into a Dense)"
+                           if any(isinstance(nodes[c.name], Dense) and not isinstance(c, Dense) for c in cons) else ""),
+                   rank1_error=err, spatial_error=resid_max, error=float(np.hypot(err, resid_max)))
+    records.append(rec)
+
+
+def _fold_sum_map(graph, n, add, neu, nodes, mode, rec):
+    """A current map on an Add of currents right before its neuron (the map after the membrane-level add):
+    static, the neuron's gain on its whole input, as in a chain; portable, the per-channel mean folded into
+    every synapse group of the sum."""
+    full = _full(n.scale.astype(np.float64), neu.in_shape)
+    if mode == "static":
+        nodes[neu.name] = _combine_gain(neu, full, on_bias=True, rectify=n.rectify)
+        rec.update(acts_on="input current", rule="gain table on the neuron input (every group, bias included)",
+                   consumer=neu.name, error=0.0)
+        return
+    if not carries_current(graph, add.name):
+        raise UnsupportedLayer("a map on a sum of a current and spikes has no portable form", where=f"layer '{n.name}'",
+                               hint="compile with --attention static")
+    per_c = full.reshape(full.shape[0], full.shape[1], -1).mean(axis=(0, 2)) if full.ndim > 2 else full.mean(axis=0)
+    for syn in current_groups(graph, add.name):
+        if len(graph.consumers(syn.name)) > 1:
+            raise UnsupportedLayer(f"the map's portable form would scale '{syn.name}', whose current also feeds "
+                                   f"{len(graph.consumers(syn.name)) - 1} other layer(s)", where=f"layer '{n.name}'",
+                                   hint="compile with --attention static")
+        syn = nodes[syn.name]
+        shape_w = (-1,) + (1,) * (syn.weight.ndim - 1)
+        nodes[syn.name] = syn.replace(weight=(syn.weight * per_c.reshape(shape_w)).astype(np.float32),
+                                      bias=None if syn.bias is None else (syn.bias * per_c).astype(np.float32))
+    approx = np.broadcast_to(per_c.reshape((1, -1) + (1,) * (full.ndim - 2)), full.shape)
+    rec.update(acts_on="input current", consumer=neu.name, rule="per-channel mean folded into every synapse group"
+               + ("; ReLU dropped" if n.rectify else ""),
+               error=float(np.linalg.norm(full - approx) / max(np.linalg.norm(full), 1e-30)))
+
+
+def _fold_branch_maps(graph, mode, records):
+    """Attention maps in a graph with branches. A map on one synapse group's current (MA-SNN's CSA on the
+    residual branch before the membrane-level add) becomes, on every neuron that current reaches, a gain
+    table on that group only (``gain_groups``; the shortcut's current stays plain): exact in static mode;
+    portable folds its per-channel mean into the synapse, as in a chain. A map on a neuron's whole input
+    is a chain's rule. Dynamic MA attention on one group stays a node (the quantizer wires it). Maps on
+    spikes in a branching graph are refused in one line."""
+    nodes = {n.name: n for n in graph}
+    drop, changed, gained_by = [], False, {}
+    for n in graph:
+        if isinstance(n, SpikeAttention):       # dynamic TCJA/PFA: the gate's payloads into one synapse group
+            prod = graph[graph.inputs[n.name][0]]
+            cons = [graph[c] for c in graph.consumers(n.name)]
+            if n.source not in (None, prod.name) or not (prod.is_neuron or isinstance(prod, Input)) or len(cons) != 1 \
+                    or not isinstance(cons[0], (Conv2d, Linear, Dense)):
+                raise UnsupportedLayer("dynamic attention on spikes in a branching graph must sit right after a "
+                                       "spiking layer and feed one conv/linear layer", where=f"layer '{n.name}'",
+                                       hint="compile with --attention static")
+            reached = _neurons_reached(graph, cons[0].name)
+            neu = nodes[reached[0].name]
+            if len(reached) != 1 or neu.gain_groups or neu.input_gain is not None:
+                raise UnsupportedLayer(f"dynamic attention on spikes whose synapse '{cons[0].name}' reaches "
+                                       f"{', '.join(x.name for x in reached)}", where=f"layer '{n.name}'",
+                                       hint="one neuron with no other attention map per dynamic map; or compile "
+                                            "with --attention static")
+            nodes[neu.name] = neu.replace(gain_groups=(cons[0].name,))
+            records.append({"layer": n.name, "module": n.meta.get("module", ""), "mode": mode, "acts_on": "spikes",
+                            "consumer": [neu.name], "gained_groups": [cons[0].name], "error": 0.0,
+                            "rule": f"dynamic: graded payloads into '{cons[0].name}' only; the neuron divides that "
+                                    "group's input by 2**8, the other groups plain, delayed by the same window"})
+            changed = True
+            continue
+        if isinstance(n, Scale) and not n.additive and not carries_current(graph, graph.inputs[n.name][0]):
+            _fold_branch_spike_map(graph, n, nodes, mode, records, gained_by)
+            drop.append(n.name)
+            continue
+        if isinstance(n, MAAttention):
+            src = graph[graph.inputs[n.name][0]]
+            if n.additive or not src.is_synapse or len(graph.consumers(n.name)) != 1:
+                raise UnsupportedLayer("dynamic attention in a branching graph must scale one synapse's current "
+                                       "into an add or a neuron", where=f"layer '{n.name}'",
+                                       hint="compile with --attention static")
+            reached = _neurons_reached(graph, n.name)
+            if len(reached) != 1:
+                raise UnsupportedLayer(f"dynamic attention on a current that reaches {len(reached)} neurons "
+                                       f"({', '.join(x.name for x in reached)}; stacked MS-ResNet blocks)",
+                                       where=f"layer '{n.name}'", hint="put a neuron after the block's add, or "
+                                                                       "compile with --attention static")
+            neu = nodes[reached[0].name]
+            if neu.gain_groups or neu.input_gain is not None:
+                raise UnsupportedLayer("two attention maps on different synapse groups of one neuron",
+                                       where=f"layer '{neu.name}'", hint="one map per neuron is supported")
+            nodes[neu.name] = neu.replace(gain_groups=(src.name,))
+            records.append({"layer": n.name, "module": n.meta.get("module", ""), "mode": mode,
+                            "acts_on": "input current", "consumer": [neu.name], "gained_groups": [src.name],
+                            "error": 0.0,
+                            "rule": f"dynamic: per-sample gains on the synapse group '{src.name}' only; the other "
+                                    "groups plain, delayed by the same window"})
+            changed = True
+            continue
+        if not isinstance(n, Scale):
+            continue
+        src = graph[graph.inputs[n.name][0]]
+        cons = [graph[c] for c in graph.consumers(n.name)]
+        rec = {"layer": n.name, "module": n.meta.get("attention", ""), "mode": mode, "acts_on": "input current"}
+        if isinstance(src, Add) and not n.additive and len(cons) == 1 and isinstance(cons[0], (LIF, MALIF)):
+            _fold_sum_map(graph, n, src, nodes[cons[0].name], nodes, mode, rec)   # a map on the whole sum
+            records.append(rec)
+            drop.append(n.name)
+            continue
+        if n.additive or not src.is_synapse or not all(isinstance(c, (Add, LIF, MALIF)) for c in cons):
+            raise UnsupportedLayer("this attention map in a branching graph is not folded yet (only maps on one "
+                                   "conv/linear layer's current into an add or a neuron)",
+                                   where=f"layer '{n.name}'", hint="put the map right after the branch's "
+                                   "conv/BatchNorm, or compile the model without it")
+        reached = _neurons_reached(graph, n.name)
+        full = _full(n.scale.astype(np.float64), src.out_shape)
+        if mode == "static":
+            for neu in reached:
+                neu = nodes[neu.name]
+                if neu.input_gain is not None and neu.gain_groups and neu.gain_on_bias:
+                    # a further branch map at this neuron (stacked CSA-MS blocks): a group gain of its own
+                    more = full.astype(np.float32)[None]
+                    nodes[neu.name] = neu.replace(
+                        more_groups=tuple(neu.more_groups) + (src.name,), more_rectify=tuple(neu.more_rectify)
+                        + (bool(n.rectify),), more_gains=more if neu.more_gains is None
+                        else np.concatenate([neu.more_gains, more]))
+                    continue
+                if neu.input_gain is not None or neu.input_offset is not None:
+                    raise UnsupportedLayer("two attention maps of different kinds on synapse groups of one neuron",
+                                           where=f"layer '{neu.name}'",
+                                           hint="one map per neuron is supported: put a neuron after each "
+                                                "attention branch's add")
+                nodes[neu.name] = neu.replace(input_gain=full.astype(np.float32), gain_on_bias=True,
+                                              rectify_input=bool(n.rectify), gain_groups=(src.name,))
+            rec.update(rule=f"gain table on the synapse group '{src.name}' only (bias included); the other "
+                            "groups (the shortcut) plain", consumer=[x.name for x in reached], gained_groups=[src.name],
+                       error=0.0)
+        else:
+            if len(graph.consumers(src.name)) > 1:
+                raise UnsupportedLayer(f"the map's portable form would scale '{src.name}', whose current also feeds "
+                                       "other layers", where=f"layer '{n.name}'",
+                                       hint="compile with --attention static")
+            per_c = full.reshape(full.shape[0], full.shape[1], -1).mean(axis=(0, 2)) if full.ndim > 2 \
+                else full.mean(axis=0)
+            approx = np.broadcast_to(per_c.reshape((1, -1) + (1,) * (full.ndim - 2)), full.shape)
+            shape_w = (-1,) + (1,) * (src.weight.ndim - 1)
+            nodes[src.name] = src.replace(weight=(src.weight * per_c.reshape(shape_w)).astype(np.float32),
+                                          bias=None if src.bias is None else (src.bias * per_c).astype(np.float32))
+            rec.update(rule=f"per-channel mean folded into the synapse group '{src.name}'"
+                            + ("; ReLU dropped" if n.rectify else ""), consumer=[x.name for x in reached],
+                       error=float(np.linalg.norm(full - approx) / max(np.linalg.norm(full), 1e-30)))
+        records.append(rec)
+        drop.append(n.name)
+    if not drop and not changed:
+        return graph
+    return graph.rewrite([nodes[n.name] for n in graph if n.name not in drop])
+
+
 def fold_attention(graph, mode: str = "static"):
     if mode not in ("static", "portable", "dynamic"):
         raise UnsupportedLayer(f"attention mode {mode!r}", where="--attention", hint="use static, portable or dynamic")
-    if not graph.is_chain():
-        att = next((n for n in graph if isinstance(n, (Scale, SpikeAttention, MAAttention))), None)
-        if att is not None:
-            raise UnsupportedLayer("attention in a branching graph is not folded yet (only chains)",
-                                   where=f"layer '{att.name}'",
-                                   hint="compile the block without its attention module, or as a chain")
-    nodes = list(graph.nodes)
     records = []
+    if not graph.is_chain():
+        graph = _fold_branch_maps(graph, mode, records)
+    nodes = list(graph.nodes)
     for k, node in enumerate(nodes):   # dynamic PFA after an average pool: scale the pre-pool spikes
         if isinstance(node, SpikeAttention) and node.source is None and k > 0 and isinstance(nodes[k - 1], AvgPool2d):
             pool = nodes[k - 1]

@@ -151,7 +151,17 @@ def _quantize_lif_groups(syns, neu, weight_bits: int):
                                 "fire from its inputs)", where=f"layer '{neu.name}'",
                                 hint=f"v_threshold - v_reset must be below ~{fx.VTH_MAX} x max|w| (rescale)")
     out_shape = neu.out_shape
-    bias_v = 0.0
+    bias_v, plain_v = 0.0, None
+    gained = set(getattr(neu, "gain_groups", ()) or ())
+    more = list(getattr(neu, "more_groups", ()) or ())
+    plain = [o for o in syns if gained and o.name not in gained and o.name not in more]
+    more_bias = [None] * len(more)
+    if set(more) - {o.name for o in syns}:
+        raise QuantizationError(f"the gained synapse groups {sorted(set(more) - {o.name for o in syns})} do not feed "
+                                "the neuron", where=f"layer '{neu.name}'", hint="report this: fold_attention names them")
+    if gained and not any(o.name in gained for o in syns):
+        raise QuantizationError(f"the gained synapse groups {sorted(gained)} do not feed the neuron",
+                                where=f"layer '{neu.name}'", hint="report this: fold_attention names the group")
     for o in syns:
         b = o.bias.astype(np.float64) * gain if o.bias is not None else np.zeros(o.weight.shape[0])
         if theta_c is not None:
@@ -161,8 +171,33 @@ def _quantize_lif_groups(syns, neu, weight_bits: int):
             bv = np.broadcast_to(bv[:, None, None], out_shape)
         elif isinstance(o, Dense):
             bv = bv.reshape(out_shape)
+        if o in plain:                # the shortcut's bias: added ungained, after the gain
+            plain_v = np.broadcast_to(bv, out_shape) + (0.0 if plain_v is None else plain_v)
+            continue
+        if o.name in more:            # a further gained group's bias: gained with its own map
+            more_bias[more.index(o.name)] = np.broadcast_to(bv, out_shape)
+            continue
         bias_v = bv if len(syns) == 1 else bias_v + np.broadcast_to(bv, out_shape)
-    mant, exp, b_clipped = _bias(bias_v)
+    mant, exp, b_clipped = _bias(np.broadcast_to(bias_v, out_shape) if plain else bias_v)
+    plain_bias = None
+    if plain or more:                 # voltage units per neuron, as the mantissa/exponent would give them
+        pm, pe, p_clipped = _bias(plain_v if plain_v is not None else np.zeros(out_shape))
+        plain_bias = np.ascontiguousarray(fx.effective_bias(pm, pe).astype(np.int64))
+        b_clipped += p_clipped
+    more_fields, more_errors = {}, []
+    if more:                          # one mantissa table and shift per further gained group
+        mants, shifts, biases = [], [], []
+        for k, name in enumerate(more):
+            m, sh = fx.gain_mantissa(np.asarray(neu.more_gains[k], np.float64))
+            mants.append(m.astype(np.int64))
+            shifts.append(int(sh))
+            more_errors.append(float(np.max(np.abs(m / (1 << sh) - neu.more_gains[k]))))
+            bm, be, bc = _bias(more_bias[k] if more_bias[k] is not None else np.zeros(out_shape))
+            biases.append(fx.effective_bias(bm, be).astype(np.int64))
+            b_clipped += bc
+        more_fields = dict(more_gain_mant=np.ascontiguousarray(np.stack(mants)), more_gain_shift=tuple(shifts),
+                           more_rectify=tuple(bool(r) for r in neu.more_rectify),
+                           more_bias=np.ascontiguousarray(np.stack(biases)))
     if is_ma and isinstance(neu.alpha, np.ndarray):   # a leak per channel: dv per neuron
         dv_c = [fx.ma_dv(a) for a in np.asarray(neu.alpha, np.float64).tolist()]
         decay_error = float(max(abs((fx.DECAY_UNITY - d) / fx.DECAY_UNITY - a) for d, a in zip(dv_c, neu.alpha)))
@@ -183,7 +218,7 @@ def _quantize_lif_groups(syns, neu, weight_bits: int):
         offset = np.round(fx.voltage_units(np.asarray(offset, np.float64) * gain * chan, s)).astype(np.int64)
     step_bias, beta_error = _step_bias(neu, theta_c, s) if is_ma else (None, None)
     fixed = LoihiNeuron(du=fx.DECAY_MAX, dv=dv, vth=int(vth), bias_mant=mant, bias_exp=exp, step_bias=step_bias,
-                        gain_mant=gain_mant, gain_shift=gain_shift, offset=offset,
+                        plain_bias=plain_bias, **more_fields, gain_mant=gain_mant, gain_shift=gain_shift, offset=offset,
                         gain_on_bias=(bool(getattr(neu, "gain_on_bias", False)) and gain_mant is not None)
                         or offset is not None,
                         rectify=bool(getattr(neu, "rectify_input", False)),
@@ -204,6 +239,14 @@ def _quantize_lif_groups(syns, neu, weight_bits: int):
                              if gain_mant is not None else None)}
     if len(syns) > 1:
         record["groups"] = [o.name for o in syns]
+    if plain or more:
+        record["gained_groups"] = [o.name for o in syns if o not in plain and o.name not in more]
+        record["plain_groups"] = [o.name for o in plain]
+        if more:
+            record["further_gained_groups"] = more
+            record["further_gain_errors"] = more_errors
+        record["group_rule"] = ("the attention gain (and its rectification) covers the gained groups' current and "
+                                "bias; the plain groups' current and bias are added after it")
         record["scale_rule"] = "one scale for the layer, chosen from every group's weights"
     return qs, fixed, record
 
@@ -362,6 +405,13 @@ def _quantize_readout(syn, neu: Readout, weight_bits: int, T: int):
     return q, fixed, record
 
 
+def _neuron_after(graph, name: str, nodes) -> int:
+    """Index in ``nodes`` of the neuron that ``name``'s current reaches (through Adds of currents)."""
+    while not graph[name].is_neuron:
+        (name,) = graph.consumers(name)
+    return next(i for i, n in enumerate(nodes) if n.name == name)
+
+
 def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
     """Attach ``qweight`` to synapses and ``fixed`` to neurons; record what was clipped."""
     if not 2 <= weight_bits <= fx.WEIGHT_BITS:
@@ -412,7 +462,8 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
     nodes = [replaced.get(n.name, n) for n in graph]
     for k, n in enumerate(nodes):   # dynamic attention: per-sample gains from the attention process
         if isinstance(n, MAAttention):
-            neu = nodes[k + 1]
+            at = k + 1 if graph.is_chain() else _neuron_after(graph, n.name, nodes)
+            neu = nodes[at]
             rec = next(r for r in records if r["layer"] == neu.name)
             if n.additive and isinstance(rec["scale"], list):
                 raise UnsupportedLayer("PFA's additive attention into an MA-SNN cell with per-channel thresholds",
@@ -423,18 +474,21 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
             x_scale = (tuple(float((1 << fx.ACT_SHIFT) * sc) for sc in rec["scale"]) if isinstance(rec["scale"], list)
                        else float((1 << fx.ACT_SHIFT) * rec["scale"] * w_gain))
             nodes[k] = n.replace(x_scale=x_scale)
-            nodes[k + 1] = neu.replace(fixed=dataclasses.replace(neu.fixed, dynamic_gain=True, gain_shift=12,
+            nodes[at] = neu.replace(fixed=dataclasses.replace(neu.fixed, dynamic_gain=True, gain_shift=12,
                                                                  rectify=n.rectify, gain_on_bias=True))
             rec["attention"] = ("dynamic: per-sample offsets (PFA's relu(A + x)), sigmoid by lookup table"
                                 if n.additive else "dynamic: per-sample gains, 12-bit, sigmoid by lookup table")
         if isinstance(n, SpikeAttention):   # graded payloads: the consumer divides its input by 2**8
-            j = next(m for m in range(k + 1, len(nodes)) if nodes[m].is_synapse)
-            neu = nodes[j + 1]
-            if neu.fixed.gain_scheduled:
+            if graph.is_chain():
+                j = next(m for m in range(k + 1, len(nodes)) if nodes[m].is_synapse) + 1
+            else:                           # the one synapse it feeds, and that synapse's neuron
+                j = _neuron_after(graph, graph.consumers(n.name)[0], nodes)
+            neu = nodes[j]
+            if dataclasses.replace(neu.fixed, plain_bias=None).gain_scheduled:
                 raise UnsupportedLayer("a neuron fed by dynamic spike attention cannot carry other gains",
                                        where=f"layer '{neu.name}'")
             T = int(graph.meta["timesteps"])
-            nodes[j + 1] = neu.replace(fixed=dataclasses.replace(
+            nodes[j] = neu.replace(fixed=dataclasses.replace(
                 neu.fixed, gain_mant=np.ones((T,) + tuple(neu.out_shape), np.int64), gain_shift=8))
             rec = next(r for r in records if r["layer"] == neu.name)
             rec["attention"] = "dynamic: 8-bit graded spike payloads from the attention gate"

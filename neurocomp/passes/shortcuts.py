@@ -79,11 +79,13 @@ def _own_groups(graph):
             for o in groups:
                 owner[o.name] = n.name
             continue
-        own = []
+        own, renamed = [], {}
         for o in groups:
             if o.name not in owner:
                 owner[o.name] = n.name
-                own.append(o.name)
+                # a group under dynamic attention enters the neuron's sum through that attention
+                att = [r for r in readers.get(o.name, ()) if graph[r].kind == "ma_attention"]
+                own.append(att[0] if att else o.name)
                 continue
             name = f"{o.name}@{n.name}"
             while name in names:
@@ -92,7 +94,12 @@ def _own_groups(graph):
             nodes.append(o.replace(name=name, meta={**o.meta, "copy_of": o.name}))
             inputs[name] = graph.inputs[o.name]
             own.append(name)
+            renamed[o.name] = name
             copies.append({"synapse": o.name, "copy": name, "for": n.name})
+        if renamed and getattr(n, "gain_groups", ()):     # a gained group's copy stays the gained group
+            k = next(i for i, m in enumerate(nodes) if m.name == n.name)
+            nodes[k] = n.replace(gain_groups=tuple(renamed.get(g, g) for g in n.gain_groups),
+                                 more_groups=tuple(renamed.get(g, g) for g in n.more_groups))
         if len(own) == 1:
             inputs[n.name] = (own[0],)
         else:

@@ -68,7 +68,16 @@ def dynamic_gains(att: MAAttention, a_seq: torch.Tensor, bias: torch.Tensor) -> 
     return torch.as_tensor(g.swapaxes(0, 1))
 
 
-def _gain_neuron(node, p, a_seq: torch.Tensor, bias: torch.Tensor, stats: dict, att=None):
+class Split(NamedTuple):
+    """An Add's integer value when its neuron gains only some synapse groups: the gained groups' input
+    (a :class:`Gained` under dynamic attention), the plain groups' input (None when none) and the further
+    gained groups' inputs by index (``more_groups``)."""
+    gained: object
+    plain: object
+    more: tuple = ()
+
+
+def _gain_neuron(node, p, a_seq: torch.Tensor, bias: torch.Tensor, stats: dict, att=None, plain=None, more=()):
     v = torch.zeros_like(a_seq[0])
     out = torch.zeros(a_seq.shape, dtype=torch.bool)
     gains = None if p.gain_mant is None else torch.as_tensor(p.gain_mant.astype("int64"))
@@ -79,10 +88,26 @@ def _gain_neuron(node, p, a_seq: torch.Tensor, bias: torch.Tensor, stats: dict, 
         offsets = dynamic_gains(att, a_seq, bias)
     elif att is not None:
         gains = dynamic_gains(att, a_seq, bias)
+    plain_bias = None if p.plain_bias is None else torch.as_tensor(np.asarray(p.plain_bias).astype("int64"))
+    if plain is not None and plain_bias is None:
+        plain_bias = 0
+    if plain is None and plain_bias is not None:
+        plain = torch.zeros_like(a_seq)
+    more = dict(more)
+    for k in range(len(p.more_gain_shift)):      # a further gained group none of whose synapses reached here
+        more.setdefault(k, torch.zeros_like(a_seq))
+    more_mant = None if p.more_gain_mant is None else torch.as_tensor(np.asarray(p.more_gain_mant).astype("int64"))
+    more_bias = None if p.more_bias is None else torch.as_tensor(np.asarray(p.more_bias).astype("int64"))
     for t in range(a_seq.shape[0]):
+        gained_t = None
+        for k, a_k in sorted(more.items()):
+            x_k = fx.group_gain_input(a_k[t].to(torch.int64), more_bias[k], more_mant[k, t], int(p.more_gain_shift[k]),
+                                      bool(p.more_rectify[k]))
+            gained_t = x_k if gained_t is None else gained_t + x_k
         v, s = fx.gain_lif_step(v, a_seq[t], bias, None if gains is None else gains[t], int(p.gain_shift),
                                 dv, int(p.vth), int(p.v_reset), bool(p.rectify), bool(p.gain_on_bias),
-                                torch.clamp, None if offsets is None else offsets[t], fx.window_step_bias(step_bias, t))
+                                torch.clamp, None if offsets is None else offsets[t], fx.window_step_bias(step_bias, t),
+                                None if plain is None else plain[t], plain_bias, gained_t)
         out[t] = s
     stats[node.name] = {"voltage_saturations": None, "current_wraps": 0}
     return out
@@ -91,11 +116,16 @@ def _gain_neuron(node, p, a_seq: torch.Tensor, bias: torch.Tensor, stats: dict, 
 def _loihi_neuron(run, node, a):
     """A Loihi LIF compartment (LIF, MALIF, Threshold after quantize), gain-scheduled when asked."""
     p = _compartment(node)
+    a, plain, more = (a.gained, a.plain, a.more) if isinstance(a, Split) else (a, None, ())
     a, att = (a.current, a.attention) if isinstance(a, Gained) else (a, None)
     bias = torch.as_tensor(fx.effective_bias(p.bias_mant.astype("int64"), p.bias_exp.astype("int64")),
                            dtype=torch.int64)
+    if a is None:                       # only plain groups reached the neuron in this Add
+        a = torch.zeros_like(plain if plain is not None else more[0][1])
     if p.gain_scheduled:
-        return _gain_neuron(node, p, a, bias, run.stats, att)
+        return _gain_neuron(node, p, a, bias, run.stats, att, plain, more)
+    if plain is not None:
+        a = a + plain
     u = torch.zeros_like(a[0])
     v = torch.zeros_like(a[0])
     out = torch.zeros(a.shape, dtype=torch.bool)
@@ -198,6 +228,36 @@ def _readout(run, node, a):
     return out
 
 
+def _split_sum(run, node, xs):
+    """``xs`` summed into gained and plain parts (:meth:`Run.gained_inputs`), or None when the Add's neuron
+    gains its whole input; at most one dynamic attention (:class:`Gained`) among the gained inputs."""
+    flags = run.gained_inputs(node)
+    if not flags and not any(isinstance(x, Split) for x in xs):
+        return None
+
+    def acc(a, b):
+        if a is None or b is None:
+            return b if a is None else a
+        if isinstance(a, Gained) or isinstance(b, Gained):
+            raise UnsupportedLayer("two gained synapse groups under dynamic attention at one neuron",
+                                   where=f"layer '{node.name}'", hint="one attention map per neuron is supported")
+        return a.to(torch.int64) + b.to(torch.int64)
+    gained = plain = None
+    more = {}
+    for x, g in zip(xs, flags or ("plain",) * len(xs)):
+        if isinstance(x, Split):
+            gained, plain = acc(gained, x.gained), acc(plain, x.plain)
+            for k, v in x.more:
+                more[k] = acc(more.get(k), v)
+        elif g == "gained":
+            gained = acc(gained, x)
+        elif g == "plain":
+            plain = acc(plain, x)
+        else:
+            more[g] = acc(more.get(g), x)
+    return Split(gained, plain, tuple(sorted(more.items())))
+
+
 def _integers(node, xs):
     for x in xs:
         if isinstance(x, Gained):
@@ -209,6 +269,9 @@ def _integers(node, xs):
 def _add(run, node, *xs):
     """Integer sum: of synaptic inputs (each group's current as its synapse delivers it; the neuron adds
     them as Lava sums every connection into ``a_in``), or of spikes (graded ``0..k`` into the next synapse)."""
+    split = _split_sum(run, node, xs)
+    if split is not None:
+        return split
     xs = _integers(node, xs)
     out = xs[0].to(torch.int64)
     for x in xs[1:]:

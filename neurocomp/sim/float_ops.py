@@ -158,20 +158,81 @@ def _defers_bias(neuron) -> bool:
     return getattr(neuron, "input_gain", None) is not None and not getattr(neuron, "gain_on_bias", True)
 
 
+def _defers(run, node, consumer) -> bool:
+    """Whether ``consumer`` gains ``node``'s current before its bias: a neuron with a spike map's gain, or
+    an Add into a neuron that gains ``node``'s group that way (``gain_groups``)."""
+    if not isinstance(consumer, Add):
+        return _defers_bias(consumer)
+    c = consumer
+    while not c.is_neuron:
+        cons = run.consumers(c)
+        if len(cons) != 1:
+            return False
+        c = cons[0]
+    return _defers_bias(c) and node.name in (getattr(c, "gain_groups", ()) or ())
+
+
 def _synapse(run, node, x, fn, bias_shape=None):
     """``fn(x, bias)`` per step; the bias handed on separately when every consumer gains the current first."""
     consumers = run.consumers(node)
-    if node.bias is not None and consumers and all(_defers_bias(c) for c in consumers):
+    if node.bias is not None and consumers and all(_defers(run, node, c) for c in consumers):
         y = _per_step(lambda v: fn(v, None), x)
         shape = (-1,) + (1,) * (len(node.out_shape) - 1) if bias_shape is None else bias_shape
         return Deferred(y, _t(node.bias).reshape(shape))
     return _per_step(lambda v: fn(v, _t(node.bias)), x)
 
 
+class Split(NamedTuple):
+    """An Add's value when its neuron gains only some synapse groups: the gained groups' sum, the plain
+    groups' sum (None when none yet) and the further gained groups' values by index, kept apart until the
+    neuron applies the gains."""
+    gained: object
+    plain: object
+    more: tuple = ()
+
+
+def _split_sum(run, node, xs):
+    """``xs`` summed left to right into gained and plain parts (:meth:`Run.gained_inputs`), or None when
+    the Add's neuron gains its whole input."""
+    flags = run.gained_inputs(node)
+    if not flags and not any(isinstance(x, Split) for x in xs):
+        return None
+    gained = plain = None
+    more = {}
+
+    def acc(a, b):
+        if a is None or b is None:
+            return b if a is None else a
+        if isinstance(a, Deferred) or isinstance(b, Deferred):     # gained currents whose bias is not gained
+            a, b = (x if isinstance(x, Deferred) else Deferred(x, 0.0) for x in (a, b))
+            return Deferred(a.current + b.current, a.bias + b.bias)
+        return a + b
+    for x, g in zip(xs, flags or ("plain",) * len(xs)):
+        if isinstance(x, Split):
+            gained, plain = acc(gained, x.gained), acc(plain, x.plain)
+            for k, v in x.more:
+                more[k] = acc(more.get(k), v)
+        elif g == "gained":
+            gained = acc(gained, x)
+        elif g == "plain":
+            plain = acc(plain, x)
+        else:
+            more[g] = acc(more.get(g), x)
+    return Split(gained, plain, tuple(sorted(more.items())))
+
+
 def _neuron_input(node, x):
     """Folded attention: ``x * gain[t]`` or ``x + offset[t]`` (ReLU'd if asked), a deferred bias added
-    after the gain."""
+    after the gain; of a :class:`Split` input only the gained part, the plain part added after it."""
     offset = getattr(node, "input_offset", None)
+    if isinstance(x, Split):
+        y = x.plain if x.gained is None else _neuron_input(node, x.gained)
+        if x.gained is not None and x.plain is not None:
+            y = y + x.plain
+        for k, v in x.more:                       # further groups, each with its own map (bias included)
+            g = v * torch.as_tensor(node.more_gains[k], dtype=torch.float32).unsqueeze(1)
+            y = y + (torch.relu(g) if node.more_rectify[k] else g)
+        return y
     if node.input_gain is None and not node.rectify_input and offset is None:
         return x
     x, bias = (x.current, x.bias) if isinstance(x, Deferred) else (x, None)
@@ -320,6 +381,9 @@ def _plain(node, xs):
 
 def _add(run, node, *xs):
     """The element-wise sum of its inputs, as torch's ``a + b + ...`` (left to right)."""
+    split = _split_sum(run, node, [x.to(torch.float32) if isinstance(x, torch.Tensor) else x for x in xs])
+    if split is not None:
+        return split
     xs = _plain(node, xs)
     out = xs[0].to(torch.float32)
     for x in xs[1:]:

@@ -68,6 +68,29 @@ class Run:
             self._consumers = {k: tuple(v) for k, v in by_name.items()}
         return self._consumers.get(node.name, ())
 
+    def gained_inputs(self, node) -> tuple:
+        """For an Add of currents whose neuron gains only some synapse groups (``gain_groups``): what each of
+        ``node``'s input edges is -- ``"gained"`` (a gained group, or the dynamic attention on one), ``"plain"``,
+        or ``k``, the index of a further gained group with a map of its own (``more_groups``); () when its
+        neuron gains the whole input."""
+        c, seen = node, 0
+        while not c.is_neuron:
+            cons = self.consumers(c)
+            if len(cons) != 1 or seen > len(self.graph.nodes):
+                return ()
+            c, seen = cons[0], seen + 1
+        groups = set(getattr(c, "gain_groups", ()) or ())
+        more = tuple(getattr(c, "more_groups", ()) or ())
+        if not groups:
+            return ()
+        out = []
+        for src in self.graph.inputs.get(node.name, ()):
+            n = self.graph[src]
+            if n.kind == "ma_attention":
+                src = self.graph.inputs[src][0]
+            out.append("gained" if src in groups else more.index(src) if src in more else "plain")
+        return tuple(out)
+
     # ---- the walk -------------------------------------------------------------------------
     def run_node(self, node):
         """Dispatch ``node`` to its entry with its input edges' values; failures name the layer."""

@@ -104,11 +104,13 @@ class GainLIFDynamic(AbstractProcess):
     ``offsets``, what arrives is the step's offset (PFA's additive variant), added before the ReLU."""
 
     def __init__(self, *, shape, gain_shift: int, bias, dv, vth, v_reset=0, rectify=True, gain_on_bias=True,
-                 window: int, window_offset: int, offsets: bool = False, step_bias=None, name=None):
+                 window: int, window_offset: int, offsets: bool = False, step_bias=None, plain_bias=None, name=None):
         super().__init__(shape=shape, gain_shift=gain_shift, rectify=rectify, gain_on_bias=gain_on_bias,
                          window=window, window_offset=window_offset, offsets=offsets, name=name)
         self.a_in = InPort(shape=shape)
         self.g_in = InPort(shape=shape)
+        self.plain_in = InPort(shape=shape)     # the groups the gain does not cover (see gainlif.GainLIF)
+        self.plain_bias = Var(shape=shape, init=0 if plain_bias is None else plain_bias)
         self.s_out = OutPort(shape=shape)
         self.v = Var(shape=shape, init=0)
         self.bias = Var(shape=shape, init=bias)
@@ -125,9 +127,11 @@ class GainLIFDynamic(AbstractProcess):
 class PyGainLIFDynamicFixed(PyLoihiProcessModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     g_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    plain_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     v: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     bias: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    plain_bias: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     step_bias: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     dv: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=12)
     vth: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=17)
@@ -137,13 +141,15 @@ class PyGainLIFDynamicFixed(PyLoihiProcessModel):
         p = self.proc_params
         a = self.a_in.recv().astype(np.int64)
         g = self.g_in.recv().astype(np.int64)
+        plain = self.plain_in.recv().astype(np.int64)
         t = (self.time_step - 1 - p["window_offset"]) % p["window"]
         v = self.v.astype(np.int64) * (t != 0)
         gain, offset = (None, g) if p["offsets"] else (g, None)
         dv = self.dv.astype(np.int64) if self.dv.size > 1 else int(self.dv[0])
         v, s = fx.gain_lif_step(v, a, self.bias.astype(np.int64), gain, int(p["gain_shift"]), dv,
                                 int(self.vth[0]), int(self.v_reset[0]), bool(p["rectify"]), bool(p["gain_on_bias"]),
-                                np.clip, offset, fx.window_step_bias(self.step_bias.astype(np.int64), t))
+                                np.clip, offset, fx.window_step_bias(self.step_bias.astype(np.int64), t), plain,
+                                self.plain_bias.astype(np.int64))
         self.v[:] = v
         self.s_out.send(s.astype(np.int32))
 
@@ -201,7 +207,9 @@ class PySpikeAttentionGateFixed(PyLoihiProcessModel):
 
 def emit_ma_attention(neu, att, out_shape, T, delay):
     """Delay line + attention process + gain-fed LIF for neuron ``neu`` whose MA attention ``att`` stays
-    dynamic. Returns ``(neuron, [ports the synapse feeds], [extra procs])``."""
+    dynamic. Returns ``(neuron, [ports the synapse feeds], [extra procs], port the plain groups feed)``:
+    a neuron that gains one synapse group (``gain_groups``) takes the others through a second delay line of
+    T steps into ``plain_in``."""
     p = neu.fixed
     bias = to_lava_layout(fx.effective_bias(np.asarray(p.bias_mant, np.int64), np.asarray(p.bias_exp, np.int64)))
     line = DelayLine(shape=out_shape, delay=T)
@@ -211,10 +219,16 @@ def emit_ma_attention(neu, att, out_shape, T, delay):
     dv = np.ascontiguousarray(to_lava_layout(p.dv), np.int64) if isinstance(p.dv, np.ndarray) else p.dv
     lif = GainLIFDynamic(shape=out_shape, gain_shift=int(p.gain_shift), bias=bias, dv=dv, vth=p.vth,
                          v_reset=p.v_reset, rectify=p.rectify, gain_on_bias=p.gain_on_bias, window=T,
-                         window_offset=delay, offsets=att.additive, step_bias=lava_step_bias(p), name=neu.name)
+                         window_offset=delay, offsets=att.additive, step_bias=lava_step_bias(p),
+                         plain_bias=None if p.plain_bias is None else
+                         np.ascontiguousarray(to_lava_layout(np.asarray(p.plain_bias)), np.int64), name=neu.name)
     line.a_out.connect(lif.a_in)
     proc.g_out.connect(lif.g_in)
-    return lif, [line.a_in, proc.a_in], [line, proc]
+    if p.plain_bias is None:
+        return lif, [line.a_in, proc.a_in], [line, proc], None
+    plain_line = DelayLine(shape=out_shape, delay=T)
+    plain_line.a_out.connect(lif.plain_in)
+    return lif, [line.a_in, proc.a_in], [line, proc, plain_line], plain_line.a_in
 
 
 def emit_spike_attention_gate(node, fwd_port, fwd_shape, fwd_delay, src_port, src_shape, src_delay, T):

@@ -44,6 +44,16 @@ class _Emitted:
         self.graded = {}     # layers recorded as values, not spikes -> whether they are read as v[t] - v[t-1]
 
 
+def _neuron_after(graph, k: int, node) -> str:
+    """The neuron a dynamic attention's current reaches: the next node of a chain, else through Adds."""
+    if graph.is_chain():
+        return graph.nodes[k + 1].name
+    name = node.name
+    while not graph[name].is_neuron:
+        (name,) = graph.consumers(name)
+    return name
+
+
 class _Walk:
     """What the emitters share while the graph is walked: the port the next node reads and what it carries."""
 
@@ -52,7 +62,7 @@ class _Walk:
         self.record, self.record_dir, self.total_steps, self.net = record, record_dir, total_steps, net
         self.pairs = {syn.name: neu for syn, neu in pairs}     # synapse name -> its neuron
         nodes = list(graph.nodes)
-        self.attention_of = {nodes[k + 1].name: n for k, n in enumerate(nodes) if isinstance(n, MAAttention)}
+        self.attention_of = {_neuron_after(graph, k, n): n for k, n in enumerate(nodes) if isinstance(n, MAAttention)}
         self.port = net.source.s_out
         self.shape = tuple(graph.input_node.out_shape)   # torch shape of what `port` carries
         self.flat_from = None                             # torch 3-D shape if `port` is a flattened (W,H,C)
@@ -72,14 +82,23 @@ class _Walk:
         self.port.connect(syn.s_in)
         self.synapse = syn
 
-    def feed_neuron(self, neu, lif, targets, delay: int) -> None:
-        """Connect the waiting synapse to ``targets``, record ``lif``'s spikes, and carry them on."""
+    def feed_neuron(self, neu, lif, targets, delay: int, plain_targets=None, more_targets=None) -> None:
+        """Connect the waiting synapse to ``targets``, record ``lif``'s spikes, and carry them on. A neuron
+        that gains only some synapse groups (``gain_groups``) takes the others on ``plain_targets``."""
         from neurocomp.backends.lava.recorder import emit_recorder
         syns, out_shape = self.synapse, lava_shape(neu.out_shape)
         syns = syns if isinstance(syns, list) else [syns]
+        gained = set(getattr(neu, "gain_groups", ()) or ())
         for syn in syns:               # several synapse groups: Lava sums every connection into a_in
             a_port = syn.a_out.reshape(out_shape) if syn.a_out.shape != out_shape else syn.a_out
-            a_port.connect(targets)
+            if more_targets and syn.name in more_targets:    # a further gained group: through its gate
+                a_port.connect(more_targets[syn.name])
+                continue
+            plain = bool(gained) and syn.name not in gained
+            if plain and plain_targets is None:
+                raise UnsupportedLayer(f"'{neu.name}' gains only some synapse groups but its process has no "
+                                       "plain input", where=f"layer '{neu.name}'", hint="report this")
+            a_port.connect(plain_targets if plain else targets)
         syn = syns[0]
         graded = None
         if neu.graded_output:
@@ -241,16 +260,21 @@ def _loihi_neuron(neu, w: _Walk) -> None:
     if p.dynamic_gain:
         from neurocomp.backends.lava.dynamic import emit_ma_attention
         _fixed_only(w)
-        lif, targets, extra = emit_ma_attention(neu, w.attention_of[neu.name], out_shape, w.T, delay)
+        lif, targets, extra, plain = emit_ma_attention(neu, w.attention_of[neu.name], out_shape, w.T, delay)
         w.net.procs += extra
+        w.feed_neuron(neu, lif, targets, delay, plain)
+        return
     elif p.gain_scheduled:
-        from neurocomp.backends.lava.gainlif import emit_gain_lif
+        from neurocomp.backends.lava.gainlif import emit_gain_lif, emit_group_gains
         lif = emit_gain_lif(neu, out_shape, w.T, delay, w.fixed)
-        targets = lif.a_in
+        more, gates = emit_group_gains(neu, lif, out_shape, w.T, delay, w.fixed)
+        w.net.procs += gates
+        w.feed_neuron(neu, lif, lif.a_in, delay, lif.plain_in, more)
+        return
     else:
         lif = _lif_reset(neu, out_shape, w.T, delay, w.fixed)
         targets = lif.a_in
-    w.feed_neuron(neu, lif, targets, delay)
+    w.feed_neuron(neu, lif, targets, delay, getattr(lif, "plain_in", None))
 
 
 def _cuba_neuron(neu, w: _Walk) -> None:
@@ -339,6 +363,8 @@ def _emit_dag(graph, emitters, w: _Walk, timing) -> None:
             state[node.name] = [w.piece(node.name, 0, int(node.out_shape[0]))]
         elif isinstance(node, Add):
             state[node.name] = [x for s in srcs for x in state[s]]
+        elif isinstance(node, MAAttention):   # emitted with its neuron: the group's synapses pass through
+            state[node.name] = list(state[srcs[0]])
         elif isinstance(node, Concat):
             parts, off = [], 0
             for s in srcs:
