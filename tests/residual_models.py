@@ -455,3 +455,30 @@ class CSAAfterAddNet(nn.Module):
     def forward(self, x):
         x = self.att(self.block(self.stem(x)))
         return self.out(self.fc(self.sn(x).flatten(2)))
+
+
+class OfficialCSAMSBlock(nn.Module):
+    """An MS-ResNet block calling MA-SNN's official CSA (which takes ``[B, T, ...]``) on the branch's current:
+    turned to ``[B, T, ...]`` for the attention and back, inside a time-major block."""
+
+    def __init__(self, c, T, att):
+        super().__init__()
+        self.sn1, self.conv1, self.bn1 = lif(), layer.Conv2d(c, c, 3, padding=1, bias=False, step_mode="m"), \
+            layer.BatchNorm2d(c, step_mode="m")
+        self.att = att
+
+    def forward(self, x):
+        out = self.bn1(self.conv1(self.sn1(x)))
+        return self.att(out.transpose(0, 1)).transpose(0, 1) + x
+
+
+class OfficialCSAMSNet(nn.Module):
+    def __init__(self, T=4, att=None):
+        super().__init__()
+        self.stem = conv_bn(2, 4)
+        self.block = OfficialCSAMSBlock(4, T, att)
+        self.sn = lif()
+        self.head = nn.Sequential(layer.Flatten(step_mode="m"), layer.Linear(4 * 64, 3, step_mode="m"), lif())
+
+    def forward(self, x):
+        return self.head(self.sn(self.block(self.stem(x))))

@@ -153,6 +153,15 @@ def test_pfa_inside_a_resnet_block_official_class(mode, tmp_path_factory):
     assert _quantized(art, "block.sn2")["plain_groups"] == ["add1.shortcut1"]
 
 
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_official_ma_csa_on_b_t_inside_a_time_major_block(mode, tmp_path_factory):
+    """MA-SNN's own CSA class takes [B, T, ...]: a block that turns the branch's current for it and back."""
+    art = _build(rm.OfficialCSAMSNet, mode, tmp_path_factory, att=of.CSA(T, 4, c_ratio=2, t_ratio=2))
+    _check_exact(art)
+    assert art["fixed"]["sn"].gain_groups == ("block.conv1",)          # the branch (BN folded into its conv)
+    assert _quantized(art, "sn")["plain_groups"] == ["stem.0@sn"]
+
+
 @pytest.mark.parametrize("cls,mode,words", [
     (rm.SharedSpikeMapNet, "static", "layer 'tcja'"),
     (rm.SharedSpikeMapNet, "dynamic", "layer 'tcja'"),

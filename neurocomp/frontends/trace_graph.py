@@ -157,11 +157,11 @@ class _GraphTracer(TorchFunctionMode):
                         + ("the whole sequence: it would see one time step" if stepwise else f"time step {form} alone"),
                         "in a loop over time call single-step layers on x[t]; else multi-step layers on [T, B, ...]")
             stepwise = False                   # a per-sample torch layer on [T, B, ...]: applied to every step
-        if form == "BT" and kind != "identity":
-            if self.layout == "TB":
+        if form == "BT" and kind not in ("identity", "recognised"):   # an official class takes [B, T, ...]:
+            if self.layout == "TB":                                  # its time-major equivalent is recorded
                 raise _LayoutMismatch(path)    # time is the input's axis 1: trace again as [B, T, ...]
             _refuse(f"calls layer '{path}' on a [B, T, ...] tensor", "turn it once with x.transpose(0, 1)")
-        if not isinstance(form, int) and (tensors[0].dim() < 3 or tensors[0].shape[0] != self.T):
+        if not isinstance(form, int) and (tensors[0].dim() < 3 or tensors[0].shape[1 if form == "BT" else 0] != self.T):
             _refuse(f"calls layer '{path}' on a tensor of shape {tuple(tensors[0].shape)}, not [T, B, ...]",
                     "run every layer of a branching forward on the whole sequence [T, B, ...]")
         self.inside = (module, path, kind, repl, src, form)
