@@ -275,6 +275,7 @@ def pfa_resnet(T: int, in_channels: int = 1, num_classes: int = 10, input_hw: in
                       surrogate_name, tau, rank=rank)
 
 
+RESIDUAL = ("sew_resnet", "ms_resnet", "ms_resnet_tcja", "ms_resnet_csa", "pfa_resnet")   # graphs, not chains
 BUILDERS = {"plain": plain, "tcja": tcja, "ma": ma, "pfa": pfa, "sew_resnet": sew_resnet, "ms_resnet": ms_resnet,
             "ms_resnet_tcja": ms_resnet_tcja, "ms_resnet_csa": ms_resnet_csa, "pfa_resnet": pfa_resnet}
 
