@@ -269,11 +269,10 @@ def write_card(result: dict, recipe_path=None) -> Path:
         "", "Reproduce (writes model.pt, metrics.json and this card):", "",
         "```", f"python -m neurocomp.training.train {cmd_recipe}    # or: neurocomp train {cmd_recipe}",
         "```", "",
-        f"Trained on `{result.get('device', 'cpu')}`; per-epoch metrics in `metrics.json`.", "",
+        f"Trained on `{result.get('device', 'cpu')}`; per-epoch metrics in `metrics.json`."
+        + (f" Training wall time: {result['train_seconds']:.0f} s (the epochs and their test evaluations, "
+           f"{result['threads']} torch threads, {os.cpu_count()} CPUs)." if "train_seconds" in result else ""), "",
     ]
-    if "train_seconds" in result:
-        lines[-1:-1] = [f"Training wall time: {result['train_seconds']:.0f} s (the epochs and their test evaluations, "
-                        f"{result['threads']} torch threads on `{result.get('device', 'cpu')}`).", ""]
     path = out_dir / "card.md"
     text = "\n".join(lines)
     if path.is_file():  # keep sections other tools maintain between <!-- x:begin --> / <!-- x:end -->
