@@ -76,7 +76,7 @@ def measure_model(model, name, folder, lava_samples, modes):
         else:
             runs = {"none": runs[modes[0]]}
     except NeurocompError as e:
-        row = {"model": name, "mode": "refused", "refused": e.one_line()}
+        row = {"model": name, "mode": "refused", "refused": e.one_line().replace(ROOT + os.sep, "")}
         print(json.dumps(row), flush=True)
         return [row]
     for mode, run in runs.items():

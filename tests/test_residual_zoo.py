@@ -64,3 +64,15 @@ def test_sew_zoo_model_reference_equals_lava(path):
     for name in ref.spikes:
         assert torch.equal(ref.spikes[name], lava.spikes[name]), name
     assert int(ref.output.sum()) > 0
+
+
+def test_training_a_residual_recipe_writes_a_graph_checkpoint_and_its_wall_time(tmp_path):
+    from neurocomp.training import train as tr
+    recipe = json.load(open(os.path.join(os.path.dirname(RESIDUAL[0]), "recipe.json")))
+    res = tr.train(dict(recipe, name="tiny"), out_dir=tmp_path, epochs=1, progress=False, limit=8)
+    stored = load_checkpoint(str(tmp_path / "model.pt"))
+    assert type(stored.model) is GraphModule
+    x, _ = load_inputs(stored.dataset, "test", stored.timesteps, stored.encoding, n=2)
+    x = torch.as_tensor(x)
+    assert torch.equal(run_torch_model(stored.model, x), run_torch_model(res["model"], x))
+    assert f"Training wall time: {res['train_seconds']:.0f} s" in (tmp_path / "card.md").read_text()

@@ -16,7 +16,8 @@ Blocks (``channels`` gives one block per entry, each halving H and W):
 Residual families (block classes with their own ``forward``, ``out = f(x) + shortcut(x)``, read by
 tracing into a graph; :class:`Traceable`):
 
-- ``sew_resnet``: stem Conv–BN–LIF, blocks ``(Conv–BN–LIF–Conv–BN–LIF)(x) + x`` (SEW ADD of spikes)
+- ``sew_resnet``: stem Conv–BN–LIF, blocks ``(Conv–BN–LIF–Conv–BN–LIF)(x) + x`` (SEW ADD of spikes), then a
+  stride-2 Conv–BN–LIF
 - ``ms_resnet``: stem Conv–BN, blocks ``(LIF–Conv–BN–LIF–Conv–BN)(x) + x`` (membrane shortcut), head LIF first
 - ``ms_resnet_tcja`` / ``ms_resnet_csa`` / ``pfa_resnet``: the MS-ResNet with **TCJA** on the branch's
   second spikes, MA-SNN's **CSA** on the branch's current before the add, **PFA** on the branch's first spikes
@@ -223,12 +224,15 @@ class ResNet(Traceable):
 def sew_resnet(in_channels: int = 1, num_classes: int = 10, input_hw: int = 8, channels: int = 8,
                blocks: int = 1, stem_stride: int = 1, hidden: int = 0, surrogate_name: str = "atan",
                tau: float = 2.0, T: int | None = None) -> ResNet:
-    """SEW-ResNet (ADD): stem Conv3×3(stride)–BN–LIF, ``blocks`` :class:`SEWBlock`, then Flatten →
-    Linear → LIF. ``T`` is accepted and unused."""
+    """SEW-ResNet (ADD): stem Conv3×3(stride)–BN–LIF, ``blocks`` :class:`SEWBlock`, then the next
+    stage's downsampling Conv3×3(stride 2)–BN–LIF (it reads the block's spike sum), Flatten → Linear →
+    LIF. ``T`` is accepted and unused."""
     hw = input_hw // stem_stride
     stem = nn.Sequential(*_conv_bn(in_channels, channels, bias=False, stride=stem_stride), lif(surrogate_name, tau))
+    down = _conv_bn(channels, channels, bias=False, stride=2) + [lif(surrogate_name, tau)]
+    hw = (hw + 1) // 2
     return ResNet(stem, [SEWBlock(channels, surrogate_name, tau) for _ in range(blocks)],
-                  _head(channels * hw * hw, num_classes, hidden, lambda: lif(surrogate_name, tau)))
+                  down + _head(channels * hw * hw, num_classes, hidden, lambda: lif(surrogate_name, tau)))
 
 
 def _ms_resnet(attention, T, in_channels, num_classes, input_hw, channels, blocks, stem_stride, hidden,
