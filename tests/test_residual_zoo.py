@@ -1,7 +1,8 @@
 """The residual zoo (issue 15: models/*_sew, *_mstcja, *_mscsa, *_pfares; block classes with their own
 forward, stored as graphs): each checkpoint rebuilds with no user code as a graph that computes what the
-builder's block classes compute with its weights, and its float IR equals the torch model spike for spike on every neuron layer
-(attention models in dynamic mode: attention folding on a branch is not in compile yet); the SEW-ResNets,
+builder's block classes compute with its weights, and its float IR equals the torch model spike for spike
+on every neuron layer (attention models in both modes: the attention itself, and the calibrated static
+maps; compiling them waits for attention folding on a branch); the SEW-ResNets,
 which compile today, give Lava == fixed-point reference on every layer and step."""
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 from nc_testutils import zoo_checkpoints
 from neurocomp.backends.lava import run_lava
 from neurocomp.data.registry import load_inputs
-from neurocomp.frontends.attention import attention_modules
+from neurocomp.frontends.attention import attention_modules, calibrate, make_static
 from neurocomp.frontends.checkpoint import load_checkpoint
 from neurocomp.frontends.graphmodule import GraphModule
 from neurocomp.frontends.torch import module_to_graph, run_torch_model
@@ -43,16 +44,21 @@ def test_residual_zoo_model_is_a_graph_equal_to_torch(path):
     x = torch.as_tensor(x)
     assert torch.equal(run_torch_model(loaded.model.eval(), x), run_torch_model(user, x))
 
-    mode = "dynamic" if attention_modules(loaded.model) else "static"
-    g = module_to_graph(loaded.model, loaded.input_shape, loaded.timesteps, loaded.encoding, attention_mode=mode)
-    assert not g.is_chain() and any(isinstance(n, Add) for n in g)
     neurons = [p for p, m in loaded.model.named_modules() if type(m).__name__ == "LIFNode"]
-    y_torch, s_torch = run_torch_model(loaded.model, x, record=neurons)
-    r = run_float(g, x)
-    assert torch.equal(r.output, y_torch)
-    for n in neurons:
-        assert torch.equal(r.spikes[n].bool(), s_torch[n]), n
-    assert sum(int(s_torch[n].sum()) for n in neurons) > 0
+    models = {"static": loaded.model}
+    if attention_modules(loaded.model):                  # dynamic: the attention itself; static: calibrated maps
+        xc, yc = load_inputs(loaded.dataset, "train", loaded.timesteps, loaded.encoding, n=16)
+        models = {"dynamic": loaded.model,
+                  "static": make_static(loaded.model, calibrate(loaded.model, torch.as_tensor(xc), yc))}
+    for mode, model in models.items():
+        g = module_to_graph(model, loaded.input_shape, loaded.timesteps, loaded.encoding, attention_mode=mode)
+        assert not g.is_chain() and any(isinstance(n, Add) for n in g)
+        y_torch, s_torch = run_torch_model(model, x, record=neurons)
+        r = run_float(g, x)
+        assert torch.equal(r.output, y_torch), mode
+        for n in neurons:
+            assert torch.equal(r.spikes[n].bool(), s_torch[n]), (mode, n)
+        assert sum(int(s_torch[n].sum()) for n in neurons) > 0
 
 
 @pytest.mark.parametrize("path", [p for p in RESIDUAL if NAME(p).endswith("_sew")], ids=NAME)
