@@ -6,9 +6,9 @@ the README / cards).
 Per model and mode: float accuracy of the original model, of the static-attention model, of the
 fixed-point reference (whole test split, reference simulator), Lava accuracy and Lava-vs-reference
 exact match on the first --lava-samples test samples, the attention fold errors and calibration
-statistics. A model without attention (SEW-ResNet) is one row, mode ``none``; a model compile refuses
-(today: attention inside a residual graph) is one row ``refused`` with the reason, replaced by its
-measured rows when a later run compiles it. Writes ``<out>.json`` and ``<out>.md``.
+statistics. A model without attention (SEW-ResNet) is one row, mode ``none``; a mode compile refuses
+(today: attention inside a residual graph) is a row with the reason, replaced by the measured row when a
+later run compiles it. Writes ``<out>.json`` and ``<out>.md``.
 """
 from __future__ import annotations
 
@@ -51,11 +51,8 @@ def main(argv=None):
             rows += measure_model(model, name, os.path.join(tmp, name), a.lava_samples, a.modes.split(","))
     if a.merge and os.path.exists(a.out + ".json"):
         done = {(r["model"], r["mode"]) for r in rows}
-        redone = {r["model"] for r in rows}             # a refused row gives way to the model's rows, and back
-        stale = lambda r: (r["model"], r["mode"]) in done or (r["model"] in redone and "refused" in (  # noqa: E731
-            r["mode"], next(q["mode"] for q in rows if q["model"] == r["model"])))
-        order = {"none": 0, "refused": 0, "static": 0, "portable": 1, "dynamic": 2}
-        rows = sorted([r for r in json.load(open(a.out + ".json")) if not stale(r)] + rows,
+        order = {"none": 0, "static": 0, "portable": 1, "dynamic": 2}
+        rows = sorted([r for r in json.load(open(a.out + ".json")) if (r["model"], r["mode"]) not in done] + rows,
                       key=lambda r: (r["model"], order.get(r["mode"], 9)))
     _write(a.out + ".json", json.dumps(rows, indent=1))
     write_tables(rows, a.out)
@@ -64,21 +61,22 @@ def main(argv=None):
 def measure_model(model, name, folder, lava_samples, modes):
     """The rows of one zoo model: one per attention mode (:func:`neurocomp.measure.measure_every_mode`);
     a model without attention (the residual zoo's SEW-ResNets) is measured once, as mode ``none``; a
-    model that compile refuses is one row ``refused`` with the one-line reason, so that a later run
-    (once compile accepts it) fills its rows."""
+    mode that compile refuses is a row with ``refused``, the one-line reason, which a later run (once
+    compile accepts it) replaces with its measured row."""
     from neurocomp.errors import NeurocompError
     from neurocomp.measure import measure_every_mode
-    rows = []
-    try:
-        runs = measure_every_mode(model, folder, None, lava_samples, modes=modes[:1])   # the report's rows
-        if runs[modes[0]].manifest.get("attention"):
-            runs.update(measure_every_mode(model, folder, None, lava_samples, modes=modes[1:]))
-        else:
-            runs = {"none": runs[modes[0]]}
-    except NeurocompError as e:
-        row = {"model": name, "mode": "refused", "refused": e.one_line().replace(ROOT + os.sep, "")}
-        print(json.dumps(row), flush=True)
-        return [row]
+    rows, runs = [], {}
+    for mode in modes:
+        try:
+            run = measure_every_mode(model, folder, None, lava_samples, modes=[mode])[mode]  # the report's rows
+        except NeurocompError as e:
+            rows.append({"model": name, "mode": mode, "refused": e.one_line().replace(ROOT + os.sep, "")})
+            print(json.dumps(rows[-1]), flush=True)
+            continue
+        if not run.manifest.get("attention"):
+            runs = {"none": run}
+            break
+        runs[mode] = run
     for mode, run in runs.items():
         row, ref, man = run.row, run.reference, run.manifest
         folds = [r for q in man["passes"] if q["pass"] == "fold_attention" for r in q["maps"]]
@@ -149,10 +147,16 @@ def write_tables(rows, out_path):
         out = ["| model | mode | float (original) | static float | fixed-point reference | Lava (first N) "
                "| Lava = ref. | latency (steps) | attention-process ops / inference | max fold error |",
                "|---|---|---|---|---|---|---|---|---|---|"]
+        refused = {}                                   # the modes compile refused, one row per model and reason
         for r in rs:
-            if r["mode"] == "refused":
-                out.append(f"| {r['model']} | not compiled: {r['refused'].replace('|', '/')} "
-                           "| | | | | | | | |")
+            if "refused" in r:
+                refused.setdefault((r["model"], r["refused"]), []).append(r["mode"])
+        for r in rs:
+            if "refused" in r:
+                key = (r["model"], r["refused"])
+                if key in refused:
+                    out.append(f"| {r['model']} | {', '.join(refused.pop(key))} | not compiled: "
+                               f"{r['refused'].replace('|', '/')} | | | | | | | |")
                 continue
             out.append(f"| {r['model']} | {r['mode']} | {pct(r['float'])} | "
                        f"{pct(r['static_float']) if r['mode'] not in ('dynamic', 'none') else '–'} | {pct(r['fixed'])} "
