@@ -121,7 +121,7 @@ def _after(ft):
 def summary_table(rows, name):
     """One row per model with every stage the issue asks for (original float ... attention ops)."""
     pct = lambda v: "n/a" if v is None else f"{100 * v:.2f}"  # noqa: E731
-    by = {r["mode"]: r for r in rows if r["model"] == name}
+    by = {r["mode"]: r for r in rows if r["model"] == name and "refused" not in r}
     st, dy = by.get("static"), by.get("dynamic")
     if not (st and dy):
         return [], None
