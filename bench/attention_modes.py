@@ -1,11 +1,14 @@
-"""Measure every zoo attention model in every attention mode (the table in the README / cards).
+"""Measure every zoo attention model in every attention mode, and every residual zoo model (the table in
+the README / cards).
 
     python bench/attention_modes.py [--lava-samples 50] [--out bench/attention_modes]
 
 Per model and mode: float accuracy of the original model, of the static-attention model, of the
 fixed-point reference (whole test split, reference simulator), Lava accuracy and Lava-vs-reference
 exact match on the first --lava-samples test samples, the attention fold errors and calibration
-statistics. Writes ``<out>.json`` and ``<out>.md``.
+statistics. A model without attention (SEW-ResNet) is one row, mode ``none``; a mode compile refuses
+(today: attention inside a residual graph) is a row with the reason, replaced by the measured row when a
+later run compiles it. Writes ``<out>.json`` and ``<out>.md``.
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ def main(argv=None):
     p.add_argument("--lava-samples", type=int, default=50)
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "attention_modes"))
     p.add_argument("--modes", default="static,portable,dynamic")
-    p.add_argument("--models", default=None, help="comma-separated zoo names (default: every attention model)")
+    p.add_argument("--models", default=None, help="comma-separated zoo names (default: every attention model "
+                   "and every residual model)")
     p.add_argument("--merge", action="store_true", help="keep rows of <out>.json not measured in this run")
     p.add_argument("--tables-only", action="store_true",
                    help="measure nothing: rewrite <out>.md and the cards from <out>.json and the fine-tuning results")
@@ -35,7 +39,6 @@ def main(argv=None):
         return
     from neurocomp._quiet import import_spikingjelly
     import_spikingjelly()
-    from neurocomp.measure import measure_every_mode
     rows = []
     models = sorted(m for m in glob.glob(os.path.join(ROOT, "models", "*", "model.pt")) if "plain" not in m)
     if a.models:
@@ -45,29 +48,51 @@ def main(argv=None):
         for model in models:
             name = os.path.basename(os.path.dirname(model))
             os.mkdir(os.path.join(tmp, name))
-            runs = measure_every_mode(model, os.path.join(tmp, name), None, a.lava_samples,   # the report's rows
-                                      modes=a.modes.split(","))
-            for mode, run in runs.items():
-                row, ref, man = run.row, run.reference, run.manifest
-                folds = [r for q in man["passes"] if q["pass"] == "fold_attention" for r in q["maps"]]
-                rows.append({"model": name, "mode": mode, "samples": row["samples"],
-                             "float": row["float"], "static_float": row["static_float"], "fixed": row["fixed"],
-                             "same_class_fixed_vs_float": ref["same_class"]["fixed_reference_vs_float"],
-                             "lava_samples": row.get("lava_samples"), "lava": row.get("lava"),
-                             "lava_exact": row.get("lava_exact"),
-                             "latency_steps": row["latency_steps"],
-                             "max_fold_error": max([r.get("error") or 0.0 for r in folds] or [0.0]),
-                             "warnings": [s["warning"] for s in man["attention"]["maps"].values() if s.get("warning")],
-                             "attention_ops_per_inference": row["attention_ops"],
-                             "wall_s": run.seconds})
-                print(json.dumps(rows[-1]), flush=True)
+            rows += measure_model(model, name, os.path.join(tmp, name), a.lava_samples, a.modes.split(","))
     if a.merge and os.path.exists(a.out + ".json"):
         done = {(r["model"], r["mode"]) for r in rows}
-        order = {"static": 0, "portable": 1, "dynamic": 2}
+        order = {"none": 0, "static": 0, "portable": 1, "dynamic": 2}
         rows = sorted([r for r in json.load(open(a.out + ".json")) if (r["model"], r["mode"]) not in done] + rows,
                       key=lambda r: (r["model"], order.get(r["mode"], 9)))
     _write(a.out + ".json", json.dumps(rows, indent=1))
     write_tables(rows, a.out)
+
+
+def measure_model(model, name, folder, lava_samples, modes):
+    """The rows of one zoo model: one per attention mode (:func:`neurocomp.measure.measure_every_mode`);
+    a model without attention (the residual zoo's SEW-ResNets) is measured once, as mode ``none``; a
+    mode that compile refuses is a row with ``refused``, the one-line reason, which a later run (once
+    compile accepts it) replaces with its measured row."""
+    from neurocomp.errors import NeurocompError
+    from neurocomp.measure import measure_every_mode
+    rows, runs = [], {}
+    for mode in modes:
+        try:
+            run = measure_every_mode(model, folder, None, lava_samples, modes=[mode])[mode]  # the report's rows
+        except NeurocompError as e:
+            rows.append({"model": name, "mode": mode, "refused": e.one_line().replace(ROOT + os.sep, "")})
+            print(json.dumps(rows[-1]), flush=True)
+            continue
+        if not run.manifest.get("attention"):
+            runs = {"none": run}
+            break
+        runs[mode] = run
+    for mode, run in runs.items():
+        row, ref, man = run.row, run.reference, run.manifest
+        folds = [r for q in man["passes"] if q["pass"] == "fold_attention" for r in q["maps"]]
+        maps = (man.get("attention") or {}).get("maps") or {}
+        rows.append({"model": name, "mode": mode, "samples": row["samples"],
+                     "float": row["float"], "static_float": row["static_float"], "fixed": row["fixed"],
+                     "same_class_fixed_vs_float": ref["same_class"]["fixed_reference_vs_float"],
+                     "lava_samples": row.get("lava_samples"), "lava": row.get("lava"),
+                     "lava_exact": row.get("lava_exact"),
+                     "latency_steps": row["latency_steps"],
+                     "max_fold_error": max([r.get("error") or 0.0 for r in folds] or [0.0]),
+                     "warnings": [s["warning"] for s in maps.values() if s.get("warning")],
+                     "attention_ops_per_inference": row["attention_ops"],
+                     "wall_s": run.seconds})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 def _write(path: str, text: str):
@@ -96,7 +121,7 @@ def _after(ft):
 def summary_table(rows, name):
     """One row per model with every stage the issue asks for (original float ... attention ops)."""
     pct = lambda v: "n/a" if v is None else f"{100 * v:.2f}"  # noqa: E731
-    by = {r["mode"]: r for r in rows if r["model"] == name}
+    by = {r["mode"]: r for r in rows if r["model"] == name and "refused" not in r}
     st, dy = by.get("static"), by.get("dynamic")
     if not (st and dy):
         return [], None
@@ -122,9 +147,19 @@ def write_tables(rows, out_path):
         out = ["| model | mode | float (original) | static float | fixed-point reference | Lava (first N) "
                "| Lava = ref. | latency (steps) | attention-process ops / inference | max fold error |",
                "|---|---|---|---|---|---|---|---|---|---|"]
+        refused = {}                                   # the modes compile refused, one row per model and reason
         for r in rs:
+            if "refused" in r:
+                refused.setdefault((r["model"], r["refused"]), []).append(r["mode"])
+        for r in rs:
+            if "refused" in r:
+                key = (r["model"], r["refused"])
+                if key in refused:
+                    out.append(f"| {r['model']} | {', '.join(refused.pop(key))} | not compiled: "
+                               f"{r['refused'].replace('|', '/')} | | | | | | | |")
+                continue
             out.append(f"| {r['model']} | {r['mode']} | {pct(r['float'])} | "
-                       f"{pct(r['static_float']) if r['mode'] != 'dynamic' else '–'} | {pct(r['fixed'])} "
+                       f"{pct(r['static_float']) if r['mode'] not in ('dynamic', 'none') else '–'} | {pct(r['fixed'])} "
                        f"| {pct(r['lava'])} (N={r['lava_samples']}) | {pct(r['lava_exact'])} % | {r['latency_steps']} "
                        f"| {r['attention_ops_per_inference'] or '–'} | {r['max_fold_error']:.3g} |")
         return out

@@ -15,7 +15,6 @@ Regenerate the fixture only for a change that is *meant* to alter spikes, and sa
 """
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -24,6 +23,8 @@ import tempfile
 
 import numpy as np
 import torch
+
+from nc_testutils import zoo_checkpoints
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -35,7 +36,8 @@ NIR_PAPER = os.environ.get("NEUROCOMP_NIR_PAPER",
 
 
 def _zoo():
-    return sorted(glob.glob(os.path.join(ROOT, "models", "*", "model.pt")))
+    """The chain zoo the fixture recorded (the residual zoo, issue 15, is tests/test_residual_zoo.py's)."""
+    return zoo_checkpoints()
 
 
 def cases():

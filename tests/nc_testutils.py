@@ -1,6 +1,10 @@
 """Builders shared by tests: small random SpikingJelly networks and inputs."""
 from __future__ import annotations
 
+import glob
+import json
+import os
+
 import torch
 from spikingjelly.activation_based import functional, layer, neuron
 
@@ -74,3 +78,20 @@ def torch_layer_spikes(model, x):
     for h in handles:
         h.remove()
     return y, out
+
+
+ZOO_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
+
+
+def zoo_checkpoints(residual: bool = False) -> list[str]:
+    """``models/*/model.pt``: the chain zoo (VGG-style backbones; the one tests/fixtures/fingerprint.json
+    records) or, with ``residual``, the residual zoo of issue 15, told apart by the recipe's builder
+    (``neurocomp.nn.backbones.RESIDUAL``)."""
+    from neurocomp.nn.backbones import RESIDUAL
+    out = []
+    for path in sorted(glob.glob(os.path.join(ZOO_ROOT, "*", "model.pt"))):
+        recipe = os.path.join(os.path.dirname(path), "recipe.json")
+        builder = json.load(open(recipe))["model"]["builder"] if os.path.isfile(recipe) else None
+        if (builder in RESIDUAL) == residual:
+            out.append(path)
+    return out

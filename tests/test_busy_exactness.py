@@ -14,7 +14,6 @@ fix of issue 12 (Lava's Conv kept ``groups`` in int8: 128 -> -128, all-zero outp
 """
 from __future__ import annotations
 
-import glob
 import os
 
 import pytest
@@ -23,10 +22,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from spikingjelly.activation_based import functional, layer, neuron
 
 from busy_nets import bernoulli, lava_mismatches, layer_rates, lower_for, make_busy
-from nc_testutils import make_net
+from nc_testutils import make_net, zoo_checkpoints
 from neurocomp.nn import backbones
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -174,7 +172,7 @@ def test_issue_12_net_and_counterparts_are_exact(issue_nets, family, mode, min_r
 
 
 # ---- the zoo, every layer made busy -----------------------------------------------------------
-ZOO = sorted(glob.glob(os.path.join(ROOT, "models", "*", "model.pt")))
+ZOO = zoo_checkpoints()       # the chain zoo (the residual zoo: tests/test_residual_zoo.py)
 
 
 @pytest.mark.parametrize("path", ZOO, ids=lambda p: os.path.basename(os.path.dirname(p)))

@@ -1,10 +1,10 @@
 """Every zoo attention model, every attention mode: fixed-point reference == Lava on 50 test samples."""
-import glob
 import os
 
 import pytest
 import torch
 
+from nc_testutils import zoo_checkpoints
 from neurocomp.api import calibration_inputs
 from neurocomp.frontends.torch import run_torch_model
 from neurocomp.passes.pipeline import lower
@@ -15,9 +15,8 @@ from neurocomp.frontends.checkpoint import load_checkpoint
 from neurocomp.frontends.torch import module_to_graph
 from neurocomp.sim import run_fixed, run_float
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ZOO = sorted(p for p in glob.glob(os.path.join(ROOT, "models", "*", "model.pt"))
-             if not os.path.basename(os.path.dirname(p)).endswith("plain"))
+ZOO = [p for p in zoo_checkpoints()          # the chain zoo (the residual zoo: tests/test_residual_zoo.py)
+       if not os.path.basename(os.path.dirname(p)).endswith("plain")]
 
 
 @pytest.fixture(scope="module", params=ZOO, ids=lambda p: os.path.basename(os.path.dirname(p)))

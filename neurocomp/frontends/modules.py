@@ -23,6 +23,7 @@ from spikingjelly.activation_based import layer, neuron, surrogate  # noqa: E402
 from spikingjelly.clock_driven import layer as cd_layer, neuron as cd_neuron  # noqa: E402
 
 from neurocomp.nn import REGISTRY  # noqa: E402
+from neurocomp.nn.backbones import Traceable  # noqa: E402
 
 
 def _pair(v):
@@ -176,6 +177,14 @@ def container_type(module) -> str | None:
         if type(module) in (cls, getattr(cd_layer, name)):
             return name
     return None
+
+
+def is_library_layer(module) -> bool:
+    """A module class of torch, SpikingJelly or neurocomp itself: a layer, not a user's class whose
+    forward is read; neurocomp.nn's :class:`~neurocomp.nn.backbones.Traceable` zoo classes are read as a
+    user's."""
+    return (type(module).__module__.split(".")[0] in ("torch", "spikingjelly", "neurocomp")
+            and not isinstance(module, Traceable))
 
 
 def type_name(module) -> str | None:

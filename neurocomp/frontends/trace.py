@@ -57,7 +57,7 @@ import torch.nn as tnn
 from torch.overrides import TorchFunctionMode
 
 from neurocomp.errors import NeurocompError, UnsupportedLayer
-from neurocomp.frontends.modules import MODULES, PER_STEP_CONTAINERS, type_name
+from neurocomp.frontends.modules import MODULES, PER_STEP_CONTAINERS, is_library_layer, type_name
 from neurocomp.frontends.torch import _set_backend, reset_state, run_torch_model
 
 from spikingjelly.activation_based import base as ab_base, layer as ab_layer  # noqa: E402
@@ -203,10 +203,6 @@ def _stateful(m) -> bool:
                for x in m.modules())
 
 
-def _is_library(m) -> bool:
-    return type(m).__module__.split(".")[0] in ("torch", "spikingjelly", "neurocomp")
-
-
 def _is_voting(m) -> bool:
     return type(m) is ab_layer.VotingLayer
 
@@ -241,7 +237,7 @@ def leaf_kind(m, path="model"):
     known = recognise(m, path)
     if known is not None:
         return "recognised", known
-    if type(m) in (tnn.Sequential, tnn.ModuleList, tnn.ModuleDict) or not _is_library(m):
+    if type(m) in (tnn.Sequential, tnn.ModuleList, tnn.ModuleDict) or not is_library_layer(m):
         return None
     return "unsupported", None
 

@@ -284,7 +284,7 @@ def as_sequential(module, path="model", input_shape=None, timesteps=None):
 
 
 def _structural(module, path):
-    from neurocomp.frontends.modules import PER_STEP_CONTAINERS, type_name
+    from neurocomp.frontends.modules import PER_STEP_CONTAINERS, is_library_layer, type_name
     if isinstance(module, PER_STEP_CONTAINERS):    # SpikingJelly's containers: their children, each per step
         return module
     if type(module) is tnn.Sequential:
@@ -301,7 +301,7 @@ def _structural(module, path):
     cls = type(module)
     if isinstance(module, tnn.Sequential) and cls.forward is tnn.Sequential.forward:
         return _structural(tnn.Sequential(collections.OrderedDict(module.named_children())), path)
-    if cls.__module__.split(".")[0] in ("torch", "spikingjelly", "neurocomp"):
+    if is_library_layer(module):
         return module                  # a library layer neurocomp has no entry for: refused with its path later
     child, file, line = _forward_child(cls)
     if child is not None and isinstance(getattr(module, child, None), tnn.Module):

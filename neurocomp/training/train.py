@@ -170,6 +170,7 @@ def train(recipe, out_dir=None, device=None, epochs: int | None = None, progress
     if save:
         out_dir.mkdir(parents=True, exist_ok=True)
 
+    t_train = time.time()
     for epoch in range(recipe["epochs"]):
         t_start = time.time()
         x_train = data.train_inputs(epoch)[:, :n]
@@ -205,7 +206,8 @@ def train(recipe, out_dir=None, device=None, epochs: int | None = None, progress
     result = {"model": model.cpu().eval(), "metrics": metrics, "recipe": recipe,
               "test_acc": metrics[-1]["test_acc"] if metrics else evaluate(model.cpu(), x_test, y_test),
               "params": param_count(model), "input_shape": data.input_shape, "out_dir": out_dir,
-              "num_classes": data.num_classes, "device": str(device)}
+              "num_classes": data.num_classes, "device": str(device),
+              "train_seconds": round(time.time() - t_train, 1), "threads": torch.get_num_threads()}
     if recipe["dataset"] == "events":
         from neurocomp.data.events import summed_baseline
         result["summed_lr_acc"] = summed_baseline(data.x_train[:, :n], y_train, x_test, y_test)
@@ -267,7 +269,9 @@ def write_card(result: dict, recipe_path=None) -> Path:
         "", "Reproduce (writes model.pt, metrics.json and this card):", "",
         "```", f"python -m neurocomp.training.train {cmd_recipe}    # or: neurocomp train {cmd_recipe}",
         "```", "",
-        f"Trained on `{result.get('device', 'cpu')}`; per-epoch metrics in `metrics.json`.", "",
+        f"Trained on `{result.get('device', 'cpu')}`; per-epoch metrics in `metrics.json`."
+        + (f" Training wall time: {result['train_seconds']:.0f} s (the epochs and their test evaluations, "
+           f"{result['threads']} torch threads, {os.cpu_count()} CPUs)." if "train_seconds" in result else ""), "",
     ]
     path = out_dir / "card.md"
     text = "\n".join(lines)
