@@ -2,8 +2,8 @@
 forward, stored as graphs): each checkpoint rebuilds with no user code as a graph that computes what the
 builder's block classes compute with its weights, and its float IR equals the torch model spike for spike
 on every neuron layer (attention models in both modes: the attention itself, and the calibrated static
-maps; compiling them waits for attention folding on a branch); the SEW-ResNets,
-which compile today, give Lava == fixed-point reference on every layer and step."""
+maps); compiled (SEW once, the attention models in static and dynamic mode), Lava == fixed-point
+reference on every layer and step."""
 from __future__ import annotations
 
 import json
@@ -61,12 +61,23 @@ def test_residual_zoo_model_is_a_graph_equal_to_torch(path):
         assert sum(int(s_torch[n].sum()) for n in neurons) > 0
 
 
-@pytest.mark.parametrize("path", [p for p in RESIDUAL if NAME(p).endswith("_sew")], ids=NAME)
-def test_sew_zoo_model_reference_equals_lava(path):
+def _cases():
+    """(checkpoint, mode): a SEW-ResNet once, every attention model in static and dynamic mode."""
+    return [(p, m) for p in RESIDUAL for m in (("static",) if NAME(p).endswith("_sew") else ("static", "dynamic"))]
+
+
+@pytest.mark.parametrize("path,mode", _cases(), ids=lambda v: NAME(v) if os.sep in str(v) else v)
+def test_residual_zoo_model_reference_equals_lava(path, mode):
+    """The trained residual zoo compiled: fixed-point reference == Lava on every layer and step (3 test samples)."""
     loaded = load_checkpoint(path)
     x, _ = load_inputs(loaded.dataset, "test", loaded.timesteps, loaded.encoding, n=3)
     x = torch.as_tensor(x)
-    q = lower(module_to_graph(loaded.model, loaded.input_shape, loaded.timesteps, loaded.encoding), attention="static")
+    model = loaded.model
+    if mode == "static" and attention_modules(model):
+        xc, yc = load_inputs(loaded.dataset, "train", loaded.timesteps, loaded.encoding, n=32)
+        model = make_static(model, calibrate(model, torch.as_tensor(xc), yc))
+    g = module_to_graph(model, loaded.input_shape, loaded.timesteps, loaded.encoding, attention_mode=mode)
+    q = lower(g, attention=mode)
     ref, lava = run_fixed(q, x), run_lava(q, x)
     assert set(ref.spikes) == set(lava.spikes)
     for name in ref.spikes:
