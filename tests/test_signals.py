@@ -14,6 +14,7 @@ Processes are read from /proc (psutil is not a dependency).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -211,7 +212,13 @@ def test_ctrl_c_early_in_a_real_start_gives_no_traceback(tmp_path, delay):
     time.sleep(delay)
     p.send_signal(signal.SIGINT)
     _, err = _communicate(p)
-    assert "Traceback" not in err, err[-3000:]
+    if "Traceback" in err:
+        # Python's own start-up (runpy looking for the module) can still be running on a loaded machine: a
+        # KeyboardInterrupt there is Python's, printed before any neurocomp code ran. One from neurocomp is not.
+        frames = re.findall(r'File "([^"]+)"', err)
+        assert err.rstrip().endswith("KeyboardInterrupt") and frames, err[-3000:]
+        assert not any(os.sep + "neurocomp" + os.sep in f for f in frames), err[-3000:]
+        return
     # 130 once Python runs; killed by the signal itself only if it came before Python's own start-up
     assert p.returncode in (130, -signal.SIGINT, 0), err
     if p.returncode == 130:
