@@ -20,7 +20,7 @@ from neurocomp.errors import BadGraph, UnsupportedLayer
 from neurocomp.ir import (Add, Concat, AvgPool2d, BatchNorm, Conv2d, CubaLIF, Dense, Flatten, GradedSpikes, Input, LIF, Linear,
                           MAAttention, MALIF, Readout, Scale, SpikeAttention, SumPool2d, Threshold, Voting)
 from neurocomp.sim.cuba import run_fixed_cuba
-from neurocomp.sim.walk import refusal
+from neurocomp.sim.walk import Split, refusal, split_sum
 
 
 class Gained(NamedTuple):
@@ -68,13 +68,6 @@ def dynamic_gains(att: MAAttention, a_seq: torch.Tensor, bias: torch.Tensor) -> 
     return torch.as_tensor(g.swapaxes(0, 1))
 
 
-class Split(NamedTuple):
-    """An Add's integer value when its neuron gains only some synapse groups: the gained groups' input
-    (a :class:`Gained` under dynamic attention), the plain groups' input (None when none) and the further
-    gained groups' inputs by index (``more_groups``)."""
-    gained: object
-    plain: object
-    more: tuple = ()
 
 
 def _gain_neuron(node, p, a_seq: torch.Tensor, bias: torch.Tensor, stats: dict, att=None, plain=None, more=()):
@@ -232,8 +225,6 @@ def _split_sum(run, node, xs):
     """``xs`` summed into gained and plain parts (:meth:`Run.gained_inputs`), or None when the Add's neuron
     gains its whole input; at most one dynamic attention (:class:`Gained`) among the gained inputs."""
     flags = run.gained_inputs(node)
-    if not flags and not any(isinstance(x, Split) for x in xs):
-        return None
 
     def acc(a, b):
         if a is None or b is None:
@@ -242,20 +233,7 @@ def _split_sum(run, node, xs):
             raise UnsupportedLayer("two gained synapse groups under dynamic attention at one neuron",
                                    where=f"layer '{node.name}'", hint="one attention map per neuron is supported")
         return a.to(torch.int64) + b.to(torch.int64)
-    gained = plain = None
-    more = {}
-    for x, g in zip(xs, flags or ("plain",) * len(xs)):
-        if isinstance(x, Split):
-            gained, plain = acc(gained, x.gained), acc(plain, x.plain)
-            for k, v in x.more:
-                more[k] = acc(more.get(k), v)
-        elif g == "gained":
-            gained = acc(gained, x)
-        elif g == "plain":
-            plain = acc(plain, x)
-        else:
-            more[g] = acc(more.get(g), x)
-    return Split(gained, plain, tuple(sorted(more.items())))
+    return split_sum(flags, xs, acc)
 
 
 def _integers(node, xs):

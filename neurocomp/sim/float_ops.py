@@ -22,6 +22,7 @@ from neurocomp.errors import UnsupportedLayer
 from neurocomp.ir import (Add, Concat, AvgPool2d, BatchNorm, Conv2d, CubaLIF, Dense, Flatten, GradedSpikes, Input, LIF, Linear,
                           MAAttention, MALIF, Readout, Scale, SpikeAttention, SumPool2d, Threshold, Voting)
 from neurocomp.sim.cuba import run_float_cuba
+from neurocomp.sim.walk import Split, split_sum
 
 
 # ---- neuron kernels (SpikingJelly's expressions, same operation order) -------------------------
@@ -182,23 +183,10 @@ def _synapse(run, node, x, fn, bias_shape=None):
     return _per_step(lambda v: fn(v, _t(node.bias)), x)
 
 
-class Split(NamedTuple):
-    """An Add's value when its neuron gains only some synapse groups: the gained groups' sum, the plain
-    groups' sum (None when none yet) and the further gained groups' values by index, kept apart until the
-    neuron applies the gains."""
-    gained: object
-    plain: object
-    more: tuple = ()
-
-
 def _split_sum(run, node, xs):
     """``xs`` summed left to right into gained and plain parts (:meth:`Run.gained_inputs`), or None when
     the Add's neuron gains its whole input."""
     flags = run.gained_inputs(node)
-    if not flags and not any(isinstance(x, Split) for x in xs):
-        return None
-    gained = plain = None
-    more = {}
 
     def acc(a, b):
         if a is None or b is None:
@@ -207,18 +195,7 @@ def _split_sum(run, node, xs):
             a, b = (x if isinstance(x, Deferred) else Deferred(x, 0.0) for x in (a, b))
             return Deferred(a.current + b.current, a.bias + b.bias)
         return a + b
-    for x, g in zip(xs, flags or ("plain",) * len(xs)):
-        if isinstance(x, Split):
-            gained, plain = acc(gained, x.gained), acc(plain, x.plain)
-            for k, v in x.more:
-                more[k] = acc(more.get(k), v)
-        elif g == "gained":
-            gained = acc(gained, x)
-        elif g == "plain":
-            plain = acc(plain, x)
-        else:
-            more[g] = acc(more.get(g), x)
-    return Split(gained, plain, tuple(sorted(more.items())))
+    return split_sum(flags, xs, acc)
 
 
 def _neuron_input(node, x):

@@ -16,6 +16,8 @@ float attention entries cache their torch modules by content, see ``float_ops``)
 """
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import torch
 
 from neurocomp.errors import NeurocompError, UnsupportedLayer
@@ -130,3 +132,33 @@ class Run:
                     if last_use[src] == i and src not in keep:
                         env.pop(src, None)
         return env[self.graph.output_node.name]
+
+
+class Split(NamedTuple):
+    """An Add's value when its neuron gains only some synapse groups: the gained groups' sum, the plain
+    groups' sum (None when none) and the further gained groups' values by index (``more_groups``), kept
+    apart until the neuron applies the gains. Float and fixed point alike (their ``acc`` differs)."""
+    gained: object
+    plain: object
+    more: tuple = ()
+
+
+def split_sum(flags, xs, acc: Callable):
+    """``xs`` (an Add's inputs, flagged by :meth:`Run.gained_inputs`) summed left to right with ``acc`` into
+    a :class:`Split`, or None when the Add's neuron gains its whole input."""
+    if not flags and not any(isinstance(x, Split) for x in xs):
+        return None
+    gained = plain = None
+    more = {}
+    for x, g in zip(xs, flags or ("plain",) * len(xs)):
+        if isinstance(x, Split):
+            gained, plain = acc(gained, x.gained), acc(plain, x.plain)
+            for k, v in x.more:
+                more[k] = acc(more.get(k), v)
+        elif g == "gained":
+            gained = acc(gained, x)
+        elif g == "plain":
+            plain = acc(plain, x)
+        else:
+            more[g] = acc(more.get(g), x)
+    return Split(gained, plain, tuple(sorted(more.items())))
