@@ -95,3 +95,14 @@ def zoo_checkpoints(residual: bool = False) -> list[str]:
         if (builder in RESIDUAL) == residual:
             out.append(path)
     return out
+
+
+def assert_lava_equals_reference(q, x):
+    """Lava ``fixed_pt`` equals the fixed-point reference on every layer and step of ``x``, and the net is not silent."""
+    from neurocomp.backends.lava import run_lava
+    from neurocomp.sim import run_fixed
+    ref, lava = run_fixed(q, x), run_lava(q, x)
+    assert set(ref.spikes) == set(lava.spikes)
+    for name in ref.spikes:
+        assert torch.equal(ref.spikes[name], lava.spikes[name]), name
+    assert int(ref.output.sum()) > 0

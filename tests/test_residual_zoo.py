@@ -12,8 +12,7 @@ import os
 import pytest
 import torch
 
-from nc_testutils import zoo_checkpoints
-from neurocomp.backends.lava import run_lava
+from nc_testutils import assert_lava_equals_reference, zoo_checkpoints
 from neurocomp.data.registry import load_inputs
 from neurocomp.frontends.attention import attention_modules, calibrate, make_static
 from neurocomp.frontends.checkpoint import load_checkpoint
@@ -22,7 +21,7 @@ from neurocomp.frontends.torch import module_to_graph, run_torch_model
 from neurocomp.ir import Add
 from neurocomp.nn import build
 from neurocomp.passes.pipeline import lower
-from neurocomp.sim import run_fixed, run_float
+from neurocomp.sim import run_float
 
 RESIDUAL = zoo_checkpoints(residual=True)
 NAME = lambda p: os.path.basename(os.path.dirname(p))  # noqa: E731
@@ -78,11 +77,7 @@ def test_residual_zoo_model_reference_equals_lava(path, mode):
         model = make_static(model, calibrate(model, torch.as_tensor(xc), yc))
     g = module_to_graph(model, loaded.input_shape, loaded.timesteps, loaded.encoding, attention_mode=mode)
     q = lower(g, attention=mode)
-    ref, lava = run_fixed(q, x), run_lava(q, x)
-    assert set(ref.spikes) == set(lava.spikes)
-    for name in ref.spikes:
-        assert torch.equal(ref.spikes[name], lava.spikes[name]), name
-    assert int(ref.output.sum()) > 0
+    assert_lava_equals_reference(q, x)
 
 
 def test_training_a_residual_recipe_writes_a_graph_checkpoint_and_its_wall_time(tmp_path):

@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from nc_testutils import zoo_checkpoints
+from nc_testutils import assert_lava_equals_reference, zoo_checkpoints
 from neurocomp.api import calibration_inputs
 from neurocomp.frontends.torch import run_torch_model
 from neurocomp.passes.pipeline import lower
@@ -50,8 +50,4 @@ def test_zoo_dynamic_attention_equals_lava(path):
 def test_zoo_reference_equals_lava(zoo_model, mode):
     g, x = zoo_model
     q = lower(g, attention=mode)
-    ref, lava = run_fixed(q, x), run_lava(q, x)
-    assert set(ref.spikes) == set(lava.spikes)
-    for name in ref.spikes:
-        assert torch.equal(ref.spikes[name], lava.spikes[name]), name
-    assert int(ref.output.sum()) > 0
+    assert_lava_equals_reference(q, x)
