@@ -52,3 +52,37 @@ def test_dvs128_structure_is_exact_on_every_layer(dvs_structure):
     assert len(ors) == 3, ors
     quiet = {k: r for k, r in rates.items() if k != q.output_node.name and r < 0.02}
     assert not quiet, f"layers not busy: {quiet}"
+
+
+def test_lif_step_wraps_in_int32_like_lavas_lif_model():
+    """Magnitudes: Lava's stock LIF model (``PyLifResetModelBitAcc``, which runs every plain LIF, OR
+    threshold and readout) holds ``a_in``, ``u`` and ``v`` in numpy int32, so ``a_in << 6`` and the ``u``
+    and ``v`` sums wrap at 2**31 before its 24-bit current wrap; ``fx.lif_step`` (the reference, on torch
+    int64) must wrap the same way. Lava's own model class is stepped directly, on inputs around 2**25
+    (where ``a << 6`` leaves int32: a Dense of more than 2**25 / 127 active inputs), both signs, with a
+    current decay so the state carries over. Before ``fx.wrap_int32`` the reference fired where Lava's
+    model did not (and the other way round) on inputs of 2**25 and more."""
+    import numpy as np
+    from lava.proc.lif.models import PyLifResetModelBitAcc
+    from neurocomp import fixedpoint as fx
+    gen = np.random.default_rng(16)
+    a = np.concatenate([[0, 1000, 2**25 - 2**17, 2**25 - 1, 2**25, 2**25 + 5, -(2**25), -(2**25) - 7, 40_000_000,
+                         -40_000_000, 2**23 - 1, 2**26 + 3],
+                        gen.integers(-2**27, 2**27, 52)]).astype(np.int64)
+    n, du, dv, vth = a.size, 1000, 2048, 100
+    lava = PyLifResetModelBitAcc({"reset_interval": 1000, "reset_offset": 999})
+    lava.u, lava.v = np.zeros(n, np.int32), np.zeros(n, np.int32)
+    lava.du, lava.dv, lava.vth = du, dv, vth
+    lava.bias_mant, lava.bias_exp = np.full(n, 7, np.int16), np.full(n, 2, np.int16)
+    lava.scale_bias()
+    lava.scale_threshold()
+    u = v = torch.zeros(n, dtype=torch.int64)
+    for t in range(4):
+        x = a if t % 2 == 0 else -a // 3
+        lava.subthr_dynamics(np.zeros(n, np.int16) + x.astype(np.int32))   # as a_in.recv() hands it over
+        s_lava = lava.spiking_activation()
+        lava.reset_voltage(s_lava)
+        u, v, s = fx.lif_step(u, v, torch.as_tensor(x), du, dv, torch.full((n,), 7 << 2), vth, torch.clamp)
+        assert torch.equal(s, torch.as_tensor(s_lava)), f"step {t}: spikes differ at inputs {x[s.numpy() != s_lava]}"
+        assert torch.equal(u, torch.as_tensor(lava.u, dtype=torch.int64)), f"step {t}: current differs"
+        assert torch.equal(v, torch.as_tensor(lava.v, dtype=torch.int64)), f"step {t}: voltage differs"
