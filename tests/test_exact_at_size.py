@@ -86,3 +86,37 @@ def test_lif_step_wraps_in_int32_like_lavas_lif_model():
         assert torch.equal(s, torch.as_tensor(s_lava)), f"step {t}: spikes differ at inputs {x[s.numpy() != s_lava]}"
         assert torch.equal(u, torch.as_tensor(lava.u, dtype=torch.int64)), f"step {t}: current differs"
         assert torch.equal(v, torch.as_tensor(lava.v, dtype=torch.int64)), f"step {t}: voltage differs"
+
+
+def test_dense_sum_wraps_like_lavas_dense_model():
+    """Magnitudes: Lava's bit-accurate Dense multiplies graded payloads by its (doubled, int32) weights in a
+    numpy int32 dot product, which wraps at 2**31 before the halving (2048 inputs of payload 255 at weight
+    127 already reach 2**26; a few 10,000 of them wrap); the reference's Linear/Dense sum must wrap the same
+    way (``fx.dense_lava_sum``, used by ``sim.fixed_ops``). Lava's own model class runs one step here with
+    its ports replaced by stubs; a spike input takes the same path. Before ``dense_lava_sum`` the graded
+    sums above 2**30 differed."""
+    import numpy as np
+    from lava.proc.dense.models import PyDenseModelBitAcc
+    from lava.utils.weightutils import SignMode
+    from neurocomp import fixedpoint as fx
+    gen = np.random.default_rng(16)
+    n_in = 40_000
+    w8 = np.concatenate([np.full((2, n_in), 127), np.full((1, n_in), -128), gen.integers(-128, 128, (5, n_in)),
+                         gen.integers(0, 128, (4, n_in))]).astype(np.int64)
+    for graded in (True, False):
+        x = (np.full(n_in, 255) if graded else np.ones(n_in)).astype(np.int64)
+        x[: n_in // 8] = 0 if graded else 1
+        w2, wexp = fx.dense_lava_weights(w8)
+        lava = PyDenseModelBitAcc({"weight_exp": wexp, "num_weight_bits": 8, "sign_mode": SignMode.MIXED})
+        lava.weights = w2.astype(np.int32)
+        lava.num_message_bits = np.array([8 if graded else 0])
+        lava.a_buff = np.zeros(w8.shape[0], np.int32)
+        sent = []
+        lava.s_in = type("In", (), {"recv": lambda self: np.zeros(n_in, bool) + x.astype(np.int32)})()
+        lava.a_out = type("Out", (), {"send": lambda self, a: sent.append(np.array(a))})()
+        lava.run_spk()
+        lava.run_spk()
+        delivered = np.zeros(w8.shape[0], np.int32)
+        delivered[:] = sent[-1]                 # what Lava's int32 channel carries on
+        ref = fx.dense_lava_sum(torch.as_tensor(w8 @ x), graded)
+        assert torch.equal(ref, torch.as_tensor(delivered, dtype=torch.int64)), (graded, ref, delivered)

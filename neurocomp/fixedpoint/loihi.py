@@ -107,6 +107,16 @@ def dense_lava_weights(w8):
     return 2 * w8, -1
 
 
+def dense_lava_sum(y, graded: bool):
+    """The synaptic input Lava's bit-accurate Dense delivers for the integer sums ``y`` of the weights
+    ``w8`` (emitted as ``dense_lava_weights``: ``2*w8`` with ``weight_exp = -1``).
+
+    Graded inputs (payloads) meet the weights in a numpy int32 dot product, which wraps at 2**31 before
+    the halving; spikes are summed in int64 and the halved sum is cast into the int32 output channel.
+    Identity unless a sum leaves int32 (a Dense of more than 2**30 / (127 * 255) graded inputs)."""
+    return wrap_int32(2 * y) // 2 if graded else wrap_int32(y)
+
+
 def cuba_step(u, v, a, du, dv, v_bias, i_bias, vth, subtract, spiking, xp_clip):
     """One step of neurocomp's CUBA neuron (``CubaLIF``; Lava process ``neurocomp.backends.lava.cuba``).
 
