@@ -123,6 +123,8 @@ def main(argv=None) -> int:
     ap.add_argument("--busy-iters", type=int, default=10)
     ap.add_argument("--random", action="store_true", help="untrained, as issue 16 measured it (not busy)")
     ap.add_argument("--no-lava", action="store_true", help="the reference only")
+    ap.add_argument("--random-reference-first", action="store_true",
+                    help="first the untrained net through the reference only (its spike counts per layer)")
     ap.add_argument("--seed", type=int, default=16)
     ap.add_argument("--min-available", type=float, default=3.0, help="GiB of MemAvailable to keep")
     ap.add_argument("--json", default=None)
@@ -142,14 +144,20 @@ def main(argv=None) -> int:
         print(f"{name}: {out['phases'][name]} s (tree peak {dog.peak:.1f} GiB)", flush=True)
         return r
 
-    model = phase("build", lambda: build(args))
     xc = bernoulli(args.T, args.calib, shape, 0.15, seed=args.seed + 1000)
+    x = bernoulli(args.T, args.samples, shape, 0.15, seed=args.seed + 2000)
+    from neurocomp.sim import run_fixed
+    if args.random_reference_first:
+        q0 = phase("lower_random", lambda: lower_for(build(args), shape, args.T, args.mode, calib=xc))
+        r0 = phase("reference_random", lambda: run_fixed(q0, x))
+        out["random_reference_spikes"] = {k: int(v.sum()) for k, v in r0.spikes.items() if v.dtype == torch.bool}
+        print("untrained net, reference spikes per layer:", out["random_reference_spikes"], flush=True)
+        del q0, r0
+    model = phase("build", lambda: build(args))
     if not args.random:
         out["busy_rates"] = phase("make_busy", lambda: make_busy(model, xc, rate=(0.1, 0.3), seed=args.seed,
                                                                  iters=args.busy_iters))
     q = phase("lower", lambda: lower_for(model, shape, args.T, args.mode, calib=xc))
-    x = bernoulli(args.T, args.samples, shape, 0.15, seed=args.seed + 2000)
-    from neurocomp.sim import run_fixed
     ref = phase("reference", lambda: run_fixed(q, x))
     layers = {}
     for name, s in ref.spikes.items():
