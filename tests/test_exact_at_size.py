@@ -13,6 +13,10 @@ The net here is the DVS128 net's structure on 2x8x8 (three 128-channel blocks do
 T = 20), every layer made busy, so each of its 128-group OR pools and the voting head carry spikes; with the
 emitter's regrouping undone (``layout.regroup_conv_weight``) it fails with the issue's signature: the first
 OR pool fires on the reference only.
+
+Magnitudes the size brings: Lava's stock LIF and Dense models compute in numpy int32, the reference in torch
+int64; the two tests below step Lava's own model classes (no runtime) at inputs past 2**31 and check that
+``fixedpoint`` wraps where they do (``wrap_int32`` in ``lif_step``, ``dense_lava_sum``).
 """
 from __future__ import annotations
 
