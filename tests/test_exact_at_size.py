@@ -124,3 +124,38 @@ def test_dense_sum_wraps_like_lavas_dense_model():
         delivered[:] = sent[-1]                 # what Lava's int32 channel carries on
         ref = fx.dense_lava_sum(torch.as_tensor(w8 @ x), graded)
         assert torch.equal(ref, torch.as_tensor(delivered, dtype=torch.int64)), (graded, ref, delivered)
+
+
+def _non_square(family: str, T: int, H: int = 8, W: int = 4, C: int = 8):
+    """One block of ``family`` (as in ``nn.backbones``) on a 2xHxW input, H != W, then Linear -> LIF."""
+    from neurocomp.nn import PFA, TCJA, TCSA, MALIFNode
+    from neurocomp.nn.backbones import lif
+    conv = [layer.Conv2d(2, C, 3, padding=1, bias=family != "pfa", step_mode="m"), layer.BatchNorm2d(C, step_mode="m")]
+    if family == "tcja":
+        mods = conv + [lif(), TCJA(2, 2, T, C), layer.MaxPool2d(2, step_mode="m")]
+    elif family == "ma":
+        mods = conv + [layer.AvgPool2d(2, step_mode="m"), TCSA(T, C, t_ratio=2, c_ratio=4), MALIFNode()]
+    else:
+        mods = [PFA(H, W, T, 2, 3, 2)] + conv + [lif(), layer.AvgPool2d(2, step_mode="m"), PFA(H // 2, W // 2, T, C, 3, 2)]
+    return torch.nn.Sequential(*mods, layer.Flatten(step_mode="m"), layer.Linear(C * (H // 2) * (W // 2), 10, step_mode="m"),
+                               lif() if family != "ma" else MALIFNode())
+
+
+@pytest.mark.parametrize("family", ["tcja", "ma", "pfa"])
+def test_non_square_maps_are_exact(family):
+    """Layouts: Lava's (W, H, C) order on a map with H != W (8x4), where a swapped axis cannot hide: conv and
+    pool geometry, the flatten permutation into the Linear, and the per-neuron tables of static attention
+    (MA-SNN's per-position gains, PFA's per-position payloads; TCJA's per-channel weights and step gains)."""
+    Tn, shape = 6, (2, 8, 4)
+    torch.manual_seed(7)
+    model = _non_square(family, Tn)
+    functional.set_step_mode(model, "m")
+    model.eval()
+    xc = bernoulli(Tn, 8, shape, 0.2, seed=7)
+    make_busy(model, xc, rate=(0.1, 0.3), seed=7, iters=12)
+    q = lower_for(model, shape, Tn, "static", calib=xc)
+    ref, mism = lava_mismatches(q, bernoulli(Tn, 3, shape, 0.2, seed=70))
+    bad = {k: v for k, v in mism.items() if v[0]}
+    assert not bad, f"Lava != reference (layer: mismatches, reference-only, Lava-only): {bad}"
+    rates = layer_rates(ref)
+    assert all(r > 0.01 for r in rates.values()), rates
