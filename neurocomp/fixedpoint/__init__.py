@@ -8,9 +8,10 @@
   (``neurocomp.fixedpoint.attention``; not re-exported here).
 """
 from neurocomp.fixedpoint.loihi import (ACT_SHIFT, BIAS_EXP_MAX, BIAS_MANT_MAX, BIAS_MANT_MIN, DECAY_MAX, DECAY_SHIFT,
-                                        DECAY_UNITY, MAX_STATE, STATE_BITS, VTH_MAX, VTH_SHIFT, WEIGHT_BITS, WEIGHT_MAX,
-                                        WEIGHT_MIN, clip_voltage, cuba_step, dense_lava_weights, effective_bias,
-                                        gain_lif_step, group_gain_input, lif_step, trunc_decay, trunc_shift, window_step_bias, wrap_state,
+                                        DECAY_UNITY, MAX_STATE, STATE_BITS, VTH_MAX, VTH_SHIFT, WEIGHT_BITS,
+                                        WEIGHT_MAX, WEIGHT_MIN, clip_voltage, cuba_step, dense_lava_sum,
+                                        dense_lava_weights, effective_bias, gain_lif_step, group_gain_input, lif_step,
+                                        trunc_decay, trunc_shift, window_step_bias, wrap_int32, wrap_state,
                                         wrap_synaptic)
 from neurocomp.fixedpoint.formats import (GAIN_SHIFT_MAX, PAYLOAD_BITS, bias_mant_exp, choose_vth, cuba_du, cuba_dv,
                                           cuba_scale, gain_mantissa, gain_shift, input_weight_gain, lif_dv, lif_scale,

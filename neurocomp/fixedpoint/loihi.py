@@ -41,6 +41,18 @@ def trunc_decay(x, keep):
     return q - 2 * q * (y < 0)
 
 
+INT32_LIMIT = 1 << 31
+
+
+def wrap_int32(x):
+    """Two's-complement int32 wrap of integers held wider (int64): what Lava's stock LIF model does
+    silently, its state and input being numpy int32 (``a_in << 6`` and the ``u``/``v`` sums wrap there).
+    Identity unless some value lies outside int32 (the common case costs one max)."""
+    if _is_torch(x) and (not x.numel() or int(x.abs().max()) < INT32_LIMIT):
+        return x
+    return (x + INT32_LIMIT) % (2 * INT32_LIMIT) - INT32_LIMIT
+
+
 def wrap_state(x):
     """Wrap a current into 24-bit two's complement the way Lava does (u > 2**23 or u <= -2**23)."""
     if _is_torch(x) and x.numel() and int(x.abs().max()) < MAX_STATE:
@@ -62,11 +74,15 @@ def lif_step(u, v, a, du, dv, bias, vth, xp_clip, counts=None):
     """One step of Loihi's CUBA LIF. ``a`` is the synaptic input (weight units), ``bias`` the
     effective bias (voltage units), ``vth`` the 17-bit mantissa. Returns ``(u, v, s)`` with
     ``s`` boolean and ``v`` already reset where it spiked. With a ``counts`` dict, the number of
-    current wraps and voltage saturations of this step are added to it."""
+    current wraps and voltage saturations of this step are added to it.
+
+    Lava's model computes in int32 (``PyLifResetModelBitAcc``: ``a_in << 6`` added to the decayed
+    current, then ``decayed_volt + u + bias``), so a synaptic input of 2**25 or more wraps there before
+    the 24-bit current wrap; :func:`wrap_int32` does the same here (no effect below that)."""
     u_raw = trunc_decay(u, DECAY_UNITY - (du + 1)) + a * (1 << ACT_SHIFT)
-    u = wrap_state(u_raw)
+    u = wrap_state(wrap_int32(u_raw))
     v_raw = trunc_decay(v, DECAY_UNITY - dv) + u + bias
-    v = clip_voltage(v_raw, xp_clip)
+    v = clip_voltage(wrap_int32(v_raw), xp_clip)
     if counts is not None:
         counts["current_wraps"] = counts.get("current_wraps", 0) + int((u != u_raw).sum())
         counts["voltage_saturations"] = counts.get("voltage_saturations", 0) + int((v != v_raw).sum())
@@ -89,6 +105,16 @@ def dense_lava_weights(w8):
     so nothing is lost, and the -1 exponent halves the (even) sum exactly.
     """
     return 2 * w8, -1
+
+
+def dense_lava_sum(y, graded: bool):
+    """The synaptic input Lava's bit-accurate Dense delivers for the integer sums ``y`` of the weights
+    ``w8`` (emitted as ``dense_lava_weights``: ``2*w8`` with ``weight_exp = -1``).
+
+    Graded inputs (payloads) meet the weights in a numpy int32 dot product, which wraps at 2**31 before
+    the halving; spikes are summed in int64 and the halved sum is cast into the int32 output channel.
+    Identity unless a sum leaves int32 (a Dense of more than 2**30 / (127 * 255) graded inputs)."""
+    return wrap_int32(2 * y) // 2 if graded else wrap_int32(y)
 
 
 def cuba_step(u, v, a, du, dv, v_bias, i_bias, vth, subtract, spiking, xp_clip):

@@ -142,14 +142,15 @@ def _conv2d(run, node, s):
 
 
 def _linear(run, node, s):
-    return _synapse(node, s, lambda x, dt: torch.round(F.linear(x, torch.as_tensor(node.qweight, dtype=dt)))
-                    .to(torch.int64))
+    graded = s.dtype != torch.bool
+    return _synapse(node, s, lambda x, dt: fx.dense_lava_sum(torch.round(F.linear(
+        x, torch.as_tensor(node.qweight, dtype=dt))).to(torch.int64), graded))
 
 
 def _dense(run, node, s):
-    shape = tuple(node.out_shape)
-    return _synapse(node, s, lambda x, dt: torch.round(F.linear(x.flatten(1), torch.as_tensor(node.qweight, dtype=dt)))
-                    .to(torch.int64).reshape((-1,) + shape))
+    shape, graded = tuple(node.out_shape), s.dtype != torch.bool
+    return _synapse(node, s, lambda x, dt: fx.dense_lava_sum(torch.round(F.linear(
+        x.flatten(1), torch.as_tensor(node.qweight, dtype=dt))).to(torch.int64), graded).reshape((-1,) + shape))
 
 
 def _sumpool2d(run, node, s):
