@@ -443,8 +443,8 @@ def simulate(artifact_path, backend: str = "lava", samples: int | None = None, i
                                 "samples_differing": pair["samples_differing"][k]} for k in pair["layers"]]
         result["first_diverging_layer"] = next((k for k in pair["layers"] if pair["mismatches"][k]), None)
         result["lava_wall_s"] = cc["lava"]["wall_s"]
-        result["lava_workers"] = {"engine": cc["lava"]["engine"], "workers": cc["lava"]["workers"],
-                                  "shards": cc["lava"]["shards"]}
+        if "shards" in cc["lava"]:
+            result["lava_workers"] = {k: cc["lava"][k] for k in ("engine", "workers", "shards")}
     else:
         result["exact_match_fraction"] = None
         result["per_layer"] = [{"name": k, "spikes_compared": N * T * cc["neurons"][k], "mismatches": None,

@@ -237,9 +237,9 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
                 bar.update(sl.stop - sl.start)
         lava = None
         if lava_rec is not None:
-            lava = {"samples": n_lava, "wall_s": lava_rec.stats.get("wall_s"),
-                    "workers": lava_rec.stats.get("workers", 1), "engine": lava_rec.stats.get("engine", "process"),
-                    "shards": lava_rec.stats.get("shards")}
+            lava = {"samples": n_lava, "wall_s": lava_rec.stats.get("wall_s")}
+            if "shards" in lava_rec.stats:            # split over workers (record_lava_sharded)
+                lava.update({k: lava_rec.stats[k] for k in ("engine", "workers", "shards")})
     finally:
         if bar is not None:
             bar.close()
