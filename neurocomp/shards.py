@@ -88,7 +88,8 @@ def run_shards(fn, shard_args: list[tuple], ranges: list[range], workers: int = 
 
 def _failed(what, i, ranges, message) -> ShardFailed:
     return ShardFailed(f"{what} {i + 1}/{len(ranges)} ({describe_range(ranges[i])}) failed twice: {message}",
-                       where=what, hint="rerun with --debug; fewer samples or --workers 1 run it alone")
+                       hint="the other shards were stopped; --workers 1 runs it in this process "
+                            "(with --debug for the traceback)")
 
 
 def _timed_out(what, timeout, done, total) -> RunTimeout:
@@ -97,8 +98,8 @@ def _timed_out(what, timeout, done, total) -> RunTimeout:
 
 
 def _first_line(e: BaseException) -> str:
-    if isinstance(e, NeurocompError):
-        return e.one_line()
+    if isinstance(e, NeurocompError):          # what went wrong and where; the hint is the shard's own
+        return f"{e.where}: {e.message}" if e.where else str(e.message)
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__
 
@@ -166,11 +167,10 @@ def _run_local(fn, shard_args, ranges, workers, timeout, what, on_progress, unit
     n = len(shard_args)
     queue = list(range(n))
     attempts = [0] * n
-    results, done_units = [None] * n, [0] * n
+    results, done_units, tracebacks = [None] * n, [0] * n, [None] * n
     finished = 0
     running: list[_Running] = []
     start = time.monotonic()
-    debug = os.environ.get("NEUROCOMP_DEBUG_SHARDS")
     try:
         while finished < n:
             while queue and len(running) < workers:
@@ -195,8 +195,7 @@ def _run_local(fn, shard_args, ranges, workers, timeout, what, on_progress, unit
                         r.result, r.finished = msg[1], True
                     else:
                         r.error, r.finished = msg[1], True
-                        if debug:
-                            print(msg[2], file=sys.stderr)
+                        tracebacks[r.i] = msg[2]
                 if r.finished or not r.proc.is_alive():
                     if not r.finished:            # died without a word: read what it sent last
                         with contextlib.suppress(EOFError, OSError):
@@ -216,7 +215,9 @@ def _run_local(fn, shard_args, ranges, workers, timeout, what, on_progress, unit
                     else:
                         message = r.error or f"its worker process ended with status {r.proc.exitcode}"
                         if attempts[r.i] >= 2:
-                            raise _failed(what, r.i, ranges, message)
+                            err = _failed(what, r.i, ranges, message)
+                            err.worker_traceback = tracebacks[r.i]     # the worker's own, for a debugger
+                            raise err
                         done_units[r.i] = 0
                         queue.insert(0, r.i)             # retried once, first in line
             if on_progress is not None:
