@@ -113,7 +113,8 @@ def main(argv=None):
         busy = "–" if lv["cores_busy"] is None else f"{lv['cores_busy']:.2f}"
         lines.append(f"| {r['workers']} | {r['engine']} | {lv['samples_per_s']:.1f} | {lv['speedup']:.2f}× "
                      f"| {busy} | {per} "
-                     f"| {sm['samples_per_s']:.1f} | {sm['speedup']:.2f}× | {sm.get('figures_equal_one_worker', True)} |")
+                     f"| {sm['samples_per_s']:.1f} | {sm['speedup']:.2f}× "
+                     f"| {sm.get('figures_equal_one_worker', True)} |")
     with open(os.path.join(HERE, "sharding.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -135,7 +135,6 @@ def _child(fn, args, conn, parent) -> None:
 class _Running:
     def __init__(self, i, proc, conn):
         self.i, self.proc, self.conn = i, proc, conn
-        self.done = 0
         self.result = None
         self.error = None
         self.finished = False
@@ -177,8 +176,8 @@ def _run_local(fn, shard_args, ranges, workers, timeout, what, on_progress, unit
                 i = queue.pop(0)
                 attempts[i] += 1
                 recv, send = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_child, args=(fn, shard_args[i], send, os.getpid()), name=f"neurocomp-{what}-{i}",
-                                   daemon=False)        # a worker starts Lava's own processes
+                proc = ctx.Process(target=_child, args=(fn, shard_args[i], send, os.getpid()),
+                                   name=f"neurocomp-{what}-{i}", daemon=False)   # it starts Lava's own processes
                 proc.start()
                 send.close()
                 running.append(_Running(i, proc, recv))
