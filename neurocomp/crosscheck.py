@@ -148,9 +148,9 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
     event counts (``activity_fixed`` is then ``None``). ``workers`` / ``ray``: the Lava samples are split
     over that many independent Lava runtimes, local processes or tasks on the Ray cluster at ``ray``
     (:func:`neurocomp.backends.lava.record_lava_sharded`); the figures are the same. Besides the figures,
-    the result keeps per-sample ``predictions`` of every stage, and ``float_equals_torch_samples``: the samples whose float
-    output equals the last torch stage's (the static-attention model when there is one; a readout head's
-    values within float32 rounding)."""
+    the result keeps per-sample ``predictions`` of every stage, and ``float_equals_torch_samples``: the
+    samples whose float output equals the last torch stage's (the static-attention model when there is
+    one; a readout head's values within float32 rounding)."""
     graph = artifact.fixed_graph
     fgraph = graph if float_graph is None else float_graph
     T, N = int(x.shape[0]), int(x.shape[1])
