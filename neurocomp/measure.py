@@ -94,21 +94,22 @@ def measure(artifact_path, samples: int | None = None, lava_samples: int = 50, p
                        hint="call build_report(..., inputs=[T, N, ...] array)")
     target, mapping = mapping_and_target(art)
     timings = {}
-    t0 = time.monotonic()
-    cc = crosscheck(art, x, labels, lava_samples=lava_samples, progress=progress, timeout=timeout, workers=workers,
-                    ray=ray)
-    timings["crosscheck_s"] = time.monotonic() - t0
-    sw = None
-    if labels is not None and bits:
+    with ray_session(ray) if ray is not None else contextlib.nullcontext():   # one Ray session for every run
         t0 = time.monotonic()
-        sw = bit_sweep(art, x, labels, bits=bits, progress=progress, workers=workers, ray=ray)
-        timings["bit_sweep_s"] = time.monotonic() - t0
-    modes = None
-    if attention_modes and inputs is None and man.get("attention"):
-        t0 = time.monotonic()
-        modes = measure_modes(art, samples, lava_samples, finetuned=finetuned, progress=False, workers=workers,
-                              ray=ray)
-        timings["attention_modes_s"] = time.monotonic() - t0
+        cc = crosscheck(art, x, labels, lava_samples=lava_samples, progress=progress, timeout=timeout,
+                        workers=workers, ray=ray)
+        timings["crosscheck_s"] = time.monotonic() - t0
+        sw = None
+        if labels is not None and bits:
+            t0 = time.monotonic()
+            sw = bit_sweep(art, x, labels, bits=bits, progress=progress, workers=workers, ray=ray)
+            timings["bit_sweep_s"] = time.monotonic() - t0
+        modes = None
+        if attention_modes and inputs is None and man.get("attention"):
+            t0 = time.monotonic()
+            modes = measure_modes(art, samples, lava_samples, finetuned=finetuned, progress=False,
+                                  workers=workers, ray=ray)
+            timings["attention_modes_s"] = time.monotonic() - t0
     counts = per_inference_counts(cc["activity_fixed"], cc["samples"])
     energy = energy_per_inference(counts, target)
     return Measured(art, target, mapping, cc, sw, energy, counts, source, timings, modes)
