@@ -94,11 +94,11 @@ def main(argv=None):
             rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]["lava"]), file=sys.stderr)
     base = rows[0]
+    base_figures = base["simulate"]["figures"]
     for r in rows:
         r["lava"]["speedup"] = round(r["lava"]["samples_per_s"] / base["lava"]["samples_per_s"], 2)
         r["simulate"]["speedup"] = round(r["simulate"]["samples_per_s"] / base["simulate"]["samples_per_s"], 2)
-        r["simulate"]["figures_equal_one_worker"] = r["simulate"].pop("figures") == base["simulate"]["figures"]
-    base["simulate"].pop("figures", None)
+        r["simulate"]["figures_equal_one_worker"] = r["simulate"].pop("figures") == base_figures
     doc = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "model": "digits_plain",
            "rows": rows}
     with open(os.path.join(HERE, "sharding.json"), "w") as fh:
