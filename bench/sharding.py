@@ -99,7 +99,8 @@ def main(argv=None):
         r["lava"]["speedup"] = round(r["lava"]["samples_per_s"] / base["lava"]["samples_per_s"], 2)
         r["simulate"]["speedup"] = round(r["simulate"]["samples_per_s"] / base["simulate"]["samples_per_s"], 2)
         r["simulate"]["figures_equal_one_worker"] = r["simulate"].pop("figures") == base_figures
-    doc = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "model": "digits_plain",
+    doc = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                       "load_average_at_end": [round(v, 2) for v in os.getloadavg()]}, "model": "digits_plain",
            "rows": rows}
     with open(os.path.join(HERE, "sharding.json"), "w") as fh:
         json.dump(doc, fh, indent=1)
@@ -115,6 +116,8 @@ def main(argv=None):
                      f"| {busy} | {per} "
                      f"| {sm['samples_per_s']:.1f} | {sm['speedup']:.2f}× "
                      f"| {sm.get('figures_equal_one_worker', True)} |")
+    lines += ["", f"Load average at the end of the run: {', '.join(map(str, doc['machine']['load_average_at_end']))} "
+                  f"(1, 5, 15 min); on a busy machine the speed-ups are not the workers' own."]
     with open(os.path.join(HERE, "sharding.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
     print("\n".join(lines))
