@@ -22,6 +22,7 @@ from neurocomp.ir.timing import time_alignment
 from neurocomp.passes import pipeline
 from neurocomp.passes.pipeline import ATTENTION_MODES
 from neurocomp.crosscheck import crosscheck
+from neurocomp.shards import check_workers
 from neurocomp.data.registry import load_inputs
 from neurocomp.fixedpoint.attention import ma_cost, pfa_offset_cost, spike_cost
 from neurocomp.targets import load_target, targets_dir
@@ -329,10 +330,18 @@ def read_inputs_file(path, T, shape, samples=None, what="inputs file"):
 
 
 def simulate(artifact_path, backend: str = "lava", samples: int | None = None, inputs=None, json_path=None,
-             progress: bool = True, timeout: float | None = None, batch: int = 256) -> dict:
-    """Run a compiled artifact and cross-check every stage; returns the result dictionary."""
+             progress: bool = True, timeout: float | None = None, batch: int = 256, workers: int = 1,
+             ray: str | None = None) -> dict:
+    """Run a compiled artifact and cross-check every stage; returns the result dictionary.
+
+    ``workers`` / ``ray``: the Lava run is split over that many Lava runtimes, processes on this host
+    or tasks on the Ray cluster at ``ray`` (``local``: a private head); the results are the same."""
     if backend not in ("lava", "reference"):
         raise BadInput(f"unknown backend {backend!r}", where="--backend", hint="use lava or reference")
+    workers = check_workers(workers, ray)
+    if backend == "reference" and (workers > 1 or ray is not None):
+        raise BadInput("--workers and --ray split the Lava run; the reference simulator runs in this process",
+                       where="--backend reference", hint="drop --workers / --ray, or use --backend lava")
     if samples is not None and samples < 1:
         raise BadInput(f"--samples {samples}", where="--samples", hint="give at least 1")
     if json_path:
@@ -376,7 +385,8 @@ def simulate(artifact_path, backend: str = "lava", samples: int | None = None, i
     # batch runs through every stage, is compared and dropped); this is a summary over its figures.
     # The float stage is the artifact's float graph; the torch models run on the CPU.
     cc = crosscheck(art, x, labels, lava_samples=N if backend == "lava" else 0, batch=batch, progress=progress,
-                    device="cpu", timeout=timeout, float_graph=art.float_graph, stage_bar=False, activity=False)
+                    device="cpu", timeout=timeout, float_graph=art.float_graph, stage_bar=False, activity=False,
+                    workers=workers, ray=ray)
     preds = cc["predictions"]
     fixed_pred, float_pred = preds["fixed"], preds["float"]
     torch_pred = preds.get("torch", float_pred)      # a model compiled from NIR: the float reference
@@ -415,6 +425,8 @@ def simulate(artifact_path, backend: str = "lava", samples: int | None = None, i
                                 "samples_differing": pair["samples_differing"][k]} for k in pair["layers"]]
         result["first_diverging_layer"] = next((k for k in pair["layers"] if pair["mismatches"][k]), None)
         result["lava_wall_s"] = cc["lava"]["wall_s"]
+        if "shards" in cc["lava"]:
+            result["lava_workers"] = {k: cc["lava"][k] for k in ("engine", "workers", "shards")}
     else:
         result["exact_match_fraction"] = None
         result["per_layer"] = [{"name": k, "spikes_compared": N * T * cc["neurons"][k], "mismatches": None,
@@ -442,6 +454,11 @@ def format_result(r: dict) -> str:
                      f"(every layer, every step)")
         if r["first_diverging_layer"]:
             lines.append(f"  first diverging layer: {r['first_diverging_layer']}")
+        lw = r.get("lava_workers") or {}
+        if lw.get("workers", 1) > 1 or lw.get("engine") == "ray":
+            lines.append(f"  Lava ran as {lw['workers']} shards on "
+                         + ("Ray" if lw["engine"] == "ray" else "local worker processes")
+                         + ", merged by sample index")
     qz = r.get("quantization")
     if qz:
         worst = min(qz["per_layer"], key=lambda q: q["agreement"], default=None)

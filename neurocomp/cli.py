@@ -113,7 +113,7 @@ def _add_model_flags(c, timesteps_help: str):
 def _cmd_simulate(a):
     from neurocomp.api import format_result, simulate
     r = simulate(a.artifact, backend=a.backend, samples=a.samples, inputs=a.inputs, json_path=a.json,
-                 progress=not a.quiet, timeout=a.timeout)
+                 progress=not a.quiet, timeout=a.timeout, workers=a.workers, ray=a.ray)
     print(format_result(r))
     return 0
 
@@ -121,7 +121,7 @@ def _cmd_simulate(a):
 def _cmd_report(a):
     from neurocomp.measure import report
     paths = report(a.artifact, samples=a.samples, lava_samples=a.lava_samples, progress=not a.quiet,
-                         attention_modes=a.attention_modes, finetuned=a.finetuned)
+                         attention_modes=a.attention_modes, finetuned=a.finetuned, workers=a.workers, ray=a.ray)
     for p in paths:
         print(escape(p))
     return 0
@@ -150,6 +150,15 @@ def _cmd_finetune(a):
     print(format_record(rec))
     print(f"wrote {escape(a.output)}")
     return 0
+
+
+def _add_shard_flags(c, what: str):
+    c.add_argument("--workers", type=POSITIVE_INT, default=1,
+                   help=f"split {what} over N independent workers, processes on this host (default 1); the "
+                        "results are the same")
+    c.add_argument("--ray", metavar="ADDRESS",
+                   help=f"run {what} as tasks on a Ray cluster: local (a private head on 127.0.0.1), auto or "
+                        "HOST:PORT (needs neurocomp[ray]); --workers N shards (default: one per cluster CPU)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--inputs", help=".npy of inputs shaped [N, T, *input_shape]")
     s.add_argument("--json", help="write the result as JSON here")
     s.add_argument("--timeout", type=POSITIVE_FLOAT, help="stop the Lava run after this many seconds")
+    _add_shard_flags(s, "the Lava run")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_simulate)
 
@@ -192,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a `neurocomp finetune` result of this artifact: fills 'static after fine-tuning'")
     r.add_argument("--no-attention-modes", dest="attention_modes", action="store_false",
                    help="attention models: skip recompiling and measuring the static and dynamic modes")
+    _add_shard_flags(r, "the Lava runs and the bit-width sweep")
     r.add_argument("-q", "--quiet", action="store_true")
     r.set_defaults(func=_cmd_report)
 

@@ -138,16 +138,19 @@ def batches(n, size):
 
 def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, batch: int = 128,
                progress: bool = True, device: str | None = None, timeout: float | None = None,
-               float_graph=None, stage_bar: bool | None = None, activity: bool = True) -> dict:
+               float_graph=None, stage_bar: bool | None = None, activity: bool = True, workers: int = 1,
+               ray: str | None = None) -> dict:
     """Run every stage on ``x`` [T, N, ...] (Lava on the first ``lava_samples``) and compare them.
 
     ``float_graph``: the graph the ``float`` stage runs (default: the fixed-point graph run in float,
     as the report does; ``simulate`` passes the artifact's float graph). ``progress`` shows Lava's bar,
     ``stage_bar`` (default ``progress``) the reference stages' bar; ``activity=False`` skips the synaptic
-    event counts (``activity_fixed`` is then ``None``). Besides the figures, the result keeps
-    per-sample ``predictions`` of every stage, and ``float_equals_torch_samples``: the samples whose float
-    output equals the last torch stage's (the static-attention model when there is one; a readout head's
-    values within float32 rounding)."""
+    event counts (``activity_fixed`` is then ``None``). ``workers`` / ``ray``: the Lava samples are split
+    over that many independent Lava runtimes, local processes or tasks on the Ray cluster at ``ray``
+    (:func:`neurocomp.backends.lava.record_lava_sharded`); the figures are the same. Besides the figures,
+    the result keeps per-sample ``predictions`` of every stage, and ``float_equals_torch_samples``: the
+    samples whose float output equals the last torch stage's (the static-attention model when there is
+    one; a readout head's values within float32 rounding)."""
     graph = artifact.fixed_graph
     fgraph = graph if float_graph is None else float_graph
     T, N = int(x.shape[0]), int(x.shape[1])
@@ -173,8 +176,9 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
     n_lava = min(int(lava_samples or 0), N)
     lava_rec, lava_preds, subset_preds = None, [], {s: [] for s in chain}
     if n_lava:
-        from neurocomp.backends.lava import record_lava
-        lava_rec = record_lava(graph, x[:, :n_lava], progress=progress, timeout=timeout)
+        from neurocomp.backends.lava import record_lava_sharded
+        lava_rec = record_lava_sharded(graph, x[:, :n_lava], workers=workers, ray=ray, progress=progress,
+                                       timeout=timeout)
     bar = None
     if progress if stage_bar is None else stage_bar:
         bar = tqdm(total=N, desc="reference stages (torch, float, fixed)", unit="sample")
@@ -234,6 +238,8 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
         lava = None
         if lava_rec is not None:
             lava = {"samples": n_lava, "wall_s": lava_rec.stats.get("wall_s")}
+            if "shards" in lava_rec.stats:            # split over workers (record_lava_sharded)
+                lava.update({k: lava_rec.stats[k] for k in ("engine", "workers", "shards")})
     finally:
         if bar is not None:
             bar.close()

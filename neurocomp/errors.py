@@ -92,6 +92,10 @@ class LavaRunError(NeurocompError):
     """A Lava run that failed inside the runtime (its runtime was stopped, its workers ended)."""
 
 
+class ShardFailed(NeurocompError):
+    """A shard of a sharded run (its sample range named) that failed twice; every other worker was stopped."""
+
+
 class TooLarge(NeurocompError):
     """A file, graph or declared size above a fixed limit of neurocomp's (refused before reading it)."""
 

@@ -21,6 +21,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -40,6 +41,7 @@ from neurocomp.passes.map_cores import map_cores
 from neurocomp.passes.pipeline import lower
 from neurocomp.report.build import build_report
 from neurocomp.report.write import check_writable, write_report
+from neurocomp.shards import check_workers, ray_session, run_shards, shard_count, split
 from neurocomp.sim import run_fixed
 from neurocomp.targets import load_target
 
@@ -69,8 +71,11 @@ def report(artifact, samples: int | None = None, lava_samples: int = 50, progres
 
 def measure(artifact_path, samples: int | None = None, lava_samples: int = 50, progress: bool = True,
             inputs=None, labels=None, bits=range(2, 9), timeout: float | None = None,
-            attention_modes: bool = True, finetuned: str | None = None) -> Measured:
-    """Compute every figure of the report (the report itself only reads them)."""
+            attention_modes: bool = True, finetuned: str | None = None, workers: int = 1,
+            ray: str | None = None) -> Measured:
+    """Compute every figure of the report (the report itself only reads them). ``workers`` / ``ray``: the
+    Lava runs and the bit-width sweep are split over that many workers (``neurocomp.shards``)."""
+    workers = check_workers(workers, ray)
     art = Artifact(artifact_path)
     man = art.manifest
     T = man["timesteps"]
@@ -89,19 +94,22 @@ def measure(artifact_path, samples: int | None = None, lava_samples: int = 50, p
                        hint="call build_report(..., inputs=[T, N, ...] array)")
     target, mapping = mapping_and_target(art)
     timings = {}
-    t0 = time.monotonic()
-    cc = crosscheck(art, x, labels, lava_samples=lava_samples, progress=progress, timeout=timeout)
-    timings["crosscheck_s"] = time.monotonic() - t0
-    sw = None
-    if labels is not None and bits:
+    with ray_session(ray) if ray is not None else contextlib.nullcontext():   # one Ray session for every run
         t0 = time.monotonic()
-        sw = bit_sweep(art, x, labels, bits=bits, progress=progress)
-        timings["bit_sweep_s"] = time.monotonic() - t0
-    modes = None
-    if attention_modes and inputs is None and man.get("attention"):
-        t0 = time.monotonic()
-        modes = measure_modes(art, samples, lava_samples, finetuned=finetuned, progress=False)
-        timings["attention_modes_s"] = time.monotonic() - t0
+        cc = crosscheck(art, x, labels, lava_samples=lava_samples, progress=progress, timeout=timeout,
+                        workers=workers, ray=ray)
+        timings["crosscheck_s"] = time.monotonic() - t0
+        sw = None
+        if labels is not None and bits:
+            t0 = time.monotonic()
+            sw = bit_sweep(art, x, labels, bits=bits, progress=progress, workers=workers, ray=ray)
+            timings["bit_sweep_s"] = time.monotonic() - t0
+        modes = None
+        if attention_modes and inputs is None and man.get("attention"):
+            t0 = time.monotonic()
+            modes = measure_modes(art, samples, lava_samples, finetuned=finetuned, progress=False,
+                                  workers=workers, ray=ray)
+            timings["attention_modes_s"] = time.monotonic() - t0
     counts = per_inference_counts(cc["activity_fixed"], cc["samples"])
     energy = energy_per_inference(counts, target)
     return Measured(art, target, mapping, cc, sw, energy, counts, source, timings, modes)
@@ -137,42 +145,75 @@ def same_quantization(a, b) -> bool:
     return True
 
 
-def bit_sweep(artifact, x, labels, bits=range(2, 9), batch: int = 1024, progress: bool = True) -> dict:
+def _sweep_shard(graphs: dict, x, labels, batch: int, progress=None) -> dict:
+    """Correct predictions of the fixed-point reference of each lowered graph ``{bits: graph}`` on the
+    samples ``x`` [T, n, ...]; ``progress(done)`` counts samples times graphs."""
+    correct, done = {}, 0
+    for b, g in graphs.items():
+        correct[b] = 0
+        for i in range(0, x.shape[1], batch):
+            r = run_fixed(g, x[:, i:i + batch])
+            correct[b] += int((r.predictions() == labels[i:i + batch]).sum())
+            done += min(batch, x.shape[1] - i)
+            if progress is not None:
+                progress(done)
+    return correct
+
+
+def bit_sweep(artifact, x, labels, bits=range(2, 9), batch: int = 1024, progress: bool = True, workers: int = 1,
+              ray: str | None = None) -> dict:
+    """Accuracy of the fixed-point reference against weight bits. ``workers`` / ``ray``: the samples are
+    split over that many worker processes or Ray tasks (``neurocomp.shards``); the counts are summed."""
     labels = torch.as_tensor(labels)
+    workers = check_workers(workers, ray)
     N = x.shape[1]
     own_bits = artifact.manifest.get("weight_bits", 8)
     att = artifact.manifest.get("attention")
     kw = {"attention": att["mode"]} if att and att.get("mode") else {}   # fold attention as compile did
-    rows = []
+    rows = {}
+    graphs = {}
     it = list(bits)
     bar = None
     if progress:
         bar = tqdm(total=len(it) * N, desc="bit-width sweep (fixed-point reference)", unit="sample")
     for b in it:
         try:
-            g = lower(artifact.float_graph, weight_bits=b, **kw)
+            graphs[b] = lower(artifact.float_graph, weight_bits=b, **kw)
         except NeurocompError as e:     # e.g. at 2 bits a threshold may not fit the weight grid at all
-            rows.append({"weight_bits": b, "accuracy": None, "correct": None, "samples": N, "weights_clipped": None,
-                         "bias_clipped": None, "not_representable": e.one_line()})
-            if bar is not None:
-                bar.update(N)
-            continue
-        correct = 0
-        for i in range(0, N, batch):
-            r = run_fixed(g, x[:, i:i + batch])
-            correct += int((r.predictions() == labels[i:i + batch]).sum())
-            if bar is not None:
-                bar.update(min(batch, N - i))
+            rows[b] = {"weight_bits": b, "accuracy": None, "correct": None, "samples": N, "weights_clipped": None,
+                       "bias_clipped": None, "not_representable": e.one_line()}
+    refused = (len(it) - len(graphs)) * N
+
+    def on_progress(done):
+        if bar is not None and refused + done != bar.n:
+            bar.update(refused + done - bar.n)
+
+    try:
+        on_progress(0)
+        if ray is None and min(workers, N) <= 1:
+            counts = [_sweep_shard(graphs, x, labels, batch, progress=on_progress)]
+        else:
+            with contextlib.ExitStack() as stack:
+                if ray is not None:
+                    stack.enter_context(ray_session(ray))
+                ranges = split(N, shard_count(workers, ray, N))
+                counts = run_shards(_sweep_shard, [(graphs, x[:, r.start:r.stop], labels[r.start:r.stop], batch)
+                                                   for r in ranges], ranges, workers=len(ranges), ray=ray,
+                                    what="bit-sweep shard", on_progress=on_progress,
+                                    units=[len(r) * len(graphs) for r in ranges])
+    finally:
+        if bar is not None:
+            bar.close()
+    for b, g in graphs.items():
+        correct = sum(c[b] for c in counts)
         q = next(p for p in g.meta["passes"] if p["pass"] == "quantize")
         row = {"weight_bits": b, "accuracy": correct / N, "correct": correct, "samples": N,
                "weights_clipped": q["weights_clipped"], "bias_clipped": q["bias_clipped"]}
         if b == own_bits:
             row["same_quantization_as_artifact"] = same_quantization(g, artifact.fixed_graph)
-        rows.append(row)
-    if bar is not None:
-        bar.close()
-    return {"rows": rows, "artifact_weight_bits": own_bits, "simulator": "fixed-point reference (run_fixed)",
-            "samples": N}
+        rows[b] = row
+    return {"rows": [rows[b] for b in it], "artifact_weight_bits": own_bits,
+            "simulator": "fixed-point reference (run_fixed)", "samples": N}
 
 
 MODES = ("static", "dynamic")
@@ -196,7 +237,8 @@ def _calibration(man: dict, folder: str | None = None):
     return calib, int(cal.get("samples") or 512)
 
 
-def measure_mode(path, samples: int | None, lava_samples: int, progress: bool = False):
+def measure_mode(path, samples: int | None, lava_samples: int, progress: bool = False, workers: int = 1,
+                 ray: str | None = None):
     """One attention mode's row for an artifact compiled in that mode: the reference simulator on
     ``samples`` test samples, Lava on ``lava_samples``; returns ``(row, reference result, manifest)``."""
     ref = simulate(path, backend="reference", samples=samples, progress=progress)
@@ -204,7 +246,7 @@ def measure_mode(path, samples: int | None, lava_samples: int, progress: bool = 
            "static_float": ref["accuracy"].get("float_static_attention"),
            "fixed": ref["accuracy"]["fixed_reference"], "samples": ref["samples"]}
     if lava_samples:
-        lav = simulate(path, backend="lava", samples=lava_samples, progress=progress)
+        lav = simulate(path, backend="lava", samples=lava_samples, progress=progress, workers=workers, ray=ray)
         row.update(lava=lav["accuracy"]["lava"], lava_exact=lav["exact_match_fraction"],
                    lava_samples=lav["samples"])
     m = Artifact(path).manifest           # checked like any artifact read
@@ -224,7 +266,7 @@ class ModeRun:
 
 def measure_every_mode(checkpoint, folder, samples: int | None, lava_samples: int, modes=MODES, calib=None,
                        calib_samples: int = 512, own: tuple | None = None,
-                       progress: bool = False) -> dict[str, ModeRun]:
+                       progress: bool = False, workers: int = 1, ray: str | None = None) -> dict[str, ModeRun]:
     """All attention modes of one model: compile ``checkpoint`` in each of ``modes`` into
     ``folder/<mode>`` (``folder`` exists; calibration ``calib``, ``calib_samples``) and measure it
     (:func:`measure_mode`).
@@ -237,13 +279,13 @@ def measure_every_mode(checkpoint, folder, samples: int | None, lava_samples: in
         else:
             path = compile_(checkpoint, os.path.join(folder, mode), attention=mode, calib=calib,
                             calib_samples=calib_samples)
-        row, ref, man = measure_mode(path, samples, lava_samples, progress)
+        row, ref, man = measure_mode(path, samples, lava_samples, progress, workers=workers, ray=ray)
         runs[mode] = ModeRun(row, ref, man, time.monotonic() - t0)
     return runs
 
 
 def measure_modes(art, samples: int | None, lava_samples: int, finetuned: str | None = None,
-                  progress: bool = False) -> dict | None:
+                  progress: bool = False, workers: int = 1, ray: str | None = None) -> dict | None:
     """Measure every attention mode of the artifact's source model; ``None`` without attention."""
     man = art.manifest
     if not man.get("attention") or not man.get("dataset"):
@@ -256,7 +298,7 @@ def measure_modes(art, samples: int | None, lava_samples: int, finetuned: str | 
         else None
     with tempfile.TemporaryDirectory(prefix="neurocomp-modes-") as tmp:
         runs = measure_every_mode(checkpoint, tmp, samples, lava_samples, calib=calib, calib_samples=calib_samples,
-                                  own=own, progress=progress)
+                                  own=own, progress=progress, workers=workers, ray=ray)
     out = {"samples": samples, "lava_samples": lava_samples, "source_checkpoint": os.path.basename(checkpoint),
            "modes": {mode: run.row for mode, run in runs.items()}}
     ft = None

@@ -178,6 +178,32 @@ def handled():
             _uninstall()
 
 
+@contextlib.contextmanager
+def worker(parent: int | None = None):
+    """The body of a worker process (a shard, see :mod:`neurocomp.shards`): SIGTERM from the process
+    that started it ends it through the same clean-up paths as a command (its Lava runtime stopped,
+    its temporary files removed); SIGINT and SIGHUP are ignored (a terminal's Ctrl-C reaches the whole
+    group: the parent decides and stops its workers); processes it forks meanwhile die with it. The
+    signal dispositions it found are restored afterwards (a Ray worker keeps its own). ``parent``: the
+    pid of the process that forked this one; on Linux this one is then killed when that one dies."""
+    if threading.current_thread() is not threading.main_thread() or _state["active"]:
+        yield                         # not a process of its own (a fork's state is reset: see _after_fork_child)
+        return
+    if parent is not None:
+        _state.update(parent=int(parent), prctl=_find_prctl())
+        _die_with_parent()
+    saved = {s: signal.getsignal(s) for s in SIGNALS}
+    try:
+        for s in SIGNALS:
+            signal.signal(s, signal.SIG_DFL if s == signal.SIGTERM else signal.SIG_IGN)
+        with handled():
+            yield
+    finally:
+        for s, h in saved.items():
+            if h is not None:
+                signal.signal(s, h)
+
+
 def start_resource_tracker() -> None:
     """Start multiprocessing's resource tracker (if not running) with SIGHUP blocked, so that a hang-up
     sent to the process group cannot kill it while shared memory is registered with it (it ignores

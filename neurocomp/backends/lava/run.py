@@ -41,6 +41,8 @@ class LavaRecording:
 
     def __init__(self, layers, record_dir, timing, samples, stats, graded=None):
         self.record_dir = record_dir
+        # what the recording is, without Lava processes: state() / from_state() (another process)
+        self._layers = [(name, None, path, lshape, tshape) for name, _, path, lshape, tshape in layers]
         # layers recorded as values, not spikes -> True: a readout's voltage, read as v[t] - v[t-1]
         self.graded = dict(graded or {})
         self.timing = timing
@@ -96,11 +98,29 @@ class LavaRecording:
                 out[name] = torch.as_tensor(sel != 0)
         return out
 
+    def state(self) -> dict:
+        """The recording as plain data (paths, shapes, timing): what a worker process sends back, to be
+        reopened with :meth:`from_state` by a process on this host. The files stay; this object closes
+        its handles and no longer owns them."""
+        out = {"layers": self._layers, "record_dir": self.record_dir, "timing": self.timing,
+               "samples": self.samples, "stats": dict(self.stats), "graded": self.graded}
+        for fh in self._files.values():
+            fh.close()
+        self._files = {}
+        self.record_dir = None
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict) -> "LavaRecording":
+        return cls(state["layers"], state["record_dir"], state["timing"], state["samples"], state["stats"],
+                   graded=state["graded"])
+
     def close(self) -> None:
         for fh in self._files.values():
             fh.close()
         self._files = {}
-        shutil.rmtree(self.record_dir, ignore_errors=True)
+        if self.record_dir is not None:
+            shutil.rmtree(self.record_dir, ignore_errors=True)
 
     def __enter__(self):
         return self
@@ -110,9 +130,12 @@ class LavaRecording:
         return False
 
 
-def record_lava(graph, x_seq, tag: str = "fixed_pt", timeout: float | None = None, progress: bool = False,
-                chunk_samples: int = 16, record=None) -> LavaRecording:
-    """Run ``x_seq`` through Lava like :func:`run_lava` and return the recording (read it per batch)."""
+def record_lava(graph, x_seq, tag: str = "fixed_pt", timeout: float | None = None, progress=False,
+                chunk_samples: int = 16, record=None, tmp_dir: str | None = None) -> LavaRecording:
+    """Run ``x_seq`` through Lava like :func:`run_lava` and return the recording (read it per batch).
+
+    ``progress``: ``True`` shows a bar; a callable is called with the number of samples done after each
+    chunk. ``tmp_dir``: the folder the recording's own temporary folder is made in."""
     from lava.magma.core.run_conditions import RunSteps
     from neurocomp import signals
     from neurocomp.backends.lava.models import run_config
@@ -131,7 +154,7 @@ def record_lava(graph, x_seq, tag: str = "fixed_pt", timeout: float | None = Non
     total = B * T + depth
     data = source_data(x, depth).astype(np.int64 if tag == "fixed_pt" else np.float64)   # (*lava_shape, total)
     signals.start_resource_tracker()
-    record_dir = tempfile.mkdtemp(prefix="neurocomp-lava-")
+    record_dir = tempfile.mkdtemp(prefix="neurocomp-lava-", dir=tmp_dir)
     failed = True
     anchor = None
     bar = None
@@ -143,7 +166,7 @@ def record_lava(graph, x_seq, tag: str = "fixed_pt", timeout: float | None = Non
         anchor = net.layers[-1][1]
         cfg = run_config(anchor, tag)
         start = time.monotonic()
-        if progress:
+        if progress and not callable(progress):
             from tqdm import tqdm
             bar = tqdm(total=B, desc=f"Lava {tag}", unit="sample")
         done = 0
@@ -159,6 +182,8 @@ def record_lava(graph, x_seq, tag: str = "fixed_pt", timeout: float | None = Non
             signals.check()            # an interrupt swallowed inside Lava's machinery still stops the run
             if bar is not None:
                 bar.update(min(B, done // T) - bar.n)
+            elif callable(progress):
+                progress(min(B, done // T))
             if timeout is not None and time.monotonic() - start > timeout:
                 raise RunTimeout(f"Lava run exceeded {timeout:g} s after {done}/{total} steps", where="lava",
                                  hint="raise --timeout or simulate fewer samples")
