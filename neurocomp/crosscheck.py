@@ -149,8 +149,9 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
     ``float_graph``: the graph the ``float`` stage runs (default: the fixed-point graph run in float,
     as the report does; ``simulate`` passes the artifact's float graph). ``progress`` shows Lava's bar,
     ``stage_bar`` (default ``progress``) the reference stages' bar; ``activity=False`` skips the synaptic
-    event counts (``activity_fixed`` is then ``None``). ``workers`` / ``ray``: the Lava samples are split
-    over that many independent Lava runtimes, local processes or tasks on the Ray cluster at ``ray``
+    event counts (``activity_fixed`` is then ``None``). ``device``: where the torch models and both references
+    run (``neurocomp.devices.resolve``; None: auto, CUDA when available). ``workers`` / ``ray``: the Lava
+    samples are split over that many independent Lava runtimes, local processes or tasks on the Ray cluster at ``ray``
     (:func:`neurocomp.backends.lava.record_lava_sharded`); the figures are the same. Besides the figures,
     the result keeps per-sample ``predictions`` of every stage, and ``float_equals_torch_samples``: the
     samples whose float output equals the last torch stage's (the static-attention model when there is

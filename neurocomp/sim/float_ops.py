@@ -265,8 +265,8 @@ def _dense(run, node, x):
 
 
 def _conv2d(run, node, x):
-    return _synapse(run, node, x, lambda v, b: F.conv2d(v, _t(node.weight, v), b, tuple(node.stride), tuple(node.padding),
-                                                        tuple(node.dilation), int(node.groups)))
+    return _synapse(run, node, x, lambda v, b: F.conv2d(v, _t(node.weight, v), b, tuple(node.stride),
+                                                        tuple(node.padding), tuple(node.dilation), int(node.groups)))
 
 
 def _sumpool2d(run, node, x):

@@ -6,8 +6,9 @@
 - ``run_fixed``: Loihi fixed point from ``neurocomp.fixedpoint`` on a quantized graph
   (``sim.fixed_ops``); it reproduces Lava's ``fixed_pt`` models bit for bit.
 
-Both run on ``device`` (``"cpu"``, ``"cuda"``, ``"auto"``: ``neurocomp.devices.resolve``; default the CPU,
-the entry points ``simulate`` / ``report`` / ``compile`` default to ``auto``); the results come back on the CPU. The fixed-point run is bit-identical on every device by construction
+Both run on ``device`` (``"cpu"``, ``"cuda"``, ``"auto"``: ``neurocomp.devices.resolve``; default the
+CPU, the entry points ``simulate`` / ``report`` / ``compile`` default to ``auto``); the results come
+back on the CPU. The fixed-point run is bit-identical on every device by construction
 (``devices.integer_exact``, ``fixed_ops.exact_float``); the float run is deterministic per device
 (``devices.deterministic_float``).
 

@@ -11,8 +11,9 @@ also read an earlier neuron's output by name (``run.value``) and ask who consume
 A class with no entry is refused with :class:`UnsupportedLayer` naming the layer; an entry made by
 :func:`refusal` refuses it on purpose, with a reason. Any other failure inside an entry names the
 layer it happened in. Every value lives on the run's device (``run.device``, see neurocomp.devices):
-the input is moved there and entries make their constants with ``run.tensor``. Neuron outputs are kept for the whole run (and recorded per ``record``);
-other values are dropped after their last consumer. Nothing is written on the frozen IR nodes (the
+the input is moved there and entries make their constants with ``run.tensor`` or on their input's
+device. Neuron outputs are kept for the whole run (and recorded per ``record``); other values are
+dropped after their last consumer. Nothing is written on the frozen IR nodes (the
 float attention entries cache their torch modules by content, see ``float_ops``).
 """
 from __future__ import annotations
