@@ -240,7 +240,8 @@ def to_markdown(res) -> str:
     m = res["machine"]
     out = [f"# neurocomp scale benchmark ({res['date']})", "",
            f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; torch {m['torch']}, lava-nc "
-           f"{m['lava-nc']}; reference device {res['device']}; memory limit {res['max_memory_gib']:.1f} GiB.  ",
+           f"{m['lava-nc']}; reference device {res['device']}; memory limit {res['max_memory_gib']:.1f} GiB; load average "
+           f"{res['load_average_start'][0]} at the start, {res['load_average_end'][0]} at the end.  ",
            f"Command: `{res['command']}` ({res['total_s']:.0f} s in all)."
            + (" **--quick: a check of the code path, not a benchmark.**" if res["quick"] else ""), "",
            "Untrained nets of the given shapes, random weights (seed 16), Bernoulli(0.15) inputs; compile with "
@@ -288,6 +289,9 @@ def plot(res, path):
         pts = sorted((r["compile"]["neurons"], fn(r)) for r in rows if fn(r))
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
+    for r in rows:                                   # name each net once, at its compile time
+        axes[0].annotate(r["net"], (r["compile"]["neurons"], r["compile"]["compile_s"]), fontsize=7,
+                         textcoords="offset points", xytext=(3, 3))
     for ax, title in zip(axes, ("time", "peak memory")):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -338,10 +342,12 @@ def main(argv=None):
     limit = parse_size(a.max_memory) / 2**30 if a.max_memory else max(1.0, _available_gib() - 3.0)
     t0 = time.perf_counter()
     res = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "quick": a.quick, "device": a.device,
+           "load_average_start": [round(v, 1) for v in os.getloadavg()],
            "max_memory_gib": round(limit, 2), "calib": QUICK["calib"] if a.quick else CALIB,
            "command": "python bench/scale.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "nets": [measure_net(n, NETS[n], a, limit) for n in names]}
     res["total_s"] = round(time.perf_counter() - t0, 1)
+    res["load_average_end"] = [round(v, 1) for v in os.getloadavg()]
     stem = "scale_quick" if a.quick else "scale"
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, stem + ".json"), "w") as fh:
