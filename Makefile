@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= out/demo
 
-.PHONY: env demo lint test bench clean
+.PHONY: env demo lint test bench bench-scale clean
 
 $(STAMP): pyproject.toml
 	@if [ ! -x $(PY) ]; then \
@@ -30,8 +30,15 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest -q
 
+# the zoo and the default model (bench/results.*), then the scale section's 32x32 and 64x64 nets
+# (bench/scale.*): under 20 minutes on 2 cores
 bench: $(STAMP)
 	$(PY) bench/run.py
+	$(PY) bench/scale.py --nets small
+
+# every net of the scale section, the 2x128x128 ones included (bench/scale.*; far longer than make bench)
+bench-scale: $(STAMP)
+	$(PY) bench/scale.py
 
 clean:
 	rm -rf out .pytest_cache

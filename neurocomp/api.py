@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import torch
 
-from neurocomp import memory, safeio
+from neurocomp import devices, memory, safeio
 from neurocomp.artifact import (Artifact, OutputClaim, TARGET_DIR, write_atomically, write_json_atomically,
                                 write_manifest)
 from neurocomp.errors import BadGraph, BadInput, BadCheckpoint, NeurocompError, escape
@@ -117,7 +117,7 @@ NIR_DEFAULT_T = _DefaultT(100)
 def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, weight_bits: int = 8,
             overwrite: bool = False, dt=None, reset: str = "zero", timesteps=NIR_DEFAULT_T,
             attention: str = "static", calib=None, calib_samples: int = 512, input_shape=None, encoding=None,
-            dataset=None, model_code=None, model_args=None, code_path=()) -> str:
+            dataset=None, model_code=None, model_args=None, code_path=(), device: str = "auto") -> str:
     """Compile a checkpoint or a ``.nir`` file into an artifact folder ``out``; returns its path.
 
     Two front doors, one driver: a checkpoint (attention modules calibrated on ``calib`` and folded as
@@ -127,7 +127,9 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
     and the manifest. The checkpoint door also reads a pickled module (``trust_pickle``) or a state
     dict (``model_code="FILE.py:NAME"``, ``model_args``), ``input_shape`` / ``timesteps`` /
     ``encoding`` / ``dataset`` supplying what they do not record
-    (:func:`neurocomp.frontends.checkpoint.load_checkpoint`)."""
+    (:func:`neurocomp.frontends.checkpoint.load_checkpoint`). ``device``: where calibration runs the model
+    (``neurocomp.devices``; its float rounding can differ between devices, so ``cpu`` reproduces a CPU build)."""
+    dev = devices.resolve(device)
     if attention not in ATTENTION_MODES:
         raise BadInput(f"attention mode {attention!r} is not available", where="--attention",
                        hint=f"use {' or '.join(ATTENTION_MODES)}")
@@ -141,7 +143,7 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
         door = _CheckpointDoor(model_path, target, weight_bits, attention, trust_pickle, calib, calib_samples,
                                dict(input_shape=input_shape, encoding=encoding, dataset=dataset,
                                     timesteps=None if timesteps is NIR_DEFAULT_T else timesteps,
-                                    model=model_code, model_args=model_args, code_path=code_path))
+                                    model=model_code, model_args=model_args, code_path=code_path), device=dev)
     claim = OutputClaim(out, overwrite=overwrite)      # refuse an existing -o now, not after calibrating
     try:
         door.prepare()
@@ -184,8 +186,10 @@ class _CheckpointDoor:
     safe neurocomp checkpoint: the input itself, or the model it held written by ``save_checkpoint``."""
     stored_as, error, what, input_key = "model.pt", BadCheckpoint, "checkpoint", "input_checkpoint"
 
-    def __init__(self, path, target, weight_bits, attention, trust_pickle, calib, calib_samples, load_kw=None):
+    def __init__(self, path, target, weight_bits, attention, trust_pickle, calib, calib_samples, load_kw=None,
+                 device=None):
         self.path, self.target, self.weight_bits, self.attention = path, target, weight_bits, attention
+        self.device = device
         self.calib, self.calib_samples = calib, calib_samples
         self.hw = resolve_target(target)
         self.loaded = load_checkpoint(path, trust_pickle=trust_pickle, **(load_kw or {})).require_facts()
@@ -197,7 +201,7 @@ class _CheckpointDoor:
         loaded, attention, stats = self.loaded, self.attention, None
         if attention_modules(loaded.model):
             xc, yc, source = calibration_inputs(loaded, self.calib, self.calib_samples)
-            stats = calibrate(loaded.model, xc, yc)
+            stats = calibrate(loaded.model, xc, yc, device=self.device)
             self.static_model = make_static(loaded.model, stats) if attention != "dynamic" else None
             self.attention_info = {"mode": attention, "calibration": {"source": source, "samples": int(xc.shape[1])},
                                    "maps": {p: {k: v for k, v in st.items() if k != "static_map"}
@@ -331,14 +335,17 @@ def read_inputs_file(path, T, shape, samples=None, what="inputs file"):
 
 def simulate(artifact_path, backend: str = "lava", samples: int | None = None, inputs=None, json_path=None,
              progress: bool = True, timeout: float | None = None, batch: int = 256, workers: int = 1,
-             ray: str | None = None) -> dict:
+             ray: str | None = None, device: str = "auto") -> dict:
     """Run a compiled artifact and cross-check every stage; returns the result dictionary.
 
     ``workers`` / ``ray``: the Lava run is split over that many Lava runtimes, processes on this host
-    or tasks on the Ray cluster at ``ray`` (``local``: a private head); the results are the same."""
+    or tasks on the Ray cluster at ``ray`` (``local``: a private head); the results are the same.
+    ``device``: where the torch models and the reference simulator run (``cpu``, ``cuda``, ``auto``: CUDA
+    when available; the fixed-point reference is bit-identical on both)."""
     if backend not in ("lava", "reference"):
         raise BadInput(f"unknown backend {backend!r}", where="--backend", hint="use lava or reference")
     workers = check_workers(workers, ray)
+    dev = devices.resolve(device)
     if backend == "reference" and (workers > 1 or ray is not None):
         raise BadInput("--workers and --ray split the Lava run; the reference simulator runs in this process",
                        where="--backend reference", hint="drop --workers / --ray, or use --backend lava")
@@ -383,9 +390,9 @@ def simulate(artifact_path, backend: str = "lava", samples: int | None = None, i
     N = x.shape[1]
     # the one cross-check engine, streamed (Lava, if asked, records every layer to disk first; then each
     # batch runs through every stage, is compared and dropped); this is a summary over its figures.
-    # The float stage is the artifact's float graph; the torch models run on the CPU.
+    # The float stage is the artifact's float graph; the torch models and the references run on ``dev``.
     cc = crosscheck(art, x, labels, lava_samples=N if backend == "lava" else 0, batch=batch, progress=progress,
-                    device="cpu", timeout=timeout, float_graph=art.float_graph, stage_bar=False, activity=False,
+                    device=dev, timeout=timeout, float_graph=art.float_graph, stage_bar=False, activity=False,
                     workers=workers, ray=ray)
     preds = cc["predictions"]
     fixed_pred, float_pred = preds["fixed"], preds["float"]

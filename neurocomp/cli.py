@@ -47,7 +47,7 @@ def _cmd_compile(a):
         if a.model.lower().endswith(".nir") else \
         {"calib": a.calib, "calib_samples": a.calib_samples, **_model_kw(a)}
     path = compile_(a.model, out, target=a.target, trust_pickle=a.trust_pickle, weight_bits=a.weight_bits,
-                    attention=a.attention, overwrite=a.overwrite, **door_kw)
+                    attention=a.attention, overwrite=a.overwrite, device=a.device, **door_kw)
     if not a.quiet:
         from neurocomp.artifact import Artifact
         from neurocomp.ir import table
@@ -113,7 +113,7 @@ def _add_model_flags(c, timesteps_help: str):
 def _cmd_simulate(a):
     from neurocomp.api import format_result, simulate
     r = simulate(a.artifact, backend=a.backend, samples=a.samples, inputs=a.inputs, json_path=a.json,
-                 progress=not a.quiet, timeout=a.timeout, workers=a.workers, ray=a.ray)
+                 progress=not a.quiet, timeout=a.timeout, workers=a.workers, ray=a.ray, device=a.device)
     print(format_result(r))
     return 0
 
@@ -121,7 +121,8 @@ def _cmd_simulate(a):
 def _cmd_report(a):
     from neurocomp.measure import report
     paths = report(a.artifact, samples=a.samples, lava_samples=a.lava_samples, progress=not a.quiet,
-                         attention_modes=a.attention_modes, finetuned=a.finetuned, workers=a.workers, ray=a.ray)
+                         attention_modes=a.attention_modes, finetuned=a.finetuned, workers=a.workers, ray=a.ray,
+                         device=a.device)
     for p in paths:
         print(escape(p))
     return 0
@@ -161,6 +162,12 @@ def _add_shard_flags(c, what: str):
                         "HOST:PORT (needs neurocomp[ray]); --workers N shards (default: one per cluster CPU)")
 
 
+def _add_device_flag(c, what: str):
+    c.add_argument("--device", default="auto", metavar="cpu|cuda|auto",
+                   help=f"where {what} (default auto: cuda when torch sees a GPU, else cpu; the fixed-point "
+                        "reference is bit-identical on both)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="neurocomp", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -180,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(default: the first --calib-samples of the model's training split)")
     c.add_argument("--calib-samples", type=POSITIVE_INT, default=512)
     _add_model_flags(c, "steps per sample: for a NIR graph (default 100), a pickled module or a state dict")
+    _add_device_flag(c, "attention calibration runs the model")
     c.add_argument("-q", "--quiet", action="store_true")
     c.set_defaults(func=_cmd_compile)
 
@@ -191,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", help="write the result as JSON here")
     s.add_argument("--timeout", type=POSITIVE_FLOAT, help="stop the Lava run after this many seconds")
     _add_shard_flags(s, "the Lava run")
+    _add_device_flag(s, "the torch models and the reference simulator run")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_simulate)
 
@@ -203,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-attention-modes", dest="attention_modes", action="store_false",
                    help="attention models: skip recompiling and measuring the static and dynamic modes")
     _add_shard_flags(r, "the Lava runs and the bit-width sweep")
+    _add_device_flag(r, "the torch models, the reference simulator and the bit-width sweep run")
     r.add_argument("-q", "--quiet", action="store_true")
     r.set_defaults(func=_cmd_report)
 

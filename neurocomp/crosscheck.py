@@ -2,7 +2,10 @@
 
 Stages, in pipeline order:
 
-- ``torch``: the original checkpoint's torch module (on CUDA when available: the GPU reference);
+Every stage but Lava runs on one ``device`` (``--device``: ``neurocomp.devices.resolve``, default CUDA when
+available): the torch models, the float reference and the fixed-point reference (bit-identical on any device).
+
+- ``torch``: the original checkpoint's torch module;
   per-layer spikes are recorded by :func:`neurocomp.frontends.torch.run_torch_model` on the modules
   whose names the IR layers keep (``3_or``, a max pool lowered to sum-pool + threshold, is read from
   module ``3``).
@@ -31,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from neurocomp import signals
+from neurocomp import devices, signals
 from neurocomp.frontends.checkpoint import load_checkpoint
 from neurocomp.frontends.torch import run_torch_model
 from neurocomp.metrics import add_activity, layer_activity
@@ -48,7 +51,8 @@ STAGE_LABELS = {
 
 
 def torch_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """The device the stages run on by default (``auto``)."""
+    return devices.resolve("auto").type
 
 
 def _agree(a: torch.Tensor, b: torch.Tensor, graded: bool, exact: bool) -> torch.Tensor:
@@ -145,8 +149,9 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
     ``float_graph``: the graph the ``float`` stage runs (default: the fixed-point graph run in float,
     as the report does; ``simulate`` passes the artifact's float graph). ``progress`` shows Lava's bar,
     ``stage_bar`` (default ``progress``) the reference stages' bar; ``activity=False`` skips the synaptic
-    event counts (``activity_fixed`` is then ``None``). ``workers`` / ``ray``: the Lava samples are split
-    over that many independent Lava runtimes, local processes or tasks on the Ray cluster at ``ray``
+    event counts (``activity_fixed`` is then ``None``). ``device``: where the torch models and both references
+    run (``neurocomp.devices.resolve``; None: auto, CUDA when available). ``workers`` / ``ray``: the Lava
+    samples are split over that many independent Lava runtimes, local processes or tasks on the Ray cluster at ``ray``
     (:func:`neurocomp.backends.lava.record_lava_sharded`); the figures are the same. Besides the figures,
     the result keeps per-sample ``predictions`` of every stage, and ``float_equals_torch_samples``: the
     samples whose float output equals the last torch stage's (the static-attention model when there is
@@ -159,7 +164,8 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
     graded = [n.name for n in graph.neurons() if n.graded_output]   # readout heads: values, not spikes
     head_graded = fgraph.output_node.graded_output
     labels = None if labels is None else torch.as_tensor(labels)
-    device = device or torch_device()
+    dev = devices.resolve(device)
+    device = str(dev)
     models = {}
     if os.path.exists(artifact.checkpoint):          # an artifact compiled from NIR has no torch model
         models["torch"] = load_checkpoint(artifact.checkpoint).model
@@ -189,12 +195,13 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
             runs = {}
             out_last = None
             for name, model in models.items():
-                out_t, st = run_torch_model(model, xb, record=layers, device=device)
+                with devices.deterministic_float(dev):
+                    out_t, st = run_torch_model(model, xb, record=layers, device=dev)
                 torch_layers.setdefault(name, [l for l in layers if l in st])
                 runs[name] = (st, predict(out_t))
                 out_last = out_t
-            rf = run_float(fgraph, xb)
-            rq = run_fixed(graph, xb)
+            rf = run_float(fgraph, xb, device=dev)
+            rq = run_fixed(graph, xb, device=dev)
             runs["float"] = (rf.spikes, rf.predictions())
             runs["fixed"] = (rq.spikes, rq.predictions())
             float_match += int(xb.shape[1]) if out_last is None else \

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from neurocomp import devices
 from neurocomp.api import compile as compile_, simulate
 from neurocomp.artifact import Artifact
 from neurocomp.crosscheck import crosscheck
@@ -72,10 +73,12 @@ def report(artifact, samples: int | None = None, lava_samples: int = 50, progres
 def measure(artifact_path, samples: int | None = None, lava_samples: int = 50, progress: bool = True,
             inputs=None, labels=None, bits=range(2, 9), timeout: float | None = None,
             attention_modes: bool = True, finetuned: str | None = None, workers: int = 1,
-            ray: str | None = None) -> Measured:
+            ray: str | None = None, device: str = "auto") -> Measured:
     """Compute every figure of the report (the report itself only reads them). ``workers`` / ``ray``: the
-    Lava runs and the bit-width sweep are split over that many workers (``neurocomp.shards``)."""
+    Lava runs and the bit-width sweep are split over that many workers (``neurocomp.shards``); ``device``:
+    where the reference simulator and the torch stages run (``neurocomp.devices``)."""
     workers = check_workers(workers, ray)
+    device = str(devices.resolve(device))        # refused now, not after the inputs are read
     art = Artifact(artifact_path)
     man = art.manifest
     T = man["timesteps"]
@@ -97,18 +100,18 @@ def measure(artifact_path, samples: int | None = None, lava_samples: int = 50, p
     with ray_session(ray) if ray is not None else contextlib.nullcontext():   # one Ray session for every run
         t0 = time.monotonic()
         cc = crosscheck(art, x, labels, lava_samples=lava_samples, progress=progress, timeout=timeout,
-                        workers=workers, ray=ray)
+                        workers=workers, ray=ray, device=device)
         timings["crosscheck_s"] = time.monotonic() - t0
         sw = None
         if labels is not None and bits:
             t0 = time.monotonic()
-            sw = bit_sweep(art, x, labels, bits=bits, progress=progress, workers=workers, ray=ray)
+            sw = bit_sweep(art, x, labels, bits=bits, progress=progress, workers=workers, ray=ray, device=device)
             timings["bit_sweep_s"] = time.monotonic() - t0
         modes = None
         if attention_modes and inputs is None and man.get("attention"):
             t0 = time.monotonic()
             modes = measure_modes(art, samples, lava_samples, finetuned=finetuned, progress=False,
-                                  workers=workers, ray=ray)
+                                  workers=workers, ray=ray, device=device)
             timings["attention_modes_s"] = time.monotonic() - t0
     counts = per_inference_counts(cc["activity_fixed"], cc["samples"])
     energy = energy_per_inference(counts, target)
@@ -145,14 +148,14 @@ def same_quantization(a, b) -> bool:
     return True
 
 
-def _sweep_shard(graphs: dict, x, labels, batch: int, progress=None) -> dict:
+def _sweep_shard(graphs: dict, x, labels, batch: int, progress=None, device=None) -> dict:
     """Correct predictions of the fixed-point reference of each lowered graph ``{bits: graph}`` on the
-    samples ``x`` [T, n, ...]; ``progress(done)`` counts samples times graphs."""
+    samples ``x`` [T, n, ...] (on ``device``); ``progress(done)`` counts samples times graphs."""
     correct, done = {}, 0
     for b, g in graphs.items():
         correct[b] = 0
         for i in range(0, x.shape[1], batch):
-            r = run_fixed(g, x[:, i:i + batch])
+            r = run_fixed(g, x[:, i:i + batch], device=device)
             correct[b] += int((r.predictions() == labels[i:i + batch]).sum())
             done += min(batch, x.shape[1] - i)
             if progress is not None:
@@ -161,9 +164,10 @@ def _sweep_shard(graphs: dict, x, labels, batch: int, progress=None) -> dict:
 
 
 def bit_sweep(artifact, x, labels, bits=range(2, 9), batch: int = 1024, progress: bool = True, workers: int = 1,
-              ray: str | None = None) -> dict:
-    """Accuracy of the fixed-point reference against weight bits. ``workers`` / ``ray``: the samples are
-    split over that many worker processes or Ray tasks (``neurocomp.shards``); the counts are summed."""
+              ray: str | None = None, device=None) -> dict:
+    """Accuracy of the fixed-point reference against weight bits, on ``device`` (default the CPU).
+    ``workers`` / ``ray``: the samples are split over that many worker processes or Ray tasks
+    (``neurocomp.shards``, on their CPUs); the counts are summed."""
     labels = torch.as_tensor(labels)
     workers = check_workers(workers, ray)
     N = x.shape[1]
@@ -191,7 +195,7 @@ def bit_sweep(artifact, x, labels, bits=range(2, 9), batch: int = 1024, progress
     try:
         on_progress(0)
         if ray is None and min(workers, N) <= 1:
-            counts = [_sweep_shard(graphs, x, labels, batch, progress=on_progress)]
+            counts = [_sweep_shard(graphs, x, labels, batch, progress=on_progress, device=device)]
         else:
             with contextlib.ExitStack() as stack:
                 if ray is not None:
@@ -238,15 +242,16 @@ def _calibration(man: dict, folder: str | None = None):
 
 
 def measure_mode(path, samples: int | None, lava_samples: int, progress: bool = False, workers: int = 1,
-                 ray: str | None = None):
+                 ray: str | None = None, device: str = "auto"):
     """One attention mode's row for an artifact compiled in that mode: the reference simulator on
     ``samples`` test samples, Lava on ``lava_samples``; returns ``(row, reference result, manifest)``."""
-    ref = simulate(path, backend="reference", samples=samples, progress=progress)
+    ref = simulate(path, backend="reference", samples=samples, progress=progress, device=device)
     row = {"float": ref["accuracy"]["float_torch"],
            "static_float": ref["accuracy"].get("float_static_attention"),
            "fixed": ref["accuracy"]["fixed_reference"], "samples": ref["samples"]}
     if lava_samples:
-        lav = simulate(path, backend="lava", samples=lava_samples, progress=progress, workers=workers, ray=ray)
+        lav = simulate(path, backend="lava", samples=lava_samples, progress=progress, workers=workers, ray=ray,
+                       device=device)
         row.update(lava=lav["accuracy"]["lava"], lava_exact=lav["exact_match_fraction"],
                    lava_samples=lav["samples"])
     m = Artifact(path).manifest           # checked like any artifact read
@@ -266,7 +271,8 @@ class ModeRun:
 
 def measure_every_mode(checkpoint, folder, samples: int | None, lava_samples: int, modes=MODES, calib=None,
                        calib_samples: int = 512, own: tuple | None = None,
-                       progress: bool = False, workers: int = 1, ray: str | None = None) -> dict[str, ModeRun]:
+                       progress: bool = False, workers: int = 1, ray: str | None = None,
+                       device: str = "auto") -> dict[str, ModeRun]:
     """All attention modes of one model: compile ``checkpoint`` in each of ``modes`` into
     ``folder/<mode>`` (``folder`` exists; calibration ``calib``, ``calib_samples``) and measure it
     (:func:`measure_mode`).
@@ -278,14 +284,15 @@ def measure_every_mode(checkpoint, folder, samples: int | None, lava_samples: in
             path = own[1]                         # the artifact itself is this mode: no recompile
         else:
             path = compile_(checkpoint, os.path.join(folder, mode), attention=mode, calib=calib,
-                            calib_samples=calib_samples)
-        row, ref, man = measure_mode(path, samples, lava_samples, progress, workers=workers, ray=ray)
+                            calib_samples=calib_samples, device=device)
+        row, ref, man = measure_mode(path, samples, lava_samples, progress, workers=workers, ray=ray, device=device)
         runs[mode] = ModeRun(row, ref, man, time.monotonic() - t0)
     return runs
 
 
 def measure_modes(art, samples: int | None, lava_samples: int, finetuned: str | None = None,
-                  progress: bool = False, workers: int = 1, ray: str | None = None) -> dict | None:
+                  progress: bool = False, workers: int = 1, ray: str | None = None,
+                  device: str = "auto") -> dict | None:
     """Measure every attention mode of the artifact's source model; ``None`` without attention."""
     man = art.manifest
     if not man.get("attention") or not man.get("dataset"):
@@ -298,15 +305,15 @@ def measure_modes(art, samples: int | None, lava_samples: int, finetuned: str | 
         else None
     with tempfile.TemporaryDirectory(prefix="neurocomp-modes-") as tmp:
         runs = measure_every_mode(checkpoint, tmp, samples, lava_samples, calib=calib, calib_samples=calib_samples,
-                                  own=own, progress=progress, workers=workers, ray=ray)
+                                  own=own, progress=progress, workers=workers, ray=ray, device=device)
     out = {"samples": samples, "lava_samples": lava_samples, "source_checkpoint": os.path.basename(checkpoint),
            "modes": {mode: run.row for mode, run in runs.items()}}
     ft = None
     if finetuned:
-        ref = simulate(finetuned, backend="reference", samples=samples, progress=progress)
+        ref = simulate(finetuned, backend="reference", samples=samples, progress=progress, device=device)
         ft = {"artifact": os.path.abspath(finetuned), "fixed": ref["accuracy"]["fixed_reference"]}
     elif man.get("finetune"):
-        ref = simulate(art.path, backend="reference", samples=samples, progress=progress)
+        ref = simulate(art.path, backend="reference", samples=samples, progress=progress, device=device)
         ft = {"artifact": os.path.abspath(art.path), "fixed": ref["accuracy"]["fixed_reference"]}
     out["static_finetuned"] = ft
     return out

@@ -23,6 +23,7 @@ import warnings
 import numpy as np
 import torch
 
+from neurocomp import devices
 from neurocomp.frontends.torch import (ATTENTION, RECTIFIED, is_additive, iter_leaves, module_timesteps, rectifies,
                                        run_torch_model)
 from neurocomp.nn import StaticMap
@@ -54,8 +55,9 @@ def _broadcast_map(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return m
 
 
-def calibrate(model, x_seq: torch.Tensor, labels=None, batch: int = 128) -> dict:
-    """Record every attention map over ``x_seq`` ``[T, N, ...]``; returns per-module statistics and means."""
+def calibrate(model, x_seq: torch.Tensor, labels=None, batch: int = 128, device=None) -> dict:
+    """Record every attention map over ``x_seq`` ``[T, N, ...]``; returns per-module statistics and means.
+    ``device``: where the model runs (None: where it is), deterministically (``neurocomp.devices``)."""
     mods = attention_modules(model)
     maps = {p: [] for p, _ in mods}
     handles = []
@@ -67,8 +69,8 @@ def calibrate(model, x_seq: torch.Tensor, labels=None, batch: int = 128) -> dict
     try:
         with warnings.catch_warnings():   # torch warns about 'same' padding with even kernels (TCJA)
             warnings.simplefilter("ignore")
-            for i in range(0, x_seq.shape[1], batch):
-                run_torch_model(model, x_seq[:, i:i + batch])
+            with devices.deterministic_float("cpu" if device is None else device):
+                run_torch_model(model, x_seq, device=device, batch_size=batch)   # batch by batch, each reset
     finally:
         for h in handles:
             h.remove()

@@ -18,7 +18,7 @@ from neurocomp import fixedpoint as fx
 def _param(a, like, default):
     if a is None:
         return None if default is None else torch.full_like(like, float(default))
-    return torch.as_tensor(np.asarray(a), dtype=like.dtype)
+    return torch.as_tensor(np.asarray(a), dtype=like.dtype, device=like.device)
 
 
 def run_float_cuba(node, x_seq: torch.Tensor, record_v: bool = False):
@@ -28,10 +28,13 @@ def run_float_cuba(node, x_seq: torch.Tensor, record_v: bool = False):
     like = x_seq[0, 0]
     w_in, r = _param(node.w_in, like, None), _param(node.r, like, None)
     ib, vb = _param(node.i_bias, like, None), _param(node.v_bias, like, None)
-    alpha, beta = torch.tensor(node.alpha, dtype=torch.float32), torch.tensor(node.beta, dtype=torch.float32)
-    th = torch.tensor(node.v_threshold, dtype=torch.float32)
-    vr = torch.tensor(node.v_reset, dtype=torch.float32)
-    rec = None if node.rec_weight is None else torch.as_tensor(np.asarray(node.rec_weight), dtype=torch.float32)
+    dev = x_seq.device
+    alpha = torch.tensor(node.alpha, dtype=torch.float32, device=dev)
+    beta = torch.tensor(node.beta, dtype=torch.float32, device=dev)
+    th = torch.tensor(node.v_threshold, dtype=torch.float32, device=dev)
+    vr = torch.tensor(node.v_reset, dtype=torch.float32, device=dev)
+    rec = None if node.rec_weight is None else torch.as_tensor(np.asarray(node.rec_weight), dtype=torch.float32,
+                                                               device=dev)
     i = torch.zeros_like(x_seq[0])
     v = torch.zeros_like(x_seq[0])
     s = torch.zeros_like(x_seq[0])
@@ -65,16 +68,19 @@ def run_fixed_cuba(node, a_seq: torch.Tensor, stats: dict | None = None, record_
     """``a_seq`` [T, B, *shape] int64 synaptic input (weight units) -> bool spikes (int v for readouts)."""
     p = node.fixed
     like = a_seq[0]
+    dev = a_seq.device
     vbias = torch.as_tensor(fx.effective_bias(np.asarray(p.bias_mant, np.int64), np.asarray(p.bias_exp, np.int64)),
-                            dtype=torch.int64)
+                            dtype=torch.int64, device=dev)
     ibias = (torch.zeros_like(like) if node.qi_bias is None
-             else torch.as_tensor(np.asarray(node.qi_bias, np.int64), dtype=torch.int64).expand_as(like))
-    rec = None if node.rec_qweight is None else torch.as_tensor(np.asarray(node.rec_qweight), dtype=torch.float64)
+             else torch.as_tensor(np.asarray(node.qi_bias, np.int64), dtype=torch.int64, device=dev).expand_as(like))
+    # the recurrent sum in float64: spikes times 8-bit weights, far below 2**53 (exact in any order)
+    rec = None if node.rec_qweight is None else torch.as_tensor(np.asarray(node.rec_qweight), dtype=torch.float64,
+                                                                device=dev)
     u = torch.zeros_like(like)
     v = torch.zeros_like(like)
-    s = torch.zeros(like.shape, dtype=torch.bool)
-    out = torch.zeros(a_seq.shape, dtype=torch.bool if node.spiking else torch.int64)
-    vs = torch.zeros(a_seq.shape, dtype=torch.int64) if record_v else None
+    s = torch.zeros(like.shape, dtype=torch.bool, device=dev)
+    out = torch.zeros(a_seq.shape, dtype=torch.bool if node.spiking else torch.int64, device=dev)
+    vs = torch.zeros(a_seq.shape, dtype=torch.int64, device=dev) if record_v else None
     subtract = node.reset == "subtract"
     clipped = wrapped = 0
     for t in range(a_seq.shape[0]):

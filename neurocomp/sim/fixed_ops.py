@@ -30,25 +30,53 @@ class Gained(NamedTuple):
 
 
 # ---- helpers -------------------------------------------------------------------------------------
-def _exact_float(node, s: torch.Tensor):
-    """float32 when every possible sum is an integer below 2**24 (exact), else float64."""
+FLOAT32_EXACT, FLOAT64_EXACT = 1 << 24, 1 << 53     # every integer of magnitude up to these is a float32 / float64
+
+
+def sum_bound(node, s: torch.Tensor) -> float:
+    """An upper bound on the magnitude of every partial sum a synapse forms from inputs ``s``:
+    the largest sum of |weights| into one output times the largest |input| (a sum pool: kernel size
+    times |weight|); computed in float64 from the weights, so itself exact or rounded up by < 2**-50."""
     q = np.abs(np.asarray(node.qweight, dtype=np.float64))
     fan = q.reshape(q.shape[0], -1).sum(1).max() if q.ndim > 1 else float(q) * np.prod(getattr(node, "kernel", (1,)))
     in_max = 1.0 if s.dtype == torch.bool else float(s.abs().max()) if s.numel() else 0.0
-    return torch.float32 if fan * in_max < (1 << 24) else torch.float64
+    return float(fan) * in_max
+
+
+def exact_float(node, s: torch.Tensor):
+    """The float dtype in which every partial sum of ``node`` over ``s`` is an exact integer, whatever the
+    summation order (so the CPU and CUDA kernels give the same integers): float32 below 2**24, float64
+    below 2**53; a layer whose sums could reach 2**53 is refused."""
+    bound = sum_bound(node, s)
+    if bound < FLOAT32_EXACT:
+        return torch.float32
+    if bound < FLOAT64_EXACT:
+        return torch.float64
+    raise UnsupportedLayer(f"its synaptic sums could reach {bound:.3g}, beyond 2**53, the largest integer float64 "
+                           f"holds exactly", where=f"layer '{node.name}'",
+                           hint="quantize the graph with neurocomp (8-bit weights) or reduce the layer's fan-in")
 
 
 def _synapse(node, s: torch.Tensor, fn) -> torch.Tensor:
     """Integer synaptic input ``fn(x, dtype)`` from spikes ``s`` [T, B, *shape], per step, computed in
-    float32 or float64, whichever is exact."""
+    float32 or float64, whichever is exact (:func:`exact_float`)."""
     if node.qweight is None:
         raise BadGraph("synapse has no quantized weights", where=f"layer '{node.name}'",
                        hint="run_fixed takes a quantized graph (passes.pipeline.lower)")
     T, B = s.shape[:2]
     x = s.flatten(0, 1)
-    dt = _exact_float(node, x)
+    dt = exact_float(node, x)
     y = fn(x.to(dt), dt)
     return y.reshape((T, B) + tuple(y.shape[1:]))
+
+
+def _weight(node, dt, like: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(node.qweight), dtype=dt, device=like.device)
+
+
+def _ints(a, like: torch.Tensor) -> torch.Tensor:
+    """A node's integer array as int64 on ``like``'s device."""
+    return torch.as_tensor(np.asarray(a).astype("int64"), device=like.device)
 
 
 def _compartment(node):
@@ -62,26 +90,26 @@ def dynamic_gains(att: MAAttention, a_seq: torch.Tensor, bias: torch.Tensor) -> 
     """Per-sample gain mantissas ``[T, B, *shape]`` the attention process computes from a window
     (offsets in voltage units for PFA's additive variant)."""
     from neurocomp.fixedpoint.attention import current_attention, current_program
-    x = (a_seq.to(torch.int64) * (1 << fx.ACT_SHIFT) + bias).numpy()
+    x = (a_seq.to(torch.int64) * (1 << fx.ACT_SHIFT) + bias).cpu().numpy()   # numpy arithmetic (the process's own)
     prog = current_program(att.meta.get("module", ""), att.state(), att.parts, tuple(att.out_shape), att.x_scale)
     g = current_attention(x.swapaxes(0, 1), prog)
-    return torch.as_tensor(g.swapaxes(0, 1))
+    return torch.as_tensor(np.ascontiguousarray(g.swapaxes(0, 1)), device=a_seq.device)
 
 
 
 
 def _gain_neuron(node, p, a_seq: torch.Tensor, bias: torch.Tensor, stats: dict, att=None, plain=None, more=()):
     v = torch.zeros_like(a_seq[0])
-    out = torch.zeros(a_seq.shape, dtype=torch.bool)
-    gains = None if p.gain_mant is None else torch.as_tensor(p.gain_mant.astype("int64"))
-    offsets = None if p.offset is None else torch.as_tensor(np.asarray(p.offset).astype("int64"))
-    dv = torch.as_tensor(p.dv.astype("int64")) if isinstance(p.dv, np.ndarray) else int(p.dv)   # per neuron, or one
-    step_bias = None if p.step_bias is None else torch.as_tensor(np.asarray(p.step_bias).astype("int64"))
+    out = torch.zeros(a_seq.shape, dtype=torch.bool, device=a_seq.device)
+    gains = None if p.gain_mant is None else _ints(p.gain_mant, a_seq)
+    offsets = None if p.offset is None else _ints(p.offset, a_seq)
+    dv = _ints(p.dv, a_seq) if isinstance(p.dv, np.ndarray) else int(p.dv)   # per neuron, or one
+    step_bias = None if p.step_bias is None else _ints(p.step_bias, a_seq)
     if att is not None and att.additive:
         offsets = dynamic_gains(att, a_seq, bias)
     elif att is not None:
         gains = dynamic_gains(att, a_seq, bias)
-    plain_bias = None if p.plain_bias is None else torch.as_tensor(np.asarray(p.plain_bias).astype("int64"))
+    plain_bias = None if p.plain_bias is None else _ints(p.plain_bias, a_seq)
     if plain is not None and plain_bias is None:
         plain_bias = 0
     if plain is None and plain_bias is not None:
@@ -89,8 +117,8 @@ def _gain_neuron(node, p, a_seq: torch.Tensor, bias: torch.Tensor, stats: dict, 
     more = dict(more)
     for k in range(len(p.more_gain_shift)):      # a further gained group none of whose synapses reached here
         more.setdefault(k, torch.zeros_like(a_seq))
-    more_mant = None if p.more_gain_mant is None else torch.as_tensor(np.asarray(p.more_gain_mant).astype("int64"))
-    more_bias = None if p.more_bias is None else torch.as_tensor(np.asarray(p.more_bias).astype("int64"))
+    more_mant = None if p.more_gain_mant is None else _ints(p.more_gain_mant, a_seq)
+    more_bias = None if p.more_bias is None else _ints(p.more_bias, a_seq)
     for t in range(a_seq.shape[0]):
         gained_t = None
         for k, a_k in sorted(more.items()):
@@ -111,8 +139,7 @@ def _loihi_neuron(run, node, a):
     p = _compartment(node)
     a, plain, more = (a.gained, a.plain, a.more) if isinstance(a, Split) else (a, None, ())
     a, att = (a.current, a.attention) if isinstance(a, Gained) else (a, None)
-    bias = torch.as_tensor(fx.effective_bias(p.bias_mant.astype("int64"), p.bias_exp.astype("int64")),
-                           dtype=torch.int64)
+    bias = run.tensor(fx.effective_bias(p.bias_mant.astype("int64"), p.bias_exp.astype("int64")), torch.int64)
     if a is None:                       # only plain groups reached the neuron in this Add
         a = torch.zeros_like(plain if plain is not None else more[0][1])
     if p.gain_scheduled:
@@ -121,7 +148,7 @@ def _loihi_neuron(run, node, a):
         a = a + plain
     u = torch.zeros_like(a[0])
     v = torch.zeros_like(a[0])
-    out = torch.zeros(a.shape, dtype=torch.bool)
+    out = torch.zeros(a.shape, dtype=torch.bool, device=a.device)
     counts = {"voltage_saturations": 0, "current_wraps": 0}
     for t in range(a.shape[0]):
         u, v, s = fx.lif_step(u, v, a[t], p.du, p.dv, bias, int(p.vth), torch.clamp, counts)
@@ -132,25 +159,25 @@ def _loihi_neuron(run, node, a):
 
 # ---- one entry per node class: op(run, node, *inputs) -----------------------------------------------
 def _input(run, node):
-    return run.inputs.to(torch.bool)
+    return run.inputs.to(torch.bool)          # on the run's device (Run.run)
 
 
 def _conv2d(run, node, s):
     return _synapse(node, s, lambda x, dt: fx.wrap_synaptic(torch.round(F.conv2d(
-        x, torch.as_tensor(node.qweight, dtype=dt), None, tuple(node.stride), tuple(node.padding),
+        x, _weight(node, dt, x), None, tuple(node.stride), tuple(node.padding),
         tuple(node.dilation), int(node.groups))).to(torch.int64)))
 
 
 def _linear(run, node, s):
     graded = s.dtype != torch.bool
     return _synapse(node, s, lambda x, dt: fx.dense_lava_sum(torch.round(F.linear(
-        x, torch.as_tensor(node.qweight, dtype=dt))).to(torch.int64), graded))
+        x, _weight(node, dt, x))).to(torch.int64), graded))
 
 
 def _dense(run, node, s):
     shape, graded = tuple(node.out_shape), s.dtype != torch.bool
     return _synapse(node, s, lambda x, dt: fx.dense_lava_sum(torch.round(F.linear(
-        x.flatten(1), torch.as_tensor(node.qweight, dtype=dt))).to(torch.int64), graded).reshape((-1,) + shape))
+        x.flatten(1), _weight(node, dt, x))).to(torch.int64), graded).reshape((-1,) + shape))
 
 
 def _sumpool2d(run, node, s):
@@ -179,13 +206,13 @@ def _spike_attention(run, node, s):
     from neurocomp.fixedpoint.attention import spike_payload, spike_program
     src = s if node.source is None else run.value(node.source)
     prog = spike_program(node.meta["module"], node.state(), tuple(src.shape[2:]), tuple(node.pool))
-    pay = spike_payload(prog, src.numpy().swapaxes(0, 1))
-    return s.to(torch.int64) * torch.as_tensor(pay.swapaxes(0, 1))
+    pay = spike_payload(prog, src.cpu().numpy().swapaxes(0, 1))     # numpy arithmetic (the process's own)
+    return s.to(torch.int64) * run.tensor(np.ascontiguousarray(pay.swapaxes(0, 1)), torch.int64)
 
 
 def _graded_spikes(run, node, s):
     """The producer's graded payloads: spike times ``qscale``."""
-    return s.to(torch.int64) * torch.as_tensor(np.asarray(node.qscale, np.int64))
+    return s.to(torch.int64) * run.tensor(np.asarray(node.qscale, np.int64), torch.int64)
 
 
 def _voting(run, node, s):
@@ -206,11 +233,10 @@ def _readout(run, node, a):
     wrap, voltage saturation, and the firing it is scaled never to reach); the value of step ``t`` is
     ``v[t] - v[t-1]``, so the window's sum is the final ``v``."""
     p = _compartment(node)
-    bias = torch.as_tensor(fx.effective_bias(p.bias_mant.astype("int64"), p.bias_exp.astype("int64")),
-                           dtype=torch.int64)
+    bias = run.tensor(fx.effective_bias(p.bias_mant.astype("int64"), p.bias_exp.astype("int64")), torch.int64)
     u = torch.zeros_like(a[0])
     v = torch.zeros_like(a[0])
-    out = torch.zeros(a.shape, dtype=torch.int64)
+    out = torch.zeros(a.shape, dtype=torch.int64, device=a.device)
     counts = {"voltage_saturations": 0, "current_wraps": 0}
     fired = 0
     for t in range(a.shape[0]):

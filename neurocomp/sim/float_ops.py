@@ -144,8 +144,9 @@ class Deferred(NamedTuple):
     bias: torch.Tensor        # broadcasts against ``current``
 
 
-def _t(a, dtype=torch.float32):
-    return None if a is None else torch.as_tensor(a, dtype=dtype)
+def _t(a, like: torch.Tensor, dtype=torch.float32):
+    """A node's array as a tensor on ``like``'s device."""
+    return None if a is None else torch.as_tensor(np.asarray(a), dtype=dtype, device=like.device)
 
 
 def _per_step(fn, x: torch.Tensor) -> torch.Tensor:
@@ -179,8 +180,8 @@ def _synapse(run, node, x, fn, bias_shape=None):
     if node.bias is not None and consumers and all(_defers(run, node, c) for c in consumers):
         y = _per_step(lambda v: fn(v, None), x)
         shape = (-1,) + (1,) * (len(node.out_shape) - 1) if bias_shape is None else bias_shape
-        return Deferred(y, _t(node.bias).reshape(shape))
-    return _per_step(lambda v: fn(v, _t(node.bias)), x)
+        return Deferred(y, _t(node.bias, x).reshape(shape))
+    return _per_step(lambda v: fn(v, _t(node.bias, x)), x)
 
 
 def _split_sum(run, node, xs):
@@ -207,16 +208,16 @@ def _neuron_input(node, x):
         if x.gained is not None and x.plain is not None:
             y = y + x.plain
         for k, v in x.more:                       # further groups, each with its own map (bias included)
-            g = v * torch.as_tensor(node.more_gains[k], dtype=torch.float32).unsqueeze(1)
+            g = v * _t(node.more_gains[k], v).unsqueeze(1)
             y = y + (torch.relu(g) if node.more_rectify[k] else g)
         return y
     if node.input_gain is None and not node.rectify_input and offset is None:
         return x
     x, bias = (x.current, x.bias) if isinstance(x, Deferred) else (x, None)
     if offset is not None:
-        x = x + torch.as_tensor(offset, dtype=torch.float32).unsqueeze(1)
+        x = x + _t(offset, x).unsqueeze(1)
     if node.input_gain is not None:
-        x = x * torch.as_tensor(node.input_gain, dtype=torch.float32).unsqueeze(1)
+        x = x * _t(node.input_gain, x).unsqueeze(1)
     if node.rectify_input:
         x = torch.relu(x)
     if bias is not None:
@@ -224,22 +225,22 @@ def _neuron_input(node, x):
     return x
 
 
-def _attention_module(node):
-    """The neurocomp.nn module an attention node stands for, with its weights.
+def _attention_module(node, device: torch.device):
+    """The neurocomp.nn module an attention node stands for, with its weights, on ``device``.
 
-    Built once per distinct (module, config, weights): a functools cache keyed by their bytes, so
+    Built once per distinct (module, config, weights, device): a functools cache keyed by their bytes, so
     nothing is stored on the frozen node and an equal node reuses the module (they hold no state)."""
     state = tuple((k, str(a.dtype), a.shape, a.tobytes())
                   for k, a in ((k, np.ascontiguousarray(v)) for k, v in node.state().items()))
-    return _build_module(node.meta["module"], json.dumps(node.meta["config"], sort_keys=True), state)
+    return _build_module(node.meta["module"], json.dumps(node.meta["config"], sort_keys=True), state, str(device))
 
 
 @functools.lru_cache(maxsize=32)
-def _build_module(name: str, config: str, state: tuple):
+def _build_module(name: str, config: str, state: tuple, device: str):
     from neurocomp.nn import REGISTRY
     mod = REGISTRY[name](**json.loads(config)).eval()
     mod.load_state_dict({k: torch.as_tensor(np.frombuffer(b, dtype=dt).reshape(shape).copy()) for k, dt, shape, b in state})
-    return mod
+    return mod.to(device)
 
 
 def _attention_map(mod, x: torch.Tensor) -> torch.Tensor:
@@ -254,18 +255,18 @@ def _input(run, node):
 
 
 def _linear(run, node, x):
-    return _synapse(run, node, x, lambda v, b: F.linear(v, _t(node.weight), b))
+    return _synapse(run, node, x, lambda v, b: F.linear(v, _t(node.weight, v), b))
 
 
 def _dense(run, node, x):
     shape = tuple(node.out_shape)
-    return _synapse(run, node, x, lambda v, b: F.linear(v.flatten(1), _t(node.weight), b).reshape((-1,) + shape),
+    return _synapse(run, node, x, lambda v, b: F.linear(v.flatten(1), _t(node.weight, v), b).reshape((-1,) + shape),
                     bias_shape=shape)
 
 
 def _conv2d(run, node, x):
-    return _synapse(run, node, x, lambda v, b: F.conv2d(v, _t(node.weight), b, tuple(node.stride), tuple(node.padding),
-                                                        tuple(node.dilation), int(node.groups)))
+    return _synapse(run, node, x, lambda v, b: F.conv2d(v, _t(node.weight, v), b, tuple(node.stride),
+                                                        tuple(node.padding), tuple(node.dilation), int(node.groups)))
 
 
 def _sumpool2d(run, node, x):
@@ -278,7 +279,7 @@ def _avgpool2d(run, node, x):
 
 
 def _batchnorm(run, node, x):
-    return _per_step(lambda v: F.batch_norm(v, _t(node.mean), _t(node.var), _t(node.weight), _t(node.bias),
+    return _per_step(lambda v: F.batch_norm(v, _t(node.mean, v), _t(node.var, v), _t(node.weight, v), _t(node.bias, v),
                                             False, 0.0, node.eps), x)
 
 
@@ -297,9 +298,9 @@ def _lif(run, node, x):
 def _malif_op(run, node, x):
     keys = ("v_threshold", "alpha", "beta")
     if node.per_channel:
-        vth, alpha, beta = (torch.tensor(node.channel_values(k), dtype=torch.float32) for k in keys)
+        vth, alpha, beta = (run.tensor(node.channel_values(k), torch.float32) for k in keys)
     else:
-        vth, alpha, beta = (torch.tensor(float(getattr(node, k)), dtype=torch.float32) for k in keys)
+        vth, alpha, beta = (run.tensor(float(getattr(node, k)), torch.float32) for k in keys)
     return _malif(_neuron_input(node, x), vth, alpha, beta)
 
 
@@ -310,22 +311,22 @@ def _cuba_lif(run, node, x):
 def _scale(run, node, x):
     """``x[t] * scale[t]`` (additive: ``x[t] + scale[t]``) broadcast over the batch, as
     neurocomp.nn.StaticMap computes it."""
-    m = torch.as_tensor(node.scale, dtype=torch.float32).unsqueeze(1)
+    m = run.tensor(node.scale, torch.float32).unsqueeze(1)
     y = x + m if node.additive else x * m
     return torch.relu(y) if node.rectify else y
 
 
 def _graded_spikes(run, node, x):
-    return x * torch.as_tensor(node.scale, dtype=torch.float32)
+    return x * run.tensor(node.scale, torch.float32)
 
 
 def _ma_attention(run, node, x):
-    return _attention_module(node)(x)
+    return _attention_module(node, run.device)(x)
 
 
 def _spike_attention(run, node, x):
     """``x * A(source)`` with the module's own float map (TCJA: per (t, c); PFA: per (t, c, h, w))."""
-    mod = _attention_module(node)
+    mod = _attention_module(node, run.device)
     src = x if node.source is None else run.value(node.source)
     pool = tuple(node.pool)
     if pool != (1, 1):

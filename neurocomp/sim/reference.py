@@ -6,6 +6,12 @@
 - ``run_fixed``: Loihi fixed point from ``neurocomp.fixedpoint`` on a quantized graph
   (``sim.fixed_ops``); it reproduces Lava's ``fixed_pt`` models bit for bit.
 
+Both run on ``device`` (``"cpu"``, ``"cuda"``, ``"auto"``: ``neurocomp.devices.resolve``; default the
+CPU, the entry points ``simulate`` / ``report`` / ``compile`` default to ``auto``); the results come
+back on the CPU. The fixed-point run is bit-identical on every device by construction
+(``devices.integer_exact``, ``fixed_ops.exact_float``); the float run is deterministic per device
+(``devices.deterministic_float``).
+
 Tensors are time-major ``[T, B, *shape]``. Results are *time-aligned*: ``spikes[name][t]`` is the
 layer's output for input frame ``t`` (Lava shows it ``delay`` steps later; see neurocomp.ir.timing).
 """
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from neurocomp import devices
 from neurocomp.errors import BadInput
 from neurocomp.results import SimResult
 from neurocomp.sim.fixed_ops import FIXED_OPS
@@ -29,20 +36,28 @@ def _check_input(graph, x_seq) -> torch.Tensor:
     return x_seq
 
 
-def run_float(graph, x_seq, record=None) -> SimResult:
+def _on_cpu(run, out) -> dict:
+    return dict(spikes={k: v.cpu() for k, v in run.spikes.items()}, output=out.cpu())
+
+
+def run_float(graph, x_seq, record=None, device=None) -> SimResult:
     """Float reference over any float graph. ``record`` limits which neuron outputs are kept."""
     x = _check_input(graph, x_seq).to(torch.float32)
-    run = Run(graph, FLOAT_OPS, "float", record)
-    out = run.run(x)
-    return SimResult(spikes=run.spikes, output=out)
+    dev = devices.resolve("cpu" if device is None else device)
+    run = Run(graph, FLOAT_OPS, "float", record, device=dev)
+    with devices.deterministic_float(dev):
+        out = run.run(x)
+    return SimResult(**_on_cpu(run, out))
 
 
-def run_fixed(graph, x_seq, record=None) -> SimResult:
+def run_fixed(graph, x_seq, record=None, device=None) -> SimResult:
     """Fixed-point reference over a quantized graph; inputs must be binary spikes."""
     x = _check_input(graph, x_seq)
     if not bool(((x == 0) | (x == 1)).all()):
         raise BadInput("fixed-point inputs must be binary spikes (0/1)", where="inputs",
                        hint="encode inputs as spikes (bernoulli/events encodings)")
-    run = Run(graph, FIXED_OPS, "fixed-point", record)
-    out = run.run(x)
-    return SimResult(spikes=run.spikes, output=out, stats=run.stats)
+    dev = devices.resolve("cpu" if device is None else device)
+    run = Run(graph, FIXED_OPS, "fixed-point", record, device=dev)
+    with devices.integer_exact(dev):
+        out = run.run(x)
+    return SimResult(**_on_cpu(run, out), stats=run.stats)

@@ -10,14 +10,17 @@ also read an earlier neuron's output by name (``run.value``) and ask who consume
 
 A class with no entry is refused with :class:`UnsupportedLayer` naming the layer; an entry made by
 :func:`refusal` refuses it on purpose, with a reason. Any other failure inside an entry names the
-layer it happened in. Neuron outputs are kept for the whole run (and recorded per ``record``);
-other values are dropped after their last consumer. Nothing is written on the frozen IR nodes (the
+layer it happened in. Every value lives on the run's device (``run.device``, see neurocomp.devices):
+the input is moved there and entries make their constants with ``run.tensor`` or on their input's
+device. Neuron outputs are kept for the whole run (and recorded per ``record``); other values are
+dropped after their last consumer. Nothing is written on the frozen IR nodes (the
 float attention entries cache their torch modules by content, see ``float_ops``).
 """
 from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
+import numpy as np
 import torch
 
 from neurocomp.errors import NeurocompError, UnsupportedLayer
@@ -44,8 +47,9 @@ def entry(ops: dict, cls):
 class Run:
     """One walk of ``graph`` with the arithmetic ``ops`` (named ``arithmetic`` in messages)."""
 
-    def __init__(self, graph, ops: dict, arithmetic: str, record=None):
+    def __init__(self, graph, ops: dict, arithmetic: str, record=None, device=None):
         self.graph = graph
+        self.device = torch.device("cpu") if device is None else torch.device(device)   # where every value lives
         self.ops = ops
         self.arithmetic = arithmetic
         self.record = record
@@ -56,6 +60,10 @@ class Run:
         self._consumers = None
 
     # ---- what an entry may ask ----------------------------------------------------------
+    def tensor(self, a, dtype) -> torch.Tensor:
+        """``a`` (a node's array or number) as a tensor of ``dtype`` on the run's device."""
+        return torch.as_tensor(a if isinstance(a, torch.Tensor) else np.asarray(a), dtype=dtype, device=self.device)
+
     def value(self, name: str):
         """The output of the earlier layer ``name`` (every neuron's output is kept for the run)."""
         return self._env[name]
@@ -115,7 +123,7 @@ class Run:
 
     def run(self, x: torch.Tensor):
         """Walk the graph on ``x``; returns the output node's value."""
-        self.inputs = x
+        self.inputs = x.to(self.device)
         nodes, edges = self.graph.nodes, self.graph.inputs
         keep = {n.name for n in nodes if n.is_neuron} | {self.graph.output_node.name}
         last_use = {}
