@@ -117,7 +117,7 @@ NIR_DEFAULT_T = _DefaultT(100)
 def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, weight_bits: int = 8,
             overwrite: bool = False, dt=None, reset: str = "zero", timesteps=NIR_DEFAULT_T,
             attention: str = "static", calib=None, calib_samples: int = 512, input_shape=None, encoding=None,
-            dataset=None, model_code=None, model_args=None, code_path=(), device: str = "auto") -> str:
+            dataset=None, model_code=None, model_args=None, code_path=(), device: str = "cpu") -> str:
     """Compile a checkpoint or a ``.nir`` file into an artifact folder ``out``; returns its path.
 
     Two front doors, one driver: a checkpoint (attention modules calibrated on ``calib`` and folded as
@@ -128,7 +128,8 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
     dict (``model_code="FILE.py:NAME"``, ``model_args``), ``input_shape`` / ``timesteps`` /
     ``encoding`` / ``dataset`` supplying what they do not record
     (:func:`neurocomp.frontends.checkpoint.load_checkpoint`). ``device``: where calibration runs the model
-    (``neurocomp.devices``; its float rounding can differ between devices, so ``cpu`` reproduces a CPU build)."""
+    (``neurocomp.devices``; default ``cpu``, since float rounding can differ between devices and a build
+    should be the same on every machine; ``cuda``/``auto`` calibrate faster on a GPU)."""
     dev = devices.resolve(device)
     if attention not in ATTENTION_MODES:
         raise BadInput(f"attention mode {attention!r} is not available", where="--attention",

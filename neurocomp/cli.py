@@ -162,10 +162,11 @@ def _add_shard_flags(c, what: str):
                         "HOST:PORT (needs neurocomp[ray]); --workers N shards (default: one per cluster CPU)")
 
 
-def _add_device_flag(c, what: str):
-    c.add_argument("--device", default="auto", metavar="cpu|cuda|auto",
-                   help=f"where {what} (default auto: cuda when torch sees a GPU, else cpu; the fixed-point "
-                        "reference is bit-identical on both)")
+def _add_device_flag(c, what: str, default: str = "auto"):
+    why = ("cpu: a build is the same on every machine, since float calibration can round differently on a GPU"
+           if default == "cpu" else "auto: cuda when torch sees a GPU, else cpu; the fixed-point reference is "
+                                    "bit-identical on both")
+    c.add_argument("--device", default=default, metavar="cpu|cuda|auto", help=f"where {what} (default {why})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(default: the first --calib-samples of the model's training split)")
     c.add_argument("--calib-samples", type=POSITIVE_INT, default=512)
     _add_model_flags(c, "steps per sample: for a NIR graph (default 100), a pickled module or a state dict")
-    _add_device_flag(c, "attention calibration runs the model")
+    _add_device_flag(c, "attention calibration runs the model", default="cpu")
     c.add_argument("-q", "--quiet", action="store_true")
     c.set_defaults(func=_cmd_compile)
 
