@@ -1,0 +1,180 @@
+"""Lava in its own environment (issue 17, item 2): ``neurocomp.backends.lava.bridge``.
+
+The bridge is forced (``NEUROCOMP_LAVA_BRIDGE=1``) with ``NEUROCOMP_LAVA_PYTHON`` set to this very
+Python (it has Lava), so the bridged run and the in-process run can be compared here:
+
+- the recording a bridged run brings back is byte for byte the in-process recording, and ``simulate``'s
+  result is the same (every figure; only the wall time differs, and where Lava ran);
+- ``--timeout`` and a Ctrl-C to the command's process group stop the Lava environment's process and its
+  Lava workers: no process and no temporary file is left;
+- where no Lava environment exists, and where the environment runs another neurocomp, the error is one
+  line naming the command that fixes it; ``neurocomp lava-env --dry-run`` prints its plan and makes nothing.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from test_signals import (ROOT, _cmdline, _communicate, _default_sigint, _descendants, _env, _kill_all, _lines,
+                          _still_alive, _wait_for_workers)
+
+MODEL = os.path.join(ROOT, "models", "digits_plain", "model.pt")
+N = 3
+
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    from neurocomp.api import compile as nc_compile
+    return nc_compile(MODEL, str(tmp_path_factory.mktemp("bridge") / "art"))
+
+
+@pytest.fixture
+def bridged(monkeypatch):
+    """Lava runs in 'the Lava environment' (this Python, in a child process); temporary files, the child's
+    too, in a folder of their own (with a short path: multiprocessing's sockets live there)."""
+    import pathlib
+    import shutil
+    import tempfile
+    tmp = tempfile.mkdtemp(prefix="nc-bridge-test-")
+    monkeypatch.setenv("NEUROCOMP_LAVA_BRIDGE", "1")
+    monkeypatch.setenv("NEUROCOMP_LAVA_PYTHON", sys.executable)
+    monkeypatch.setenv("TMPDIR", tmp)
+    monkeypatch.setattr(tempfile, "tempdir", tmp)
+    yield pathlib.Path(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _inputs(artifact, n=N):
+    from neurocomp.artifact import Artifact
+    from neurocomp.data.registry import load_inputs
+    art = Artifact(artifact)
+    x, _ = load_inputs(art.manifest["dataset"], "test", art.manifest["timesteps"], art.manifest["encoding"], n=n)
+    return art, torch.as_tensor(x)
+
+
+def _ppid(pid):
+    with open(f"/proc/{pid}/stat") as fh:
+        data = fh.read()
+    return int(data[data.rindex(")") + 2:].split()[1])
+
+
+def _file_bytes(rec) -> dict:
+    inner = getattr(rec, "_rec", rec)
+    out = {}
+    for name, _, path, _, _ in inner._layers:
+        if path is not None:
+            with open(path, "rb") as fh:
+                out[name] = fh.read()
+    return out
+
+
+def test_bridged_recording_is_the_in_process_recording(artifact, bridged):
+    from neurocomp.backends.lava import record_lava
+    from neurocomp.backends.lava.bridge import BridgedRecording, lava_recording
+    art, x = _inputs(artifact)
+    g = art.fixed_graph
+    with record_lava(g, x) as here, lava_recording(g, x) as there:
+        assert isinstance(there, BridgedRecording) and there.python == sys.executable
+        a, b = _file_bytes(here), _file_bytes(there)
+        assert len(a) == len(g.neurons()) and a.keys() == b.keys()
+        assert all(a[k] == b[k] for k in a), [k for k in a if a[k] != b[k]]
+        sa, sb = here.spikes(slice(1, N)), there.spikes(slice(1, N))
+        assert all(torch.equal(sa[k], sb[k]) for k in sa) and sum(int(v.sum()) for v in sb.values()) > 0
+        folder = there._folder
+        assert os.path.dirname(folder) == str(bridged)
+    assert not os.path.exists(folder) and os.listdir(bridged) == []
+
+
+def test_bridged_simulate_equals_in_process(artifact, bridged, monkeypatch):
+    from neurocomp.api import simulate
+    there = simulate(artifact, samples=N, progress=False, batch=2)
+    monkeypatch.setenv("NEUROCOMP_LAVA_BRIDGE", "0")
+    here = simulate(artifact, samples=N, progress=False, batch=2)
+    assert there.pop("lava_environment") == sys.executable and "lava_environment" not in here
+    there.pop("lava_wall_s"), here.pop("lava_wall_s")
+    assert there == here
+    assert here["exact_match_fraction"] == 1.0 and sum(p["spikes_compared"] for p in here["per_layer"]) > 0
+    assert os.listdir(bridged) == []
+
+
+def test_timeout_stops_the_lava_environment(artifact, bridged):
+    from neurocomp.backends.lava.bridge import lava_recording
+    from neurocomp.errors import RunTimeout
+    art, x = _inputs(artifact, 64)
+    before = _descendants(os.getpid())
+    with pytest.raises(RunTimeout, match="exceeded 0.5 s"):
+        lava_recording(art.fixed_graph, x, timeout=0.5, chunk_samples=4)
+    left = _still_alive(_descendants(os.getpid()) - before, 5)
+    _kill_all(left)
+    assert not left, f"left running: {[(p, _cmdline(p)[:80]) for p in left]}"
+    assert os.listdir(bridged) == []
+
+
+def test_ctrl_c_to_the_group_ends_the_lava_environment(artifact, tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    p = subprocess.Popen([sys.executable, "-m", "neurocomp", "simulate", artifact, "--backend", "lava", "-q",
+                          "--samples", "360", "--json", str(tmp_path / "r.json")], cwd=ROOT,
+                         env=_env(tmp, NEUROCOMP_LAVA_BRIDGE="1", NEUROCOMP_LAVA_PYTHON=sys.executable),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         preexec_fn=_default_sigint)
+    seen = _wait_for_workers(p, n=4)
+    assert p.poll() is None, "the run ended before it could be interrupted"
+    child = [q for q in seen if "neurocomp.backends.lava.bridge" in _cmdline(q) and _ppid(q) == p.pid]
+    assert len(child) == 1 and os.getpgid(child[0]) == child[0], "the Lava environment's process, in its own group"
+    assert len(_descendants(child[0])) >= 2, "its Lava workers never started"
+    assert [n for n in os.listdir(tmp) if n.startswith("neurocomp-bridge-")], "no bridge folder: nothing to clean"
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = _communicate(p, seen, timeout=90)
+    assert p.returncode == 130, err[-2000:]
+    assert _lines(err) == ["interrupted"], err[-2000:]
+    left = _still_alive(seen, timeout=5.0)
+    _kill_all(left)
+    assert not left, f"still alive 5 s after the command ended: {[(q, _cmdline(q)[:90]) for q in sorted(left)]}"
+    assert os.listdir(tmp) == [], f"temporary files left: {os.listdir(tmp)}"
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_no_lava_environment_is_one_line_naming_the_command(artifact, bridged, monkeypatch):
+    from neurocomp.api import simulate
+    from neurocomp.errors import LavaEnvironmentError
+    monkeypatch.delenv("NEUROCOMP_LAVA_PYTHON")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(bridged / "cache"))
+    with pytest.raises(LavaEnvironmentError) as info:
+        simulate(artifact, samples=N, progress=False)
+    line = info.value.one_line()
+    assert "\n" not in line and "`neurocomp lava-env`" in line and "NEUROCOMP_LAVA_PYTHON" in line
+    monkeypatch.setenv("NEUROCOMP_LAVA_PYTHON", str(bridged / "no-such-python"))
+    with pytest.raises(LavaEnvironmentError, match="not an executable file"):
+        simulate(artifact, samples=N, progress=False)
+    assert os.listdir(bridged) == []
+
+
+def test_another_neurocomp_in_the_lava_environment_is_refused(artifact, bridged, monkeypatch):
+    from neurocomp.backends.lava import bridge
+    from neurocomp.errors import LavaEnvironmentError
+    monkeypatch.setattr(bridge, "__version__", "0.0.0-other")      # this side claims another version
+    art, x = _inputs(artifact, 1)
+    with pytest.raises(LavaEnvironmentError) as info:
+        bridge.lava_recording(art.fixed_graph, x)
+    line = info.value.one_line()
+    assert "\n" not in line and "runs neurocomp" in line and "0.0.0-other" in line and "neurocomp lava-env" in line
+    assert os.listdir(bridged) == []
+
+
+def test_lava_env_dry_run_prints_the_plan_and_makes_nothing(tmp_path):
+    from neurocomp.backends.lava import env
+    lines = []
+    target = tmp_path / "lava-env"
+    py = env.make(str(target), python=sys.executable, dry_run=True, out=lines.append)
+    text = "\n".join(lines)
+    assert py == str(target / "bin" / "python") and not target.exists()
+    assert f"-m venv {target}" in text and "lava-nc==0.10.0" in text and "lava-dl==0.6.0" in text
+    assert "torch==2.3.1" in text and "numpy>=1.24,<2" in text and "CUDA" in text
