@@ -20,6 +20,8 @@ import sys
 import pytest
 import torch
 
+from neurocomp.artifact import Artifact
+
 from test_signals import (ROOT, _cmdline, _communicate, _default_sigint, _descendants, _env, _kill_all, _lines,
                           _still_alive, _wait_for_workers)
 
@@ -52,7 +54,6 @@ def bridged(monkeypatch):
 
 
 def _inputs(artifact, n=N):
-    from neurocomp.artifact import Artifact
     from neurocomp.data.registry import load_inputs
     art = Artifact(artifact)
     x, _ = load_inputs(art.manifest["dataset"], "test", art.manifest["timesteps"], art.manifest["encoding"], n=n)
@@ -75,28 +76,34 @@ def _file_bytes(rec) -> dict:
     return out
 
 
-def test_bridged_recording_is_the_in_process_recording(artifact, bridged):
-    from neurocomp.backends.lava import record_lava
-    from neurocomp.backends.lava.bridge import BridgedRecording, lava_recording
-    art, x = _inputs(artifact)
-    g = art.fixed_graph
-    with record_lava(g, x) as here, lava_recording(g, x) as there:
-        assert isinstance(there, BridgedRecording) and there.python == sys.executable
-        a, b = _file_bytes(here), _file_bytes(there)
-        assert len(a) == len(g.neurons()) and a.keys() == b.keys()
-        assert all(a[k] == b[k] for k in a), [k for k in a if a[k] != b[k]]
-        sa, sb = here.spikes(slice(1, N)), there.spikes(slice(1, N))
-        assert all(torch.equal(sa[k], sb[k]) for k in sa) and sum(int(v.sum()) for v in sb.values()) > 0
-        folder = there._folder
-        assert os.path.dirname(folder) == str(bridged)
-    assert not os.path.exists(folder) and os.listdir(bridged) == []
-
-
 def test_bridged_simulate_equals_in_process(artifact, bridged, monkeypatch):
+    """The same figures, from recordings that are the same bytes (read as each run closes its recording)."""
     from neurocomp.api import simulate
+    from neurocomp.backends.lava.bridge import BridgedRecording
+    from neurocomp.backends.lava.run import LavaRecording
+    closed = {}
+
+    def snapshot(cls, key):
+        real = cls.close
+
+        def close(self):
+            inner = getattr(self, "_rec", self)
+            if inner._files and key not in closed:
+                closed[key] = {"folder": getattr(self, "_folder", None), "files": _file_bytes(inner)}
+            return real(self)
+        monkeypatch.setattr(cls, "close", close)
+
+    snapshot(BridgedRecording, "there")
+    snapshot(LavaRecording, "here")
     there = simulate(artifact, samples=N, progress=False, batch=2)
+    assert set(closed) == {"there", "here"}, "the bridged recording was not read here"   # its inner one too
+    del closed["here"]
     monkeypatch.setenv("NEUROCOMP_LAVA_BRIDGE", "0")
     here = simulate(artifact, samples=N, progress=False, batch=2)
+    a, b = closed["here"]["files"], closed["there"]["files"]
+    assert len(a) == len(Artifact(artifact).fixed_graph.neurons()) and a.keys() == b.keys()
+    assert all(a[k] == b[k] for k in a), [k for k in a if a[k] != b[k]]
+    assert os.path.dirname(closed["there"]["folder"]) == str(bridged)
     assert there.pop("lava_environment") == sys.executable and "lava_environment" not in here
     there.pop("lava_wall_s"), here.pop("lava_wall_s")
     assert there == here
@@ -158,15 +165,24 @@ def test_no_lava_environment_is_one_line_naming_the_command(artifact, bridged, m
 
 
 def test_another_neurocomp_in_the_lava_environment_is_refused(artifact, bridged, monkeypatch):
-    from neurocomp.backends.lava import bridge
+    """An environment whose neurocomp is another one (here a stand-in interpreter that says so)."""
+    from neurocomp.backends.lava.bridge import lava_recording
     from neurocomp.errors import LavaEnvironmentError
-    monkeypatch.setattr(bridge, "__version__", "0.0.0-other")      # this side claims another version
+    fake = bridged / "python"          # called as: python -m neurocomp.backends.lava.bridge REQUEST FD PARENT
+    fake.write_text(f"#!{sys.executable}\n"
+                    "import json, os, sys, time\n"
+                    "hello = {'hello': {'version': '0.0.9', 'package': '/elsewhere/neurocomp'}}\n"
+                    "os.write(int(sys.argv[4]), json.dumps(hello).encode() + b'\\n')\n"
+                    "time.sleep(30)\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("NEUROCOMP_LAVA_PYTHON", str(fake))
     art, x = _inputs(artifact, 1)
     with pytest.raises(LavaEnvironmentError) as info:
-        bridge.lava_recording(art.fixed_graph, x)
+        lava_recording(art.fixed_graph, x)
     line = info.value.one_line()
-    assert "\n" not in line and "runs neurocomp" in line and "0.0.0-other" in line and "neurocomp lava-env" in line
-    assert os.listdir(bridged) == []
+    assert "\n" not in line and "runs neurocomp 0.0.9 from /elsewhere/neurocomp" in line
+    assert "neurocomp lava-env" in line
+    assert os.listdir(bridged) == ["python"]
 
 
 def test_lava_env_dry_run_prints_the_plan_and_makes_nothing(tmp_path):
