@@ -111,6 +111,39 @@ def test_bridged_simulate_equals_in_process(artifact, bridged, monkeypatch):
     assert os.listdir(bridged) == []
 
 
+def test_a_sharded_recording_survives_its_state(tmp_path):
+    """What a bridged ``--workers N`` run sends back: a ShardedRecording as plain JSON, reopened as the same
+    spikes (recordings written here as Lava's recorder writes them: (steps, *lava_shape) per layer)."""
+    import json
+    import numpy as np
+    from neurocomp.backends.lava.run import LavaRecording
+    from neurocomp.backends.lava.shard import ShardedRecording, recording_from_state
+    T, rng = 3, np.random.default_rng(0)
+    timing = {"timesteps": T, "layer_delay": {"a": 1, "b": 2}}
+    parts = []
+    for k, n in enumerate((2, 1)):
+        folder = tmp_path / f"shard{k}"
+        folder.mkdir()
+        layers = []
+        for name, shape in (("a", (4,)), ("b", (2, 3, 1))):
+            path = str(folder / f"{name}.npy")
+            np.save(path, (rng.random((n * T + 2,) + shape) < 0.5).astype(np.uint8))
+            layers.append((name, None, path, shape, shape[::-1]))
+        parts.append((range(sum(len(r) for r, _ in parts), sum(len(r) for r, _ in parts) + n),
+                      LavaRecording(layers, str(folder), timing, n, {"steps": n * T + 2})))
+    rec = ShardedRecording(parts, str(tmp_path), {"workers": 2})
+    want = rec.spikes(slice(0, 3))
+    back = recording_from_state(json.loads(json.dumps(rec.state())))
+    assert isinstance(back, ShardedRecording) and back.samples == 3 and back.stats == {"workers": 2}
+    got = back.spikes(slice(0, 3))
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    assert sum(int(v.sum()) for v in got.values()) > 0
+    rec.close()                           # no longer the owner: the files stay for the reopened recording
+    assert (tmp_path / "shard0" / "a.npy").exists()
+    back.close()
+    assert not tmp_path.exists()
+
+
 def test_timeout_stops_the_lava_environment(artifact, bridged):
     from neurocomp.backends.lava.bridge import lava_recording
     from neurocomp.errors import RunTimeout
