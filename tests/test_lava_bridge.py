@@ -218,6 +218,27 @@ def test_another_neurocomp_in_the_lava_environment_is_refused(artifact, bridged,
     assert os.listdir(bridged) == ["python"]
 
 
+def test_a_lava_environment_that_cannot_start_neurocomp_is_one_line(artifact, bridged, monkeypatch):
+    """An interpreter that fails before neurocomp starts (here a stand-in): its last stderr line is named."""
+    from neurocomp.backends.lava.bridge import lava_recording
+    from neurocomp.errors import LavaEnvironmentError
+    fake = bridged / "python"
+    fake.write_text(f"#!{sys.executable}\n"
+                    "import sys\n"
+                    "print('Traceback (most recent call last):', file=sys.stderr)\n"
+                    "print(\"ModuleNotFoundError: No module named 'numpy'\", file=sys.stderr)\n"
+                    "sys.exit(1)\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("NEUROCOMP_LAVA_PYTHON", str(fake))
+    art, x = _inputs(artifact, 1)
+    with pytest.raises(LavaEnvironmentError) as info:
+        lava_recording(art.fixed_graph, x)
+    line = info.value.one_line()
+    assert "\n" not in line and "ended with status 1 before starting neurocomp" in line
+    assert "No module named 'numpy'" in line and "neurocomp lava-env" in line
+    assert os.listdir(bridged) == ["python"]
+
+
 def test_lava_env_dry_run_prints_the_plan_and_makes_nothing(tmp_path):
     from neurocomp.backends.lava import env
     lines = []

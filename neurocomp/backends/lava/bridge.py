@@ -136,17 +136,20 @@ def record_lava_bridged(graph, x_seq, workers: int = 1, ray: str | None = None, 
                 progress(done)
 
         rfd, wfd = os.pipe()
+        err_path = os.path.join(folder, "stderr")
         try:
-            proc = subprocess.Popen([python, "-m", "neurocomp.backends.lava.bridge", req_path, str(wfd),
-                                     str(os.getpid())], cwd=folder, env=child_env, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, pass_fds=(wfd,), start_new_session=True)
+            with open(err_path, "wb") as err:     # shown here when the child ends (its warnings, a broken start)
+                proc = subprocess.Popen([python, "-m", "neurocomp.backends.lava.bridge", req_path, str(wfd),
+                                         str(os.getpid())], cwd=folder, env=child_env, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=err, pass_fds=(wfd,),
+                                        start_new_session=True)
         except OSError as e:
             os.close(rfd)
             raise LavaEnvironmentError(f"cannot start {python} ({e.strerror or e})", where=env.ENV_PYTHON,
                                        hint=env.MAKE_HINT) from None
         finally:
             os.close(wfd)
-        state = _talk(proc, rfd, python, timeout, on_progress)
+        state = _talk(proc, rfd, python, timeout, on_progress, err_path)
         from neurocomp.backends.lava.shard import recording_from_state
         rec = BridgedRecording(recording_from_state(state), folder, python)
         for done_with in (inputs, os.path.join(folder, "graph"), os.path.join(folder, "path")):
@@ -167,7 +170,27 @@ def record_lava_bridged(graph, x_seq, workers: int = 1, ray: str | None = None, 
                 shutil.rmtree(folder, ignore_errors=True)
 
 
-def _talk(proc, rfd, python, timeout, on_progress) -> dict:
+def _last_line(path) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - 4096))
+            lines = [ln.strip() for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""
+
+
+def _relay(path) -> None:
+    """What the child wrote on stderr (warnings, a process model's traceback), written to ours."""
+    with contextlib.suppress(OSError):
+        with open(path, "rb") as fh:
+            data = fh.read(1 << 20)
+        if data.strip():
+            sys.stderr.write(data.decode(errors="replace"))
+            sys.stderr.flush()
+
+
+def _talk(proc, rfd, python, timeout, on_progress, err_path) -> dict:
     """Read the child's messages until it sends its result or its error (raised here), or ends."""
     deadline = None if timeout is None else time.monotonic() + timeout + STARTUP_S
     buf, result, failure, hello = b"", None, None, None
@@ -197,13 +220,16 @@ def _talk(proc, rfd, python, timeout, on_progress) -> dict:
                                  hint="raise --timeout or simulate fewer samples")
     finally:
         os.close(rfd)
+    if hello is None:
+        code = proc.wait()
+        why = _last_line(err_path)
+        raise LavaEnvironmentError(f"{python} ended with status {code} before starting neurocomp"
+                                   + (f" ({why})" if why else ""), where=env.ENV_PYTHON, hint=env.MAKE_HINT)
+    _relay(err_path)
     if failure is not None:
         raise _rebuild(failure, python)
     if result is None:
         code = proc.wait()
-        if hello is None:
-            raise LavaEnvironmentError(f"{python} ended with status {code} before starting neurocomp", where="lava",
-                                       hint=env.MAKE_HINT)
         raise LavaRunError(f"the Lava environment's process ended with status {code} without a result",
                            where=f"lava ({python})", hint="rerun; if it repeats, run the same command with "
                                                           f"{env.ENV_BRIDGE}=0 in a Python with Lava")
