@@ -435,6 +435,8 @@ def simulate(artifact_path, backend: str = "lava", samples: int | None = None, i
         result["lava_wall_s"] = cc["lava"]["wall_s"]
         if "shards" in cc["lava"]:
             result["lava_workers"] = {k: cc["lava"][k] for k in ("engine", "workers", "shards")}
+        if cc["lava"].get("environment"):        # this Python has no Lava: run by the Lava environment's
+            result["lava_environment"] = cc["lava"]["environment"]
     else:
         result["exact_match_fraction"] = None
         result["per_layer"] = [{"name": k, "spikes_compared": N * T * cc["neurons"][k], "mismatches": None,
@@ -467,6 +469,8 @@ def format_result(r: dict) -> str:
             lines.append(f"  Lava ran as {lw['workers']} shards on "
                          + ("Ray" if lw["engine"] == "ray" else "local worker processes")
                          + ", merged by sample index")
+        if r.get("lava_environment"):
+            lines.append(f"  Lava ran in the Lava environment ({escape(r['lava_environment'])})")
     qz = r.get("quantization")
     if qz:
         worst = min(qz["per_layer"], key=lambda q: q["agreement"], default=None)

@@ -153,6 +153,13 @@ def _cmd_finetune(a):
     return 0
 
 
+def _cmd_lava_env(a):
+    from neurocomp.backends.lava import env
+    env.make(a.path, python=a.python, torch_index=a.torch_index, dry_run=a.dry_run,
+             out=lambda line: print(escape(line), flush=True))
+    return 0
+
+
 def _add_shard_flags(c, what: str):
     c.add_argument("--workers", type=POSITIVE_INT, default=1,
                    help=f"split {what} over N independent workers, processes on this host (default 1); the "
@@ -263,6 +270,16 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--overwrite", action="store_true", help="replace an existing output artifact")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-epoch lines")
     f.set_defaults(func=_cmd_finetune)
+
+    v = sub.add_parser("lava-env", help="make the Python 3.10 environment Lava runs in when this Python has no Lava")
+    v.add_argument("--path", help="folder to make it in (default: ~/.cache/neurocomp/lava-env, where it is found "
+                                  "without NEUROCOMP_LAVA_PYTHON)")
+    v.add_argument("--python", help="the Python 3.10 to make it from (default: this one if 3.10, else python3.10)")
+    v.add_argument("--torch-index", metavar="URL",
+                   help="package index to take torch 2.3.1 from (e.g. https://download.pytorch.org/whl/cpu for the "
+                        "CPU build; default: PyPI, whose Linux build carries CUDA, about 5 GB installed)")
+    v.add_argument("--dry-run", action="store_true", help="print the commands it would run and stop")
+    v.set_defaults(func=_cmd_lava_env)
     return p
 
 

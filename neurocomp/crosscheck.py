@@ -151,10 +151,12 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
     ``stage_bar`` (default ``progress``) the reference stages' bar; ``activity=False`` skips the synaptic
     event counts (``activity_fixed`` is then ``None``). ``device``: where the torch models and both references
     run (``neurocomp.devices.resolve``; None: auto, CUDA when available). ``workers`` / ``ray``: the Lava
-    samples are split over that many independent Lava runtimes, local processes or tasks on the Ray cluster at ``ray``
-    (:func:`neurocomp.backends.lava.record_lava_sharded`); the figures are the same. Besides the figures,
-    the result keeps per-sample ``predictions`` of every stage, and ``float_equals_torch_samples``: the
-    samples whose float output equals the last torch stage's (the static-attention model when there is
+    samples are split over that many independent Lava runtimes, local processes or tasks on the Ray cluster at
+    ``ray`` (:func:`neurocomp.backends.lava.record_lava_sharded`); the figures are the same. Where this Python
+    has no Lava, Lava runs in the Lava environment (:mod:`neurocomp.backends.lava.bridge`), with the same
+    figures. Besides the figures, the result keeps per-sample ``predictions`` of every stage, and
+    ``float_equals_torch_samples``: the samples whose float output equals the last torch stage's (the
+    static-attention model when there is
     one; a readout head's values within float32 rounding)."""
     graph = artifact.fixed_graph
     fgraph = graph if float_graph is None else float_graph
@@ -182,9 +184,11 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
     n_lava = min(int(lava_samples or 0), N)
     lava_rec, lava_preds, subset_preds = None, [], {s: [] for s in chain}
     if n_lava:
-        from neurocomp.backends.lava import record_lava_sharded
-        lava_rec = record_lava_sharded(graph, x[:, :n_lava], workers=workers, ray=ray, progress=progress,
-                                       timeout=timeout)
+        from neurocomp.backends.lava.bridge import lava_recording     # here, or in the Lava environment
+        stored = (getattr(artifact, "manifest", None) or {}).get("graphs", {}).get("fixed")
+        graph_dir = os.path.join(artifact.path, "fixed") if stored and stored == graph.digest() else None
+        lava_rec = lava_recording(graph, x[:, :n_lava], workers=workers, ray=ray, progress=progress, timeout=timeout,
+                                  graph_dir=graph_dir)
     bar = None
     if progress if stage_bar is None else stage_bar:
         bar = tqdm(total=N, desc="reference stages (torch, float, fixed)", unit="sample")
@@ -245,6 +249,8 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
         lava = None
         if lava_rec is not None:
             lava = {"samples": n_lava, "wall_s": lava_rec.stats.get("wall_s")}
+            if getattr(lava_rec, "python", None):     # run by the Lava environment (backends.lava.bridge)
+                lava["environment"] = lava_rec.python
             if "shards" in lava_rec.stats:            # split over workers (record_lava_sharded)
                 lava.update({k: lava_rec.stats[k] for k in ("engine", "workers", "shards")})
     finally:

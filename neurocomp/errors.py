@@ -102,3 +102,8 @@ class TooLarge(NeurocompError):
 
 class OutOfBudget(TooLarge):
     """A declared size whose allocation would exceed the memory budget (see neurocomp.memory)."""
+
+
+class LavaEnvironmentError(NeurocompError):
+    """Lava is needed, this Python cannot import it, and no working Lava environment was found
+    (``NEUROCOMP_LAVA_PYTHON``, or the one ``neurocomp lava-env`` makes)."""

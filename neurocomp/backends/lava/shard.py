@@ -101,11 +101,32 @@ class ShardedRecording:
             return pieces[0]
         return {k: torch.cat([p[k] for p in pieces], dim=1) for k in pieces[0]}
 
+    def state(self) -> dict:
+        """As :meth:`LavaRecording.state`: plain data another process on this host reopens with
+        :func:`recording_from_state`; this object no longer owns the files."""
+        out = {"sharded": True, "tmp_root": self.tmp_root, "stats": self.stats,
+               "parts": [[r.start, r.stop, rec.state()] for r, rec in self.parts]}
+        self.parts, self.tmp_root = [], None
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict) -> "ShardedRecording":
+        parts = []
+        try:
+            for start, stop, st in state["parts"]:
+                parts.append((range(start, stop), LavaRecording.from_state(st)))
+        except BaseException:
+            for _, rec in parts:
+                rec.close()
+            raise
+        return cls(parts, state["tmp_root"], state["stats"])
+
     def close(self) -> None:
         for _, rec in self.parts:
             rec.close()
         self.parts = []
-        shutil.rmtree(self.tmp_root, ignore_errors=True)
+        if self.tmp_root is not None:
+            shutil.rmtree(self.tmp_root, ignore_errors=True)
 
     def __enter__(self):
         return self
@@ -115,11 +136,17 @@ class ShardedRecording:
         return False
 
 
+def recording_from_state(state: dict):
+    """A recording (one runtime's or a sharded run's) from the ``state()`` another process sent."""
+    return (ShardedRecording if state.get("sharded") else LavaRecording).from_state(state)
+
+
 def record_lava_sharded(graph, x_seq, workers: int = 1, ray: str | None = None, tag: str = "fixed_pt",
                         timeout: float | None = None, progress: bool = False, chunk_samples: int = 16,
                         record=None):
     """Like :func:`record_lava`, with the samples split over ``workers`` Lava runtimes (local processes,
-    or Ray tasks on the cluster at ``ray``); one runtime in this process when there is one shard."""
+    or Ray tasks on the cluster at ``ray``); one runtime in this process when there is one shard.
+    ``progress``: ``True`` shows a bar; a callable is called with the number of samples done."""
     workers = check_workers(workers, ray)
     x = torch.as_tensor(x_seq)
     N = int(x.shape[1])
@@ -149,7 +176,7 @@ def _sharded(graph, x, shards, ray, tag, timeout, progress, chunk_samples, recor
         else:
             args = [(graph, xi, tag, chunk_samples, record) for xi in xs]
             fn = _run_shard_inline
-        if progress:
+        if progress and not callable(progress):
             from tqdm import tqdm
             bar = tqdm(total=N, desc=f"Lava {tag}, {len(ranges)} shards"
                                      + (f" on Ray ({ray})" if ray else " (local processes)"), unit="sample")
@@ -157,6 +184,8 @@ def _sharded(graph, x, shards, ray, tag, timeout, progress, chunk_samples, recor
         def on_progress(done):
             if bar is not None and done != bar.n:
                 bar.update(done - bar.n)
+            elif callable(progress):
+                progress(done)
 
         t0 = time.monotonic()
         states = run_shards(fn, args, ranges, workers=len(ranges), ray=ray, timeout=timeout, what="Lava shard",
