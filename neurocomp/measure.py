@@ -94,6 +94,7 @@ def measure(artifact_path, samples: int | None = None, lava_samples: int = 50, p
         raise BadInput("the model names no dataset", where=artifact_path,
                        hint="call build_report(..., inputs=[T, N, ...] array)")
     target, mapping = mapping_and_target(art)
+    chip_summary(mapping)                       # a manifest's partition is checked before it sizes anything
     timings = {}
     with ray_session(ray) if ray is not None else contextlib.nullcontext():   # one Ray session for every run
         t0 = time.monotonic()

@@ -223,7 +223,7 @@ class ChipTraffic:
         reach = {}                             # source layer -> {chip: bool [n_src]}
         for syn, neu in check_lowerable(graph):
             dest = self.chip_of[neu.name]
-            for c in sorted(set(dest.tolist())):
+            for c in torch.unique(dest).tolist():
                 r = _reach(syn, dest == c)
                 for src, lo, hi in _spike_sources(graph, syn):
                     if src in self.chip_of:    # the Input is the host's
@@ -250,16 +250,19 @@ class ChipTraffic:
         for k, r in self.remote.items():
             sp = torch.as_tensor(spikes[k]).to(torch.bool)
             T, B = sp.shape[:2]
-            sp = sp.reshape(T, B, -1).to(torch.float64)
-            m = sp @ r                         # [T, B]: inter-chip spikes of this layer
+            sp = sp.reshape(T, B, -1)
+            m = torch.zeros((T, B), dtype=torch.int64)   # [T, B]: inter-chip spikes of this layer
+            for v in torch.unique(r[r > 0]).tolist():    # grouped by remote-chip count: no float copy of sp
+                sel = r == v
+                m += int(v) * (sp.sum(-1) if bool(sel.all()) else sp[..., sel].sum(-1))
             per = m if per is None else per + m
             self.by_layer[k] += float(m.sum())
             self.neuron_spikes[k] += sp.sum((0, 1))
         if per is None:                        # one chip, or nothing crosses
             return
-        step = per.sum(1)
+        step = per.sum(1).to(torch.float64)
         self.per_step = step if self.per_step is None else self.per_step + step
-        self.max_per_step = max(self.max_per_step, int(per.max().round()))
+        self.max_per_step = max(self.max_per_step, int(per.max()))
         self.samples += int(per.shape[1])
 
     def result(self, samples: int, timesteps: int) -> dict:

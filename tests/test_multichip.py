@@ -12,6 +12,7 @@ from spikingjelly.activation_based import functional, layer, neuron
 from busy_nets import bernoulli, make_busy
 from neurocomp.errors import DoesNotFit
 from neurocomp.ir import Conv2d, Linear
+from neurocomp.ir.rules import check_lowerable
 from neurocomp.passes.map_cores import chip_summary, map_cores, partition_chips
 from neurocomp.targets import load_target
 
@@ -96,12 +97,13 @@ def _connectivity(syn) -> np.ndarray:
         return np.ones((n_out, n_in), bool)
     (ci, hi, wi), (co, ho, wo) = syn.in_shape, syn.out_shape
     a = np.zeros((co, ho, wo, ci, hi, wi), bool)
-    assert isinstance(syn, Conv2d) and syn.groups == 1
+    assert isinstance(syn, Conv2d) and syn.dilation == (1, 1)
     kh, kw = syn.weight.shape[2:]
+    gi, go = ci // syn.groups, co // syn.groups          # input / output channels per group
     for o in range(co):
         for y in range(ho):
             for x in range(wo):
-                for c in range(ci):
+                for c in range(o // go * gi, (o // go + 1) * gi):
                     for dy in range(kh):
                         for dx in range(kw):
                             yy = y * syn.stride[0] - syn.padding[0] + dy
@@ -119,35 +121,35 @@ def measured(art):
                    progress=False)
 
 
-def test_traffic_equals_a_count_from_recorded_spikes(art, measured):
-    from neurocomp.artifact import Artifact
-    from neurocomp.ir.rules import check_lowerable
-    from neurocomp.sim import run_fixed
-    a = Artifact(art)
-    g, mp = a.fixed_graph, a.manifest["mapping"]
-    x = bernoulli(T, 3, SHAPE, 0.2, seed=7)
-    m = measured
-    tr = m.chips["traffic"]
+def _remote_chips(g, mp) -> dict:
+    """Per source layer, per neuron: how many other chips hold a neuron it feeds (tap by tap)."""
     chip = {}
     for l in mp["layers"]:
         c = np.zeros(l["neurons"], int)
         for s in l["slices"]:
             c[s["start"]:s["stop"]] = s["chip"]
         chip[l["layer"]] = c
-    # per source neuron: the other chips holding a neuron it feeds
-    names = [n.name for n in g]
     dest = {k: [set() for _ in v] for k, v in chip.items()}
     for syn, neu in check_lowerable(g):
-        i = names.index(syn.name) - 1
-        while g.nodes[i].kind == "flatten":
-            i -= 1
-        src = g.nodes[i].name
+        src = g.inputs[syn.name][0]
+        while g[src].kind == "flatten":
+            src = g.inputs[src][0]
         if src not in chip:
             continue                                       # the input comes from the host
-        conn = _connectivity(syn)
-        for j, targets in enumerate(conn.T):
+        for j, targets in enumerate(_connectivity(syn).T):
             dest[src][j] |= set(chip[neu.name][targets].tolist()) - {int(chip[src][j])}
-    remote = {k: np.array([len(d) for d in v]) for k, v in dest.items()}
+    return {k: np.array([len(d) for d in v]) for k, v in dest.items()}
+
+
+def test_traffic_equals_a_count_from_recorded_spikes(art, measured):
+    from neurocomp.artifact import Artifact
+    from neurocomp.sim import run_fixed
+    a = Artifact(art)
+    g, mp = a.fixed_graph, a.manifest["mapping"]
+    x = bernoulli(T, 3, SHAPE, 0.2, seed=7)
+    m = measured
+    tr = m.chips["traffic"]
+    remote = _remote_chips(g, mp)
     assert {2, 3} <= set(remote[g.neurons()[0].name].tolist())   # spikes reaching 2 and 3 other chips
     spikes = run_fixed(g, x).spikes
     per = sum(spikes[k].reshape(T, 3, -1).numpy().astype(np.int64) @ r for k, r in remote.items())   # [T, B]
@@ -183,3 +185,28 @@ def test_one_chip_has_no_traffic(tmp_path):
     tr.add({"a": torch.ones(2, 1, 3, dtype=torch.bool), "b": torch.ones(2, 1, 2, dtype=torch.bool)})
     r = tr.result(1, 2)
     assert mp["chips"] == 1 and r["per_inference"] == 0 and r["max_per_step"] == 0
+
+
+def test_traffic_on_a_residual_graph(tmp_path):
+    """Spiking-ResNet (forks into a conv and a shortcut, joins by adds): every edge of the DAG counts."""
+    import residual_models as rm
+    from test_residual_models import busy
+    from neurocomp import save_checkpoint
+    from neurocomp.api import compile as compile_
+    from neurocomp.artifact import Artifact
+    from neurocomp.metrics import ChipTraffic
+    from neurocomp.sim import run_fixed
+    ckpt = save_checkpoint(busy(rm.SpikingResNet(), seed=2), str(tmp_path / "m.pt"), input_shape=SHAPE, timesteps=T,
+                           encoding="bernoulli")
+    a = Artifact(compile_(ckpt, str(tmp_path / "art"), target=_target(tmp_path)))
+    g, mp = a.fixed_graph, a.manifest["mapping"]
+    assert not g.is_chain() and mp["chips"] > 1
+    x = bernoulli(T, 2, SHAPE, 0.3, seed=5)
+    spikes = run_fixed(g, x).spikes
+    tr = ChipTraffic(g, mp)
+    tr.add(spikes)
+    r = tr.result(2, T)
+    remote = _remote_chips(g, mp)
+    per = sum(spikes[k].reshape(T, 2, -1).numpy().astype(np.int64) @ v for k, v in remote.items())
+    assert per.sum() > 0 and r["per_step"] == pytest.approx((per.sum(1) / 2).tolist())
+    assert r["max_per_step"] == per.max()

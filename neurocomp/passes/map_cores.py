@@ -211,7 +211,8 @@ def partition_chips(layer_cores: list, per_chip: int, max_chips: int | None = No
 def chip_summary(mapping: dict) -> list:
     """Per chip, from the slices' ``chip``: ``[{chip, cores, first_core, last_core, layers: [{layer,
     cores, whole}]}]`` (``whole``: every core of the layer is on this chip). Checks that every core is on
-    exactly one chip and that chips follow the layer order (a run of consecutive cores each)."""
+    exactly one chip, that chips follow the layer order (a run of consecutive cores each) and that every
+    recorded chip holds a core (``BadArtifact`` otherwise: a mapping read from a manifest)."""
     chips = {}
     cores_seen = set()
     last = -1
@@ -230,6 +231,9 @@ def chip_summary(mapping: dict) -> list:
             if not ch["layers"] or ch["layers"][-1]["layer"] != l["layer"]:
                 ch["layers"].append({"layer": l["layer"], "cores": 0})
             ch["layers"][-1]["cores"] += 1
+    if sorted(chips) != list(range(int(mapping["chips"]))):
+        raise BadArtifact(f"the slices use chips {sorted(chips)[:8]}... but the mapping records {mapping['chips']} "
+                          "chip(s): every chip must hold a core", where="mapping: chips", hint="recompile the artifact")
     whole = {l["layer"]: l["cores"] for l in mapping["layers"]}
     for ch in chips.values():
         for e in ch["layers"]:

@@ -235,7 +235,8 @@ def sec_chips(ctx: Context):
                    f"({tr['rule']}): **{tr['mean_per_step']:,.2f} per step on average, at most "
                    f"{tr['max_per_step']:,} in one step of one sample; {tr['per_inference']:,.1f} per inference = "
                    f"{_pct(share)} of all routed spikes** ({c['routed_spikes_per_inference'] or 0:,.1f} per "
-                   f"inference: input spikes and every layer's but the output's).", ""]
+                   f"inference: input spikes and every layer's but the output's; a spike that reaches several "
+                   f"other chips counts once per chip, so the share can exceed 100 %).", ""]
         if tr["by_layer"]:
             md += _table(["source layer", "inter-chip spikes / inference"],
                          [(k, f"{v:,.1f}") for k, v in tr["by_layer"].items()])
