@@ -229,6 +229,8 @@ def sec_chips(ctx: Context):
     plots = []
     if tr is None:
         md += ["", "Inter-chip traffic: not measured."]
+    elif c["chips"] == 1:
+        md += ["", "One chip: no spike leaves it (inter-chip traffic 0)."]
     else:
         share = c.get("share_of_routed_spikes")
         md += ["", f"Inter-chip spikes, counted from the fixed-point reference's spikes over {tr['samples']} samples "
