@@ -117,7 +117,8 @@ NIR_DEFAULT_T = _DefaultT(100)
 def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, weight_bits: int = 8,
             overwrite: bool = False, dt=None, reset: str = "zero", timesteps=NIR_DEFAULT_T,
             attention: str = "static", calib=None, calib_samples: int = 512, input_shape=None, encoding=None,
-            dataset=None, model_code=None, model_args=None, code_path=(), device: str = "cpu") -> str:
+            dataset=None, model_code=None, model_args=None, code_path=(), device: str = "cpu",
+            chips: int | None = None) -> str:
     """Compile a checkpoint or a ``.nir`` file into an artifact folder ``out``; returns its path.
 
     Two front doors, one driver: a checkpoint (attention modules calibrated on ``calib`` and folded as
@@ -129,7 +130,11 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
     ``encoding`` / ``dataset`` supplying what they do not record
     (:func:`neurocomp.frontends.checkpoint.load_checkpoint`). ``device``: where calibration runs the model
     (``neurocomp.devices``; default ``cpu``, since float rounding can differ between devices and a build
-    should be the same on every machine; ``cuda``/``auto`` calibrate faster on a GPU)."""
+    should be the same on every machine; ``cuda``/``auto`` calibrate faster on a GPU). ``chips``: at most
+    that many chips for the core mapping (default: the fewest that hold the cores;
+    :func:`neurocomp.passes.map_cores.partition_chips`)."""
+    if chips is not None and (isinstance(chips, bool) or not isinstance(chips, numbers.Integral) or chips < 1):
+        raise BadInput(f"--chips {chips!r}", where="--chips", hint="give a positive number of chips")
     dev = devices.resolve(device)
     if attention not in ATTENTION_MODES:
         raise BadInput(f"attention mode {attention!r} is not available", where="--attention",
@@ -138,13 +143,17 @@ def compile(model_path, out, target: str = "lava", trust_pickle: bool = False, w
         raise BadInput(f"--weight-bits {weight_bits!r}", where="--weight-bits", hint="use 2..8")
     weight_bits = int(weight_bits)
     if str(model_path).lower().endswith(".nir"):
+        if chips is not None:
+            raise BadInput("--chips applies to the core mapping, which a NIR file's artifact does not have",
+                           where="--chips", hint="drop --chips, or compile the model's checkpoint (.pt)")
         door = _NirDoor(model_path, target, weight_bits, attention, dt, reset,
                         100 if timesteps is NIR_DEFAULT_T else timesteps)
     else:
         door = _CheckpointDoor(model_path, target, weight_bits, attention, trust_pickle, calib, calib_samples,
                                dict(input_shape=input_shape, encoding=encoding, dataset=dataset,
                                     timesteps=None if timesteps is NIR_DEFAULT_T else timesteps,
-                                    model=model_code, model_args=model_args, code_path=code_path), device=dev)
+                                    model=model_code, model_args=model_args, code_path=code_path), device=dev,
+                               max_chips=None if chips is None else int(chips))
     claim = OutputClaim(out, overwrite=overwrite)      # refuse an existing -o now, not after calibrating
     try:
         door.prepare()
@@ -188,9 +197,9 @@ class _CheckpointDoor:
     stored_as, error, what, input_key = "model.pt", BadCheckpoint, "checkpoint", "input_checkpoint"
 
     def __init__(self, path, target, weight_bits, attention, trust_pickle, calib, calib_samples, load_kw=None,
-                 device=None):
+                 device=None, max_chips=None):
         self.path, self.target, self.weight_bits, self.attention = path, target, weight_bits, attention
-        self.device = device
+        self.device, self.max_chips = device, max_chips
         self.calib, self.calib_samples = calib, calib_samples
         self.hw = resolve_target(target)
         self.loaded = load_checkpoint(path, trust_pickle=trust_pickle, **(load_kw or {})).require_facts()
@@ -225,7 +234,8 @@ class _CheckpointDoor:
 
     def lower(self, float_graph):
         with _about(self.path):
-            return pipeline.lower(float_graph, self.weight_bits, target=self.hw, attention=self.attention)
+            return pipeline.lower(float_graph, self.weight_bits, target=self.hw, attention=self.attention,
+                                  max_chips=self.max_chips)
 
     def write_files(self, tmp, fixed_graph):
         loaded, hw = self.loaded, self.hw

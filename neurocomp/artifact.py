@@ -188,8 +188,12 @@ MANIFEST_FIELDS = {
                             "cores_per_chip!": _opt(_is_int)}),
         "layers!": lambda v: isinstance(v, list) and all(_record({
             "layer!": _str, "synapse!": _opt(_str), "cores!": _is_int, "neurons!": _is_int, "synapses!": _is_int,
-            "max_fan_in_per_neuron!": _is_int, "neurons_per_core_max!": _is_int, "split_by!": _opt(_str)})(x)
-            for x in v)})),
+            "max_fan_in_per_neuron!": _is_int, "neurons_per_core_max!": _is_int, "split_by!": _opt(_str),
+            "slices": lambda v: isinstance(v, list) and all(_record({
+                "core!": lambda c: _is_int(c, 0), "chip!": lambda c: _is_int(c, 0), "start!": lambda c: _is_int(c, 0),
+                "stop!": lambda c: _is_int(c, 0)})(sl) for sl in v)})(x)
+            for x in v),
+        "max_chips": lambda v: _is_int(v, 1)})),
                 "a core mapping record or null"),
     "attention": (False, _opt(_record({"mode!": lambda v: v in ("static", "portable", "dynamic"),
                                        "calibration!": _record({"source!": _str, "samples!": _is_int}),

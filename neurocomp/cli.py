@@ -45,7 +45,7 @@ def _cmd_compile(a):
     out = a.output or os.path.splitext(os.path.basename(a.model))[0] + ".neurocomp"
     door_kw = {"dt": a.dt, "reset": a.reset, "timesteps": 100 if a.timesteps is None else a.timesteps} \
         if a.model.lower().endswith(".nir") else \
-        {"calib": a.calib, "calib_samples": a.calib_samples, **_model_kw(a)}
+        {"calib": a.calib, "calib_samples": a.calib_samples, "chips": a.chips, **_model_kw(a)}
     path = compile_(a.model, out, target=a.target, trust_pickle=a.trust_pickle, weight_bits=a.weight_bits,
                     attention=a.attention, overwrite=a.overwrite, device=a.device, **door_kw)
     if not a.quiet:
@@ -61,6 +61,9 @@ def _cmd_compile(a):
             per_layer = ", ".join(f"{escape(l['layer'])}: {l['cores']}" for l in mp["layers"])
             print(f"mapped on {escape(mp['target'])}: {mp['cores']} cores on {mp['chips']} chip(s) "
                   f"(cores per layer: {per_layer})")
+            if mp["chips"] > 1:
+                from neurocomp.inspect import partition_lines
+                print("\n".join(escape(line) for line in partition_lines(mp)))
         att = art.manifest.get("attention")
         if att:
             folds = {r["layer"]: r for p in art.manifest["passes"] if p["pass"] == "fold_attention" for r in p["maps"]}
@@ -194,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--calib", help="calibration data for attention: DATASET:START:END or FILE.npy "
                                    "(default: the first --calib-samples of the model's training split)")
     c.add_argument("--calib-samples", type=POSITIVE_INT, default=512)
+    c.add_argument("--chips", type=POSITIVE_INT, help="map onto at most N chips (default: the fewest that hold "
+                                                     "the cores); a network that needs more is refused naming "
+                                                     "the first layer that does not fit")
     _add_model_flags(c, "steps per sample: for a NIR graph (default 100), a pickled module or a state dict")
     _add_device_flag(c, "attention calibration runs the model", default="cpu")
     c.add_argument("-q", "--quiet", action="store_true")

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from neurocomp import devices, signals
 from neurocomp.frontends.checkpoint import load_checkpoint
 from neurocomp.frontends.torch import run_torch_model
-from neurocomp.metrics import add_activity, layer_activity
+from neurocomp.metrics import ChipTraffic, add_activity, layer_activity
 from neurocomp.sim import predict, run_fixed, run_float
 
 STAGES = ("torch", "static", "float", "fixed", "lava")
@@ -143,13 +143,15 @@ def batches(n, size):
 def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, batch: int = 128,
                progress: bool = True, device: str | None = None, timeout: float | None = None,
                float_graph=None, stage_bar: bool | None = None, activity: bool = True, workers: int = 1,
-               ray: str | None = None) -> dict:
+               ray: str | None = None, mapping: dict | None = None) -> dict:
     """Run every stage on ``x`` [T, N, ...] (Lava on the first ``lava_samples``) and compare them.
 
     ``float_graph``: the graph the ``float`` stage runs (default: the fixed-point graph run in float,
     as the report does; ``simulate`` passes the artifact's float graph). ``progress`` shows Lava's bar,
     ``stage_bar`` (default ``progress``) the reference stages' bar; ``activity=False`` skips the synaptic
-    event counts (``activity_fixed`` is then ``None``). ``device``: where the torch models and both references
+    event counts (``activity_fixed`` is then ``None``); with a core ``mapping`` (``passes.map_cores``) the
+    fixed-point spikes are also counted as inter-chip traffic (``chip_traffic``,
+    :class:`neurocomp.metrics.ChipTraffic`). ``device``: where the torch models and both references
     run (``neurocomp.devices.resolve``; None: auto, CUDA when available). ``workers`` / ``ray``: the Lava
     samples are split over that many independent Lava runtimes, local processes or tasks on the Ray cluster at
     ``ray`` (:func:`neurocomp.backends.lava.record_lava_sharded`); the figures are the same. Where this Python
@@ -179,6 +181,7 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
     torch_layers = {}
     chain = list(models) + ["float", "fixed"]
     want_activity, activity, stats = activity, None, {}
+    traffic = ChipTraffic(graph, mapping) if want_activity and mapping else None
     preds = {s: [] for s in chain}
     float_match = 0
     n_lava = min(int(lava_samples or 0), N)
@@ -223,6 +226,8 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
                 pairs[(a, b)].add(runs[a][0], runs[b][0], runs[a][1], runs[b][1])
             if want_activity:
                 activity = add_activity(activity, layer_activity(graph, xb, rq.spikes))
+            if traffic is not None:
+                traffic.add(rq.spikes)
             for l, s in rq.stats.items():
                 acc = stats.setdefault(l, {"voltage_saturations": 0, "current_wraps": 0})
                 for k in acc:
@@ -288,6 +293,7 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
         "pairs": {f"{a}->{b}": p.result() for (a, b), p in pairs.items()},
         "lava": lava, "accuracy_on_lava_sample": subset_acc or None,
         "activity_fixed": activity, "fixed_stats": stats,
+        "chip_traffic": None if traffic is None else traffic.result(N, T),
         "graded_layers": graded,
         "torch_layers_missing": {s: [l for l in layers if l not in ls] for s, ls in torch_layers.items()
                                  if len(ls) < len(layers)},

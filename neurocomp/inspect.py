@@ -61,7 +61,19 @@ def lowered_table(graph) -> str:
     mp = graph.meta.get("mapping")
     if mp:
         lines.append("\n" + escape(f"mapped on {mp['target']}: {mp['cores']} cores, {mp['chips']} chip(s)"))
+        lines += [escape(line) for line in partition_lines(mp)]
     return "\n".join(lines)
+
+
+def partition_lines(mapping: dict) -> list:
+    """One line per chip: its cores and the layers on it (``passes.map_cores.chip_summary``)."""
+    from neurocomp.passes.map_cores import chip_summary
+    per_chip = mapping["limits"].get("cores_per_chip")
+    out = []
+    for p in chip_summary(mapping):
+        layers = ", ".join(f"{e['layer']} ({e['cores']}{'' if e['whole'] else ', part'})" for e in p["layers"])
+        out.append(f"  chip {p['chip']}: cores {p['first_core']}-{p['last_core']} ({p['cores']}/{per_chip}): {layers}")
+    return out
 
 
 def _with_branches(graph) -> str:

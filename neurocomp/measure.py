@@ -38,7 +38,7 @@ from neurocomp.crosscheck import crosscheck
 from neurocomp.data.registry import load_inputs
 from neurocomp.errors import BadInput, NeurocompError
 from neurocomp.metrics import energy_per_inference, per_inference_counts
-from neurocomp.passes.map_cores import map_cores
+from neurocomp.passes.map_cores import chip_summary, map_cores
 from neurocomp.passes.pipeline import lower
 from neurocomp.report.build import build_report
 from neurocomp.report.write import check_writable, write_report
@@ -60,6 +60,7 @@ class Measured:
     data_source: str
     timings: dict
     modes: dict | None = None       # attention modes measured side by side (measure_modes)
+    chips: dict | None = None       # the chip partition and its inter-chip traffic (chip_partition)
 
 
 def report(artifact, samples: int | None = None, lava_samples: int = 50, progress: bool = True,
@@ -96,11 +97,12 @@ def measure(artifact_path, samples: int | None = None, lava_samples: int = 50, p
         raise BadInput("the model names no dataset", where=artifact_path,
                        hint="call build_report(..., inputs=[T, N, ...] array)")
     target, mapping = mapping_and_target(art)
+    chip_summary(mapping)                       # a manifest's partition is checked before it sizes anything
     timings = {}
     with ray_session(ray) if ray is not None else contextlib.nullcontext():   # one Ray session for every run
         t0 = time.monotonic()
         cc = crosscheck(art, x, labels, lava_samples=lava_samples, progress=progress, timeout=timeout,
-                        workers=workers, ray=ray, device=device)
+                        workers=workers, ray=ray, device=device, mapping=mapping)
         timings["crosscheck_s"] = time.monotonic() - t0
         sw = None
         if labels is not None and bits:
@@ -115,7 +117,19 @@ def measure(artifact_path, samples: int | None = None, lava_samples: int = 50, p
             timings["attention_modes_s"] = time.monotonic() - t0
     counts = per_inference_counts(cc["activity_fixed"], cc["samples"])
     energy = energy_per_inference(counts, target)
-    return Measured(art, target, mapping, cc, sw, energy, counts, source, timings, modes)
+    return Measured(art, target, mapping, cc, sw, energy, counts, source, timings, modes,
+                    chip_partition(mapping, cc.get("chip_traffic"), counts))
+
+
+def chip_partition(mapping: dict, traffic: dict | None, counts: dict | None) -> dict:
+    """The report's chip figures: the partition of the cores over chips (``passes.map_cores.chip_summary``,
+    from the mapping's slices) and the measured inter-chip traffic (``metrics.ChipTraffic``) with its share
+    of all routed spikes (``metrics.per_inference_counts``: input spikes and every layer's but the output's)."""
+    routed = (counts or {}).get("routed_spikes")
+    share = None if traffic is None or not routed else traffic["per_inference"] / routed
+    return {"chips": mapping["chips"], "cores_per_chip_limit": mapping["limits"]["cores_per_chip"],
+            "max_chips": mapping.get("max_chips"), "partition": chip_summary(mapping), "traffic": traffic,
+            "routed_spikes_per_inference": routed, "share_of_routed_spikes": share}
 
 
 def mapping_and_target(art):
@@ -124,7 +138,7 @@ def mapping_and_target(art):
     target = load_target(art.target_spec())     # a known target or the artifact's own copy, never a manifest path
     mapping = man.get("mapping") or art.fixed_graph.meta.get("mapping")
     if not mapping or mapping.get("target") != target.name:
-        mapping = map_cores(art.fixed_graph, target).meta["mapping"]
+        mapping = map_cores(art.fixed_graph, target, max_chips=(mapping or {}).get("max_chips")).meta["mapping"]
     return target, mapping
 
 

@@ -11,6 +11,13 @@ Counting rules (one inference = one sample of ``T`` steps, samples back to back)
   ``hops_per_spike`` tile hops (1 by default; the real count depends on placement).
 
 ``E = synops*E_syn + active*E_active + inactive*E_inactive + routed*(E_spike + hops*E_hop)``.
+
+**Inter-chip traffic** (:class:`ChipTraffic`), from the measured spikes and the mapping's chip of every
+core (``passes.map_cores``): a spike of a neuron on chip A counts once for every other chip B that holds
+a synapse it feeds (a core of a layer reading it whose neurons receive from it: the synapse's stored
+connections, as the event counts above, zero weights included). Spikes of the input come from the host
+and are not inter-chip traffic; a readout head sends no spikes. Counted per time step of the window
+(time-aligned, as the reference records it).
 """
 from __future__ import annotations
 
@@ -174,3 +181,107 @@ def _dag_activity(graph, s: torch.Tensor, spikes: dict) -> dict:
             parts = [val[x].to(torch.float64) for x in srcs]
             val[node.name] = torch.cat(parts, dim=2) if node.kind == "concat" else sum(parts)
     return out
+
+
+def _spike_sources(graph, syn) -> list:
+    """``[(source, lo, hi)]``: the flat input positions ``lo:hi`` of ``syn`` that carry the spikes of
+    ``source`` (a neuron or the Input), source position = input position - lo; once per addend of an Add
+    of spikes. A chain's synapse reads one source through shape-keeping nodes (Flatten, spike gates)."""
+    from neurocomp.ir.rules import spike_pieces
+    name = graph.inputs[syn.name][0]
+    per_channel = int(np.prod(syn.in_shape[1:])) if len(syn.in_shape) > 1 else 1
+    if not graph.is_chain():
+        return [(src, c0 * per_channel, c1 * per_channel) for src, c0, c1 in spike_pieces(graph, name)]
+    while not (isinstance(graph[name], Input) or graph[name].is_neuron):
+        name = graph.inputs[name][0]
+    return [(name, 0, int(np.prod(syn.in_shape)))]
+
+
+def _reach(syn, out_mask: torch.Tensor) -> torch.Tensor:
+    """Which inputs of ``syn`` (flat) feed at least one of the output neurons in ``out_mask`` (flat bool):
+    the gradient of the synapse's event count (:func:`synaptic_events`, linear with non-negative
+    coefficients over the stored connections) restricted to those outputs."""
+    x = torch.zeros((1,) + tuple(syn.in_shape), dtype=torch.float64, requires_grad=True)
+    ev = synaptic_events(syn, x).reshape(-1)
+    (ev * out_mask.to(torch.float64)).sum().backward()
+    return (x.grad.reshape(-1) > 0)
+
+
+class ChipTraffic:
+    """Accumulates the inter-chip spikes of the fixed-point reference's spikes, batch by batch
+    (:meth:`add`), for a ``graph`` mapped as ``mapping`` (``graph.meta['mapping']``)."""
+
+    def __init__(self, graph, mapping: dict):
+        from neurocomp.ir.rules import check_lowerable
+        self.chips = int(mapping["chips"])
+        self.chip_of = {}                      # layer -> chip of every neuron (flat, torch layout)
+        for l in mapping["layers"]:
+            c = np.full(int(l["neurons"]), -1, dtype=np.int64)
+            for s in l["slices"]:
+                c[int(s["start"]):int(s["stop"])] = int(s["chip"])
+            self.chip_of[l["layer"]] = torch.as_tensor(c)
+        reach = {}                             # source layer -> {chip: bool [n_src]}
+        for syn, neu in check_lowerable(graph):
+            dest = self.chip_of[neu.name]
+            for c in torch.unique(dest).tolist():
+                r = _reach(syn, dest == c)
+                for src, lo, hi in _spike_sources(graph, syn):
+                    if src in self.chip_of:    # the Input is the host's
+                        acc = reach.setdefault(src, {})
+                        acc[c] = acc.get(c, torch.zeros(hi - lo, dtype=torch.bool)) | r[lo:hi]
+        for n in graph.neurons():              # a recurrent layer reads its own spikes on all its cores
+            if getattr(n, "rec_weight", None) is not None:
+                for c in set(self.chip_of[n.name].tolist()):
+                    reach.setdefault(n.name, {})[c] = torch.ones(len(self.chip_of[n.name]), dtype=torch.bool)
+        spiking = {n.name for n in graph.neurons() if getattr(n, "spiking", True)}
+        self.reach = {k: v for k, v in reach.items() if k in spiking}
+        # remote destination chips of each neuron: the chips it feeds other than its own
+        self.remote = {k: sum(((r & (self.chip_of[k] != c)).to(torch.float64) for c, r in v.items()),
+                              torch.zeros(len(self.chip_of[k]), dtype=torch.float64)) for k, v in self.reach.items()}
+        self.per_step = None
+        self.max_per_step = 0
+        self.samples = 0
+        self.by_layer = {k: 0.0 for k in self.remote}
+        self.neuron_spikes = {k: torch.zeros(len(self.chip_of[k]), dtype=torch.float64) for k in self.remote}
+
+    def add(self, spikes: dict):
+        """Count one batch: ``spikes`` neuron name -> [T, B, *] (time-aligned)."""
+        per = None
+        for k, r in self.remote.items():
+            sp = torch.as_tensor(spikes[k]).to(torch.bool)
+            T, B = sp.shape[:2]
+            sp = sp.reshape(T, B, -1)
+            m = torch.zeros((T, B), dtype=torch.int64)   # [T, B]: inter-chip spikes of this layer
+            for v in torch.unique(r[r > 0]).tolist():    # grouped by remote-chip count: no float copy of sp
+                sel = r == v
+                m += int(v) * (sp.sum(-1) if bool(sel.all()) else sp[..., sel].sum(-1))
+            per = m if per is None else per + m
+            self.by_layer[k] += float(m.sum())
+            self.neuron_spikes[k] += sp.sum((0, 1))
+        if per is None:                        # one chip, or nothing crosses
+            return
+        step = per.sum(1).to(torch.float64)
+        self.per_step = step if self.per_step is None else self.per_step + step
+        self.max_per_step = max(self.max_per_step, int(per.max()))
+        self.samples += int(per.shape[1])
+
+    def result(self, samples: int, timesteps: int) -> dict:
+        """Per inference (``samples`` inferences of ``timesteps`` steps): inter-chip spikes per step (mean
+        over samples and steps, per step of the window, and the largest of one sample's step), per source
+        layer, and the chip-to-chip matrix ``chip_pairs[a][b]`` (spikes from chip a to chip b)."""
+        per_step = ([0.0] * timesteps if self.per_step is None else (self.per_step / samples).tolist())
+        pairs = np.zeros((self.chips, self.chips))
+        for k, v in self.reach.items():
+            own = self.chip_of[k]
+            cnt = self.neuron_spikes[k]
+            for c, r in v.items():
+                w = cnt * (r & (own != c)).to(torch.float64)
+                pairs[:, c] += np.bincount(own.numpy(), weights=w.numpy(), minlength=self.chips)[:self.chips]
+        total = sum(self.by_layer.values())
+        return {"chips": self.chips, "samples": samples, "timesteps": timesteps,
+                "per_inference": total / samples, "mean_per_step": total / (samples * timesteps),
+                "max_per_step": self.max_per_step, "per_step": per_step,
+                "by_layer": {k: v / samples for k, v in self.by_layer.items()},
+                "chip_pairs": (pairs / samples).tolist(),
+                "rule": "a spike of a neuron on chip A counts once per other chip holding a synapse it feeds; "
+                        "input spikes come from the host (not counted)"}

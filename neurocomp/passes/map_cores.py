@@ -18,8 +18,21 @@ Per layer, with ``n`` neurons, ``f`` = the largest number of synapses one neuron
 A layer over a limit is split into ``k`` equal contiguous slices of its neurons (torch flat order
 C, H, W), the smallest ``k`` that satisfies every limit. A layer that cannot be split to fit (one
 neuron alone breaks a limit) raises ``DoesNotFit`` naming the layer, the limit and the numbers.
-Cores are numbered in layer order; chips = ceil(cores / cores per chip). The result is stored in
-``graph.meta['mapping']`` and summarised in ``graph.meta['passes']``.
+Cores are numbered in layer order. The result is stored in ``graph.meta['mapping']`` and summarised
+in ``graph.meta['passes']``.
+
+**Chips** (:func:`partition_chips`): the cores are cut into chips of ``chip_limits.cores`` cores each,
+keeping layers contiguous in the graph's topological order (a chip holds a run of consecutive cores),
+on as few chips as possible (``ceil(cores / cores per chip)``) or on at most ``max_chips`` (``--chips N``)
+when given. The rule is greedy, in layer order: a layer goes on the current chip when it fits in what is
+left of it; otherwise, while the chips still unused can hold every remaining core, it starts a fresh chip
+(so it is not cut), else it fills the current chip and continues on the next (a layer is cut only when it
+exceeds a chip or when the chip budget leaves no room). Cutting a layer sends the spikes of the layers
+feeding it to two chips; a cut between layers sends each spike once. Each slice records its ``chip``;
+:func:`chip_summary` derives the cores and layers of each chip from the slices (on read, not stored).
+A network that needs more than ``max_chips`` chips raises ``DoesNotFit`` naming the first layer that
+does not fit. The inter-chip traffic is counted from measured spikes by
+:func:`neurocomp.metrics.chip_traffic`.
 """
 from __future__ import annotations
 
@@ -29,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from neurocomp.errors import DoesNotFit
+from neurocomp.errors import BadArtifact, DoesNotFit
 from neurocomp.ir import Conv2d, Dense, Linear, SumPool2d, Voting
 from neurocomp.passes._util import with_record
 from neurocomp.ir.rules import check_lowerable, neuron_groups, spike_pieces
@@ -122,7 +135,7 @@ def map_cores(graph, target, max_chips: int | None = None):
         for i in range(k):
             core = next_core + i
             m = int(bounds[i + 1] - bounds[i])
-            slices.append({"core": core, "chip": core // per_chip, "start": int(bounds[i]), "stop": int(bounds[i + 1]),
+            slices.append({"core": core, "chip": None, "start": int(bounds[i]), "stop": int(bounds[i + 1]),
                            "neurons": m, "synaptic_memory_bits": int(conn.ravel()[bounds[i]:bounds[i + 1]].sum()) * bps,
                            "fan_in_bound": min(n_in, m * f)})
         next_core += k
@@ -139,15 +152,14 @@ def map_cores(graph, target, max_chips: int | None = None):
                                  f"({_limit_name(tname, 'core.fan_out')})", where=f"layer '{a['layer']}'",
                                  hint=f"make layer '{b['layer']}' smaller")
     cores = next_core
-    chips = math.ceil(cores / per_chip) if cores else 0
-    if max_chips is not None and chips > max_chips:
-        worst = max(layers, key=lambda l: l["cores"])
-        raise DoesNotFit(f"the network needs {cores} cores = {chips} chips of {per_chip} cores "
-                         f"({_limit_name(tname, 'chip_limits.cores')}) but at most {max_chips} chip(s) are allowed; "
-                         f"largest layer '{worst['layer']}' uses {worst['cores']} cores",
-                         where=f"layer '{worst['layer']}'", hint="shrink the network or allow more chips")
+    chip_of = partition_chips([l["cores"] for l in layers], per_chip, max_chips,
+                              names=[l["layer"] for l in layers], target_name=tname)
+    for l in layers:
+        for s in l["slices"]:
+            s["chip"] = chip_of[s["core"]]
+    chips = (max(chip_of) + 1) if chip_of else 0
     mapping = {"target": tname, "target_file": target.path, "limits": lim, "layers": layers,
-               "cores": cores, "chips": chips,
+               "cores": cores, "chips": chips, **({"max_chips": int(max_chips)} if max_chips is not None else {}),
                "notes": ["the input layer is not mapped (spikes come from the host)",
                          "synaptic memory counts every connection (no convolutional weight sharing)",
                          "fan-in per core is an upper bound min(inputs, neurons x max fan-in per neuron)"]}
@@ -157,3 +169,73 @@ def map_cores(graph, target, max_chips: int | None = None):
     summary = {"target": tname, "cores": cores, "chips": chips,
                "cores_per_layer": {l["layer"]: l["cores"] for l in layers}}
     return with_record(g, "map_cores", summary)
+
+
+def partition_chips(layer_cores: list, per_chip: int, max_chips: int | None = None, names=None,
+                    target_name: str = "target") -> list:
+    """The chip of every core (cores numbered in layer order, ``layer_cores[i]`` cores for layer ``i``),
+    by the greedy rule of the module docstring: layers contiguous, at most ``max_chips`` chips (default:
+    the fewest, ``ceil(cores / per_chip)``), a layer cut only when it exceeds a chip or the budget
+    leaves no room to start it on a fresh one. Deterministic. ``names``: the layers, for the error."""
+    total = int(sum(layer_cores))
+    fewest = math.ceil(total / per_chip) if total else 0
+    names = list(names) if names is not None else [f"#{i}" for i in range(len(layer_cores))]
+    if max_chips is not None and fewest > max_chips:
+        first, seen = None, 0
+        for name, k in zip(names, layer_cores):      # the first layer whose cores run past the last chip
+            seen += k
+            if seen > max_chips * per_chip:
+                first = name
+                break
+        raise DoesNotFit(f"the network needs {total} cores = {fewest} chips of {per_chip} cores "
+                         f"({_limit_name(target_name, 'chip_limits.cores')}) but at most {max_chips} chip(s) are "
+                         f"allowed: this is the first layer that does not fit on them", where=f"layer '{first}'",
+                         hint=f"allow {fewest} chips (--chips {fewest}) or shrink the network")
+    budget = fewest if max_chips is None else int(max_chips)
+    chip_of, chip, used, left = [], 0, 0, total
+    for k in layer_cores:
+        # a fresh chip helps when the layer does not fit what is left and would then span fewer chips
+        fresh = 0 < used and used + k > per_chip and \
+            math.ceil(k / per_chip) < 1 + math.ceil((k - (per_chip - used)) / per_chip)
+        if fresh and left <= (budget - chip - 1) * per_chip:    # room to start this layer on a new chip
+            chip, used = chip + 1, 0
+        for _ in range(k):
+            if used == per_chip:
+                chip, used = chip + 1, 0
+            chip_of.append(chip)
+            used += 1
+        left -= k
+    return chip_of
+
+
+def chip_summary(mapping: dict) -> list:
+    """Per chip, from the slices' ``chip``: ``[{chip, cores, first_core, last_core, layers: [{layer,
+    cores, whole}]}]`` (``whole``: every core of the layer is on this chip). Checks that every core is on
+    exactly one chip, that chips follow the layer order (a run of consecutive cores each) and that every
+    recorded chip holds a core (``BadArtifact`` otherwise: a mapping read from a manifest)."""
+    chips = {}
+    cores_seen = set()
+    last = -1
+    for l in mapping["layers"]:
+        for s in l["slices"]:
+            c, core = int(s["chip"]), int(s["core"])
+            if core in cores_seen or c < last or not 0 <= c < int(mapping["chips"]):
+                raise BadArtifact(f"core {core} of layer '{l['layer']}' is on chip {c}: cores must lie on one "
+                                  f"chip each, chips in layer order, below the {mapping['chips']} chip(s) recorded",
+                                  where=f"mapping: layer '{l['layer']}'", hint="recompile the artifact")
+            cores_seen.add(core)
+            last = c
+            ch = chips.setdefault(c, {"chip": c, "cores": 0, "first_core": core, "last_core": core, "layers": []})
+            ch["cores"] += 1
+            ch["last_core"] = core
+            if not ch["layers"] or ch["layers"][-1]["layer"] != l["layer"]:
+                ch["layers"].append({"layer": l["layer"], "cores": 0})
+            ch["layers"][-1]["cores"] += 1
+    if sorted(chips) != list(range(int(mapping["chips"]))):
+        raise BadArtifact(f"the slices use chips {sorted(chips)[:8]}... but the mapping records {mapping['chips']} "
+                          "chip(s): every chip must hold a core", where="mapping: chips", hint="recompile the artifact")
+    whole = {l["layer"]: l["cores"] for l in mapping["layers"]}
+    for ch in chips.values():
+        for e in ch["layers"]:
+            e["whole"] = e["cores"] == whole[e["layer"]]
+    return [chips[c] for c in sorted(chips)]

@@ -37,12 +37,13 @@ def fold(float_graph, attention: str = "static"):
     return lower_shortcuts(fold_voting(fold_avgpool(fold_attention(fold_batchnorm(float_graph), mode=attention))))
 
 
-def lower(float_graph, weight_bits: int = 8, target=None, attention: str = "static"):
+def lower(float_graph, weight_bits: int = 8, target=None, attention: str = "static", max_chips: int | None = None):
     """The checkpoint pipeline, float IR -> quantized, Lava-ready IR. With a ``target`` (a
     :class:`neurocomp.targets.Target` or its name) the layers are also mapped onto its cores.
-    ``attention`` says how static attention maps are folded (see passes.fold_attention)."""
+    ``attention`` says how static attention maps are folded (see passes.fold_attention); ``max_chips``
+    bounds the chips of the mapping (``passes.map_cores``)."""
     g = quantize(fold(float_graph, attention), weight_bits=weight_bits)
-    return g if target is None else map_cores(g, target)
+    return g if target is None else map_cores(g, target, max_chips=max_chips)
 
 
 def lower_nir(float_graph, weight_bits: int = 8, attention: str = "static"):

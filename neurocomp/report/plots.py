@@ -189,6 +189,43 @@ def cores(folder, mapping: dict, labels=None):
     return _save(fig, folder, "cores.png")
 
 
+def chips(folder, partition: list, traffic: dict):
+    """Cores per chip (stacked by layer), inter-chip spikes per step of the window, and the chip-to-chip
+    matrix of inter-chip spikes per inference."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    a1, a2, a3 = axes
+    layers = list(dict.fromkeys(e["layer"] for p in partition for e in p["layers"]))
+    cmap = plt.get_cmap("tab20")
+    x = np.arange(len(partition))
+    bottom = np.zeros(len(partition))
+    for i, name in enumerate(layers):
+        h = np.array([sum(e["cores"] for e in p["layers"] if e["layer"] == name) for p in partition], dtype=float)
+        a1.bar(x, h, bottom=bottom, color=cmap(i % 20), label=name if len(layers) <= 12 else None)
+        bottom += h
+    a1.set_xticks(x)
+    a1.set_xticklabels([str(p["chip"]) for p in partition], fontsize=7)
+    a1.set_xlabel("chip")
+    a1.set_ylabel("cores (count)")
+    a1.set_title(f"Cores per chip, by layer ({len(partition)} chip(s))", fontsize=9)
+    if len(layers) <= 12:
+        a1.legend(fontsize=6)
+    steps = np.arange(len(traffic["per_step"]))
+    a2.plot(steps, traffic["per_step"], marker="o", color="tab:red", label="mean over samples")
+    a2.axhline(traffic["max_per_step"], color="tab:gray", ls="--", label="largest step of one sample")
+    a2.set_xlabel("time step of the window")
+    a2.set_ylabel("inter-chip spikes per step (count)")
+    a2.set_title(f"Inter-chip spikes: mean {traffic['mean_per_step']:,.1f} per step", fontsize=9)
+    a2.legend(fontsize=7)
+    m = np.asarray(traffic["chip_pairs"], dtype=float)
+    im = a3.imshow(m if m.size else np.zeros((1, 1)), cmap="viridis")
+    fig.colorbar(im, ax=a3, label="spikes per inference (count)")
+    a3.set_xlabel("destination chip")
+    a3.set_ylabel("source chip")
+    a3.set_title("Inter-chip spikes per inference, chip to chip", fontsize=9)
+    return _save(fig, folder, "chips.png")
+
+
 def energy(folder, energy: dict):
     plt = _plt()
     terms = energy["terms"]

@@ -211,6 +211,43 @@ def sec_mapping(ctx: Context):
     return Section("mapping", "Cores per layer", md, m, [os.path.basename(plot)])
 
 
+def sec_chips(ctx: Context):
+    """The partition of the cores over chips (``passes.map_cores``'s greedy rule) and the inter-chip spikes
+    counted from the fixed-point reference's spikes (``metrics.ChipTraffic``)."""
+    c = getattr(ctx.measured, "chips", None)
+    if not c:
+        return None
+    part, tr = c["partition"], c["traffic"]
+    budget = f"at most {c['max_chips']} allowed (`--chips`)" if c.get("max_chips") else "the fewest that hold the cores"
+    md = [f"**{c['chips']} chip(s)** of {c['cores_per_chip_limit']} cores (`chip_limits.cores`), {budget}. "
+          f"Layers stay contiguous in graph order; a layer is cut across chips only when it exceeds a chip or "
+          f"the chip budget leaves no room to start it on a fresh one.", ""]
+    rows = [(p["chip"], p["cores"], f"{p['first_core']}-{p['last_core']}",
+             ", ".join(f"{e['layer']} ({e['cores']}{'' if e['whole'] else ', part'})" for e in p["layers"]))
+            for p in part]
+    md += _table(["chip", "cores", "core numbers", "layers (cores on this chip; part = layer cut across chips)"], rows)
+    plots = []
+    if tr is None:
+        md += ["", "Inter-chip traffic: not measured."]
+    elif c["chips"] == 1:
+        md += ["", "One chip: no spike leaves it (inter-chip traffic 0)."]
+    else:
+        share = c.get("share_of_routed_spikes")
+        md += ["", f"Inter-chip spikes, counted from the fixed-point reference's spikes over {tr['samples']} samples "
+                   f"({tr['rule']}): **{tr['mean_per_step']:,.2f} per step on average, at most "
+                   f"{tr['max_per_step']:,} in one step of one sample; {tr['per_inference']:,.1f} per inference = "
+                   f"{_pct(share)} of all routed spikes** ({c['routed_spikes_per_inference'] or 0:,.1f} per "
+                   f"inference: input spikes and every layer's but the output's; a spike that reaches several "
+                   f"other chips counts once per chip, so the share can exceed 100 %).", ""]
+        if tr["by_layer"]:
+            md += _table(["source layer", "inter-chip spikes / inference"],
+                         [(k, f"{v:,.1f}") for k, v in tr["by_layer"].items()])
+        plot = P.chips(ctx.plot_dir, part, tr)
+        plots.append(os.path.basename(plot))
+        md += ["", f"![chips]({PLOTS_DIR}/{os.path.basename(plot)})"]
+    return Section("chips", "Chips and inter-chip traffic", md, c, plots)
+
+
 def sec_energy(ctx: Context):
     e = ctx.energy
     if not e:
@@ -293,5 +330,5 @@ def modes_table(m: dict) -> list[str]:
     return lines
 
 
-SECTIONS = (sec_accuracy, sec_crosscheck, sec_activity, sec_sweep, sec_clipping, sec_mapping, sec_energy,
+SECTIONS = (sec_accuracy, sec_crosscheck, sec_activity, sec_sweep, sec_clipping, sec_mapping, sec_chips, sec_energy,
             sec_attention)
