@@ -42,6 +42,24 @@ def _static_graph(model, hw, tmp, calib_n=4, channels_in=2):
     return module_to_graph(static, shape, T, "bernoulli", attention_mode="static", calibration=stats)
 
 
+def _assert_fold_exact(g, x):
+    """The folded float IR computes what the unfolded one computes with each spike map replaced by its
+    recorded rank-1 factorisation ``g[t] B`` (up to float rounding); the factorisation's own error is the
+    manifest's ``rank1_error``."""
+    from neurocomp.ir import Scale
+    from neurocomp.passes.fold_attention import rank1
+    nodes = []
+    for n in g:
+        if isinstance(n, Scale) and not n.additive:
+            gt, B, _ = rank1(n.scale.astype(np.float64))
+            n = n.replace(scale=(gt.reshape((-1,) + (1,) * B.ndim) * B[None]).astype(np.float32))
+        nodes.append(n)
+    want, got = run_float(g.rewrite(nodes), x).spikes, run_float(fold(g, "static"), x).spikes
+    for name, s in want.items():
+        assert int(s.sum()) > 0, name
+        assert (got[name].bool() != s.bool()).float().mean() < 1e-3, name
+
+
 def _pfa_resnet(hw, channels, seed=0):
     torch.manual_seed(seed)
     return backbones.pfa_resnet(T=T, in_channels=2, input_hw=hw, channels=channels, blocks=1, num_classes=3).eval()
@@ -65,13 +83,46 @@ def test_pfa_in_a_resnet_block_folds_to_payloads_and_lava_equals_reference(resne
     maps = next(p for p in q.meta["passes"] if p["pass"] == "fold_attention")["maps"]
     assert len(maps) == 1 and "graded spike payloads" in maps[0]["rule"] and maps[0]["error"] < 1e-2
     x = bernoulli(T, 3, (2, 8, 8), p=0.3, seed=5)
-    want, got = run_float(g, x).spikes, run_float(fold(g, "static"), x).spikes
-    for name, s in want.items():                       # the fold is exact up to float rounding
-        assert int(s.sum()) > 0, name
-        assert (got[name].bool() != s.bool()).float().mean() < 1e-3, name
+    _assert_fold_exact(g, x)
     ref, mism = lava_mismatches(q, x)
     assert not {k: v for k, v in mism.items() if v[0]}, mism
     assert all(int(s.sum()) > 0 for s in ref.spikes.values()), {k: int(s.sum()) for k, s in ref.spikes.items()}
+
+
+class TwoReaders(torch.nn.Module):
+    """PFA's scaled spikes read by two convs, each into a neuron of its own, their spikes added (SEW)."""
+
+    def __init__(self):
+        super().__init__()
+        from neurocomp.nn import PFA
+        import residual_models as rm
+        self.stem, self.pfa = torch.nn.Sequential(rm.conv_bn(2, 4), rm.lif()), PFA(8, 8, T, 4, 3, 2)
+        self.a, self.b = torch.nn.Sequential(rm.conv_bn(4, 4), rm.lif()), torch.nn.Sequential(rm.conv_bn(4, 4), rm.lif())
+        self.head = torch.nn.Sequential(rm.conv_bn(4, 4), rm.lif(), layer_flatten(), rm.layer.Linear(4 * 64, 3, step_mode="m"),
+                                        rm.lif())
+
+    def forward(self, x):
+        s = self.pfa(self.stem(x))
+        return self.head(self.a(s) + self.b(s))
+
+
+def layer_flatten():
+    from spikingjelly.activation_based import layer
+    return layer.Flatten(step_mode="m")
+
+
+def test_one_map_read_by_two_convs_gets_a_payload_edge_each(tmp_path):
+    model = busy(TwoReaders().eval(), seed=1)
+    g = _static_graph(model, 8, tmp_path)
+    q = lower(g)
+    pays = [n for n in q if n.kind == "graded_spikes"]
+    assert "dense" not in [n.kind for n in q] and len(pays) == 2
+    assert {q.inputs[p.name] for p in pays} == {("stem.1",)}
+    assert sorted(q.consumers(p.name) for p in pays) == [("a.0.0",), ("b.0.0",)]
+    x = bernoulli(T, 3, (2, 8, 8), p=0.3, seed=5)
+    _assert_fold_exact(g, x)
+    _, mism = lava_mismatches(q, x)
+    assert not {k: v for k, v in mism.items() if v[0]}, mism
 
 
 def test_pfa_resnet_32x32_static_fold_is_proportional_to_the_layer(tmp_path):

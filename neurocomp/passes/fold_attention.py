@@ -27,9 +27,9 @@ Rules (each exact for the static map it realises, or with its error recorded):
   (MA-SNN's CSA-MS-ResNet: the residual branch's current, not the shortcut's) becomes a gain table on that
   synapse group only of every neuron the current reaches (``gain_groups``; a neuron reached by several
   such branches -- stacked blocks -- gets one table per group, ``more_groups``); a map on spikes (TCJA, PFA)
-  folds ``B`` into the synapses reading them (a per-position ``B`` in front of one conv: graded payloads of
-  the producer on that edge only, the neuron's other groups plain; read by several layers: the conv
-  unrolled, guarded) and ``g[t]`` onto those groups only; dynamic attention on one group stays a node and
+  folds ``B`` into the synapses reading them (a per-position ``B`` in front of convs: graded payloads of
+  the producer on the edge into each conv, the neurons' other groups plain; two readers into one neuron:
+  the conv unrolled, guarded) and ``g[t]`` onto those groups only; dynamic attention on one group stays a node and
   the neuron gains only that group. Exact.
 - ``mode="portable"`` keeps only what stock Lava LIF/Dense/Conv run: spike maps fold ``mean_t g``
   into the weights; current maps fold their per-channel time/space mean into the producing
@@ -41,8 +41,8 @@ import numpy as np
 
 from neurocomp import memory
 from neurocomp.errors import UnsupportedLayer
-from neurocomp.ir import (Add, AvgPool2d, Conv2d, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MAAttention, MALIF, Scale,
-                          SpikeAttention)
+from neurocomp.ir import (Add, AvgPool2d, Conv2d, Dense, Flatten, Graph, GradedSpikes, Input, LIF, Linear, MAAttention, MALIF,
+                          Scale, SpikeAttention)
 from neurocomp.ir.rules import carries_current, current_groups
 from neurocomp.passes._util import with_record
 from neurocomp.passes.lower_pooling import _square_pool
@@ -240,31 +240,56 @@ def _neurons_reached(graph, name: str) -> list:
     return out
 
 
-def _branch_payload_consumer(graph, n, cons, B, nodes, mode):
-    """The one conv (and its neuron) that a per-position ``B`` on spikes in a branching graph can reach as
-    graded payloads of the producer, or None: static mode, the scaled spikes read by one Conv2d only, whose
-    current reaches one LIF/MA-SNN neuron carrying no other map (its other synapse groups -- a shortcut --
-    stay plain)."""
-    if mode != "static" or B.ndim != 3 or B.shape[1:] == (1, 1) or len(cons) != 1 or not isinstance(cons[0], Conv2d):
-        return None
-    reached = _neurons_reached(graph, cons[0].name)
-    if len(reached) != 1:
-        return None
-    neu = nodes[reached[0].name]
-    if neu.input_gain is not None or neu.input_offset is not None or neu.gain_groups or neu.more_groups:
-        return None
-    return cons[0], neu
+def _branch_payloads(graph, n, prod, cons, B, nodes, mode) -> dict:
+    """``{conv name: GradedSpikes}``: the convs that a per-position ``B`` on spikes in a branching graph reaches
+    as graded payloads of the producer, one payload node per conv (on that edge only), or ``{}``. Static mode;
+    each conv reading the scaled spikes reaches one LIF/MA-SNN neuron of its own that carries no other map
+    (its other synapse groups -- a shortcut -- stay plain); a neuron two readers of the map reach keeps the
+    unrolled fold (its gain would cover two groups)."""
+    if mode != "static" or B.ndim != 3 or B.shape[1:] == (1, 1):
+        return {}
+    reach = {c.name: [x.name for x in _neurons_reached(graph, c.name)] for c in cons}
+    convs = [c for c in cons if isinstance(c, Conv2d)]
+    if not convs or any(len(reach[c.name]) != 1 for c in convs):
+        return {}
+    targets = [reach[c.name][0] for c in convs]
+    others = {x for c in cons if not isinstance(c, Conv2d) for x in reach[c.name]}
+    if len(set(targets)) != len(targets) or set(targets) & others:
+        return {}
+    for t in targets:
+        neu = nodes[t]
+        if neu.input_gain is not None or neu.input_offset is not None or neu.gain_groups or neu.more_groups:
+            return {}
+    scale = np.broadcast_to(B, tuple(n.in_shape)).astype(np.float32)
+    return {c.name: GradedSpikes(name=n.name if k == 0 else f"{n.name}@{c.name}", in_shape=tuple(prod.out_shape),
+                                 out_shape=tuple(prod.out_shape), scale=scale,
+                                 meta={"attention": n.meta.get("attention", ""), "through_pools": []})
+            for k, c in enumerate(convs)}
 
 
-def _fold_branch_spike_map(graph, n, nodes, mode, records, gained_by) -> bool:
+def _with_payload_edges(graph, edges: dict):
+    """``graph`` with each ``GradedSpikes`` of ``edges`` (``{synapse name: payload node}``) inserted on the
+    edge into its synapse only: the producer's other readers keep its plain spikes."""
+    nodes, inputs = [], dict(graph.inputs)
+    for n in graph:
+        pay = edges.get(n.name)
+        if pay is not None:
+            inputs[pay.name], inputs[n.name] = tuple(graph.inputs[n.name]), (pay.name,)
+            nodes.append(pay)
+        nodes.append(n)
+    out = Graph(tuple(nodes), inputs, dict(graph.meta))
+    out.validate()
+    return out
+
+
+def _fold_branch_spike_map(graph, n, nodes, mode, records, gained_by) -> dict:
     """A static map on spikes in a graph (TCJA under an MS-ResNet block, PFA in a ResNet): ``M ~ g[t] B``;
     ``B`` into the input weights of every synapse reading the scaled spikes, or -- a per-position ``B`` in
-    front of one conv (PFA) -- as graded spike payloads of the producer (the map's node becomes a
-    ``GradedSpikes`` on that edge only: the producer's other readers get its plain spikes; the conv keeps its
-    shared weights), ``g[t]`` a gain on exactly those synapse groups of the neurons their currents reach
-    (``gain_groups``; the bias and the other groups -- the shortcut -- not scaled). Only where neither fits
-    (a per-position ``B`` read by several layers) is the conv unrolled into a Dense, behind the memory guard.
-    Returns whether the map's node stays (as payloads)."""
+    front of convs (PFA) -- as graded spike payloads of the producer on the edge into each conv
+    (:func:`_branch_payloads`; the convs keep their shared weights), ``g[t]`` a gain on exactly those synapse
+    groups of the neurons their currents reach (``gain_groups``; the bias and the other groups -- the
+    shortcut -- not scaled). Only where neither fits (two readers of the map into one neuron) is a conv
+    unrolled into a Dense, behind the memory guard. Returns the payload edges ``{conv name: GradedSpikes}``."""
     prod = graph[graph.inputs[n.name][0]]
     if not (prod.is_neuron or isinstance(prod, Input)):
         raise UnsupportedLayer(f"an attention map on spikes after '{prod.name}' ({prod.kind}) in a branching graph",
@@ -278,16 +303,12 @@ def _fold_branch_spike_map(graph, n, nodes, mode, records, gained_by) -> bool:
     g, B, err = rank1(n.scale.astype(np.float64))
     if mode == "portable":
         B, g = B * g.mean(), None
-    payload = _branch_payload_consumer(graph, n, cons, B, nodes, mode)
-    if payload is not None:
-        nodes[n.name] = GradedSpikes(name=n.name, in_shape=tuple(prod.out_shape), out_shape=tuple(prod.out_shape),
-                                     scale=np.broadcast_to(B, tuple(n.in_shape)).astype(np.float32),
-                                     meta={"attention": n.meta.get("attention", ""), "through_pools": []})
+    payloads = _branch_payloads(graph, n, prod, cons, B, nodes, mode)
     resid_max, consumers = 0.0, []
     for syn in cons:
-        if payload is None:
+        if syn.name not in payloads:
             new, resid = _fold_into_synapse_inputs(syn, B, False, None, why=f" for the spatial map '{n.name}' "
-                                                   "read by several layers of a branching graph")
+                                                   "whose readers reach one neuron")
             nodes[syn.name] = new
             resid_max = max(resid_max, resid)
         if g is None:
@@ -313,8 +334,8 @@ def _fold_branch_spike_map(graph, n, nodes, mode, records, gained_by) -> bool:
                          / max(np.linalg.norm(M), 1e-30))
         rec.update(rule="time-mean folded into the next synapses", error=float(np.hypot(full_err, resid_max)))
     else:
-        where = (f"graded spike payloads of '{prod.name}' into '{payload[0].name}' (on that edge only; the conv "
-                 "keeps its shared weights)" if payload is not None else
+        where = (f"graded spike payloads of '{prod.name}' into {', '.join(repr(c) for c in payloads)} (on those "
+                 "edges only; the convs keep their shared weights)" if payloads else
                  f"{', '.join(repr(c.name) for c in cons)} input weights"
                  + (" (a per-position B read by several layers: the conv unrolled into a Dense)"
                     if any(isinstance(nodes[c.name], Dense) and not isinstance(c, Dense) for c in cons) else ""))
@@ -322,7 +343,7 @@ def _fold_branch_spike_map(graph, n, nodes, mode, records, gained_by) -> bool:
                         f"groups), B folded into {where}",
                    rank1_error=err, spatial_error=resid_max, error=float(np.hypot(err, resid_max)))
     records.append(rec)
-    return payload is not None
+    return payloads
 
 
 def _fold_sum_map(graph, n, add, neu, nodes, mode, rec):
@@ -362,7 +383,7 @@ def _fold_branch_maps(graph, mode, records):
     is a chain's rule. Dynamic MA attention on one group stays a node (the quantizer wires it). Maps on
     spikes: :func:`_fold_branch_spike_map`."""
     nodes = {n.name: n for n in graph}
-    drop, changed, gained_by = [], False, {}
+    drop, changed, gained_by, payload_edges = [], False, {}, {}
     for n in graph:
         if isinstance(n, SpikeAttention):       # dynamic TCJA/PFA: the gate's payloads into one synapse group
             prod = graph[graph.inputs[n.name][0]]
@@ -387,10 +408,8 @@ def _fold_branch_maps(graph, mode, records):
             changed = True
             continue
         if isinstance(n, Scale) and not n.additive and not carries_current(graph, graph.inputs[n.name][0]):
-            if _fold_branch_spike_map(graph, n, nodes, mode, records, gained_by):
-                changed = True              # the map's node is now the producer's payloads on that edge
-            else:
-                drop.append(n.name)
+            payload_edges.update(_fold_branch_spike_map(graph, n, nodes, mode, records, gained_by))
+            drop.append(n.name)
             continue
         if isinstance(n, MAAttention):
             src = graph[graph.inputs[n.name][0]]
@@ -472,7 +491,8 @@ def _fold_branch_maps(graph, mode, records):
         drop.append(n.name)
     if not drop and not changed:
         return graph
-    return graph.rewrite([nodes[n.name] for n in graph if n.name not in drop])
+    out = graph.rewrite([nodes[n.name] for n in graph if n.name not in drop])
+    return _with_payload_edges(out, payload_edges) if payload_edges else out
 
 
 def fold_attention(graph, mode: str = "static"):
