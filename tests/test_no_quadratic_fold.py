@@ -5,6 +5,7 @@ the map and its conv, where no proportional form exists) is checked against the 
 
 - PFA inside an MS-ResNet block (``backbones.pfa_resnet``, 2x8x8): no Dense, the folded float IR equals
   the unfolded one, Lava equals the fixed-point reference on every layer and step.
+- One map read by two convs (each into its own neuron): one payload edge per conv, no Dense, exact.
 - The same net at 2x32x32 folds and quantizes within a bounded memory (numpy's peak, traced) and holds no
   array larger than O(layer); the old fold unrolled each block's conv into an 8192x8192 matrix.
 - An overlapping pool in front of a per-position map still unrolls, and a budget too small for that matrix
@@ -98,17 +99,12 @@ class TwoReaders(torch.nn.Module):
         import residual_models as rm
         self.stem, self.pfa = torch.nn.Sequential(rm.conv_bn(2, 4), rm.lif()), PFA(8, 8, T, 4, 3, 2)
         self.a, self.b = torch.nn.Sequential(rm.conv_bn(4, 4), rm.lif()), torch.nn.Sequential(rm.conv_bn(4, 4), rm.lif())
-        self.head = torch.nn.Sequential(rm.conv_bn(4, 4), rm.lif(), layer_flatten(), rm.layer.Linear(4 * 64, 3, step_mode="m"),
-                                        rm.lif())
+        self.head = torch.nn.Sequential(rm.conv_bn(4, 4), rm.lif(), rm.layer.Flatten(step_mode="m"),
+                                        rm.layer.Linear(4 * 64, 3, step_mode="m"), rm.lif())
 
     def forward(self, x):
         s = self.pfa(self.stem(x))
         return self.head(self.a(s) + self.b(s))
-
-
-def layer_flatten():
-    from spikingjelly.activation_based import layer
-    return layer.Flatten(step_mode="m")
 
 
 def test_one_map_read_by_two_convs_gets_a_payload_edge_each(tmp_path):
