@@ -11,8 +11,8 @@ spike for spike on every neuron layer, and Lava equals the fixed-point reference
   the rank-1 g[t] (dynamic: the gate's payload scale) applies to the conv after the map, one group of a
   two-group neuron.
 - PFA (a spatially varying map on spikes; the official TCSAModule class, save_checkpoint) inside a
-  Spiking-ResNet block, static (B per position in front of the conv: the conv unrolled, exact; g[t] on that
-  group) and dynamic.
+  Spiking-ResNet block, static (B per position in front of the conv: graded payloads of the neuron before
+  it, the conv kept, exact; g[t] on that group, the shortcut plain) and dynamic.
 - One-line refusals for what is not built.
 """
 from __future__ import annotations
@@ -151,6 +151,9 @@ def test_pfa_inside_a_resnet_block_official_class(mode, tmp_path_factory):
     _check_exact(art)
     assert art["fixed"]["block.sn2"].gain_groups == ("block.conv2",)
     assert _quantized(art, "block.sn2")["plain_groups"] == ["add1.shortcut1"]
+    if mode == "static":   # B as graded payloads of sn1 into conv2 (no Dense); the shortcut's group plain
+        assert "dense" not in [n.kind for n in art["fixed"]]
+        assert _quantized(art, "block.sn2")["payload"]["into_group"] == "block.conv2"
 
 
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
@@ -177,13 +180,3 @@ def test_unsupported_attention_in_a_graph_is_one_line(cls, mode, words, tmp_path
     assert words in msg and "\n" not in msg
     assert "--attention static" in msg or "feed the scaled spikes" in msg        # the next step that works
     assert not os.path.exists(tmp_path / "art")
-
-
-def test_a_spatial_map_too_large_to_unroll_in_a_graph_is_one_line(tmp_path, monkeypatch):
-    import neurocomp.passes.fold_attention as fa
-    monkeypatch.setattr(fa, "DENSE_UNROLL_LIMIT", 1 << 10)
-    with pytest.raises(NeurocompError) as e:
-        _compile(rm.PFAResNet().eval(), tmp_path, "static")
-    msg = e.value.one_line()
-    assert "layer 'block.conv2'" in msg and "'block.pfa'" in msg and "\n" not in msg
-    assert "per channel" in msg                      # the next step, not the chain's "--attention static"

@@ -185,15 +185,16 @@ def test_payload_fold_lava_equals_reference_16x16(net16):
     assert all(int(s.sum()) > 0 for s in ref.spikes.values())
 
 
-def test_dense_fallback_refuses_a_quadratic_matrix_in_one_line():
+def test_dense_fallback_refuses_a_quadratic_matrix_in_one_line(monkeypatch):
     """Portable mode still unrolls a conv under a spatial map; at 32x32 it stops with a typed error
-    naming the layer and the estimate instead of allocating tens of GB."""
-    from neurocomp.errors import UnsupportedLayer
+    naming the layer and the estimate (the memory guard) instead of allocating tens of GB."""
+    from neurocomp.errors import OutOfBudget
     from neurocomp.ir import Conv2d
     from neurocomp.passes.fold_attention import conv_to_dense
+    monkeypatch.setenv("NEUROCOMP_MAX_MEMORY", "4G")     # below the 32 GiB the matrix needs, on any machine
     conv = Conv2d(name="c1", in_shape=(32, 32, 32), out_shape=(64, 32, 32),
                   weight=np.zeros((64, 32, 3, 3), np.float32), padding=(1, 1))
-    with pytest.raises(UnsupportedLayer) as e:
+    with pytest.raises(OutOfBudget) as e:
         conv_to_dense(conv)
     msg = e.value.one_line()
     assert "c1" in msg and "GiB" in msg and "\n" not in msg and e.value.hint

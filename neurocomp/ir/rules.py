@@ -185,7 +185,8 @@ def spike_pieces(graph, name: str) -> list:
     n = graph[name]
     if isinstance(n, Input) or n.is_neuron:
         return [(name, 0, int(n.out_shape[0]))]
-    if isinstance(n, SpikeAttention) and n.source in (None, graph.inputs[name][0]):   # a gate on its input's spikes
+    if isinstance(n, SpikeAttention) and n.source in (None, graph.inputs[name][0]) \
+            or isinstance(n, GradedSpikes):          # a gate on its input's spikes (dynamic, or static payloads)
         return spike_pieces(graph, graph.inputs[name][0])
     if isinstance(n, Add):
         return [p for s in graph.inputs[name] for p in spike_pieces(graph, s)]
@@ -220,7 +221,7 @@ def dag_pairs(graph) -> list:
     violation of the branching-graph rules (one line naming the layer)."""
     pairs, fed = [], {}
     for n in graph:
-        if isinstance(n, Input) or isinstance(n, (Add, Concat, Flatten, SpikeAttention)):
+        if isinstance(n, Input) or isinstance(n, (Add, Concat, Flatten, SpikeAttention, GradedSpikes)):
             if isinstance(n, Concat) and any(carries_current(graph, s) for s in graph.inputs[n.name]):
                 raise UnsupportedLayer("a concat of currents", where=_where(n), hint="concatenate spikes")
             continue

@@ -15,7 +15,9 @@ Rules (each exact for the static map it realises, or with its error recorded):
   factor on the output of non-overlapping average pools in between is the same factor repeated
   over each pooling window of their input), exactly, and the convolution keeps its shared
   weights: the cost is one payload per producing neuron, not a dense matrix that grows with the
-  square of the layer (only an overlapping pool in between still unrolls the conv into a Dense).
+  square of the layer. Only an overlapping pool in between still unrolls the conv into a Dense (no
+  proportional form exists there: a pool output mixes neighbouring spikes), checked against the memory
+  budget (:mod:`neurocomp.memory`) before anything is allocated.
   ``g[t]`` becomes the consuming neuron's input gain on its synaptic input (the bias is not scaled).
   Two static spike maps in a row (a fine-tuned model's payload and gain maps) multiply into one.
 - **Additive map on input current** (PFA's FMNIST variant, ``relu(x + A)`` right before a neuron):
@@ -25,8 +27,10 @@ Rules (each exact for the static map it realises, or with its error recorded):
   (MA-SNN's CSA-MS-ResNet: the residual branch's current, not the shortcut's) becomes a gain table on that
   synapse group only of every neuron the current reaches (``gain_groups``; a neuron reached by several
   such branches -- stacked blocks -- gets one table per group, ``more_groups``); a map on spikes (TCJA, PFA)
-  folds ``B`` into the synapses reading them (a per-position ``B`` unrolls the conv) and ``g[t]`` onto those
-  groups only; dynamic attention on one group stays a node and the neuron gains only that group. Exact.
+  folds ``B`` into the synapses reading them (a per-position ``B`` in front of convs: graded payloads of
+  the producer on the edge into each conv, the neurons' other groups plain; two readers into one neuron:
+  the conv unrolled, guarded) and ``g[t]`` onto those groups only; dynamic attention on one group stays a node and
+  the neuron gains only that group. Exact.
 - ``mode="portable"`` keeps only what stock Lava LIF/Dense/Conv run: spike maps fold ``mean_t g``
   into the weights; current maps fold their per-channel time/space mean into the producing
   synapse's output channel; what is dropped is recorded as a relative error.
@@ -35,9 +39,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from neurocomp import memory
 from neurocomp.errors import UnsupportedLayer
-from neurocomp.ir import (Add, AvgPool2d, Conv2d, Dense, Flatten, GradedSpikes, Input, LIF, Linear, MAAttention, MALIF, Scale,
-                          SpikeAttention)
+from neurocomp.ir import (Add, AvgPool2d, Conv2d, Dense, Flatten, Graph, GradedSpikes, Input, LIF, Linear, MAAttention, MALIF,
+                          Scale, SpikeAttention)
 from neurocomp.ir.rules import carries_current, current_groups
 from neurocomp.passes._util import with_record
 from neurocomp.passes.lower_pooling import _square_pool
@@ -77,20 +82,19 @@ def _combine_gain(neuron, gain: np.ndarray, on_bias: bool, rectify: bool):
                           rectify_input=bool(neuron.rectify_input or rectify))
 
 
-DENSE_UNROLL_LIMIT = 2 << 30    # bytes: the quadratic fallback is refused beyond this
-
-
-def conv_to_dense(conv: Conv2d) -> Dense:
-    """The convolution as an explicit matrix (torch flatten order on both sides)."""
+def conv_to_dense(conv: Conv2d, why: str = "") -> Dense:
+    """The convolution as an explicit matrix (torch flatten order on both sides): quadratic in the layer,
+    the fallback where no proportional fold exists (an overlapping pool between a per-position spike map
+    and its conv; portable mode), so its size is checked against the memory budget first."""
     if conv.groups != 1:
         raise UnsupportedLayer("cannot unroll a grouped convolution", where=f"layer '{conv.name}'")
     Ci, H, W = conv.in_shape
     Co, Ho, Wo = conv.out_shape
-    need = Co * Ho * Wo * Ci * H * W * 16          # float64 build + float32 matrix + its scaled copy
-    if need > DENSE_UNROLL_LIMIT:
-        raise UnsupportedLayer(f"unrolling the convolution into a dense {Co * Ho * Wo}x{Ci * H * W} matrix would "
-                               f"allocate about {need / 2 ** 30:.1f} GiB", where=f"layer '{conv.name}'",
-                               hint="compile with --attention static (graded payloads, no unrolling) or dynamic")
+    memory.check(Co * Ho * Wo * Ci * H * W * 16,        # float64 build + float32 matrix + its scaled copy
+                 what=f"unrolling the convolution into a dense {Co * Ho * Wo}x{Ci * H * W} matrix{why}",
+                 where=f"layer '{conv.name}'",
+                 hint="use non-overlapping pools in front of the map's conv (graded payloads, no unrolling), "
+                      "or --attention dynamic; or raise NEUROCOMP_MAX_MEMORY if the machine has the memory")
     kh, kw = conv.weight.shape[2:]
     (sh, sw), (ph, pw), (dh, dw) = conv.stride, conv.padding, conv.dilation
     mat = np.zeros((Co, Ho, Wo, Ci, H, W), dtype=np.float64)
@@ -108,11 +112,11 @@ def conv_to_dense(conv: Conv2d) -> Dense:
                  meta={**conv.meta, "unrolled_from": "conv2d"})
 
 
-def _fold_into_synapse_inputs(syn, B: np.ndarray, through_pool: bool, through_flatten_shape):
+def _fold_into_synapse_inputs(syn, B: np.ndarray, through_pool: bool, through_flatten_shape, why: str = ""):
     """Scale the synapse's input weights by B; returns (new synapse, spatial residual error)."""
     if isinstance(syn, Conv2d) and not through_pool and B.ndim == 3 and B.shape[1:] != (1, 1):
-        # a per-position factor cannot share conv weights: unroll the conv (exact)
-        dense = conv_to_dense(syn)
+        # a per-position factor cannot share conv weights: unroll the conv (exact; quadratic, guarded)
+        dense = conv_to_dense(syn, why)
         b = np.broadcast_to(B, syn.in_shape).reshape(-1)
         return dense.replace(weight=(dense.weight.astype(np.float64) * b[None, :]).astype(np.float32)), 0.0
     w = syn.weight.astype(np.float64)
@@ -236,11 +240,56 @@ def _neurons_reached(graph, name: str) -> list:
     return out
 
 
-def _fold_branch_spike_map(graph, n, nodes, mode, records, gained_by):
+def _branch_payloads(graph, n, prod, cons, B, nodes, mode) -> dict:
+    """``{conv name: GradedSpikes}``: the convs that a per-position ``B`` on spikes in a branching graph reaches
+    as graded payloads of the producer, one payload node per conv (on that edge only), or ``{}``. Static mode;
+    each conv reading the scaled spikes reaches one LIF/MA-SNN neuron of its own that carries no other map
+    (its other synapse groups -- a shortcut -- stay plain); a neuron two readers of the map reach keeps the
+    unrolled fold (its gain would cover two groups)."""
+    if mode != "static" or B.ndim != 3 or B.shape[1:] == (1, 1):
+        return {}
+    reach = {c.name: [x.name for x in _neurons_reached(graph, c.name)] for c in cons}
+    convs = [c for c in cons if isinstance(c, Conv2d)]
+    if not convs or any(len(reach[c.name]) != 1 for c in convs):
+        return {}
+    targets = [reach[c.name][0] for c in convs]
+    others = {x for c in cons if not isinstance(c, Conv2d) for x in reach[c.name]}
+    if len(set(targets)) != len(targets) or set(targets) & others:
+        return {}
+    for t in targets:
+        neu = nodes[t]
+        if neu.input_gain is not None or neu.input_offset is not None or neu.gain_groups or neu.more_groups:
+            return {}
+    scale = np.broadcast_to(B, tuple(n.in_shape)).astype(np.float32)
+    return {c.name: GradedSpikes(name=n.name if k == 0 else f"{n.name}@{c.name}", in_shape=tuple(prod.out_shape),
+                                 out_shape=tuple(prod.out_shape), scale=scale,
+                                 meta={"attention": n.meta.get("attention", ""), "through_pools": []})
+            for k, c in enumerate(convs)}
+
+
+def _with_payload_edges(graph, edges: dict):
+    """``graph`` with each ``GradedSpikes`` of ``edges`` (``{synapse name: payload node}``) inserted on the
+    edge into its synapse only: the producer's other readers keep its plain spikes."""
+    nodes, inputs = [], dict(graph.inputs)
+    for n in graph:
+        pay = edges.get(n.name)
+        if pay is not None:
+            inputs[pay.name], inputs[n.name] = tuple(graph.inputs[n.name]), (pay.name,)
+            nodes.append(pay)
+        nodes.append(n)
+    out = Graph(tuple(nodes), inputs, dict(graph.meta))
+    out.validate()
+    return out
+
+
+def _fold_branch_spike_map(graph, n, nodes, mode, records, gained_by) -> dict:
     """A static map on spikes in a graph (TCJA under an MS-ResNet block, PFA in a ResNet): ``M ~ g[t] B``;
-    ``B`` into the input weights of every synapse reading the scaled spikes (a per-position ``B`` in front
-    of a conv unrolls it into a Dense, exact), ``g[t]`` a gain on exactly those synapse groups of the neurons
-    their currents reach (``gain_groups``; the bias and the other groups -- the shortcut -- not scaled)."""
+    ``B`` into the input weights of every synapse reading the scaled spikes, or -- a per-position ``B`` in
+    front of convs (PFA) -- as graded spike payloads of the producer on the edge into each conv
+    (:func:`_branch_payloads`; the convs keep their shared weights), ``g[t]`` a gain on exactly those synapse
+    groups of the neurons their currents reach (``gain_groups``; the bias and the other groups -- the
+    shortcut -- not scaled). Only where neither fits (two readers of the map into one neuron) is a conv
+    unrolled into a Dense, behind the memory guard. Returns the payload edges ``{conv name: GradedSpikes}``."""
     prod = graph[graph.inputs[n.name][0]]
     if not (prod.is_neuron or isinstance(prod, Input)):
         raise UnsupportedLayer(f"an attention map on spikes after '{prod.name}' ({prod.kind}) in a branching graph",
@@ -254,19 +303,14 @@ def _fold_branch_spike_map(graph, n, nodes, mode, records, gained_by):
     g, B, err = rank1(n.scale.astype(np.float64))
     if mode == "portable":
         B, g = B * g.mean(), None
+    payloads = _branch_payloads(graph, n, prod, cons, B, nodes, mode)
     resid_max, consumers = 0.0, []
     for syn in cons:
-        try:
-            new, resid = _fold_into_synapse_inputs(syn, B, False, None)
-        except UnsupportedLayer as e:         # a per-position B in a graph is folded by unrolling only
-            if "unrolling" not in str(e.message):
-                raise
-            raise UnsupportedLayer(f"{e.message} for the spatial map '{n.name}' in a branching "
-                                   "graph", where=f"layer '{syn.name}'",
-                                   hint="make the map per channel (TCJA-like) or the layer smaller; graded "
-                                        "payloads are not built in branching graphs yet") from None
-        nodes[syn.name] = new
-        resid_max = max(resid_max, resid)
+        if syn.name not in payloads:
+            new, resid = _fold_into_synapse_inputs(syn, B, False, None, why=f" for the spatial map '{n.name}' "
+                                                   "whose readers reach one neuron")
+            nodes[syn.name] = new
+            resid_max = max(resid_max, resid)
         if g is None:
             continue
         for neu in _neurons_reached(graph, syn.name):
@@ -290,12 +334,16 @@ def _fold_branch_spike_map(graph, n, nodes, mode, records, gained_by):
                          / max(np.linalg.norm(M), 1e-30))
         rec.update(rule="time-mean folded into the next synapses", error=float(np.hypot(full_err, resid_max)))
     else:
+        where = (f"graded spike payloads of '{prod.name}' into {', '.join(repr(c) for c in payloads)} (on those "
+                 "edges only; the convs keep their shared weights)" if payloads else
+                 f"{', '.join(repr(c.name) for c in cons)} input weights"
+                 + (" (a per-position B read by several layers: the conv unrolled into a Dense)"
+                    if any(isinstance(nodes[c.name], Dense) and not isinstance(c, Dense) for c in cons) else ""))
         rec.update(rule="rank-1: g[t] gain on the consuming synapse groups only (not their bias, not the other "
-                        f"groups), B folded into {', '.join(repr(c.name) for c in cons)} input weights"
-                        + (" (a per-position B: the conv unrolled into a Dense)"
-                           if any(isinstance(nodes[c.name], Dense) and not isinstance(c, Dense) for c in cons) else ""),
+                        f"groups), B folded into {where}",
                    rank1_error=err, spatial_error=resid_max, error=float(np.hypot(err, resid_max)))
     records.append(rec)
+    return payloads
 
 
 def _fold_sum_map(graph, n, add, neu, nodes, mode, rec):
@@ -333,9 +381,9 @@ def _fold_branch_maps(graph, mode, records):
     table on that group only (``gain_groups``; the shortcut's current stays plain): exact in static mode;
     portable folds its per-channel mean into the synapse, as in a chain. A map on a neuron's whole input
     is a chain's rule. Dynamic MA attention on one group stays a node (the quantizer wires it). Maps on
-    spikes in a branching graph are refused in one line."""
+    spikes: :func:`_fold_branch_spike_map`."""
     nodes = {n.name: n for n in graph}
-    drop, changed, gained_by = [], False, {}
+    drop, changed, gained_by, payload_edges = [], False, {}, {}
     for n in graph:
         if isinstance(n, SpikeAttention):       # dynamic TCJA/PFA: the gate's payloads into one synapse group
             prod = graph[graph.inputs[n.name][0]]
@@ -360,7 +408,7 @@ def _fold_branch_maps(graph, mode, records):
             changed = True
             continue
         if isinstance(n, Scale) and not n.additive and not carries_current(graph, graph.inputs[n.name][0]):
-            _fold_branch_spike_map(graph, n, nodes, mode, records, gained_by)
+            payload_edges.update(_fold_branch_spike_map(graph, n, nodes, mode, records, gained_by))
             drop.append(n.name)
             continue
         if isinstance(n, MAAttention):
@@ -443,7 +491,8 @@ def _fold_branch_maps(graph, mode, records):
         drop.append(n.name)
     if not drop and not changed:
         return graph
-    return graph.rewrite([nodes[n.name] for n in graph if n.name not in drop])
+    out = graph.rewrite([nodes[n.name] for n in graph if n.name not in drop])
+    return _with_payload_edges(out, payload_edges) if payload_edges else out
 
 
 def fold_attention(graph, mode: str = "static"):

@@ -251,17 +251,102 @@ def _quantize_lif_groups(syns, neu, weight_bits: int):
     return qs, fixed, record
 
 
-def _payload_consumers(nodes) -> dict:
-    """``{consuming synapse name: GradedSpikes node}``; the payloads are quantized with the synapse."""
+def _payload_consumers(graph) -> dict:
+    """``{consuming synapse name: GradedSpikes node}``; the payloads are quantized with the synapse that
+    reads them (in a chain the next synapse, in a graph the node's one reader), whose current must reach a
+    LIF/IF or MA-SNN layer."""
     out = {}
-    for k, n in enumerate(nodes):
+    for n in graph:
         if not isinstance(n, GradedSpikes):
             continue
-        j = next(m for m in range(k + 1, len(nodes)) if nodes[m].is_synapse)
-        if not isinstance(nodes[j + 1], (LIF, MALIF)):
+        name = n.name
+        while True:
+            readers = graph.consumers(name)
+            if len(readers) != 1:
+                raise UnsupportedLayer(f"graded spike payloads read by {len(readers)} layers", where=f"layer '{n.name}'",
+                                       hint="report this: fold_attention builds one payload node per synapse")
+            if graph[readers[0]].is_synapse:
+                break
+            name = readers[0]
+        syn = graph[readers[0]]
+        at = syn.name
+        while not graph[at].is_neuron:
+            nxt = graph.consumers(at)
+            if len(nxt) != 1:
+                break
+            at = nxt[0]
+        if not isinstance(graph[at], (LIF, MALIF)):
             raise UnsupportedLayer("graded spike payloads must feed a LIF/IF or MA-SNN layer", where=f"layer '{n.name}'")
-        out[nodes[j].name] = n
+        out[syn.name] = n
     return out
+
+
+def _payload_quantized(pay, max_input: int):
+    """The payloads ``qscale / 2**shift`` at the most bits (<= 8) that keep the consuming synapse's sums
+    below 2**24 (its largest input ``max_input`` per unit payload); returns ``(pay, bits)``."""
+    bits = fx.payload_bits_for(max_input)
+    got = fx.quantize_payload(pay.scale, bits)
+    if got is None or (got[1] == 0 and np.max(pay.scale) > (1 << bits) - 1):
+        raise QuantizationError(f"graded spike payloads must be non-negative, not all zero and fit {bits} bits",
+                                where=f"layer '{pay.name}'",
+                                hint="static spike maps are >= 0; recalibrate, or use --attention dynamic")
+    return pay.replace(qscale=got[0], shift=int(got[1])), bits
+
+
+def _payload_bmax(syn, deq: np.ndarray) -> np.ndarray:
+    """The largest payload each weight of ``syn`` can meet (B's maximum per input channel of a conv), shaped
+    to multiply its weights."""
+    if isinstance(syn, Conv2d):
+        bmax = deq.reshape(deq.shape[0], -1).max(axis=1)
+        return bmax[None, :, None, None] if syn.groups == 1 else np.asarray(float(bmax.max()))
+    return deq.reshape(-1)[None, :]
+
+
+def _payload_record(pay, bits: int, deq: np.ndarray) -> dict:
+    return {"from": pay.name, "bits": bits, "shift": int(pay.shift), "max": int(np.max(pay.qscale)),
+            "error": float(np.max(np.abs(deq - pay.scale))),
+            "rule": "graded payloads qscale/2**shift in; the gain (mantissa g[t]*sigma/s, shift + "
+                    "payload shift) gives the voltage scale sigma of the effective weights w*B; "
+                    "bits <= 8 keep every synaptic sum below 2**24 (exact in float32)"}
+
+
+def _payload_into_groups(syns, k: int, neu, pay, weight_bits: int, T: int):
+    """A neuron with several synapse groups, one of them -- its only gained group -- fed graded payloads (PFA
+    in a residual block; the others, a shortcut, plain): :func:`_payload_voltage_scale`'s rule with plain
+    groups. The layer's voltage scale ``sigma`` is chosen from every group's effective weights (the payload
+    group's as ``w * B``), the plain groups and every bias are quantized at ``sigma``; the payload group's
+    weights at their own scale ``s`` (from ``w`` alone, full 8 bits), its gain mantissa ``g[t] sigma / s``
+    (shift plus the payload shift) returning its input to ``sigma``. ``syns[k]`` reads the payloads."""
+    syn = syns[k]
+    if tuple(neu.gain_groups) != (syn.name,) or neu.more_groups or neu.gain_on_bias:
+        raise UnsupportedLayer("graded spike payloads into a neuron whose attention gain covers other synapse groups "
+                               "or its bias", where=f"layer '{neu.name}'", hint="one attention map per neuron is supported")
+    (qa,), _, rec_a = _quantize_lif_groups([syn], neu, weight_bits)      # the payload group's own scale s
+    if isinstance(rec_a["scale"], list):
+        raise UnsupportedLayer("graded spike payloads into an MA-SNN cell with per-channel thresholds",
+                               where=f"layer '{neu.name}'", hint="use one threshold for the layer, or --attention dynamic")
+    pay, bits = _payload_quantized(pay, rec_a["max_input"])
+    deq = np.asarray(pay.qscale, np.float64) / (1 << pay.shift)
+    eff = list(syns)
+    eff[k] = syn.replace(weight=(syn.weight.astype(np.float64) * _payload_bmax(syn, deq)))
+    qs, fixed, rec = _quantize_lif_groups(eff, neu, weight_bits)        # sigma, plain groups and biases
+    sigma, s = rec["scale"], rec_a["scale"]
+    g = neu.input_gain if neu.input_gain is not None else np.ones((T,) + tuple(neu.out_shape))
+    gained = neu.replace(input_gain=np.asarray(g, np.float64) * (sigma / s))
+    gain_mant, gain_shift = _quantize_gain(gained)
+    fixed = dataclasses.replace(fixed, gain_mant=gain_mant, gain_shift=int(gain_shift) + int(pay.shift))
+    gain = 1.0 if isinstance(neu, MALIF) else fx.input_weight_gain(neu.tau, neu.decay_input)
+    _, raw_eff = fx.round_weights(eff[k].weight.astype(np.float64) * gain, sigma, fx.weight_max(weight_bits))
+    clipped_eff = int(np.sum(raw_eff != qs[k]))
+    qs[k] = qa
+    pmax = int(np.max(pay.qscale))
+    max_in = sum(_max_input(q, o) for i, (q, o) in enumerate(zip(qs, syns)) if i != k) + rec_a["max_input"] * max(pmax, 1)
+    rec.update(voltage_scale=sigma, payload_group_scale=s, gain_shift=int(gain_shift) + int(pay.shift),
+               weights_clipped=rec["weights_clipped"] - clipped_eff + rec_a["weights_clipped"],
+               gain_error=float(np.max(np.abs(gain_mant / (1 << gain_shift) - gained.input_gain))), max_input=max_in,
+               current_may_wrap=bool(max_in >= fx.MAX_STATE), payload={**_payload_record(pay, bits, deq),
+                                                                         "into_group": syn.name})
+    return qs, fixed, rec, pay
 
 
 def _payload_voltage_scale(syn, neu, q, fixed, rec, pay, weight_bits: int, T: int):
@@ -276,22 +361,12 @@ def _payload_voltage_scale(syn, neu, q, fixed, rec, pay, weight_bits: int, T: in
     if isinstance(rec["scale"], list):
         raise UnsupportedLayer("graded spike payloads into an MA-SNN cell with per-channel thresholds",
                                where=f"layer '{neu.name}'", hint="use one threshold for the layer, or --attention dynamic")
-    bits = fx.payload_bits_for(rec["max_input"])
-    got = fx.quantize_payload(pay.scale, bits)
-    if got is None or (got[1] == 0 and np.max(pay.scale) > (1 << bits) - 1):
-        raise QuantizationError(f"graded spike payloads must be non-negative, not all zero and fit {bits} bits",
-                                where=f"layer '{pay.name}'",
-                                hint="static spike maps are >= 0; recalibrate, or use --attention dynamic")
-    pay = pay.replace(qscale=got[0], shift=int(got[1]))
+    pay, bits = _payload_quantized(pay, rec["max_input"])
     theta, s = rec["theta"], rec["scale"]
     w_gain = fx.input_weight_gain(neu.tau, neu.decay_input) if isinstance(neu, LIF) else 1.0
     deq = np.asarray(pay.qscale, np.float64) / (1 << pay.shift)
     w_eff = syn.weight.astype(np.float64) * w_gain
-    if isinstance(syn, Conv2d):      # the largest |w * B| each tap can meet: B's maximum per input channel
-        bmax = deq.reshape(deq.shape[0], -1).max(axis=1)
-        w_eff = w_eff * (bmax[None, :, None, None] if syn.groups == 1 else float(bmax.max()))
-    else:
-        w_eff = w_eff * deq.reshape(-1)[None, :]
+    w_eff = w_eff * _payload_bmax(syn, deq)     # the largest |w * B| each tap can meet
     vth = fx.choose_vth(w_eff, theta, fx.weight_max(weight_bits))
     sigma = fx.lif_scale(vth, theta)
     g = neu.input_gain if neu.input_gain is not None else np.ones((T,) + tuple(neu.out_shape))
@@ -311,11 +386,7 @@ def _payload_voltage_scale(syn, neu, q, fixed, rec, pay, weight_bits: int, T: in
     rec.update(vth=int(vth), voltage_scale=sigma, bias_clipped=b_clipped, gain_shift=int(gain_shift) + int(pay.shift),
                gain_error=float(np.max(np.abs(gain_mant / (1 << gain_shift) - gained.input_gain))),
                max_input=rec["max_input"] * max(pmax, 1),
-               payload={"from": pay.name, "bits": bits, "shift": int(pay.shift), "max": pmax,
-                        "error": float(np.max(np.abs(deq - pay.scale))),
-                        "rule": "graded payloads qscale/2**shift in; the gain (mantissa g[t]*sigma/s, shift + "
-                                "payload shift) gives the voltage scale sigma of the effective weights w*B; "
-                                "bits <= 8 keep every synaptic sum below 2**24 (exact in float32)"})
+               payload=_payload_record(pay, bits, deq))
     rec["current_may_wrap"] = bool(rec["max_input"] >= fx.MAX_STATE)   # GainLIF: only the synapse wraps
     return fixed, rec, pay
 
@@ -418,7 +489,7 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
         raise QuantizationError(f"weight_bits={weight_bits}", where="weight_bits", hint="use 2..8")
     pairs = check_lowerable(graph)
     replaced, records = {}, []
-    payload_into = _payload_consumers(list(graph.nodes))
+    payload_into = _payload_consumers(graph)
     groups = neuron_groups(pairs)
     for syn, neu in pairs:
         if len(groups[neu.name]) > 1:          # several synapse groups: one scale for the neuron
@@ -430,6 +501,16 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
             elif isinstance(neu, CubaLIF):
                 qs, rq, qi, fixed, rec = quantize_cuba(groups[neu.name], neu, weight_bits)
                 extra = {"rec_qweight": rq, "qi_bias": qi}
+            elif isinstance(neu, (LIF, MALIF)) and any(o.name in payload_into for o in groups[neu.name]):
+                fed = [i for i, o in enumerate(groups[neu.name]) if o.name in payload_into]
+                if len(fed) > 1:
+                    raise UnsupportedLayer(f"{len(fed)} synapse groups of one neuron read graded spike payloads",
+                                           where=f"layer '{neu.name}'", hint="one attention map per neuron is supported")
+                k = fed[0]
+                qs, fixed, rec, pay = _payload_into_groups(groups[neu.name], k, neu,
+                                                           payload_into[groups[neu.name][k].name], weight_bits,
+                                                           int(graph.meta["timesteps"]))
+                replaced[pay.name] = pay
             elif isinstance(neu, (LIF, MALIF)):
                 qs, fixed, rec = _quantize_lif_groups(groups[neu.name], neu, weight_bits)
             else:

@@ -22,7 +22,7 @@ import os
 
 import numpy as np
 
-from neurocomp import fixedpoint as fx
+from neurocomp import fixedpoint as fx, memory
 from neurocomp.backends.lava.lifreset import lif_reset_args
 from neurocomp.backends.lava.layout import (check_conv_params, conv_weight_to_lava, flatten_permutation,
                                             lava_shape, lava_xy, regroup_conv_weight)
@@ -334,6 +334,11 @@ def _delayed_synapse(node, w: _Walk, extra: int) -> None:
     if isinstance(node, SumPool2d) or not isinstance(node, (Conv2d, Linear, Dense)):
         raise UnsupportedLayer(f"a delayed '{node.kind}' synapse", where=f"layer '{node.name}'",
                                hint="equalise the branch depths with a conv or linear layer")
+    n_in, n_out = int(np.prod(node.in_shape)), int(np.prod(w.pairs[node.name].out_shape))
+    memory.check((n_in * n_in if isinstance(node, Conv2d) else 0) * 8 + n_out * n_in * 24,   # eye, matrix, copies
+                 what=f"the delayed synapse as a dense {n_out}x{n_in} matrix (Lava's DelayDense)",
+                 where=f"layer '{node.name}'", hint="shorten the longer branch so no delay is needed, or use a "
+                                                    "smaller input; or raise NEUROCOMP_MAX_MEMORY")
     weights = _unrolled(node, _weight(node, w), node.in_shape)
     if w.flat_from is not None:
         weights = weights[:, flatten_permutation(w.flat_from)]
