@@ -30,6 +30,8 @@ def test_shapes_dtypes_both_polarities_balanced():
     assert np.bincount(y).tolist() == [2] * gesture.NUM_CLASSES == [2] * len(gesture.CLASS_NAMES)
     per_pol = x.sum(axis=(1, 3, 4))                              # [N, 2]
     assert (per_pol > 0).all()                                   # every gesture moves: ON and OFF events
+    big = gesture.generate(2, "test", native=128, noise=0.0, hot_pixels=0)[0]   # 128x128 pooled 4x4
+    assert big.shape == (2, 16, 2, 32, 32) and (big.sum(axis=(1, 3, 4)) > 0).all()
 
 
 def test_polarity_on_where_the_bright_hand_arrives_off_where_it_left():
