@@ -34,20 +34,21 @@ def test_shapes_dtypes_both_polarities_balanced():
     assert big.shape == (2, 16, 2, 32, 32) and (big.sum(axis=(1, 3, 4)) > 0).all()
 
 
-def test_polarity_on_where_the_bright_hand_arrives_off_where_it_left():
-    """Right-hand wave (only the right hand moves): ON events cluster at the hand's new position, OFF
-    events at its old one (the hand is brighter than the scene)."""
-    seed, code, n = 0, gesture.SPLIT_CODES["test"], 3
-    x, y = gesture.generate(n * 11, "test", seed=seed, noise=0.0, hot_pixels=0)
-    closer = []
+def test_polarity_on_ahead_of_the_bright_hand_off_behind_it():
+    """Right-hand wave (only the right hand moves): at every step where the hand moves, the ON events'
+    centroid lies ahead of the OFF events' centroid along the hand's motion (the hand is brighter than
+    the scene: ON where it arrives, OFF where it left)."""
+    seed, code = 0, gesture.SPLIT_CODES["test"]
+    x, y = gesture.generate(33, "test", seed=seed, noise=0.0, hot_pixels=0)
+    ahead = []
     for i in np.flatnonzero(y == 1):
-        hands = gesture._hands(np.random.default_rng([seed, code, int(i), 0]), 1, 16)[0]   # [T+1, 2, 2]
+        hands = gesture._hands(np.random.default_rng([seed, code, int(i), 0]), 1, 16)[0]   # [T+1, 2, 2] x, y
         for t in range(16):
-            on, off = np.argwhere(x[i, t, 0]), np.argwhere(x[i, t, 1])
-            if len(on) and len(off):
-                hand = hands[t + 1, 0, ::-1] / 2                 # (y, x) in 32-pixel units
-                closer.append(np.linalg.norm(on.mean(0) + 0.5 - hand) < np.linalg.norm(off.mean(0) + 0.5 - hand))
-    assert len(closer) > 20 and np.mean(closer) > 0.8, (len(closer), np.mean(closer))
+            on, off = np.argwhere(x[i, t, 0]), np.argwhere(x[i, t, 1])                   # (row, col)
+            move = (hands[t + 1, 0] - hands[t, 0])[::-1]
+            if len(on) and len(off) and np.linalg.norm(move) > 1:
+                ahead.append(np.dot(on.mean(0) - off.mean(0), move) > 0)
+    assert len(ahead) > 20 and np.mean(ahead) > 0.9, (len(ahead), np.mean(ahead))
 
 
 def test_noise_rates_as_documented():
