@@ -8,8 +8,8 @@ frame before the window, then one per step), turned into events and OR-downsampl
   static torso and head (grey 0.45); two arms, each a forearm segment from a fixed elbow (grey 0.7,
   3 px wide × scale) ending in a hand disc (grey 1.0, radius 3.5 px × scale), edges anti-aliased over
   one pixel. The sensor faces the person: the *right* hand is on the image's *left*. The resting arm
-  of a one-arm gesture stays still (it occludes, but makes no events). Coordinates are in native
-  pixels, x to the right, y down; "clockwise" is as seen by the sensor.
+  of a one-arm gesture stays still (it occludes, but makes no events). Coordinates are in pixels of
+  the 64×64 frame, x to the right, y down; "clockwise" is as seen by the sensor.
 - **Events** (DVS semantics): with ``L_t = log(I_t + 0.05)``, an ON event (channel 0) where
   ``L_t − L_{t−1} > 0.3`` and an OFF event (channel 1) where it is ``< −0.3``; a still scene makes
   none.
@@ -28,7 +28,7 @@ Classes (11, the DVS128 Gesture list; balanced, sample i has label ``i % 11``); 
 person's centre, ``s`` = scale, ``φ`` = the motion's phase over the window:
 
 ===== ======================= =====================================================================
-label name                    what moves (native pixels)
+label name                    what moves (pixels of the 64×64 frame)
 ===== ======================= =====================================================================
 0     hand_clap               both hands meet and part horizontally at chest height: x = c ± s(3 +
                               9·(1 + cos φ)/2), 2 cycles
