@@ -83,16 +83,23 @@ def torch_layer_spikes(model, x):
 ZOO_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models")
 
 
-def zoo_checkpoints(residual: bool = False) -> list[str]:
+AT_SIZE_DATASETS = ("gesture32",)     # the zoo at size (issue 16 item 7): tests/test_gesture_data.py
+
+
+def zoo_checkpoints(residual: bool = False, at_size: bool = False) -> list[str]:
     """``models/*/model.pt``: the chain zoo (VGG-style backbones; the one tests/fixtures/fingerprint.json
     records) or, with ``residual``, the residual zoo of issue 15, told apart by the recipe's builder
-    (``neurocomp.nn.backbones.RESIDUAL``)."""
+    (``neurocomp.nn.backbones.RESIDUAL``); with ``at_size``, the models trained on a dataset of
+    :data:`AT_SIZE_DATASETS` (32×32 gestures), which the other two lists leave out."""
     from neurocomp.nn.backbones import RESIDUAL
     out = []
     for path in sorted(glob.glob(os.path.join(ZOO_ROOT, "*", "model.pt"))):
         recipe = os.path.join(os.path.dirname(path), "recipe.json")
-        builder = json.load(open(recipe))["model"]["builder"] if os.path.isfile(recipe) else None
-        if (builder in RESIDUAL) == residual:
+        meta = json.load(open(recipe)) if os.path.isfile(recipe) else {}
+        builder = meta.get("model", {}).get("builder")
+        if (meta.get("dataset") in AT_SIZE_DATASETS) != at_size:
+            continue
+        if at_size or (builder in RESIDUAL) == residual:
             out.append(path)
     return out
 

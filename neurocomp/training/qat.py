@@ -27,9 +27,10 @@ from neurocomp.training.fakequant import QSynapse
 
 def _data(dataset: str, T: int, encoding: str, seed: int):
     from neurocomp.training.train import DEFAULTS, Data
-    if dataset not in ("digits", "events"):
+    from neurocomp.data.registry import DATASETS
+    if dataset not in DATASETS:
         raise BadInput(f"the model's dataset is {dataset!r}", where="finetune",
-                       hint="finetune trains on a named dataset's training split (digits, events)")
+                       hint=f"finetune trains on a named dataset's training split ({', '.join(DATASETS)})")
     recipe = dict(DEFAULTS, name="finetune", dataset=dataset, timesteps=T, encoding=encoding, seed=seed)
     return Data(recipe)
 
