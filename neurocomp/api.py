@@ -197,7 +197,8 @@ class _CheckpointDoor:
         loaded, attention, stats = self.loaded, self.attention, None
         if attention_modules(loaded.model):
             xc, yc, source = calibration_inputs(loaded, self.calib, self.calib_samples)
-            stats = calibrate(loaded.model, xc, yc)
+            with _about(self.path):
+                stats = calibrate(loaded.model, xc, yc)
             self.static_model = make_static(loaded.model, stats) if attention != "dynamic" else None
             self.attention_info = {"mode": attention, "calibration": {"source": source, "samples": int(xc.shape[1])},
                                    "maps": {p: {k: v for k, v in st.items() if k != "static_map"}
@@ -330,12 +331,14 @@ def read_inputs_file(path, T, shape, samples=None, what="inputs file"):
 
 
 def simulate(artifact_path, backend: str = "lava", samples: int | None = None, inputs=None, json_path=None,
-             progress: bool = True, timeout: float | None = None, batch: int = 256, workers: int = 1,
+             progress: bool = True, timeout: float | None = None, batch: int | None = None, workers: int = 1,
              ray: str | None = None) -> dict:
     """Run a compiled artifact and cross-check every stage; returns the result dictionary.
 
     ``workers`` / ``ray``: the Lava run is split over that many Lava runtimes, processes on this host
-    or tasks on the Ray cluster at ``ray`` (``local``: a private head); the results are the same."""
+    or tasks on the Ray cluster at ``ray`` (``local``: a private head); the results are the same. ``batch``:
+    samples per batch of the reference stages (default: the largest, at most 256, that fits the memory
+    budget; see :func:`neurocomp.crosscheck.crosscheck`)."""
     if backend not in ("lava", "reference"):
         raise BadInput(f"unknown backend {backend!r}", where="--backend", hint="use lava or reference")
     workers = check_workers(workers, ray)
@@ -386,7 +389,7 @@ def simulate(artifact_path, backend: str = "lava", samples: int | None = None, i
     # The float stage is the artifact's float graph; the torch models run on the CPU.
     cc = crosscheck(art, x, labels, lava_samples=N if backend == "lava" else 0, batch=batch, progress=progress,
                     device="cpu", timeout=timeout, float_graph=art.float_graph, stage_bar=False, activity=False,
-                    workers=workers, ray=ray)
+                    workers=workers, ray=ray, max_batch=256)
     preds = cc["predictions"]
     fixed_pred, float_pred = preds["fixed"], preds["float"]
     torch_pred = preds.get("torch", float_pred)      # a model compiled from NIR: the float reference

@@ -106,14 +106,16 @@ WORKING_SET = 1 << 30    # what a batched run aims its batch at (the budget perm
 
 
 def plan_batch(per_sample: dict, samples: int, batch: int | None = None, default: int = 256, fixed: int = 0,
-               what: str = "the run", where: str | None = None, flag: str = "--batch-size") -> int:
+               what: str = "the run", where: str | None = None, flag: str = "--batch-size",
+               fit_hint: str | None = None) -> int:
     """The batch size for a run whose estimated allocation is ``fixed`` bytes plus ``per_sample`` bytes
     (``{layer name: bytes for one sample}``, what each layer holds) per sample of a batch.
 
     ``batch`` given: it must fit the budget, else :class:`OutOfBudget` names the largest layer, the
     estimate and the batch size that fits. ``batch`` None: the largest batch up to ``default`` (and
     ``samples``) whose estimate stays within both the budget and :data:`WORKING_SET`, at least 1; a job
-    whose single sample does not fit is refused the same way. Nothing is allocated here."""
+    whose single sample does not fit is refused the same way. The hint names ``flag`` (or ``fit_hint``,
+    formatted with ``n``, the batch that fits). Nothing is allocated here."""
     limit, source = budget()
     one = max(1, int(sum(int(v) for v in per_sample.values())))
     big = max(per_sample, key=lambda k: per_sample[k]) if per_sample else None
@@ -128,7 +130,8 @@ def plan_batch(per_sample: dict, samples: int, batch: int | None = None, default
     if batch is not None:
         batch = max(1, min(int(batch), samples))
         if fixed + batch * one > limit:
-            refuse(batch, f"use {flag} {fits} (or leave {flag} out: it is then chosen to fit)" if fits else
+            refuse(batch, (fit_hint.format(n=fits) if fit_hint else
+                           f"use {flag} {fits} (or leave {flag} out: it is then chosen to fit)") if fits else
                    _raise_hint(fixed + one))
         return batch
     if fits < 1:

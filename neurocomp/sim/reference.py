@@ -6,6 +6,9 @@
 - ``run_fixed``: Loihi fixed point from ``neurocomp.fixedpoint`` on a quantized graph
   (``sim.fixed_ops``); it reproduces Lava's ``fixed_pt`` models bit for bit.
 
+Before walking, each run checks its estimated allocation (``sim.footprint``) against the memory budget
+(``neurocomp.memory``); callers with many samples run them in batches (``neurocomp.crosscheck``).
+
 Tensors are time-major ``[T, B, *shape]``. Results are *time-aligned*: ``spikes[name][t]`` is the
 layer's output for input frame ``t`` (Lava shows it ``delay`` steps later; see neurocomp.ir.timing).
 """
@@ -13,10 +16,12 @@ from __future__ import annotations
 
 import torch
 
+from neurocomp import memory
 from neurocomp.errors import BadInput
 from neurocomp.results import SimResult
 from neurocomp.sim.fixed_ops import FIXED_OPS
 from neurocomp.sim.float_ops import FLOAT_OPS
+from neurocomp.sim.footprint import walk_bytes
 from neurocomp.sim.walk import Run
 
 
@@ -29,9 +34,18 @@ def _check_input(graph, x_seq) -> torch.Tensor:
     return x_seq
 
 
+def _check_budget(graph, x, arithmetic: str) -> None:
+    """Refuse, before the walk allocates, a run whose estimate (``sim.footprint``) exceeds the budget."""
+    B = int(x.shape[1])
+    memory.plan_batch(walk_bytes(graph, arithmetic, int(x.shape[0])), B, batch=B,
+                      what=f"the {'fixed-point' if arithmetic == 'fixed' else 'float'} reference on {B} samples",
+                      where="reference simulator", fit_hint="run at most {n} samples at a time")
+
+
 def run_float(graph, x_seq, record=None) -> SimResult:
     """Float reference over any float graph. ``record`` limits which neuron outputs are kept."""
     x = _check_input(graph, x_seq).to(torch.float32)
+    _check_budget(graph, x, "float")
     run = Run(graph, FLOAT_OPS, "float", record)
     out = run.run(x)
     return SimResult(spikes=run.spikes, output=out)
@@ -43,6 +57,7 @@ def run_fixed(graph, x_seq, record=None) -> SimResult:
     if not bool(((x == 0) | (x == 1)).all()):
         raise BadInput("fixed-point inputs must be binary spikes (0/1)", where="inputs",
                        hint="encode inputs as spikes (bernoulli/events encodings)")
+    _check_budget(graph, x, "fixed")
     run = Run(graph, FIXED_OPS, "fixed-point", record)
     out = run.run(x)
     return SimResult(spikes=run.spikes, output=out, stats=run.stats)
