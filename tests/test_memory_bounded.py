@@ -18,6 +18,7 @@ from neurocomp.crosscheck import batch_bytes, crosscheck
 from neurocomp.frontends.attention import calibration_bytes
 from neurocomp.frontends.checkpoint import load_checkpoint, save_checkpoint
 from neurocomp.nn import backbones
+from neurocomp.sim import fixed_ops
 from neurocomp.sim.footprint import walk_bytes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,6 +36,10 @@ def art(tmp_path_factory):
     d = tmp_path_factory.mktemp("membound")
     torch.manual_seed(3)
     model = backbones.build("tcja", T=T, in_channels=2, input_hw=32, channels=(4, 8), num_classes=4).eval()
+    with torch.no_grad():                            # untrained weights are nearly silent: make every layer fire
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                m.weight.mul_(6)
     ckpt = save_checkpoint(model, str(d / "net.pt"), input_shape=SHAPE, timesteps=T, encoding="bernoulli")
     x = (np.random.default_rng(0).random((N, T) + SHAPE) < 0.3).astype(np.uint8)
     np.save(d / "x.npy", x)
@@ -79,7 +84,7 @@ def test_compile_refuses_a_calibration_that_cannot_fit_before_writing(art, capsy
     assert not out.exists()
 
 
-def test_the_batch_chosen_to_fit_gives_the_results_of_one_big_batch(art):
+def test_the_batch_chosen_to_fit_gives_the_results_of_one_big_batch(art, monkeypatch):
     a = Artifact(art["art"])
     x = torch.as_tensor(np.swapaxes(np.load(art["x"]), 0, 1), dtype=torch.float32)
     big = crosscheck(a, x, batch=N, progress=False, activity=False)
@@ -88,16 +93,19 @@ def test_the_batch_chosen_to_fit_gives_the_results_of_one_big_batch(art):
               "static": load_checkpoint(os.path.join(a.path, "static_model.pt")).model}
     chosen = memory.plan_batch(batch_bytes(a, models, a.float_graph, T, lava=False), N)
     assert 1 <= chosen < N                           # the budget really forces small batches
+    monkeypatch.setattr(fixed_ops, "CHUNK_BYTES", 4096)       # and synapses work frame by frame
     small = crosscheck(a, x, progress=False, activity=False)
     pb, ps = big.pop("predictions"), small.pop("predictions")
     assert all(torch.equal(pb[k], ps[k]) for k in pb) and pb.keys() == ps.keys()
     assert small == big                              # counts per layer and step, pairs, first diverging layer
+    assert sum(big["stages"]["fixed"]["spike_counts"].values()) > 0
 
 
 _MEASURE = """
 import os, sys, torch
 from neurocomp.ir.serialize import load_graph
 from neurocomp.sim import run_fixed
+from neurocomp.sim import fixed_ops
 from neurocomp.sim.footprint import walk_bytes
 g = load_graph(os.path.join(sys.argv[1], "fixed"))
 x = (torch.rand((4, int(sys.argv[2])) + tuple(g.input_node.out_shape), generator=torch.Generator().manual_seed(1))

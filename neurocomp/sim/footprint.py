@@ -8,8 +8,9 @@ tensors. Per sample of a batch, the estimate is
   payload's int64 values) or 4 (float32);
 - plus the largest working set of one node: the values of its inputs still alive, and its own output
   in the precision it is computed in (fixed point: the float32/float64 product of integers and its int64
-  copy, rounding and wrapping: about five copies for a synapse, whose input is converted too; two for
-  other nodes; float: the output and two temporaries).
+  copy, rounding and wrapping: about five copies for a synapse, whose input is converted too, done in
+  chunks of frames of bounded size (``fixed_ops.CHUNK_BYTES``) besides the int64 result; two for other
+  nodes; float: the output and two temporaries).
 
 ``walk_bytes`` gives it per layer (``{name: bytes per sample}``, the working set counted at the layer where
 it peaks), for :func:`neurocomp.memory.plan_batch`; ``tests/test_memory_bounded.py`` checks it against
@@ -18,6 +19,7 @@ the measured peak of a run.
 from __future__ import annotations
 
 from neurocomp.memory import product
+from neurocomp.sim.fixed_ops import CHUNK_BYTES
 
 _SYNAPSES = ("dense", "conv", "linear", "pool")     # kinds computed as float products of integers
 
@@ -44,8 +46,9 @@ def walk_bytes(graph, arithmetic: str = "fixed", T: int | None = None) -> dict:
             w = live + 3 * 4 * size[n.name]
         else:
             w = live + 2 * 8 * size[n.name]
-            if any(k in n.kind for k in _SYNAPSES):     # input as float, product, its rounding, int64, wrap
-                w = live + 5 * 8 * size[n.name] + sum(8 * size[s] for s in ins)
+            if any(k in n.kind for k in _SYNAPSES):     # int64 result; per chunk of frames (fixed_ops):
+                chunk = 5 * 8 * size[n.name] + sum(8 * size[s] for s in ins)   # input as float, product,
+                w = live + 8 * size[n.name] + min(chunk, 6 * CHUNK_BYTES)          # its rounding, int64, wrap
         if w > work:
             work, at = w, n.name
     if at is not None:
