@@ -4,12 +4,14 @@
 The budget is, in this order: the environment variable ``NEUROCOMP_MAX_MEMORY`` (``4G``, ``512M``,
 ``1.5GiB``, ``1000000`` bytes), or the kernel's estimate of memory available without swapping
 (``MemAvailable`` in ``/proc/meminfo``), or 8 GiB where neither exists. ``set_budget`` overrides
-both (the ``--max-memory`` flag will call it).
+both (the ``--max-memory`` flag of compile / simulate / report calls it).
 
     from neurocomp import memory
     memory.check(n_bytes, what="weights of layer '3'", where="model.pt: architecture.3")
 
 raises :class:`neurocomp.errors.OutOfBudget` naming ``where``, ``what`` and the estimate.
+:func:`plan_batch` picks the batch size of a batched run (calibration, the reference simulator, the
+cross-check) from an estimate per sample and per layer, or refuses the job in one line.
 """
 from __future__ import annotations
 
