@@ -168,10 +168,10 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
 
     ``float_graph``: the graph the ``float`` stage runs (default: the fixed-point graph run in float,
     as the report does; ``simulate`` passes the artifact's float graph). ``progress`` shows Lava's bar,
-    ``stage_bar`` (default ``progress``) the reference stages' bar; ``batch``: samples per batch (default:
-    the largest, at most ``max_batch``, whose estimate (:func:`batch_bytes`) fits the memory budget; a given batch
-    that does not fit, or a single sample that does not, is refused before anything runs); ``activity=False`` skips the synaptic
-    event counts (``activity_fixed`` is then ``None``). ``workers`` / ``ray``: the Lava samples are split
+    ``stage_bar`` (default ``progress``) the reference stages' bar; ``batch``: samples per batch
+    (default: the largest, at most ``max_batch``, whose estimate, :func:`batch_bytes`, fits the memory
+    budget; a given batch that does not fit, or a single sample that does not, is refused before
+    anything runs, Lava included); ``activity=False`` skips the synaptic event counts (``activity_fixed`` is then ``None``). ``workers`` / ``ray``: the Lava samples are split
     over that many independent Lava runtimes, local processes or tasks on the Ray cluster at ``ray``
     (:func:`neurocomp.backends.lava.record_lava_sharded`); the figures are the same. Besides the figures,
     the result keeps per-sample ``predictions`` of every stage, and ``float_equals_torch_samples``: the
@@ -247,7 +247,6 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
                 prev = (name, sp, pred)
                 sp = None
             rq = fixed_run
-            runs = {name: (None, p[-1]) for name, p in preds.items()}
             if want_activity:
                 activity = add_activity(activity, layer_activity(graph, xb, rq.spikes))
             for l, s in rq.stats.items():
@@ -264,12 +263,12 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
                 stage["lava"].add(lb, lp, yl)
                 if ("fixed", "lava") not in pairs:
                     pairs[("fixed", "lava")] = _PairAcc(layers, T, graded, exact=True)
-                pairs[("fixed", "lava")].add(fixed_k, lb, runs["fixed"][1][:k], lp)
+                pairs[("fixed", "lava")].add(fixed_k, lb, preds["fixed"][-1][:k], lp)
                 lava_preds.append(lp)
                 for name in chain:
-                    subset_preds[name].append(runs[name][1][:k])
+                    subset_preds[name].append(preds[name][-1][:k])
             # this batch's spikes go now, not at the next one
-            runs = rq = fixed_run = prev = out_last = xb = lb = fixed_k = None
+            rq = fixed_run = prev = out_last = xb = lb = fixed_k = None
             signals.check()
             if bar is not None:
                 bar.update(sl.stop - sl.start)
