@@ -171,8 +171,9 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
     ``stage_bar`` (default ``progress``) the reference stages' bar; ``batch``: samples per batch
     (default: the largest, at most ``max_batch``, whose estimate, :func:`batch_bytes`, fits the memory
     budget; a given batch that does not fit, or a single sample that does not, is refused before
-    anything runs, Lava included); ``activity=False`` skips the synaptic event counts (``activity_fixed`` is then ``None``). ``workers`` / ``ray``: the Lava samples are split
-    over that many independent Lava runtimes, local processes or tasks on the Ray cluster at ``ray``
+    anything runs, Lava included); ``activity=False`` skips the synaptic event counts (``activity_fixed``
+    is then ``None``). ``workers`` / ``ray``: the Lava samples are split over that many independent Lava
+    runtimes, local processes or tasks on the Ray cluster at ``ray``
     (:func:`neurocomp.backends.lava.record_lava_sharded`); the figures are the same. Besides the figures,
     the result keeps per-sample ``predictions`` of every stage, and ``float_equals_torch_samples``: the
     samples whose float output equals the last torch stage's (the static-attention model when there is
