@@ -211,7 +211,8 @@ class _CheckpointDoor:
         loaded, attention, stats = self.loaded, self.attention, None
         if attention_modules(loaded.model):
             xc, yc, source = calibration_inputs(loaded, self.calib, self.calib_samples)
-            stats = calibrate(loaded.model, xc, yc, device=self.device)
+            with _about(self.path):
+                stats = calibrate(loaded.model, xc, yc, device=self.device)
             self.static_model = make_static(loaded.model, stats) if attention != "dynamic" else None
             self.attention_info = {"mode": attention, "calibration": {"source": source, "samples": int(xc.shape[1])},
                                    "maps": {p: {k: v for k, v in st.items() if k != "static_map"}
@@ -345,14 +346,16 @@ def read_inputs_file(path, T, shape, samples=None, what="inputs file"):
 
 
 def simulate(artifact_path, backend: str = "lava", samples: int | None = None, inputs=None, json_path=None,
-             progress: bool = True, timeout: float | None = None, batch: int = 256, workers: int = 1,
+             progress: bool = True, timeout: float | None = None, batch: int | None = None, workers: int = 1,
              ray: str | None = None, device: str = "auto") -> dict:
     """Run a compiled artifact and cross-check every stage; returns the result dictionary.
 
     ``workers`` / ``ray``: the Lava run is split over that many Lava runtimes, processes on this host
     or tasks on the Ray cluster at ``ray`` (``local``: a private head); the results are the same.
     ``device``: where the torch models and the reference simulator run (``cpu``, ``cuda``, ``auto``: CUDA
-    when available; the fixed-point reference is bit-identical on both)."""
+    when available; the fixed-point reference is bit-identical on both). ``batch``: samples per batch of
+    the reference stages (default: the largest, at most 256, that fits the memory budget; see
+    :func:`neurocomp.crosscheck.crosscheck`)."""
     if backend not in ("lava", "reference"):
         raise BadInput(f"unknown backend {backend!r}", where="--backend", hint="use lava or reference")
     workers = check_workers(workers, ray)
@@ -404,7 +407,7 @@ def simulate(artifact_path, backend: str = "lava", samples: int | None = None, i
     # The float stage is the artifact's float graph; the torch models and the references run on ``dev``.
     cc = crosscheck(art, x, labels, lava_samples=N if backend == "lava" else 0, batch=batch, progress=progress,
                     device=dev, timeout=timeout, float_graph=art.float_graph, stage_bar=False, activity=False,
-                    workers=workers, ray=ray)
+                    workers=workers, ray=ray, max_batch=256)
     preds = cc["predictions"]
     fixed_pred, float_pred = preds["fixed"], preds["float"]
     torch_pred = preds.get("torch", float_pred)      # a model compiled from NIR: the float reference

@@ -11,7 +11,7 @@ import os
 import sys
 import warnings
 
-from neurocomp import signals
+from neurocomp import memory, signals
 from neurocomp._quiet import import_spikingjelly
 from neurocomp.errors import NeurocompError, escape
 
@@ -116,7 +116,8 @@ def _add_model_flags(c, timesteps_help: str):
 def _cmd_simulate(a):
     from neurocomp.api import format_result, simulate
     r = simulate(a.artifact, backend=a.backend, samples=a.samples, inputs=a.inputs, json_path=a.json,
-                 progress=not a.quiet, timeout=a.timeout, workers=a.workers, ray=a.ray, device=a.device)
+                 progress=not a.quiet, timeout=a.timeout, workers=a.workers, ray=a.ray, device=a.device,
+                 batch=a.batch_size)
     print(format_result(r))
     return 0
 
@@ -125,7 +126,7 @@ def _cmd_report(a):
     from neurocomp.measure import report
     paths = report(a.artifact, samples=a.samples, lava_samples=a.lava_samples, progress=not a.quiet,
                          attention_modes=a.attention_modes, finetuned=a.finetuned, workers=a.workers, ray=a.ray,
-                         device=a.device)
+                         device=a.device, batch=a.batch_size)
     for p in paths:
         print(escape(p))
     return 0
@@ -177,6 +178,20 @@ def _add_device_flag(c, what: str, default: str = "auto"):
            if default == "cpu" else "auto: cuda when torch sees a GPU, else cpu; the fixed-point reference is "
                                     "bit-identical on both")
     c.add_argument("--device", default=default, metavar="cpu|cuda|auto", help=f"where {what} (default {why})")
+def _size(text):
+    try:
+        return memory.parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+
+
+def _add_memory_flags(c, batch: bool):
+    c.add_argument("--max-memory", type=_size, metavar="SIZE",
+                   help="memory budget (4G, 512M, bytes; default: NEUROCOMP_MAX_MEMORY, else the memory available): "
+                        "a job estimated above it stops before it allocates, naming the layer")
+    if batch:
+        c.add_argument("--batch-size", type=POSITIVE_INT,
+                       help="samples per batch of the reference runs (default: the largest that fits the budget)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "the first layer that does not fit")
     _add_model_flags(c, "steps per sample: for a NIR graph (default 100), a pickled module or a state dict")
     _add_device_flag(c, "attention calibration runs the model", default="cpu")
+    _add_memory_flags(c, batch=False)
     c.add_argument("-q", "--quiet", action="store_true")
     c.set_defaults(func=_cmd_compile)
 
@@ -214,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=POSITIVE_FLOAT, help="stop the Lava run after this many seconds")
     _add_shard_flags(s, "the Lava run")
     _add_device_flag(s, "the torch models and the reference simulator run")
+    _add_memory_flags(s, batch=True)
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_simulate)
 
@@ -227,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="attention models: skip recompiling and measuring the static and dynamic modes")
     _add_shard_flags(r, "the Lava runs and the bit-width sweep")
     _add_device_flag(r, "the torch models, the reference simulator and the bit-width sweep run")
+    _add_memory_flags(r, batch=True)
     r.add_argument("-q", "--quiet", action="store_true")
     r.set_defaults(func=_cmd_report)
 
@@ -318,6 +336,7 @@ def _main(argv) -> int:
     args = parser.parse_args(argv)
     import_spikingjelly()
     warnings.formatwarning = lambda message, category, *a, **k: f"warning: {escape(message)}\n"   # one line each
+    memory.set_budget(getattr(args, "max_memory", None))     # None: NEUROCOMP_MAX_MEMORY or MemAvailable
     try:
         return args.func(args)
     except NeurocompError as e:

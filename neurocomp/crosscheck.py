@@ -17,7 +17,10 @@ This is the one cross-check engine: ``neurocomp simulate`` (:func:`neurocomp.api
 over it, and the report reads its figures. It runs batch by batch, so memory stays bounded by a batch:
 Lava records every layer to disk first, then each batch of samples runs through the torch model(s), the
 float and fixed-point references, is compared with Lava's recording of the same samples and dropped; only
-counts, per-sample classes and the accumulators below are kept.
+counts, per-sample classes and the accumulators below are kept. Within a batch the stages run one after
+the other, each compared with the previous one as it finishes, so at most two stages' spikes are held;
+the batch size is chosen from an estimate of what a batch allocates (:func:`batch_bytes`), and a job
+that cannot fit the memory budget is refused before anything runs.
 
 All spikes are time-aligned (``spikes[layer][t]`` is the output for input frame ``t``). For every pair
 of adjacent stages the check gives, per layer and step, the fraction of (sample, neuron) entries that
@@ -34,11 +37,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from neurocomp import devices, signals
+from neurocomp import devices, memory, signals
 from neurocomp.frontends.checkpoint import load_checkpoint
+from neurocomp.frontends.footprint import torch_bytes
 from neurocomp.frontends.torch import run_torch_model
 from neurocomp.metrics import ChipTraffic, add_activity, layer_activity
 from neurocomp.sim import predict, run_fixed, run_float
+from neurocomp.sim.footprint import walk_bytes
 
 STAGES = ("torch", "static", "float", "fixed", "lava")
 STAGE_LABELS = {
@@ -140,21 +145,43 @@ def batches(n, size):
         yield slice(i, min(n, i + size))
 
 
-def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, batch: int = 128,
+def batch_bytes(artifact, models: dict, float_graph, T: int, lava: bool) -> dict:
+    """``{layer: bytes}`` one sample of a batch adds to :func:`crosscheck`, estimated before anything runs:
+    the largest of the stages' working sets (a torch model's, :func:`frontends.footprint.torch_bytes`; the
+    float and fixed-point walks', :func:`sim.footprint.walk_bytes`) plus the previous stage's recorded
+    spikes, which it is compared with as it finishes; with Lava, the fixed-point spikes and Lava's
+    recording of the same samples, read back for the comparison."""
+    graph = artifact.fixed_graph
+    shape = tuple(graph.input_node.out_shape)
+    layers = [n.name for n in graph.neurons()]
+    paths = {l[:-3] if l.endswith("_or") else l for l in layers}
+    spikes = {n.name: memory.product(n.out_shape) * T * (1 if not n.graded_output else 8) for n in graph.neurons()}
+    runs = [torch_bytes(m, shape, T, record=paths) for m in models.values()]
+    runs += [walk_bytes(float_graph, "float", T), walk_bytes(graph, "fixed", T)]
+    worst = dict(max(runs, key=lambda r: sum(r.values())))
+    for l, b in spikes.items():       # the stage before (its spikes as recorded) or, with Lava, Lava's copy
+        worst[l] = worst.get(l, 0) + b * (2 if lava else 1)
+    return worst
+
+
+def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, batch: int | None = None,
                progress: bool = True, device: str | None = None, timeout: float | None = None,
                float_graph=None, stage_bar: bool | None = None, activity: bool = True, workers: int = 1,
-               ray: str | None = None, mapping: dict | None = None) -> dict:
+               ray: str | None = None, mapping: dict | None = None, max_batch: int = 128) -> dict:
     """Run every stage on ``x`` [T, N, ...] (Lava on the first ``lava_samples``) and compare them.
 
     ``float_graph``: the graph the ``float`` stage runs (default: the fixed-point graph run in float,
     as the report does; ``simulate`` passes the artifact's float graph). ``progress`` shows Lava's bar,
-    ``stage_bar`` (default ``progress``) the reference stages' bar; ``activity=False`` skips the synaptic
-    event counts (``activity_fixed`` is then ``None``); with a core ``mapping`` (``passes.map_cores``) the
-    fixed-point spikes are also counted as inter-chip traffic (``chip_traffic``,
-    :class:`neurocomp.metrics.ChipTraffic`). ``device``: where the torch models and both references
-    run (``neurocomp.devices.resolve``; None: auto, CUDA when available). ``workers`` / ``ray``: the Lava
-    samples are split over that many independent Lava runtimes, local processes or tasks on the Ray cluster at
-    ``ray`` (:func:`neurocomp.backends.lava.record_lava_sharded`); the figures are the same. Where this Python
+    ``stage_bar`` (default ``progress``) the reference stages' bar; ``batch``: samples per batch
+    (default: the largest, at most ``max_batch``, whose estimate, :func:`batch_bytes`, fits the memory
+    budget; a given batch that does not fit, or a single sample that does not, is refused before
+    anything runs, Lava included); ``activity=False`` skips the synaptic event counts (``activity_fixed``
+    is then ``None``); with a core ``mapping`` (``passes.map_cores``) the fixed-point spikes are also
+    counted as inter-chip traffic (``chip_traffic``, :class:`neurocomp.metrics.ChipTraffic`). ``device``:
+    where the torch models and both references run (``neurocomp.devices.resolve``; None: auto, CUDA when
+    available). ``workers`` / ``ray``: the Lava samples are split over that many independent Lava
+    runtimes, local processes or tasks on the Ray cluster at ``ray``
+    (:func:`neurocomp.backends.lava.record_lava_sharded`); the figures are the same. Where this Python
     has no Lava, Lava runs in the Lava environment (:mod:`neurocomp.backends.lava.bridge`), with the same
     figures. Besides the figures, the result keeps per-sample ``predictions`` of every stage, and
     ``float_equals_torch_samples``: the samples whose float output equals the last torch stage's (the
@@ -185,6 +212,8 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
     preds = {s: [] for s in chain}
     float_match = 0
     n_lava = min(int(lava_samples or 0), N)
+    batch = memory.plan_batch(batch_bytes(artifact, models, fgraph, T, bool(n_lava)), N, batch=batch, default=max_batch,
+                              what="the cross-check", where=artifact.path)
     lava_rec, lava_preds, subset_preds = None, [], {s: [] for s in chain}
     if n_lava:
         from neurocomp.backends.lava.bridge import lava_recording     # here, or in the Lava environment
@@ -199,31 +228,41 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
         for sl in batches(N, batch):
             xb = x[:, sl]
             yb = None if labels is None else labels[sl]
-            runs = {}
-            out_last = None
-            for name, model in models.items():
-                with devices.deterministic_float(dev):
-                    out_t, st = run_torch_model(model, xb, record=layers, device=dev)
-                torch_layers.setdefault(name, [l for l in layers if l in st])
-                runs[name] = (st, predict(out_t))
-                out_last = out_t
-            rf = run_float(fgraph, xb, device=dev)
-            rq = run_fixed(graph, xb, device=dev)
-            runs["float"] = (rf.spikes, rf.predictions())
-            runs["fixed"] = (rq.spikes, rq.predictions())
-            float_match += int(xb.shape[1]) if out_last is None else \
-                int((_agree(rf.output, out_last, True, False) if head_graded else rf.output == out_last)
-                    .flatten(2).all(-1).all(0).sum())
-            for name, (sp, pred) in runs.items():
+            out_last, prev, fixed_run = None, None, None
+            # stage after stage, each compared with the one before as soon as it is done, which is then
+            # dropped: at most two stages' spikes are held (and Lava's recording of these samples)
+            for name in chain:
+                if name in models:
+                    with devices.deterministic_float(dev):
+                        out_t, sp = run_torch_model(models[name], xb, record=layers, device=dev)
+                    torch_layers.setdefault(name, [l for l in layers if l in sp])
+                    pred, out_last = predict(out_t), out_t
+                    out_t = None
+                else:
+                    r = (run_float if name == "float" else run_fixed)(fgraph if name == "float" else graph, xb,
+                                                                       device=dev)
+                    sp, pred = r.spikes, r.predictions()
+                    if name == "float":
+                        float_match += int(xb.shape[1]) if out_last is None else \
+                            int((_agree(r.output, out_last, True, False) if head_graded else r.output == out_last)
+                                .flatten(2).all(-1).all(0).sum())
+                    else:
+                        fixed_run = r
+                    r = None
                 stage[name].add(sp, pred, yb)
                 preds[name].append(pred)
-            for a, b in zip(chain, chain[1:]):
-                if (a, b) not in pairs:
-                    common = [l for l in layers if l in torch_layers.get(a, layers) and l in torch_layers.get(b, layers)]
-                    if (a, b) == ("float", "fixed"):    # a head's float and integer values differ by quantization:
-                        common = [l for l in common if l not in graded]   # compared by class (same_class)
-                    pairs[(a, b)] = _PairAcc(common, T, graded)
-                pairs[(a, b)].add(runs[a][0], runs[b][0], runs[a][1], runs[b][1])
+                if prev is not None:
+                    a = prev[0]
+                    if (a, name) not in pairs:
+                        common = [l for l in layers if l in torch_layers.get(a, layers)
+                                  and l in torch_layers.get(name, layers)]
+                        if (a, name) == ("float", "fixed"):   # a head's float and integer values differ by
+                            common = [l for l in common if l not in graded]   # quantization: compared by class
+                        pairs[(a, name)] = _PairAcc(common, T, graded)
+                    pairs[(a, name)].add(prev[1], sp, prev[2], pred)
+                prev = (name, sp, pred)
+                sp = None
+            rq = fixed_run
             if want_activity:
                 activity = add_activity(activity, layer_activity(graph, xb, rq.spikes))
             if traffic is not None:
@@ -242,12 +281,12 @@ def crosscheck(artifact, x: torch.Tensor, labels=None, lava_samples: int = 0, ba
                 stage["lava"].add(lb, lp, yl)
                 if ("fixed", "lava") not in pairs:
                     pairs[("fixed", "lava")] = _PairAcc(layers, T, graded, exact=True)
-                pairs[("fixed", "lava")].add(fixed_k, lb, runs["fixed"][1][:k], lp)
+                pairs[("fixed", "lava")].add(fixed_k, lb, preds["fixed"][-1][:k], lp)
                 lava_preds.append(lp)
                 for name in chain:
-                    subset_preds[name].append(runs[name][1][:k])
+                    subset_preds[name].append(preds[name][-1][:k])
             # this batch's spikes go now, not at the next one
-            runs = rf = rq = out_t = out_last = st = sp = xb = lb = fixed_k = None
+            rq = fixed_run = prev = out_last = xb = lb = fixed_k = None
             signals.check()
             if bar is not None:
                 bar.update(sl.stop - sl.start)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from neurocomp import devices
+from neurocomp import devices, memory
 from neurocomp.api import compile as compile_, simulate
 from neurocomp.artifact import Artifact
 from neurocomp.crosscheck import crosscheck
@@ -44,6 +44,7 @@ from neurocomp.report.build import build_report
 from neurocomp.report.write import check_writable, write_report
 from neurocomp.shards import check_workers, ray_session, run_shards, shard_count, split
 from neurocomp.sim import run_fixed
+from neurocomp.sim.footprint import walk_bytes
 from neurocomp.targets import load_target
 
 
@@ -74,10 +75,11 @@ def report(artifact, samples: int | None = None, lava_samples: int = 50, progres
 def measure(artifact_path, samples: int | None = None, lava_samples: int = 50, progress: bool = True,
             inputs=None, labels=None, bits=range(2, 9), timeout: float | None = None,
             attention_modes: bool = True, finetuned: str | None = None, workers: int = 1,
-            ray: str | None = None, device: str = "auto") -> Measured:
+            ray: str | None = None, device: str = "auto", batch: int | None = None) -> Measured:
     """Compute every figure of the report (the report itself only reads them). ``workers`` / ``ray``: the
     Lava runs and the bit-width sweep are split over that many workers (``neurocomp.shards``); ``device``:
-    where the reference simulator and the torch stages run (``neurocomp.devices``)."""
+    where the reference simulator and the torch stages run (``neurocomp.devices``). ``batch``: samples per
+    batch of the reference runs (default: chosen to fit the memory budget)."""
     workers = check_workers(workers, ray)
     device = str(devices.resolve(device))        # refused now, not after the inputs are read
     art = Artifact(artifact_path)
@@ -102,12 +104,13 @@ def measure(artifact_path, samples: int | None = None, lava_samples: int = 50, p
     with ray_session(ray) if ray is not None else contextlib.nullcontext():   # one Ray session for every run
         t0 = time.monotonic()
         cc = crosscheck(art, x, labels, lava_samples=lava_samples, progress=progress, timeout=timeout,
-                        workers=workers, ray=ray, device=device, mapping=mapping)
+                        workers=workers, ray=ray, device=device, mapping=mapping, batch=batch)
         timings["crosscheck_s"] = time.monotonic() - t0
         sw = None
         if labels is not None and bits:
             t0 = time.monotonic()
-            sw = bit_sweep(art, x, labels, bits=bits, progress=progress, workers=workers, ray=ray, device=device)
+            sw = bit_sweep(art, x, labels, bits=bits, progress=progress, workers=workers, ray=ray, device=device,
+                           batch=batch)
             timings["bit_sweep_s"] = time.monotonic() - t0
         modes = None
         if attention_modes and inputs is None and man.get("attention"):
@@ -177,11 +180,12 @@ def _sweep_shard(graphs: dict, x, labels, batch: int, progress=None, device=None
     return correct
 
 
-def bit_sweep(artifact, x, labels, bits=range(2, 9), batch: int = 1024, progress: bool = True, workers: int = 1,
-              ray: str | None = None, device=None) -> dict:
+def bit_sweep(artifact, x, labels, bits=range(2, 9), batch: int | None = None, progress: bool = True,
+              workers: int = 1, ray: str | None = None, device=None) -> dict:
     """Accuracy of the fixed-point reference against weight bits, on ``device`` (default the CPU).
     ``workers`` / ``ray``: the samples are split over that many worker processes or Ray tasks
-    (``neurocomp.shards``, on their CPUs); the counts are summed."""
+    (``neurocomp.shards``, on their CPUs); the counts are summed. ``batch``: samples per run (default: the
+    largest, at most 1024, whose estimate fits the memory budget)."""
     labels = torch.as_tensor(labels)
     workers = check_workers(workers, ray)
     N = x.shape[1]
@@ -201,6 +205,8 @@ def bit_sweep(artifact, x, labels, bits=range(2, 9), batch: int = 1024, progress
             rows[b] = {"weight_bits": b, "accuracy": None, "correct": None, "samples": N, "weights_clipped": None,
                        "bias_clipped": None, "not_representable": e.one_line()}
     refused = (len(it) - len(graphs)) * N
+    batch = memory.plan_batch(walk_bytes(artifact.fixed_graph, "fixed"), N, batch=batch, default=1024,
+                              what="the bit-width sweep", where=artifact.path)
 
     def on_progress(done):
         if bar is not None and refused + done != bar.n:

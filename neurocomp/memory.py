@@ -4,12 +4,14 @@
 The budget is, in this order: the environment variable ``NEUROCOMP_MAX_MEMORY`` (``4G``, ``512M``,
 ``1.5GiB``, ``1000000`` bytes), or the kernel's estimate of memory available without swapping
 (``MemAvailable`` in ``/proc/meminfo``), or 8 GiB where neither exists. ``set_budget`` overrides
-both (the ``--max-memory`` flag will call it).
+both (the ``--max-memory`` flag of compile / simulate / report calls it).
 
     from neurocomp import memory
     memory.check(n_bytes, what="weights of layer '3'", where="model.pt: architecture.3")
 
 raises :class:`neurocomp.errors.OutOfBudget` naming ``where``, ``what`` and the estimate.
+:func:`plan_batch` picks the batch size of a batched run (calibration, the reference simulator, the
+cross-check) from an estimate per sample and per layer, or refuses the job in one line.
 """
 from __future__ import annotations
 
@@ -100,3 +102,47 @@ def product(shape) -> int:
     for s in shape:
         n *= int(s)
     return n
+
+
+WORKING_SET = 1 << 30    # what a batched run aims its batch at (the budget permitting): peak stays bounded
+
+
+def plan_batch(per_sample: dict, samples: int, batch: int | None = None, default: int = 256, fixed: int = 0,
+               what: str = "the run", where: str | None = None, flag: str = "--batch-size",
+               fit_hint: str | None = None) -> int:
+    """The batch size for a run whose estimated allocation is ``fixed`` bytes plus ``per_sample`` bytes
+    (``{layer name: bytes for one sample}``, what each layer holds) per sample of a batch.
+
+    ``batch`` given: it must fit the budget, else :class:`OutOfBudget` names the largest layer, the
+    estimate and the batch size that fits. ``batch`` None: the largest batch up to ``default`` (and
+    ``samples``) whose estimate stays within both the budget and :data:`WORKING_SET`, at least 1; a job
+    whose single sample does not fit is refused the same way. The hint names ``flag`` (or ``fit_hint``,
+    formatted with ``n``, the batch that fits). Nothing is allocated here."""
+    limit, source = budget()
+    one = max(1, int(sum(int(v) for v in per_sample.values())))
+    big = max(per_sample, key=lambda k: per_sample[k]) if per_sample else None
+    fits = max(0, (limit - int(fixed)) // one)
+    samples = max(1, int(samples))
+
+    def refuse(b, hint):
+        layer = f"layer '{big}' ({human(b * per_sample[big])}) and the rest" if big is not None else "it"
+        raise OutOfBudget(f"{what} at batch size {b}: {layer} needs ~{human(fixed + b * one)}, "
+                          f"budget {human(limit)} ({source})", where=where, hint=hint)
+
+    if batch is not None:
+        batch = max(1, min(int(batch), samples))
+        if fixed + batch * one > limit:
+            refuse(batch, (fit_hint.format(n=fits) if fit_hint else
+                           f"use {flag} {fits} (or leave {flag} out: it is then chosen to fit)") if fits else
+                   _raise_hint(fixed + one))
+        return batch
+    if fits < 1:
+        refuse(1, _raise_hint(fixed + one))
+    aim = max(1, (min(limit, max(WORKING_SET, int(fixed) + one)) - int(fixed)) // one)
+    return max(1, min(default, samples, fits, aim))
+
+
+def _raise_hint(need: int) -> str:
+    return (f"one sample alone needs ~{human(need)}: raise --max-memory or {ENV} (e.g. {ENV}="
+            f"{max(1, -(-need // (1 << 30)))}G) if the machine has the memory, or use a smaller input or fewer "
+            "timesteps")

@@ -23,7 +23,8 @@ import warnings
 import numpy as np
 import torch
 
-from neurocomp import devices
+from neurocomp import devices, memory
+from neurocomp.frontends.footprint import torch_bytes
 from neurocomp.frontends.torch import (ATTENTION, RECTIFIED, is_additive, iter_leaves, module_timesteps, rectifies,
                                        run_torch_model)
 from neurocomp.nn import StaticMap
@@ -55,48 +56,102 @@ def _broadcast_map(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return m
 
 
-def calibrate(model, x_seq: torch.Tensor, labels=None, batch: int = 128, device=None) -> dict:
-    """Record every attention map over ``x_seq`` ``[T, N, ...]``; returns per-module statistics and means.
-    ``device``: where the model runs (None: where it is), deterministically (``neurocomp.devices``)."""
+class _MapStats:
+    """One map's statistics over the calibration samples, accumulated batch by batch (nothing per sample
+    is kept): the mean summed sample after sample in float64 (the same sums, in the same order, as a mean
+    over all samples at once), the spread around the first sample's map (a map equal on every sample has
+    exactly zero spread), and per class the sums the between-class variance needs (with labels)."""
+
+    def __init__(self):
+        self.n, self.sum, self.ref, self.dev, self.dev2, self.by_class = 0, None, None, None, None, {}
+
+    def add(self, m: np.ndarray, y=None):          # m: [T, B, *b] float64
+        if self.sum is None:
+            self.ref = m[:, 0].copy()
+            self.sum, self.dev, self.dev2 = (np.zeros_like(self.ref) for _ in range(3))
+        for i in range(m.shape[1]):
+            x = m[:, i]
+            self.sum += x
+            d = x - self.ref
+            self.dev += d
+            self.dev2 += d * d
+            if y is not None:
+                k = y[i].item()
+                c = self.by_class.setdefault(k, [0, np.zeros_like(self.ref)])
+                c[0] += 1
+                c[1] += x
+        self.n += m.shape[1]
+
+    def result(self, labelled: bool):
+        n = self.n
+        mean = self.sum / n
+        var = np.maximum(self.dev2 / n - (self.dev / n) ** 2, 0.0)
+        variation = float(np.mean(np.sqrt(var) / np.maximum(np.abs(mean), 1e-12)))
+        total = float(var.sum() * n)
+        explained = None
+        if labelled and total > 0:
+            between = sum(float(cnt) * float(((s / cnt - mean) ** 2).sum()) for cnt, s in self.by_class.values())
+            explained = between / total
+        return mean, variation, explained
+
+
+def calibration_bytes(model, x_seq: torch.Tensor):
+    """``(per-sample bytes by layer, fixed bytes)`` that calibrating ``model`` on ``x_seq`` allocates: the
+    forward passes (:func:`neurocomp.frontends.footprint.torch_bytes`, the maps kept per batch) and each
+    map's accumulators (four float64 copies; with labels one more per class, which the caller adds)."""
     mods = attention_modules(model)
-    maps = {p: [] for p, _ in mods}
+    T, shape = int(x_seq.shape[0]), tuple(x_seq.shape[2:])
+    per = torch_bytes(model, shape, T, keep=[p for p, _ in mods])
+    entries = sum(v for p, v in per.items() if p in dict(mods)) // 4   # upper bound of one map's entries
+    return per, entries * 8 * 4
+
+
+def calibrate(model, x_seq: torch.Tensor, labels=None, batch: int | None = None, device=None) -> dict:
+    """Record every attention map over ``x_seq`` ``[T, N, ...]``; returns per-module statistics and means.
+    Streams over batches: ``batch`` (default: the largest that fits the memory budget, at most 128) is
+    checked against the estimate before anything runs (:func:`neurocomp.memory.plan_batch`). ``device``:
+    where the model runs (None: where it is), deterministically (``neurocomp.devices``)."""
+    mods = attention_modules(model)
+    N = int(x_seq.shape[1])
+    y = None if labels is None else np.asarray(labels)
+    per, fixed = calibration_bytes(model, x_seq)
+    if y is not None:
+        fixed += (fixed // 4) * len(np.unique(y))
+    step = memory.plan_batch(per, N, batch=batch, default=128, fixed=fixed,
+                             what=f"calibrating attention on {N} samples", where="calibration")
+    acc = {p: _MapStats() for p, _ in mods}
+    current = {}
     handles = []
     for path, mod in mods:
         def hook(module, inputs, output, path=path):
             with torch.no_grad():
-                maps[path].append(_broadcast_map(module.attention(inputs[0]), inputs[0]).detach().cpu())
+                current[path] = _broadcast_map(module.attention(inputs[0]), inputs[0]).detach().cpu()
         handles.append(mod.register_forward_hook(hook))
     try:
         with warnings.catch_warnings():   # torch warns about 'same' padding with even kernels (TCJA)
             warnings.simplefilter("ignore")
             with devices.deterministic_float("cpu" if device is None else device):
-                run_torch_model(model, x_seq, device=device, batch_size=batch)   # batch by batch, each reset
+                for i in range(0, N, step):     # batch by batch, each from a reset state
+                    current.clear()
+                    run_torch_model(model, x_seq[:, i:i + step], device=device)
+                    for path, m in current.items():
+                        acc[path].add(m.double().numpy(), None if y is None else y[i:i + step])
     finally:
         for h in handles:
             h.remove()
     out = {}
-    y = None if labels is None else np.asarray(labels)
     for path, mod in mods:
-        m = torch.cat(maps[path], dim=1).double().numpy()          # [T, N, *b]
-        per_sample = np.moveaxis(m, 1, 0).reshape(m.shape[1], -1)   # [N, entries]
-        mean = per_sample.mean(0)
-        std = per_sample.std(0)
-        variation = float(np.mean(std / np.maximum(np.abs(mean), 1e-12)))
-        total = float(((per_sample - mean) ** 2).sum())
-        explained = None
-        if y is not None and total > 0:
-            between = sum(float((y == k).sum()) * float(((per_sample[y == k].mean(0) - mean) ** 2).sum())
-                          for k in np.unique(y))
-            explained = between / total
-        stat = {"module": type(mod).__name__, "map_shape": list(m.shape[:1] + m.shape[2:]),
+        st = acc[path]
+        mean, variation, explained = st.result(y is not None)
+        stat = {"module": type(mod).__name__, "map_shape": [int(mean.shape[0])] + [int(s) for s in mean.shape[1:]],
                 "index_set": _index_set(type(mod).__name__), "acts_on": _acts_on(mod),
-                "variation": variation, "class_explained": explained, "samples": int(m.shape[1]),
+                "variation": variation, "class_explained": explained, "samples": int(st.n),
                 "warning": None}
         if variation > VARIATION_WARN and explained is not None and explained > CLASS_WARN:
             stat["warning"] = (f"map varies {100 * variation:.0f}% across samples and the class explains "
                                f"{100 * explained:.0f}% of it: a static map discards a per-class gate, expect "
                                f"accuracy loss (use --attention dynamic or finetune)")
-        stat["static_map"] = m.mean(axis=1).astype(np.float32)     # [T, *b]
+        stat["static_map"] = mean.astype(np.float32)     # [T, *b]
         out[path] = stat
     return out
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from neurocomp import fixedpoint as fx
 from neurocomp.errors import BadGraph, UnsupportedLayer
+from neurocomp.memory import product
 from neurocomp.ir import (Add, Concat, AvgPool2d, BatchNorm, Conv2d, CubaLIF, Dense, Flatten, GradedSpikes, Input, LIF, Linear,
                           MAAttention, MALIF, Readout, Scale, SpikeAttention, SumPool2d, Threshold, Voting)
 from neurocomp.sim.cuba import run_fixed_cuba
@@ -57,6 +58,9 @@ def exact_float(node, s: torch.Tensor):
                            hint="quantize the graph with neurocomp (8-bit weights) or reduce the layer's fan-in")
 
 
+CHUNK_BYTES = 1 << 25       # a synapse's float64 product per chunk of frames (sim.footprint counts it)
+
+
 def _synapse(node, s: torch.Tensor, fn) -> torch.Tensor:
     """Integer synaptic input ``fn(x, dtype)`` from spikes ``s`` [T, B, *shape], per step, computed in
     float32 or float64, whichever is exact (:func:`exact_float`)."""
@@ -66,7 +70,19 @@ def _synapse(node, s: torch.Tensor, fn) -> torch.Tensor:
     T, B = s.shape[:2]
     x = s.flatten(0, 1)
     dt = exact_float(node, x)
-    y = fn(x.to(dt), dt)
+    # frames (steps x samples) in chunks of about CHUNK_BYTES of product: each frame's integer sums are
+    # exact and independent of the others, so the result is the same, and the float temporaries stay small
+    n = x.shape[0]
+    per = max(1, CHUNK_BYTES // max(1, 8 * product(node.out_shape)))
+    if per >= n:
+        y = fn(x.to(dt), dt)
+    else:
+        first = fn(x[:per].to(dt), dt)
+        y = torch.empty((n,) + tuple(first.shape[1:]), dtype=first.dtype, device=first.device)
+        y[:per] = first
+        first = None
+        for i in range(per, n, per):
+            y[i:i + per] = fn(x[i:i + per].to(dt), dt)
     return y.reshape((T, B) + tuple(y.shape[1:]))
 
 
