@@ -34,6 +34,7 @@ def test_compile_writes_versioned_artifact(artifact):
     assert not [n for n in os.listdir(os.path.dirname(artifact)) if ".tmp-" in n]
 
 
+@pytest.mark.lava
 def test_simulate_lava_reports_exact_match(artifact, tmp_path):
     js = str(tmp_path / "r.json")
     r = run_cli("simulate", artifact, "--backend", "lava", "--samples", "12", "--json", js, "-q")

@@ -175,6 +175,7 @@ def test_payload_fold_matches_dense_fold_quality_16x16(net16, monkeypatch):
         assert err_new / f.numel() < 0.1, name
 
 
+@pytest.mark.lava
 def test_payload_fold_lava_equals_reference_16x16(net16):
     _, g, x = net16
     q = lower(g)

@@ -113,6 +113,7 @@ def test_inspect_shows_forks_joins_and_edge_delays(logic):
     assert "<- stem.1" in text                                          # a row that does not read the row above
 
 
+@pytest.mark.lava
 def test_report_on_a_residual_artifact(logic):
     from neurocomp.measure import report          # what `neurocomp report` runs, with a two-point sweep
     from neurocomp.report.sections import layer_labels
@@ -201,6 +202,7 @@ def _busy_direct(model, x):
     return model
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("cls,layout", [(rm.LoopSEWNet, "TB"), (rm.BTResNet, "BT")], ids=["loop_over_time", "BT_layout"])
 def test_branching_forwards_that_loop_over_time_or_take_BT_compile_exactly(cls, layout, tmp_path):
     from busy_nets import lava_mismatches

@@ -168,6 +168,7 @@ def tcja_busy():
     return model, T, xc
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 def test_tcja_paper_net_compiles_exactly(tcja_busy, tmp_path, mode):
     model, T, xc = tcja_busy
@@ -196,6 +197,7 @@ def test_tcja_paper_net_compiles_exactly(tcja_busy, tmp_path, mode):
 
 
 # ---- ParametricLIF / MultiStepIF / MultiStepContainer, cupy flag, from torch.save(model) -----------
+@pytest.mark.lava
 def test_plif_variant_from_a_pickle_compiles_exactly(tmp_path, monkeypatch):
     T = 5
     model = plif_net()

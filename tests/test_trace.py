@@ -393,6 +393,7 @@ def _compiled_checks(out, model, name, mode, x):
     assert_lava_exact(load_graph(os.path.join(out, "fixed")), x)
 
 
+@pytest.mark.lava
 @pytest.mark.clock_driven
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 def test_stacknet_with_tcja_from_a_pickle_compiles_exactly(nets, tmp_path, mode):
@@ -406,6 +407,7 @@ def test_stacknet_with_tcja_from_a_pickle_compiles_exactly(nets, tmp_path, mode)
     _compiled_checks(out, model, "StackNet", mode, bernoulli(T, 3, SHAPE, p=0.3, seed=9))
 
 
+@pytest.mark.lava
 @pytest.mark.clock_driven
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 def test_manet_from_a_state_dict_and_its_class_compiles_exactly(nets, tmp_path, mode):
@@ -420,6 +422,7 @@ def test_manet_from_a_state_dict_and_its_class_compiles_exactly(nets, tmp_path, 
     _compiled_checks(out, model, "MANet", mode, bernoulli(T, 3, SHAPE, p=0.3, seed=10))
 
 
+@pytest.mark.lava
 @pytest.mark.clock_driven
 def test_clock_loop_from_save_checkpoint_compiles_exactly(nets, tmp_path):
     mod, _ = nets
@@ -478,6 +481,7 @@ SCRIPT_PY = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.lava
 def test_done_when_command_on_a_script_pickle_with_a_custom_forward(tmp_path):
     (tmp_path / "train.py").write_text(SCRIPT_PY)
     p = subprocess.run([sys.executable, "train.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
@@ -583,6 +587,7 @@ def test_a_loop_over_another_t_names_the_t_to_pass():
 
 
 # ---- the heads (Readout, VotingLayer), compiled -------------------------------------------------------------
+@pytest.mark.lava
 @pytest.mark.clock_driven
 @pytest.mark.parametrize("name", ["VoteNet", "FillNet", "MeanFC", "TCJAVote"])
 def test_traced_heads_compile_exactly(nets, tmp_path, name):
