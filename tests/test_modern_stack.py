@@ -70,6 +70,23 @@ def test_the_stack_is_the_modern_one():
     assert issubclass(layer.MultiDimensionalAttention, nn.Module) and spikingjelly is not None
 
 
+def test_multi_dimensional_attention_subsets_are_read_as_ma_snn_classes():
+    """2.x's use_temporal / use_channel / use_spatial: each subset is MA-SNN's class of its parts, computing the same."""
+    from spikingjelly.activation_based import layer
+    from neurocomp.frontends.official import recognise
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand((T, 2, 4, 8, 8), generator=gen)
+    for kw, name in [({}, "TCSA"), ({"use_temporal": False}, "CSA"), ({"use_spatial": False}, "TCA"),
+                     ({"use_channel": False}, "TSA"), ({"use_channel": False, "use_spatial": False}, "TA")]:
+        m = layer.MultiDimensionalAttention(T, 4, reduction_t=2, reduction_c=2, **kw).eval()
+        for p in m.parameters():
+            p.data.copy_(torch.randn(p.shape, generator=gen))
+        eq = recognise(m)
+        assert type(eq).__name__ == name, kw
+        with torch.no_grad():
+            assert torch.allclose(eq(x), m(x), atol=1e-6), kw
+
+
 def test_spikingjelly_2_model_is_stored_without_its_classes_and_loads_weights_only(compiled):
     model, d, _ = compiled
     doc = torch.load(d / "model.pt")                      # torch >= 2.6 loads weights_only=True by default
