@@ -40,9 +40,12 @@ def _model():
     )
     with torch.no_grad():                        # busy enough that both layers spike
         model[0].weight.mul_(3.0)
-        model[5].weight.mul_(4.0)
+        model[5].weight.mul_(12.0)
+        model[5].bias.fill_(1.0)
         model[1].running_mean.uniform_(-0.2, 0.2)
         model[1].running_var.uniform_(0.5, 1.5)
+        model[1].weight.fill_(4.0)
+        model[1].bias.fill_(2.0)
     return model.eval()
 
 

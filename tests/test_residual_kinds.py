@@ -69,6 +69,7 @@ def test_sew_and_iand_are_exact_neuron_logic(logic):
         assert fixed[name].fixed.du == fixed[name].fixed.dv == 4095      # nothing carried over a step
 
 
+@pytest.mark.lava
 def test_pooled_shortcuts_and_unequal_depth_compile_exactly(tmp_path):
     torch.manual_seed(0)
     model = busy(rm.DeepShortNet(), seed=1)

@@ -635,6 +635,7 @@ class _BTModel(torch.nn.Module):
         return self.cell(self.fc(x.flatten(2)))
 
 
+@pytest.mark.clock_driven
 def test_a_recognised_batch_major_class_makes_the_input_batch_major(monkeypatch):
     from spikingjelly.activation_based import neuron
     import neurocomp.frontends.official as official
