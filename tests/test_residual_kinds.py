@@ -46,6 +46,7 @@ def logic(tmp_path_factory):
     return model, api.compile(ckpt, str(d / "art"), attention="static")
 
 
+@pytest.mark.lava
 def test_sew_and_iand_are_exact_neuron_logic(logic):
     model, out = logic
     check_artifact(model, out, ["Add", "Add"], shape=DIGITS)
