@@ -35,5 +35,8 @@ def import_spikingjelly() -> None:
         warnings.simplefilter("ignore")
         import spikingjelly.activation_based.layer  # noqa: F401
         import spikingjelly.activation_based.neuron  # noqa: F401
-        import spikingjelly.clock_driven.layer  # noqa: F401
-        import spikingjelly.clock_driven.neuron  # noqa: F401
+        try:  # the older API, which SpikingJelly 2.x removed (see frontends.modules)
+            import spikingjelly.clock_driven.layer  # noqa: F401
+            import spikingjelly.clock_driven.neuron  # noqa: F401
+        except ImportError:
+            pass

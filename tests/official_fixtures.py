@@ -391,9 +391,17 @@ class MultiDimensionalAttention(nn.Module):
 
 
 # ---- SpikingJelly's TemporalWiseAttention: activation_based's is no nn.Module in 0.0.0.0.14 (it cannot sit in
-# a model); clock_driven's MultiStepTemporalWiseAttention is the same arithmetic as an nn.Module -------------
-from spikingjelly.clock_driven.layer import MultiStepTemporalWiseAttention  # noqa: E402
+# a model); clock_driven's MultiStepTemporalWiseAttention is the same arithmetic as an nn.Module. SpikingJelly 2.x
+# has only activation_based's, an nn.Module: there the clock_driven name is put over it --------------------------
+from neurocomp.frontends.modules import cd_layer  # noqa: E402
 
+if cd_layer is not None:
+    MultiStepTemporalWiseAttention = cd_layer.MultiStepTemporalWiseAttention
 
-class TemporalWiseAttention(MultiStepTemporalWiseAttention):
-    """activation_based's class name over clock_driven's module (same parameters, same forward)."""
+    class TemporalWiseAttention(MultiStepTemporalWiseAttention):
+        """activation_based's class name over clock_driven's module (same parameters, same forward)."""
+else:
+    from spikingjelly.activation_based.layer import TemporalWiseAttention  # noqa: F401
+
+    class MultiStepTemporalWiseAttention(TemporalWiseAttention):
+        """clock_driven's class name over SpikingJelly 2.x's module (same parameters, same forward)."""

@@ -51,6 +51,7 @@ def _tiny(kind, T, seed=0):
     return m.eval()
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("kind", ["tcja", "ma", "pfa"])
 def test_static_model_ir_float_equals_torch_and_fixed_equals_lava(kind):
     T = 5                                       # odd T
@@ -123,6 +124,7 @@ def test_relu_matters_and_is_kept_in_fixed_point():
     assert torch.equal(run_fixed(lower(with_relu), x).output.float(), f_relu)
 
 
+@pytest.mark.lava
 def test_portable_mode_uses_stock_lif_only():
     T = 5
     model = _tiny("ma", T)
@@ -239,6 +241,7 @@ def test_attention_weights_are_small_integers():
     assert not q.any()
 
 
+@pytest.mark.lava
 def test_dynamic_mode_exact_on_lava_with_t_step_latency():
     from neurocomp.ir.timing import time_alignment
     T = 5
@@ -258,6 +261,7 @@ def test_dynamic_mode_exact_on_lava_with_t_step_latency():
     assert read_nir_file(path).digest() == g.digest()
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("kind", ["tcja", "pfa"])
 def test_dynamic_spike_maps_exact_on_lava(kind):
     """TCJA/PFA kept dynamic: graded payloads one window late; IR float == torch, reference == Lava."""

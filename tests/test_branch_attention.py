@@ -94,6 +94,7 @@ def csa(request, tmp_path_factory):
     return _build(rm.CSAMSNet2 if request.param == "static" else rm.CSAMSNet, request.param, tmp_path_factory)
 
 
+@pytest.mark.lava
 def test_csa_ms_block_gains_only_the_residual_branch_exactly(csa):
     want = _check_exact(csa, lava=csa["mode"] != "portable")     # portable runs stock Lava processes only
     neu = csa["fixed"]["sn"]
@@ -122,6 +123,7 @@ def test_csa_ms_block_gains_only_the_residual_branch_exactly(csa):
     assert neu.fixed.plain_bias is not None and neu.fixed.gain_on_bias and neu.fixed.rectify
 
 
+@pytest.mark.lava
 def test_a_map_after_the_add_gains_every_group(tmp_path_factory):
     art = _build(rm.CSAAfterAddNet, "static", tmp_path_factory)
     want = _check_exact(art)
@@ -131,6 +133,7 @@ def test_a_map_after_the_add_gains_every_group(tmp_path_factory):
     assert torch.equal(folded.spikes["sn"].bool(), want["sn"].bool())
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 def test_tcja_under_an_ms_block_official_class_pickled(mode, tmp_path_factory):
     art = _build(rm.TCJAMSNet, mode, tmp_path_factory, pickle=True, tcja=of.TCJA(2, 1, T, 4))
@@ -145,6 +148,7 @@ def test_tcja_under_an_ms_block_official_class_pickled(mode, tmp_path_factory):
     assert rec["gained_groups"] == ["block.conv2"]
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 def test_pfa_inside_a_resnet_block_official_class(mode, tmp_path_factory):
     art = _build(rm.PFAResNet, mode, tmp_path_factory, pfa=of.TCSAModule(H=8, W=8, T=T, C=4, rank=2))
@@ -156,6 +160,7 @@ def test_pfa_inside_a_resnet_block_official_class(mode, tmp_path_factory):
         assert _quantized(art, "block.sn2")["payload"]["into_group"] == "block.conv2"
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 def test_official_ma_csa_on_b_t_inside_a_time_major_block(mode, tmp_path_factory):
     """MA-SNN's own CSA class takes [B, T, ...]: a block that turns the branch's current for it and back."""

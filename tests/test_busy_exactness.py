@@ -63,6 +63,7 @@ def pool_net(C, hw=8, groups_conv=False):
 
 
 # ---- the small reproduction of issue 12 and its relatives -----------------------------------
+@pytest.mark.lava
 @pytest.mark.parametrize("C", [128, 200, 256])
 def test_maxpool_over_wide_layer_is_exact(C):
     """A MaxPool over >= 128 busy channels (a groups = C sum pool in Lava): Lava's OR fires too.
@@ -73,6 +74,7 @@ def test_maxpool_over_wide_layer_is_exact(C):
     assert_exact(q, bernoulli(T, 4, (2, 4, 4), 0.15, seed=C), min_rate=0.05)
 
 
+@pytest.mark.lava
 def test_depthwise_conv_with_128_groups_is_exact():
     """A user conv with groups = 128 (depthwise) has the same Lava int8 limit and is regrouped."""
     T = 6
@@ -96,6 +98,7 @@ def test_regrouped_weight_computes_the_same_convolution():
 
 
 # ---- firing-rate property test --------------------------------------------------------------
+@pytest.mark.lava
 @settings(max_examples=6, **SETTINGS)
 @given(lo=st.sampled_from([0.01, 0.05, 0.2, 0.5, 0.8]), width=st.sampled_from([0.0, 0.15]),
        C=st.sampled_from([16, 130]), seed=st.integers(0, 1000))
@@ -112,6 +115,7 @@ def test_exact_at_any_firing_rate(lo, width, C, seed):
 
 
 # ---- every layer type, every backbone and attention mode -------------------------------------
+@pytest.mark.lava
 @pytest.mark.parametrize("variant", [0, 1, 2, 3])
 def test_layer_types_busy(variant):
     model, shape = make_net(variant, seed=variant)
@@ -125,6 +129,7 @@ FAMILIES = [("plain", "static"), ("tcja", "static"), ("tcja", "portable"), ("tcj
             ("ma", "static"), ("ma", "portable"), ("pfa", "static"), ("pfa", "portable")]
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("family,mode", FAMILIES, ids=[f"{f}-{m}" for f, m in FAMILIES])
 def test_backbones_wide_busy(family, mode):
     """Each backbone with a 256-channel block (8x8 input, blocks 32 and 256 channels)."""
@@ -160,6 +165,7 @@ def issue_nets():
     return get
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("family,mode,min_rate", ISSUE, ids=[f"{f}-{m}" for f, m, _ in ISSUE])
 def test_issue_12_net_and_counterparts_are_exact(issue_nets, family, mode, min_rate):
     """The issue's TCJA net (blocks 32/64/128, Conv3x3-BN-LIF-attention-MaxPool2, head Linear-LIF,
@@ -175,6 +181,7 @@ def test_issue_12_net_and_counterparts_are_exact(issue_nets, family, mode, min_r
 ZOO = zoo_checkpoints()       # the chain zoo (the residual zoo: tests/test_residual_zoo.py)
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("path", ZOO, ids=lambda p: os.path.basename(os.path.dirname(p)))
 def test_zoo_models_made_busy_are_exact(path):
     from neurocomp.data.registry import load_inputs
@@ -193,6 +200,7 @@ def test_zoo_models_made_busy_are_exact(path):
 
 
 # ---- quantization is reported apart from exactness -------------------------------------------
+@pytest.mark.lava
 def test_simulate_reports_quantization_apart_from_exactness(tmp_path):
     """On a busy net the fixed point disagrees with the float graph on some spikes (quantization),
     while Lava equals the reference: simulate shows both, separately."""

@@ -40,11 +40,13 @@ def test_simulate_reference_unchanged(art, fixture):
     assert _strip(json.loads(json.dumps(r))) == fixture["simulate_reference"]
 
 
+@pytest.mark.lava
 def test_simulate_lava_unchanged(art, fixture):
     r = simulate(art, backend="lava", samples=8, progress=False)
     assert _strip(json.loads(json.dumps(r))) == fixture["simulate_lava"]
 
 
+@pytest.mark.lava
 @pytest.mark.skipif(torch_device() != "cpu", reason="the fixture's torch stage ran on the CPU")
 def test_report_figures_unchanged(art, fixture):
     report(art, samples=48, lava_samples=4, progress=False, bits=(4, 8), attention_modes=False)

@@ -182,6 +182,7 @@ def test_float_reference_equals_torch(build):
         assert torch.equal(spikes, want[name]), name
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("build", [_spiking_resnet, _sew_concat, _ms_resnet, _avgpool_shortcut])
 def test_lava_equals_fixed_reference(build):
     from busy_nets import lava_mismatches
@@ -317,6 +318,7 @@ def test_the_table_shows_what_each_branch_reads():
 
 
 
+@pytest.mark.lava
 def test_a_readout_head_after_a_residual_block_is_exact_in_lava():
     from neurocomp.backends.lava import run_lava
     n = _spiking_resnet()

@@ -44,6 +44,7 @@ def dvs_structure():
     return lower_for(model, SHAPE, T, "static", calib=xc)
 
 
+@pytest.mark.lava
 def test_dvs128_structure_is_exact_on_every_layer(dvs_structure):
     """Every 128-group OR pool, the gain-scheduled neurons after each TCJA, the 512 hidden layer and the
     voting head: Lava == reference on every layer and step of Bernoulli(0.15) samples, every layer busy."""
@@ -58,6 +59,7 @@ def test_dvs128_structure_is_exact_on_every_layer(dvs_structure):
     assert not quiet, f"layers not busy: {quiet}"
 
 
+@pytest.mark.lava
 def test_lif_step_wraps_in_int32_like_lavas_lif_model():
     """Magnitudes: Lava's stock LIF model (``PyLifResetModelBitAcc``, which runs every plain LIF, OR
     threshold and readout) holds ``a_in``, ``u`` and ``v`` in numpy int32, so ``a_in << 6`` and the ``u``
@@ -92,6 +94,7 @@ def test_lif_step_wraps_in_int32_like_lavas_lif_model():
         assert torch.equal(v, torch.as_tensor(lava.v, dtype=torch.int64)), f"step {t}: voltage differs"
 
 
+@pytest.mark.lava
 def test_dense_sum_wraps_like_lavas_dense_model():
     """Magnitudes: Lava's bit-accurate Dense multiplies graded payloads by its (doubled, int32) weights in a
     numpy int32 dot product, which wraps at 2**31 before the halving (2048 inputs of payload 255 at weight
@@ -141,6 +144,7 @@ def _non_square(family: str, T: int, H: int = 8, W: int = 4, C: int = 8):
                                lif() if family != "ma" else MALIFNode())
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("family", ["tcja", "ma", "pfa"])
 def test_non_square_maps_are_exact(family):
     """Layouts: Lava's (W, H, C) order on a map with H != W (8x4), where a swapped axis cannot hide: conv and

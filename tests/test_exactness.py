@@ -28,6 +28,7 @@ def test_float_reference_equals_torch_on_every_layer(variant, seed):
     assert total > 0, "a network that never spikes proves nothing"
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("variant,seed", [(0, 0), (1, 1), (2, 2), (3, 3)])
 def test_fixed_reference_equals_lava_on_every_layer(variant, seed):
     model, shape = make_net(variant, seed)
@@ -53,6 +54,7 @@ def test_fixed_point_tracks_float_model():
     assert agree > 0.97
 
 
+@pytest.mark.lava
 def test_default_model_lava_exact_and_close_to_float():
     from neurocomp.frontends.torch import run_torch_model
     from neurocomp.data.registry import load_inputs

@@ -119,6 +119,7 @@ def test_payload_quantization_rule_hand_checked():
     assert payload_bits_for(2 ** 24 // 255 + 1) == 7 and payload_bits_for(2 ** 24 // 255) == 8
 
 
+@pytest.mark.lava
 def test_pfa_static_32x32_compiles_in_bounded_memory_and_lava_equals_reference(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     r = subprocess.run([sys.executable, "-c", SCRIPT_32, str(tmp_path)], capture_output=True, text=True,
@@ -175,6 +176,7 @@ def test_payload_fold_matches_dense_fold_quality_16x16(net16, monkeypatch):
         assert err_new / f.numel() < 0.1, name
 
 
+@pytest.mark.lava
 def test_payload_fold_lava_equals_reference_16x16(net16):
     _, g, x = net16
     q = lower(g)

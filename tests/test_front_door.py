@@ -107,6 +107,7 @@ def _copy_user(user, dst):
 
 
 # ---- the "Done when" commands, through the real CLI ----------------------------------------------
+@pytest.mark.lava
 def test_done_when_commands_compile_then_run_without_the_users_files(user, tmp_path):
     d = _copy_user(user, tmp_path / "u")
     p = _run(d, "compile", "model.pt", "--trust-pickle", *FACTS, "--calib", "inputs.npy")

@@ -167,6 +167,7 @@ def assert_integrator(fixed_graph, ref):
     assert int(ref.spikes[head.name].abs().sum()) > 0
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("name", list(NETS))
 def test_head_compiles_exactly(name, tmp_path):
     factory, shape = NETS[name]
@@ -206,6 +207,7 @@ def test_head_compiles_exactly(name, tmp_path):
     assert f"layer '{head}'" in text and ("readout" in text or "voting" in text), text
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 def test_attention_backbone_with_a_readout_head(mode, tmp_path):
     model = _build(tcja_readout_net, IMG, seed=3)
@@ -240,6 +242,7 @@ def test_readout_scale_is_the_largest_that_stays_below_the_firing_boundary():
     assert reach(w, b, 20, s) <= limit < reach(w, b, 20, s * 1.01)
 
 
+@pytest.mark.lava
 def test_the_reference_models_what_lava_does_beyond_the_integrators_range(tmp_path):
     """Forced out of its range (a negative window past -2**23 saturates; a small threshold fires and resets),
     the readout's reference still equals Lava step for step: it is Lava's arithmetic, not an idealised sum."""
@@ -323,6 +326,7 @@ def _run(cwd, *argv):
                           timeout=900, env=env)
 
 
+@pytest.mark.lava
 def test_cli_compile_simulate_report_on_a_readout_model(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(layer.Flatten(), layer.Linear(64, 24), lif(), nn.Linear(24, 40), layer.VotingLayer(4))

@@ -99,7 +99,9 @@ def _check(hostile, results, cls):
 
 # ---- class 1: code execution ---------------------------------------------------------------------
 def test_torchscript_archive_really_runs_code_in_torch_load(hostile, tmp_path):
-    """The premise: torch 2.3.1's weights_only load executes this archive (CVE-2025-32434 class)."""
+    """The premise: torch 2.3.1's weights_only load executes this archive (CVE-2025-32434 class): it hands
+    TorchScript to ``torch.jit.load``, which runs the archive's code in every torch. torch >= 2.6 refuses
+    TorchScript under weights_only=True; where it does, ``torch.jit.load`` itself is shown to run the code."""
     _, paths = hostile
     marker = str(tmp_path / "marker")
     ts = hostile_files.torchscript_archive(tmp_path / "ts.pt", marker)
@@ -107,7 +109,13 @@ def test_torchscript_archive_really_runs_code_in_torch_load(hostile, tmp_path):
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.load(ts, weights_only=True)
+        if tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 6):
+            torch.load(ts, weights_only=True)
+        else:
+            with pytest.raises(RuntimeError, match="TorchScript"):
+                torch.load(ts, weights_only=True)
+            assert not os.path.exists(marker)
+            torch.jit.load(ts)
     assert os.path.exists(marker) and open(marker, "rb").read() == b"A" * 8
 
 

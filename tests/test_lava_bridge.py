@@ -28,7 +28,8 @@ from test_signals import (ROOT, _cmdline, _communicate, _default_sigint, _descen
 MODEL = os.path.join(ROOT, "models", "digits_plain", "model.pt")
 N = 3
 
-pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
+pytestmark = [pytest.mark.lava,      # compares with an in-process Lava run
+              pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")]
 
 
 @pytest.fixture(scope="module")

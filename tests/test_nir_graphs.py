@@ -124,6 +124,7 @@ def test_a_nir_library_skip_graph_float_reference_is_the_nir_semantics(foreign):
         assert np.array_equal(got[k].bool().numpy(), w), k
 
 
+@pytest.mark.lava
 def test_a_nir_library_skip_graph_is_exact_on_lava(foreign):
     _, art, _, x = foreign
     q = load_graph(os.path.join(art, "fixed"))

@@ -49,6 +49,7 @@ def test_lif_float_reference_spikes_at_exact_solution_steps(lif_norse):
     assert np.array_equal(np.nonzero(out)[0], np.nonzero(exact[:, 2])[0])
 
 
+@pytest.mark.lava
 def test_lif_lava_spikes_and_voltage_match_lava_cpu_and_loihi2(lif_norse, tmp_path):
     """Raw Lava steps (one Dense delay included) against the recorded Lava CPU and Loihi 2 traces."""
     from lava.magma.core.run_conditions import RunSteps
@@ -145,6 +146,7 @@ def test_cnn_float_reference_equals_nirtorch(cnn):
     assert torch.equal(out, ref)
 
 
+@pytest.mark.lava
 def test_cnn_lava_equals_fixed_reference(cnn):
     from neurocomp.backends.lava import run_lava
     _, q, x = cnn
@@ -156,6 +158,7 @@ def test_cnn_lava_equals_fixed_reference(cnn):
     assert int(rq.spikes["1"].sum()) > 100
 
 
+@pytest.mark.lava
 def test_cnn_netx_roundtrip_equals_fixed_reference(cnn, tmp_path):
     """Written as netx HDF5, loaded by stock lava-dl netx 0.6, run back to back: same output spikes."""
     from neurocomp.backends.netx import run_netx, write_netx
@@ -174,6 +177,7 @@ def test_cnn_netx_roundtrip_equals_fixed_reference(cnn, tmp_path):
     assert torch.equal(out, ref)
 
 
+@pytest.mark.lava
 def test_netx_sum_pool_into_neurons_is_a_depthwise_conv(tmp_path):
     """A SumPool2d in front of a neuron (not fusable) is written as a groups=C conv netx can load."""
     from neurocomp.backends.netx import run_netx, write_netx
@@ -243,6 +247,7 @@ def test_braille_float_reference_vs_snntorch(variant, reset, floor):
         assert agree < 1.0   # the subtract variant does differ (snnTorch subtracts on the step after)
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("variant,reset", [("noDelay_bias_zero", "zero"), ("noDelay_noBias_subtract", "subtract")])
 def test_braille_compiles_and_lava_equals_fixed_reference(variant, reset, tmp_path):
     from neurocomp.api import compile as compile_, simulate

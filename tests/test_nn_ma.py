@@ -191,6 +191,7 @@ def _beta_net(per_channel: bool):
     return net
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("per_channel", [True, False], ids=["pa_train_self", "one-beta"])
 def test_cell_with_beta_compiles_exactly(per_channel, tmp_path):
     """float reference == torch spike for spike on every layer; Lava == the fixed-point reference on every
@@ -234,6 +235,7 @@ def test_cell_with_beta_compiles_exactly(per_channel, tmp_path):
     assert out
 
 
+@pytest.mark.lava
 def test_beta_enters_from_the_second_step_of_every_sample_window():
     """No input, leak-free cell (alpha = 1), V_th 0.3: the potential is beta * t, so a channel with
     beta 0.11 first fires at step 3 (0.33), then every step (0.3 + 0.11); beta 0.07 first at step 5

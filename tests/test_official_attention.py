@@ -379,6 +379,7 @@ def _compile_kw(route):
         if route == "pickle" else {}
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 @pytest.mark.parametrize("name", sorted(NETS))
 def test_model_with_official_classes_compiles_exactly(busy, tmp_path_factory, name, mode):
@@ -430,6 +431,7 @@ def test_model_with_official_classes_compiles_exactly(busy, tmp_path_factory, na
     assert sum(int(s.sum()) for s in ref.spikes.values()) > 0
 
 
+@pytest.mark.lava
 def test_additive_pfa_in_portable_mode_folds_its_mean_into_the_bias(busy, tmp_path_factory):
     user, _, route, d = busy("pfa_additive", tmp_path_factory.getbasetemp())
     out = api.compile(str(d / "model.pt"), str(d / "art_portable"), attention="portable", calib=str(d / "calib.npy"),

@@ -162,6 +162,7 @@ def test_float_reference_equals_torch_every_layer(spec, inp):
     assert torch.equal(r.output, y)
 
 
+@pytest.mark.lava
 @settings(max_examples=10, **SETTINGS)
 @given(spec=net_specs(), inp=inputs)
 def test_fixed_reference_equals_lava_every_layer(spec, inp):

@@ -88,6 +88,7 @@ def test_sweep_own_bits_equals_compiled_fixed_point_accuracy(artifact):
     assert "same_quantization_as_artifact" not in sw["rows"][0]
 
 
+@pytest.mark.lava
 def test_report_writes_the_three_outputs(artifact):
     from neurocomp.cli import main
     assert main(["report", artifact, "--samples", "40", "--lava-samples", "4", "-q"]) == 0
@@ -122,6 +123,7 @@ def test_report_writes_the_three_outputs(artifact):
     assert "reference simulator" in md and "Lava" in md and "davies2018" in md
 
 
+@pytest.mark.lava
 def test_report_measures_attention_modes_side_by_side(tmp_path):
     """An attention model's report recompiles the source in static and dynamic mode and fills one row
     with every stage; --finetuned fills 'static after fine-tuning' from a fine-tuned artifact."""
@@ -147,6 +149,7 @@ def test_report_measures_attention_modes_side_by_side(tmp_path):
     assert not [f for f in os.listdir(art) if f.startswith(".")]          # nothing left behind
 
 
+@pytest.mark.lava
 def test_report_shows_attention_process_cost_beside_the_cores(tmp_path):
     from neurocomp.api import compile as compile_
     from neurocomp.cli import main

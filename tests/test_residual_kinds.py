@@ -46,6 +46,7 @@ def logic(tmp_path_factory):
     return model, api.compile(ckpt, str(d / "art"), attention="static")
 
 
+@pytest.mark.lava
 def test_sew_and_iand_are_exact_neuron_logic(logic):
     model, out = logic
     check_artifact(model, out, ["Add", "Add"], shape=DIGITS)
@@ -69,6 +70,7 @@ def test_sew_and_iand_are_exact_neuron_logic(logic):
         assert fixed[name].fixed.du == fixed[name].fixed.dv == 4095      # nothing carried over a step
 
 
+@pytest.mark.lava
 def test_pooled_shortcuts_and_unequal_depth_compile_exactly(tmp_path):
     torch.manual_seed(0)
     model = busy(rm.DeepShortNet(), seed=1)
@@ -113,6 +115,7 @@ def test_inspect_shows_forks_joins_and_edge_delays(logic):
     assert "<- stem.1" in text                                          # a row that does not read the row above
 
 
+@pytest.mark.lava
 def test_report_on_a_residual_artifact(logic):
     from neurocomp.measure import report          # what `neurocomp report` runs, with a two-point sweep
     from neurocomp.report.sections import layer_labels
@@ -201,6 +204,7 @@ def _busy_direct(model, x):
     return model
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("cls,layout", [(rm.LoopSEWNet, "TB"), (rm.BTResNet, "BT")], ids=["loop_over_time", "BT_layout"])
 def test_branching_forwards_that_loop_over_time_or_take_BT_compile_exactly(cls, layout, tmp_path):
     from busy_nets import lava_mismatches

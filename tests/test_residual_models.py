@@ -98,6 +98,7 @@ def check_artifact(model, out, joins, shape=SHAPE):
     assert sum(int(s.sum()) for s in ref.spikes.values()) > 0
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("cls,joins,pickle", [
     (rm.SpikingResNet, ["Add", "Add"], False),
     (rm.MSResNet, ["Add"], False),
@@ -118,6 +119,7 @@ def test_an_add_of_a_tensor_not_from_the_input_is_refused_with_its_line(tmp_path
     assert "residual_models.py:" in msg and "\n" not in msg
 
 
+@pytest.mark.lava
 def test_cli_compile_simulate_inspect(tmp_path):
     model = busy(rm.SpikingResNet(), seed=2)
     ckpt = save_checkpoint(model, str(tmp_path / "m.pt"), input_shape=SHAPE, timesteps=T, encoding="bernoulli")

@@ -65,6 +65,7 @@ def _cases():
     return [(p, m) for p in RESIDUAL for m in (("static",) if NAME(p).endswith("_sew") else ("static", "dynamic"))]
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("path,mode", _cases(), ids=lambda v: NAME(v) if os.sep in str(v) else v)
 def test_residual_zoo_model_reference_equals_lava(path, mode):
     """The trained residual zoo compiled: fixed-point reference == Lava on every layer and step (3 test samples)."""

@@ -120,6 +120,7 @@ def _lines(stderr):
 
 
 # ---- in-process: the error path of run_lava ----------------------------------------------------
+@pytest.mark.lava
 def test_lava_error_stops_runtime_in_process(artifact, monkeypatch):
     """A process model that fails inside Lava (its recording file vanished) surfaces as an error and
     leaves no worker process of this interpreter behind."""
@@ -146,6 +147,7 @@ def test_lava_error_stops_runtime_in_process(artifact, monkeypatch):
     assert r.output.shape[:2] == (8, 2)
 
 
+@pytest.mark.lava
 def test_timeout_stops_runtime_in_process(artifact):
     import torch
     from neurocomp.artifact import Artifact
@@ -160,6 +162,7 @@ def test_timeout_stops_runtime_in_process(artifact):
 
 
 # ---- the real CLI: --timeout and SIGINT ---------------------------------------------------------
+@pytest.mark.lava
 def test_cli_timeout_stops_runtime(artifact):
     p = _spawn_simulate(artifact, "--samples", "360", "--timeout", "2")
     seen = _wait_for_workers(p)
@@ -173,6 +176,7 @@ def test_cli_timeout_stops_runtime(artifact):
     assert not left, f"Lava workers survived the timeout: {sorted(left)}"
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("group", [False, True], ids=["sigint-to-parent", "sigint-to-process-group"])
 def test_cli_sigint_stops_runtime(artifact, group):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) or SIGINT to the parent

@@ -64,6 +64,7 @@ def test_split_covers_every_sample_once():
         assert len(parts) == min(n, k) and max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
+@pytest.mark.lava
 def test_local_shards_read_back_as_one_recording(artifact, tmp_path, monkeypatch):
     """Every layer's spikes of the merged recording equal one runtime's, on slices across the boundary."""
     import tempfile
@@ -82,6 +83,7 @@ def test_local_shards_read_back_as_one_recording(artifact, tmp_path, monkeypatch
     assert _leftover(tmp_path) == []
 
 
+@pytest.mark.lava
 def test_simulate_on_local_ray_head_equals_one_runtime(artifact, single):
     pytest.importorskip("ray", reason="ray is in the test extra: pip install -e '.[test]'")
     from neurocomp.api import simulate
@@ -118,6 +120,7 @@ def test_failed_shard_is_retried_once(tmp_path):
     assert sorted(p.name for p in marks.iterdir()) == ["0-0", "1-0", "1-1", "2-0"]
 
 
+@pytest.mark.lava
 def test_shard_failing_twice_is_named_and_stops_the_others(artifact, tmp_path, monkeypatch):
     import tempfile
     from neurocomp.api import simulate
@@ -160,6 +163,7 @@ def test_timeout_stops_every_worker(tmp_path):
     assert len(pids) == 2 and not _still_alive(pids, 5), "a worker survived the timeout"
 
 
+@pytest.mark.lava
 def test_ctrl_c_to_the_group_stops_every_worker(artifact, tmp_path):
     tmp = tmp_path / "tmp"
     tmp.mkdir()

@@ -249,6 +249,7 @@ def _wait_for_workers(proc, n=3, timeout=120.0) -> set[int]:
     return seen
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("sig,group", [(signal.SIGTERM, False), (signal.SIGHUP, True), (signal.SIGTERM, True)],
                          ids=["SIGTERM-to-parent", "SIGHUP-to-process-group", "SIGTERM-to-process-group"])
 def test_signal_during_lava_simulate_ends_every_process(artifact, tmp_path, sig, group):
@@ -319,6 +320,7 @@ def _corrupt(name, sl, spikes, layers):
     return spikes
 
 
+@pytest.mark.lava
 def test_simulate_lava_streamed_equals_all_at_once(artifact, monkeypatch):
     """Per-batch comparison (batch 8, 24 samples) against the same recording read and compared at once;
     mismatches injected in three batches are all counted, in the right layers."""

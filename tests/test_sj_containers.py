@@ -25,7 +25,6 @@ import pytest
 import torch
 import torch.nn as nn
 from spikingjelly.activation_based import layer as ab_layer, neuron as ab_neuron
-from spikingjelly.clock_driven import layer as cd_layer, neuron as cd_neuron
 
 import busy_nets
 from busy_nets import bernoulli, lava_mismatches, make_busy
@@ -33,12 +32,14 @@ from nc_testutils import randomize_bn
 from neurocomp import api
 from neurocomp.errors import BadCheckpoint, BadInput, NeurocompError, UnsupportedLayer
 from neurocomp.frontends.checkpoint import build, describe, load_checkpoint, save_checkpoint
-from neurocomp.frontends.modules import EQUIVALENT, MODULES, plif_tau
+from neurocomp.frontends.modules import EQUIVALENT, MODULES, cd_layer, cd_neuron, plif_tau
 from neurocomp.frontends.torch import module_to_graph, run_torch_model
 from neurocomp.ir import Flatten, LIF
 from neurocomp.ir.serialize import load_graph
 from neurocomp.nn import TCJA
 from neurocomp.sim import run_float
+
+pytestmark = pytest.mark.clock_driven     # the official TCJA code's API (cd_layer, cd_neuron are None in 2.x)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = (2, 8, 8)
@@ -167,6 +168,7 @@ def tcja_busy():
     return model, T, xc
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 def test_tcja_paper_net_compiles_exactly(tcja_busy, tmp_path, mode):
     model, T, xc = tcja_busy
@@ -195,6 +197,7 @@ def test_tcja_paper_net_compiles_exactly(tcja_busy, tmp_path, mode):
 
 
 # ---- ParametricLIF / MultiStepIF / MultiStepContainer, cupy flag, from torch.save(model) -----------
+@pytest.mark.lava
 def test_plif_variant_from_a_pickle_compiles_exactly(tmp_path, monkeypatch):
     T = 5
     model = plif_net()

@@ -345,6 +345,7 @@ CASES = {  # class -> (input layout, output layout, reduction, Readout appended)
 }
 
 
+@pytest.mark.clock_driven
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_the_reduced_chain_computes_the_users_model(nets, name):
     mod, _ = nets
@@ -392,6 +393,8 @@ def _compiled_checks(out, model, name, mode, x):
     assert_lava_exact(load_graph(os.path.join(out, "fixed")), x)
 
 
+@pytest.mark.lava
+@pytest.mark.clock_driven
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 def test_stacknet_with_tcja_from_a_pickle_compiles_exactly(nets, tmp_path, mode):
     mod, _ = nets
@@ -404,6 +407,8 @@ def test_stacknet_with_tcja_from_a_pickle_compiles_exactly(nets, tmp_path, mode)
     _compiled_checks(out, model, "StackNet", mode, bernoulli(T, 3, SHAPE, p=0.3, seed=9))
 
 
+@pytest.mark.lava
+@pytest.mark.clock_driven
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 def test_manet_from_a_state_dict_and_its_class_compiles_exactly(nets, tmp_path, mode):
     mod, d = nets
@@ -417,6 +422,8 @@ def test_manet_from_a_state_dict_and_its_class_compiles_exactly(nets, tmp_path, 
     _compiled_checks(out, model, "MANet", mode, bernoulli(T, 3, SHAPE, p=0.3, seed=10))
 
 
+@pytest.mark.lava
+@pytest.mark.clock_driven
 def test_clock_loop_from_save_checkpoint_compiles_exactly(nets, tmp_path):
     mod, _ = nets
     model = busy(mod, "ClockLoop", seed=1)
@@ -474,6 +481,7 @@ SCRIPT_PY = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.lava
 def test_done_when_command_on_a_script_pickle_with_a_custom_forward(tmp_path):
     (tmp_path / "train.py").write_text(SCRIPT_PY)
     p = subprocess.run([sys.executable, "train.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
@@ -512,6 +520,7 @@ ERRORS = {  # class -> (marker, words the message holds)
 }
 
 
+@pytest.mark.clock_driven
 @pytest.mark.parametrize("name", ["Residual", "Cat"])
 def test_a_residual_add_or_a_cat_is_traced_as_a_graph(nets, tmp_path, name):
     """Refused before graphs (issue 15); now reduced to neurocomp's GraphModule and stored."""
@@ -525,6 +534,7 @@ def test_a_residual_add_or_a_cat_is_traced_as_a_graph(nets, tmp_path, name):
     assert torch.equal(run_torch_model(stored, x), run_torch_model(model, x))
 
 
+@pytest.mark.clock_driven
 @pytest.mark.parametrize("name", sorted(ERRORS))
 def test_an_unsupported_operation_is_one_line_with_its_source_line(nets, tmp_path, name):
     mod, _ = nets
@@ -538,6 +548,7 @@ def test_an_unsupported_operation_is_one_line_with_its_source_line(nets, tmp_pat
     assert e.value.hint and not os.path.exists(tmp_path / "m.pt")
 
 
+@pytest.mark.clock_driven
 def test_an_unsupported_operation_through_the_cli_is_one_error_line(nets, tmp_path):
     mod, d = nets
     (tmp_path / "save.py").write_text("import torch\nfrom nets import Unknown\ntorch.save(Unknown().eval(), 'model.pt')\n")
@@ -576,6 +587,8 @@ def test_a_loop_over_another_t_names_the_t_to_pass():
 
 
 # ---- the heads (Readout, VotingLayer), compiled -------------------------------------------------------------
+@pytest.mark.lava
+@pytest.mark.clock_driven
 @pytest.mark.parametrize("name", ["VoteNet", "FillNet", "MeanFC", "TCJAVote"])
 def test_traced_heads_compile_exactly(nets, tmp_path, name):
     mod, _ = nets
@@ -622,6 +635,7 @@ class _BTModel(torch.nn.Module):
         return self.cell(self.fc(x.flatten(2)))
 
 
+@pytest.mark.clock_driven
 def test_a_recognised_batch_major_class_makes_the_input_batch_major(monkeypatch):
     from spikingjelly.activation_based import neuron
     import neurocomp.frontends.official as official
@@ -642,6 +656,7 @@ def test_a_recognised_batch_major_class_makes_the_input_batch_major(monkeypatch)
     assert y_chain.any() and torch.equal(y_chain.transpose(0, 1), y_user)
 
 
+@pytest.mark.clock_driven
 def test_without_the_facts_or_with_wrong_ones_the_message_says_what_to_pass(nets, tmp_path):
     mod, _ = nets
     from neurocomp.frontends.usercode import as_sequential
@@ -675,6 +690,7 @@ class _Neurons(torch.nn.Module):
         return torch.stack(outs, 1)                                   # [B, T, 4]
 
 
+@pytest.mark.clock_driven
 def test_single_step_neurons_of_both_apis_become_multi_step():
     from spikingjelly.activation_based import neuron
     torch.manual_seed(0)

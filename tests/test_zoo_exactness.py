@@ -32,6 +32,7 @@ def zoo_model(request):
     return g, x
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("path", ZOO, ids=lambda p: os.path.basename(os.path.dirname(p)))
 def test_zoo_dynamic_attention_equals_lava(path):
     """Attention kept dynamic: IR float == original torch model, reference == Lava (T-step delay)."""
@@ -46,6 +47,7 @@ def test_zoo_dynamic_attention_equals_lava(path):
         assert torch.equal(ref.spikes[name], lava.spikes[name]), name
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("mode", ["static", "portable"])
 def test_zoo_reference_equals_lava(zoo_model, mode):
     g, x = zoo_model

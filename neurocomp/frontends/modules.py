@@ -20,7 +20,10 @@ from neurocomp._quiet import import_spikingjelly
 
 import_spikingjelly()
 from spikingjelly.activation_based import layer, neuron, surrogate  # noqa: E402
-from spikingjelly.clock_driven import layer as cd_layer, neuron as cd_neuron  # noqa: E402
+try:  # SpikingJelly 2.x removed the clock_driven API: its classes exist only where an older SpikingJelly is
+    from spikingjelly.clock_driven import base as cd_base, layer as cd_layer, neuron as cd_neuron  # noqa: E402
+except ImportError:  # so does every model built with them; the activation_based entries serve all others
+    cd_base = cd_layer = cd_neuron = None
 
 from neurocomp.nn import REGISTRY  # noqa: E402
 from neurocomp.nn.backbones import Traceable  # noqa: E402
@@ -137,13 +140,6 @@ MODULES = {
     "spikingjelly.LIFNode": (neuron.LIFNode, _lif_args, _sj(neuron.LIFNode)),
     "spikingjelly.IFNode": (neuron.IFNode, _if_args, _sj(neuron.IFNode)),
     "spikingjelly.ParametricLIFNode": (neuron.ParametricLIFNode, _plif_args, _sj(neuron.ParametricLIFNode)),
-    # clock_driven classes are built (and stored, see EQUIVALENT) as their activation_based equivalents
-    "spikingjelly.clock_driven.MultiStepLIFNode": (cd_neuron.MultiStepLIFNode, _lif_args, _sj(neuron.LIFNode)),
-    "spikingjelly.clock_driven.MultiStepIFNode": (cd_neuron.MultiStepIFNode, _if_args, _sj(neuron.IFNode)),
-    "spikingjelly.clock_driven.MultiStepParametricLIFNode": (cd_neuron.MultiStepParametricLIFNode, _plif_args,
-                                                             _sj(neuron.ParametricLIFNode)),
-    "spikingjelly.clock_driven.MultiStepDropout": (cd_layer.MultiStepDropout, _dropout_args, _sj(layer.Dropout)),
-    "spikingjelly.clock_driven.Dropout": (cd_layer.Dropout, _dropout_args, _sj(layer.Dropout)),
     "torch.Conv2d": (tnn.Conv2d, _conv_args, _plain(tnn.Conv2d)),
     "torch.Linear": (tnn.Linear, _linear_args, _plain(tnn.Linear)),
     "torch.BatchNorm2d": (tnn.BatchNorm2d, _bn_args, _plain(tnn.BatchNorm2d)),
@@ -154,6 +150,16 @@ MODULES = {
     "torch.Dropout": (tnn.Dropout, _dropout_args, _plain(tnn.Dropout)),
     "torch.Identity": (tnn.Identity, lambda m: {}, _plain(tnn.Identity)),
 }
+if cd_neuron is not None:
+    # clock_driven classes are built (and stored, see EQUIVALENT) as their activation_based equivalents
+    MODULES.update({
+        "spikingjelly.clock_driven.MultiStepLIFNode": (cd_neuron.MultiStepLIFNode, _lif_args, _sj(neuron.LIFNode)),
+        "spikingjelly.clock_driven.MultiStepIFNode": (cd_neuron.MultiStepIFNode, _if_args, _sj(neuron.IFNode)),
+        "spikingjelly.clock_driven.MultiStepParametricLIFNode": (cd_neuron.MultiStepParametricLIFNode, _plif_args,
+                                                                 _sj(neuron.ParametricLIFNode)),
+        "spikingjelly.clock_driven.MultiStepDropout": (cd_layer.MultiStepDropout, _dropout_args, _sj(layer.Dropout)),
+        "spikingjelly.clock_driven.Dropout": (cd_layer.Dropout, _dropout_args, _sj(layer.Dropout)),
+    })
 
 
 # the clock_driven classes a checkpoint describes by their activation_based multi-step equivalent
@@ -164,8 +170,8 @@ EQUIVALENT = {"spikingjelly.clock_driven.MultiStepLIFNode": "spikingjelly.LIFNod
               "spikingjelly.clock_driven.Dropout": "spikingjelly.Dropout"}
 
 # containers whose children each see one time step ([B, ...], or [T * B, ...] with T folded into the batch)
-PER_STEP_CONTAINERS = (layer.SeqToANNContainer, layer.MultiStepContainer, cd_layer.SeqToANNContainer,
-                       cd_layer.MultiStepContainer)
+PER_STEP_CONTAINERS = (layer.SeqToANNContainer, layer.MultiStepContainer) + (
+    () if cd_layer is None else (cd_layer.SeqToANNContainer, cd_layer.MultiStepContainer))
 # a checkpoint's container types besides "Sequential": rebuilt as the activation_based class, whichever
 # API the model used (the two compute the same: fold T into the batch / run the children step by step)
 CONTAINER_TYPES = {"SeqToANNContainer": layer.SeqToANNContainer, "MultiStepContainer": layer.MultiStepContainer}
@@ -174,7 +180,7 @@ CONTAINER_TYPES = {"SeqToANNContainer": layer.SeqToANNContainer, "MultiStepConta
 def container_type(module) -> str | None:
     """The checkpoint's container type of a SpikingJelly per-step container (either API), else None."""
     for name, cls in CONTAINER_TYPES.items():
-        if type(module) in (cls, getattr(cd_layer, name)):
+        if type(module) in (cls, getattr(cd_layer, name, None)):
             return name
     return None
 

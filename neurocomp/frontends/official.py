@@ -29,7 +29,8 @@ What is recognised (class name -> equivalent; every equivalent is time-major ``[
 - ridgerchu/TCJA ``src/dvs128.py``: its own ``VotingLayer`` (``voting = nn.AvgPool1d(k, k)``) ->
   SpikingJelly's ``VotingLayer(k)`` (the output head; see ``frontends/torch``).
 - SpikingJelly: ``activation_based.layer.MultiDimensionalAttention`` -> TCSA (0.0.0.0.14's own forward
-  calls a ``self.relu`` it never defines; the ReLU is what the class and MA-SNN mean);
+  calls a ``self.relu`` it never defines; the ReLU is what the class and MA-SNN mean; 2.x's subsets
+  without some of ``ta`` / ``ca`` / ``sa`` -> TCA / TSA / CSA / TA / CA / SA);
   ``activation_based.layer.TemporalWiseAttention`` and ``clock_driven.layer.MultiStepTemporalWiseAttention``
   -> ``TA(relu=False)`` (its MLP's Linear weights as 1x1 convolutions; ``dimension=2`` -> ``fc=True``).
 
@@ -186,10 +187,16 @@ def _ma(module, path):
 
 def _multi_dimensional(module, path):
     """SpikingJelly's MultiDimensionalAttention: TA -> CA -> SA -> ReLU on [T, N, C, H, W], i.e. TCSA.
-    (SpikingJelly 0.0.0.0.14's own forward calls ``self.relu``, which it never defines.)"""
-    T, C, t_ratio, c_ratio, kernel, _ = _ma_geometry(module, path, "TCS", "SpikingJelly's MultiDimensionalAttention",
+    (SpikingJelly 0.0.0.0.14's own forward calls ``self.relu``, which it never defines.) SpikingJelly 2.x's
+    ``use_temporal`` / ``use_channel`` / ``use_spatial`` leave a part ``None``: the subset is MA-SNN's class
+    of those parts (TCA, TSA, CSA, TA, CA, SA), applied in the same order."""
+    parts = "".join(p for p, a in zip("TCS", ("ta", "ca", "sa")) if getattr(module, a, None) is not None)
+    name = {"TCS": "TCSA", "TC": "TCA", "TS": "TSA", "CS": "CSA", "T": "TA", "C": "CA", "S": "SA"}.get(parts)
+    if name is None:
+        _refuse(path, module, "has none of its ta, ca, sa parts")
+    T, C, t_ratio, c_ratio, kernel, _ = _ma_geometry(module, path, parts, "SpikingJelly's MultiDimensionalAttention",
                                                      fc_ok=False)
-    eq = TCSA(T=T, channels=C, t_ratio=t_ratio, c_ratio=c_ratio, kernel_size=kernel)
+    eq = MA_CLASSES[name](T=T, channels=C, t_ratio=t_ratio, c_ratio=c_ratio, kernel_size=kernel)
     return _load(eq, module, path, module.state_dict())
 
 
@@ -203,9 +210,13 @@ def _temporal_wise(module, path):
     if not (len(lin) == 2 and all(isinstance(m, tnn.Linear) and m.bias is None for m in lin)
             and isinstance(module.sharedMLP[1], tnn.ReLU) and len(a) == 2 and a == b[::-1] and 1 <= a[0] <= a[1]):
         _shape_error(path, module, official, "sharedMLP.0.weight", a, "[T // r, T] (bias-free Linear, ReLU, Linear)")
-    dimension = getattr(module, "dimension", None)
-    if dimension not in (2, 4):
-        _refuse(path, module, f"dimension={dimension!r}, where {official} takes 4 ([T, N, C, H, W]) or 2 ([T, N, L])")
+    # the input's rank from the pooling the constructor's `dimension` chose (SpikingJelly 2.x stores no
+    # `dimension`; every version builds these pools)
+    pool = type(getattr(module, "avg_pool", None))
+    dimension = {tnn.AdaptiveAvgPool3d: 4, tnn.AdaptiveAvgPool1d: 2}.get(pool)
+    if dimension is None:
+        _refuse(path, module, f"its avg_pool is {pool.__name__}, where {official} has AdaptiveAvgPool3d "
+                              "(dimension=4, [T, N, C, H, W]) or AdaptiveAvgPool1d (dimension=2, [T, N, L])")
     T, hidden = int(a[1]), int(a[0])
     fc = dimension == 2
     tail = (1,) if fc else (1, 1, 1)

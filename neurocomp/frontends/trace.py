@@ -57,18 +57,19 @@ import torch.nn as tnn
 from torch.overrides import TorchFunctionMode
 
 from neurocomp.errors import NeurocompError, UnsupportedLayer
-from neurocomp.frontends.modules import MODULES, PER_STEP_CONTAINERS, is_library_layer, type_name
+from neurocomp.frontends.modules import MODULES, PER_STEP_CONTAINERS, cd_base, cd_neuron, is_library_layer, type_name
 from neurocomp.frontends.torch import _set_backend, reset_state, run_torch_model
 
 from spikingjelly.activation_based import base as ab_base, layer as ab_layer  # noqa: E402
-from spikingjelly.clock_driven import base as cd_base, neuron as cd_neuron  # noqa: E402
 
 _LIBRARIES = tuple(os.path.dirname(os.path.realpath(m.__file__)) + os.sep
                    for m in (torch, sys.modules["spikingjelly"], sys.modules["neurocomp"]))
 _IDENTITY_CLASSES = (tnn.Dropout, tnn.Identity, ab_layer.Dropout)
 # single-step neurons called once per step -> the table entry of their multi-step equivalent
-_SINGLE_STEP = {cd_neuron.LIFNode: "spikingjelly.LIFNode", cd_neuron.IFNode: "spikingjelly.IFNode",
-                cd_neuron.ParametricLIFNode: "spikingjelly.ParametricLIFNode"}
+_SINGLE_STEP = {} if cd_neuron is None else {
+    cd_neuron.LIFNode: "spikingjelly.LIFNode", cd_neuron.IFNode: "spikingjelly.IFNode",
+    cd_neuron.ParametricLIFNode: "spikingjelly.ParametricLIFNode"}
+_MEMORY_MODULES = (ab_base.MemoryModule,) + (() if cd_base is None else (cd_base.MemoryModule,))
 _DATA_READS = {"__bool__", "item", "tolist", "__int__", "__float__", "__index__", "numpy", "__array__",
                "__complex__", "any", "all", "nonzero", "equal"}
 _SUSPEND = {"__repr__", "__str__", "__format__"}   # printing in a forward: harmless
@@ -199,7 +200,7 @@ def _refuse(what, hint=CHAIN_HINT, frame=None):
 
 # ---- the leaves ---------------------------------------------------------------------------------------------
 def _stateful(m) -> bool:
-    return any(isinstance(x, (ab_base.MemoryModule, cd_base.MemoryModule)) or type(x).__module__.startswith("neurocomp.nn")
+    return any(isinstance(x, _MEMORY_MODULES) or type(x).__module__.startswith("neurocomp.nn")
                for x in m.modules())
 
 

@@ -49,7 +49,7 @@ def lif(surrogate_name: str = "atan", tau: float = 2.0) -> neuron.LIFNode:
     """The SpikingJelly LIF of TCJA/PFA (hard reset to 0, fires on v >= 1), multi-step."""
     return neuron.LIFNode(tau=tau, decay_input=True, v_threshold=1.0, v_reset=0.0,
                           surrogate_function=SURROGATES[surrogate_name](), detach_reset=True,
-                          step_mode="m", backend="torch")
+                          step_mode="m")   # the torch backend: the default of every SpikingJelly
 
 
 def _conv_bn(cin: int, cout: int, bias: bool = True, stride: int = 1) -> list[nn.Module]:

@@ -26,7 +26,7 @@ def _lif(node, surrogate_alpha: float = 2.0):
     from spikingjelly.activation_based import neuron, surrogate
     kw = dict(v_threshold=float(node.v_threshold), v_reset=None if node.v_reset is None else float(node.v_reset),
               surrogate_function=surrogate.ATan(alpha=surrogate_alpha), detach_reset=True,
-              step_mode="m", backend="torch")
+              step_mode="m")   # the torch backend: the default of every SpikingJelly
     if node.tau is None:
         return neuron.IFNode(**kw)
     return neuron.LIFNode(tau=float(node.tau), decay_input=bool(node.decay_input), **kw)
