@@ -39,13 +39,19 @@ def _available_gib() -> float:
 
 
 def _pss(pid: int, rss: int) -> int:
-    """Proportional set size (shared pages split between the forked Lava processes), else the RSS."""
+    """Proportional set size of the memory a process holds (anonymous and shared memory, shared pages split
+    between the forked Lava processes), else the RSS. File-backed pages (libraries, the memory-mapped
+    recording) are left out: they are page cache the kernel can drop, and counting them made the forked
+    Lava processes of the DVS128 net look like 14.5 GiB while MemAvailable fell by 3.0 GiB (measured)."""
     try:
         with open(f"/proc/{pid}/smaps_rollup") as fh:
-            for line in fh:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
+            fields = dict(line.split()[:2] for line in fh if line.startswith(("Pss", "Rss")))
+        fields = {k.rstrip(":"): int(v) for k, v in fields.items()}
+        if "Pss_Anon" in fields:
+            return (fields["Pss_Anon"] + fields.get("Pss_Shmem", 0)) * 1024
+        if "Pss" in fields:
+            return fields["Pss"] * 1024
+    except (OSError, ValueError):
         pass
     return rss
 
