@@ -87,6 +87,7 @@ def test_registry_loads_gesture32(tmp_path, monkeypatch):
 AT_SIZE = zoo_checkpoints(at_size=True)
 
 
+@pytest.mark.lava
 @pytest.mark.parametrize("path", AT_SIZE, ids=[os.path.basename(os.path.dirname(p)) for p in AT_SIZE])
 def test_gesture_zoo_compiles_and_lava_equals_reference(path, tmp_path, monkeypatch):
     from neurocomp.api import calibration_inputs

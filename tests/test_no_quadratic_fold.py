@@ -73,6 +73,7 @@ def resnet8(tmp_path_factory):
     return g, lower(g)
 
 
+@pytest.mark.lava
 def test_pfa_in_a_resnet_block_folds_to_payloads_and_lava_equals_reference(resnet8):
     g, q = resnet8
     kinds = [n.kind for n in q]
@@ -107,6 +108,7 @@ class TwoReaders(torch.nn.Module):
         return self.head(self.a(s) + self.b(s))
 
 
+@pytest.mark.lava
 def test_one_map_read_by_two_convs_gets_a_payload_edge_each(tmp_path):
     model = busy(TwoReaders().eval(), seed=1)
     g = _static_graph(model, 8, tmp_path)
