@@ -22,7 +22,7 @@ import torch
 
 from neurocomp.artifact import Artifact
 
-from test_signals import (ROOT, _cmdline, _communicate, _default_sigint, _descendants, _env, _kill_all, _lines,
+from test_signals import (ROOT, _assert_ended_clean, _cmdline, _default_sigint, _descendants, _env, _kill_all,
                           _still_alive, _wait_for_workers)
 
 MODEL = os.path.join(ROOT, "models", "digits_plain", "model.pt")
@@ -173,13 +173,7 @@ def test_ctrl_c_to_the_group_ends_the_lava_environment(artifact, tmp_path):
     assert len(_descendants(child[0])) >= 2, "its Lava workers never started"
     assert [n for n in os.listdir(tmp) if n.startswith("neurocomp-bridge-")], "no bridge folder: nothing to clean"
     os.killpg(p.pid, signal.SIGINT)
-    _, err = _communicate(p, seen, timeout=90)
-    assert p.returncode == 130, err[-2000:]
-    assert _lines(err) == ["interrupted"], err[-2000:]
-    left = _still_alive(seen, timeout=5.0)
-    _kill_all(left)
-    assert not left, f"still alive 5 s after the command ended: {[(q, _cmdline(q)[:90]) for q in sorted(left)]}"
-    assert os.listdir(tmp) == [], f"temporary files left: {os.listdir(tmp)}"
+    _assert_ended_clean(p, seen, tmp, 130, "interrupted")
     assert not (tmp_path / "r.json").exists()
 
 

@@ -19,8 +19,8 @@ import sys
 import pytest
 import torch
 
-from test_signals import (ROOT, _cmdline, _communicate, _default_sigint, _descendants, _env, _kill_all, _lines,
-                          _still_alive, _wait_for_workers)
+from test_signals import (ROOT, _assert_ended_clean, _cmdline, _default_sigint, _descendants, _env, _still_alive,
+                          _wait_for_workers)
 
 MODEL = os.path.join(ROOT, "models", "digits_plain", "model.pt")
 N = 5                    # two shards of 3 and 2 samples: batches of 2 cross the boundary
@@ -176,13 +176,7 @@ def test_ctrl_c_to_the_group_stops_every_worker(artifact, tmp_path):
     assert len(shards) >= 2, f"two shard workers expected among {[(q, _cmdline(q)[:60]) for q in sorted(seen)]}"
     assert _leftover(tmp), "no shard folder: nothing to clean was tested"
     os.killpg(p.pid, signal.SIGINT)
-    _, err = _communicate(p, seen, timeout=90)
-    assert p.returncode == 130, err[-2000:]
-    assert _lines(err) == ["interrupted"], err[-2000:]
-    left = _still_alive(seen, timeout=5.0)
-    _kill_all(left)
-    assert not left, f"still alive 5 s after the command ended: {[(q, _cmdline(q)[:90]) for q in sorted(left)]}"
-    assert os.listdir(tmp) == [], f"temporary files left: {os.listdir(tmp)}"
+    _assert_ended_clean(p, seen, tmp, 130, "interrupted")
 
 
 def _stat_ppid(pid):

@@ -122,6 +122,19 @@ def _communicate(p, seen=(), timeout=120):
         pytest.fail(f"the command did not exit within {timeout} s")
 
 
+def _assert_ended_clean(p, seen, tmp, status, line):
+    """After a signal: ``p`` exits with ``status`` and the one stderr ``line``, no process it started is alive
+    5 s later, and its temporary folder ``tmp`` is empty."""
+    _, err = _communicate(p, seen, timeout=90)
+    assert p.returncode == status, err[-2000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert _lines(err) == [line], err[-3000:]
+    left = _still_alive(seen, timeout=5.0)
+    _kill_all(left)
+    assert not left, f"still alive 5 s after the command ended: {[(q, _cmdline(q)[:90]) for q in sorted(left)]}"
+    assert os.listdir(tmp) == [], f"temporary files left: {os.listdir(tmp)}"
+
+
 # a CLI run whose write phase can be made slow or interrupted from inside, through neurocomp.api's
 # write_nir (the first thing compile's fill() does, inside the temporary artifact folder)
 _CLI_WITH_HOOK = """
@@ -268,14 +281,7 @@ def test_signal_during_lava_simulate_ends_every_process(artifact, tmp_path, sig,
         os.killpg(p.pid, sig)
     else:
         p.send_signal(sig)
-    _, err = _communicate(p, seen, timeout=90)
-    assert p.returncode == 128 + sig, err[-2000:]
-    assert "Traceback" not in err, err[-3000:]
-    assert _lines(err) == [f"terminated ({signal.Signals(sig).name})"], err[-3000:]
-    left = _still_alive(seen, timeout=5.0)
-    _kill_all(left)
-    assert not left, f"still alive 5 s after the command ended: {[(q, _cmdline(q)[:90]) for q in sorted(left)]}"
-    assert os.listdir(tmp) == [], f"temporary files left: {os.listdir(tmp)}"
+    _assert_ended_clean(p, seen, tmp, 128 + sig, f"terminated ({signal.Signals(sig).name})")
     assert not (tmp_path / "r.json").exists()
 
 
