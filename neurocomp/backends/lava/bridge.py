@@ -36,7 +36,7 @@ import numpy as np
 
 from neurocomp import errors, signals
 from neurocomp._version import __version__
-from neurocomp.backends.lava import env
+from neurocomp.backends.lava import env, footprint
 from neurocomp.errors import LavaEnvironmentError, LavaRunError, NeurocompError, RunTimeout
 from neurocomp.shards import GRACE_S, POLL_S
 
@@ -49,8 +49,16 @@ def lava_recording(graph, x_seq, workers: int = 1, ray: str | None = None, tag: 
                    graph_dir: str | None = None):
     """Lava's recording of ``x_seq`` ``[T, N, ...]``: :func:`record_lava_sharded` in this process when
     Lava runs here, else the same run in the Lava environment. ``graph_dir``: a folder holding ``graph``
-    as ``ir.serialize`` writes it (an artifact's ``fixed/``), so it is not written again."""
-    if env.lava_here():
+    as ``ir.serialize`` writes it (an artifact's ``fixed/``), so it is not written again.
+
+    First the run's memory is estimated (:func:`footprint.check_lava`: every Lava process, channel and
+    array of every shard): a run that does not fit the budget stops here in one line, before any Lava
+    process starts or any file is written."""
+    here = env.lava_here()
+    shape = getattr(x_seq, "shape", None) or np.shape(x_seq)
+    footprint.check_lava(graph, int(shape[1]) if len(shape) > 1 else 1, workers=workers, ray=ray, tag=tag,
+                         record=record, here=here)
+    if here:
         from neurocomp.backends.lava.shard import record_lava_sharded
         return record_lava_sharded(graph, x_seq, workers=workers, ray=ray, tag=tag, timeout=timeout,
                                    progress=progress, chunk_samples=chunk_samples, record=record)

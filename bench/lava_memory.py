@@ -1,0 +1,150 @@
+"""The Lava runtime's memory, measured against its estimate (issue 16, "Memory bounded by design").
+
+For each net (zoo models and untrained ``neurocomp.nn.backbones`` nets, compiled once into ``--work``),
+one child process loads the artifact's fixed graph, draws Bernoulli(0.15) inputs and runs Lava
+``fixed_pt`` through ``bridge.lava_recording`` (where ``simulate`` / ``report`` start Lava), every layer
+recorded, ``--workers`` shards; the parent samples the child's whole process tree every 0.1 s (PSS of
+anonymous and shared memory, ``exact_at_size._pss``: page cache left out) and keeps the peak. The child
+prints :func:`neurocomp.backends.lava.footprint.lava_bytes`'s estimate of the same run (what the runtime
+adds, plus the child's own memory when Lava starts), so each row is measured against estimated.
+
+Usage: ``python bench/lava_memory.py [--nets a,b] [--work /tmp/lavamem] [--json out.json]``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+from exact_at_size import _pss   # noqa: E402  the one measure of a process's memory
+
+# name: zoo model folder, or backbone spec; Lava samples; workers
+NETS = {
+    "digits_tcja": dict(zoo="digits_tcja", samples=4),
+    "events_pfa": dict(zoo="events_pfa", samples=4),
+    "digits_sew": dict(zoo="digits_sew", samples=4),
+    "tcja_16": dict(kind="tcja", hw=16, channels=(4, 8), T=6, mode="static", samples=2),
+    "tcja_16_w2": dict(kind="tcja", hw=16, channels=(4, 8), T=6, mode="static", samples=4, workers=2),
+    "tcja_32": dict(kind="tcja", hw=32, channels=(32, 64, 128), T=16, mode="static", samples=2),
+    "pfa_32_dynamic": dict(kind="pfa", hw=32, channels=(32, 64, 128), T=16, mode="dynamic", samples=2),
+    "tcja_32_wide": dict(kind="tcja", hw=32, channels=(128, 128), T=16, mode="static", samples=4),
+    "tcja_dvs128": dict(kind="tcja", hw=128, channels=(128,) * 5, hidden=512, classes=110, vote=10, T=20,
+                        mode="static", samples=1),      # bench/scale.py's row (measured there: 3.83 GiB)
+}
+
+
+def _tree(root: int):
+    """(anonymous + shared PSS in bytes, number of processes) of ``root`` and its descendants."""
+    parent = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    parent[int(d)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    total, n, todo, seen, shm = 0, 0, [root], set(), 0
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        total += _pss(p, 0)
+        shm += _shmem(p)
+        n += 1
+        todo += [c for c, pp in parent.items() if pp == p]
+    return total, n, shm
+
+
+def _shmem(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            return next((int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("Pss_Shmem")), 0)
+    except OSError:
+        return 0
+
+
+def compile_net(name, spec, work) -> str:
+    art = os.path.join(work, name.replace("_w2", ""), "art")
+    if os.path.isdir(art):
+        return art
+    os.makedirs(os.path.dirname(art), exist_ok=True)
+    if "zoo" in spec:
+        from neurocomp.api import compile as nc_compile
+        nc_compile(os.path.join(ROOT, "models", spec["zoo"], "model.pt"), art, calib_samples=16)
+    else:
+        from scale import phase_compile
+        phase_compile(dict(dict(hidden=0, classes=11), **spec), os.path.dirname(art), 2)
+    return art
+
+
+def phase_run(art, samples, workers) -> dict:
+    import torch
+    from neurocomp.artifact import Artifact
+    from neurocomp.backends.lava import footprint
+    from neurocomp.backends.lava.bridge import lava_recording
+    g = Artifact(art).fixed_graph
+    T = int(g.meta["timesteps"])
+    gen = torch.Generator().manual_seed(2)
+    x = (torch.rand((T, samples) + tuple(g.input_node.out_shape), generator=gen) < 0.15).float()
+    est = footprint.lava_bytes(g, samples, workers=workers)
+    t0 = time.perf_counter()
+    with lava_recording(g, x, workers=workers) as rec:
+        rec.spikes(slice(0, 1))
+    return {"estimate_added": est.added, "estimate_tree": est.tree, "own": est.own, "processes": est.processes,
+            "largest": est.largest, "estimate_channels": est.channels, "lava_s": round(time.perf_counter() - t0, 2)}
+
+
+def measure(name, spec, work) -> dict:
+    art = compile_net(name, spec, work)
+    cmd = [sys.executable, os.path.abspath(__file__), "--phase-run", art, str(spec["samples"]),
+           str(spec.get("workers", 1))]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    peak, procs, shm = 0, 0, 0
+    while p.poll() is None:
+        b, n, sh = _tree(p.pid)
+        if b > peak:
+            peak, procs, shm = b, n, sh
+        time.sleep(0.1)
+    out = [ln for ln in p.stdout.read().splitlines() if ln.startswith("{")]
+    if p.returncode or not out:
+        return {"net": name, "error": f"exit {p.returncode}"}
+    res = json.loads(out[-1])
+    res.update(net=name, samples=spec["samples"], workers=spec.get("workers", 1), measured_peak=peak,
+               measured_processes=procs, measured_shmem=shm, ratio=round(res["estimate_tree"] / peak, 2))
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nets", default=",".join(NETS))
+    ap.add_argument("--work", default="/tmp/lavamem")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--phase-run", nargs=3, default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.phase_run:
+        print(json.dumps(phase_run(a.phase_run[0], int(a.phase_run[1]), int(a.phase_run[2]))), flush=True)
+        return 0
+    rows = []
+    for name in a.nets.split(","):
+        r = measure(name, NETS[name], a.work)
+        rows.append(r)
+        g = lambda k: f"{r[k] / 2**20:.0f} MiB" if k in r else "-"
+        print(f"{name}: measured {g('measured_peak')} ({r.get('measured_processes')} processes), estimated "
+              f"{g('estimate_tree')} (own {g('own')}, added {g('estimate_added')}; {r.get('processes')} processes)"
+              f"; shared memory measured {g('measured_shmem')}, estimated {g('estimate_channels')}; ratio {r.get('ratio')}", flush=True)
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
