@@ -27,11 +27,11 @@ from exact_at_size import _pss   # noqa: E402  the one measure of a process's me
 
 # name: zoo model folder, or backbone spec; Lava samples; workers
 NETS = {
-    "digits_tcja": dict(zoo="digits_tcja", samples=4),
-    "events_pfa": dict(zoo="events_pfa", samples=4),
-    "digits_sew": dict(zoo="digits_sew", samples=4),
-    "tcja_16": dict(kind="tcja", hw=16, channels=(4, 8), T=6, mode="static", samples=2),
-    "tcja_16_w2": dict(kind="tcja", hw=16, channels=(4, 8), T=6, mode="static", samples=4, workers=2),
+    "digits_tcja": dict(zoo="digits_tcja", samples=64),    # enough steps for the 0.1 s watch to see the run
+    "events_pfa": dict(zoo="events_pfa", samples=32),
+    "digits_sew": dict(zoo="digits_sew", samples=64),
+    "tcja_16": dict(kind="tcja", hw=16, channels=(4, 8), T=6, mode="static", samples=32),
+    "tcja_16_w2": dict(kind="tcja", hw=16, channels=(4, 8), T=6, mode="static", samples=64, workers=2),
     "tcja_32": dict(kind="tcja", hw=32, channels=(32, 64, 128), T=16, mode="static", samples=2),
     "pfa_32_dynamic": dict(kind="pfa", hw=32, channels=(32, 64, 128), T=16, mode="dynamic", samples=2),
     "tcja_32_wide": dict(kind="tcja", hw=32, channels=(128, 128), T=16, mode="static", samples=4),
@@ -122,6 +122,24 @@ def measure(name, spec, work) -> dict:
     return res
 
 
+def _mib(r, k) -> str:
+    return f"{r[k] / 2**20:.0f} MiB" if k in r else "-"
+
+
+def _row(r, md=False) -> str:
+    if "error" in r:
+        return f"| {r['net']} | {r['error']} |" if md else f"{r['net']}: {r['error']}"
+    if not md:
+        return (f"{r['net']}: measured {_mib(r, 'measured_peak')} ({r['measured_processes']} processes), estimated "
+                f"{_mib(r, 'estimate_tree')} (own {_mib(r, 'own')} + added {_mib(r, 'estimate_added')}; "
+                f"{r['processes']} processes); shared memory measured {_mib(r, 'measured_shmem')}, estimated "
+                f"{_mib(r, 'estimate_channels')}; estimated / measured {r['ratio']}")
+    return (f"| {r['net']} | {r['samples']} | {r['workers']} | {_mib(r, 'measured_peak')} | {_mib(r, 'estimate_tree')} "
+            f"({_mib(r, 'own')} + {_mib(r, 'estimate_added')}) | {r['ratio']} | {r['measured_processes']} / "
+            f"{r['processes'] + 1} | {_mib(r, 'measured_shmem')} / {_mib(r, 'estimate_channels')} | "
+            f"`python bench/lava_memory.py --nets {r['net']}` |")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nets", default=",".join(NETS))
@@ -136,13 +154,16 @@ def main(argv=None) -> int:
     for name in a.nets.split(","):
         r = measure(name, NETS[name], a.work)
         rows.append(r)
-        g = lambda k: f"{r[k] / 2**20:.0f} MiB" if k in r else "-"
-        print(f"{name}: measured {g('measured_peak')} ({r.get('measured_processes')} processes), estimated "
-              f"{g('estimate_tree')} (own {g('own')}, added {g('estimate_added')}; {r.get('processes')} processes)"
-              f"; shared memory measured {g('measured_shmem')}, estimated {g('estimate_channels')}; ratio {r.get('ratio')}", flush=True)
+        print(_row(r), flush=True)
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(rows, fh, indent=1)
+        with open(os.path.splitext(a.json)[0] + ".md", "w") as fh:
+            fh.write("| net | samples | workers | measured tree peak | estimated (own + added) | estimated / measured "
+                     "| processes (measured / estimated) | shared memory (measured / estimated) | command |\n"
+                     "|---|---|---|---|---|---|---|---|---|\n")
+            for r in rows:
+                fh.write(_row(r, md=True) + "\n")
     return 0
 
 

@@ -105,9 +105,10 @@ def _tree_pss(root: int) -> int:
 
 
 @pytest.mark.lava
-def test_the_hint_fits_and_the_estimate_is_not_below_the_measured_peak(artifact):
+def test_the_hint_fits_and_the_estimate_is_not_below_the_measured_peak(artifact, tmp_path):
     import torch
     from neurocomp.artifact import Artifact
+    from neurocomp.backends.lava import footprint
     from neurocomp.backends.lava.bridge import lava_recording
     memory.set_budget(_between(artifact))
     g = Artifact(artifact).fixed_graph
@@ -126,8 +127,14 @@ def test_the_hint_fits_and_the_estimate_is_not_below_the_measured_peak(artifact)
     try:
         with lava_recording(g, x, workers=1) as rec:     # --workers 1 under the budget two workers exceed
             assert rec.samples == N
+            files = [os.path.join(rec.record_dir, f) for f in os.listdir(rec.record_dir)]
+            recorded = sum(os.path.getsize(f) for f in files)
     finally:
         stop.set()
         w.join()
     assert peak[0] > est.own                          # the watch saw the Lava processes
     assert est.tree >= peak[0], (memory.human(est.tree), memory.human(peak[0]))
+    # the recording, counted when the temporary folder is memory (tmpfs), is the files' size (less headers)
+    on_disk, in_memory = (footprint.runtime_bytes(g, N, tmp_dir=d).added for d in (str(tmp_path), "/dev/shm"))
+    if footprint._in_memory("/dev/shm") and not footprint._in_memory(str(tmp_path)):
+        assert recorded - 128 * len(files) <= in_memory - on_disk <= recorded

@@ -7,9 +7,9 @@ and shared memory; page cache left out) is, per runtime of ``samples`` samples:
 
 - **processes**: the source, one per synapse (per spike piece in a graph), one per neuron layer and one
   recorder per recorded layer, the attention gates and extras (MA-SNN's delay lines and attention, a
-  further gained group's gate), plus Lava's runtime service and its shared-memory manager; each costs
-  :data:`PROCESS_BYTES` (the pages a forked interpreter dirties: reference counts, Lava's builders),
-  measured;
+  further gained group's gate), plus Lava's runtime service, its shared-memory manager and the resource
+  tracker; each costs :data:`PROCESS_BYTES` (the pages a forked interpreter dirties: reference counts,
+  the garbage collector's passes, Lava's builders; measured 4-27 MiB, the upper end taken);
 - **channels**: each connection's ring buffer holds :data:`CHANNEL_SLOTS` messages of its port's shape
   (int32 under ``fixed_pt``, float64 under ``floating_pt``), and a slot's pages are touched once it is
   written: ``min(64, steps run)`` slots per channel; an output read by several processes has a channel
@@ -32,6 +32,7 @@ Lava process starts. ``bench/lava_memory.py`` measures it against real runs.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 
@@ -42,7 +43,7 @@ from neurocomp.shards import split
 
 PROCESS_BYTES = 32 << 20     # one forked Lava process (measured: bench/lava_memory.py)
 INTERPRETER_BYTES = 192 << 20   # a fresh Python that imported neurocomp and torch, its graph loaded (measured)
-RUNTIME_PROCESSES = 2        # Lava's runtime service and the shared-memory manager
+RUNTIME_PROCESSES = 3        # Lava's runtime service, its shared-memory manager, the resource tracker
 CHANNEL_SLOTS = 64           # Lava's pypy_channel_size
 NEURON_BYTES = 160           # per neuron: state (v, u, biases) and one step's int64 temporaries
 TABLE_BYTES = 16             # per entry of a (T, neurons) table: the Var's int64 init and the model's copy
@@ -74,6 +75,7 @@ class LavaFootprint:
 
 
 def _in_memory(folder: str) -> bool:
+    """Whether ``folder`` lies on tmpfs / ramfs (its files are memory), by ``statfs``."""
     try:
         import ctypes
         import ctypes.util
@@ -81,34 +83,42 @@ def _in_memory(folder: str) -> bool:
         buf = ctypes.create_string_buffer(256)
         if libc.statfs(os.fsencode(folder), buf) != 0:
             return False
-        return int.from_bytes(buf.raw[:8], "little") in _TMPFS
+        return int.from_bytes(buf.raw[:ctypes.sizeof(ctypes.c_long)], sys.byteorder) in _TMPFS   # f_type
     except (OSError, AttributeError, ValueError):
         return False
 
 
+_GATES = ("spike_attention", "graded_spikes")     # processes in front of the next synapse
+
+
 def _readers(graph):
-    """``{spike producer: number of processes reading its output}`` and ``{synapse: pieces}``: the
-    emit walk's pieces (an Add or Concat of spikes reaches each reading synapse as several pieces)."""
-    passthrough = lambda n: not (n.is_neuron or n.is_synapse or n.kind in ("spike_attention", "graded_spikes"))
-    pieces = {}
-    readers = {}
+    """What ``emit``'s walk connects: ``{spike producer: processes reading its output}`` (the source, a
+    neuron, a gate) and ``{synapse: the spike producers it reads}``, one synapse process each (an Add or
+    Concat of spikes reaches a synapse as several pieces; an Add of currents carries no spikes)."""
+    carries, readers, syn_pieces = {}, {}, {}
+
+    def read(p):
+        readers[p] = readers.get(p, 0) + 1
+
     for n in graph.nodes:
-        srcs = graph.inputs.get(n.name, ())
-        if n.kind == "input" or n.is_neuron or n.kind in ("spike_attention", "graded_spikes"):
-            pieces[n.name] = [n.name]
-        elif passthrough(n):
-            pieces[n.name] = [p for s in srcs for p in pieces.get(s, [])]
-        else:
-            pieces[n.name] = [p for s in srcs for p in pieces.get(s, [])]
-        if not passthrough(n) and n.kind != "input":
-            for s in srcs:
-                for p in pieces.get(s, []):
-                    if not graph[s].is_synapse:
-                        readers[p] = readers.get(p, 0) + 1
-            src = getattr(n, "source", None)
-            if n.kind == "spike_attention" and src is not None:
-                readers[src] = readers.get(src, 0) + 1
-    return readers, pieces
+        carried = [p for s in graph.inputs.get(n.name, ()) for p in carries.get(s, [])]
+        if n.kind == "input" or n.is_neuron:
+            carries[n.name] = [n.name]
+        elif n.kind in _GATES:
+            for p in carried:
+                read(p)
+            if n.kind == "spike_attention":       # its source's spikes: another layer's, or its input again
+                for p in ([n.source] if getattr(n, "source", None) is not None else carried):
+                    read(p)
+            carries[n.name] = [n.name]
+        elif n.is_synapse:
+            for p in carried:
+                read(p)
+            syn_pieces[n.name] = carried
+            carries[n.name] = []
+        else:                                     # Add, Concat, Flatten, MAAttention: spikes pass through
+            carries[n.name] = carried
+    return readers, syn_pieces
 
 
 def _conv_bytes(n, size: int, n_in: int) -> int:
@@ -140,11 +150,10 @@ def runtime_bytes(graph, samples: int, tag: str = "fixed_pt", record=None, tmp_d
     fp.channels = readers.get(graph.input_node.name, 1) * slots * n_in * word
     layers = fp.layers
     for n in graph.nodes:
-        srcs = graph.inputs.get(n.name, ())
         size = memory.product(n.out_shape)
         b, chan, before = 0, 0, procs
         if n.is_synapse:
-            ps = [p for s in srcs for p in pieces.get(s, [])] or [None]
+            ps = pieces.get(n.name) or [None]
             procs += len(ps)
             n_i = memory.product(n.in_shape)
             for p in ps:
@@ -177,8 +186,8 @@ def runtime_bytes(graph, samples: int, tag: str = "fixed_pt", record=None, tmp_d
             b += state
             chan += readers.get(n.name, 0) + recorded
             if recorded and on_tmpfs:
-                b += steps * size * (1 if not n.graded_output else 8)
-        elif n.kind in ("spike_attention", "graded_spikes"):
+                b += steps * size * (word if n.graded_output else 1)   # uint8 spikes, or the values
+        elif n.kind in _GATES:
             procs += 1
             b += 2 * NEURON_BYTES * size + TABLE_BYTES * T * size
             chan += readers.get(n.name, 0)
@@ -263,14 +272,14 @@ def check_lava(graph, samples: int, workers: int = 1, ray: str | None = None, ta
     fit_w = next((w for w in range(min(workers, n) - 1, 0, -1) if est(n, w).added <= limit), 0) \
         if ray is None else 0
     if fit_w:
-        hint = f"use --workers {fit_w} (each worker runs a Lava runtime of its own, all at once)"
+        hint = f"use --workers {fit_w}: each worker runs a Lava runtime of its own, all at once"
     else:
         lo, hi = 0, n - 1                              # the most samples one runtime fits (monotonic in samples)
         while lo < hi:
             mid = (lo + hi + 1) // 2
             lo, hi = (mid, hi) if est(mid, 1).added <= limit else (lo, mid - 1)
-        hint = (f"run at most {lo} sample{'s' if lo != 1 else ''} through Lava at a time (simulate --samples "
-                f"{lo}, report --lava-samples {lo}){' with --workers 1' if workers > 1 else ''}" if lo else
+        hint = (f"run at most {lo} sample{'s' if lo != 1 else ''} through Lava at a time: simulate --samples "
+                f"{lo} or report --lava-samples {lo}{' with --workers 1' if workers > 1 else ''}" if lo else
                 f"raise --max-memory or {memory.ENV} (e.g. {memory.ENV}={-(-fp.added // (1 << 30))}G) if the "
                 "machine has the memory, or use a smaller input or fewer timesteps")
     raise OutOfBudget(f"the Lava run of {n} sample{'s' if n != 1 else ''} ({fp.processes} processes): {layer} "
