@@ -31,7 +31,7 @@ NETS = {
     "events_pfa": dict(zoo="events_pfa", samples=32),
     "digits_sew": dict(zoo="digits_sew", samples=64),
     "tcja_16": dict(kind="tcja", hw=16, channels=(4, 8), T=6, mode="static", samples=32),
-    "tcja_16_w2": dict(kind="tcja", hw=16, channels=(4, 8), T=6, mode="static", samples=64, workers=2),
+    "tcja_16_w2": dict(kind="tcja", hw=16, channels=(4, 8), T=6, mode="static", samples=256, workers=2),
     "tcja_32": dict(kind="tcja", hw=32, channels=(32, 64, 128), T=16, mode="static", samples=2),
     "pfa_32_dynamic": dict(kind="pfa", hw=32, channels=(32, 64, 128), T=16, mode="dynamic", samples=2),
     "tcja_32_wide": dict(kind="tcja", hw=32, channels=(128, 128), T=16, mode="static", samples=4),
@@ -140,6 +140,25 @@ def _row(r, md=False) -> str:
             f"`python bench/lava_memory.py --nets {r['net']}` |")
 
 
+SCALE_DVS128_GIB = 3.83      # bench/scale.py's Lava tree peak of the DVS128 TCJA net, 1 sample (2026-12-02)
+
+
+def markdown(rows) -> str:
+    out = ["Lava runtime memory: the measured peak of the process tree (PSS of anonymous + shared memory, sampled "
+           "every 0.1 s) against `neurocomp.backends.lava.footprint.lava_bytes` (the child's own memory when Lava "
+           "starts + what the run adds). `python bench/lava_memory.py --json bench/lava_memory.json`.", "",
+           "| net | samples | workers | measured tree peak | estimated (own + added) | estimated / measured "
+           "| processes (measured / estimated) | shared memory (measured / estimated) | command |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    out += [_row(r, md=True) for r in rows]
+    dvs = next((r for r in rows if r.get("net") == "tcja_dvs128" and "estimate_tree" in r), None)
+    if dvs:
+        out += ["", f"The DVS128 TCJA net (1 sample) measured {SCALE_DVS128_GIB} GiB in `bench/scale.py`: the "
+                    f"estimate, {dvs['estimate_tree'] / 2**30:.2f} GiB, is "
+                    f"{dvs['estimate_tree'] / (SCALE_DVS128_GIB * 2**30):.2f}x that."]
+    return "\n".join(out) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nets", default=",".join(NETS))
@@ -159,11 +178,7 @@ def main(argv=None) -> int:
         with open(a.json, "w") as fh:
             json.dump(rows, fh, indent=1)
         with open(os.path.splitext(a.json)[0] + ".md", "w") as fh:
-            fh.write("| net | samples | workers | measured tree peak | estimated (own + added) | estimated / measured "
-                     "| processes (measured / estimated) | shared memory (measured / estimated) | command |\n"
-                     "|---|---|---|---|---|---|---|---|---|\n")
-            for r in rows:
-                fh.write(_row(r, md=True) + "\n")
+            fh.write(markdown(rows))
     return 0
 
 

@@ -5,7 +5,8 @@ layout, conv weights and parameters), ``emit`` (one emitter per IR node class, i
 (samples back to back, the recording read back time-aligned), and one file per neurocomp process with
 its emitter: ``cuba``, ``gainlif``, ``dynamic`` (MA-SNN and TCJA/PFA attention kept dynamic),
 ``payload`` (graded spike payloads), ``recorder`` (spikes to a memory-mapped file), ``shard`` (one run
-split over several runtimes, local processes or Ray, merged by sample index), ``env`` (whether Lava runs
+split over several runtimes, local processes or Ray, merged by sample index), ``footprint`` (a run's
+memory, estimated from the IR before any Lava process starts), ``env`` (whether Lava runs
 in this Python, which Python runs it otherwise, ``neurocomp lava-env``) and ``bridge`` (a Lava recording
 made in that Python: ``bridge.lava_recording`` is where a caller asks for Lava; not imported here, since
 the Lava environment runs it as ``python -m neurocomp.backends.lava.bridge``).
