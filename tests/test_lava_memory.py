@@ -75,7 +75,8 @@ def test_an_oversized_lava_run_stops_in_one_line_before_any_lava_process(artifac
     assert err.startswith("error: lava: the Lava run of 2 samples") and "layer '" in err, err
     assert "needs ~" in err and f"budget {memory.human(budget)} (--max-memory)" in err, err
     assert "--workers 1" in err, err                 # the next step, which the next test shows fits
-    assert started == [] and not out.exists() and os.listdir(tmp) == []
+    left = [f for f in os.listdir(tmp) if f.startswith("neurocomp-")]     # torch may cache its own files there
+    assert started == [] and not out.exists() and left == [], left
     assert _children() - before == set()
 
 
