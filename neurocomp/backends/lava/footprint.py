@@ -9,7 +9,8 @@ and shared memory; page cache left out) is, per runtime of ``samples`` samples:
   recorder per recorded layer, the attention gates and extras (MA-SNN's delay lines and attention, a
   further gained group's gate), plus Lava's runtime service, its shared-memory manager and the resource
   tracker; each costs :data:`PROCESS_BYTES` (the pages a forked interpreter dirties: reference counts,
-  the garbage collector's passes, Lava's builders; measured 4-27 MiB, the upper end taken);
+  the garbage collector's passes, Lava's builders: 4-9 MiB a process on small nets in
+  ``bench/lava_memory.py``, about 27 MiB in ``bench/scale.py``'s DVS128 run; the upper end, rounded up);
 - **channels**: each connection's ring buffer holds :data:`CHANNEL_SLOTS` messages of its port's shape
   (int32 under ``fixed_pt``, float64 under ``floating_pt``), and a slot's pages are touched once it is
   written: ``min(64, steps run)`` slots per channel; an output read by several processes has a channel
@@ -26,8 +27,10 @@ and shared memory; page cache left out) is, per runtime of ``samples`` samples:
 
 ``lava_bytes`` returns the estimate (:class:`LavaFootprint`: per layer, what the run adds and the
 largest layer), for local workers the sum over shards running at once (each its own runtime, forked from
-this process); ``check_lava`` refuses a run that does not fit the memory budget in one line, before any
-Lava process starts. ``bench/lava_memory.py`` measures it against real runs.
+this process); ``check_lava`` refuses a run whose additions do not fit the memory budget (the caller's
+own memory is already in use: MemAvailable leaves it out) in one line, before any Lava process starts;
+``bridge.lava_recording``, where every Lava run starts, calls it. ``bench/lava_memory.py`` measures the
+estimate against real runs.
 """
 from __future__ import annotations
 
