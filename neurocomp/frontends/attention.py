@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from neurocomp import devices, memory
+from neurocomp.frontends.fastneurons import fast_neurons
 from neurocomp.frontends.footprint import torch_bytes
 from neurocomp.frontends.torch import (ATTENTION, RECTIFIED, is_additive, iter_leaves, module_timesteps, rectifies,
                                        run_torch_model)
@@ -120,25 +121,29 @@ def calibrate(model, x_seq: torch.Tensor, labels=None, batch: int | None = None,
     step = memory.plan_batch(per, N, batch=batch, default=128, fixed=fixed,
                              what=f"calibrating attention on {N} samples", where="calibration")
     acc = {p: _MapStats() for p, _ in mods}
-    current = {}
-    handles = []
-    for path, mod in mods:
-        def hook(module, inputs, output, path=path):
-            with torch.no_grad():
-                current[path] = _broadcast_map(module.attention(inputs[0]), inputs[0]).detach().cpu()
-        handles.append(mod.register_forward_hook(hook))
+    current, own = {}, {}
+    for path, mod in mods:     # each module records the map its own forward computes (computed once)
+        own[path] = vars(mod).get("forward")
+
+        def forward(x_seq, mod=mod, path=path):
+            out, a = mod.forward_with_map(x_seq)
+            current[path] = _broadcast_map(a, x_seq).detach().cpu()
+            return out
+        mod.forward = forward
     try:
         with warnings.catch_warnings():   # torch warns about 'same' padding with even kernels (TCJA)
             warnings.simplefilter("ignore")
-            with devices.deterministic_float("cpu" if device is None else device):
+            with devices.deterministic_float("cpu" if device is None else device), fast_neurons(model):
                 for i in range(0, N, step):     # batch by batch, each from a reset state
                     current.clear()
                     run_torch_model(model, x_seq[:, i:i + step], device=device)
                     for path, m in current.items():
                         acc[path].add(m.double().numpy(), None if y is None else y[i:i + step])
     finally:
-        for h in handles:
-            h.remove()
+        for path, mod in mods:
+            vars(mod).pop("forward", None)
+            if own[path] is not None:
+                mod.forward = own[path]
     out = {}
     for path, mod in mods:
         st = acc[path]
