@@ -85,6 +85,7 @@ def _run(m, kind, version, x_seq):
     vr0 = 0.0 if vr is None else vr        # the charge's v_reset (2.0 and the reset-to-0 forms alike)
     spikes = torch.empty_like(x_seq)
     buf = torch.empty_like(x0)
+    tau_t = None if tau is None else torch.tensor(tau, dtype=x0.dtype, device=x0.device)   # tau in float32
     for t in range(int(x_seq.shape[0])):
         x, s = x_seq[t], spikes[t]
         if kind == "if":
@@ -97,8 +98,7 @@ def _run(m, kind, version, x_seq):
             else:
                 torch.sub(v, vr0, out=buf)
                 torch.sub(x, buf, out=buf)
-            buf.div_(tau)
-            v.add_(buf)
+            v.addcdiv_(buf, tau_t)                     # v + (1 * buf) / tau: one division, one add
         else:                                          # h = v - (v - vr) / tau + x
             if vr0 == 0.0:
                 torch.div(v, tau, out=buf)
@@ -113,7 +113,7 @@ def _run(m, kind, version, x_seq):
             torch.ge(v, th, out=s)
         if vr is None:                                 # v = h - s * th  (s * th is exact)
             v.sub_(s, alpha=th)
-        else:                                          # v = vr * s + (1 - s) * h  (both products exact)
+        else:                                          # v = vr * s + (1 - s) * h  (vr * s exact; vr = 0 adds +0)
             torch.sub(1.0, s, out=buf)
             v.mul_(buf)
             if vr != 0.0:
