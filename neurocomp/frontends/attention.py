@@ -65,17 +65,20 @@ class _MapStats:
 
     def __init__(self):
         self.n, self.sum, self.ref, self.dev, self.dev2, self.by_class = 0, None, None, None, None, {}
+        self.d = None
 
     def add(self, m: np.ndarray, y=None):          # m: [T, B, *b] float64
         if self.sum is None:
             self.ref = m[:, 0].copy()
-            self.sum, self.dev, self.dev2 = (np.zeros_like(self.ref) for _ in range(3))
+            self.sum, self.dev, self.dev2, self.d = (np.zeros_like(self.ref) for _ in range(4))
+        d = self.d                                 # one scratch buffer: the same float64 operations, in place
         for i in range(m.shape[1]):
             x = m[:, i]
             self.sum += x
-            d = x - self.ref
+            np.subtract(x, self.ref, out=d)
             self.dev += d
-            self.dev2 += d * d
+            np.multiply(d, d, out=d)
+            self.dev2 += d
             if y is not None:
                 k = y[i].item()
                 c = self.by_class.setdefault(k, [0, np.zeros_like(self.ref)])
@@ -99,12 +102,13 @@ class _MapStats:
 def calibration_bytes(model, x_seq: torch.Tensor):
     """``(per-sample bytes by layer, fixed bytes)`` that calibrating ``model`` on ``x_seq`` allocates: the
     forward passes (:func:`neurocomp.frontends.footprint.torch_bytes`, the maps kept per batch) and each
-    map's accumulators (four float64 copies; with labels one more per class, which the caller adds)."""
+    map's accumulators (five float64 arrays: reference, sum, deviations, squares, scratch; with labels one
+    more per class, which the caller adds)."""
     mods = attention_modules(model)
     T, shape = int(x_seq.shape[0]), tuple(x_seq.shape[2:])
     per = torch_bytes(model, shape, T, keep=[p for p, _ in mods])
     entries = sum(v for p, v in per.items() if p in dict(mods)) // 4   # upper bound of one map's entries
-    return per, entries * 8 * 4
+    return per, entries * 8 * 5
 
 
 def calibrate(model, x_seq: torch.Tensor, labels=None, batch: int | None = None, device=None) -> dict:
