@@ -4,9 +4,10 @@ During calibration a DVS128-shaped net spends about half its time in SpikingJell
 loops: every step allocates about ten full-size tensors (``v - v_reset``, ``x - ...``, ``/ tau``, ...).
 :func:`fast_neurons` swaps, for the length of a ``with`` block, the ``forward`` of each neuron it knows
 for one that evaluates **the same float32 operations in the same order** on preallocated buffers, in
-place (every operation is one IEEE-rounded add, subtract, multiply, divide or compare, so the values are
-those of SpikingJelly's torch backend bit for bit; only the sign of a zero membrane potential may differ,
-which no later operation can observe). It runs on the CPU only and never under autograd (a CUDA tensor or
+place (each step is a sequence of IEEE-rounded adds, subtracts, multiplies, divides and compares, the
+charge's ``v + (x - v) / tau`` one ``addcdiv``, so the values are those of SpikingJelly's torch backend
+bit for bit, infinities and NaN included; only the sign of a zero membrane potential may differ, where
+SpikingJelly's hard reset adds ``+0``, which changes no spike). It runs on the CPU only and never under autograd (a CUDA tensor or
 ``torch.is_grad_enabled()`` falls back to the module's own forward: on CUDA, SpikingJelly's TorchScript
 loop may be fused into one kernel that rounds differently).
 
