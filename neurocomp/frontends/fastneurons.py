@@ -7,9 +7,9 @@ for one that evaluates **the same float32 operations in the same order** on prea
 place (each step is a sequence of IEEE-rounded adds, subtracts, multiplies, divides and compares, the
 charge's ``v + (x - v) / tau`` one ``addcdiv``, so the values are those of SpikingJelly's torch backend
 bit for bit, infinities and NaN included; only the sign of a zero membrane potential may differ, where
-SpikingJelly's hard reset adds ``+0``, which changes no spike). It runs on the CPU only and never under autograd (a CUDA tensor or
-``torch.is_grad_enabled()`` falls back to the module's own forward: on CUDA, SpikingJelly's TorchScript
-loop may be fused into one kernel that rounds differently).
+SpikingJelly's hard reset adds ``+0``, which changes no spike). It runs on the CPU only and never under
+autograd (a CUDA tensor or ``torch.is_grad_enabled()`` falls back to the module's own forward: on CUDA,
+SpikingJelly's TorchScript loop may be fused into one kernel that rounds differently).
 
 Known neurons: ``neuron.LIFNode`` and ``neuron.IFNode`` of exactly those classes (a subclass may override
 any step), with float32 input, no stored voltage sequence, and, on SpikingJelly 0.0.0.0.14, in eval mode
