@@ -43,10 +43,15 @@ def spelling():
     return None
 
 
-def _eligible(m, version) -> str | None:
-    """``"lif"`` / ``"if"`` when ``m`` is a neuron this module computes exactly, else None."""
+def _kinds() -> dict:
     from spikingjelly.activation_based import neuron
-    kind = {neuron.LIFNode: "lif", neuron.IFNode: "if"}.get(type(m))
+    return {neuron.LIFNode: "lif", neuron.IFNode: "if"}
+
+
+def _eligible(m, version, kinds) -> str | None:
+    """``"lif"`` / ``"if"`` when ``m``, as it is now, is a neuron this module computes exactly, else None
+    (checked at every call: ``run_torch_model`` sets the step mode and the backend after the swap)."""
+    kind = kinds.get(type(m))
     if kind is None or getattr(m, "store_v_seq", False) or getattr(m, "step_mode", "m") != "m":
         return None
     if getattr(m, "backend", "torch") != "torch":
@@ -54,8 +59,6 @@ def _eligible(m, version) -> str | None:
     if version == "0.0.0.0.14":
         if m.training:
             return None
-        if kind == "lif" and m.v_reset is None and not m.decay_input:
-            return kind               # v * (1 - 1/tau) + x: its own spelling, handled below
     elif version == "2.0":
         sf = m.surrogate_function
         if getattr(m, "_neuron_precision", None) is not None or not type(sf).__module__.startswith("spikingjelly") \
@@ -130,16 +133,16 @@ def fast_neurons(model):
     version = spelling()
     swapped = []
     if version is not None:
+        kinds = _kinds()
         for m in model.modules():
-            kind = _eligible(m, version)
-            if kind is None or "forward" in vars(m):
+            if type(m) not in kinds or "forward" in vars(m):
                 continue
             own = m.forward
 
-            def forward(x_seq, *args, m=m, kind=kind, own=own, **kw):
-                if args or kw or torch.is_grad_enabled() or x_seq.dtype != torch.float32 or x_seq.dim() < 2 \
-                        or x_seq.device.type != "cpu" \
-                        or getattr(m, "step_mode", "m") != "m" or (version == "0.0.0.0.14" and m.training):
+            def forward(x_seq, *args, m=m, own=own, **kw):
+                kind = None if args or kw else _eligible(m, version, kinds)
+                if kind is None or torch.is_grad_enabled() or not isinstance(x_seq, torch.Tensor) \
+                        or x_seq.dtype != torch.float32 or x_seq.dim() < 2 or x_seq.device.type != "cpu":
                     return own(x_seq, *args, **kw)
                 out = _run(m, kind, version, x_seq)
                 return own(x_seq) if out is None else out
