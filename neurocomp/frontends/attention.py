@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from neurocomp import devices, memory
+from neurocomp.frontends.fastneurons import fast_neurons
 from neurocomp.frontends.footprint import torch_bytes
 from neurocomp.frontends.torch import (ATTENTION, RECTIFIED, is_additive, iter_leaves, module_timesteps, rectifies,
                                        run_torch_model)
@@ -64,17 +65,20 @@ class _MapStats:
 
     def __init__(self):
         self.n, self.sum, self.ref, self.dev, self.dev2, self.by_class = 0, None, None, None, None, {}
+        self.d = None
 
     def add(self, m: np.ndarray, y=None):          # m: [T, B, *b] float64
         if self.sum is None:
             self.ref = m[:, 0].copy()
-            self.sum, self.dev, self.dev2 = (np.zeros_like(self.ref) for _ in range(3))
+            self.sum, self.dev, self.dev2, self.d = (np.zeros_like(self.ref) for _ in range(4))
+        d = self.d                                 # one scratch buffer: the same float64 operations, in place
         for i in range(m.shape[1]):
             x = m[:, i]
             self.sum += x
-            d = x - self.ref
+            np.subtract(x, self.ref, out=d)
             self.dev += d
-            self.dev2 += d * d
+            np.multiply(d, d, out=d)
+            self.dev2 += d
             if y is not None:
                 k = y[i].item()
                 c = self.by_class.setdefault(k, [0, np.zeros_like(self.ref)])
@@ -98,12 +102,13 @@ class _MapStats:
 def calibration_bytes(model, x_seq: torch.Tensor):
     """``(per-sample bytes by layer, fixed bytes)`` that calibrating ``model`` on ``x_seq`` allocates: the
     forward passes (:func:`neurocomp.frontends.footprint.torch_bytes`, the maps kept per batch) and each
-    map's accumulators (four float64 copies; with labels one more per class, which the caller adds)."""
+    map's accumulators (five float64 arrays: reference, sum, deviations, squares, scratch; with labels one
+    more per class, which the caller adds)."""
     mods = attention_modules(model)
     T, shape = int(x_seq.shape[0]), tuple(x_seq.shape[2:])
     per = torch_bytes(model, shape, T, keep=[p for p, _ in mods])
     entries = sum(v for p, v in per.items() if p in dict(mods)) // 4   # upper bound of one map's entries
-    return per, entries * 8 * 4
+    return per, entries * 8 * 5
 
 
 def calibrate(model, x_seq: torch.Tensor, labels=None, batch: int | None = None, device=None) -> dict:
@@ -120,25 +125,29 @@ def calibrate(model, x_seq: torch.Tensor, labels=None, batch: int | None = None,
     step = memory.plan_batch(per, N, batch=batch, default=128, fixed=fixed,
                              what=f"calibrating attention on {N} samples", where="calibration")
     acc = {p: _MapStats() for p, _ in mods}
-    current = {}
-    handles = []
-    for path, mod in mods:
-        def hook(module, inputs, output, path=path):
-            with torch.no_grad():
-                current[path] = _broadcast_map(module.attention(inputs[0]), inputs[0]).detach().cpu()
-        handles.append(mod.register_forward_hook(hook))
+    current, own = {}, {}
+    for path, mod in mods:     # each module records the map its own forward computes (computed once)
+        own[path] = vars(mod).get("forward")
+
+        def forward(x_seq, mod=mod, path=path):
+            out, a = mod.forward_with_map(x_seq)
+            current[path] = _broadcast_map(a, x_seq).detach().cpu()
+            return out
+        mod.forward = forward
     try:
         with warnings.catch_warnings():   # torch warns about 'same' padding with even kernels (TCJA)
             warnings.simplefilter("ignore")
-            with devices.deterministic_float("cpu" if device is None else device):
+            with devices.deterministic_float("cpu" if device is None else device), fast_neurons(model):
                 for i in range(0, N, step):     # batch by batch, each from a reset state
                     current.clear()
                     run_torch_model(model, x_seq[:, i:i + step], device=device)
                     for path, m in current.items():
                         acc[path].add(m.double().numpy(), None if y is None else y[i:i + step])
     finally:
-        for h in handles:
-            h.remove()
+        for path, mod in mods:
+            vars(mod).pop("forward", None)
+            if own[path] is not None:
+                mod.forward = own[path]
     out = {}
     for path, mod in mods:
         st = acc[path]

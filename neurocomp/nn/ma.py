@@ -118,9 +118,14 @@ class _MultiDimAttention(nn.Module):
         _, m = self._maps(x)
         return m.expand_as(x).transpose(0, 1)
 
+    def forward_with_map(self, x_seq: torch.Tensor):
+        """``(forward(x_seq), attention(x_seq))`` with the maps computed once (calibration records them)."""
+        x = x_seq.transpose(0, 1)
+        out, m = self._maps(x)
+        return (torch.relu(out) if self.relu else out).transpose(0, 1), m.expand_as(x).transpose(0, 1)
+
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        out, _ = self._maps(x_seq.transpose(0, 1))
-        return (torch.relu(out) if self.relu else out).transpose(0, 1)
+        return self.forward_with_map(x_seq)[0]
 
 
 @register

@@ -66,6 +66,10 @@ class PFA(nn.Module):
         s, tau, kappa, w = self.factors(x_seq)
         return torch.einsum("r,nrhw,nrt,nrc->tnchw", w, s, tau, kappa)
 
-    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+    def forward_with_map(self, x_seq: torch.Tensor):
+        """``(forward(x_seq), attention(x_seq))`` with the map computed once (calibration records it)."""
         a = self.attention(x_seq)
-        return torch.relu(a + x_seq) if self.additive else torch.relu(a * x_seq)
+        return (torch.relu(a + x_seq) if self.additive else torch.relu(a * x_seq)), a
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_map(x_seq)[0]

@@ -48,8 +48,13 @@ class TCJA(nn.Module):
         q = self.conv_c(z.permute(0, 2, 1)).permute(2, 0, 1)  # TLA, [T,B,C]
         return torch.sigmoid(p * q)
 
+    def forward_with_map(self, x_seq: torch.Tensor):
+        """``(forward(x_seq), attention(x_seq))`` with the map computed once (calibration records it)."""
+        a = self.attention(x_seq)
+        return x_seq * a[:, :, :, None, None], a
+
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        return x_seq * self.attention(x_seq)[:, :, :, None, None]
+        return self.forward_with_map(x_seq)[0]
 
 
 @register
@@ -66,8 +71,13 @@ class TLA(nn.Module):
         z = _squeeze(x_seq)
         return torch.sigmoid(self.conv_c(z.permute(0, 2, 1)).permute(2, 0, 1))
 
+    def forward_with_map(self, x_seq: torch.Tensor):
+        """``(forward(x_seq), attention(x_seq))`` with the map computed once (calibration records it)."""
+        a = self.attention(x_seq)
+        return x_seq * a[:, :, :, None, None], a
+
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        return x_seq * self.attention(x_seq)[:, :, :, None, None]
+        return self.forward_with_map(x_seq)[0]
 
 
 @register
@@ -83,5 +93,10 @@ class CLA(nn.Module):
     def attention(self, x_seq: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.conv(_squeeze(x_seq)).permute(1, 0, 2))
 
+    def forward_with_map(self, x_seq: torch.Tensor):
+        """``(forward(x_seq), attention(x_seq))`` with the map computed once (calibration records it)."""
+        a = self.attention(x_seq)
+        return x_seq * a[:, :, :, None, None], a
+
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        return x_seq * self.attention(x_seq)[:, :, :, None, None]
+        return self.forward_with_map(x_seq)[0]
