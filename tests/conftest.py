@@ -13,3 +13,9 @@ if importlib.util.find_spec("lava") is not None:
     from neurocomp.backends.lava import ensure_lava_runtime
 
     ensure_lava_runtime()
+
+# SpikingJelly as the CLI imports it (neurocomp._quiet): without lava-dl's slayer, which SpikingJelly 0.0.0.0.14
+# would otherwise pull in (with torchvision) for the first test module that imports SpikingJelly directly
+from neurocomp._quiet import import_spikingjelly  # noqa: E402
+
+import_spikingjelly()

@@ -76,6 +76,17 @@ NET_PY = textwrap.dedent('''
 ''')
 
 
+# neurocomp commands in one fresh interpreter: the exit status of each (cli.main's return), and the modules it
+# imported, on the last two lines of stdout
+COMMANDS_PY = textwrap.dedent('''
+    import json, sys
+    from neurocomp.cli import main
+    rcs = [main(argv) for argv in json.loads(sys.argv[1])]
+    print(json.dumps(sorted(sys.modules)))
+    print(json.dumps(rcs))
+''')
+
+
 def _env():
     return {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
 
@@ -125,24 +136,29 @@ def test_done_when_commands_compile_then_run_without_the_users_files(user, tmp_p
         assert all(torch.equal(sd[k[len("net."):]], v) for k, v in want.items())
     man = json.load(open(d / "model.neurocomp" / "manifest.json"))
     assert man["input_checkpoint"]["name"] == "model.pt" and man["encoding"] == "events"
-    # the user's code and files go: simulate (Lava) and report still run
+    # the user's code and files go: simulate (Lava), report and finetune still run, in a fresh interpreter
+    # that never imported net.py (one launch for the four commands; the two above are the real front door)
     for name in ("net.py", "model.pt", "sd.pt"):
         os.unlink(d / name)
     shutil.rmtree(d / "__pycache__", ignore_errors=True)
+    commands = [["simulate", art, "--backend", "lava", "--inputs", "inputs.npy", "--samples", "2",
+                 "--json", f"{art}.json", "-q"] for art in ("model.neurocomp", "sd.neurocomp")]
+    commands += [["report", "sd.neurocomp", "--samples", "10", "--lava-samples", "1", "--no-attention-modes", "-q"],
+                 ["finetune", "sd.neurocomp", "-o", "ft.neurocomp", "--epochs", "1", "--train-samples", "16",
+                  "--val-fraction", "0", "-q"]]
+    p = subprocess.run([sys.executable, "-c", COMMANDS_PY, json.dumps(commands)], cwd=d, capture_output=True,
+                       text=True, timeout=900, env=_env())
+    assert p.returncode == 0, p.stderr
+    rcs = json.loads(p.stdout.splitlines()[-1])
+    assert rcs == [0, 0, 0, 0], (rcs, p.stderr)
+    assert not any(m.startswith("neurocomp_user_") for m in json.loads(p.stdout.splitlines()[-2])), p.stdout
     for art in ("model.neurocomp", "sd.neurocomp"):
-        p = _run(d, "simulate", art, "--backend", "lava", "--inputs", "inputs.npy", "--samples", "2",
-                 "--json", f"{art}.json", "-q")
-        assert p.returncode == 0, p.stderr
         r = json.load(open(d / f"{art}.json"))
         assert r["exact_match_fraction"] == 1.0 and r["float_reference_equals_torch_fraction"] == 1.0, r
         assert sum(l["spikes_compared"] for l in r["per_layer"]) > 0
         assert sum(q["fixed_spikes"] for q in r["quantization"]["per_layer"]) > 0   # the net is not silent
-    p = _run(d, "report", "sd.neurocomp", "--samples", "10", "--lava-samples", "1", "--no-attention-modes", "-q")
-    assert p.returncode == 0, p.stderr
     assert (d / "sd.neurocomp" / "report.md").exists()
-    p = _run(d, "finetune", "sd.neurocomp", "-o", "ft.neurocomp", "--epochs", "1", "--train-samples", "16",
-             "--val-fraction", "0", "-q")
-    assert p.returncode == 0 and (d / "ft.neurocomp" / "manifest.json").exists(), p.stderr
+    assert (d / "ft.neurocomp" / "manifest.json").exists()
 
 
 # ---- each message the issue quotes: gone, and its hint works ---------------------------------------
@@ -304,21 +320,30 @@ def test_neurocomp_checkpoint_refuses_contradicting_flags(tmp_path, capsys):
 
 
 # ---- the security guarantees stay --------------------------------------------------------------------
-def test_user_code_runs_only_behind_its_flags(user, tmp_path):
+def test_user_code_runs_only_behind_its_flags(user, tmp_path, capsys, monkeypatch):
     """Without --trust-pickle a script's pickle is refused and the script is not imported; a state dict
-    without --model imports nothing; --model imports the file (the flag is the opt-in, --help says so)."""
+    without --model imports nothing; --model imports the file (the flag is the opt-in, --help says so).
+    In this interpreter (cli.main): the copy of net.py is a new file, so its import is seen by its flag."""
+    from neurocomp.cli import main
     d = _copy_user(user, tmp_path / "u")
     flag = d / "imported.flag"
     flag.unlink(missing_ok=True)        # other tests imported the module fixture's net.py in-process
-    p = _run(d, "compile", "model.pt", *FACTS, "-q")
-    assert p.returncode == 2 and "--trust-pickle" in p.stderr and not flag.exists(), p.stderr
-    p = _run(d, "compile", "sd.pt", *FACTS, "-q")
-    assert p.returncode == 2 and "--model FILE.py:NAME" in p.stderr and not flag.exists(), p.stderr
-    p = _run(d, "inspect", "sd.pt", "--model", "net.py:Net", *FACTS)
-    assert p.returncode == 0 and flag.exists(), p.stderr
-    assert "conv2d" in p.stdout and "lif" in p.stdout
-    p = _run(d, "compile", "--help")
-    assert "RUNS FILE.py" in " ".join(p.stdout.split())
+    monkeypatch.chdir(d)
+    rc = main(["compile", "model.pt", *FACTS, "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--trust-pickle" in err and not flag.exists(), err
+    rc = main(["compile", "sd.pt", *FACTS, "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--model FILE.py:NAME" in err and not flag.exists(), err
+    rc = main(["inspect", "sd.pt", "--model", "net.py:Net", *FACTS])
+    out = capsys.readouterr()
+    assert rc == 0 and flag.exists(), out.err
+    assert "conv2d" in out.out and "lif" in out.out
+    with pytest.raises(SystemExit) as e:
+        main(["compile", "--help"])
+    assert e.value.code == 0
+    assert "RUNS FILE.py" in " ".join(capsys.readouterr().out.split())
+    assert not os.path.exists(d / "model.neurocomp") and not os.path.exists(d / "sd.neurocomp")
 
 
 def test_inspect_of_a_pickle_with_and_without_facts(user, tmp_path, capsys, monkeypatch):

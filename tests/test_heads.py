@@ -22,8 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -47,7 +45,6 @@ from neurocomp.nn import TCJA, Readout as ReadoutModule
 from neurocomp.results import predict
 from neurocomp.sim import run_fixed, run_float
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 T = 5
 IMG = (2, 8, 8)
 FLAT = (64,)
@@ -320,33 +317,37 @@ def test_a_readout_after_spikes_is_the_spiking_head():
 
 
 # ---- the CLI on a readout model ---------------------------------------------------------------------
-def _run(cwd, *argv):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "neurocomp", *argv], cwd=cwd, capture_output=True, text=True,
-                          timeout=900, env=env)
+def _cli(capsys, *argv):
+    """One ``neurocomp`` command in this interpreter (this test is about the commands on a readout
+    model, not the process: the real launches are tests/test_front_door.py's and test_trace.py's)."""
+    from neurocomp.cli import main
+    rc = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
 
 
 @pytest.mark.lava
-def test_cli_compile_simulate_report_on_a_readout_model(tmp_path):
+def test_cli_compile_simulate_report_on_a_readout_model(tmp_path, capsys, monkeypatch):
     torch.manual_seed(0)
     model = nn.Sequential(layer.Flatten(), layer.Linear(64, 24), lif(), nn.Linear(24, 40), layer.VotingLayer(4))
     model.eval()
     make_busy(model, bernoulli(4, 32, (1, 8, 8), p=0.3), rate=(0.15, 0.35), iters=12)
     save_checkpoint(model, str(tmp_path / "model.pt"), input_shape=(1, 8, 8), timesteps=4, encoding="bernoulli",
                     dataset="digits")
-    p = _run(tmp_path, "compile", "model.pt", "-o", "art", "-q")
-    assert p.returncode == 0, p.stderr
-    p = _run(tmp_path, "simulate", "art", "--backend", "lava", "--samples", "3", "--json", "sim.json", "-q")
-    assert p.returncode == 0, p.stderr
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = _cli(capsys, "compile", "model.pt", "-o", "art", "-q")
+    assert rc == 0, err
+    rc, _, err = _cli(capsys, "simulate", "art", "--backend", "lava", "--samples", "3", "--json", "sim.json", "-q")
+    assert rc == 0, err
     sim = json.load(open(tmp_path / "sim.json"))
     assert sim["exact_match_fraction"] == 1.0
     head = [l for l in sim["per_layer"] if l["name"] == "4_readout"]
     assert head and head[0]["mismatches"] == 0
     assert sim["float_reference_equals_torch_fraction"] == 1.0
-    p = _run(tmp_path, "report", "art", "--samples", "8", "--lava-samples", "1", "-q")
-    assert p.returncode == 0, p.stderr
+    rc, _, err = _cli(capsys, "report", "art", "--samples", "8", "--lava-samples", "1", "-q")
+    assert rc == 0, err
     rep = json.load(open(tmp_path / "art" / "report.json"))
     text = json.dumps(rep)
     assert "4_readout" in text
-    p = _run(tmp_path, "inspect", "art")
-    assert p.returncode == 0 and "readout" in p.stdout, p.stderr
+    rc, out, err = _cli(capsys, "inspect", "art")
+    assert rc == 0 and "readout" in out, err

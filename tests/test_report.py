@@ -130,9 +130,11 @@ def test_report_measures_attention_modes_side_by_side(tmp_path):
     from neurocomp.api import compile as compile_, simulate
     from neurocomp.cli import main
     from neurocomp.training.finetune import finetune
-    art = compile_("models/digits_tcja/model.pt", str(tmp_path / "static"), attention="static")
+    # 64 calibration samples (the recompile in the other mode reads them from the manifest); the fine-tuned
+    # artifact's own before/after figures are not what is tested here (measure=False)
+    art = compile_("models/digits_tcja/model.pt", str(tmp_path / "static"), attention="static", calib_samples=64)
     ft = str(tmp_path / "ft")
-    finetune(art, ft, epochs=1, limit=64, progress=False)
+    finetune(art, ft, epochs=1, limit=64, progress=False, measure=False)
     assert main(["report", art, "--samples", "30", "--lava-samples", "4", "--finetuned", ft, "-q"]) == 0
     doc = json.load(open(os.path.join(art, "report.json")))
     m = doc["sections"]["attention"]["data"]["modes"]
@@ -153,7 +155,7 @@ def test_report_measures_attention_modes_side_by_side(tmp_path):
 def test_report_shows_attention_process_cost_beside_the_cores(tmp_path):
     from neurocomp.api import compile as compile_
     from neurocomp.cli import main
-    art = compile_("models/digits_tcja/model.pt", str(tmp_path / "dyn"), attention="dynamic")
+    art = compile_("models/digits_tcja/model.pt", str(tmp_path / "dyn"), attention="dynamic", calib_samples=64)
     assert main(["report", art, "--samples", "20", "--lava-samples", "2", "--no-attention-modes", "-q"]) == 0
     doc = json.load(open(os.path.join(art, "report.json")))
     att = doc["sections"]["energy"]["data"]["attention_processes"]

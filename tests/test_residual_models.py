@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -120,23 +118,30 @@ def test_an_add_of_a_tensor_not_from_the_input_is_refused_with_its_line(tmp_path
 
 
 @pytest.mark.lava
-def test_cli_compile_simulate_inspect(tmp_path):
+def test_cli_compile_simulate_inspect(tmp_path, capsys):
+    """The commands on a residual model, run in this interpreter (what is tested is the commands on a graph,
+    not the process: tests/test_front_door.py launches the real CLI)."""
+    from neurocomp.cli import main
     model = busy(rm.SpikingResNet(), seed=2)
     ckpt = save_checkpoint(model, str(tmp_path / "m.pt"), input_shape=SHAPE, timesteps=T, encoding="bernoulli")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
-    run = lambda *a: subprocess.run([sys.executable, "-m", "neurocomp", *a], capture_output=True, text=True, env=env,
-                                    timeout=600)
+
+    def run(*a):
+        rc = main([str(v) for v in a])
+        out = capsys.readouterr()
+        return rc, out.out, out.err
+
     art = str(tmp_path / "art")
-    c = run("compile", ckpt, "-o", art)
-    assert c.returncode == 0, c.stderr[-2000:]
+    rc, _, err = run("compile", ckpt, "-o", art)
+    assert rc == 0, err[-2000:]
     np.save(tmp_path / "x.npy", bernoulli(T, 2, SHAPE, p=0.3, seed=3).numpy().swapaxes(0, 1))   # [N, T, ...]
-    s = run("simulate", art, "--backend", "lava", "--inputs", str(tmp_path / "x.npy"), "--json", str(tmp_path / "s.json"))
-    assert s.returncode == 0, s.stderr[-2000:]
+    rc, _, err = run("simulate", art, "--backend", "lava", "--inputs", str(tmp_path / "x.npy"), "--json",
+                     str(tmp_path / "s.json"))
+    assert rc == 0, err[-2000:]
     assert json.load(open(tmp_path / "s.json"))["exact_match_fraction"] == 1.0
     assert "nir_round_trip" not in json.load(open(os.path.join(art, "manifest.json")))   # model.nir re-read, as chains
-    i = run("inspect", art)
-    assert i.returncode == 0, i.stderr[-2000:]
-    assert "layer2.sn2" in i.stdout and "add" in i.stdout
+    rc, out, err = run("inspect", art)
+    assert rc == 0, err[-2000:]
+    assert "layer2.sn2" in out and "add" in out
 
 
 @pytest.mark.parametrize("edit,field", [
