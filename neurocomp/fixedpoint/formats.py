@@ -102,11 +102,16 @@ def choose_vth(w_eff: np.ndarray, theta: float, wmax: int) -> int:
         return 0
     lo = max(0, int(math.ceil(0.75 * vth_max)))
     candidates = np.unique(np.linspace(lo, vth_max, num=min(64, vth_max - lo + 1)).round().astype(int))
-    w64 = w_eff.astype(np.float64).ravel()
+    w64 = np.asarray(w_eff, np.float64).ravel()
     best, best_err = vth_max, None
+    t, r = np.empty_like(w64), np.empty_like(w64)     # reused per candidate: no temporaries of the layer's size
     for vth in candidates[::-1]:
         s = (vth + 1.0 / 64) / theta
-        err = float(np.sum((w64 * s - np.round(w64 * s)) ** 2)) / s ** 2
+        np.multiply(w64, s, out=t)                     # the rounding error (w s - round(w s))**2, summed
+        np.round(t, out=r)
+        np.subtract(t, r, out=t)
+        np.square(t, out=t)
+        err = float(np.sum(t)) / s ** 2
         if best_err is None or err < best_err - 1e-15:
             best, best_err = int(vth), err
     return best
