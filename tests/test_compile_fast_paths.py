@@ -3,7 +3,8 @@
 - ``jsontext.dumps`` writes exactly ``json.dumps(indent=1, sort_keys=True)``'s text (graph.json, manifest.json);
 - ``lower_pooling._times_pooling`` equals ``weight @ pooling_matrix(pool)`` in float64 bytes, signed zeros
   and subnormals included;
-- ``formats.choose_vth`` picks the threshold the plain per-candidate error sum picks.
+- ``formats.choose_vth`` picks the threshold the plain per-candidate error sum picks;
+- ``map_cores.connections_per_neuron`` of a conv equals the count by a full convolution of ones.
 """
 import json
 import math
@@ -95,3 +96,24 @@ def test_choose_vth_matches_the_plain_rule():
         w = w.astype(np.float32) if i % 2 else w
         theta = float(rng.uniform(0.1, 2.0))
         assert formats.choose_vth(w, theta, 127) == _choose_vth_plain(w, theta, 127)
+
+
+def test_conv_connection_counts_equal_the_full_convolution():
+    """map_cores counts one channel's taps times the input channels; the full conv of ones counts them all."""
+    import itertools
+
+    import torch
+    import torch.nn.functional as F
+
+    from neurocomp.ir import Conv2d
+    from neurocomp.passes.map_cores import connections_per_neuron
+    for cin, groups, k, stride, pad, dil in itertools.product((2, 4), (1, 2), (1, 3), (1, 2), (0, 1), (1, 2)):
+        H = 7
+        Ho = (H + 2 * pad - dil * (k - 1) - 1) // stride + 1
+        syn = Conv2d(name="c", in_shape=(cin, H, H), out_shape=(4, Ho, Ho), weight=np.ones((4, cin // groups, k, k),
+                     np.float32), bias=None, stride=(stride, stride), padding=(pad, pad), dilation=(dil, dil),
+                     groups=groups)
+        full = F.conv2d(torch.ones((1, cin, H, H), dtype=torch.float64), torch.ones((4, cin // groups, k, k),
+                        dtype=torch.float64), None, stride, pad, dil, groups)[0].round().to(torch.int64).numpy()
+        got = connections_per_neuron(syn)
+        assert got.dtype == np.int64 and got.shape == full.shape and np.array_equal(got, full)

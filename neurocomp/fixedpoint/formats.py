@@ -67,7 +67,8 @@ def gain_mantissa(g):
     """A non-negative gain table (numpy or torch floats, positive maximum) as ``gain = mant / 2**shift``.
     Returns ``(mant, shift)``, the mantissas as floats of integer value."""
     shift = gain_shift(float(g.max()))
-    return (g * (1 << shift)).round(), shift
+    m = g * (1 << shift)
+    return (np.round(m, out=m) if isinstance(m, np.ndarray) else m.round()), shift   # numpy: rounded in place
 
 
 def lif_theta(v_threshold: float, v_reset: float | None = 0.0) -> float:

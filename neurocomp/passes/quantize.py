@@ -44,6 +44,13 @@ def _bias(bias_v):
     return mant.astype(np.int64), exp.astype(np.int64), clipped
 
 
+def _gain_error(mant, shift: int, g) -> float:
+    """The largest gain rounding error ``max |mant / 2**shift - g|``, in one temporary of the table's size."""
+    d = np.true_divide(mant, 1 << shift)
+    np.subtract(d, g, out=d)
+    return float(np.max(np.abs(d, out=d)))
+
+
 def _max_input(q: np.ndarray, syn) -> int:
     """Largest |synaptic input| one step can deliver to a neuron (all inputs spiking)."""
     if isinstance(syn, (Linear, Dense)):
@@ -191,7 +198,7 @@ def _quantize_lif_groups(syns, neu, weight_bits: int):
             m, sh = fx.gain_mantissa(np.asarray(neu.more_gains[k], np.float64))
             mants.append(m.astype(np.int64))
             shifts.append(int(sh))
-            more_errors.append(float(np.max(np.abs(m / (1 << sh) - neu.more_gains[k]))))
+            more_errors.append(_gain_error(m, sh, neu.more_gains[k]))
             bm, be, bc = _bias(more_bias[k] if more_bias[k] is not None else np.zeros(out_shape))
             biases.append(fx.effective_bias(bm, be).astype(np.int64))
             b_clipped += bc
@@ -235,7 +242,7 @@ def _quantize_lif_groups(syns, neu, weight_bits: int):
               "gain_shift": gain_shift if gain_mant is not None else None,
               "offset_max": int(np.max(np.abs(offset))) if offset is not None else None,
               "beta_error": beta_error,
-              "gain_error": (float(np.max(np.abs(gain_mant / (1 << gain_shift) - neu.input_gain)))
+              "gain_error": (_gain_error(gain_mant, gain_shift, neu.input_gain)
                              if gain_mant is not None else None)}
     if len(syns) > 1:
         record["groups"] = [o.name for o in syns]
@@ -343,7 +350,7 @@ def _payload_into_groups(syns, k: int, neu, pay, weight_bits: int, T: int):
     max_in = sum(_max_input(q, o) for i, (q, o) in enumerate(zip(qs, syns)) if i != k) + rec_a["max_input"] * max(pmax, 1)
     rec.update(voltage_scale=sigma, payload_group_scale=s, gain_shift=int(gain_shift) + int(pay.shift),
                weights_clipped=rec["weights_clipped"] - clipped_eff + rec_a["weights_clipped"],
-               gain_error=float(np.max(np.abs(gain_mant / (1 << gain_shift) - gained.input_gain))), max_input=max_in,
+               gain_error=_gain_error(gain_mant, gain_shift, gained.input_gain), max_input=max_in,
                current_may_wrap=bool(max_in >= fx.MAX_STATE), payload={**_payload_record(pay, bits, deq),
                                                                          "into_group": syn.name})
     return qs, fixed, rec, pay
@@ -384,7 +391,7 @@ def _payload_voltage_scale(syn, neu, q, fixed, rec, pay, weight_bits: int, T: in
                                 v_reset=(64 * int(vth) + 1) if isinstance(neu, MALIF) else 0)
     pmax = int(np.max(pay.qscale))
     rec.update(vth=int(vth), voltage_scale=sigma, bias_clipped=b_clipped, gain_shift=int(gain_shift) + int(pay.shift),
-               gain_error=float(np.max(np.abs(gain_mant / (1 << gain_shift) - gained.input_gain))),
+               gain_error=_gain_error(gain_mant, gain_shift, gained.input_gain),
                max_input=rec["max_input"] * max(pmax, 1),
                payload=_payload_record(pay, bits, deq))
     rec["current_may_wrap"] = bool(rec["max_input"] >= fx.MAX_STATE)   # GainLIF: only the synapse wraps
