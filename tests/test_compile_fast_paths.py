@@ -89,10 +89,22 @@ def _choose_vth_plain(w, theta, wmax):
     return best
 
 
+def test_rounding_error_sums_are_np_sum_of_the_whole_layer():
+    """Summed block by block where numpy sums that way (numpy 1.x; numpy 2 takes the plain sums): the same floats."""
+    rng = np.random.default_rng(3)
+    for n in (5, 8192, 3 * 8192 + 77, 70000):
+        w = rng.standard_normal(n) * 0.05
+        scales = [(v + 1.0 / 64) / 0.8 for v in range(900, 920)]
+        got = formats._rounding_error_sums(w, scales)
+        assert [float(x) for x in got] == [float(np.sum((w * s - np.round(w * s)) ** 2)) for s in scales]
+
+
 def test_choose_vth_matches_the_plain_rule():
     rng = np.random.default_rng(2)
     for i in range(30):
         w = rng.normal(size=(int(rng.integers(1, 60)), int(rng.integers(1, 40)))) * rng.uniform(1e-3, 3)
+        if i % 10 == 0:
+            w = rng.normal(size=(64, 520)) * rng.uniform(1e-3, 3)      # several of numpy's 8192-value blocks
         w = w.astype(np.float32) if i % 2 else w
         theta = float(rng.uniform(0.1, 2.0))
         assert formats.choose_vth(w, theta, 127) == _choose_vth_plain(w, theta, 127)
