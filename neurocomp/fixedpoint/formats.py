@@ -104,7 +104,7 @@ def choose_vth(w_eff: np.ndarray, theta: float, wmax: int) -> int:
     lo = max(0, int(math.ceil(0.75 * vth_max)))
     candidates = np.unique(np.linspace(lo, vth_max, num=min(64, vth_max - lo + 1)).round().astype(int))
     w64 = np.asarray(w_eff, np.float64).ravel()
-    scales = [(int(vth) + 1.0 / 64) / theta for vth in candidates[::-1]]
+    scales = [(vth + 1.0 / 64) / theta for vth in candidates[::-1]]     # numpy floats, as the plain loop had them
     best, best_err = vth_max, None
     for vth, s, total in zip(candidates[::-1], scales, _rounding_error_sums(w64, scales)):
         err = float(total) / s ** 2
