@@ -19,6 +19,13 @@ from neurocomp.errors import BadGraph
 from neurocomp.ir.nodes import Add, Concat, Node, Input
 
 
+def _data(a: np.ndarray):
+    """An array's bytes in C order for hashing, without a copy when it is already contiguous (the same
+    bytes as ``a.tobytes()``)."""
+    c = np.ascontiguousarray(a)
+    return c.tobytes() if c.dtype.hasobject else c
+
+
 @dataclass(frozen=True, eq=False)
 class Graph:
     nodes: tuple                      # tuple[Node, ...] in topological order
@@ -232,12 +239,12 @@ class Graph:
                 v = getattr(n, f.name)
                 if isinstance(v, np.ndarray):
                     h.update(f.name.encode() + str(v.dtype).encode() + str(v.shape).encode())
-                    h.update(np.ascontiguousarray(v).tobytes())
+                    h.update(_data(v))
                 elif dataclasses.is_dataclass(v):
                     for g in dataclasses.fields(v):
                         w = getattr(v, g.name)
                         h.update(g.name.encode())
-                        h.update(np.asarray(w).tobytes() if isinstance(w, np.ndarray) else repr(w).encode())
+                        h.update(_data(w) if isinstance(w, np.ndarray) else repr(w).encode())
                 else:
                     h.update(f.name.encode() + json.dumps(v, sort_keys=True, default=str).encode())
             h.update(repr(self.inputs.get(n.name, ())).encode())

@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 
-from neurocomp import safeio
+from neurocomp import jsontext, safeio
 from neurocomp.errors import BadArtifact, BadGraph
 from neurocomp.ir.graph import Graph
 from neurocomp.ir.nodes import NODE_TYPES, LoihiNeuron
@@ -77,7 +77,7 @@ def save_graph(graph: Graph, folder: str) -> None:
                       "meta": n.meta, "fields": fields, "fixed": fixed})
     doc = {"format": FORMAT, "version": VERSION, "meta": graph.meta, "nodes": nodes}
     with open(os.path.join(folder, "graph.json"), "w") as fh:
-        json.dump(doc, fh, indent=1, sort_keys=True, default=_jsonable)
+        fh.write(jsontext.dumps(doc, indent=1, sort_keys=True, default=_jsonable))   # json.dump's text, faster
 
 
 def load_graph(folder: str) -> Graph:

@@ -47,6 +47,26 @@ def pooling_matrix(pool: AvgPool2d) -> np.ndarray:
     return P
 
 
+def _times_pooling(weight: np.ndarray, pool: AvgPool2d) -> np.ndarray:
+    """``weight (float64) @ pooling_matrix(pool)``, the same float64 values. A square pool (stride = kernel,
+    no padding) puts each input pixel in at most one window, so every output is one product
+    ``w * 1/(kh kw)`` (BLAS adds only exact zeros to it: ``+ 0.0`` gives the zeros' sign as BLAS does),
+    gathered without the dense ``(C Ho Wo) x (C H W)`` matrix or the matrix product; other pools, and
+    weights that are not all finite, take the dense product."""
+    w64 = np.asarray(weight, np.float64)
+    if not _square_pool(pool) or not np.all(np.isfinite(w64)):
+        return w64 @ pooling_matrix(pool)
+    C, H, W = pool.in_shape
+    _, Ho, Wo = pool.out_shape
+    kh, kw = pool.kernel
+    y, x = np.arange(H)[:, None] // kh, np.arange(W)[None, :] // kw
+    covered = np.broadcast_to((y < Ho) & (x < Wo), (C, H, W)).ravel()
+    rows = ((np.arange(C)[:, None, None] * Ho + np.minimum(y, Ho - 1)) * Wo + np.minimum(x, Wo - 1)).ravel()
+    out = np.zeros((w64.shape[0], C * H * W), np.float64)
+    out[:, covered] = w64[:, rows[covered]] * (0.0 + 1.0 / (kh * kw)) + 0.0
+    return out
+
+
 def _square_pool(pool):
     return tuple(pool.stride) == tuple(pool.kernel) and tuple(pool.padding) == (0, 0)
 
@@ -165,7 +185,7 @@ def fold_avgpool(graph):
             records.append({"pool": node.name, "into": prev.name, "rule": "conv->pool composed"})
             continue
         if isinstance(nxt, Dense):
-            w = nxt.weight.astype(np.float64) @ pooling_matrix(node)
+            w = _times_pooling(nxt.weight, node)
             nodes[i:i + 2] = [nxt.replace(in_shape=node.in_shape, weight=w.astype(np.float32),
                                           meta={**nxt.meta, "folded_avgpool": node.name})]
             records.append({"pool": node.name, "into": nxt.name, "rule": "pool->dense matrix"})
@@ -176,7 +196,7 @@ def fold_avgpool(graph):
             continue
         after = nodes[i + 2] if isinstance(nxt, Flatten) and i + 2 < len(nodes) else None
         if isinstance(after, Linear):
-            w = after.weight.astype(np.float64) @ pooling_matrix(node)
+            w = _times_pooling(after.weight, node)
             flat = Flatten(name=nxt.name, in_shape=node.in_shape, out_shape=(int(np.prod(node.in_shape)),))
             lin = after.replace(in_shape=flat.out_shape, weight=w.astype(np.float32),
                                 meta={**after.meta, "folded_avgpool": node.name})

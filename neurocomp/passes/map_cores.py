@@ -55,11 +55,12 @@ def connections_per_neuron(syn) -> np.ndarray:
         return np.full(syn.weight.shape[0], syn.weight.shape[1], dtype=np.int64)
     if isinstance(syn, Dense):   # an unrolled conv: count the non-zero taps
         return (syn.weight != 0).sum(axis=1).reshape(tuple(syn.out_shape)).astype(np.int64)
-    if isinstance(syn, Conv2d):
-        x = torch.ones((1,) + tuple(syn.in_shape), dtype=torch.float64)
-        w = torch.ones(tuple(syn.weight.shape), dtype=torch.float64)
-        y = F.conv2d(x, w, None, tuple(syn.stride), tuple(syn.padding), tuple(syn.dilation), int(syn.groups))
-        return y[0].round().to(torch.int64).numpy()
+    if isinstance(syn, Conv2d):   # every input channel of a group has the same taps: count one, times the channels
+        x = torch.ones((1, 1) + tuple(syn.in_shape[1:]), dtype=torch.float64)
+        w = torch.ones((1, 1) + tuple(syn.weight.shape[2:]), dtype=torch.float64)
+        y = F.conv2d(x, w, None, tuple(syn.stride), tuple(syn.padding), tuple(syn.dilation))
+        taps = y[0, 0].round().to(torch.int64).numpy() * int(syn.weight.shape[1])
+        return np.ascontiguousarray(np.broadcast_to(taps, tuple(syn.out_shape)))
     if isinstance(syn, SumPool2d):
         x = torch.ones((1,) + tuple(syn.in_shape), dtype=torch.float64)
         y = F.avg_pool2d(x, tuple(syn.kernel), tuple(syn.stride), tuple(syn.padding), divisor_override=1)

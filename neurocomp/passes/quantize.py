@@ -44,6 +44,13 @@ def _bias(bias_v):
     return mant.astype(np.int64), exp.astype(np.int64), clipped
 
 
+def _gain_error(mant, shift: int, g) -> float:
+    """The largest gain rounding error ``max |mant / 2**shift - g|``, in one temporary of the table's size."""
+    d = np.true_divide(mant, 1 << shift)
+    np.subtract(d, g, out=d)
+    return float(np.max(np.abs(d, out=d)))
+
+
 def _max_input(q: np.ndarray, syn) -> int:
     """Largest |synaptic input| one step can deliver to a neuron (all inputs spiking)."""
     if isinstance(syn, (Linear, Dense)):
@@ -65,8 +72,16 @@ def _quantize_gain(neu):
     return mant.astype(np.int64), shift
 
 
-def _quantize_lif(syn, neu, weight_bits: int):
-    qs, fixed, record = _quantize_lif_groups([syn], neu, weight_bits)
+def _check_gain(neu):
+    """:func:`_quantize_gain`'s checks without its mantissas: ``(None, 0)``."""
+    g = getattr(neu, "input_gain", None)
+    if g is not None and (not float(np.max(g)) > 0 or np.any(g < 0)):
+        raise QuantizationError("attention gains must be non-negative and not all zero", where=f"layer '{neu.name}'")
+    return None, 0
+
+
+def _quantize_lif(syn, neu, weight_bits: int, gain_table: bool = True):
+    qs, fixed, record = _quantize_lif_groups([syn], neu, weight_bits, gain_table=gain_table)
     return qs[0], fixed, record
 
 
@@ -91,10 +106,11 @@ def _step_bias(neu, theta_c, s):
     return np.ascontiguousarray(q), float(np.max(np.abs(q - exact) * chan) / (64.0 * s))
 
 
-def _quantize_lif_groups(syns, neu, weight_bits: int):
+def _quantize_lif_groups(syns, neu, weight_bits: int, gain_table: bool = True):
     """A LIF/MALIF fed by one or more synapse groups (an Add of currents): ONE scale ``s`` for the layer,
     chosen from every group's weights, so each group's integer current is in the neuron's units; the
-    biases add up, as do the largest inputs."""
+    biases add up, as do the largest inputs. ``gain_table=False``: the gain table is checked but its mantissas
+    are left to the caller (None), which replaces them (graded payloads: :func:`_payload_voltage_scale`)."""
     syn = syns[0]
     if isinstance(neu, MALIF):
         if not np.all(np.isfinite(np.asarray(neu.beta, np.float64))):
@@ -191,7 +207,7 @@ def _quantize_lif_groups(syns, neu, weight_bits: int):
             m, sh = fx.gain_mantissa(np.asarray(neu.more_gains[k], np.float64))
             mants.append(m.astype(np.int64))
             shifts.append(int(sh))
-            more_errors.append(float(np.max(np.abs(m / (1 << sh) - neu.more_gains[k]))))
+            more_errors.append(_gain_error(m, sh, neu.more_gains[k]))
             bm, be, bc = _bias(more_bias[k] if more_bias[k] is not None else np.zeros(out_shape))
             biases.append(fx.effective_bias(bm, be).astype(np.int64))
             b_clipped += bc
@@ -211,7 +227,8 @@ def _quantize_lif_groups(syns, neu, weight_bits: int):
     else:
         dv = fx.lif_dv(neu.tau)
         decay_error = abs(dv / fx.DECAY_UNITY - 1.0 / neu.tau)
-    gain_mant, gain_shift = _quantize_gain(neu)
+    gain_mant, gain_shift = _quantize_gain(neu) if gain_table else _check_gain(neu)
+    has_gain = gain_mant is not None or not gain_table and getattr(neu, "input_gain", None) is not None
     offset = getattr(neu, "input_offset", None)
     if offset is not None:   # an additive map: voltage units like the bias, added with it before the ReLU
         chan = 1.0 if theta_c is None else 1.0 / neu.channel_values("v_threshold")
@@ -219,7 +236,7 @@ def _quantize_lif_groups(syns, neu, weight_bits: int):
     step_bias, beta_error = _step_bias(neu, theta_c, s) if is_ma else (None, None)
     fixed = LoihiNeuron(du=fx.DECAY_MAX, dv=dv, vth=int(vth), bias_mant=mant, bias_exp=exp, step_bias=step_bias,
                         plain_bias=plain_bias, **more_fields, gain_mant=gain_mant, gain_shift=gain_shift, offset=offset,
-                        gain_on_bias=(bool(getattr(neu, "gain_on_bias", False)) and gain_mant is not None)
+                        gain_on_bias=(bool(getattr(neu, "gain_on_bias", False)) and has_gain)
                         or offset is not None,
                         rectify=bool(getattr(neu, "rectify_input", False)),
                         # MA-SNN resets to its threshold: 64*s*V_th = 64*vth + 1 exactly
@@ -232,10 +249,10 @@ def _quantize_lif_groups(syns, neu, weight_bits: int):
               "bias_clipped": b_clipped, "dv": dv_c if isinstance(dv, np.ndarray) else dv, "decay_error": decay_error,
               "max_input": max_in, "current_may_wrap": bool(max_in * (1 << fx.ACT_SHIFT) >= fx.MAX_STATE),
               "threshold_rule": ">= mapped exactly (v > 64*vth with theta*64*s = 64*vth + 1)",
-              "gain_shift": gain_shift if gain_mant is not None else None,
+              "gain_shift": gain_shift if has_gain else None,
               "offset_max": int(np.max(np.abs(offset))) if offset is not None else None,
               "beta_error": beta_error,
-              "gain_error": (float(np.max(np.abs(gain_mant / (1 << gain_shift) - neu.input_gain)))
+              "gain_error": (_gain_error(gain_mant, gain_shift, neu.input_gain)
                              if gain_mant is not None else None)}
     if len(syns) > 1:
         record["groups"] = [o.name for o in syns]
@@ -343,7 +360,7 @@ def _payload_into_groups(syns, k: int, neu, pay, weight_bits: int, T: int):
     max_in = sum(_max_input(q, o) for i, (q, o) in enumerate(zip(qs, syns)) if i != k) + rec_a["max_input"] * max(pmax, 1)
     rec.update(voltage_scale=sigma, payload_group_scale=s, gain_shift=int(gain_shift) + int(pay.shift),
                weights_clipped=rec["weights_clipped"] - clipped_eff + rec_a["weights_clipped"],
-               gain_error=float(np.max(np.abs(gain_mant / (1 << gain_shift) - gained.input_gain))), max_input=max_in,
+               gain_error=_gain_error(gain_mant, gain_shift, gained.input_gain), max_input=max_in,
                current_may_wrap=bool(max_in >= fx.MAX_STATE), payload={**_payload_record(pay, bits, deq),
                                                                          "into_group": syn.name})
     return qs, fixed, rec, pay
@@ -384,7 +401,7 @@ def _payload_voltage_scale(syn, neu, q, fixed, rec, pay, weight_bits: int, T: in
                                 v_reset=(64 * int(vth) + 1) if isinstance(neu, MALIF) else 0)
     pmax = int(np.max(pay.qscale))
     rec.update(vth=int(vth), voltage_scale=sigma, bias_clipped=b_clipped, gain_shift=int(gain_shift) + int(pay.shift),
-               gain_error=float(np.max(np.abs(gain_mant / (1 << gain_shift) - gained.input_gain))),
+               gain_error=_gain_error(gain_mant, gain_shift, gained.input_gain),
                max_input=rec["max_input"] * max(pmax, 1),
                payload=_payload_record(pay, bits, deq))
     rec["current_may_wrap"] = bool(rec["max_input"] >= fx.MAX_STATE)   # GainLIF: only the synapse wraps
@@ -532,7 +549,7 @@ def quantize(graph, weight_bits: int = fx.WEIGHT_BITS):
             records.append(rec)
             continue
         else:
-            q, fixed, rec = _quantize_lif(syn, neu, weight_bits)
+            q, fixed, rec = _quantize_lif(syn, neu, weight_bits, gain_table=syn.name not in payload_into)
             if syn.name in payload_into:
                 fixed, rec, pay = _payload_voltage_scale(syn, neu, q, fixed, rec, payload_into[syn.name],
                                                          weight_bits, int(graph.meta["timesteps"]))
