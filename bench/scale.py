@@ -42,6 +42,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests"))      # busy_nets (--busy): the suite's busy-network tooling
 from exact_at_size import _available_gib, _tree_rss_gib   # noqa: E402  the tree's memory, one home
 
 P_INPUT = 0.15
@@ -89,7 +90,7 @@ def _inputs(spec, n, seed):
     return (torch.rand((spec["T"], n, 2, spec["hw"], spec["hw"]), generator=gen) < P_INPUT).float()
 
 
-def phase_compile(spec, work, calib):
+def phase_compile(spec, work, calib, busy_iters=0):
     import numpy as np
     import torch
     from spikingjelly.activation_based import functional, layer
@@ -105,12 +106,18 @@ def phase_compile(spec, work, calib):
         model.append(layer.VotingLayer(spec["vote"], step_mode="m"))
     functional.set_step_mode(model, "m")
     model.eval()
+    xc = _inputs(spec, calib, seed=1)
+    out = {}
+    if busy_iters:                        # every spiking layer set from data to fire at 10-30 %
+        from busy_nets import make_busy
+        t0 = time.perf_counter()
+        rates = make_busy(model, xc, rate=(0.1, 0.3), seed=16, iters=busy_iters)
+        out.update(make_busy_s=round(time.perf_counter() - t0, 1),
+                   busy_rates=[round(min(rates.values()), 3), round(max(rates.values()), 3)])
     ckpt = save_checkpoint(model, os.path.join(work, "model.pt"), input_shape=(2, spec["hw"], spec["hw"]),
                            timesteps=spec["T"], encoding="bernoulli")
-    xc = _inputs(spec, calib, seed=1)
     npy = os.path.join(work, "calib.npy")
     np.save(npy, xc.numpy().swapaxes(0, 1).astype(np.uint8))
-    out = {}
     if attention_modules(model):          # calibration's forward passes alone (compile repeats them)
         t0 = time.perf_counter()
         calibrate(model, xc)
@@ -203,7 +210,8 @@ def _child(args, limit_gib, timeout):
 
 def measure_net(name, spec, a, limit_gib) -> dict:
     work = tempfile.mkdtemp(prefix=f"nc-scale-{name}-")
-    base = ["--net", name, "--work", work] + (["--quick"] if a.quick else [])
+    base = ["--net", name, "--work", work] + (["--quick"] if a.quick else []) + \
+        (["--calib", str(a.calib)] if a.calib else []) + (["--busy", str(a.busy)] if a.busy else [])
     row = {"net": name, "description": describe(spec), **{k: spec[k] for k in ("ref", "lava")}}
     if a.quick:
         row.update(ref=QUICK["ref"], lava=QUICK["lava"])
@@ -244,7 +252,10 @@ def to_markdown(res) -> str:
            f"{res['load_average_start'][0]} at the start, {res['load_average_end'][0]} at the end.  ",
            f"Command: `{res['command']}` ({res['total_s']:.0f} s in all)."
            + (" **--quick: a check of the code path, not a benchmark.**" if res["quick"] else ""), "",
-           "Untrained nets of the given shapes, random weights (seed 16), Bernoulli(0.15) inputs; compile with "
+           ("Nets of the given shapes made busy (every spiking layer set from the calibration samples to fire at "
+            f"10-30 %, {res['busy_iters']} bisection steps per layer)" if res.get("busy_iters") else
+            "Untrained nets of the given shapes (nearly silent after their first layer)")
+           + ", random weights (seed 16), Bernoulli(0.15) inputs; compile with "
            f"{res['calib']} calibration samples. Peak memory: the largest of the phase process's and its "
            "largest child's maximum RSS and the tree's sampled PSS.", "",
            "| net | compile (s) | compile peak (GiB) | calibration (samples/s) | cores / chips | neurons | "
@@ -258,6 +269,8 @@ def to_markdown(res) -> str:
             continue
         eq = "–" if not lv or not lv.get("ok") else "yes" if lv["equals_reference"] else \
             f"**no**: {lv['mismatches']} spikes, first in {lv['first_diverging_layer']}"
+        if lv and lv.get("ok"):           # a silent net's "yes" proves nothing: show what was compared
+            eq += f" ({lv.get('reference_spikes')} reference spikes)"
         err = [f"{k}: {x.get('error')}" for k, x in (("reference", r), ("Lava", lv)) if x and not x.get("ok")]
         out.append(f"| {row['description']} | {c['compile_s']} | {_peak_gib(c)} | "
                    f"{_cell(c, 'calibration_samples_per_s')} | {c.get('cores')} / {c.get('chips')} | "
@@ -316,13 +329,18 @@ def main(argv=None):
     ap.add_argument("--timeout", type=float, default=900, help="seconds per phase (default 900)")
     ap.add_argument("--quick", action="store_true", help=f"the nets {', '.join(QUICK['nets'])} with "
                     f"{QUICK['ref']} reference / {QUICK['lava']} Lava / {QUICK['calib']} calibration samples")
+    ap.add_argument("--calib", type=int, help=f"calibration samples of compile (default {CALIB}; --quick: "
+                    f"{QUICK['calib']})")
+    ap.add_argument("--busy", type=int, default=0, metavar="ITERS",
+                    help="make every spiking layer fire at 10-30 %% first (tests/busy_nets.make_busy on the "
+                         "calibration samples, ITERS bisection steps per layer); default: untrained, nearly silent")
     ap.add_argument("--out", default=HERE)
     a = ap.parse_args(argv)
     if a.phase:
         spec = NETS[a.net]
         q = a.quick
         if a.phase == "compile":
-            res = phase_compile(spec, a.work, QUICK["calib"] if q else CALIB)
+            res = phase_compile(spec, a.work, a.calib or (QUICK["calib"] if q else CALIB), a.busy)
         elif a.phase == "reference":
             res = phase_reference(spec, a.work, QUICK["ref"] if q else spec["ref"], a.device)
         else:
@@ -343,7 +361,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     res = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "quick": a.quick, "device": a.device,
            "load_average_start": [round(v, 1) for v in os.getloadavg()],
-           "max_memory_gib": round(limit, 2), "calib": QUICK["calib"] if a.quick else CALIB,
+           "max_memory_gib": round(limit, 2), "calib": a.calib or (QUICK["calib"] if a.quick else CALIB),
+           "busy_iters": a.busy,
            "command": "python bench/scale.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "nets": [measure_net(n, NETS[n], a, limit) for n in names]}
     res["total_s"] = round(time.perf_counter() - t0, 1)

@@ -161,3 +161,25 @@ def test_an_overlapping_pool_still_unrolls_behind_the_memory_guard(tmp_path, mon
     msg = e.value.one_line()
     assert "layer '5'" in msg and "256x256" in msg and "1.0 MiB" in msg and "\n" not in msg, msg
     assert "non-overlapping" in msg                   # the next step that works
+
+
+def test_ma_spatial_map_static_is_a_gain_table_per_neuron(tmp_path):
+    """MA-SNN's TCSA (a map over time, channel and space on the input current; the 128x128 bench row's
+    block) folds in static mode into each cell's input gain table, one value per neuron and step: the convs
+    stay convs, no Dense, and no array exceeds T x the largest layer."""
+    from neurocomp.ir import MALIF
+    C, hw = 4, 8
+    torch.manual_seed(0)
+    model = backbones.build("ma", T=T, in_channels=2, input_hw=hw, channels=(C, C), num_classes=3,
+                            t_ratio=1, c_ratio=2).eval()
+    q = lower(_static_graph(model, hw, tmp_path))
+    kinds = [n.kind for n in q]
+    assert "dense" not in kinds and kinds.count("conv2d") == 2, kinds
+    cells = [n for n in q if isinstance(n, MALIF)]
+    conv_cells = [n for n in cells if len(n.out_shape) == 3]
+    assert len(conv_cells) == 2
+    for n in conv_cells:                                # the spatial map: a gain per neuron and step
+        assert n.input_gain is not None and n.input_gain.shape == (T,) + tuple(n.out_shape), n.name
+        assert np.ptp(n.input_gain, axis=(2, 3)).max() > 0, n.name     # it does vary over space
+    biggest = max((a.size, n.name, f) for n in q for f, a in n.arrays().items())
+    assert biggest[0] <= T * C * hw * hw, biggest
