@@ -201,8 +201,8 @@ def _gain_window(p, a_seq, bias, gains, offsets, step_bias, plain, plain_bias, m
     unit = 1 << fx.ACT_SHIFT
 
     def feed(n, t):                             # n -= x[t], the gained input of gain_lif_step
-        if folded:
-            torch.mul(a_seq[t], unit * g[t], out=x)
+        if folded:                              # (in dt: a product of two tensors of another type would round)
+            x.copy_(a_seq[t]).mul_(unit * g[t])
         else:
             torch.mul(a_seq[t], unit, out=x)
             if on_bias:
