@@ -35,14 +35,19 @@ class Gained(NamedTuple):
 FLOAT32_EXACT, FLOAT64_EXACT = 1 << 24, 1 << 53     # every integer of magnitude up to these is a float32 / float64
 
 
+def weight_fan(node) -> float:
+    """The largest sum of |weights| into one output of a synapse (a sum pool: kernel size times |weight|);
+    computed in float64 from the weights, so itself exact or rounded up by < 2**-50."""
+    q = np.abs(np.asarray(node.qweight, dtype=np.float64))
+    return float(q.reshape(q.shape[0], -1).sum(1).max() if q.ndim > 1
+                 else float(q) * np.prod(getattr(node, "kernel", (1,))))
+
+
 def sum_bound(node, s: torch.Tensor) -> float:
     """An upper bound on the magnitude of every partial sum a synapse forms from inputs ``s``:
-    the largest sum of |weights| into one output times the largest |input| (a sum pool: kernel size
-    times |weight|); computed in float64 from the weights, so itself exact or rounded up by < 2**-50."""
-    q = np.abs(np.asarray(node.qweight, dtype=np.float64))
-    fan = q.reshape(q.shape[0], -1).sum(1).max() if q.ndim > 1 else float(q) * np.prod(getattr(node, "kernel", (1,)))
+    :func:`weight_fan` times the largest |input|."""
     in_max = 1.0 if s.dtype == torch.bool else float(s.abs().max()) if s.numel() else 0.0
-    return float(fan) * in_max
+    return weight_fan(node) * in_max
 
 
 def exact_float(node, s: torch.Tensor):
