@@ -26,18 +26,25 @@ def _neuron(rng, **kw):
 
 
 def _run_both(node, a, monkeypatch):
-    """(spikes, stats) of the window code and of the integer steps, and the float type the window code ran in
-    (None: it left the neuron to the integer steps)."""
+    """(spikes, stats) of the window code and of the integer steps, and how the window code ran: the float type
+    of its recurrence, "compare" (a voltage without memory: one comparison), or None (it left the neuron to
+    the integer steps)."""
     g = Graph.chain([Input("in", SHAPE, SHAPE), node])
     calls = []
     real = voltage.run_window
     monkeypatch.setattr(voltage, "run_window", lambda *args, **kw: calls.append(args[7]) or real(*args, **kw))
+    for name in ("lif_step", "gain_lif_step"):
+        step = getattr(fixed_ops.fx, name)
+        monkeypatch.setattr(fixed_ops.fx, name, lambda *args, _s=step, **kw: calls.append(None) or _s(*args, **kw))
     out = {}
     for window in (True, False):
         monkeypatch.setattr(fixed_ops, "WINDOW", window)
+        calls.clear()
         run = Run(g, fixed_ops.FIXED_OPS, "fixed-point")
         out[window] = (fixed_ops._loihi_neuron(run, node, a), run.stats["n"])
-    return out[True], out[False], (calls or [None])[0]
+        if window:
+            how = calls[0] if calls else "compare"
+    return out[True], out[False], how
 
 
 def _input(rng, hi, dtype=torch.float32, shape=(T, B) + SHAPE):
@@ -50,7 +57,7 @@ CASES = {   # name: (neuron parameters, largest |a|, expected to run over the wi
                               120_000, True),
     "dv 1234 (not a power of two)": (dict(dv=1234), 400, True),
     "dv per neuron, 0 to 4095": (dict(dv=np.array([0, 1, 2048, 3000, 4095] * 4).reshape(SHAPE)), 400, True),
-    "memoryless threshold (dv 4095, vth 0)": (dict(dv=4095, vth=0, bias_mant=np.zeros(SHAPE, int)), 3, True),
+    "memoryless threshold (dv 4095, vth 0)": (dict(dv=4095, vth=0, bias_mant=np.zeros(SHAPE, int)), 3, "compare"),
     "current wraps: integer steps": (dict(), 200_000, False),
     "current memory (du < 4095): integer steps": (dict(du=1000), 400, False),
 }
@@ -61,8 +68,8 @@ def test_stock_lif_window_equals_integer_steps(name, monkeypatch):
     params, hi, windowed = CASES[name]
     rng = np.random.default_rng(len(name))
     node = _neuron(rng, **params)
-    (s1, st1), (s2, st2), dtype = _run_both(node, _input(rng, hi), monkeypatch)
-    assert (dtype is not None) == windowed
+    (s1, st1), (s2, st2), how = _run_both(node, _input(rng, hi), monkeypatch)
+    assert how == windowed if isinstance(windowed, str) else (how in (torch.float32, torch.float64)) == windowed
     assert torch.equal(s1, s2) and st1 == st2
     assert 0 < int(s1.sum()) < s1.numel()                       # some neurons fire, not all
     if name.startswith("IF"):
@@ -135,9 +142,11 @@ def test_the_window_dtype_follows_the_bounds():
     assert voltage.window_bounds(100, 2048, 50, 0) == (199, 199, False)       # 100 + 99 + 49 + ... truncated
 
 
-def test_a_gained_input_float32_would_round_is_exact(monkeypatch):
+@pytest.mark.parametrize("per_neuron", [False, True])
+def test_a_gained_input_float32_would_round_is_exact(per_neuron, monkeypatch):
     """64 a g = 5.19e9 is no float32; rounded, trunc(64 a g / 2**11) comes out one too high and the neuron would
-    fire. The window code computes it in float64 (the bound says so) and stays silent, as the integer steps do."""
+    fire. The window code stays silent, as the integer steps do: with one gain per step it splits the product
+    (float32), with gains per neuron it works in float64."""
     a, g, shift = 49270, 1645, 11
     exact = (64 * a * g) >> shift
     in_float32 = int(torch.div(torch.tensor(float(a)) * (64 * g), 1 << shift, rounding_mode="trunc"))
@@ -145,10 +154,14 @@ def test_a_gained_input_float32_would_round_is_exact(monkeypatch):
     vth = -(-exact // 64)
     bias = np.zeros(SHAPE, np.int64)
     bias.flat[0] = 64 * vth - exact                              # v = exact + bias = theta: no spike; one more fires
+    gains = np.full((1,) + SHAPE, g)
+    if per_neuron:
+        gains.flat[1:] = np.arange(1, gains.size)
     node = LIF("n", SHAPE, SHAPE, fixed=LoihiNeuron(du=4095, dv=2048, vth=vth, bias_mant=bias,
-                                                     bias_exp=np.zeros(SHAPE, np.int64),
-                                                     gain_mant=np.full((1,) + SHAPE, g), gain_shift=shift))
+                                                     bias_exp=np.zeros(SHAPE, np.int64), gain_mant=gains,
+                                                     gain_shift=shift))
     x = torch.zeros((1, 1) + SHAPE)
     x.view(-1)[0] = a
     (s1, _), (s2, _), dtype = _run_both(node, x, monkeypatch)
-    assert dtype == torch.float64 and torch.equal(s1, s2) and not bool(s1.any())
+    assert dtype == (torch.float64 if per_neuron else torch.float32)
+    assert torch.equal(s1, s2) and not bool(s1.any())

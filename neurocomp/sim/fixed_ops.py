@@ -155,32 +155,40 @@ WINDOW = True      # neurons evaluated over the window in exact floats (sim.volt
 #                    False: every neuron steps through fixedpoint's integer expression (the tests compare both)
 
 
-def _mantissas(g, dt, like: torch.Tensor):
-    """Gain mantissas ``[T, ...]`` (a node's array or a tensor): one Python int per step when every neuron
-    of a step has the same gain, else a tensor in ``dt`` on ``like``'s device."""
+def _per_step(g):
+    """Gain mantissas ``[T, ...]`` (a node's array or a tensor) as one Python int per step when every neuron
+    of a step has the same gain, else None."""
     flat = g.reshape(g.shape[0], -1)
     if flat.shape[1] and bool((flat == flat[:, :1]).all()):
         return [int(v) for v in flat[:, 0].tolist()]
-    return torch.as_tensor(g, device=like.device).to(dt)
+    return None
 
 
 def _gain_window(p, a_seq, bias, gains, offsets, step_bias, plain, plain_bias, more, more_mant, more_bias):
     """``gain_lif_step`` over the window (:mod:`neurocomp.sim.voltage`): the gained input ``x[t]`` in float32
     or float64, exact by the bounds taken here from the data, then the recurrence; None when a bound does not
-    fit. A gain is a product and a truncating division by ``2**shift`` (``trunc_shift``)."""
-    T = a_seq.shape[0]
+    fit. A gain is a product and a truncating division by ``2**shift`` (``trunc_shift``). With one gain
+    ``g >= 0`` per step on the bare synaptic input, ``trunc(64 a g / 2**shift)`` is split at ``h = shift - 6``:
+    ``a (g >> h) + trunc(a (g mod 2**h) / 2**h)`` (both terms have the sign of ``a``), whose products stay
+    within float32 where ``64 a g`` would not."""
+    T, unit = a_seq.shape[0], 1 << fx.ACT_SHIFT
     shift, on_bias, rect = int(p.gain_shift), bool(p.gain_on_bias), bool(p.rectify)
-    bmax = voltage.amax(bias)
-    x0 = 64 * voltage.amax(a_seq) + (bmax if on_bias else 0) + (0 if offsets is None else voltage.amax(offsets))
+    am, bmax = voltage.amax(a_seq), voltage.amax(bias)
+    x0 = unit * am + (bmax if on_bias else 0) + (0 if offsets is None else voltage.amax(offsets))
     gmax = 1 if gains is None else voltage.amax(gains)
-    widest = x0 * max(gmax, 1)                  # the largest intermediate of the gained input
+    steps = None if gains is None else _per_step(gains)
+    split = steps is not None and not (on_bias or rect or offsets is not None) and min(steps) >= 0
+    h = shift - fx.ACT_SHIFT
+    if split:
+        widest = am * (max((1 << h) - 1, gmax >> h) if h > 0 else gmax << -h)
+    else:
+        widest = x0 * max(gmax, 1)              # the largest intermediate of the gained input
     wmax = ((x0 * gmax) >> shift if gains is not None else x0) + (0 if on_bias else bmax)
     if plain is not None:
-        wmax += 64 * voltage.amax(plain) + (voltage.amax(plain_bias) if isinstance(plain_bias, torch.Tensor)
-                                            else abs(int(plain_bias)))
-    group_bounds = []
+        wmax += unit * voltage.amax(plain) + (voltage.amax(plain_bias) if isinstance(plain_bias, torch.Tensor)
+                                              else abs(int(plain_bias)))
     for k, a_k in sorted(more.items()):
-        xk = 64 * voltage.amax(a_k) + voltage.amax(more_bias[k])
+        xk = unit * voltage.amax(a_k) + voltage.amax(more_bias[k])
         mk = voltage.amax(more_mant[k])
         widest = max(widest, xk * max(mk, 1))
         wmax += (xk * mk) >> int(p.more_gain_shift[k])
@@ -192,24 +200,34 @@ def _gain_window(p, a_seq, bias, gains, offsets, step_bias, plain, plain_bias, m
     dt = None if xdt is None else voltage.window_dtype(wmax, k, T, int(p.v_reset), at_least=xdt)
     if dt is None:
         return None
-    g = None if gains is None else _mantissas(gains, dt, a_seq)
-    folded = isinstance(g, list) and not (on_bias or rect or offsets is not None)   # 64 * g in one product
+
+    def in_dt(g):
+        return g if g is None or isinstance(g, list) else torch.as_tensor(g, device=a_seq.device).to(dt)
+    g = None if gains is None else steps if steps is not None else in_dt(gains)
     b = bias.to(dt)
     pb = None if plain is None or not isinstance(plain_bias, torch.Tensor) else plain_bias.to(dt)
     pb_int = 0 if plain is None or isinstance(plain_bias, torch.Tensor) else int(plain_bias)
     sb = None if step_bias is None else step_bias.to(dt)
     off = None if offsets is None else offsets.to(dt)
-    groups = [(a_k, more_bias[k].to(dt), _mantissas(more_mant[k], dt, a_seq), 1 << int(p.more_gain_shift[k]),
-               bool(p.more_rectify[k])) for k, a_k in sorted(more.items())]
+    groups = [(a_k, more_bias[k].to(dt), _per_step(more_mant[k]) or in_dt(more_mant[k]),
+               1 << int(p.more_gain_shift[k]), bool(p.more_rectify[k])) for k, a_k in sorted(more.items())]
     x = torch.empty(a_seq.shape[1:], dtype=dt, device=a_seq.device)
     y = torch.empty_like(x) if groups else None
-    unit = 1 << fx.ACT_SHIFT
+
+    def times(out, a_t, c):                     # out = a_t * c, computed in dt (another type's product could round)
+        if a_t.dtype == dt:
+            return torch.mul(a_t, c, out=out)
+        return out.copy_(a_t).mul_(c)
 
     def feed(n, t):                             # n -= x[t], the gained input of gain_lif_step
-        if folded:                              # (in dt: a product of two tensors of another type would round)
-            x.copy_(a_seq[t]).mul_(unit * g[t])
+        if split:
+            hi, lo = (g[t] >> h, g[t] & ((1 << h) - 1)) if h > 0 else (g[t] << -h, 0)
+            if lo:
+                times(x, a_seq[t], lo).div_(1 << h, rounding_mode="trunc").add_(a_seq[t], alpha=hi)
+            else:
+                times(x, a_seq[t], hi)
         else:
-            torch.mul(a_seq[t], unit, out=x)
+            times(x, a_seq[t], unit)
             if on_bias:
                 x.add_(b)
             if off is not None:
@@ -217,9 +235,7 @@ def _gain_window(p, a_seq, bias, gains, offsets, step_bias, plain, plain_bias, m
             if rect:
                 x.relu_()
             if g is not None:
-                x.mul_(g[t])
-        if g is not None:
-            x.div_(1 << shift, rounding_mode="trunc")
+                x.mul_(g[t]).div_(1 << shift, rounding_mode="trunc")
         if not on_bias:
             x.add_(b)
         if plain is not None:
@@ -229,8 +245,7 @@ def _gain_window(p, a_seq, bias, gains, offsets, step_bias, plain, plain_bias, m
             elif pb_int:
                 x.add_(pb_int)
         for a_k, mb, mg, div, mrect in groups:       # fixedpoint.group_gain_input
-            torch.mul(a_k[t], unit, out=y)
-            y.add_(mb)
+            times(y, a_k[t], unit).add_(mb)
             if mrect:
                 y.relu_()
             x.add_(y.mul_(mg[t]).div_(div, rounding_mode="trunc"))
@@ -283,27 +298,38 @@ def _gain_neuron(node, p, a_seq: torch.Tensor, bias: torch.Tensor, stats: dict, 
     return out
 
 
-def _lif_window(p, a, bias, counts: dict):
+def _lif_window(p, a, bias, counts: dict, own: bool = False):
     """``lif_step`` over the window (:mod:`neurocomp.sim.voltage`) when ``du = 4095`` (the current is ``64 a``,
     no memory) and ``|64 a| < 2**23`` (measured: the 24-bit current wrap and the int32 casts are the identity,
-    no current wraps); None otherwise."""
+    no current wraps); None otherwise. A voltage without memory (every decay truncates to 0, no clip) fires
+    where ``64 a + bias > theta``, i.e. ``a > floor((theta - bias) / 64)``: one comparison for the window.
+    ``own``: ``a`` may be overwritten (``Run.owns_input``), with ``64 a + bias``."""
     if int(p.du) != fx.DECAY_MAX:
         return None
     m = voltage.amax(a)
     if (m << fx.ACT_SHIFT) >= fx.MAX_STATE:
         return None
     wmax = (m << fx.ACT_SHIFT) + voltage.amax(bias)
-    k = voltage.keep(p.dv)
-    dt = voltage.window_dtype(wmax, k, a.shape[0], 0)
+    k, T, theta = voltage.keep(p.dv), a.shape[0], int(p.vth) << fx.VTH_SHIFT
+    dt = voltage.window_dtype(wmax, k, T, 0)
     if dt is None:
         return None
+    if voltage.memoryless(wmax, k, T, 0) and not voltage.window_bounds(wmax, k, T, 0)[2]:
+        cut = torch.div(theta - bias, 1 << fx.ACT_SHIFT, rounding_mode="floor")      # exact integers
+        if a.is_floating_point():
+            cut = cut.to(a.dtype)
+        return torch.gt(a, cut)
     b = bias.to(dt) if bool(bias.any()) else None
-
-    def feed(n, t):                             # n -= 64 a[t] + bias
-        n.sub_(a[t], alpha=1 << fx.ACT_SHIFT)
-        if b is not None:
-            n.sub_(b)
-    return voltage.run_window(a.shape[0], a[0], feed, k, int(p.vth) << fx.VTH_SHIFT, 0, wmax, dt, counts)
+    if own and b is not None and a.dtype == dt:
+        torch.add(b, a, alpha=1 << fx.ACT_SHIFT, out=a)      # w = 64 a + bias, exact: |w| <= wmax
+        def feed(n, t):
+            n.sub_(a[t])
+    else:
+        def feed(n, t):                         # n -= 64 a[t] + bias
+            n.sub_(a[t], alpha=1 << fx.ACT_SHIFT)
+            if b is not None:
+                n.sub_(b)
+    return voltage.run_window(T, a[0], feed, k, theta, 0, wmax, dt, counts)
 
 
 def _loihi_neuron(run, node, a):
@@ -319,7 +345,7 @@ def _loihi_neuron(run, node, a):
     if plain is not None:
         a = _int64(a) + _int64(plain)
     counts = {"voltage_saturations": 0, "current_wraps": 0}
-    out = _lif_window(p, a, bias, counts) if WINDOW else None
+    out = _lif_window(p, a, bias, counts, plain is None and run.owns_input(node)) if WINDOW else None
     if out is None:
         a = _int64(a)
         u = torch.zeros_like(a[0])
@@ -358,21 +384,29 @@ def _dense(run, node, s):
 
 def _window_counts(x: torch.Tensor, kernel, stride, padding) -> torch.Tensor:
     """Spike counts of bool ``x`` [N, C, H, W] over the pooling windows (``avg_pool2d`` with
-    ``divisor_override=1``, zero padding), as float32: strided adds of its uint8 view, one per kernel tap."""
+    ``divisor_override=1``, zero padding), as float32: the window sum is separable, so strided adds of its
+    uint8 view along the columns, then along the rows (the last one written as float32)."""
     (kh, kw), (sh, sw), (ph, pw) = tuple(kernel), tuple(stride), tuple(padding)
     xu = x.view(torch.uint8)
+    if kh * kw > 255:
+        xu = xu.to(torch.int32)
     if ph or pw:
         xu = F.pad(xu, (pw, pw, ph, ph))
     ho, wo = (xu.shape[-2] - kh) // sh + 1, (xu.shape[-1] - kw) // sw + 1
-    acc = None
-    for i in range(kh):
-        for j in range(kw):
-            tap = xu[..., i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
-            if acc is None:
-                acc = tap.to(torch.uint8 if kh * kw <= 255 else torch.int32, copy=True)
-            else:
-                acc.add_(tap)
-    return acc.to(torch.float32)
+    cols = [xu[..., j:j + sw * (wo - 1) + 1:sw] for j in range(kw)]
+    rows = cols[0] if kw == 1 else torch.add(cols[0], cols[1])
+    for c in cols[2:]:
+        rows.add_(c)
+    taps = [rows[..., i:i + sh * (ho - 1) + 1:sh, :] for i in range(kh)]
+    out = torch.empty(taps[0].shape, dtype=torch.float32, device=x.device)
+    if kh == 1:
+        return out.copy_(taps[0])
+    if kh == 2:
+        return torch.add(taps[0], taps[1], out=out)
+    acc = torch.add(taps[0], taps[1])
+    for tap in taps[2:-1]:
+        acc.add_(tap)
+    return torch.add(acc, taps[-1], out=out)
 
 
 def _sumpool2d(run, node, s):

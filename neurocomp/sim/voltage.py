@@ -66,6 +66,11 @@ def window_bounds(wmax: int, k, T: int, v_reset: int) -> tuple:
     return raw, max(post, reset), raw > CLIP
 
 
+def memoryless(wmax: int, k, T: int, v_reset: int) -> bool:
+    """Whether every decayed voltage of the window truncates to 0 (``floor(k P / 4096) = 0``)."""
+    return (_kmax(k) * window_bounds(wmax, k, T, v_reset)[1]) // fx.DECAY_UNITY == 0
+
+
 def window_dtype(wmax: int, k, T: int, v_reset: int, at_least=torch.float32):
     """The float type (float32 preferred, or ``at_least``) the window's recurrence is exact in, or None:
     every voltage below its limit, and the decay's product too (``v * k`` then a truncating division by
@@ -91,9 +96,9 @@ def run_window(T: int, like: torch.Tensor, feed, k, theta: int, v_reset: int, wm
     ``counts``, saturations are added to ``counts["voltage_saturations"]``."""
     raw, post, clips = window_bounds(wmax, k, T, v_reset)
     kmax = _kmax(k)
-    memoryless = (kmax * post) // fx.DECAY_UNITY == 0           # every decayed voltage truncates to 0
+    still = memoryless(wmax, k, T, v_reset)
     mult = div = None
-    if memoryless or kmax == fx.DECAY_UNITY and not isinstance(k, np.ndarray):
+    if still or kmax == fx.DECAY_UNITY and not isinstance(k, np.ndarray):
         pass
     elif _power_of_two(k):
         div = fx.DECAY_UNITY // k            # one truncating division by a power of two: exact
@@ -104,7 +109,7 @@ def run_window(T: int, like: torch.Tensor, feed, k, theta: int, v_reset: int, wm
     out = torch.empty((T,) + tuple(like.shape), dtype=torch.bool, device=like.device)
     saturated = 0
     for t in range(T):
-        if memoryless:
+        if still:
             n.zero_()
         else:
             if mult is not None:
@@ -119,7 +124,7 @@ def run_window(T: int, like: torch.Tensor, feed, k, theta: int, v_reset: int, wm
                 n.clamp_(-CLIP, CLIP)
         s = out[t]
         torch.lt(n, -theta, out=s)
-        if not memoryless:                   # (a memoryless voltage starts again from 0)
+        if not still:                        # (a voltage without memory starts again from 0)
             F.threshold_(n, -(theta + 1), -int(v_reset))
     if counts is not None:
         counts["voltage_saturations"] = counts.get("voltage_saturations", 0) + saturated
