@@ -2,10 +2,13 @@
 
 On a quantized graph it reproduces Lava's ``fixed_pt`` models bit for bit, with the arithmetic of
 ``neurocomp.fixedpoint``. Values along the edges: spikes (bool ``[T, B, *shape]``; int64 when they
-carry graded payloads) out of neurons, integer synaptic input (int64, weight units) out of synapses;
+carry graded payloads) out of neurons, integer synaptic input (weight units) out of synapses: float32
+holding exact integers where every sum is provably below 2**23 (:func:`stays_float`), else int64;
 a dynamic MA attention hands its consumer the current together with itself (:class:`Gained`), and
-that neuron takes its per-sample gains from it. Float-only layers (BatchNorm, AvgPool2d, Scale) are
-refused: the passes fold them before ``quantize``.
+that neuron takes its per-sample gains from it. Neurons run over the whole window in exact floats
+(:mod:`neurocomp.sim.voltage`) where the bounds allow, else step by step through fixedpoint's integer
+expression (``WINDOW = False`` forces the latter; ``tests/test_voltage.py`` checks both agree). Float-only
+layers (BatchNorm, AvgPool2d, Scale) are refused: the passes fold them before ``quantize``.
 """
 from __future__ import annotations
 
