@@ -74,4 +74,6 @@ def run_fixed(graph, x_seq, record=None, device=None) -> SimResult:
     run = Run(graph, FIXED_OPS, "fixed-point", record, device=dev)
     with devices.integer_exact(dev):
         out = run.run(x)
+        if out.is_floating_point():         # a synapse's sums handed on as float32 (sim.fixed_ops): integers
+            out = out.to(torch.int64)
     return SimResult(**_on_cpu(run, out), stats=run.stats)

@@ -78,6 +78,17 @@ class Run:
             self._consumers = {k: tuple(v) for k, v in by_name.items()}
         return self._consumers.get(node.name, ())
 
+    def owns_input(self, node) -> bool:
+        """Whether ``node`` may overwrite its one input in place: a synapse's output (made fresh by its entry)
+        that no other node reads and the run does not keep (a neuron's, or the graph's output)."""
+        srcs = self.graph.inputs.get(node.name, ())
+        if len(srcs) != 1:
+            return False
+        src = self.graph[srcs[0]]
+        users = self.consumers(src)
+        return (src.is_synapse and not src.is_neuron and src.name != self.graph.output_node.name
+                and len(users) == 1 and users[0] is node)
+
     def gained_inputs(self, node) -> tuple:
         """For an Add of currents whose neuron gains only some synapse groups (``gain_groups``): what each of
         ``node``'s input edges is -- ``"gained"`` (a gained group, or the dynamic attention on one), ``"plain"``,
