@@ -60,13 +60,14 @@ test: lint
 test-core: $(CORE_STAMP) $(STAMP)
 	NEUROCOMP_LAVA_PYTHON=$(CURDIR)/$(PY) $(CORE_PY) -m pytest -q -m "not lava and not clock_driven"
 
-# the zoo and the default model (bench/results.*), then the scale section's 32x32 and 64x64 nets
-# (bench/scale.*): under 20 minutes on 2 cores
+# the zoo and the default model (bench/results.*), sharded Lava runs with CPU use per worker
+# (bench/sharding.*), then every net of the scale section, 32x32 to 2x128x128 (bench/scale.*)
 bench: $(STAMP)
 	$(PY) bench/run.py
-	$(PY) bench/scale.py --nets small
+	$(PY) bench/sharding.py
+	$(PY) bench/scale.py
 
-# every net of the scale section, the 2x128x128 ones included (bench/scale.*; far longer than make bench)
+# the scale section alone
 bench-scale: $(STAMP)
 	$(PY) bench/scale.py
 
