@@ -129,8 +129,11 @@ def calibrate(model, x_seq: torch.Tensor, labels=None, batch: int | None = None,
     for path, mod in mods:     # each module records the map its own forward computes (computed once)
         own[path] = vars(mod).get("forward")
 
-        def forward(x_seq, mod=mod, path=path):
-            out, a = mod.forward_with_map(x_seq)
+        def forward(x_seq, mod=mod, path=path, plain=own[path] or type(mod).forward.__get__(mod)):
+            if hasattr(mod, "forward_with_map"):
+                out, a = mod.forward_with_map(x_seq)
+            else:                 # an attention class with only attention() and forward(): its map computed again
+                out, a = plain(x_seq), mod.attention(x_seq)
             current[path] = _broadcast_map(a, x_seq).detach().cpu()
             return out
         mod.forward = forward
