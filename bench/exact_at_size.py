@@ -63,8 +63,9 @@ def _pss(pid: int, rss: int) -> int:
     return fields.get("Pss", 0) * 1024          # no memory map (a kernel thread, a zombie): 0
 
 
-def _tree_rss_gib(root: int) -> float:
-    """Memory (PSS) of ``root`` and all its descendants (from /proc)."""
+def tree(root: int) -> dict:
+    """``{pid: RSS in bytes}`` of ``root`` and all its descendants (from /proc): the one walk of a process
+    tree the benchmarks and the Lava-memory test measure with."""
     parent, rss = {}, {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -76,16 +77,19 @@ def _tree_rss_gib(root: int) -> float:
             rss[int(d)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
         except (OSError, IndexError, ValueError):
             continue
-    total, todo = 0, [root]
-    seen = set()
+    out, todo = {}, [root]
     while todo:
         p = todo.pop()
-        if p in seen:
+        if p in out or p not in rss:
             continue
-        seen.add(p)
-        total += _pss(p, rss.get(p, 0)) if p in rss else 0
+        out[p] = rss[p]
         todo += [c for c, pp in parent.items() if pp == p]
-    return total / 2**30
+    return out
+
+
+def _tree_rss_gib(root: int) -> float:
+    """Memory (PSS: anonymous and shared, :func:`_pss`) of ``root`` and all its descendants."""
+    return sum(_pss(p, r) for p, r in tree(root).items()) / 2**30
 
 
 class Watchdog(threading.Thread):

@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
-from exact_at_size import _pss   # noqa: E402  the one measure of a process's memory
+from exact_at_size import _pss, tree   # noqa: E402  the one measure of a process's memory, the one tree walk
 
 # name: zoo model folder, or backbone spec; Lava samples; workers
 NETS = {
@@ -41,26 +41,9 @@ NETS = {
 
 
 def _tree(root: int):
-    """(anonymous + shared PSS in bytes, number of processes) of ``root`` and its descendants."""
-    parent = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as fh:
-                    parent[int(d)] = int(fh.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                pass
-    total, n, todo, seen, shm = 0, 0, [root], set(), 0
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
-        total += _pss(p, 0)
-        shm += _shmem(p)
-        n += 1
-        todo += [c for c, pp in parent.items() if pp == p]
-    return total, n, shm
+    """(anonymous + shared PSS in bytes, number of processes, shared PSS) of ``root`` and its descendants."""
+    procs = tree(root)
+    return sum(_pss(p, 0) for p in procs), len(procs), sum(_shmem(p) for p in procs)
 
 
 def _shmem(pid: int) -> int:
