@@ -30,8 +30,20 @@ def _squeeze(x_seq: torch.Tensor) -> torch.Tensor:
     return x_seq.mean(dim=(3, 4)).permute(1, 0, 2)
 
 
+class _SpikeGate(nn.Module):
+    """A (t, c) map multiplied onto the spikes ``[T, B, C, H, W]``: the forward TCJA, TLA and CLA share."""
+
+    def forward_with_map(self, x_seq: torch.Tensor):
+        """``(forward(x_seq), attention(x_seq))`` with the map computed once (calibration records it)."""
+        a = self.attention(x_seq)
+        return x_seq * a[:, :, :, None, None], a
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_map(x_seq)[0]
+
+
 @register
-class TCJA(nn.Module):
+class TCJA(_SpikeGate):
     """Temporal-channel joint attention on spikes ``[T, B, C, H, W]``."""
 
     def __init__(self, kernel_size_t: int = 2, kernel_size_c: int = 1, T: int = 8,
@@ -48,17 +60,9 @@ class TCJA(nn.Module):
         q = self.conv_c(z.permute(0, 2, 1)).permute(2, 0, 1)  # TLA, [T,B,C]
         return torch.sigmoid(p * q)
 
-    def forward_with_map(self, x_seq: torch.Tensor):
-        """``(forward(x_seq), attention(x_seq))`` with the map computed once (calibration records it)."""
-        a = self.attention(x_seq)
-        return x_seq * a[:, :, :, None, None], a
-
-    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_map(x_seq)[0]
-
 
 @register
-class TLA(nn.Module):
+class TLA(_SpikeGate):
     """Ablation: temporal-local attention only, ``A = σ(conv_c(Zᵀ))``; parameters ``K_T·C²``."""
 
     def __init__(self, kernel_size_t: int = 2, kernel_size_c: int = 1, T: int = 8,
@@ -71,17 +75,9 @@ class TLA(nn.Module):
         z = _squeeze(x_seq)
         return torch.sigmoid(self.conv_c(z.permute(0, 2, 1)).permute(2, 0, 1))
 
-    def forward_with_map(self, x_seq: torch.Tensor):
-        """``(forward(x_seq), attention(x_seq))`` with the map computed once (calibration records it)."""
-        a = self.attention(x_seq)
-        return x_seq * a[:, :, :, None, None], a
-
-    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_map(x_seq)[0]
-
 
 @register
-class CLA(nn.Module):
+class CLA(_SpikeGate):
     """Ablation: channel-local attention only, ``A = σ(conv(Z))``; parameters ``K_C·T²``."""
 
     def __init__(self, kernel_size_t: int = 2, kernel_size_c: int = 1, T: int = 8,
@@ -92,11 +88,3 @@ class CLA(nn.Module):
 
     def attention(self, x_seq: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.conv(_squeeze(x_seq)).permute(1, 0, 2))
-
-    def forward_with_map(self, x_seq: torch.Tensor):
-        """``(forward(x_seq), attention(x_seq))`` with the map computed once (calibration records it)."""
-        a = self.attention(x_seq)
-        return x_seq * a[:, :, :, None, None], a
-
-    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_map(x_seq)[0]
